@@ -1,0 +1,162 @@
+"""Compressed blocks inside Riegeli chunk data (spec: "Chunk data").
+
+A compressed block is ``varint64(decompressed_size)`` followed by the codec's
+stream: Brotli as a raw stream, Zstd as a normal frame, Snappy in its raw
+(unframed) format. With compression type 0 the block is the bytes themselves,
+with no prefix.
+
+Decompression is bounded: the caller passes the most bytes the block may
+decode to (known from the chunk header), the declared size is checked against
+it before anything is allocated, and the codec is stopped at that size, so a
+corrupt or hostile prefix cannot make the reader allocate more than the chunk
+header admits. The codecs are the registry packages (brotli, zstandard,
+python-snappy); each releases the GIL while it works.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import brotli
+import snappy
+import zstandard
+
+from .varint import VarintError, encode_varint, read_varint
+
+__all__ = [
+    "NONE",
+    "BROTLI",
+    "ZSTD",
+    "SNAPPY",
+    "COMPRESSION_NAMES",
+    "CompressionError",
+    "compress_block",
+    "decompress_block",
+    "block_decompressed_size",
+]
+
+NONE = 0
+BROTLI = ord("b")
+ZSTD = ord("z")
+SNAPPY = ord("s")
+
+COMPRESSION_NAMES = {NONE: "uncompressed", BROTLI: "brotli", ZSTD: "zstd", SNAPPY: "snappy"}
+
+
+class CompressionError(ValueError):
+    """A compressed block is malformed, exceeds its bound, or decodes to a
+    size other than its prefix declares. Callers add the file and chunk."""
+
+
+_local = threading.local()
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    # ZstdDecompressor objects are not safe to share between threads, and
+    # making one per call costs more than decompressing a small frame.
+    d = getattr(_local, "zstd", None)
+    if d is None:
+        d = _local.zstd = zstandard.ZstdDecompressor()
+    return d
+
+
+def block_decompressed_size(compression_type: int, block) -> tuple[int, int]:
+    """Declared decompressed size of ``block`` and where its stream starts.
+
+    Returns ``(size_in_bytes, stream_offset)``. For type 0 the size is the
+    block length and the offset 0.
+    """
+    if compression_type == NONE:
+        return len(block), 0
+    if compression_type not in COMPRESSION_NAMES:
+        raise CompressionError(f"unknown compression type {compression_type:#04x}")
+    try:
+        return read_varint(block, 0)
+    except VarintError as e:
+        raise CompressionError(f"bad decompressed-size prefix: {e}") from None
+
+
+def decompress_block(compression_type: int, block, *, max_size: int):
+    """Decompress one prefixed block.
+
+    Args:
+        compression_type: 0, ``ord('b')``, ``ord('z')`` or ``ord('s')``.
+        block: bytes-like holding the prefix and the stream (a memoryview of
+            an mmap works and is not copied for type 0).
+        max_size: the most bytes the block may decode to; a larger declared
+            size raises before any allocation.
+
+    Returns:
+        The decoded bytes: ``block`` itself (a zero-copy view) for type 0,
+        otherwise a new ``bytes`` of exactly the declared size.
+
+    Raises:
+        CompressionError: unknown type, bad prefix, declared size above
+            ``max_size``, a corrupt stream, or output of the wrong size.
+    """
+    size, start = block_decompressed_size(compression_type, block)
+    if size > max_size:
+        raise CompressionError(
+            f"block declares {size} decompressed bytes, more than the {max_size} its chunk allows"
+        )
+    if compression_type == NONE:
+        return block
+    stream = block[start:]
+    try:
+        if compression_type == ZSTD:
+            if size == 0 and len(stream) == 0:
+                return b""
+            out = _zstd_decompressor().decompress(stream, max_output_size=size)
+        elif compression_type == BROTLI:
+            d = brotli.Decompressor()
+            out = d.process(stream, output_buffer_limit=size + 1)
+            if not d.is_finished() and len(out) <= size:
+                raise CompressionError("brotli stream is truncated")
+        else:
+            declared, _ = read_varint(stream, 0)
+            if declared != size:
+                raise CompressionError(
+                    f"snappy stream declares {declared} bytes, the block prefix {size}"
+                )
+            out = snappy.uncompress(stream)
+    except CompressionError:
+        raise
+    except (zstandard.ZstdError, brotli.error, snappy.UncompressError, VarintError) as e:
+        name = COMPRESSION_NAMES[compression_type]
+        raise CompressionError(f"{name} stream is corrupt: {e}") from None
+    except Exception as e:  # python-snappy raises plain Exception on some inputs
+        name = COMPRESSION_NAMES[compression_type]
+        raise CompressionError(f"{name} stream is corrupt: {type(e).__name__}: {e}") from None
+    if len(out) != size:
+        raise CompressionError(f"block decoded to {len(out)} bytes, its prefix declares {size}")
+    return out
+
+
+def compress_block(compression_type: int, data, *, level: int | None = None, window_log: int | None = None) -> bytes:
+    """Compress ``data`` into one block, with the size prefix when compressed.
+
+    ``level`` is the codec's level (Brotli 0–11, default 6; Zstd −131072–22,
+    default 3); ``window_log`` is passed to the codec when given (Brotli's
+    ``lgwin``, Zstd's window log). Snappy ignores both.
+    """
+    if compression_type == NONE:
+        return bytes(data)
+    n = len(data)
+    if compression_type == ZSTD:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            3 if level is None else level,
+            source_size=n,
+            window_log=window_log or 0,
+            write_content_size=True,
+        )
+        payload = zstandard.ZstdCompressor(compression_params=params).compress(data)
+    elif compression_type == BROTLI:
+        kwargs = {"quality": 6 if level is None else level}
+        if window_log is not None:
+            kwargs["lgwin"] = window_log
+        payload = brotli.compress(bytes(data), **kwargs)
+    elif compression_type == SNAPPY:
+        payload = snappy.compress(bytes(data))
+    else:
+        raise ValueError(f"unknown compression type {compression_type:#04x}")
+    return encode_varint(n) + payload

@@ -160,3 +160,41 @@ def compress_block(compression_type: int, data, *, level: int | None = None, win
     else:
         raise ValueError(f"unknown compression type {compression_type:#04x}")
     return encode_varint(n) + payload
+
+
+def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
+    """The first ``min(n, size)`` decoded bytes of a block, decoding no more
+    than the codec needs for them (the whole block for Snappy).
+
+    Lets a reader take the first record of a large chunk (ArrayRecord's
+    footer metadata) without decoding the rest. Raises like
+    :func:`decompress_block`.
+    """
+    size, start = block_decompressed_size(compression_type, block)
+    if size > max_size:
+        raise CompressionError(
+            f"block declares {size} decompressed bytes, more than the {max_size} its chunk allows"
+        )
+    want = min(n, size)
+    if compression_type == NONE:
+        return block[:want]
+    stream = block[start:]
+    try:
+        if compression_type == ZSTD:
+            with _zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+                out = bytearray()
+                while len(out) < want:
+                    piece = r.read(want - len(out))
+                    if not piece:
+                        break
+                    out += piece
+                out = bytes(out)
+        elif compression_type == BROTLI:
+            out = brotli.Decompressor().process(stream, output_buffer_limit=want)
+        else:
+            return decompress_block(compression_type, block, max_size=max_size)[:want]
+    except (zstandard.ZstdError, brotli.error) as e:
+        raise CompressionError(f"{COMPRESSION_NAMES[compression_type]} stream is corrupt: {e}") from None
+    if len(out) < want:
+        raise CompressionError(f"block ends after {len(out)} of {want} bytes")
+    return out[:want]

@@ -1,0 +1,248 @@
+"""``ArrayRecordReader``: the drop-in for ``array_record_module.ArrayRecordReader``.
+
+Same constructor, methods and error behaviour as Google's pybind11 reader
+(``python/array_record_module.cc``), on :class:`arrayfs.file.ArrayRecordFile`
+(mmap, pure Python) instead of C++ file handles, plus ``len()``, indexing,
+iteration and ``with``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import operator
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .file import ArrayRecordFile
+from .options import parse_reader_options
+
+__all__ = ["ArrayRecordReader", "RecordIndexError"]
+
+_KWARGS = ("file_reader_buffer_size", "file_options")
+
+
+class RecordIndexError(IndexError, RuntimeError):
+    """A record index outside ``[0, num_records)``.
+
+    Also a ``RuntimeError`` because Google's reader raises that for bad
+    indices in ``read([indices])``; code written for either keeps working.
+    """
+
+
+def _records_of(values, offsets, picks) -> list[bytes]:
+    """``bytes`` of records ``picks`` (chunk-local) of a decoded chunk."""
+    if len(offsets) == 2 and isinstance(values, bytes):
+        return [values] * len(picks)  # one-record chunk: the buffer is the record
+    starts = offsets[picks].tolist()
+    ends = offsets[np.asarray(picks) + 1].tolist()
+    return [bytes(values[a:b]) for a, b in zip(starts, ends)]
+
+
+class ArrayRecordReader:
+    """Reads records of one ArrayRecord file by index or in order.
+
+    Args:
+        path: the file.
+        options: array_record reader options string
+            (``readahead_buffer_size``, ``max_parallelism``,
+            ``index_storage_option``, ``footer_prefetch_bytes``). Unknown
+            names raise ``ValueError``. ``readahead_buffer_size:0`` turns off
+            decoding ahead for sequential ``read()``; ``max_parallelism``
+            bounds the threads of batched reads (0 or 1: none).
+        verify: check chunk data hashes (default ``True``).
+        **kwargs: ``file_reader_buffer_size`` and ``file_options`` are
+            accepted for compatibility and ignored (the file is mapped, not
+            buffered); any other keyword raises ``TypeError``.
+
+    Raises:
+        ArrayRecordError: the file is not a readable ArrayRecord file (see
+            :class:`arrayfs.file.ArrayRecordFile`).
+        ValueError: a bad options string.
+    """
+
+    def __init__(self, path, options: str = "", *, verify: bool = True, **kwargs):
+        unknown = set(kwargs) - set(_KWARGS)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        self._options = parse_reader_options(options)
+        self._file = ArrayRecordFile(path, verify=verify)
+        self._pos = 0
+        self._cached = (-1, None, None)  # (chunk, values, offsets) for read()
+        self._pool = None
+
+    # -- Google's API --------------------------------------------------------
+
+    def ok(self) -> bool:
+        """``True`` while the reader is open and healthy."""
+        return not self._file.closed
+
+    def is_open(self) -> bool:
+        return not self._file.closed
+
+    def close(self) -> None:
+        """Release the mapping and threads; further reads raise ``RuntimeError``."""
+        self._cached = (-1, None, None)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._file.close()
+
+    def num_records(self) -> int:
+        """Records in the file (0 once closed, as Google's reader)."""
+        return 0 if self._file.closed else self._file.num_records
+
+    def record_index(self) -> int:
+        """Index of the record the next ``read()`` returns."""
+        return self._pos
+
+    def writer_options_string(self) -> str:
+        """The writer options stored in the footer, verbatim."""
+        return self._file.writer_options
+
+    def seek(self, index: int) -> None:
+        """Move the cursor to ``index``, clamped to ``[0, num_records]``."""
+        self._check_open()
+        n = self._file.num_records
+        index = operator.index(index)
+        self._pos = n if index < 0 or index > n else index
+
+    def read(self, *args):
+        """Read records.
+
+        * ``read()``: the record at the cursor (``bytes``), advancing it;
+          ``IndexError`` at the end.
+        * ``read(start, end)``: ``list[bytes]`` of records ``[start, end)``;
+          negative values count from the end; ``IndexError`` when the range
+          is empty or outside ``[0, num_records)``.
+        * ``read(indices)``: ``list[bytes]`` in the order given (a sequence
+          or 1-D integer array; negatives count from the end);
+          :class:`RecordIndexError` for an index out of range.
+        """
+        self._check_open()
+        if not args:
+            return self._read_next()
+        if len(args) == 2:
+            return self._read_range(*args)
+        if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+            return self.read_records(args[0])
+        raise TypeError("read() takes no arguments, (start, end), or a list of indices")
+
+    def read_all(self) -> list[bytes]:
+        """Every record, in order, as ``list[bytes]``."""
+        self._check_open()
+        f = self._file
+        if f.num_records == 0:
+            return []
+        out: list[bytes] = []
+        for values, offsets in self._map_chunks(range(f.num_chunks)):
+            out.extend(_records_of(values, offsets, np.arange(len(offsets) - 1)))
+        return out
+
+    # -- additions -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.num_records()
+
+    def __getitem__(self, index):
+        """``reader[i]`` → ``bytes`` (negatives count from the end);
+        ``reader[a:b:c]`` → ``list[bytes]``."""
+        if isinstance(index, slice):
+            return self.read_records(range(*index.indices(self.num_records())))
+        return self.read_records([index])[0]
+
+    def __iter__(self):
+        """Iterate over all records from the first, decoding a chunk at a time."""
+        self._check_open()
+        f = self._file
+        for k in range(f.num_chunks):
+            values, offsets = f.decode_chunk(k)
+            yield from _records_of(values, offsets, np.arange(len(offsets) - 1))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._file.closed else f"{self._file.num_records} records"
+        return f"ArrayRecordReader({self._file.path!r}, {state})"
+
+    @property
+    def path(self) -> str:
+        return self._file.path
+
+    def read_records(self, indices) -> list[bytes]:
+        """Records at ``indices`` (any iterable of ints or a 1-D integer
+        array), in that order. Each chunk involved is decoded once."""
+        self._check_open()
+        f = self._file
+        n = f.num_records
+        idx = np.asarray(indices if isinstance(indices, (collections.abc.Sequence, np.ndarray)) else list(indices))
+        if idx.size == 0:
+            return []
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"record indices must be integers, got {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False).ravel()
+        if ((idx < -n) | (idx >= n)).any():
+            bad = int(idx[(idx < -n) | (idx >= n)][0])
+            raise RecordIndexError(f"{f.path}: index {bad} out of bound {n}")
+        idx = np.where(idx < 0, idx + n, idx)
+        _, counts, first = f.index()
+        g = f.group_size
+        chunks = idx // g if g is not None else np.searchsorted(first, idx, side="right") - 1
+        out: list = [None] * idx.size
+        order = np.argsort(chunks, kind="stable")
+        sorted_chunks = chunks[order]
+        bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
+        groups = np.split(order, bounds)
+        wanted = [int(chunks[grp[0]]) for grp in groups]
+        for grp, (values, offsets), k in zip(groups, self._map_chunks(wanted), wanted):
+            recs = _records_of(values, offsets, idx[grp] - first[k])
+            for pos, rec in zip(grp.tolist(), recs):
+                out[pos] = rec
+        return out
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_open(self):
+        if self._file.closed:
+            raise RuntimeError("Object closed")
+
+    def _map_chunks(self, chunks):
+        """Decoded chunks in order; on a thread pool when allowed and useful."""
+        workers = self._options.max_parallelism
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
+        if workers <= 1 or len(chunks) < 4:
+            return map(self._file.decode_chunk, chunks)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
+        return self._pool.map(self._file.decode_chunk, chunks)
+
+    def _read_next(self) -> bytes:
+        f = self._file
+        i = self._pos
+        if i >= f.num_records:
+            raise IndexError(f"Out of range of num_records: {f.num_records}")
+        k = f.chunk_of(i)
+        ck, values, offsets = self._cached
+        if ck != k:
+            values, offsets = f.decode_chunk(k)
+            self._cached = (k, values, offsets)
+        j = i - int(f.index()[2][k])
+        self._pos = i + 1
+        if len(offsets) == 2 and isinstance(values, bytes):
+            return values
+        return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def _read_range(self, start, end) -> list[bytes]:
+        n = self._file.num_records
+        start, end = operator.index(start), operator.index(end)
+        s = start + n if start < 0 else start
+        e = end + n if end < 0 else end
+        if not (0 <= s < e <= n):
+            raise IndexError(f"[{start}, {end}) is out of range of [0, {n})")
+        return self.read_records(range(s, e))

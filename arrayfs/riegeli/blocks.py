@@ -1,0 +1,123 @@
+"""The 64 KiB block layout (spec: "Block header" and "Implementation notes").
+
+Physical file positions count block headers; *logical* chunk bytes do not.
+A 24-byte block header sits at every multiple of 65,536 and may interrupt a
+chunk anywhere, even inside its 40-byte header. These helpers convert
+between the two views and build the headers a writer must insert.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .hashing import highway_hash64
+
+__all__ = [
+    "BLOCK_SIZE",
+    "BLOCK_HEADER_SIZE",
+    "USABLE_BLOCK_SIZE",
+    "CHUNK_HEADER_SIZE",
+    "remaining_in_block",
+    "is_block_boundary",
+    "is_possible_chunk_boundary",
+    "round_up_to_possible_chunk_boundary",
+    "add_with_overhead",
+    "distance_without_overhead",
+    "chunk_end",
+    "block_header_bytes",
+    "read_logical",
+]
+
+BLOCK_SIZE = 1 << 16
+BLOCK_HEADER_SIZE = 24
+USABLE_BLOCK_SIZE = BLOCK_SIZE - BLOCK_HEADER_SIZE
+CHUNK_HEADER_SIZE = 40
+
+_Q2 = struct.Struct("<QQ")
+
+
+def remaining_in_block(pos: int) -> int:
+    """Bytes from ``pos`` to the next block boundary (0 on a boundary)."""
+    return -pos % BLOCK_SIZE
+
+
+def is_block_boundary(pos: int) -> bool:
+    return pos % BLOCK_SIZE == 0
+
+
+def is_possible_chunk_boundary(pos: int) -> bool:
+    """A chunk may begin on a block boundary or past its header's end + 1 byte."""
+    return remaining_in_block(pos) < USABLE_BLOCK_SIZE
+
+
+def round_up_to_possible_chunk_boundary(pos: int) -> int:
+    return pos + max(remaining_in_block(pos) - (USABLE_BLOCK_SIZE - 1), 0)
+
+
+def add_with_overhead(chunk_begin: int, length: int) -> int:
+    """Physical position ``length`` logical bytes after ``chunk_begin``."""
+    overhead_blocks = (length + (chunk_begin + USABLE_BLOCK_SIZE - 1) % BLOCK_SIZE) // USABLE_BLOCK_SIZE
+    return chunk_begin + length + overhead_blocks * BLOCK_HEADER_SIZE
+
+
+def distance_without_overhead(chunk_begin: int, pos: int) -> int:
+    """Logical bytes between two physical positions (block headers excluded)."""
+    overhead_blocks = pos // BLOCK_SIZE - chunk_begin // BLOCK_SIZE
+    return (
+        (pos - min(pos % BLOCK_SIZE, BLOCK_HEADER_SIZE))
+        - (chunk_begin - min(chunk_begin % BLOCK_SIZE, BLOCK_HEADER_SIZE))
+        - overhead_blocks * BLOCK_HEADER_SIZE
+    )
+
+
+def chunk_end(chunk_begin: int, data_size: int, num_records: int) -> int:
+    """Physical end of a chunk, padding included (spec: "Chunk" padding rule).
+
+    The chunk spans its header and data plus block headers, at least
+    ``num_records`` bytes, and does not end inside or right after a block
+    header.
+    """
+    return max(
+        add_with_overhead(chunk_begin, CHUNK_HEADER_SIZE + data_size),
+        round_up_to_possible_chunk_boundary(chunk_begin + num_records),
+    )
+
+
+def block_header_bytes(previous_chunk: int, next_chunk: int) -> bytes:
+    """The 24 bytes of a block header: hash, ``previous_chunk``, ``next_chunk``."""
+    body = _Q2.pack(previous_chunk, next_chunk)
+    return struct.pack("<Q", highway_hash64(body)) + body
+
+
+def read_logical(buf, pos: int, length: int):
+    """Read ``length`` logical bytes starting at physical ``pos`` of ``buf``.
+
+    ``buf`` is the whole file as a bytes-like (an mmap in practice) and
+    ``pos`` must not lie inside a block header; a block header at ``pos``
+    itself is skipped. Returns ``(data, end)``: ``data`` is a zero-copy
+    ``memoryview`` slice when no block header intervenes, otherwise a new
+    ``bytes``; ``end`` is the physical position after the last byte read.
+    Returns ``None`` for ``data`` if the file ends first (the caller names
+    the file in its error).
+    """
+    if pos % BLOCK_SIZE == 0:
+        pos += BLOCK_HEADER_SIZE
+    room = BLOCK_SIZE - pos % BLOCK_SIZE
+    size = len(buf)
+    if length <= room:
+        end = pos + length
+        if end > size:
+            return None, end
+        return memoryview(buf)[pos:end], end
+    parts = []
+    mv = memoryview(buf)
+    while length > 0:
+        if pos % BLOCK_SIZE == 0:
+            pos += BLOCK_HEADER_SIZE
+        take = min(length, BLOCK_SIZE - pos % BLOCK_SIZE)
+        if pos + take > size:
+            return None, pos + take
+        parts.append(mv[pos : pos + take])
+        pos += take
+        length -= take
+    return b"".join(parts), pos

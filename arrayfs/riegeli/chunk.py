@@ -1,0 +1,236 @@
+"""Chunk headers and simple chunks (spec: "Chunk", "Simple chunk with records").
+
+A decoded chunk is ``(values, offsets)``: ``values`` a bytes-like holding
+every record back to back, ``offsets`` an ``int64`` array of shape
+``(num_records + 1,)`` so that record ``i`` is
+``values[offsets[i]:offsets[i + 1]]``. Record sizes are decoded with numpy,
+never with a per-record Python loop.
+
+Errors raised here carry the chunk offset but not the path; the file layer
+adds it with :meth:`ArrayRecordError.located`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
+from .blocks import CHUNK_HEADER_SIZE, chunk_end, read_logical
+from .compression import (
+    COMPRESSION_NAMES,
+    NONE,
+    CompressionError,
+    compress_block,
+    decompress_block,
+)
+from .hashing import highway_hash64
+from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
+
+__all__ = [
+    "SIGNATURE",
+    "PADDING",
+    "METADATA",
+    "SIMPLE",
+    "TRANSPOSED",
+    "CHUNK_TYPE_NAMES",
+    "ChunkHeader",
+    "parse_chunk_header",
+    "encode_chunk_header",
+    "read_chunk",
+    "decode_simple",
+    "decode_record_sizes",
+    "encode_simple",
+    "decode_chunk",
+]
+
+SIGNATURE = ord("s")
+METADATA = ord("m")
+PADDING = ord("p")
+SIMPLE = ord("r")
+TRANSPOSED = ord("t")
+CHUNK_TYPE_NAMES = {
+    SIGNATURE: "signature",
+    METADATA: "file metadata",
+    PADDING: "padding",
+    SIMPLE: "simple records",
+    TRANSPOSED: "transposed records",
+}
+
+_HEADER = struct.Struct("<QQQQQ")
+_HEADER_BODY = struct.Struct("<QQQQ")
+_U64 = struct.Struct("<Q")
+_NUM_RECORDS_MASK = (1 << 56) - 1
+# A varint64 record size takes at most 10 bytes: bounds the sizes block.
+_MAX_VARINT_BYTES = 10
+
+
+class ChunkHeader(NamedTuple):
+    """The 40-byte chunk header; sizes in bytes, ``num_records`` in records."""
+
+    header_hash: int
+    data_size: int
+    data_hash: int
+    chunk_type: int
+    num_records: int
+    decoded_data_size: int
+
+
+def parse_chunk_header(raw, *, offset: int) -> ChunkHeader:
+    """Parse and hash-check 40 header bytes of the chunk at file ``offset``.
+
+    Raises :class:`CorruptChunkError` if ``header_hash`` does not match.
+    """
+    header_hash, data_size, data_hash, type_and_count, decoded = _HEADER.unpack(raw)
+    if highway_hash64(raw[8:CHUNK_HEADER_SIZE]) != header_hash:
+        raise CorruptChunkError("chunk header hash mismatch", offset=offset)
+    return ChunkHeader(
+        header_hash, data_size, data_hash, type_and_count & 0xFF, type_and_count >> 8, decoded
+    )
+
+
+def encode_chunk_header(data, chunk_type: int, num_records: int, decoded_data_size: int) -> bytes:
+    """The 40 header bytes for chunk ``data`` (hashes computed here)."""
+    if num_records > _NUM_RECORDS_MASK:
+        raise ValueError(f"a chunk holds at most 2**56 - 1 records, got {num_records}")
+    body = _HEADER_BODY.pack(
+        len(data), highway_hash64(data), chunk_type | (num_records << 8), decoded_data_size
+    )
+    return _U64.pack(highway_hash64(body)) + body
+
+
+def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = None):
+    """Read the chunk that begins at physical ``offset`` of ``buf`` (the file).
+
+    Returns ``(header, data, end)``: the checked header, the chunk data
+    (a zero-copy ``memoryview`` when no block header interrupts it) and the
+    physical end of the chunk including padding. ``limit`` (default
+    ``len(buf)``) is the position the chunk must end by. With ``verify`` the
+    data hash is checked too.
+
+    Raises :class:`TruncatedFileError` when the file ends inside the chunk,
+    :class:`CorruptChunkError` on a hash mismatch or an impossible header.
+    """
+    size = len(buf) if limit is None else limit
+    raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE)
+    if raw is None or pos > size:
+        raise TruncatedFileError("file ends inside a chunk header", offset=offset)
+    header = parse_chunk_header(raw, offset=offset)
+    # Checked before reading so that a corrupt size never drives a read.
+    end = chunk_end(offset, header.data_size, header.num_records)
+    if header.data_size > size or end > size:
+        raise TruncatedFileError(
+            f"chunk claims {header.data_size} data bytes; the file ends at byte {size}",
+            offset=offset,
+        )
+    data, _ = read_logical(buf, pos, header.data_size)
+    if data is None:
+        raise TruncatedFileError("file ends inside chunk data", offset=offset)
+    if verify and highway_hash64(data) != header.data_hash:
+        raise CorruptChunkError("chunk data hash mismatch", offset=offset)
+    return header, data, end
+
+
+def decode_record_sizes(data, num_records: int, decoded_data_size: int, *, offset: int):
+    """Decode only the record sizes of a simple chunk (not the values).
+
+    Returns ``(sizes, values_block)``: a ``uint64`` array of shape
+    ``(num_records,)`` and the still-compressed values block. Used to stat
+    records without decompressing them.
+    """
+    try:
+        if len(data) < 1:
+            raise CorruptChunkError("simple chunk has no compression byte", offset=offset)
+        ctype = data[0]
+        if ctype not in COMPRESSION_NAMES:
+            raise CorruptChunkError(f"unknown compression type {ctype:#04x}", offset=offset)
+        sizes_len, pos = read_varint(data, 1)
+        if pos + sizes_len > len(data):
+            raise CorruptChunkError(
+                f"sizes block of {sizes_len} bytes overruns the chunk data ({len(data)} bytes)",
+                offset=offset,
+            )
+        sizes_block = data[pos : pos + sizes_len]
+        values_block = data[pos + sizes_len :]
+        if num_records == 1 and ctype == NONE:
+            size, n = read_varint(sizes_block, 0)
+            if n != len(sizes_block):
+                raise CorruptChunkError("sizes block has trailing bytes", offset=offset)
+            sizes = np.array([size], dtype=np.uint64)
+        else:
+            raw_sizes = decompress_block(ctype, sizes_block, max_size=num_records * _MAX_VARINT_BYTES)
+            sizes = decode_varints(raw_sizes, num_records)
+    except (CompressionError, VarintError) as e:
+        raise CorruptChunkError(f"record sizes: {e}", offset=offset) from None
+    return ctype, sizes, values_block
+
+
+def decode_simple(data, num_records: int, decoded_data_size: int, *, offset: int):
+    """Decode a simple chunk (type ``'r'``) into ``(values, offsets)``.
+
+    ``values`` is a zero-copy view into ``data`` when uncompressed. The sum
+    of record sizes must equal ``decoded_data_size`` and the values block
+    must decode to exactly that many bytes; anything else raises
+    :class:`CorruptChunkError`.
+    """
+    ctype, sizes, values_block = decode_record_sizes(data, num_records, decoded_data_size, offset=offset)
+    offsets = np.empty(num_records + 1, dtype=np.int64)
+    offsets[0] = 0
+    np.cumsum(sizes, out=offsets[1:], dtype=np.int64) if num_records else None
+    if num_records and (int(offsets[-1]) != decoded_data_size or int(sizes.max()) > decoded_data_size):
+        raise CorruptChunkError(
+            f"record sizes sum to {int(sizes.sum())} bytes, the header says {decoded_data_size}",
+            offset=offset,
+        )
+    try:
+        values = decompress_block(ctype, values_block, max_size=decoded_data_size)
+    except CompressionError as e:
+        raise CorruptChunkError(f"record values: {e}", offset=offset) from None
+    if len(values) != decoded_data_size:
+        raise CorruptChunkError(
+            f"values decode to {len(values)} bytes, the header says {decoded_data_size}",
+            offset=offset,
+        )
+    return values, offsets
+
+
+def encode_simple(records, compression_type: int, *, level=None, window_log=None) -> tuple[bytes, int]:
+    """Encode ``records`` (a sequence of bytes-likes) as simple chunk data.
+
+    Returns ``(data, decoded_data_size)``; the caller builds the header with
+    :func:`encode_chunk_header` (type ``'r'``, ``len(records)`` records).
+    """
+    sizes = encode_varints([len(r) for r in records])
+    values = b"".join(records)
+    sizes_block = compress_block(compression_type, sizes, level=level, window_log=window_log)
+    values_block = compress_block(compression_type, values, level=level, window_log=window_log)
+    data = b"".join((bytes((compression_type,)), encode_varint(len(sizes_block)), sizes_block, values_block))
+    return data, len(values)
+
+
+def decode_chunk(header: ChunkHeader, data, *, offset: int):
+    """Decode the records of a chunk of any record-bearing type.
+
+    Returns ``(values, offsets)`` as described in the module docstring.
+    Signature and padding chunks decode to no records. Raises
+    :class:`UnsupportedChunkError` for a type this reader does not know.
+    """
+    t = header.chunk_type
+    if t == SIMPLE:
+        return decode_simple(data, header.num_records, header.decoded_data_size, offset=offset)
+    if t == TRANSPOSED:
+        try:
+            from .transpose import TransposeError, decode_transposed_chunk
+        except ImportError:
+            raise UnsupportedChunkError(
+                "transposed chunks (type 't') are not supported by this build", offset=offset
+            ) from None
+        try:
+            return decode_transposed_chunk(data, header.num_records, header.decoded_data_size)
+        except (TransposeError, CompressionError, VarintError) as e:
+            raise CorruptChunkError(f"transposed chunk: {e}", offset=offset) from None
+    if t in (SIGNATURE, PADDING, METADATA):
+        return b"", np.zeros(1, dtype=np.int64)
+    raise UnsupportedChunkError(f"unknown chunk type {t:#04x} ({chr(t)!r})", offset=offset)

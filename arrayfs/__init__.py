@@ -11,6 +11,7 @@ from .errors import (
     TruncatedFileError,
     UnsupportedChunkError,
 )
+from .dataset import ArrayRecordDataSource, RefreshResult, ShardInfo
 from .reader import ArrayRecordReader, RecordIndexError
 from .writer import ArrayRecordWriter
 
@@ -23,6 +24,9 @@ __all__ = [
     "TruncatedFileError",
     "UnsupportedChunkError",
     "ArrayRecordReader",
+    "ArrayRecordDataSource",
+    "ShardInfo",
+    "RefreshResult",
     "ArrayRecordWriter",
     "RecordIndexError",
 ]

@@ -7,21 +7,22 @@ any host can compute its slice of the order without talking to the others.
 
 Construction
 ------------
-A balanced Feistel network over ``w`` bits, ``w`` the smallest *even* width
-with ``2**w >= N`` (at least 2), is a bijection of ``[0, 2**w)`` whatever its
-round function is, because each round ``(L, R) -> (R, L ^ F_r(R))`` is
-invertible. *Cycle walking* restricts it to ``[0, N)``: apply the network
+A Feistel network over ``w`` bits, ``w`` the smallest width with
+``2**w >= N`` (at least 2), is a bijection of ``[0, 2**w)`` whatever its round
+function is, because each round ``(L, R) -> (R, L ^ F_r(R))`` is invertible
+(for odd ``w`` the halves differ by one bit and swap sizes each round, as in
+FFX). *Cycle walking* restricts it to ``[0, N)``: apply the network
 again to any output ``>= N`` until it lands below ``N``. Following the cycle
 of a bijection through values ``>= N`` always returns to ``[0, N)``, and the
 first value it meets there is distinct for distinct starting points, so the
 restriction is again a bijection; this holds for every ``N`` (Grain's
 ``index_shuffle``, which is meant to be the same construction, drops one
 record and repeats another for ``N = 2**k + 1``, ``k`` even and ``>= 16``).
-Because ``2**w < 4 N``, at most three of every four outputs need another step
-and the expected walk is under four network evaluations.
+Because ``2**w < 2 N`` (for ``N >= 3``), at most half of the outputs need
+another step and the expected walk is under two network evaluations.
 
 The round function is the splitmix64 finaliser (a good 64-bit mixer) applied
-to ``R ^ round_key``, truncated to ``w / 2`` bits. Everything is ``uint64``
+to ``R ^ round_key``, truncated to the width of ``L``. Everything is ``uint64``
 numpy arithmetic, vectorised over a batch of positions.
 
 Keys: the seed/epoch rule
@@ -97,16 +98,21 @@ class FeistelPermutation:
     Args:
         n: domain size in elements, ``1 <= n <= 2**63``.
         round_keys: ``uint64`` array of shape ``(rounds,)``, for example
-            from :func:`epoch_round_keys`.
+            from :func:`epoch_round_keys`; an even count keeps the bit layout
+            of the two halves the same after the last round.
 
     Calling the object maps positions to permuted positions; :meth:`inverse`
     maps them back. Both accept an int or an integer array of any shape with
     values in ``[0, n)`` and return ``int64`` of the same shape (an ``int`` for
-    an int). State is ``n`` and the keys only: memory does not
-    depend on ``n``.
+    an int). State is ``n`` and the keys only: memory does not depend on
+    ``n``.
+
+    Raises:
+        ValueError: ``n`` outside ``[1, 2**63]``, no keys, or (on call)
+            positions outside ``[0, n)`` or not integers.
     """
 
-    __slots__ = ("n", "half_bits", "_mask", "_shift", "_keys")
+    __slots__ = ("n", "width", "_rounds", "_keys")
 
     def __init__(self, n: int, round_keys: np.ndarray):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -118,37 +124,60 @@ class FeistelPermutation:
         if keys.size == 0:
             raise ValueError("need at least one round key")
         self.n = n
-        # Smallest even width covering [0, n), at least 2 bits so both halves
-        # are non-empty.
-        width = max(2, (n - 1).bit_length())
-        width += width & 1
-        self.half_bits = width // 2
-        self._mask = np.uint64((1 << self.half_bits) - 1)
-        self._shift = np.uint64(self.half_bits)
+        # The smallest width covering [0, n) (at least 2 bits so both halves
+        # are non-empty). It may be odd: the halves then differ by one bit and
+        # swap sizes every round (an unbalanced, alternating Feistel network
+        # as in FFX), which keeps 2**width < 2 n so that at most half of the
+        # outputs need another cycle-walking step. An even width would allow
+        # up to 3/4 and roughly double the longest walk in a batch.
+        self.width = max(2, (n - 1).bit_length())
+        hi, lo = self.width // 2, self.width - self.width // 2
+        rounds = []
+        for i, key in enumerate(keys):
+            h, l = (hi, lo) if i % 2 == 0 else (lo, hi)
+            rounds.append((
+                np.uint64(h), np.uint64(l),
+                np.uint64((1 << h) - 1), np.uint64((1 << l) - 1), np.uint64(key),
+            ))
+        self._rounds = tuple(rounds)
         self._keys = keys
 
     def __repr__(self) -> str:
         return f"FeistelPermutation(n={self.n}, rounds={self._keys.size})"
 
-    # The network on [0, 2**width). Arrays are uint64; numpy wraps on
-    # overflow for arrays, which is the modular arithmetic the mixer wants.
-    def _round(self, right: np.ndarray, key: np.uint64) -> np.ndarray:
+    # One round on width-bit values laid out as (L: h high bits, R: l low
+    # bits) gives (R: l high bits, L ^ F(R): h low bits). numpy wraps uint64
+    # arrays on overflow, which is the modular arithmetic the mixer wants.
+    @staticmethod
+    def _mix(right: np.ndarray, key: np.uint64, mask: np.uint64) -> np.ndarray:
         z = right ^ key
-        z = (z ^ (z >> _S30)) * _M1
-        z = (z ^ (z >> _S27)) * _M2
-        return (z ^ (z >> _S31)) & self._mask
+        z ^= z >> _S30
+        z *= _M1
+        z ^= z >> _S27
+        z *= _M2
+        z ^= z >> _S31
+        z &= mask
+        return z
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        left, right = x >> self._shift, x & self._mask
-        for key in self._keys:
-            left, right = right, left ^ self._round(right, key)
-        return (left << self._shift) | right
+        for h, l, mask_h, mask_l, key in self._rounds:
+            right = x & mask_l
+            left = x >> l
+            left ^= self._mix(right, key, mask_h)
+            right <<= h
+            right |= left
+            x = right
+        return x
 
-    def _backward(self, x: np.ndarray) -> np.ndarray:
-        left, right = x >> self._shift, x & self._mask
-        for key in self._keys[::-1]:
-            left, right = right ^ self._round(left, key), left
-        return (left << self._shift) | right
+    def _backward(self, y: np.ndarray) -> np.ndarray:
+        for h, l, mask_h, mask_l, key in reversed(self._rounds):
+            right = y >> h
+            left = y & mask_h
+            left ^= self._mix(right, key, mask_h)
+            left <<= l
+            left |= right
+            y = left
+        return y
 
     def _walk(self, positions, step) -> np.ndarray:
         scalar = np.ndim(positions) == 0
@@ -156,19 +185,19 @@ class FeistelPermutation:
         if x.dtype.kind not in "iu":
             raise ValueError(f"positions must be integers, got dtype {x.dtype}")
         if x.size and (int(x.min()) < 0 or int(x.max()) >= self.n):
-            raise ValueError(f"positions must be in [0, {self.n}), got range [{x.min()}, {x.max()}]")
-        x = x.astype(np.uint64)
-        out = step(x)
+            raise ValueError(
+                f"positions must be in [0, {self.n}), got range [{x.min()}, {x.max()}]"
+            )
+        out = step(x.astype(np.uint64).reshape(-1))
         n = np.uint64(self.n)
         outside = np.flatnonzero(out >= n)
-        # Cycle walking: only the stragglers are re-encrypted, so a batch costs
-        # about one network evaluation plus a few on shrinking subsets.
+        # Cycle walking: only the stragglers are stepped again, so a batch
+        # costs about one network evaluation plus a few on shrinking subsets.
         while outside.size:
-            flat = out.reshape(-1)
-            flat[outside] = step(flat[outside])
-            outside = outside[flat[outside] >= n]
-        out = out.astype(np.int64)
-        return out.reshape(()).item() if scalar else out
+            out[outside] = step(out[outside])
+            outside = outside[out[outside] >= n]
+        out = out.astype(np.int64).reshape(x.shape)
+        return int(out) if scalar else out
 
     def __call__(self, positions):
         """Permuted positions: ``int64`` array of the input's shape (or an int)."""

@@ -1,0 +1,505 @@
+"""``ArrayRecordDataSource``: one concatenated, thread-safe view over many shards.
+
+Global index ``i`` runs over the records of every shard in order (shard 0's
+records, then shard 1's, ...). The view is an immutable *snapshot*; reads
+take the current snapshot once and finish on it, so :meth:`refresh` can
+install a new one (shards added or removed) while reads are in flight.
+
+Drop-in for array_record's ``python/array_record_data_source.py`` (what
+Grain users pass to ``grain.MapDataset.source``): ``len``, ``__getitem__``,
+batched ``__getitems__``, a ``repr`` identifying the data, picklable for
+worker processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import operator
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from .cache import ChunkCache
+from .errors import ArrayRecordError
+from .file import ArrayRecordFile
+from .paths import ShardSpec, expand_paths
+
+__all__ = ["ArrayRecordDataSource", "ShardInfo", "RefreshResult"]
+
+log = logging.getLogger("arrayfs.dataset")
+_serial = itertools.count()
+
+
+class ShardInfo(NamedTuple):
+    """One shard as the dataset sees it.
+
+    ``num_records`` counts the records used (after a ``path[start:stop]``
+    read instruction); ``first_index`` is the global index of the first of
+    them; ``start`` is the local index in the file it corresponds to.
+    ``size_bytes`` and ``mtime_ns`` describe the file when it was opened.
+    """
+
+    path: str
+    num_records: int
+    first_index: int
+    start: int
+    size_bytes: int
+    mtime_ns: int
+    writer_options: str
+
+
+class RefreshResult(NamedTuple):
+    """What :meth:`ArrayRecordDataSource.refresh` changed (paths, as ``str``)."""
+
+    added: tuple
+    removed: tuple
+    pending: tuple  # (path, reason) of files not (yet) valid ArrayRecord
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class _Shard:
+    """An opened shard: the file (opened lazily after unpickling) and its slice."""
+
+    __slots__ = ("spec", "start", "num_records", "identity", "serial", "verify", "_file", "_lock", "writer_options",
+                 "size_bytes", "mtime_ns")
+
+    def __init__(self, spec: ShardSpec, verify: bool, file: ArrayRecordFile | None = None, state=None):
+        self.spec = spec
+        self.verify = verify
+        self.serial = next(_serial)
+        self._lock = threading.Lock()
+        self._file = file
+        if state is not None:  # rebuilt in another process; open on first read
+            self.start, self.num_records, self.identity, self.writer_options, self.size_bytes, self.mtime_ns = state
+            return
+        n = file.num_records
+        start, stop, _ = slice(spec.start, spec.stop).indices(n)
+        self.start = start
+        self.num_records = max(stop - start, 0)
+        self.identity = file.identity
+        self.writer_options = file.writer_options
+        self.size_bytes = file.size
+        self.mtime_ns = file.mtime_ns
+
+    @property
+    def file(self) -> ArrayRecordFile:
+        f = self._file
+        if f is None:
+            with self._lock:
+                if self._file is None:
+                    f = ArrayRecordFile(self.spec.path, verify=self.verify)
+                    if f.identity[2:] != self.identity[2:]:
+                        f.close()
+                        raise ArrayRecordError(
+                            "shard changed since the dataset was opened (size or mtime differ)",
+                            path=self.spec.path,
+                        )
+                    self._file = f
+                f = self._file
+        return f
+
+    def state(self):
+        return (self.start, self.num_records, self.identity, self.writer_options, self.size_bytes, self.mtime_ns)
+
+    def close(self):
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    shards: tuple
+    firsts: list = field(default_factory=list)  # global index of each shard's first record, plus the total
+
+    @classmethod
+    def build(cls, shards):
+        firsts = [0]
+        for s in shards:
+            firsts.append(firsts[-1] + s.num_records)
+        return cls(tuple(shards), firsts)
+
+    @property
+    def total(self) -> int:
+        return self.firsts[-1]
+
+
+def _open_shard(spec: ShardSpec, verify: bool) -> _Shard:
+    return _Shard(spec, verify, ArrayRecordFile(spec.path, verify=verify))
+
+
+class ArrayRecordDataSource:
+    """Random access to the records of many ArrayRecord shards as one sequence.
+
+    Args:
+        paths: a path, glob pattern, directory, ``"path[start:stop]"`` read
+            instruction, or a list of these (see :mod:`arrayfs.paths`; glob
+            matches in natural order, so ``-00002-of-00010`` precedes
+            ``-00010-of-00010``).
+        verify: check chunk data hashes on read (header hashes always are).
+        cache_bytes: bound of the decoded-chunk LRU cache (bytes). Only
+            chunks of more than one record are cached: they are the ones
+            sequential or nearby reads decode again.
+        max_workers: threads for decoding chunks of a batch or read-ahead in
+            parallel (default: CPU count, at most 8). The codecs release the
+            GIL.
+
+    Opening reads each shard's postscript and footer metadata (its record
+    count); a shard's per-chunk index is decoded on its first read.
+
+    Raises:
+        FileNotFoundError: a path does not exist or a pattern matches nothing.
+        ArrayRecordError: a shard is not a valid ArrayRecord file; the
+            message names the shard.
+    """
+
+    def __init__(self, paths, *, verify: bool = True, cache_bytes: int = 64 << 20, max_workers: int | None = None):
+        self._paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, bytes, os.PathLike)) else paths)]
+        self._verify = verify
+        self._cache = ChunkCache(cache_bytes)
+        self._max_workers = max_workers or min(8, os.cpu_count() or 1)
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._closed = False
+        specs = expand_paths(self._paths)
+        self._snap = _Snapshot.build(self._open_all(specs))
+
+    def _open_all(self, specs):
+        if len(specs) <= 8:
+            return [_open_shard(s, self._verify) for s in specs]
+        results = []
+        # Opening is mostly mmap and small hashes; a few threads hide the
+        # per-file system-call latency on network and cold file systems.
+        with ThreadPoolExecutor(min(16, len(specs))) as pool:
+            futures = [pool.submit(_open_shard, s, self._verify) for s in specs]
+            try:
+                for f in futures:
+                    results.append(f.result())
+            except BaseException:
+                for f in futures:
+                    if f.done() and not f.exception():
+                        f.result().close()
+                raise
+        return results
+
+    # -- sizes and identity ----------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._snap.total
+
+    @property
+    def shards(self) -> tuple:
+        """:class:`ShardInfo` of each shard of the current snapshot, in order."""
+        snap = self._snap
+        return tuple(
+            ShardInfo(s.spec.path, s.num_records, first, s.start, s.size_bytes, s.mtime_ns, s.writer_options)
+            for s, first in zip(snap.shards, snap.firsts)
+        )
+
+    @property
+    def paths(self) -> list:
+        """The paths/patterns as given."""
+        return list(self._paths)
+
+    def __repr__(self) -> str:
+        snap = self._snap
+        shards = ", ".join(f"{s.spec.path}[{s.start}:{s.start + s.num_records}]" for s in snap.shards)
+        return f"ArrayRecordDataSource(len={snap.total}, shards=[{shards}])"
+
+    def locate(self, index) -> tuple[str, int]:
+        """``(shard path, local index in that file)`` of global ``index``."""
+        snap = self._snap
+        k, local = self._locate(snap, self._check_index(snap, index))
+        s = snap.shards[k]
+        return s.spec.path, local + s.start
+
+    # -- reading ---------------------------------------------------------------
+
+    @staticmethod
+    def _check_index(snap, index) -> int:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise TypeError(f"record index must be an integer, got {type(index).__name__}") from None
+        if not 0 <= i < snap.total:
+            raise IndexError(f"record index {i} out of range [0, {snap.total})")
+        return i
+
+    @staticmethod
+    def _locate(snap, i: int) -> tuple[int, int]:
+        k = bisect.bisect_right(snap.firsts, i) - 1
+        return k, i - snap.firsts[k]
+
+    def _chunk(self, shard: _Shard, k: int):
+        f = shard.file
+        key = (shard.serial, k)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        values, offsets = f.decode_chunk(k)
+        if len(offsets) > 2:
+            self._cache.put(key, values, offsets)
+        return values, offsets
+
+    def __getitem__(self, index) -> bytes:
+        """The record at global ``index`` (an int or numpy integer in
+        ``[0, len)``) as ``bytes``. Raises ``IndexError`` outside that range,
+        :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
+        snap = self._snap
+        i = self._check_index(snap, index)
+        ks, local = self._locate(snap, i)
+        shard = snap.shards[ks]
+        local += shard.start
+        f = shard.file
+        k = f.chunk_of(local)
+        values, offsets = self._chunk(shard, k)
+        if len(offsets) == 2 and isinstance(values, bytes):
+            return values
+        j = local - int(f.index()[2][k])
+        return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def __getitems__(self, indices) -> list[bytes]:
+        """Records at ``indices`` (a sequence or 1-D integer array), in the
+        order asked, as ``list[bytes]``. Each chunk is decoded once per call;
+        chunks are decoded on the thread pool when there are many."""
+        snap = self._snap
+        idx = np.asarray(indices)
+        if idx.size == 0:
+            return []
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"record indices must be integers, got {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False).ravel()
+        total = snap.total
+        bad = (idx < 0) | (idx >= total)
+        if bad.any():
+            raise IndexError(f"record index {int(idx[bad][0])} out of range [0, {total})")
+        firsts = np.asarray(snap.firsts, dtype=np.int64)
+        sk = np.searchsorted(firsts, idx, side="right") - 1
+        # Work per (shard, chunk): which output slots want which local records.
+        work = []  # (shard, chunk, slots, chunk-local record indices)
+        for s in np.unique(sk).tolist():
+            sel = np.flatnonzero(sk == s)
+            shard = snap.shards[s]
+            f = shard.file
+            local = idx[sel] - firsts[s] + shard.start
+            _, _, cfirst = f.index()
+            g = f.group_size
+            ck = local // g if g is not None else np.searchsorted(cfirst, local, side="right") - 1
+            order = np.argsort(ck, kind="stable")
+            ck_sorted = ck[order]
+            cuts = np.flatnonzero(np.diff(ck_sorted)) + 1
+            for part in np.split(order, cuts):
+                k = int(ck[part[0]])
+                work.append((shard, k, sel[part], local[part] - cfirst[k]))
+        out: list = [None] * idx.size
+        for shard, k, slots, recs in work if len(work) < 32 else self._parallel(work):
+            values, offsets = self._chunk(shard, k) if not isinstance(shard, tuple) else shard
+            if len(offsets) == 2 and isinstance(values, bytes):
+                for slot in slots.tolist():
+                    out[slot] = values
+                continue
+            starts = offsets[recs].tolist()
+            ends = offsets[recs + 1].tolist()
+            for slot, a, b in zip(slots.tolist(), starts, ends):
+                out[slot] = bytes(values[a:b])
+        return out
+
+    def _parallel(self, work):
+        """Decode the chunks of ``work`` on the pool, one task per worker."""
+        pool = self._get_pool()
+        n = self._max_workers
+        parts = [work[i::n] for i in range(n)]
+
+        def run(part):
+            return [(self._chunk(shard, k), k, slots, recs) for shard, k, slots, recs in part]
+
+        for fut in [pool.submit(run, p) for p in parts if p]:
+            for decoded, k, slots, recs in fut.result():
+                yield decoded, k, slots, recs
+
+    def __iter__(self):
+        """All records in global order, decoding chunks ahead on the pool."""
+        snap = self._snap
+        for shard in snap.shards:
+            if shard.num_records == 0:
+                continue
+            f = shard.file
+            offsets_, counts, cfirst = f.index()
+            lo, hi = shard.start, shard.start + shard.num_records
+            k0, k1 = f.chunk_of(lo), f.chunk_of(hi - 1) + 1
+            for k, (values, offsets) in zip(range(k0, k1), self._decode_ahead(shard, range(k0, k1))):
+                a = max(lo - int(cfirst[k]), 0)
+                b = min(hi - int(cfirst[k]), len(offsets) - 1)
+                if len(offsets) == 2 and isinstance(values, bytes):
+                    if a < b:
+                        yield values
+                    continue
+                starts = offsets[a:b].tolist()
+                ends = offsets[a + 1 : b + 1].tolist()
+                for s, e in zip(starts, ends):
+                    yield bytes(values[s:e])
+
+    def _decode_ahead(self, shard, chunks):
+        f = shard.file
+        if self._max_workers <= 1 or len(chunks) < 4:
+            return map(f.decode_chunk, chunks)
+        return self._windowed(f, chunks)
+
+    def _windowed(self, f, chunks):
+        """Decode ``chunks`` in order, a few tasks of ~256 records ahead."""
+        pool = self._get_pool()
+        _, counts, _ = f.index()
+        tasks, run, acc = [], [], 0
+        for k in chunks:
+            run.append(k)
+            acc += int(counts[k])
+            if acc >= 256:
+                tasks.append(run)
+                run, acc = [], 0
+        if run:
+            tasks.append(run)
+
+        def decode(ks):
+            return [f.decode_chunk(k) for k in ks]
+
+        window = 2 * self._max_workers
+        pending = [pool.submit(decode, t) for t in tasks[:window]]
+        nxt = window
+        while pending:
+            done = pending.pop(0)
+            if nxt < len(tasks):
+                pending.append(pool.submit(decode, tasks[nxt]))
+                nxt += 1
+            yield from done.result()
+
+    def record_size(self, index) -> int:
+        """Size in bytes of the record at global ``index``, decoding at most
+        the sizes of its chunk (nothing for single-record chunks)."""
+        snap = self._snap
+        i = self._check_index(snap, index)
+        ks, local = self._locate(snap, i)
+        shard = snap.shards[ks]
+        local += shard.start
+        f = shard.file
+        k = f.chunk_of(local)
+        key = (shard.serial, k)
+        hit = self._cache.get(key)
+        if hit is not None:
+            offsets = hit[1]
+            j = local - int(f.index()[2][k])
+            return int(offsets[j + 1] - offsets[j])
+        return int(self._chunk_sizes(shard, k)[local - int(f.index()[2][k])])
+
+    def _chunk_sizes(self, shard, k):
+        key = ("sizes", shard.serial, k)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit[1]
+        sizes = shard.file.chunk_record_sizes(k)
+        if len(sizes) > 1:
+            self._cache.put(key, b"", sizes)
+        return sizes
+
+    # -- refresh and lifetime ----------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Re-expand the paths and install a new snapshot.
+
+        Unchanged shards (same device, inode, size and mtime) keep their open
+        files; vanished or rewritten shards are dropped from the view and
+        their cached chunks evicted (their mappings are released once no
+        in-flight read holds the old snapshot); new shards are opened. A new
+        file that is not yet a valid ArrayRecord file (a writer is still
+        writing it) is left out with a warning and tried again on the next
+        refresh. Returns a :class:`RefreshResult`.
+        """
+        with self._refresh_lock:
+            old = self._snap
+            by_path = {s.spec: s for s in old.shards}
+            new, added, pending = [], [], []
+            for spec in expand_paths(self._paths, allow_missing=True):
+                prev = by_path.get(spec)
+                try:
+                    st = os.stat(spec.path)
+                except FileNotFoundError:
+                    continue
+                ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if prev is not None and prev.identity == ident:
+                    new.append(prev)
+                    continue
+                try:
+                    shard = _open_shard(spec, self._verify)
+                except (ArrayRecordError, OSError) as e:
+                    pending.append((spec.path, str(e)))
+                    warnings.warn(f"arrayfs: leaving out {spec.path} for now: {e}", stacklevel=2)
+                    continue
+                new.append(shard)
+                added.append(spec.path)
+            kept = {id(s) for s in new}
+            gone = [s for s in old.shards if id(s) not in kept]
+            if not added and not gone:
+                return RefreshResult((), (), tuple(pending))
+            self._snap = _Snapshot.build(new)
+            serials = {s.serial for s in gone}
+            self._cache.discard(lambda key: (key[1] if key[0] == "sizes" else key[0]) in serials)
+            return RefreshResult(tuple(added), tuple(s.spec.path for s in gone), tuple(pending))
+
+    def _get_pool(self):
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="arrayfs-read")
+                pool = self._pool
+        return pool
+
+    def close(self) -> None:
+        """Unmap every shard and stop the thread pool. Safe to call twice."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._cache.clear()
+        snap, self._snap = self._snap, _Snapshot.build([])
+        for s in snap.shards:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # Pickling: a worker process gets the same shards and counts and opens
+    # each file on its first read there.
+    def __getstate__(self):
+        snap = self._snap
+        return {
+            "paths": self._paths,
+            "verify": self._verify,
+            "cache_bytes": self._cache.max_bytes,
+            "max_workers": self._max_workers,
+            "shards": [(s.spec, s.state()) for s in snap.shards],
+        }
+
+    def __setstate__(self, state):
+        self._paths = state["paths"]
+        self._verify = state["verify"]
+        self._cache = ChunkCache(state["cache_bytes"])
+        self._max_workers = state["max_workers"]
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._closed = False
+        self._snap = _Snapshot.build([_Shard(spec, self._verify, state=st) for spec, st in state["shards"]])

@@ -35,6 +35,11 @@ __all__ = ["ArrayRecordDataSource", "ShardInfo", "RefreshResult"]
 
 log = logging.getLogger("arrayfs.dataset")
 _serial = itertools.count()
+# Below this many records a batch is read on the calling thread: handing
+# work to the pool costs more than it saves.
+_PARALLEL_MIN = 64
+# Records per read-ahead task when iterating (at least one chunk).
+_ITER_BLOCK = 1024
 
 
 class ShardInfo(NamedTuple):
@@ -164,7 +169,8 @@ class ArrayRecordDataSource:
     """
 
     def __init__(self, paths, *, verify: bool = True, cache_bytes: int = 64 << 20, max_workers: int | None = None):
-        self._paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, bytes, os.PathLike)) else paths)]
+        entries = [paths] if isinstance(paths, (str, bytes, os.PathLike)) or hasattr(paths, "filename") else list(paths)
+        self._paths = [e if hasattr(e, "filename") else os.fspath(e) for e in entries]
         self._verify = verify
         self._cache = ChunkCache(cache_bytes)
         self._max_workers = max_workers or min(8, os.cpu_count() or 1)
@@ -262,6 +268,8 @@ class ArrayRecordDataSource:
         shard = snap.shards[ks]
         local += shard.start
         f = shard.file
+        if f.group_size == 1:
+            return f.read_record(local)
         k = f.chunk_of(local)
         values, offsets = self._chunk(shard, k)
         if len(offsets) == 2 and isinstance(values, bytes):
@@ -272,7 +280,9 @@ class ArrayRecordDataSource:
     def __getitems__(self, indices) -> list[bytes]:
         """Records at ``indices`` (a sequence or 1-D integer array), in the
         order asked, as ``list[bytes]``. Each chunk is decoded once per call;
-        chunks are decoded on the thread pool when there are many."""
+        large batches are split across the thread pool (the codecs and hashes
+        release the GIL). Raises ``IndexError`` for an index outside
+        ``[0, len)``."""
         snap = self._snap
         idx = np.asarray(indices)
         if idx.size == 0:
@@ -284,102 +294,61 @@ class ArrayRecordDataSource:
         bad = (idx < 0) | (idx >= total)
         if bad.any():
             raise IndexError(f"record index {int(idx[bad][0])} out of range [0, {total})")
+        n = self._max_workers
+        if n <= 1 or idx.size < _PARALLEL_MIN:
+            return self._read_batch(snap, idx)
+        parts = np.array_split(idx, n)
+        out: list = []
+        for part in self._get_pool().map(self._read_batch, [snap] * n, parts):
+            out.extend(part)
+        return out
+
+    def _read_batch(self, snap, idx) -> list:
+        if len(snap.shards) == 1:
+            shard = snap.shards[0]
+            return shard.file.read_records(idx + shard.start, decode=self._chunk_decoder(shard))
         firsts = np.asarray(snap.firsts, dtype=np.int64)
         sk = np.searchsorted(firsts, idx, side="right") - 1
-        # Work per (shard, chunk): which output slots want which local records.
-        work = []  # (shard, chunk, slots, chunk-local record indices)
+        out: list = [None] * idx.size
         for s in np.unique(sk).tolist():
             sel = np.flatnonzero(sk == s)
             shard = snap.shards[s]
-            f = shard.file
-            local = idx[sel] - firsts[s] + shard.start
-            _, _, cfirst = f.index()
-            g = f.group_size
-            ck = local // g if g is not None else np.searchsorted(cfirst, local, side="right") - 1
-            order = np.argsort(ck, kind="stable")
-            ck_sorted = ck[order]
-            cuts = np.flatnonzero(np.diff(ck_sorted)) + 1
-            for part in np.split(order, cuts):
-                k = int(ck[part[0]])
-                work.append((shard, k, sel[part], local[part] - cfirst[k]))
-        out: list = [None] * idx.size
-        for shard, k, slots, recs in work if len(work) < 32 else self._parallel(work):
-            values, offsets = self._chunk(shard, k) if not isinstance(shard, tuple) else shard
-            if len(offsets) == 2 and isinstance(values, bytes):
-                for slot in slots.tolist():
-                    out[slot] = values
-                continue
-            starts = offsets[recs].tolist()
-            ends = offsets[recs + 1].tolist()
-            for slot, a, b in zip(slots.tolist(), starts, ends):
-                out[slot] = bytes(values[a:b])
+            recs = shard.file.read_records(idx[sel] - firsts[s] + shard.start, decode=self._chunk_decoder(shard))
+            for slot, rec in zip(sel.tolist(), recs):
+                out[slot] = rec
         return out
 
-    def _parallel(self, work):
-        """Decode the chunks of ``work`` on the pool, one task per worker."""
-        pool = self._get_pool()
-        n = self._max_workers
-        parts = [work[i::n] for i in range(n)]
-
-        def run(part):
-            return [(self._chunk(shard, k), k, slots, recs) for shard, k, slots, recs in part]
-
-        for fut in [pool.submit(run, p) for p in parts if p]:
-            for decoded, k, slots, recs in fut.result():
-                yield decoded, k, slots, recs
+    def _chunk_decoder(self, shard):
+        return lambda k: self._chunk(shard, k)
 
     def __iter__(self):
-        """All records in global order, decoding chunks ahead on the pool."""
+        """All records in global order, reading the next block of records on
+        the thread pool while the current one is consumed."""
         snap = self._snap
+        blocks = []
         for shard in snap.shards:
-            if shard.num_records == 0:
-                continue
-            f = shard.file
-            offsets_, counts, cfirst = f.index()
-            lo, hi = shard.start, shard.start + shard.num_records
-            k0, k1 = f.chunk_of(lo), f.chunk_of(hi - 1) + 1
-            for k, (values, offsets) in zip(range(k0, k1), self._decode_ahead(shard, range(k0, k1))):
-                a = max(lo - int(cfirst[k]), 0)
-                b = min(hi - int(cfirst[k]), len(offsets) - 1)
-                if len(offsets) == 2 and isinstance(values, bytes):
-                    if a < b:
-                        yield values
-                    continue
-                starts = offsets[a:b].tolist()
-                ends = offsets[a + 1 : b + 1].tolist()
-                for s, e in zip(starts, ends):
-                    yield bytes(values[s:e])
+            step = max(shard.file.group_size or 1, _ITER_BLOCK) if shard.num_records else 1
+            for a in range(shard.start, shard.start + shard.num_records, step):
+                blocks.append((shard, np.arange(a, min(a + step, shard.start + shard.num_records), dtype=np.int64)))
+        if not blocks:
+            return
 
-    def _decode_ahead(self, shard, chunks):
-        f = shard.file
-        if self._max_workers <= 1 or len(chunks) < 4:
-            return map(f.decode_chunk, chunks)
-        return self._windowed(f, chunks)
+        def read(block):
+            shard, idx = block
+            return shard.file.read_records(idx, decode=self._chunk_decoder(shard))
 
-    def _windowed(self, f, chunks):
-        """Decode ``chunks`` in order, a few tasks of ~256 records ahead."""
+        if self._max_workers <= 1 or len(blocks) == 1:
+            for b in blocks:
+                yield from read(b)
+            return
         pool = self._get_pool()
-        _, counts, _ = f.index()
-        tasks, run, acc = [], [], 0
-        for k in chunks:
-            run.append(k)
-            acc += int(counts[k])
-            if acc >= 256:
-                tasks.append(run)
-                run, acc = [], 0
-        if run:
-            tasks.append(run)
-
-        def decode(ks):
-            return [f.decode_chunk(k) for k in ks]
-
-        window = 2 * self._max_workers
-        pending = [pool.submit(decode, t) for t in tasks[:window]]
-        nxt = window
+        ahead = self._max_workers
+        pending = [pool.submit(read, b) for b in blocks[:ahead]]
+        nxt = ahead
         while pending:
             done = pending.pop(0)
-            if nxt < len(tasks):
-                pending.append(pool.submit(decode, tasks[nxt]))
+            if nxt < len(blocks):
+                pending.append(pool.submit(read, blocks[nxt]))
                 nxt += 1
             yield from done.result()
 

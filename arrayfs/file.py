@@ -32,7 +32,6 @@ from .errors import (
     CorruptChunkError,
     NotArrayRecordError,
     TruncatedFileError,
-    UnsupportedChunkError,
 )
 from .layout import (
     ARRAY_RECORD_VERSION,
@@ -53,8 +52,11 @@ from .riegeli.chunk import (
     decode_record_sizes,
     decode_simple,
     read_chunk,
+    read_single_record,
+    read_single_records_zstd,
 )
 from .riegeli.compression import CompressionError, decompress_prefix
+from .riegeli.hashing import buffer_pointer, release_pointer
 from .riegeli.varint import VarintError, read_varint
 
 __all__ = ["ArrayRecordFile", "SIGNATURE_BYTES"]
@@ -99,6 +101,7 @@ class ArrayRecordFile:
         self._lock = threading.Lock()
         self._index = None
         self._mm = None
+        self._ptr = None
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
@@ -109,6 +112,7 @@ class ArrayRecordFile:
                 raise NotArrayRecordError("empty file (0 bytes)", path=self.path)
             # mmap keeps a duplicate of the descriptor; ours is closed at once.
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            self._ptr = buffer_pointer(self._mm)
         finally:
             os.close(fd)
         try:
@@ -258,8 +262,18 @@ class ArrayRecordFile:
         # Fast chunk lookup when every chunk but the last holds group_size records.
         g = int(counts[0]) if len(counts) else 1
         uniform = len(counts) == 0 or (g > 0 and bool((counts[:-1] == g).all()) and 0 < counts[-1] <= g)
-        self.group_size = g if uniform else None
+        self._group_size = g if uniform else None
+        # Plain ints index faster than numpy scalars on the single-read path.
+        self._offsets_list = chunk_offsets.tolist()
         return chunk_offsets, counts, first
+
+    @property
+    def group_size(self):
+        """Records per chunk when every chunk but the last holds the same
+        number (then ``chunk = i // group_size``), else ``None``."""
+        if self._index is None:
+            self.index()
+        return self._group_size
 
     def chunk_of(self, i: int) -> int:
         """Index of the chunk holding record ``i`` (``0 <= i < num_records``)."""
@@ -269,6 +283,70 @@ class ArrayRecordFile:
             return i // g
         return int(np.searchsorted(first, i, side="right")) - 1
 
+    # -- records ---------------------------------------------------------------
+
+    def read_record(self, i: int) -> bytes:
+        """Record ``i`` (``0 <= i < num_records``, unchecked) as ``bytes``.
+
+        Single-record chunks (``group_size:1``, today's default) take a fast
+        path that hashes and decodes in place; other chunks are decoded
+        whole (callers that read neighbours should cache them, see
+        :meth:`read_records`).
+        """
+        if self._index is None:
+            self.index()
+        if self._group_size == 1:
+            mm = self._mm
+            if mm is None:
+                raise ValueError(f"{self.path}: read from a closed ArrayRecord file")
+            rec = read_single_record(mm, self._ptr, self._offsets_list[i], self.size, verify=self.verify)
+            if rec is not None:
+                return rec
+        k = self.chunk_of(i)
+        values, offsets = self.decode_chunk(k)
+        j = i - int(self._index[2][k])
+        if len(offsets) == 2 and isinstance(values, bytes):
+            return values
+        return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def read_records(self, indices, *, decode=None) -> list[bytes]:
+        """Records at ``indices`` (``int64`` array of valid local indices), in
+        that order, as ``list[bytes]``; each chunk involved is decoded once.
+
+        ``decode(k)`` replaces :meth:`decode_chunk` for multi-record chunks
+        (the dataset passes its cached one). Runs on the calling thread;
+        callers split large batches across threads.
+        """
+        if self._index is None:
+            self.index()
+        if self._group_size == 1:
+            read = self.read_record
+            if len(indices) < 16 or self._mm is None:
+                return [read(i) for i in indices.tolist()]
+            out = read_single_records_zstd(
+                self._mm, self._ptr, self._index[0][indices], self.size, verify=self.verify
+            )
+            for j in [j for j, rec in enumerate(out) if rec is None]:
+                out[j] = read(int(indices[j]))  # other codecs, or the precise error
+            return out
+        first = self._index[2]
+        g = self._group_size
+        chunks = indices // g if g is not None else np.searchsorted(first, indices, side="right") - 1
+        order = np.argsort(chunks, kind="stable")
+        cuts = np.flatnonzero(np.diff(chunks[order])) + 1
+        groups = np.split(order, cuts)
+        wanted = [int(chunks[grp[0]]) for grp in groups]
+        out: list = [None] * len(indices)
+        for grp, k, (values, offsets) in zip(groups, wanted, map(decode or self.decode_chunk, wanted)):
+            local = indices[grp] - first[k]
+            if len(offsets) == 2 and isinstance(values, bytes):
+                for slot in grp.tolist():
+                    out[slot] = values
+                continue
+            for slot, a, b in zip(grp.tolist(), offsets[local].tolist(), offsets[local + 1].tolist()):
+                out[slot] = bytes(values[a:b])
+        return out
+
     # -- decoding ------------------------------------------------------------
 
     def _read(self, offset: int, *, limit=None, verify=None):
@@ -276,7 +354,7 @@ class ArrayRecordFile:
             return read_chunk(self._mm, offset, verify=self.verify if verify is None else verify, limit=limit)
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=offset) from None
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError):
             if self._mm is None or self._mm.closed:
                 raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file") from None
             raise
@@ -352,6 +430,9 @@ class ArrayRecordFile:
         """Unmap the file. Safe to call twice. Records already returned stay valid."""
         mm, self._mm = self._mm, None
         self._footer = None
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            release_pointer(ptr)
         if mm is not None:
             try:
                 mm.close()

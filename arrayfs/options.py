@@ -19,6 +19,7 @@ array_record stores in the footer, so a file written here carries the same
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ _ZSTD_DEFAULT_WINDOW_LOG = 20
 _LEVELS = {BROTLI: (0, 11, 6), ZSTD: (-131072, 22, 3), SNAPPY: (1, 2, 1), NONE: (0, 0, 0)}
 _WINDOW_LOGS = {BROTLI: (10, 30), ZSTD: (10, 31)}
 _COMPRESSION_KEYS = {"uncompressed": NONE, "brotli": BROTLI, "zstd": ZSTD, "snappy": SNAPPY}
-_BYTES_RE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)([BkKMGTPE]?)$")
 _SUFFIX = {"": 1, "B": 1, "k": 2**10, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50, "E": 2**60}
 
 
@@ -89,44 +89,77 @@ class ReaderOptions:
     footer_prefetch_bytes: int | None = None
 
 
-def _split(text: str, where: str):
-    seen: dict[str, str | None] = {}
+_ASCII_SPACE = " \t\n\v\f\r"
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_HEX_FLOAT_RE = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?")
+_DEC_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.I)
+
+
+def _options(text: str, valid_keys):
+    """``(key, value)`` pairs of ``text`` as riegeli's ``OptionsParser`` splits
+    them: empty items skipped, unknown keys and repeated keys rejected."""
+    seen: set[str] = set()
     for item in text.split(","):
         if not item:
             continue
-        key, sep, value = item.partition(":")
-        seen[key] = value if sep else None
-        yield key, (value if sep else ""), seen
+        key, _, value = item.partition(":")
+        if key not in valid_keys:
+            raise ValueError(f"Unknown option {key}, valid options: {', '.join(valid_keys)}")
+        if key in seen:
+            raise ValueError(f"Option {key} is present more than once")
+        yield key, value, seen
+        seen.add(key)
 
 
-def _int(key: str, value: str, lo: int, hi: int) -> int:
-    try:
-        if not re.fullmatch(r"[+-]?[0-9]+", value):
-            raise ValueError
-        n = int(value)
-    except ValueError:
-        n = None
+def _invalid(key: str, value: str, valid: str) -> ValueError:
+    return ValueError(f"Option {key}: invalid value: {value if value else '(empty)'}, valid values: {valid}")
+
+
+def _atoi(value: str):
+    """absl ``SimpleAtoi``: ASCII whitespace around, optional sign, decimal digits."""
+    v = value.strip(_ASCII_SPACE)
+    return int(v) if _INT_RE.fullmatch(v) else None
+
+
+def _atod(value: str):
+    """absl ``SimpleAtod``: ASCII whitespace around, decimal or hex float, inf, nan."""
+    v = value.strip(_ASCII_SPACE)
+    if _HEX_FLOAT_RE.fullmatch(v):
+        return float.fromhex(v)
+    if _DEC_FLOAT_RE.fullmatch(v):
+        return float(v)
+    return None
+
+
+def _int(key: str, value: str, lo: int, hi: int, *, also: str = "") -> int:
+    n = _atoi(value)
     if n is None or not lo <= n <= hi:
-        raise ValueError(
-            f"Option {key}: invalid value: {value}, valid values: integers in the range [{lo}..{hi}]"
-        )
+        raise _invalid(key, value, f"{also}integers in the range [{lo}..{hi}]")
     return n
 
 
 def _bool(key: str, value: str, empty: bool) -> bool:
     table = {"": empty, "true": True, "false": False}
     if value not in table:
-        raise ValueError(f"Option {key}: invalid value: {value}, valid values: (empty), true, false")
+        raise _invalid(key, value, "(empty), true, false")
     return table[value]
 
 
-def _bytes(key: str, value: str, lo: int, hi: int) -> int:
-    m = _BYTES_RE.match(value)
-    if not m:
-        raise ValueError(f"Option {key}: invalid value: {value}, valid values: a size in bytes like 4M")
-    n = int(float(m.group(1)) * _SUFFIX[m.group(2)])
-    if not lo <= n <= hi:
-        raise ValueError(f"Option {key}: invalid value: {value}, valid values: sizes in [{lo}..{hi}]")
+def _bytes(key: str, value: str, lo: int, hi: int, *, also: str = "") -> int:
+    """riegeli ``ValueParser::Bytes``: a real with an optional ``[BkKMGTPE]``
+    suffix, rounded half away from zero, saturating at 2**64 - 1."""
+    number, scale = value, 1
+    if value and value[-1] in _SUFFIX:
+        number, scale = value[:-1], _SUFFIX[value[-1]]
+    x = _atod(number)
+    n = None
+    if x is not None and x == x and x >= 0.0:
+        x = math.floor(x * scale + 0.5) if x * scale < 2.0**64 else 2**64 - 1
+        n = min(int(x), 2**64 - 1)
+    if n is None or not lo <= n <= hi:
+        raise _invalid(
+            key, value, f"{also}integers expressed as reals with optional suffix [BkKMGTPE], in the range [{lo}..{hi}]"
+        )
     return n
 
 
@@ -140,64 +173,77 @@ _WRITER_KEYS = (
 def parse_writer_options(text: str = "") -> WriterOptions:
     """Parse an array_record writer options string.
 
-    Raises ``ValueError`` naming the option for unknown keys, out-of-range
-    values, and conflicting compressions, with the same acceptance rules as
-    array_record. ``max_parallelism:auto`` resolves to the CPU count.
+    Follows array_record's ``ArrayRecordWriterBase::Options::FromString``:
+    a first pass over every option (unknown keys, repeated keys, ``default``
+    not first, bad values of the non-compression options), then the
+    compression options in a second pass as riegeli's
+    ``CompressorOptions::FromString`` (conflicting compressions, levels,
+    ``window_log``). Raises ``ValueError`` with array_record's message.
+    ``max_parallelism:auto`` resolves to the CPU count.
     """
     if not isinstance(text, str):
         raise TypeError(f"options must be a str, got {type(text).__name__}")
     kw: dict = {}
-    compression = None
-    level = None
-    window_log_text = None
-    for key, value, _ in _split(text, "writer"):
-        if key not in _WRITER_KEYS:
-            raise ValueError(f"Unknown option {key}, valid options: {', '.join(_WRITER_KEYS)}")
+    compressor: list[tuple[str, str]] = []
+    for key, value, seen in _options(text, _WRITER_KEYS):
         if key == "default":
-            if value:
-                raise ValueError(f"Option default: invalid value: {value}, valid values: (empty)")
+            if seen:
+                raise ValueError("Option default must be first")
         elif key == "group_size":
             kw["group_size"] = _int(key, value, 1, _INT32_MAX)
         elif key == "max_parallelism":
-            kw["max_parallelism"] = (os.cpu_count() or 1) if value == "auto" else _int(key, value, 1, _INT32_MAX)
+            kw["max_parallelism"] = (
+                (os.cpu_count() or 1) if value == "auto" else _int(key, value, 1, _INT32_MAX, also="auto, ")
+            )
         elif key == "saturation_delay_ms":
             kw["saturation_delay_ms"] = _int(key, value, 1, _INT32_MAX)
         elif key == "transpose":
             kw["transpose"] = _bool(key, value, True)
         elif key == "transpose_bucket_size":
             kw["transpose_bucket_size"] = (
-                _DEFAULT_TRANSPOSE_BUCKET if value == "auto" else _bytes(key, value, 1, 2**64 - 1)
+                _DEFAULT_TRANSPOSE_BUCKET if value == "auto" else _bytes(key, value, 1, 2**64 - 1, also="auto, ")
             )
         elif key == "pad_to_block_boundary":
+            # array_record (unlike riegeli's RecordWriter) reads a bare
+            # "pad_to_block_boundary" as false.
             kw["pad_to_block_boundary"] = _bool(key, value, False)
-        elif key in _COMPRESSION_KEYS:
-            ctype = _COMPRESSION_KEYS[key]
-            if compression is not None and compression != ctype:
-                other = next(k for k, v in _COMPRESSION_KEYS.items() if v == compression)
-                raise ValueError(f"Option {key} conflicts with option {other}")
-            compression = ctype
-            lo, hi, default = _LEVELS[ctype]
-            if ctype == NONE:
-                if value:
-                    raise ValueError(f"Option uncompressed: invalid value: {value}, valid values: (empty)")
-                level = 0
-            else:
-                level = default if value == "" else _int(key, value, lo, hi)
-        else:  # window_log
-            window_log_text = value
-    if compression is None:
-        compression, level = ZSTD, 3
+        else:  # compression and window_log: parsed in the second pass
+            compressor.append((key, value))
+    if not any(k in _COMPRESSION_KEYS for k, _ in compressor):
+        compressor.append(("zstd", "3"))
+    # Second pass, part 1: the compression type; two types conflict.
+    compression = None
+    for key, _ in compressor:
+        if key in _COMPRESSION_KEYS:
+            if compression is not None:
+                raise ValueError(f"Option {key} conflicts with option {compression}")
+            compression = key
+    ctype = _COMPRESSION_KEYS[compression]
+    # Part 2: levels and window_log, in the order given.
+    level = _LEVELS[ctype][2]
     window_log = None
-    if window_log_text is not None:
-        if compression == NONE:
-            raise ValueError("Option window_log conflicts with option uncompressed")
-        if compression == SNAPPY:
-            raise ValueError("Option window_log conflicts with option snappy")
-        if window_log_text != "auto":
-            window_log = _int("window_log", window_log_text, *_WINDOW_LOGS[compression])
-    if compression == ZSTD and window_log is None:
+    seen2: set[str] = set()
+    for key, value in compressor:
+        if key == "window_log":
+            if ctype in (NONE, SNAPPY):
+                if compression in seen2:
+                    raise ValueError(f"Option window_log conflicts with option {compression}")
+            elif value != "auto":
+                window_log = _int(key, value, *_WINDOW_LOGS[ctype], also="auto, ")
+        elif ctype in (NONE, SNAPPY) and "window_log" in seen2:
+            raise ValueError(f"Option {key} conflicts with option window_log")
+        elif ctype == NONE:
+            if value:
+                raise _invalid(key, value, "(empty)")
+        elif value:
+            lo, hi, _ = _LEVELS[ctype]
+            level = _int(key, value, lo, hi, also="(empty), ")
+        seen2.add(key)
+    if ctype == SNAPPY:
+        level = _LEVELS[SNAPPY][2]
+    if ctype == ZSTD and window_log is None:
         window_log = _ZSTD_DEFAULT_WINDOW_LOG
-    return WriterOptions(compression=compression, level=level, window_log=window_log, **kw)
+    return WriterOptions(compression=ctype, level=level, window_log=window_log, **kw)
 
 
 _READER_KEYS = ("max_parallelism", "readahead_buffer_size", "index_storage_option", "footer_prefetch_bytes")
@@ -210,24 +256,24 @@ def parse_reader_options(text: str = "") -> ReaderOptions:
     random access), ``max_parallelism`` (``auto`` or N >= 0),
     ``index_storage_option`` (``in_memory`` or ``offloaded``),
     ``footer_prefetch_bytes`` (bytes; accepted, the footer is mapped). Raises
-    ``ValueError`` on an unknown key or bad value.
+    ``ValueError`` on an unknown or repeated key, a bad value, or
+    ``index_storage_option:offloaded`` without ``footer_prefetch_bytes:0``,
+    as array_record does.
     """
     if not isinstance(text, str):
         raise TypeError(f"options must be a str, got {type(text).__name__}")
     kw: dict = {}
-    for key, value, _ in _split(text, "reader"):
-        if key not in _READER_KEYS:
-            raise ValueError(f"Unknown option {key}, valid options: {', '.join(_READER_KEYS)}")
+    for key, value, _ in _options(text, _READER_KEYS):
         if key == "max_parallelism":
-            kw[key] = None if value == "auto" else _int(key, value, 0, _INT32_MAX)
+            kw[key] = None if value == "auto" else _int(key, value, 0, _INT32_MAX, also="auto, ")
         elif key == "readahead_buffer_size":
-            kw[key] = 16 * 2**20 if value == "auto" else _bytes(key, value, 0, 2**30)
+            kw[key] = 16 * 2**20 if value == "auto" else _bytes(key, value, 0, 2**30, also="auto, ")
         elif key == "footer_prefetch_bytes":
-            kw[key] = None if value == "auto" else _bytes(key, value, 0, 2**30)
+            kw[key] = None if value == "auto" else _bytes(key, value, 0, 2**30, also="auto, ")
         else:
             if value not in ("", "in_memory", "offloaded"):
-                raise ValueError(
-                    f"Option index_storage_option: invalid value: {value}, valid values: in_memory, offloaded"
-                )
+                raise _invalid(key, value, "(empty), in_memory, offloaded")
             kw[key] = value or "in_memory"
+    if kw.get("index_storage_option") == "offloaded" and kw.get("footer_prefetch_bytes") != 0:
+        raise ValueError("footer_prefetch_bytes > 0 is only supported with index_storage_option:in_memory.")
     return ReaderOptions(**kw)

@@ -4,7 +4,8 @@ Accepted forms, alone or in a list: a file path, a glob pattern
 (``data/train-*.array_record``), a directory (its files whose names contain
 ``array_record``), and Grain-style read instructions ``"path[start:end]"``
 that keep records ``[start, end)`` of one file (either bound may be omitted;
-negative bounds count from the end).
+negative bounds count from the end), and TFDS ``FileInstruction`` objects
+(``filename``, ``skip``, ``take``).
 
 Glob matches are sorted in *natural* order: runs of digits compare as
 numbers, so ``x-2-of-10`` comes before ``x-10-of-10`` even without zero
@@ -44,6 +45,11 @@ def has_magic(path: str) -> bool:
 
 
 def _one(entry) -> list[ShardSpec]:
+    if hasattr(entry, "filename") and hasattr(entry, "skip") and hasattr(entry, "take"):
+        # A TFDS FileInstruction: records [skip, skip + take) of filename.
+        skip = int(entry.skip)
+        take = int(entry.take)
+        return [ShardSpec(os.fspath(entry.filename), skip, None if take < 0 else skip + take)]
     text = os.fspath(entry)
     if not isinstance(text, str):
         text = os.fsdecode(text)

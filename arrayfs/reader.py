@@ -31,15 +31,6 @@ class RecordIndexError(IndexError, RuntimeError):
     """
 
 
-def _records_of(values, offsets, picks) -> list[bytes]:
-    """``bytes`` of records ``picks`` (chunk-local) of a decoded chunk."""
-    if len(offsets) == 2 and isinstance(values, bytes):
-        return [values] * len(picks)  # one-record chunk: the buffer is the record
-    starts = offsets[picks].tolist()
-    ends = offsets[np.asarray(picks) + 1].tolist()
-    return [bytes(values[a:b]) for a, b in zip(starts, ends)]
-
-
 class ArrayRecordReader:
     """Reads records of one ArrayRecord file by index or in order.
 
@@ -94,8 +85,8 @@ class ArrayRecordReader:
         return 0 if self._file.closed else self._file.num_records
 
     def record_index(self) -> int:
-        """Index of the record the next ``read()`` returns."""
-        return self._pos
+        """Index of the record the next ``read()`` returns (0 once closed)."""
+        return 0 if self._file.closed else self._pos
 
     def writer_options_string(self) -> str:
         """The writer options stored in the footer, verbatim."""
@@ -120,11 +111,13 @@ class ArrayRecordReader:
           or 1-D integer array; negatives count from the end);
           :class:`RecordIndexError` for an index out of range.
         """
+        if len(args) == 2:
+            # Checked against num_records() first, which is 0 once closed:
+            # Google's reader raises IndexError there too.
+            return self._read_range(*args)
         self._check_open()
         if not args:
             return self._read_next()
-        if len(args) == 2:
-            return self._read_range(*args)
         if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
             return self.read_records(args[0])
         raise TypeError("read() takes no arguments, (start, end), or a list of indices")
@@ -132,13 +125,7 @@ class ArrayRecordReader:
     def read_all(self) -> list[bytes]:
         """Every record, in order, as ``list[bytes]``."""
         self._check_open()
-        f = self._file
-        if f.num_records == 0:
-            return []
-        out: list[bytes] = []
-        for values, offsets in self._map_chunks(range(f.num_chunks)):
-            out.extend(_records_of(values, offsets, np.arange(len(offsets) - 1)))
-        return out
+        return self._read_sorted(np.arange(self._file.num_records, dtype=np.int64))
 
     # -- additions -------------------------------------------------------------
 
@@ -153,12 +140,12 @@ class ArrayRecordReader:
         return self.read_records([index])[0]
 
     def __iter__(self):
-        """Iterate over all records from the first, decoding a chunk at a time."""
+        """Iterate over all records from the first, a chunk at a time."""
         self._check_open()
         f = self._file
-        for k in range(f.num_chunks):
-            values, offsets = f.decode_chunk(k)
-            yield from _records_of(values, offsets, np.arange(len(offsets) - 1))
+        step = max(f.group_size or 1, 256)
+        for a in range(0, f.num_records, step):
+            yield from f.read_records(np.arange(a, min(a + step, f.num_records), dtype=np.int64))
 
     def __enter__(self):
         return self
@@ -190,37 +177,29 @@ class ArrayRecordReader:
             bad = int(idx[(idx < -n) | (idx >= n)][0])
             raise RecordIndexError(f"{f.path}: index {bad} out of bound {n}")
         idx = np.where(idx < 0, idx + n, idx)
-        _, counts, first = f.index()
-        g = f.group_size
-        chunks = idx // g if g is not None else np.searchsorted(first, idx, side="right") - 1
-        out: list = [None] * idx.size
-        order = np.argsort(chunks, kind="stable")
-        sorted_chunks = chunks[order]
-        bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
-        groups = np.split(order, bounds)
-        wanted = [int(chunks[grp[0]]) for grp in groups]
-        for grp, (values, offsets), k in zip(groups, self._map_chunks(wanted), wanted):
-            recs = _records_of(values, offsets, idx[grp] - first[k])
-            for pos, rec in zip(grp.tolist(), recs):
-                out[pos] = rec
-        return out
+        return self._read_sorted(idx)
 
-    # -- internals -------------------------------------------------------------
+    # -- internals ----------------------------------------------------------------
+
+    def _read_sorted(self, idx) -> list[bytes]:
+        """Records at ``idx``, split into contiguous parts on the thread pool
+        when allowed (``max_parallelism``) and the batch is large enough."""
+        f = self._file
+        workers = self._options.max_parallelism
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
+        if workers <= 1 or idx.size < 256:
+            return f.read_records(idx)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
+        out: list[bytes] = []
+        for part in self._pool.map(f.read_records, np.array_split(idx, workers)):
+            out.extend(part)
+        return out
 
     def _check_open(self):
         if self._file.closed:
             raise RuntimeError("Object closed")
-
-    def _map_chunks(self, chunks):
-        """Decoded chunks in order; on a thread pool when allowed and useful."""
-        workers = self._options.max_parallelism
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1)
-        if workers <= 1 or len(chunks) < 4:
-            return map(self._file.decode_chunk, chunks)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
-        return self._pool.map(self._file.decode_chunk, chunks)
 
     def _read_next(self) -> bytes:
         f = self._file
@@ -239,7 +218,7 @@ class ArrayRecordReader:
         return bytes(values[offsets[j] : offsets[j + 1]])
 
     def _read_range(self, start, end) -> list[bytes]:
-        n = self._file.num_records
+        n = self.num_records()
         start, end = operator.index(start), operator.index(end)
         s = start + n if start < 0 else start
         e = end + n if end < 0 else end

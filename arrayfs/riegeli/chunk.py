@@ -16,17 +16,21 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
+from zstandard import BufferWithSegments, ZstdError
 
 from ..errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
-from .blocks import CHUNK_HEADER_SIZE, chunk_end, read_logical
+
+from .blocks import BLOCK_SIZE, CHUNK_HEADER_SIZE, chunk_end, read_logical
 from .compression import (
     COMPRESSION_NAMES,
     NONE,
+    ZSTD,
     CompressionError,
+    zstd_decompressor,
     compress_block,
     decompress_block,
 )
-from .hashing import highway_hash64
+from .hashing import hash_at, highway_hash64
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
@@ -44,6 +48,8 @@ __all__ = [
     "decode_record_sizes",
     "encode_simple",
     "decode_chunk",
+    "read_single_record",
+    "read_single_records_zstd",
 ]
 
 SIGNATURE = ord("s")
@@ -63,6 +69,7 @@ _HEADER = struct.Struct("<QQQQQ")
 _HEADER_BODY = struct.Struct("<QQQQ")
 _U64 = struct.Struct("<Q")
 _NUM_RECORDS_MASK = (1 << 56) - 1
+_SIMPLE_ONE = ord("r") | 1 << 8  # chunk_type 'r' with num_records 1
 # A varint64 record size takes at most 10 bytes: bounds the sizes block.
 _MAX_VARINT_BYTES = 10
 
@@ -154,9 +161,10 @@ def decode_record_sizes(data, num_records: int, decoded_data_size: int, *, offse
             )
         sizes_block = data[pos : pos + sizes_len]
         values_block = data[pos + sizes_len :]
-        if num_records == 1 and ctype == NONE:
-            size, n = read_varint(sizes_block, 0)
-            if n != len(sizes_block):
+        if num_records == 1:
+            raw = sizes_block if ctype == NONE else decompress_block(ctype, sizes_block, max_size=_MAX_VARINT_BYTES)
+            size, n = read_varint(raw, 0)
+            if n != len(raw):
                 raise CorruptChunkError("sizes block has trailing bytes", offset=offset)
             sizes = np.array([size], dtype=np.uint64)
         else:
@@ -234,3 +242,125 @@ def decode_chunk(header: ChunkHeader, data, *, offset: int):
     if t in (SIGNATURE, PADDING, METADATA):
         return b"", np.zeros(1, dtype=np.int64)
     raise UnsupportedChunkError(f"unknown chunk type {t:#04x} ({chr(t)!r})", offset=offset)
+
+
+def read_single_record(buf, ptr, offset: int, size: int, *, verify: bool):
+    """Fast path for a chunk of exactly one record lying within one block.
+
+    ``buf`` is the whole file (an mmap), ``ptr`` a pointer to it from
+    :func:`arrayfs.riegeli.hashing.buffer_pointer`, ``size`` its length.
+    Checks the header hash (and the data hash with ``verify``) and returns
+    the record as ``bytes``, decoding only the values block: the size of a
+    lone record is the chunk's ``decoded_data_size``. Returns ``None``
+    whenever the chunk is not this simple case or anything is off, so that
+    the caller takes the general path, which raises the precise error.
+    """
+    r = offset % BLOCK_SIZE
+    if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or offset + CHUNK_HEADER_SIZE > size:
+        return None
+    header_hash, data_size, data_hash, type_and_count, decoded = _HEADER.unpack_from(buf, offset)
+    if type_and_count != _SIMPLE_ONE or hash_at(ptr, offset + 8, 32) != header_hash:
+        return None
+    start = offset + CHUNK_HEADER_SIZE
+    end = start + data_size
+    if data_size < 3 or start % BLOCK_SIZE == 0 or r + CHUNK_HEADER_SIZE + data_size > BLOCK_SIZE or end > size:
+        return None
+    if verify and hash_at(ptr, start, data_size) != data_hash:
+        return None
+    ctype = buf[start]
+    sizes_len = buf[start + 1]
+    if sizes_len >= 0x80:
+        return None
+    vstart = start + 2 + sizes_len
+    if vstart > end:
+        return None
+    if ctype == NONE:
+        return buf[vstart:end] if end - vstart == decoded else None
+    try:
+        n, p = read_varint(buf, vstart)
+        if n != decoded or p > end:
+            return None
+        if ctype == ZSTD:
+            out = zstd_decompressor().decompress(memoryview(buf)[p:end], max_output_size=decoded)
+        else:
+            out = decompress_block(ctype, memoryview(buf)[vstart:end], max_size=decoded)
+    except (CompressionError, ZstdError, VarintError):
+        return None
+    return out if len(out) == decoded else None
+
+
+_HEADER_DTYPE = np.dtype(
+    [("header_hash", "<u8"), ("data_size", "<u8"), ("data_hash", "<u8"), ("type_and_count", "<u8"), ("decoded", "<u8")]
+)
+
+
+def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool, threads: int = 0):
+    """Batched :func:`read_single_record` for zstd chunks of one record.
+
+    ``offsets`` (``int64``, shape ``(n,)``) are chunk offsets in ``buf``.
+    Headers are gathered and checked with numpy, hashes are one C call per
+    header and per data block, and every values frame is decompressed in
+    one call to zstandard's ``multi_decompress_to_buffer`` on ``threads``
+    threads outside the GIL. Returns a list of ``n`` items: the record's
+    ``bytes``, or ``None`` where the chunk is not this case (the caller reads
+    those one by one on the general path, which raises the precise error).
+    """
+    n = len(offsets)
+    out: list = [None] * n
+    r = offsets % BLOCK_SIZE
+    ok = (r != 0) & (r + CHUNK_HEADER_SIZE <= BLOCK_SIZE) & (offsets + CHUNK_HEADER_SIZE <= size)
+    byte_view = np.frombuffer(buf, dtype=np.uint8)
+    safe = np.where(ok, offsets, 0)
+    raw = byte_view[safe[:, None] + np.arange(CHUNK_HEADER_SIZE)]
+    h = raw.view(_HEADER_DTYPE).ravel()
+    start = offsets + CHUNK_HEADER_SIZE
+    data_size = h["data_size"].astype(np.int64)
+    end = start + data_size
+    ok &= (h["type_and_count"] == _SIMPLE_ONE) & (data_size >= 4) & (data_size < BLOCK_SIZE)
+    ok &= (r + CHUNK_HEADER_SIZE + data_size <= BLOCK_SIZE) & (end <= size)
+    safe_start = np.where(ok, start, 0)
+    # compression byte, sizes-block length, then the values block's varint
+    # prefix (1 or 2 bytes for records below 16 KiB; others take the slow path).
+    head = byte_view[safe_start[:, None] + np.arange(4)].astype(np.int64)
+    ok &= (head[:, 0] == ZSTD) & (head[:, 1] < 0x80)
+    vstart = safe_start + 2 + head[:, 1]
+    vstart_c = np.where(ok & (vstart + 2 <= end), vstart, 0)
+    pre = byte_view[vstart_c[:, None] + np.arange(2)].astype(np.int64)
+    one = pre[:, 0] < 0x80
+    two = ~one & (pre[:, 1] < 0x80)
+    declared = np.where(one, pre[:, 0], (pre[:, 0] & 0x7F) | (pre[:, 1] << 7))
+    decoded = h["decoded"].astype(np.int64)
+    ok &= (one | two) & (declared == decoded) & (vstart + 2 <= end) & (decoded > 0)
+    frame_start = vstart + np.where(one, 1, 2)
+    good = np.flatnonzero(ok)
+    if good.size == 0:
+        return out
+    hh = h["header_hash"][good].tolist()
+    dh = h["data_hash"][good].tolist()
+    offs = offsets[good].tolist()
+    starts = start[good].tolist()
+    sizes = data_size[good].tolist()
+    keep = []
+    for j, off, s, ds, h1, h2 in zip(range(good.size), offs, starts, sizes, hh, dh):
+        if hash_at(ptr, off + 8, 32) != h1:
+            continue
+        if verify and hash_at(ptr, s, ds) != h2:
+            continue
+        keep.append(j)
+    if not keep:
+        return out
+    keep = np.asarray(keep, dtype=np.int64)
+    sel = good[keep]
+    segs = np.empty((sel.size, 2), dtype=np.uint64)
+    segs[:, 0] = frame_start[sel]
+    segs[:, 1] = end[sel] - frame_start[sel]
+    frames = BufferWithSegments(buf, segs.tobytes())
+    dsizes = decoded[sel].astype(np.uint64).tobytes()
+    try:
+        result = zstd_decompressor().multi_decompress_to_buffer(frames, decompressed_sizes=dsizes, threads=threads)
+    except ZstdError:
+        return out
+    for slot, i in zip(sel.tolist(), range(len(result))):
+        seg = result[i]
+        out[slot] = seg.tobytes()
+    return out

@@ -51,13 +51,29 @@ class CompressionError(ValueError):
 _local = threading.local()
 
 
-def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+def zstd_decompressor() -> zstandard.ZstdDecompressor:
     # ZstdDecompressor objects are not safe to share between threads, and
     # making one per call costs more than decompressing a small frame.
     d = getattr(_local, "zstd", None)
     if d is None:
         d = _local.zstd = zstandard.ZstdDecompressor()
     return d
+
+
+def _zstd_decompress_unsized(stream, size: int) -> bytes:
+    """Decode a zstd frame that does not declare its size, reading at most
+    ``size + 1`` bytes in pieces of at most 1 MiB (memory follows the real
+    output, not a claim)."""
+    parts = []
+    got = 0
+    with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+        while got <= size:
+            piece = r.read(min(1 << 20, size + 1 - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+    return b"".join(parts)
 
 
 def block_decompressed_size(compression_type: int, block) -> tuple[int, int]:
@@ -106,7 +122,20 @@ def decompress_block(compression_type: int, block, *, max_size: int):
         if compression_type == ZSTD:
             if size == 0 and len(stream) == 0:
                 return b""
-            out = _zstd_decompressor().decompress(stream, max_output_size=size)
+            # python-zstandard allocates the frame's own content size when
+            # the frame header has one, whatever max_output_size says, and
+            # max_output_size when it has none: check the first against the
+            # bound, and decode frames without one in bounded pieces, so
+            # that neither header field can drive an allocation.
+            content_size = zstandard.frame_content_size(stream)
+            if content_size >= 0:
+                if content_size != size:
+                    raise CompressionError(
+                        f"zstd frame declares {content_size} decompressed bytes, the block prefix {size}"
+                    )
+                out = zstd_decompressor().decompress(stream)
+            else:
+                out = _zstd_decompress_unsized(stream, size)
         elif compression_type == BROTLI:
             d = brotli.Decompressor()
             out = d.process(stream, output_buffer_limit=size + 1)
@@ -181,7 +210,7 @@ def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
     stream = block[start:]
     try:
         if compression_type == ZSTD:
-            with _zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+            with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
                 out = bytearray()
                 while len(out) < want:
                     piece = r.read(want - len(out))

@@ -16,7 +16,7 @@ import struct
 
 from highwayhash import _highwayhash
 
-__all__ = ["RIEGELI_HASH_KEY", "highway_hash64"]
+__all__ = ["RIEGELI_HASH_KEY", "highway_hash64", "buffer_pointer", "release_pointer", "hash_at"]
 
 RIEGELI_HASH_KEY = b"Riegeli/records\nRiegeli/records\n"
 
@@ -33,6 +33,24 @@ def highway_hash64(data) -> int:
     Returns the hash as an unsigned 64-bit ``int``, the value Riegeli stores
     little-endian in its headers.
     """
-    if not data:
+    n = len(data)  # not ``not data``: a numpy uint8 array has no truth value
+    if not n:
         return _hash64(_ffi.NULL, 0, _key)
-    return _hash64(_from_buffer("char[]", data), len(data), _key)
+    return _hash64(_from_buffer("char[]", data), n, _key)
+
+
+def buffer_pointer(buf):
+    """A C pointer to the start of ``buf`` (e.g. a whole-file mmap) for
+    :func:`hash_at`. It holds a buffer export on ``buf`` until passed to
+    :func:`release_pointer`."""
+    return _from_buffer("char[]", buf)
+
+
+def release_pointer(ptr) -> None:
+    _ffi.release(ptr)
+
+
+def hash_at(ptr, offset: int, length: int) -> int:
+    """HighwayHash-64 of ``length`` bytes at ``offset`` of the buffer behind
+    ``ptr``; no slicing, no copy: one C call. The caller checks bounds."""
+    return _hash64(ptr + offset, length, _key)

@@ -122,8 +122,12 @@ def decode_varints(buf, count: int) -> np.ndarray:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     lengths = ends - starts + 1
-    if int(lengths.max()) > MAX_VARINT64_LEN:
+    longest = int(lengths.max())
+    if longest > MAX_VARINT64_LEN:
         raise VarintError("varint longer than 10 bytes")
+    if longest == MAX_VARINT64_LEN and (a[ends[lengths == MAX_VARINT64_LEN]] > 1).any():
+        # The 10th byte holds bit 63 only; more would wrap silently below.
+        raise VarintError("varint overflows 64 bits")
     low = (a & 0x7F).astype(np.uint64)
     pos_in_varint = np.arange(a.size) - np.repeat(starts, lengths)
     shifted = low << (7 * pos_in_varint).astype(np.uint64)

@@ -1,0 +1,70 @@
+"""Same public names as ``array_record.python.array_record_data_source``.
+
+``ArrayRecordDataSource(paths, reader_options=None, reader_pool_size=None)``
+takes what the wheel's takes: a path, a ``pathlib.Path``, a TFDS-style
+``FileInstruction`` (``filename``, ``skip``, ``take``), or a sequence of
+them, and reads through :class:`arrayfs.dataset.ArrayRecordDataSource`.
+``reader_options`` and ``reader_pool_size`` are accepted: an mmap reader
+needs no reader pool, and the options only tune the wheel's C++ buffers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import typing
+from typing import Protocol, Sequence, SupportsIndex, TypeVar
+
+from .. import dataset as _dataset
+from ..options import parse_reader_options
+
+__all__ = ["ArrayRecordDataSource", "RandomAccessDataSource", "FileInstruction"]
+
+T = TypeVar("T")
+
+
+@typing.runtime_checkable
+class RandomAccessDataSource(Protocol[T]):
+    """What Grain calls a data source: ``len``, ``[i]`` and batched ``__getitems__``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, record_key: SupportsIndex) -> T: ...
+
+    def __getitems__(self, record_keys: Sequence[SupportsIndex]) -> Sequence[T]: ...
+
+
+@typing.runtime_checkable
+class FileInstruction(Protocol):
+    """TFDS's file instruction: records ``[skip, skip + take)`` of ``filename``."""
+
+    filename: str
+    skip: int
+    take: int
+    examples_in_shard: int
+
+
+class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
+    """The wheel's constructor signature over arrayfs's dataset.
+
+    Raises ``ValueError`` for an empty sequence or an unsupported element
+    type, as the wheel does, and for unknown ``reader_options`` keys.
+    """
+
+    def __init__(self, paths, reader_options: dict | None = None, reader_pool_size: int | None = None):
+        if isinstance(paths, (str, pathlib.PurePath, FileInstruction)):
+            paths = [paths]
+        elif isinstance(paths, Sequence):
+            if len(paths) == 0:
+                raise ValueError("Paths sequence can not be of 0 length")
+            if not all(isinstance(p, (str, pathlib.PurePath, FileInstruction)) for p in paths):
+                raise ValueError(
+                    "All elements in a path sequence must be of type: String, pathlib.Path, or FileInstruction."
+                )
+        else:
+            raise ValueError(
+                "Unsupported path format was used. Path format must be a Sequence, String, pathlib.Path or "
+                "FileInstruction."
+            )
+        if reader_options:
+            parse_reader_options(",".join(f"{k}:{v}" for k, v in reader_options.items()))
+        super().__init__(paths)

@@ -1,0 +1,131 @@
+"""``arrayfs mount`` and ``arrayfs unmount``: the command-line side of the mount.
+
+The main command line (:mod:`arrayfs.cli`) calls :func:`add_subcommands`;
+``python -m arrayfs.fs.cli mount ...`` runs the same two commands alone.
+Handlers return exit codes (0 ok, 1 error, 130 interrupted) and print one
+line on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_subcommands", "cmd_mount", "cmd_unmount", "main"]
+
+MOUNT_EXAMPLE = """\
+examples:
+  arrayfs mount 'data/train-*.array_record' mnt     # every record as mnt/<index>
+  ls mnt | head; cat mnt/42 | head -c 100; cat mnt/.arrayfs.json
+  arrayfs mount -f data/ mnt                        # foreground; Ctrl-C unmounts
+  arrayfs mount 'a.array_record[0:1000]' b.array_record mnt -o max_read=1048576
+  arrayfs unmount mnt
+
+layout: mnt/<global index, zero-padded>  mnt/.shards/<shard file>/<index in file>
+        mnt/.arrayfs.json (shards, record counts, first index, writer options, total bytes)
+"""
+
+UNMOUNT_EXAMPLE = """\
+example:
+  arrayfs unmount mnt        (same as: arrayfs -u mnt, or fusermount3 -u mnt)
+"""
+
+
+def _error(msg: str) -> int:
+    print(f"arrayfs: error: {msg}", file=sys.stderr)
+    return 1
+
+
+def cmd_mount(args) -> int:
+    """Handler of ``arrayfs mount``; returns the exit code."""
+    from .mount import MountError, mount
+
+    try:
+        mount(
+            args.sources,
+            args.mountpoint,
+            foreground=args.foreground,
+            fuse_options=args.options,
+            allow_other=args.allow_other,
+            watch=args.watch,
+            verify=args.verify,
+            log_file=args.log_file,
+        )
+    except MountError as e:
+        return _error(str(e))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_unmount(args) -> int:
+    """Handler of ``arrayfs unmount`` (and ``arrayfs -u``); returns the exit code."""
+    from .mount import MountError, unmount
+
+    try:
+        unmount(args.mountpoint, lazy=args.lazy)
+    except MountError as e:
+        return _error(str(e))
+    return 0
+
+
+def add_subcommands(subparsers) -> None:
+    """Register ``mount`` and ``unmount`` on an ``argparse`` subparsers
+    object; each parser's ``func`` default is its handler (``func(args) ->
+    exit code``)."""
+    p = subparsers.add_parser(
+        "mount",
+        help="mount ArrayRecord shards as a read-only directory of records",
+        description="Mount ArrayRecord shards as a read-only directory: every record of the "
+        "concatenated shards is one file named by its global index. Returns once the mount is "
+        "ready (unless -f).",
+        epilog=MOUNT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="shard file, glob pattern (quote it), directory, or 'file[start:stop]'")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing empty directory")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (logs on stderr; Ctrl-C unmounts)")
+    p.add_argument("-o", dest="options", action="append", metavar="OPT[,OPT...]",
+                   help="libfuse mount options, e.g. -o max_read=1048576 (repeatable)")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users read the mount (non-root: needs user_allow_other in /etc/fuse.conf)")
+    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
+                   help="show shards that appear or vanish under SRC without remounting (default: on)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip chunk data hash checks (faster; corruption may go unnoticed)")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="background mode: append the daemon's log (errors, EIO details) to FILE")
+    p.set_defaults(func=cmd_mount)
+
+    u = subparsers.add_parser(
+        "unmount",
+        aliases=["umount"],
+        help="unmount an arrayfs mount",
+        description="Unmount an arrayfs (or any FUSE) mount; its daemon exits.",
+        epilog=UNMOUNT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    u.add_argument("-z", "--lazy", action="store_true", help="detach now even if files are open in it")
+    u.set_defaults(func=cmd_unmount)
+
+
+def main(argv=None) -> int:
+    """``python -m arrayfs.fs.cli {mount,unmount} ...`` (also ``-u MOUNTPOINT``)."""
+    parser = argparse.ArgumentParser(prog="arrayfs", description="Mount ArrayRecord datasets.")
+    parser.add_argument("-u", dest="unmount_point", metavar="MOUNTPOINT", help="unmount MOUNTPOINT")
+    sub = parser.add_subparsers(dest="command")
+    add_subcommands(sub)
+    args = parser.parse_args(argv)
+    if args.unmount_point:
+        return cmd_unmount(argparse.Namespace(mountpoint=args.unmount_point, lazy=False))
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

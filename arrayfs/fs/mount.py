@@ -1,0 +1,422 @@
+"""Mounting and unmounting: checks, daemonizing, clean errors.
+
+:func:`mount` checks everything that commonly goes wrong *before* touching
+FUSE and raises :class:`MountError` with one clear line: no ``/dev/fuse``,
+no ``fusermount``/libfuse, a mountpoint that is missing, not a directory,
+not empty or a dead mount, no shard matching the sources, a file that is not
+ArrayRecord. In background mode (the default) it then forks a daemon and
+returns only once the kernel has initialised the mount (the daemon reports
+through a pipe), so ``arrayfs mount ... && ls mnt`` works; a failure in the
+daemon before that point (libfuse refusing the mount) comes back as a
+``MountError`` carrying libfuse's message.
+
+The daemon unmounts cleanly on SIGINT, SIGTERM and SIGHUP (libfuse's
+handlers end the loop; the kernel mount goes with it), and mounts with
+``auto_unmount`` where the ``fusermount`` helper supports it, so a daemon that
+dies (``kill -9``, a crash) leaves no mount behind that would hang readers
+with ``ENOTCONN``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+__all__ = ["MountError", "mount", "unmount", "parse_fuse_options", "is_mounted", "check_fuse"]
+
+log = logging.getLogger("arrayfs.fs")
+
+
+class MountError(RuntimeError):
+    """A mount or unmount that cannot be done; the message is one line
+    meant for the user."""
+
+
+def parse_fuse_options(options) -> dict:
+    """``-o`` options as mfusepy keyword arguments.
+
+    Args:
+        options: ``None``, a comma-separated string (``"a,b=1"``), a list of
+            such strings, or a ``dict`` (returned as a copy).
+
+    Returns ``{"a": True, "b": "1"}`` style dict (flags map to ``True``).
+    Raises :class:`MountError` for ``rw`` (arrayfs mounts are read-only) or
+    an empty key.
+    """
+    if options is None:
+        return {}
+    if isinstance(options, dict):
+        out = dict(options)
+    else:
+        if isinstance(options, str):
+            options = [options]
+        out = {}
+        for text in options:
+            for item in text.split(","):
+                item = item.strip()
+                if not item:
+                    continue
+                key, eq, value = item.partition("=")
+                key = key.strip()
+                if not key:
+                    raise MountError(f"bad FUSE option {item!r}")
+                out[key] = value if eq else True
+    if out.get("rw"):
+        raise MountError("arrayfs mounts are read-only: drop the 'rw' option")
+    out.pop("rw", None)
+    return out
+
+
+def _fusermount() -> str | None:
+    from .daemon import libfuse_major
+
+    names = ("fusermount3", "fusermount") if libfuse_major() == 3 else ("fusermount", "fusermount3")
+    for name in names:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+def check_fuse() -> str:
+    """Check that FUSE can be used here; return the ``fusermount`` helper's
+    path. Raises :class:`MountError` naming what is missing."""
+    if not os.path.exists("/dev/fuse"):
+        raise MountError(
+            "FUSE is not available: /dev/fuse is missing (load the fuse kernel module, or give the "
+            "container --device /dev/fuse --cap-add SYS_ADMIN)"
+        )
+    try:
+        from .daemon import load_mfusepy
+
+        load_mfusepy()
+    except ImportError:
+        raise MountError("mfusepy is not installed: pip install 'arrayfs[fuse]'") from None
+    except (OSError, AttributeError) as e:
+        raise MountError(f"no usable libfuse: {e} (install fuse3: apt-get install fuse3 libfuse3-3)") from None
+    helper = _fusermount()
+    if helper is None:
+        raise MountError("fusermount3/fusermount not found on PATH: install fuse3 (apt-get install fuse3)")
+    return helper
+
+
+def _check_mountpoint(mountpoint: str, options: dict) -> None:
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"mountpoint {mountpoint} does not exist") from None
+    except OSError as e:
+        if e.errno == 107:  # ENOTCONN: a FUSE daemon died without unmounting
+            raise MountError(
+                f"mountpoint {mountpoint} is a dead FUSE mount; run: arrayfs unmount {mountpoint}"
+            ) from None
+        raise MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"mountpoint {mountpoint} is not a directory")
+    try:
+        entries = os.listdir(mountpoint)
+    except OSError as e:
+        raise MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
+    if entries and not options.get("nonempty"):
+        raise MountError(f"mountpoint {mountpoint} is not empty")
+    options.pop("nonempty", None)  # libfuse 3 rejects it; the check above is the point of it
+
+
+def _absolute_sources(sources) -> list:
+    if isinstance(sources, (str, bytes, os.PathLike)):
+        sources = [sources]
+    out = []
+    for s in sources:
+        if isinstance(s, (str, bytes, os.PathLike)):
+            # The daemon changes directory to "/"; refresh re-expands these.
+            out.append(os.path.abspath(os.path.expanduser(os.fsdecode(s))))
+        else:
+            out.append(s)
+    return out
+
+
+def _open_dataset(sources, verify: bool):
+    from ..dataset import ArrayRecordDataSource
+    from ..errors import ArrayRecordError
+
+    try:
+        ds = ArrayRecordDataSource(sources, verify=verify)
+    except FileNotFoundError as e:
+        raise MountError(f"no shard matched: {e.args[-1] if e.args else e}") from None
+    except ArrayRecordError as e:
+        raise MountError(f"bad file: {e}") from None
+    except OSError as e:
+        raise MountError(f"cannot open the dataset: {e}") from None
+    if not ds.shards:
+        ds.close()
+        raise MountError(f"no shard matched {', '.join(map(str, sources))}")
+    return ds
+
+
+def mount(
+    sources,
+    mountpoint,
+    *,
+    foreground: bool = False,
+    fuse_options=None,
+    allow_other: bool = False,
+    watch: bool = True,
+    verify: bool = True,
+    log_file=None,
+    ready_timeout: float = 60.0,
+):
+    """Mount ArrayRecord shards as a read-only directory of records.
+
+    Args:
+        sources: a path, glob pattern, directory or ``"path[a:b]"`` read
+            instruction, or a list of these (see :mod:`arrayfs.paths`).
+        mountpoint: an existing, empty directory.
+        foreground: serve in this process until unmounted (blocks); else
+            fork a daemon and return once the mount is ready.
+        fuse_options: extra libfuse options (see :func:`parse_fuse_options`),
+            e.g. ``"max_read=131072"``; they override arrayfs's defaults.
+        allow_other: let other users read the mount (``allow_other``;
+            non-root users need ``user_allow_other`` in /etc/fuse.conf).
+        watch: follow shards appearing and vanishing under the sources
+            (see :mod:`arrayfs.fs.watch`).
+        verify: check chunk hashes on read (a corrupt record reads as EIO).
+        log_file: where the background daemon logs (errors, EIO with shard
+            and chunk); default: discarded. In foreground mode logs go to
+            stderr.
+        ready_timeout: seconds to wait for a background mount to be ready.
+
+    Returns:
+        In background mode the daemon's process id (``int``) once the mount
+        is ready; in foreground mode ``0`` after the mount was unmounted.
+
+    Raises:
+        MountError: anything that prevents the mount, as one line.
+    """
+    options = parse_fuse_options(fuse_options)
+    helper = check_fuse()
+    mountpoint = os.path.abspath(os.fspath(mountpoint))
+    _check_mountpoint(mountpoint, options)
+    sources = _absolute_sources(sources)
+    ds = _open_dataset(sources, verify)
+    if foreground:
+        _setup_logging(None)
+        try:
+            return _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper)
+        except RuntimeError as e:
+            raise MountError(f"libfuse could not mount {mountpoint} ({e})") from None
+    return _daemonize(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
+                      log_file=log_file, ready_timeout=ready_timeout)
+
+
+def _setup_logging(stream) -> None:
+    logger = logging.getLogger("arrayfs")
+    if not logger.handlers:
+        h = logging.StreamHandler(stream or sys.stderr)
+        h.setFormatter(logging.Formatter("arrayfs[%(process)d] %(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.INFO)
+
+
+def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None) -> int:
+    """Run the FUSE loop on ``ds`` until unmounted; close ``ds`` after."""
+    import warnings
+
+    from . import daemon
+    from .view import FsView
+
+    # Refresh reports half-written shards with a warning per attempt; the
+    # watcher logs them once instead.
+    warnings.filterwarnings("ignore", message="arrayfs: leaving out")
+    try:
+        view = FsView(ds)
+        watcher = None
+        if watch:
+            from .watch import Watcher
+
+            watcher = Watcher(view)
+        kw = daemon.fuse_kwargs(watch=watch, allow_other=allow_other, auto_unmount=helper is not None,
+                                extra=options)
+        daemon.run(view, mountpoint, fuse_options=kw, on_ready=on_ready, watcher=watcher)
+        return 0
+    finally:
+        ds.close()
+
+
+def _daemonize(ds, mountpoint, *, watch, options, allow_other, helper, log_file, ready_timeout) -> int:
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # first child: a new session, then the daemon as its child
+        os.close(r)
+        code = 1
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)  # the daemon is re-parented to init: no zombie for our caller
+            code = _daemon_main(ds, mountpoint, w, watch=watch, options=options, allow_other=allow_other,
+                                helper=helper, log_file=log_file)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    ds.close()  # the daemon has its own copy of the mappings
+    try:
+        msg = _read_status(r, ready_timeout)
+    finally:
+        os.close(r)
+    if msg.startswith("ok "):
+        return int(msg.split()[1])
+    if msg.startswith("error "):
+        raise MountError(msg[len("error "):])
+    if msg == "":
+        raise MountError("the mount daemon exited before the mount was ready")
+    raise MountError(f"the mount at {mountpoint} was not ready after {ready_timeout:g} s")
+
+
+def _read_status(fd, timeout) -> str:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode("utf-8", "replace").strip()
+
+
+def _daemon_main(ds, mountpoint, status_fd, *, watch, options, allow_other, helper, log_file) -> int:
+    """Body of the background daemon. Reports ``ok <pid>`` or ``error <msg>``
+    on ``status_fd`` (one line) and returns the exit code."""
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    # Until the mount is up, libfuse's own messages ("fuse: ...") are caught
+    # here and sent to the parent as the error; then stderr becomes the log.
+    captured = tempfile.TemporaryFile()
+    os.dup2(captured.fileno(), 2)
+    target = devnull
+    if log_file is not None:
+        target = os.open(os.fspath(log_file), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _setup_logging(None)
+    reported = []
+
+    def report(line: str) -> None:
+        if not reported:
+            reported.append(line)
+            try:
+                os.write(status_fd, (line.replace("\n", " ") + "\n").encode())
+            finally:
+                os.close(status_fd)
+
+    def on_ready():
+        os.dup2(target, 2)
+        report(f"ok {os.getpid()}")
+
+    try:
+        _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
+               on_ready=on_ready)
+        code = 0
+    except BaseException as e:  # report whatever kept the mount from starting
+        code = 1
+        if not reported:
+            captured.seek(0)
+            lines = [ln.strip() for ln in captured.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            detail = lines[-1] if lines else f"{type(e).__name__}: {e}"
+            report(f"error libfuse could not mount {mountpoint}: {detail}")
+        else:
+            log.exception("the FUSE loop failed")
+    if not reported:
+        report("error the FUSE loop ended before the mount was ready")
+    return code
+
+
+# -- unmounting ------------------------------------------------------------------
+
+
+def _unescape_mount_field(s: str) -> str:
+    # /proc/mounts escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and s[i + 1 : i + 4].isdigit() and len(s[i + 1 : i + 4]) == 3:
+            out.append(chr(int(s[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def is_mounted(mountpoint) -> str | None:
+    """File system type of the mount at ``mountpoint`` per /proc/mounts
+    (e.g. ``"fuse.arrayfs"``), or ``None`` when nothing is mounted there."""
+    mp = os.path.abspath(os.fspath(mountpoint))
+    found = None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and _unescape_mount_field(parts[1]) == mp:
+                    found = parts[2]  # the last one listed is the one on top
+    except OSError:
+        return None
+    return found
+
+
+def unmount(mountpoint, *, lazy: bool = False, timeout: float = 10.0) -> None:
+    """Unmount the FUSE mount at ``mountpoint``; its daemon then exits.
+
+    Args:
+        lazy: detach even if files are open (``fusermount -u -z``); the
+            daemon exits once they are closed.
+        timeout: seconds to wait for /proc/mounts to stop listing it.
+
+    Raises:
+        MountError: not mounted, not a FUSE mount, busy (files open; retry or
+            use ``lazy``), or the helper failed.
+    """
+    mp = os.path.abspath(os.fspath(mountpoint))
+    fstype = is_mounted(mp)
+    if fstype is None:
+        raise MountError(f"{mp} is not mounted")
+    if not fstype.startswith("fuse"):
+        raise MountError(f"{mp} is a {fstype} mount, not a FUSE mount")
+    helper = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmds = []
+    if helper:
+        cmds.append([helper, "-u", *(["-z"] if lazy else []), mp])
+    if os.geteuid() == 0 and shutil.which("umount"):
+        cmds.append(["umount", *(["-l"] if lazy else []), mp])
+    if not cmds:
+        raise MountError("fusermount3/fusermount not found on PATH: install fuse3 (apt-get install fuse3)")
+    err = ""
+    for cmd in cmds:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode == 0 or is_mounted(mp) is None:
+            break
+        lines = [ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
+        err = lines[-1].strip() if lines else f"{os.path.basename(cmd[0])} exited with {p.returncode}"
+    else:
+        busy = " (files are open in it: close them, or unmount lazily)" if "busy" in err.lower() else ""
+        raise MountError(f"could not unmount {mp}: {err}{busy}")
+    deadline = time.monotonic() + timeout
+    while is_mounted(mp) is not None:
+        if time.monotonic() > deadline:
+            raise MountError(f"could not unmount {mp}: still mounted after {timeout:g} s")
+        time.sleep(0.02)

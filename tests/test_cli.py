@@ -1,0 +1,408 @@
+"""The ``arrayfs`` command line, run as users run it: the installed console
+script (and ``python mount_cli.py``) in subprocesses, on shards written by
+Google's ``array_record`` writer and by ours, read back with Google's reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from array_record.python import array_record_module as google
+from array_record.python.array_record_data_source import ArrayRecordDataSource as GoogleSource
+
+import arrayfs
+from arrayfs.cli import CliError, parse_index_spec
+from arrayfs.file import ArrayRecordFile
+from arrayfs.pack import PackError, pack_files, pack_lines
+from arrayfs.verify import verify_shards
+
+REPO = Path(__file__).resolve().parents[1]
+ARRAYFS = Path(sys.executable).with_name("arrayfs")
+SUBCOMMANDS = ["ls", "cat", "info", "verify", "pack"]
+
+
+def run(*args, input=None, script=False, cwd=None):
+    """Run ``arrayfs ARGS`` (or ``python mount_cli.py ARGS``); bytes out."""
+    cmd = [sys.executable, str(REPO / "mount_cli.py")] if script else [str(ARRAYFS)]
+    return subprocess.run(
+        cmd + [str(a) for a in args], input=input, capture_output=True, timeout=60, cwd=cwd,
+    )
+
+
+def one_line_error(proc) -> str:
+    """Assert the run failed with exactly one ``arrayfs: error:`` line."""
+    err = proc.stderr.decode()
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("arrayfs: error: "), err
+    return lines[0]
+
+
+def _records(seed: int, n: int) -> list[bytes]:
+    rng = random.Random(seed)
+    # Sizes across the interesting cases: empty, tiny, and bigger than a
+    # 64 KiB block so chunks cross block headers.
+    return [f"{seed}:{i}:".encode() + rng.randbytes(rng.choice([0, 5, 300, 70_000])) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """Two datasets, each a list of (path, records): three shards from
+    Google's writer (group_size 4, zstd) and two from ours (group_size 3,
+    brotli)."""
+    root = tmp_path_factory.mktemp("cli")
+    g_dir, a_dir = root / "google", root / "ours"
+    g_dir.mkdir()
+    a_dir.mkdir()
+    g = []
+    for s, n in enumerate([10, 7, 13]):
+        path = g_dir / f"train.array_record-{s:05d}-of-00003"
+        recs = _records(s, n)
+        w = google.ArrayRecordWriter(str(path), "group_size:4")
+        for r in recs:
+            w.write(r)
+        w.close()
+        g.append((path, recs))
+    a = []
+    for s, n in enumerate([9, 5]):
+        path = a_dir / f"part-{s}.array_record"
+        recs = _records(100 + s, n)
+        with arrayfs.ArrayRecordWriter(path, "group_size:3,brotli:5") as w:
+            for r in recs:
+                w.write(r)
+        a.append((path, recs))
+    return {"google": g, "ours": a, "root": root}
+
+
+def _flat(shards):
+    return [r for _, recs in shards for r in recs]
+
+
+# -- help --------------------------------------------------------------------
+
+
+def test_top_level_help_lists_commands_and_examples():
+    p = run("--help")
+    assert p.returncode == 0
+    out = p.stdout.decode()
+    for cmd in SUBCOMMANDS:
+        assert f"    {cmd} " in out
+    assert "examples:" in out
+
+
+@pytest.mark.parametrize("cmd", SUBCOMMANDS)
+def test_subcommand_help_shows_an_example(cmd):
+    p = run(cmd, "--help")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert "examples:" in out
+    assert f"\n  arrayfs {cmd} " in out  # an example line of this very command
+
+
+def test_registered_mount_commands_have_help():
+    # mount/unmount come from arrayfs.fs.cli; whichever are registered
+    # (real or "install arrayfs[fuse]" stand-ins) must answer --help.
+    out = run("--help").stdout.decode()
+    for cmd in ("mount", "unmount"):
+        if f"    {cmd} " in out:
+            assert run(cmd, "--help").returncode == 0
+
+
+# -- ls ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["google", "ours"])
+def test_ls_lists_every_record_with_sizes(datasets, which):
+    shards = datasets[which]
+    pattern = str(shards[0][0].parent / "*")
+    p = run("ls", "-l", pattern)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    want = [(str(path), j, len(r)) for path, recs in shards for j, r in enumerate(recs)]
+    assert len(lines) == len(want)
+    width = len(str(len(want) - 1))
+    for i, (line, (path, local, size)) in enumerate(zip(lines, want)):
+        g, shard, loc, sz = line.split("\t")
+        assert g == f"{i:0{width}d}"
+        assert (shard, int(loc), int(sz)) == (path, local, size)
+
+
+def test_ls_shards_and_read_instruction(datasets):
+    shards = datasets["google"]
+    p = run("ls", "--shards", *[s for s, _ in shards])
+    rows = [line.split("\t") for line in p.stdout.decode().splitlines()]
+    assert [(int(r[0]), int(r[1]), r[-1]) for r in rows] == [(0, 10, str(shards[0][0])), (10, 7, str(shards[1][0])),
+                                                            (17, 13, str(shards[2][0]))]
+    # A read instruction keeps records [2, 5) of the file, global 0..2.
+    p = run("ls", f"{shards[0][0]}[2:5]")
+    assert [line.split("\t")[2] for line in p.stdout.decode().splitlines()] == ["2", "3", "4"]
+
+
+# -- cat -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["google", "ours"])
+def test_cat_writes_exact_bytes(datasets, which):
+    shards = datasets[which]
+    flat = _flat(shards)
+    srcs = [s for s, _ in shards]
+    for args, want in [
+        (["0"], flat[0]),
+        (["5", "0", "5"], flat[5] + flat[0] + flat[5]),
+        (["3:9"], b"".join(flat[3:9])),
+        ([":"], b"".join(flat)),
+        (["-1"], flat[-1]),
+        (["--", "-3:"], b"".join(flat[-3:])),
+    ]:
+        p = run("cat", *srcs, *args)
+        assert p.returncode == 0, (args, p.stderr)
+        assert p.stdout == want, args
+
+
+def test_cat_index_option_newline_and_script(datasets):
+    shards = datasets["ours"]
+    flat = _flat(shards)
+    d = shards[0][0].parent
+    p = run("cat", "-i", "2", "-i", "7:9", "-n", d)
+    assert p.stdout == flat[2] + b"\n" + flat[7] + b"\n" + flat[8] + b"\n"
+    # mount_cli.py at the top of the repo runs the same entry point.
+    q = run("cat", d, "2", script=True)
+    assert q.returncode == 0 and q.stdout == flat[2]
+
+
+# -- info ------------------------------------------------------------------------
+
+
+def test_info_json_counts(datasets):
+    shards = datasets["google"]
+    p = run("info", "--json", shards[0][0].parent)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    flat = _flat(shards)
+    assert info["num_shards"] == 3
+    assert info["num_records"] == len(flat)
+    assert info["record_bytes"] == sum(map(len, flat))
+    assert info["num_chunks"] == sum(-(-len(r) // 4) for _, r in shards)
+    for s, (path, recs) in zip(info["shards"], shards):
+        assert s["path"] == str(path)
+        assert s["num_records"] == len(recs)
+        assert s["group_size"] == 4
+        assert s["writer_options"].startswith("group_size:4,")
+        assert s["compression"] == "zstd:3"
+        assert s["file_bytes"] == os.path.getsize(path)
+        assert s["metadata"] is None
+    assert [s["first_index"] for s in info["shards"]] == [0, 10, 17]
+    # Read instruction: exactly the bytes of the records kept.
+    p = run("info", "--json", f"{shards[2][0]}[3:11]")
+    s = json.loads(p.stdout)["shards"][0]
+    assert (s["num_records"], s["start"], s["record_bytes"]) == (8, 3, sum(map(len, shards[2][1][3:11])))
+
+
+def test_info_text(datasets):
+    shards = datasets["ours"]
+    p = run("info", *[s for s, _ in shards])
+    out = p.stdout.decode()
+    assert p.returncode == 0
+    assert out.startswith("2 shards, 14 records, 5 chunks")
+    assert "group_size 3" in out and "brotli:5" in out and "metadata       none" in out
+
+
+# -- verify ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["google", "ours"])
+def test_verify_clean(datasets, which):
+    d = datasets[which][0][0].parent
+    p = run("verify", "--no-progress", d)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.decode().startswith("OK: ")
+
+
+def _corrupt_chunk_data(path, k):
+    """Flip one byte inside the data of user chunk ``k``."""
+    with ArrayRecordFile(path) as f:
+        offset = int(f.index()[0][k])
+        first = f.index()[2]
+        rng = (int(first[k]), int(first[k + 1]))
+    b = bytearray(Path(path).read_bytes())
+    b[offset + 40 + 3] ^= 0x40  # past the 40-byte chunk header
+    Path(path).write_bytes(bytes(b))
+    return rng
+
+
+@pytest.mark.parametrize("which", ["google", "ours"])
+def test_verify_reports_every_bad_chunk(datasets, which, tmp_path):
+    shards = datasets[which]
+    for path, _ in shards:
+        shutil.copy(path, tmp_path / path.name)
+    first_bad = tmp_path / shards[0][0].name
+    last_bad = tmp_path / shards[-1][0].name
+    r1 = _corrupt_chunk_data(first_bad, 1)
+    r2 = _corrupt_chunk_data(last_bad, 0)
+    p = run("verify", "--no-progress", tmp_path)
+    assert p.returncode == 1
+    out = p.stdout.decode()
+    # Keeps going past the first bad chunk: both are named, with shard and range.
+    assert f"BAD {first_bad}: chunk 1 at byte" in out
+    assert f"records [{r1[0]}, {r1[1]})" in out
+    assert f"BAD {last_bad}: chunk 0 at byte" in out
+    assert f"records [{r2[0]}, {r2[1]})" in out
+    assert "CORRUPT: 2 problems in 2 of" in out
+    rep = json.loads(run("verify", "--json", "--no-progress", tmp_path).stdout)
+    assert not rep["ok"]
+    assert [(b["path"], b["chunk"], b["records"]) for b in rep["bad_chunks"]] == [
+        (str(first_bad), 1, list(r1)), (str(last_bad), 0, list(r2))
+    ]
+    # The same through the library.
+    report = verify_shards(str(tmp_path), progress=False)
+    assert report.bad_shards == [str(first_bad), str(last_bad)]
+
+
+def test_verify_bad_and_unreadable_files(tmp_path, datasets):
+    path, recs = datasets["ours"][0]
+    shutil.copy(path, tmp_path / "a.array_record")
+    (tmp_path / "b.array_record").write_bytes(b"not an array record\n" * 100)
+    data = path.read_bytes()
+    (tmp_path / "c.array_record").write_bytes(data[: len(data) - 1000])  # truncated
+    p = run("verify", "--no-progress", tmp_path)
+    out = p.stdout.decode()
+    assert p.returncode == 1
+    assert f"BAD {tmp_path / 'b.array_record'}" in out and "not a Riegeli/ArrayRecord file" in out
+    assert f"BAD {tmp_path / 'c.array_record'}" in out and "truncated" in out
+    assert "2 problems in 2 of 3 shards" in out
+
+
+# -- pack --------------------------------------------------------------------------
+
+
+def _tree(root: Path) -> list[bytes]:
+    """A small tree; returns file contents in the documented record order."""
+    files = {
+        "b/z.bin": bytes(range(256)) * 300,
+        "a/f10.txt": b"ten\n",
+        "a/f2.txt": b"two\n",
+        "a/deep/x/y.json": b'{"k": 1}',
+        "empty": b"",
+        "c.txt": "caf\u00e9\n".encode(),
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return [files[k] for k in sorted(files)]
+
+
+def test_pack_directory_tree_reads_back_with_google(tmp_path):
+    want = _tree(tmp_path / "tree")
+    out = tmp_path / "out" / "train.array_record"
+    p = run("pack", tmp_path / "tree", "-o", out, "--shard-size", "4", "--options", "group_size:2,zstd:5")
+    assert p.returncode == 0, p.stderr
+    names = [f"train.array_record-{k:05d}-of-00002" for k in range(2)]
+    assert sorted(os.listdir(out.parent)) == names  # no temporary files left
+    printed = p.stdout.decode()
+    assert f"{out.parent / names[0]}\t4 records" in printed and "packed 6 records into 2 shards" in printed
+    src = GoogleSource([str(out.parent / n) for n in names])
+    assert len(src) == len(want)
+    assert [src[i] for i in range(len(src))] == want
+    # ... and arrayfs itself reads the directory of shards in the same order.
+    assert run("cat", out.parent, ":").stdout == b"".join(want)
+
+
+def test_pack_jsonl_and_lines(tmp_path):
+    lines = ['{"text": "h\u00e9llo", "n": 1}', "[1, 2, 3]", '"just a string"', "{}"]
+    src = tmp_path / "data.jsonl"
+    src.write_bytes(("\n".join(lines[:2]) + "\n\n  \n" + "\n".join(lines[2:]) + "\n").encode())
+    out = tmp_path / "j.array_record"
+    p = run("pack", src, "-o", out)  # *.jsonl: --jsonl implied; blank lines skipped
+    assert p.returncode == 0, p.stderr
+    got = GoogleSource([str(out)])
+    assert [got[i] for i in range(len(got))] == [s.encode() for s in lines]
+    # --lines keeps every line, empty ones included, "\r" kept; stdin as '-'.
+    out2 = tmp_path / "lines.array_record"
+    p = run("pack", "--lines", "-", "-o", out2, "--shard-size", "2", input=b"a\r\n\nccc")
+    assert p.returncode == 0, p.stderr
+    shards = sorted(str(x) for x in tmp_path.glob("lines.array_record-*"))
+    got = GoogleSource(shards)
+    assert [got[i] for i in range(len(got))] == [b"a\r", b"", b"ccc"]
+
+
+def test_pack_refuses_to_overwrite_and_force_removes_stale_shards(tmp_path):
+    _tree(tmp_path / "tree")
+    out = tmp_path / "o" / "d.array_record"
+    assert run("pack", tmp_path / "tree", "-o", out, "--shard-size", "2").returncode == 0
+    assert len(os.listdir(out.parent)) == 3
+    one_line_error(run("pack", tmp_path / "tree", "-o", out, "--shard-size", "2"))
+    p = run("pack", tmp_path / "tree", "-o", out, "--shard-size", "4", "--force")
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(out.parent)) == ["d.array_record-00000-of-00002", "d.array_record-00001-of-00002"]
+
+
+def test_pack_library_api(tmp_path):
+    want = _tree(tmp_path / "tree")
+    written = pack_files([tmp_path / "tree"], tmp_path / "x.array_record", "group_size:3", None, progress=False)
+    assert written == [str(tmp_path / "x.array_record")]
+    with arrayfs.ArrayRecordDataSource(written) as ds:
+        assert [ds[i] for i in range(len(ds))] == want
+    (tmp_path / "bad.jsonl").write_text('{"ok": 1}\n{nope\n')
+    with pytest.raises(PackError, match=r"bad.jsonl:2: not a JSON value"):
+        pack_lines([tmp_path / "bad.jsonl"], tmp_path / "y.array_record", jsonl=True, progress=False)
+    assert not list(tmp_path.glob("*y.array_record*"))  # nothing half-written left behind
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+def test_error_cases_are_one_line(datasets, tmp_path):
+    path = datasets["google"][0][0]
+    text = tmp_path / "notes.array_record"
+    text.write_text("hello\n" * 50)
+    cases = {
+        "no match": (["ls", str(tmp_path / "missing-*.array_record")], "no file matches"),
+        "no file": (["info", str(tmp_path / "nope.array_record")], "no such file"),
+        "bad index": (["cat", str(path), "99"], "out of range"),
+        "bad range": (["cat", str(path), "5:2"], "backwards"),
+        "not an index": (["cat", str(path), "x"], "not an index"),
+        "not ArrayRecord": (["ls", str(text)], "not a Riegeli/ArrayRecord file"),
+        "verify no match": (["verify", str(tmp_path / "zzz*")], "no file matches"),
+        "bad options": (["pack", str(tmp_path), "--files", "-o", str(tmp_path / "o.ar"), "--options", "zstd:99"],
+                        "bad writer options"),
+        "bad jsonl": (["pack", "--jsonl", str(text), "-o", str(tmp_path / "o.ar")], "not a JSON value"),
+        "unknown command": (["frobnicate"], "invalid choice"),
+        "missing SRC": (["ls"], "required"),
+    }
+    for name, (args, needle) in cases.items():
+        line = one_line_error(run(*args))
+        assert needle in line, (name, line)
+    assert str(text) in one_line_error(run("info", text))
+    assert "records" in one_line_error(run("cat", path, "99"))  # says how many there are
+
+
+def test_unmount_flag_never_tracebacks(tmp_path):
+    # Works whether or not arrayfs.fs is installed: unmounting a directory
+    # that is not a mount point is an error either way.
+    p = run("-u", tmp_path)
+    assert p.returncode != 0
+    assert b"Traceback" not in p.stderr
+
+
+# -- index grammar (in process) --------------------------------------------------------
+
+
+def test_parse_index_spec():
+    assert parse_index_spec("3", 10) == range(3, 4)
+    assert parse_index_spec("-1", 10) == range(9, 10)
+    assert parse_index_spec("2:5", 10) == range(2, 5)
+    assert parse_index_spec(":", 10) == range(0, 10)
+    assert parse_index_spec("-3:", 10) == range(7, 10)
+    assert parse_index_spec("4:4", 10) == range(4, 4)
+    for bad in ["10", "-11", "0:11", "5:2", "a", "1:2:3", "1.5"]:
+        with pytest.raises(CliError):
+            parse_index_spec(bad, 10)

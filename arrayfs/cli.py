@@ -386,10 +386,14 @@ def _metadata_text(md) -> str:
         return f"present (not decoded{': ' + md['error'] if md.get('error') else ''})"
     fields = md.get("fields") or {}
     name = fields.get("record_type_name")
-    if isinstance(name, (bytes, bytearray)):
-        name = bytes(name).decode("utf-8", "replace")
-    keys = ", ".join(sorted(k for k in fields if k != "record_type_name"))
-    return f"record type {name or '(none)'}" + (f"; also {keys}" if keys else "")
+    parts = [f"record type {name}" if name else "no record type"]
+    if fields.get("file_comment"):
+        parts.append(f"comment {fields['file_comment']!r}")
+    if fields.get("file_descriptor_names"):
+        parts.append(f"descriptors {', '.join(map(str, fields['file_descriptor_names']))}")
+    if fields.get("record_writer_options"):
+        parts.append(f"riegeli options {fields['record_writer_options']}")
+    return "; ".join(parts)
 
 
 def _cmd_info(args) -> int:
@@ -743,8 +747,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
 # -- entry point ---------------------------------------------------------------
 
 
+_FUSE_MODULES = ("mfusepy", "fuse", "watchdog")
+
+
 def _run(args) -> int:
-    rc = args.func(args)
+    try:
+        rc = args.func(args)
+    except ModuleNotFoundError as e:
+        # mount/unmount load their FUSE dependencies when they run.
+        if e.name and e.name.split(".")[0] in _FUSE_MODULES:
+            raise CliError(f"{args.command} needs {e.name!r}, which is not installed: {_FUSE_HINT}") from None
+        raise
     return 0 if rc is None else int(rc)
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .riegeli.varint import VarintError, decode_varints, encode_varint, read_varint
+from .riegeli.varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
     "POSTSCRIPT_MAGIC",
@@ -30,6 +30,7 @@ __all__ = [
     "encode_footer_metadata",
     "decode_footer_metadata",
     "encode_chunk_footer",
+    "encode_chunk_footers",
     "decode_chunk_footers",
     "LayoutError",
 ]
@@ -142,6 +143,30 @@ def decode_footer_metadata(buf) -> FooterMetadata | None:
 
 def encode_chunk_footer(chunk_offset: int, decoded_data_size: int, num_records: int) -> bytes:
     return _varint_field(1, chunk_offset) + _varint_field(2, decoded_data_size) + _varint_field(3, num_records)
+
+
+def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tuple[bytes, np.ndarray]:
+    """All ``ArrayRecordFooter`` records of a file at once (vectorised).
+
+    Takes three equal-length integer sequences; returns the concatenated
+    serialized messages and the byte length of each (``int64``, shape
+    ``(n,)``), as a simple chunk's values and sizes need them.
+    """
+    fields = np.stack(
+        [np.asarray(chunk_offsets, np.uint64), np.asarray(decoded_data_sizes, np.uint64), np.asarray(num_records, np.uint64)],
+        axis=1,
+    )
+    n = len(fields)
+    if n == 0:
+        return b"", np.zeros(0, dtype=np.int64)
+    tagged = np.empty((n, 6), dtype=np.uint64)
+    tagged[:, 0::2] = np.array([8, 16, 24], dtype=np.uint64)
+    tagged[:, 1::2] = fields
+    # Each varint takes 1 + floor(bits / 7) bytes; tags take one.
+    lengths = np.ones(fields.shape, dtype=np.int64)
+    for k in range(1, 10):
+        lengths += fields >= np.uint64(1 << (7 * k))
+    return encode_varints(tagged.ravel()), 3 + lengths.sum(axis=1)
 
 
 def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:

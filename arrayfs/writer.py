@@ -20,9 +20,10 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import zstandard
 
-from .layout import encode_chunk_footer, encode_footer_metadata, encode_postscript
+from .layout import encode_chunk_footers, encode_footer_metadata, encode_postscript
 from .options import parse_writer_options
 from .riegeli.chunk import SIMPLE, encode_chunk_header
 from .riegeli.chunk_writer import ChunkWriter
@@ -44,8 +45,21 @@ class _Encoder:
         self.level = options.level
         self.window_log = options.window_log
         self._local = threading.local()
+        self._small: dict = {}
 
     def _compress(self, data) -> bytes:
+        if len(data) <= 10:
+            # A one-record chunk's sizes block is one varint; records of equal
+            # size repeat it, and compressing is deterministic, so reuse it.
+            hit = self._small.get(data)
+            if hit is None:
+                if len(self._small) >= 4096:
+                    self._small.clear()
+                hit = self._small[bytes(data)] = self._compress_uncached(data)
+            return hit
+        return self._compress_uncached(data)
+
+    def _compress_uncached(self, data) -> bytes:
         if self.ctype == ZSTD:
             c = getattr(self._local, "zstd", None)
             if c is None:
@@ -61,15 +75,20 @@ class _Encoder:
 
     def encode(self, records) -> tuple[bytes, bytes, int, int]:
         """``(header, data, num_records, decoded_data_size)`` of one chunk."""
-        sizes = encode_varints([len(r) for r in records]) if len(records) > 1 else encode_varint(len(records[0]))
-        values = records[0] if len(records) == 1 else b"".join(records)
+        if len(records) == 1:
+            return self.encode_joined(records[0], encode_varint(len(records[0])), 1)
+        return self.encode_joined(b"".join(records), encode_varints([len(r) for r in records]), len(records))
+
+    def encode_joined(self, values: bytes, sizes: bytes, num_records: int) -> tuple[bytes, bytes, int, int]:
+        """Like :meth:`encode` for records already concatenated in ``values``
+        with their sizes as varints in ``sizes``."""
         if self.ctype == NONE:
             sizes_block, values_block = sizes, values
         else:
             sizes_block, values_block = self._compress(sizes), self._compress(values)
         data = b"".join((bytes((self.ctype,)), encode_varint(len(sizes_block)), sizes_block, values_block))
-        header = encode_chunk_header(data, SIMPLE, len(records), len(values))
-        return header, data, len(records), len(values)
+        header = encode_chunk_header(data, SIMPLE, num_records, len(values))
+        return header, data, num_records, len(values)
 
     def encode_many(self, groups):
         return [self.encode(g) for g in groups]
@@ -105,7 +124,8 @@ class ArrayRecordWriter:
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._encoder = _Encoder(self._options)
         self._group: list[bytes] = []
-        self._footers: list[bytes] = []
+        # Per user chunk: offset (bytes), decoded size (bytes), records.
+        self._footers: tuple[list, list, list] = ([], [], [])
         self._num_records = 0
         self._error: BaseException | None = None
         self._closed = False
@@ -232,12 +252,19 @@ class ArrayRecordWriter:
         offset = self._chunks.write_chunk(header, data)
         if self._options.pad_to_block_boundary:
             self._chunks.pad_to_block_boundary()
-        self._footers.append(encode_chunk_footer(offset, decoded_size, num_records))
+        offsets, sizes, counts = self._footers
+        offsets.append(offset)
+        sizes.append(decoded_size)
+        counts.append(num_records)
 
     def _write_footer(self) -> None:
         cw = self._chunks
-        meta = encode_footer_metadata(len(self._footers), self._num_records, self._options.to_string())
-        footer_offset = cw.write_chunk(*self._encoder.encode([meta, *self._footers])[:2])
+        offsets, sizes, counts = self._footers
+        meta = encode_footer_metadata(len(offsets), self._num_records, self._options.to_string())
+        footers, lengths = encode_chunk_footers(offsets, sizes, counts)
+        record_sizes = encode_varints(np.concatenate([[len(meta)], lengths]))
+        header, data, _, _ = self._encoder.encode_joined(meta + footers, record_sizes, len(offsets) + 1)
+        footer_offset = cw.write_chunk(header, data)
         cw.pad_to_block_boundary()
         postscript = encode_postscript(footer_offset)
         plain = _Encoder(parse_writer_options("uncompressed"))

@@ -121,30 +121,32 @@ def main(argv=None) -> int:
               f"position {saved['pipeline']['source']['position']}")
 
     start = time.perf_counter()
+    source = pipeline.source
     losses: list[float] = []
-    epoch = pipeline.source.epoch.get_value()
+    epoch = None
     with pipeline:
         for batch in pipeline:
+            # The source's epoch is that of the batch just handed out.
+            if source.epoch.get_value() != epoch:
+                if losses:
+                    print(f"epoch {epoch}: step {step}, mean loss {np.mean(losses):.4f}")
+                epoch, losses = source.epoch.get_value(), []
             params, opt_state, loss = train_step(params, opt_state, batch["image"], batch["label"])
             step += 1
             losses.append(float(loss))
-            if pipeline.source.epoch.get_value() != epoch or \
-                    pipeline.source.position.get_value() + args.batch_size > len(pipeline.source):
-                # The last full batch of an epoch was just consumed.
-                print(f"epoch {epoch}: step {step}, mean loss {np.mean(losses):.4f}")
-                losses = []
-                epoch = pipeline.source.epoch.get_value() + 1
             if args.stop_after is not None and step >= args.stop_after:
                 leaves = jax.tree.leaves((params, opt_state))
                 np.savez(args.checkpoint + ".npz", **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
                 state = {"pipeline": pipeline.get_state(), "step": step}
                 with open(args.checkpoint + ".json", "w") as f:
                     json.dump(state, f)
-                print(f"stopped at step {step}; checkpoint {args.checkpoint}.json "
+                print(f"epoch {epoch} (stopped mid-epoch): step {step}, mean loss {np.mean(losses):.4f}")
+                print(f"checkpoint {args.checkpoint}.json/.npz "
                       f"({len(json.dumps(state['pipeline']))} bytes of pipeline state)")
+                losses = []
                 break
     if losses:
-        print(f"epoch {epoch} (partial): step {step}, mean loss {np.mean(losses):.4f}")
+        print(f"epoch {epoch}: step {step}, mean loss {np.mean(losses):.4f}")
 
     model = nnx.merge(graphdef, params)
     accuracy = _accuracy(model, pattern)

@@ -505,17 +505,19 @@ def test_fuzz_random_bytes(data, n, d):
 def test_errors_reach_the_reader_as_corrupt_chunks(tmp_path):
     """Through the file layer the error is an ArrayRecordError naming the chunk."""
     rng = random.Random(4)
-    records = [descriptor_record(rng, i) for i in range(300)]
+    records = [descriptor_record(rng, i) for i in range(60)]
     path = tmp_path / "c.array_record"
     google_write(path, records, "group_size:1000,transpose:true,uncompressed")
     raw = bytearray(path.read_bytes())
     ((_, _, data),) = transposed_chunks(path)
-    at = raw.find(data[:200])
+    assert len(data) < 60000  # within the first block: no block header inside
+    at = raw.find(data)
     f = split_chunk(data)
-    bad = mutate(data, first=len(f["tags"]))
+    i = next(i for i, t in enumerate(f["tags"]) if 8 <= t < 128)
+    bad = mutate(data, tags=lambda f: f["tags"][:i] + [7] + f["tags"][i + 1 :])
     assert len(bad) == len(data)
     raw[at : at + len(data)] = bad
     path.write_bytes(bytes(raw))
     with arrayfs.ArrayRecordReader(str(path), verify=False) as r:
-        with pytest.raises(ArrayRecordError, match="first state"):
+        with pytest.raises(ArrayRecordError, match="invalid tag"):
             r.read_all()

@@ -44,7 +44,7 @@ import os
 import threading
 
 from ..errors import ArrayRecordError
-from .view import RECORD, SUMMARY, Attr, FsView
+from .view import RECORD, ROOT, SHARD_DIR, SUMMARY, Attr, FsView
 
 __all__ = ["ArrayFsOperations", "load_mfusepy", "run", "fuse_kwargs", "libfuse_major"]
 
@@ -64,6 +64,13 @@ _CAP_READDIRPLUS_AUTO = 1 << 14
 # invalidation (libfuse 2) they must expire soon.
 LONG_TIMEOUT = 86400.0
 SHORT_TIMEOUT = 1.0
+
+# Directories up to this many entries are listed with full attributes when
+# the kernel asks READDIRPLUS (``ls -l`` then needs no LOOKUP per entry).
+# Every entry so listed costs about 1 KiB of (reclaimable) kernel memory and
+# a libfuse node until the kernel forgets it, so larger directories are
+# listed with names and types only.
+READDIRPLUS_MAX = 1_000_000
 
 
 def load_mfusepy():
@@ -143,6 +150,7 @@ class ArrayFsOperations(_operations_base()):
         self._fuse_ptr = None
         self._invalidate_path = None
         self.readdirplus = False
+        self.readdirplus_max = READDIRPLUS_MAX
         self.mfusepy = load_mfusepy()
 
     # -- life cycle -------------------------------------------------------------
@@ -274,6 +282,22 @@ class ArrayFsOperations(_operations_base()):
             log.error("EIO listing a directory: %s", e)
             raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
 
+    def use_plus(self, fh) -> bool:
+        """Whether a READDIRPLUS of open directory ``fh`` gets full
+        attributes: only when enabled and the directory has at most
+        ``readdirplus_max`` entries (each entry given with attributes
+        becomes a kernel inode and a libfuse node)."""
+        if not self.readdirplus:
+            return False
+        snap, node = self._dir(fh)
+        if node.kind == ROOT:
+            n = snap.num_records
+        elif node.kind == SHARD_DIR:
+            n = snap.shards[node.shard].num_records
+        else:
+            n = len(snap.shards)
+        return n <= self.readdirplus_max
+
     def readdir_with_offset(self, path, offset, fh):
         snap, node = self._dir(fh)
         for name, a, off in snap.readdir(node, offset):
@@ -394,7 +418,7 @@ def _fuse_class():
             return self._entries(buf, filler, offset, fip, False)
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
-            plus = bool(flags & _READDIR_PLUS) and self.operations.readdirplus
+            plus = bool(flags & _READDIR_PLUS) and self.operations.use_plus(fip.contents.fh)
             return self._entries(buf, filler, offset, fip, plus)
 
     return _FUSE

@@ -19,16 +19,15 @@ import numpy as np
 from zstandard import BufferWithSegments, ZstdError
 
 from ..errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
-
 from .blocks import BLOCK_SIZE, CHUNK_HEADER_SIZE, chunk_end, read_logical
 from .compression import (
     COMPRESSION_NAMES,
     NONE,
     ZSTD,
     CompressionError,
-    zstd_decompressor,
     compress_block,
     decompress_block,
+    zstd_decompressor,
 )
 from .hashing import hash_at, highway_hash64
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint

@@ -42,6 +42,16 @@ class ChunkWriter:
         num_records = int.from_bytes(header[25:32], "little")
         end = chunk_end(begin, len(data), num_records)
         out = self._stream.write
+        r = begin % BLOCK_SIZE
+        if r and r + (end - begin) < BLOCK_SIZE:
+            # The common small chunk: no block header inside or at its end.
+            out(header)
+            out(data)
+            pad = end - begin - CHUNK_HEADER_SIZE - len(data)
+            if pad:
+                out(bytes(pad))
+            self.pos = end
+            return begin
         pos = begin
         for piece in (header, data):
             mv = memoryview(piece)

@@ -52,12 +52,9 @@ def read_varint(buf, pos: int) -> tuple[int, int]:
     return result, pos
 
 
-def encode_varint(value: int) -> bytes:
-    """Encode a non-negative integer below 2**64 as a varint64."""
-    if value < 0x80:
-        if value < 0:
-            raise ValueError(f"varint value must be non-negative, got {value}")
-        return bytes((value,))
+def _encode_slow(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"varint value must be non-negative, got {value}")
     if value > _U64_MAX:
         raise ValueError(f"varint value {value} exceeds 64 bits")
     out = bytearray()
@@ -66,6 +63,18 @@ def encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Writers encode several varints per record (sizes, size prefixes); values
+# below 2**14 (one or two bytes) come from a table.
+_TABLE = [_encode_slow(v) for v in range(1 << 14)]
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode a non-negative integer below 2**64 as a varint64."""
+    if 0 <= value < 16384:
+        return _TABLE[value]
+    return _encode_slow(value)
 
 
 def encode_varints(values) -> bytes:

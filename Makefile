@@ -4,13 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install demo test bench lint docs clean
+.PHONY: install system-deps demo test bench lint docs clean
+
+# FUSE for the mount: installed with apt when missing (as root, or via sudo).
+system-deps:
+	@if command -v fusermount3 >/dev/null || command -v fusermount >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing fuse3 and libfuse2 with apt-get"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fuse3 libfuse2 >/dev/null; \
+	else echo "warning: no fusermount and no apt-get: install FUSE (fuse3) yourself to use 'arrayfs mount'"; fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-install: $(PY)  ## create .venv and install arrayfs with every extra
+install: system-deps $(PY)  ## create .venv and install arrayfs with every extra
 	$(PIP) install -q -e '.[all]'
 	@$(PY) -c "import arrayfs; print('arrayfs', arrayfs.__version__, 'installed in $(VENV)')"
 

@@ -17,6 +17,22 @@ from .writer import ArrayRecordWriter
 
 __version__ = "0.1.0"
 
+# The NNX source needs jax and flax; they load on first use, so that
+# `import arrayfs` stays light for the reader, the dataset and the mount.
+_NNX_NAMES = ("ArrayRecordSourceModule", "ArrayRecordSourceConfig", "from_source")
+
+
+def __getattr__(name):
+    if name in _NNX_NAMES:
+        from . import nnx
+
+        return getattr(nnx, name)
+    raise AttributeError(f"module 'arrayfs' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_NNX_NAMES))
+
 __all__ = [
     "ArrayRecordError",
     "CorruptChunkError",
@@ -29,4 +45,5 @@ __all__ = [
     "RefreshResult",
     "ArrayRecordWriter",
     "RecordIndexError",
+    *_NNX_NAMES,
 ]

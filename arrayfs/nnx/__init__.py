@@ -4,7 +4,7 @@
 epoch in an O(1)-memory shuffled order split across hosts;
 ``from_source(source, batch_size)`` batches them on a prefetch thread. Both
 checkpoint with ``get_state()``/``set_state()`` in a few hundred bytes.
-Needs JAX and Flax (``pip install arrayfs[nnx]``).
+Needs JAX and Flax (``pip install arrayfs[jax]``).
 """
 
 from .config import ArrayRecordSourceConfig

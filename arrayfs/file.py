@@ -173,7 +173,10 @@ class ArrayRecordFile:
                 offset=ps_offset,
             )
         self.footer_offset = footer_offset
-        header, data, _ = self._read(footer_offset, limit=ps_offset, verify=True)
+        try:
+            header, data, _ = self._read(footer_offset, limit=ps_offset, verify=True)
+        except ArrayRecordError as e:
+            raise type(e)(f"footer: {e.reason}", path=self.path, offset=footer_offset) from None
         if header.chunk_type != SIMPLE or header.num_records < 1:
             raise self._error(NotArrayRecordError, "footer is not a simple chunk", offset=footer_offset)
         self._footer = (header, data)
@@ -190,6 +193,16 @@ class ArrayRecordFile:
             raise self._error(
                 CorruptChunkError,
                 f"footer metadata says {meta.num_chunks} chunks, the footer holds {header.num_records - 1}",
+                offset=footer_offset,
+            )
+        if meta.num_records > footer_offset:
+            # Every chunk spans at least as many bytes as it has records
+            # (spec: padding rule), so no count can exceed the bytes before
+            # the footer; checking it keeps a forged count from sizing
+            # allocations.
+            raise self._error(
+                CorruptChunkError,
+                f"footer metadata claims {meta.num_records} records in {footer_offset} bytes of chunks",
                 offset=footer_offset,
             )
         self.metadata = meta
@@ -370,7 +383,10 @@ class ArrayRecordFile:
         offsets, counts, first = self.index()
         off = int(offsets[k])
         rng = (int(first[k]), int(first[k + 1]))
-        header, data, _ = self._read(off)
+        try:
+            header, data, _ = self._read(off)
+        except ArrayRecordError as e:
+            raise e.located(records=rng) from None
         if header.chunk_type not in _RECORD_CHUNK_TYPES or header.num_records != counts[k]:
             kind = CHUNK_TYPE_NAMES.get(header.chunk_type, f"unknown type {header.chunk_type:#04x}")
             raise self._error(

@@ -91,7 +91,7 @@ def _check_options(options: str) -> None:
 
 def _walk_files(root: str) -> list[str]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=_raise):
         for n in filenames:
             p = os.path.join(dirpath, n)
             # Only regular files (symlinks to them included): a FIFO or a
@@ -276,7 +276,7 @@ def pack_records(
         if writer is not None:
             # An unfinished shard: drop its temporary file (the writer has
             # no public abort; leaving it to __del__ would be late on PyPy).
-            writer._abandon()
+            writer.abort()
         for tmp, _ in temps:
             try:
                 os.unlink(tmp)

@@ -15,6 +15,7 @@ order of the list given by the user is kept.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -83,9 +84,14 @@ def expand_paths(paths, *, allow_missing: bool = False) -> list[ShardSpec]:
         specs = _one(entry)
         if not allow_missing:
             if not specs:
-                raise FileNotFoundError(f"no ArrayRecord file matches {os.fspath(entry)!r}")
+                name = os.fspath(entry.filename if hasattr(entry, "filename") else entry)
+                if os.path.isdir(name):
+                    reason = "directory holds no file whose name contains 'array_record'"
+                else:
+                    reason = "no file matches this pattern"
+                raise FileNotFoundError(errno.ENOENT, reason, name)
             for s in specs:
                 if not os.path.exists(s.path):
-                    raise FileNotFoundError(f"{s.path}: no such file")
+                    raise FileNotFoundError(errno.ENOENT, "no such file", s.path)
         out.extend(s for s in specs if allow_missing is False or os.path.isfile(s.path))
     return out

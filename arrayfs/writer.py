@@ -136,7 +136,7 @@ class ArrayRecordWriter:
         try:
             self._chunks = ChunkWriter(self._file)
         except BaseException:
-            self._abandon()
+            self.abort()
             raise
 
     # -- Google's API --------------------------------------------------------
@@ -184,7 +184,7 @@ class ArrayRecordWriter:
             self._file.close()
             os.replace(self._tmp_path, self.path)
         except BaseException:
-            self._abandon()
+            self.abort()
             raise
         finally:
             self._closed = True
@@ -198,18 +198,22 @@ class ArrayRecordWriter:
         if exc_type is None:
             self.close()
         else:
-            self._abandon()
+            self.abort()
 
     def __del__(self):
         if not getattr(self, "_closed", True):
-            self._abandon()
+            self.abort()
 
     def __repr__(self):
         return f"ArrayRecordWriter({self.path!r}, {self._num_records} records, {self._options.to_string()!r})"
 
     # -- internals -------------------------------------------------------------
 
-    def _abandon(self) -> None:
+    def abort(self) -> None:
+        """Give up the file: nothing appears under its final name, the
+        temporary file is removed. Safe after :meth:`close` (does nothing)."""
+        if self._closed and not os.path.exists(self._tmp_path):
+            return
         self._closed = True
         try:
             self._file.close()

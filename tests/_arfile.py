@@ -88,6 +88,9 @@ def build_file(path, chunks, *, writer_options="group_size:1,transpose:false,pad
     Args:
         chunks: ``(header, data, num_records, decoded_size)`` tuples, written
             as given (headers are not re-hashed: pass a bad one to test it).
+            An optional fifth element is a 40-byte header stored in place of
+            ``header`` after the layout (padding) was computed from
+            ``header``: a header whose claims the file does not back.
         footer_entries: ``(chunk_offset, decoded_size, num_records)`` per
             chunk; by default the true ones.
         num_records: the metadata's record count; by default the sum.
@@ -98,8 +101,10 @@ def build_file(path, chunks, *, writer_options="group_size:1,transpose:false,pad
     stream = io.BytesIO()
     cw = ChunkWriter(stream)
     offsets = []
-    for header, data, n, decoded in chunks:
+    stored_headers = []
+    for header, data, n, decoded, *stored in chunks:
         offsets.append(cw.write_chunk(header, data))
+        stored_headers.append(stored[0] if stored else None)
     if footer_entries is None:
         footer_entries = [(o, c[3], c[2]) for o, c in zip(offsets, chunks)]
     total = sum(c[2] for c in chunks) if num_records is None else num_records
@@ -110,7 +115,11 @@ def build_file(path, chunks, *, writer_options="group_size:1,transpose:false,pad
     ps = postscript_record(real_footer_offset if footer_offset is None else footer_offset, magic)
     cw.write_chunk(*simple_chunk([ps] * 3)[:2])
     cw.pad_to_block_boundary()
-    blob = stream.getvalue()
+    blob = bytearray(stream.getvalue())
+    for offset, stored in zip(offsets, stored_headers):
+        if stored is not None:
+            write_logical(blob, offset, stored)
+    blob = bytes(blob)
     with open(path, "wb") as f:
         f.write(blob)
     return {"chunk_offsets": offsets, "footer_offset": real_footer_offset, "size": len(blob)}

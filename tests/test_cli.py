@@ -64,9 +64,9 @@ def _records(seed: int, n: int) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    """Two datasets, each a list of (path, records): three shards from
-    Google's writer (group_size 4, zstd) and two from ours (group_size 3,
-    brotli)."""
+    """Datasets, each a list of (path, records): three shards from Google's
+    writer (group_size 4, zstd), two from ours (group_size 3, brotli), two
+    from Google's writer with one record per chunk."""
     root = tmp_path_factory.mktemp("cli")
     g_dir, a_dir = root / "google", root / "ours"
     g_dir.mkdir()
@@ -88,7 +88,19 @@ def datasets(tmp_path_factory):
             for r in recs:
                 w.write(r)
         a.append((path, recs))
-    return {"google": g, "ours": a, "root": root}
+    # group_size:1 (today's default): verify checks these a batch at a time.
+    one_dir = root / "single"
+    one_dir.mkdir()
+    one = []
+    for s, n in enumerate([40, 25]):
+        path = one_dir / f"one-{s}.array_record"
+        recs = _records(200 + s, n)
+        w = google.ArrayRecordWriter(str(path), "group_size:1")
+        for r in recs:
+            w.write(r)
+        w.close()
+        one.append((path, recs))
+    return {"google": g, "ours": a, "single": one, "root": root}
 
 
 def _flat(shards):
@@ -269,7 +281,7 @@ def test_info_shows_file_metadata(tmp_path):
 # -- verify ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["google", "ours"])
+@pytest.mark.parametrize("which", ["google", "ours", "single"])
 def test_verify_clean(datasets, which):
     d = datasets[which][0][0].parent
     p = run("verify", "--no-progress", d)
@@ -289,7 +301,7 @@ def _corrupt_chunk_data(path, k):
     return rng
 
 
-@pytest.mark.parametrize("which", ["google", "ours"])
+@pytest.mark.parametrize("which", ["google", "ours", "single"])
 def test_verify_reports_every_bad_chunk(datasets, which, tmp_path):
     shards = datasets[which]
     for path, _ in shards:
@@ -430,7 +442,7 @@ def test_error_cases_are_one_line(datasets, tmp_path):
     }
     cases["names the file"] = (["info", str(text)], str(text))
     cases["says how many"] = (["cat", str(path), "99"], "has 10 records")
-    for (name, (args, needle)), p in zip(cases.items(), run_many([a for a, _ in cases.values()])):
+    for (name, (_args, needle)), p in zip(cases.items(), run_many([a for a, _ in cases.values()])):
         line = one_line_error(p)
         assert needle in line, (name, line)
 

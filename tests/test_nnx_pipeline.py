@@ -5,10 +5,6 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -175,20 +171,6 @@ def test_prefetch_thread_stops(data):
     with pytest.raises(StopIteration):
         next(pipe)
     assert wait_no_prefetch_threads()  # the end of the data ends it
-
-
-def test_interpreter_exit_with_a_running_prefetch_thread(data):
-    script = textwrap.dedent(f"""
-        from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule, from_source
-        src = ArrayRecordSourceModule(ArrayRecordSourceConfig(shard_index=0, shard_count=1), {data['fixed']!r})
-        pipe = from_source(src, 4, prefetch=2)
-        print(next(pipe)["data"].shape)
-    """)
-    t = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "(4, 16)" in res.stdout
-    assert time.monotonic() - t < 60
 
 
 def test_errors_surface_in_order_and_keep_the_state(data):

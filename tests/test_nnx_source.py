@@ -98,7 +98,9 @@ def test_getitem_is_the_current_epochs_order(data):
         assert src.position.get_value() == 0  # indexing does not move
         for _ in range(101):
             next(src)
-        next(src)  # now in epoch 1
+        # Epoch 0 is done: "current" is the epoch the next element comes from.
+        assert ids([src[0]]) == [epoch_permutation(101, 3, 1)(0)]
+        next(src)
         assert ids([src[0]]) == [epoch_permutation(101, 3, 1)(0)]
 
 
@@ -283,11 +285,14 @@ def test_exact_resume_anywhere(data, n, epochs, shuffle, count, drop, seed, cut,
 
 
 def test_resume_across_a_real_process_restart(data):
+    """Iterate, save, exit; restore in a new process and finish. The first
+    process also exits with a pipeline's prefetch thread still running (not
+    closed): interpreter exit must stop it, not hang."""
     config = dict(seed=5, num_epochs=2, shuffle_files=True, shard_index=1, shard_count=3)
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
-        from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule
+        from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule, from_source
         config, paths, k, state = json.loads(sys.argv[1])
         src = ArrayRecordSourceModule(ArrayRecordSourceConfig(**config), paths)
         if state is not None:
@@ -297,7 +302,11 @@ def test_resume_across_a_real_process_restart(data):
             out.append(int(np.asarray(el["data"][:8]).view("<u8")[0]))
             if len(out) == k:
                 break
-        print(json.dumps([out, src.get_state()]))
+        print(json.dumps([out, src.get_state()]), flush=True)
+        if k is not None:
+            other = ArrayRecordSourceModule(ArrayRecordSourceConfig(shard_index=0, shard_count=1), paths)
+            pipe = from_source(other, 4, prefetch=2)
+            assert next(pipe)["data"].shape == (4, 16)
     """)
 
     def proc(k, state):

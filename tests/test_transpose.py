@@ -11,6 +11,7 @@ TransposeError, never hang or allocate from unchecked sizes.
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +41,9 @@ from _transpose_helpers import (
 )
 
 COMPRESSIONS = ["uncompressed", "brotli:6", "zstd:3", "snappy"]
+# The interpreter (with its plain-Python parser) and the vectorised decoder
+# (with the numpy parser): independent implementations of the same checks.
+DECODERS = [(tp._parse_small, tp._decode_scalar), (tp._parse, tp._decode_vector)]
 
 
 def records_of(values, offsets) -> list[bytes]:
@@ -52,7 +56,7 @@ def records_of(values, offsets) -> list[bytes]:
 def both_decoders(data, n, d):
     """Decode with the interpreter and the vectorised decoder; they must
     agree. Returns the records."""
-    v1, o1 = tp._decode_scalar(tp._parse(data, n, d), n, d)
+    v1, o1 = tp._decode_scalar(tp._parse_small(data, n, d), n, d)
     v2, o2 = tp._decode_vector(tp._parse(data, n, d), n, d)
     assert bytes(v1) == bytes(v2)
     assert np.array_equal(o1, o2)
@@ -299,9 +303,9 @@ def plain_chunk(tmp_path_factory):
 
 
 def decoders_reject(data, n, d, match=None):
-    for decoder in (tp._decode_scalar, tp._decode_vector):
+    for parse, decoder in DECODERS:
         with pytest.raises(TransposeError, match=match):
-            decoder(tp._parse(data, n, d), n, d)
+            decoder(parse(data, n, d), n, d)
     with pytest.raises(TransposeError, match=match):
         decode_transposed_chunk(data, n, d)
 
@@ -433,21 +437,31 @@ def _fuzz_corpus():
 FUZZ_CORPUS = _fuzz_corpus()
 
 
+# Each example must finish within this much CPU time (a hang or an
+# unbounded loop exceeds it). Counted in CPU time of this thread rather than
+# with Hypothesis's wall-clock deadline, which stalls of a shared machine
+# trip (seen: 19.8 s of wall time for an example that takes 36 ms).
+CPU_LIMIT_S = 5.0
+
+
 def _check_decodes_or_rejects(data, n, d):
     results = []
-    for decoder in (tp._decode_scalar, tp._decode_vector):
+    for parse, decoder in DECODERS:
+        t = time.thread_time()
         try:
-            values, offsets = decoder(tp._parse(data, n, d), n, d)
+            values, offsets = decoder(parse(data, n, d), n, d)
         except TransposeError:
             results.append(None)
             continue
+        finally:
+            assert time.thread_time() - t < CPU_LIMIT_S
         assert len(values) == d and offsets.shape == (n + 1,)
         assert offsets[0] == 0 and offsets[-1] == d and (np.diff(offsets) >= 0).all()
         results.append((bytes(values), offsets.tolist()))
     assert results[0] == results[1], "the decoders disagree"
 
 
-@settings(max_examples=300, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, len(FUZZ_CORPUS) - 1),
     edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
@@ -464,7 +478,7 @@ def test_fuzz_mutated_chunks(which, edits, cut, delta):
     _check_decodes_or_rejects(bytes(buf), n + (delta if n + delta >= 0 else 0), d)
 
 
-@settings(max_examples=200, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, len(FUZZ_CORPUS) - 1),
     field=st.sampled_from(["tags", "nexts", "indices", "buffer_lens", "transitions", "subtypes", "first"]),
@@ -492,13 +506,16 @@ def test_fuzz_header_fields(which, field, pos, value):
     _check_decodes_or_rejects(join_chunk(f), n, d)
 
 
-@settings(max_examples=150, deadline=3000)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300), st.integers(0, 50), st.integers(0, 5000))
 def test_fuzz_random_bytes(data, n, d):
+    t = time.thread_time()
     try:
         values, offsets = decode_transposed_chunk(data, n, d)
     except TransposeError:
         return
+    finally:
+        assert time.thread_time() - t < CPU_LIMIT_S
     assert len(values) == d and offsets.shape == (n + 1,)
 
 
@@ -521,3 +538,34 @@ def test_errors_reach_the_reader_as_corrupt_chunks(tmp_path):
     with arrayfs.ArrayRecordReader(str(path), verify=False) as r:
         with pytest.raises(ArrayRecordError, match="invalid tag"):
             r.read_all()
+
+
+def test_declared_sizes_are_checked_before_allocating(plain_chunk):
+    """Huge declared sizes (decompressed header, transitions, buffers,
+    state counts) are rejected before anything that size is allocated."""
+    import tracemalloc
+
+    n, d, data = plain_chunk
+    f = split_chunk(data)
+    huge = tp_varint(1 << 40)
+    cases = [
+        b"z" + tp_varint(len(huge) + 4) + huge + b"\x28\xb5\x2f\xfd",  # header declares 1 TiB
+        b"b" + tp_varint(len(huge) + 1) + huge + b"\x00",
+        mutate(data, buffer_lens=lambda f: [1 << 40] * len(f["buffer_lens"])),
+        mutate(data, S=(1 << 32) - 1),
+        mutate(data, num_buffers=(1 << 32) - 1),
+        mutate(data, transitions=b"\x00" * 4096),
+    ]
+    # The same transitions, compressed with a size prefix of 1 TiB.
+    zt = split_chunk(data)
+    cases.append(join_chunk(zt)[:-len(zt["transitions"])] + huge)
+    tracemalloc.start()
+    try:
+        for bad in cases:
+            tracemalloc.reset_peak()
+            with pytest.raises(TransposeError):
+                decode_transposed_chunk(bad, n, d)
+            assert tracemalloc.get_traced_memory()[1] < 64 * d + (1 << 20)
+    finally:
+        tracemalloc.stop()
+    del f

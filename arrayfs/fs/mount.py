@@ -182,6 +182,10 @@ def mount(
             fork a daemon and return once the mount is ready.
         fuse_options: extra libfuse options (see :func:`parse_fuse_options`),
             e.g. ``"max_read=131072"``; they override arrayfs's defaults.
+            Two are arrayfs's own: ``open_handles`` (decode each record per
+            open file handle instead of letting the kernel open files by
+            itself) and ``readdirplus=N`` (list directories of at most N
+            entries with attributes; default 1,000,000; 0: never).
         allow_other: let other users read the mount (``allow_other``;
             non-root users need ``user_allow_other`` in /etc/fuse.conf).
         watch: follow shards appearing and vanishing under the sources
@@ -201,16 +205,23 @@ def mount(
     """
     options = parse_fuse_options(fuse_options)
     helper = check_fuse()
+    _own_options(dict(options))  # validate now, not in the daemon
     mountpoint = os.path.abspath(os.fspath(mountpoint))
     _check_mountpoint(mountpoint, options)
     sources = _absolute_sources(sources)
     ds = _open_dataset(sources, verify)
     if foreground:
         _setup_logging(None)
+        ready = []
         try:
-            return _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper)
+            return _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
+                          on_ready=lambda: ready.append(True))
         except RuntimeError as e:
-            raise MountError(f"libfuse could not mount {mountpoint} ({e})") from None
+            if ready:
+                # libfuse's loop returns non-zero when a signal (SIGINT,
+                # SIGTERM, SIGHUP) ended it; it has unmounted: a clean exit.
+                return 0
+            raise MountError(f"libfuse could not mount {mountpoint} (error {e})") from None
     return _daemonize(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
                       log_file=log_file, ready_timeout=ready_timeout)
 
@@ -224,12 +235,31 @@ def _setup_logging(stream) -> None:
         logger.setLevel(logging.INFO)
 
 
+def _own_options(options: dict) -> dict:
+    """Take arrayfs's own ``-o`` options out of ``options`` (libfuse would
+    reject them): ``open_handles`` (decode per open file handle, never
+    no-open) and ``readdirplus=N`` (largest directory listed with
+    attributes; 0 turns it off)."""
+    from . import daemon
+
+    own = {"open_handles": bool(options.pop("open_handles", False))}
+    rdp = options.pop("readdirplus", None)
+    try:
+        own["readdirplus_max"] = daemon.READDIRPLUS_MAX if rdp in (None, True) else int(rdp)
+    except ValueError:
+        raise MountError(f"readdirplus takes a number of entries, got {rdp!r}") from None
+    return own
+
+
 def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None) -> int:
     """Run the FUSE loop on ``ds`` until unmounted; close ``ds`` after."""
     import warnings
 
     from . import daemon
     from .view import FsView
+
+    options = dict(options)
+    own = _own_options(options)
 
     # Refresh reports half-written shards with a warning per attempt; the
     # watcher logs them once instead.
@@ -243,7 +273,7 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
             watcher = Watcher(view)
         kw = daemon.fuse_kwargs(watch=watch, allow_other=allow_other, auto_unmount=helper is not None,
                                 extra=options)
-        daemon.run(view, mountpoint, fuse_options=kw, on_ready=on_ready, watcher=watcher)
+        daemon.run(view, mountpoint, fuse_options=kw, on_ready=on_ready, watcher=watcher, **own)
         return 0
     finally:
         ds.close()
@@ -344,7 +374,21 @@ def _daemon_main(ds, mountpoint, status_fd, *, watch, options, allow_other, help
             log.exception("the FUSE loop failed")
     if not reported:
         report("error the FUSE loop ended before the mount was ready")
+    _reap_children(1.0)
     return code
+
+
+def _reap_children(timeout: float) -> None:
+    """Wait (at most ``timeout`` s) for our children to exit: libfuse's
+    ``auto_unmount`` helper leaves once the session is closed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.02)
 
 
 # -- unmounting ------------------------------------------------------------------

@@ -177,7 +177,8 @@ class ViewChange(NamedTuple):
     the summary, shard directories that vanished or appeared).
     ``records``: ``(lo, hi, widths)``: root names of global indices
     ``[lo, hi)`` in each padding width of ``widths`` (old and new), and
-    unpadded, may now name another record or nothing.
+    unpadded, may now name another record or nothing (``hi`` is the old
+    record count: larger names did not exist before).
     ``shard_records``: ``(dir path, lo, hi, width)`` per vanished shard:
     its record names.
     ``added``/``removed``/``pending``: from :meth:`ArrayRecordDataSource.refresh`.
@@ -220,12 +221,15 @@ class ViewSnapshot:
             the epoch), 0 for the first one. Directories' mtime is the
             newest of this and the shards' mtimes.
         uid, gid: owner reported for every node.
+        generation: number of this snapshot in its :class:`FsView` (0, 1, ...).
 
     Thread-safe: every method may be called from many threads.
     """
 
-    def __init__(self, source: PinnedSource, serials: dict, *, changed_ns: int = 0, uid: int = 0, gid: int = 0):
+    def __init__(self, source: PinnedSource, serials: dict, *, changed_ns: int = 0, uid: int = 0, gid: int = 0,
+                 generation: int = 0):
         self.source = source
+        self.generation = generation
         self.uid = uid
         self.gid = gid
         self.shards = source.shards
@@ -540,10 +544,14 @@ class FsView:
         self._gid = os.getgid() if gid is None else gid
         self._serials: dict[ShardKey, int] = {}
         self._lock = threading.Lock()
+        self._generation = 0
         self.snapshot = self._build(0)
 
     def _build(self, changed_ns: int) -> ViewSnapshot:
-        return ViewSnapshot(PinnedSource(self.ds), self._serials, changed_ns=changed_ns, uid=self._uid, gid=self._gid)
+        snap = ViewSnapshot(PinnedSource(self.ds), self._serials, changed_ns=changed_ns, uid=self._uid,
+                            gid=self._gid, generation=self._generation)
+        self._generation += 1
+        return snap
 
     def refresh(self) -> ViewChange | None:
         """Refresh the dataset (:meth:`ArrayRecordDataSource.refresh`) and,
@@ -595,7 +603,9 @@ def diff(old: ViewSnapshot, new: ViewSnapshot) -> ViewChange:
     widths = {old.width, new.width}
     if old.width != new.width:
         lo = 0
-    hi = max(old.num_records, new.num_records)
+    # Names >= the old count did not exist, so nothing of them is cached
+    # (no negative caching while watching).
+    hi = old.num_records
     fixed = ["/", f"/{SUMMARY_NAME}", f"/{SHARDS_NAME}"]
     shard_records = []
     new_dirs = {(name, key) for name, key in zip(new.shard_names, nk)}

@@ -14,11 +14,16 @@ directory component). Events are debounced (a writer produces many); then
   file is pending, so it appears once complete.
 - Kernel caches: with libfuse 3 every path whose meaning changed (the
   directories, the summary, record names that now name another record or
-  nothing) is invalidated with ``fuse_invalidate_path``, so the mount keeps
-  its long cache timeouts. With libfuse 2, which cannot invalidate by path,
+  nothing) is invalidated with ``fuse_invalidate_path`` (attributes and
+  page cache) and, for root names, ``fuse_lowlevel_notify_inval_entry``
+  (the directory entry), so the mount keeps its long cache timeouts. Names
+  under ``.shards/`` of a vanished shard keep their kernel directory entry
+  until it expires, but every access to them (stat, open, read, listing)
+  answers ``ENOENT``. With libfuse 2, which cannot invalidate by path,
   the daemon mounts with 1-second entry/attribute timeouts and
-  ``auto_cache`` while watching (see :func:`arrayfs.fs.daemon.fuse_kwargs`):
-  changes then show within about a second.
+  no page cache across opens while watching (see
+  :func:`arrayfs.fs.daemon.fuse_kwargs`): changes then show within about
+  a second.
 - Readers are never disturbed: a file open before a refresh keeps reading
   the record it opened (its handle holds the decoded bytes), a listing in
   progress finishes on its snapshot, and a removed shard stays mapped until

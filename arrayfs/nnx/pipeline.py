@@ -75,9 +75,9 @@ def default_collate(elements: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarr
 def _collate_raw(records: list[bytes]) -> dict[str, np.ndarray]:
     """``{"data": uint8 (k, record_bytes)}`` straight from the bytes: one copy,
     no per-record arrays (the fast path for ``decode=None``)."""
-    size = len(records[0])
-    if any(len(r) != size for r in records):
-        seen = sorted({len(r) for r in records})
+    sizes = set(map(len, records))
+    if len(sizes) != 1:
+        seen = sorted(sizes)
         shown = ", ".join(map(str, seen[:5])) + (", ..." if len(seen) > 5 else "")
         raise ValueError(
             f"field 'data' is ragged: records of {shown} bytes within one batch; pass "
@@ -86,7 +86,7 @@ def _collate_raw(records: list[bytes]) -> dict[str, np.ndarray]:
     # bytearray.join gives one writable buffer; frombuffer over bytes would
     # hand the user a read-only array.
     buf = bytearray().join(records)
-    return {"data": np.frombuffer(buf, dtype=np.uint8).reshape(len(records), size)}
+    return {"data": np.frombuffer(buf, dtype=np.uint8).reshape(len(records), sizes.pop())}
 
 
 class _Builder:

@@ -135,10 +135,10 @@ class FeistelPermutation:
         hi, lo = self.width // 2, self.width - self.width // 2
         rounds = []
         for i, key in enumerate(keys):
-            h, l = (hi, lo) if i % 2 == 0 else (lo, hi)
+            top, low = (hi, lo) if i % 2 == 0 else (lo, hi)
             rounds.append((
-                np.uint64(h), np.uint64(l),
-                np.uint64((1 << h) - 1), np.uint64((1 << l) - 1), np.uint64(key),
+                np.uint64(top), np.uint64(low),
+                np.uint64((1 << top) - 1), np.uint64((1 << low) - 1), np.uint64(key),
             ))
         self._rounds = tuple(rounds)
         self._keys = keys
@@ -146,8 +146,8 @@ class FeistelPermutation:
     def __repr__(self) -> str:
         return f"FeistelPermutation(n={self.n}, rounds={self._keys.size})"
 
-    # One round on width-bit values laid out as (L: h high bits, R: l low
-    # bits) gives (R: l high bits, L ^ F(R): h low bits). numpy wraps uint64
+    # One round on width-bit values laid out as (L: `top` high bits, R: `low`
+    # low bits) gives (R: `low` high bits, L ^ F(R): `top` low bits). numpy wraps uint64
     # arrays on overflow, which is the modular arithmetic the mixer wants.
     @staticmethod
     def _mix(right: np.ndarray, key: np.uint64, mask: np.uint64) -> np.ndarray:
@@ -161,21 +161,21 @@ class FeistelPermutation:
         return z
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        for h, l, mask_h, mask_l, key in self._rounds:
-            right = x & mask_l
-            left = x >> l
-            left ^= self._mix(right, key, mask_h)
-            right <<= h
+        for top, low, mask_top, mask_low, key in self._rounds:
+            right = x & mask_low
+            left = x >> low
+            left ^= self._mix(right, key, mask_top)
+            right <<= top
             right |= left
             x = right
         return x
 
     def _backward(self, y: np.ndarray) -> np.ndarray:
-        for h, l, mask_h, mask_l, key in reversed(self._rounds):
-            right = y >> h
-            left = y & mask_h
-            left ^= self._mix(right, key, mask_h)
-            left <<= l
+        for top, low, mask_top, _, key in reversed(self._rounds):
+            right = y >> top
+            left = y & mask_top
+            left ^= self._mix(right, key, mask_top)
+            left <<= low
             left |= right
             y = left
         return y

@@ -221,8 +221,9 @@ class ArrayRecordSourceModule(nnx.Module):
     def __getitem__(self, i) -> dict:
         """Element ``i`` of the current epoch's order for this host.
 
-        ``i`` is an int in ``[-len(self), len(self))``; does not move the
-        position.
+        ``i`` is an int in ``[-len(self), len(self))``. The current epoch is
+        the one the next element comes from (after the last element of an
+        epoch, the next epoch). Does not move the position.
 
         Raises:
             IndexError: ``i`` out of range. TypeError: ``i`` not an integer.
@@ -233,7 +234,9 @@ class ArrayRecordSourceModule(nnx.Module):
             i += n
         if not 0 <= i < n:
             raise IndexError(f"element {i} out of range for {n} elements per epoch")
-        return self.decode(self._core.read(self.epoch.get_value(), i, 1)[0])
+        cursor = self._normalized()
+        epoch = self.epoch.get_value() if cursor is None else cursor[0]
+        return self.decode(self._core.read(epoch, i, 1)[0])
 
     # -- iteration -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+from ..errors import CorruptChunkError
 from .hashing import highway_hash64
 
 __all__ = [
@@ -33,6 +34,7 @@ BLOCK_HEADER_SIZE = 24
 USABLE_BLOCK_SIZE = BLOCK_SIZE - BLOCK_HEADER_SIZE
 CHUNK_HEADER_SIZE = 40
 
+_Q1 = struct.Struct("<Q")
 _Q2 = struct.Struct("<QQ")
 
 
@@ -89,6 +91,14 @@ def block_header_bytes(previous_chunk: int, next_chunk: int) -> bytes:
     return struct.pack("<Q", highway_hash64(body)) + body
 
 
+def _check_block_header(buf, pos: int) -> None:
+    if pos + BLOCK_HEADER_SIZE > len(buf):
+        return  # the caller reports the truncation
+    (stored,) = _Q1.unpack_from(buf, pos)
+    if highway_hash64(memoryview(buf)[pos + 8 : pos + BLOCK_HEADER_SIZE]) != stored:
+        raise CorruptChunkError(f"block header at byte {pos}: hash mismatch")
+
+
 def read_logical(buf, pos: int, length: int):
     """Read ``length`` logical bytes starting at physical ``pos`` of ``buf``.
 
@@ -98,9 +108,11 @@ def read_logical(buf, pos: int, length: int):
     ``memoryview`` slice when no block header intervenes, otherwise a new
     ``bytes``; ``end`` is the physical position after the last byte read.
     Returns ``None`` for ``data`` if the file ends first (the caller names
-    the file in its error).
+    the file in its error). Each block header skipped is hash-checked, as
+    Google's reader does; a mismatch raises :class:`CorruptChunkError`.
     """
     if pos % BLOCK_SIZE == 0:
+        _check_block_header(buf, pos)
         pos += BLOCK_HEADER_SIZE
     room = BLOCK_SIZE - pos % BLOCK_SIZE
     size = len(buf)
@@ -113,6 +125,7 @@ def read_logical(buf, pos: int, length: int):
     mv = memoryview(buf)
     while length > 0:
         if pos % BLOCK_SIZE == 0:
+            _check_block_header(buf, pos)
             pos += BLOCK_HEADER_SIZE
         take = min(length, BLOCK_SIZE - pos % BLOCK_SIZE)
         if pos + take > size:

@@ -27,6 +27,7 @@ from .compression import (
     CompressionError,
     compress_block,
     decompress_block,
+    zstd_decompress_exact,
     zstd_decompressor,
 )
 from .hashing import hash_at, highway_hash64
@@ -128,7 +129,8 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
     end = chunk_end(offset, header.data_size, header.num_records)
     if header.data_size > size or end > size:
         raise TruncatedFileError(
-            f"chunk claims {header.data_size} data bytes; the file ends at byte {size}",
+            f"chunk claims {header.data_size} data bytes and {header.num_records} records, so it would end "
+            f"at byte {end}; the file ends at byte {size}",
             offset=offset,
         )
     data, _ = read_logical(buf, pos, header.data_size)
@@ -280,7 +282,7 @@ def read_single_record(buf, ptr, offset: int, size: int, *, verify: bool):
         if n != decoded or p > end:
             return None
         if ctype == ZSTD:
-            out = zstd_decompressor().decompress(memoryview(buf)[p:end], max_output_size=decoded)
+            out = zstd_decompress_exact(memoryview(buf)[p:end], decoded)
         else:
             out = decompress_block(ctype, memoryview(buf)[vstart:end], max_size=decoded)
     except (CompressionError, ZstdError, VarintError):

@@ -60,6 +60,26 @@ def zstd_decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+def zstd_decompress_exact(stream, size: int) -> bytes:
+    """Decode one zstd frame that must hold ``size`` bytes, allocating no
+    more than ``size`` (checked by the caller) whatever the frame claims.
+
+    python-zstandard allocates the frame's own content size when the frame
+    header has one, whatever ``max_output_size`` says, and
+    ``max_output_size`` when it has none: the first is checked against
+    ``size`` before decoding, frames without one are decoded in bounded
+    pieces, so neither header field can drive an allocation. Raises
+    :class:`CompressionError` or ``zstandard.ZstdError``; the caller checks
+    the output length.
+    """
+    content_size = zstandard.frame_content_size(stream)
+    if content_size >= 0:
+        if content_size != size:
+            raise CompressionError(f"zstd frame declares {content_size} decompressed bytes, the block prefix {size}")
+        return zstd_decompressor().decompress(stream)
+    return _zstd_decompress_unsized(stream, size)
+
+
 def _zstd_decompress_unsized(stream, size: int) -> bytes:
     """Decode a zstd frame that does not declare its size, reading at most
     ``size + 1`` bytes in pieces of at most 1 MiB (memory follows the real
@@ -122,20 +142,7 @@ def decompress_block(compression_type: int, block, *, max_size: int):
         if compression_type == ZSTD:
             if size == 0 and len(stream) == 0:
                 return b""
-            # python-zstandard allocates the frame's own content size when
-            # the frame header has one, whatever max_output_size says, and
-            # max_output_size when it has none: check the first against the
-            # bound, and decode frames without one in bounded pieces, so
-            # that neither header field can drive an allocation.
-            content_size = zstandard.frame_content_size(stream)
-            if content_size >= 0:
-                if content_size != size:
-                    raise CompressionError(
-                        f"zstd frame declares {content_size} decompressed bytes, the block prefix {size}"
-                    )
-                out = zstd_decompressor().decompress(stream)
-            else:
-                out = _zstd_decompress_unsized(stream, size)
+            out = zstd_decompress_exact(stream, size)
         elif compression_type == BROTLI:
             d = brotli.Decompressor()
             out = d.process(stream, output_buffer_limit=size + 1)

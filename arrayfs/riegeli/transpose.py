@@ -111,8 +111,7 @@ _CLASS_OF_KIND = {K_VARINT: _C_VARINT, K_FIXED: _C_FIXED, K_STRING: _C_STRING, K
 _U32_LIMIT = 1 << 32
 # A transition byte's offset reaches at most 63 states past a base.
 _PAD = 64
-# Chunks whose work is below these sizes use the interpreter.
-_SCALAR_MAX_TRANSITIONS = 1500
+# Chunks up to these sizes use the interpreter.
 _SCALAR_MAX_RECORDS = 64
 _SCALAR_MAX_BYTES = 8192
 # Python-list automaton tables are built for at most this many bases.
@@ -244,37 +243,41 @@ def _decompress(ctype: int, block, max_size: int, what: str, where: str):
         _fail(f"{what} at {where}: {e}")
 
 
-def _decompress_buckets(ctype: int, data, bucket_pos: np.ndarray, bucket_len: np.ndarray, max_total: int):
+def _decompress_buckets(ctype: int, data, bucket_pos: list, bucket_len: list, max_total: int):
     """Decompress every bucket; returns ``(list of bytes-likes, sizes)``.
 
     The declared sizes are read and summed first, so nothing is allocated
     beyond ``max_total`` bytes in all.
     """
-    nb = bucket_pos.size
     mv = memoryview(data)
-    blocks = [mv[p : p + n] for p, n in zip(bucket_pos.tolist(), bucket_len.tolist())]
+    blocks = [mv[p : p + n] for p, n in zip(bucket_pos, bucket_len)]
     if ctype == NONE:
-        return blocks, bucket_len.copy()
-    sizes = np.empty(nb, dtype=np.int64)
-    starts = np.empty(nb, dtype=np.int64)
+        return blocks, list(bucket_len)
+    sizes = []
+    starts = []
     for i, blk in enumerate(blocks):
         try:
             size, start = block_decompressed_size(ctype, blk)
         except CompressionError as e:
-            _fail(f"bucket {i} at chunk byte {int(bucket_pos[i])}: {e}")
-        sizes[i] = size
-        starts[i] = start
-    if int(sizes.sum()) > max_total:
-        _fail(f"buckets declare {int(sizes.sum())} decompressed bytes, but their buffers total {max_total}")
-    if ctype == ZSTD and nb > 8:
+            _fail(f"bucket {i} at chunk byte {bucket_pos[i]}: {e}")
+        sizes.append(size)
+        starts.append(start)
+    if sum(sizes) > max_total:
+        _fail(f"buckets declare {sum(sizes)} decompressed bytes, but their buffers total {max_total}")
+    if ctype == ZSTD and len(blocks) > 8:
         # One C call for all frames instead of one Python call per bucket
         # (array_record's default bucket size is 256 bytes).
-        out = _zstd_many(data, bucket_pos + starts, bucket_len - starts, sizes)
+        out = _zstd_many(
+            data,
+            np.add(bucket_pos, starts, dtype=np.int64),
+            np.subtract(bucket_len, starts, dtype=np.int64),
+            np.array(sizes, dtype=np.int64),
+        )
         if out is not None:
             return out, sizes
     out = []
     for i, blk in enumerate(blocks):
-        out.append(_decompress(ctype, blk, int(sizes[i]), f"bucket {i}", f"chunk byte {int(bucket_pos[i])}"))
+        out.append(_decompress(ctype, blk, sizes[i], f"bucket {i}", f"chunk byte {bucket_pos[i]}"))
     return out, sizes
 
 
@@ -470,7 +473,8 @@ def _parse(data, num_records: int, decoded_data_size: int) -> _Chunk:
 
     # Buckets and buffers.
     if num_buckets:
-        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos, bucket_len, buffers_total)
+        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos.tolist(), bucket_len.tolist(), buffers_total)
+        bsizes = np.array(bsizes, dtype=np.int64)
         total = int(bsizes.sum())
         if total != buffers_total:
             _fail(f"buckets decompress to {total} bytes, their buffers total {buffers_total} ({hwhere})")
@@ -523,27 +527,215 @@ def _close_implicit_chains(c: _Chunk, hwhere: str) -> None:
 # Interpreter
 
 
-def _decode_scalar(c: _Chunk, num_records: int, decoded_data_size: int):
+class _Small:
+    """A parsed chunk as Python lists, for the interpreter."""
+
+    __slots__ = (
+        "S", "kind", "nxt", "implicit", "width", "bufidx", "heads", "tags", "first",
+        "src", "bstart", "bend", "lengths_buffer", "trans",
+    )
+
+
+def _parse_small(data, num_records: int, decoded_data_size: int) -> _Small:
+    """:func:`_parse` in plain Python: the same checks, no numpy (whose
+    per-call cost dominates small chunks, e.g. one record a chunk)."""
+    n = len(data)
+    if n < 1:
+        _fail("chunk data is empty: no compression type at byte 0")
+    ctype = data[0]
+    if ctype not in COMPRESSION_NAMES:
+        _fail(f"unknown compression type {ctype:#04x} at byte 0")
+    header_size, pos = _read_varint64(data, 1, "header size", "chunk data")
+    if header_size > n - pos:
+        _fail(f"header of {header_size} bytes at byte {pos} overruns the chunk data ({n} bytes)")
+    hwhere = f"header (chunk byte {pos})"
+    header_max = 4096 + 32 * (decoded_data_size + num_records + n)
+    h = bytes(_decompress(ctype, memoryview(data)[pos : pos + header_size], header_max, "header", f"chunk byte {pos}"))
+    pos += header_size
+    hn = len(h)
+
+    def varints(hp, count, what, read):
+        if count > hn - hp:
+            _fail(f"{what}: {count} varints cannot fit in the {hn - hp} bytes left at {hwhere} byte {hp}")
+        out = []
+        for _ in range(count):
+            v, hp = read(h, hp, what, hwhere)
+            out.append(v)
+        return out, hp
+
+    num_buckets, hp = _read_varint32(h, 0, "number of buckets", hwhere)
+    num_buffers, hp = _read_varint32(h, hp, "number of buffers", hwhere)
+    bucket_len, hp = varints(hp, num_buckets, "bucket lengths", _read_varint64)
+    buffer_len, hp = varints(hp, num_buffers, "buffer lengths", _read_varint64)
+    if num_buckets == 0 and num_buffers != 0:
+        _fail(f"{num_buffers} buffers but no buckets ({hwhere})")
+    buckets_total = sum(bucket_len)
+    if buckets_total > n - pos:
+        _fail(f"buckets of {buckets_total} bytes at byte {pos} overrun the chunk data ({n} bytes)")
+    buffers_total = sum(buffer_len)
+    if buffers_total > decoded_data_size + 10 * num_records:
+        _fail(
+            f"buffers declare {buffers_total} bytes, more than {num_records} records of "
+            f"{decoded_data_size} bytes can use ({hwhere})"
+        )
+    bucket_pos = []
+    for length in bucket_len:
+        bucket_pos.append(pos)
+        pos += length
+
+    S, hp = _read_varint32(h, hp, "state machine size", hwhere)
+    tags, hp = varints(hp, S, "state tags", _read_varint32)
+    nexts, hp = varints(hp, S, "next states", _read_varint32)
+    ftags = []
+    num_subtypes = 0
+    for i, t in enumerate(tags):
+        if t >= 4 and t & 7 == _SUBMESSAGE_WIRE_TYPE:
+            t -= _SUBMESSAGE_WIRE_TYPE - 2
+        if t >= 4 and (t < 8 or t & 7 > 5):
+            _fail(f"state {i} has invalid tag {tags[i]} ({hwhere})")
+        ftags.append(t)
+        num_subtypes += t >= 8 and t & 7 == 0
+    if num_subtypes > hn - hp:
+        _fail(f"subtypes: {num_subtypes} bytes needed at {hwhere} byte {hp}, {hn - hp} left")
+    subtypes = h[hp : hp + num_subtypes]
+    hp += num_subtypes
+
+    pad = [K_FAIL] * _PAD
+    kind, width, heads, tag_bytes, has_buffer = [], [], [], [], []
+    si = 0
+    for i, (raw, t) in enumerate(zip(tags, ftags)):
+        w = 0
+        head = b""
+        tb = b""
+        buffered = False
+        if t < 4:
+            k = (K_NOOP, K_NONPROTO, K_SUBSTART, K_MSGSTART)[t]
+            buffered = t == _ID_NONPROTO
+        else:
+            tb = encode_varint(t)
+            wt = t & 7
+            if raw != t:
+                k = K_SUBEND
+            elif wt == 0:
+                st_ = subtypes[si]
+                si += 1
+                if st_ > _SUBTYPE_INLINE_MAX:
+                    _fail(f"state {i} has invalid varint subtype {st_} ({hwhere})")
+                if st_ >= _SUBTYPE_INLINE0:
+                    k, head = K_COPY, tb + bytes((st_ - _SUBTYPE_INLINE0,))
+                else:
+                    k, w, head, buffered = K_VARINT, st_ + 1, tb, True
+            elif wt == 1 or wt == 5:
+                k, w, head, buffered = K_FIXED, 8 if wt == 1 else 4, tb, True
+            elif wt == 2:
+                k, head, buffered = K_STRING, tb, True
+            else:
+                k, head = K_COPY, tb
+        kind.append(k)
+        width.append(w)
+        heads.append(head)
+        tag_bytes.append(tb)
+        has_buffer.append(buffered)
+    indices, hp = varints(hp, sum(has_buffer), "buffer indices", _read_varint32)
+    if indices and max(indices) >= num_buffers:
+        _fail(f"buffer index {max(indices)} out of range: {num_buffers} buffers ({hwhere})")
+    it = iter(indices)
+    bufidx = [next(it) if hb else -1 for hb in has_buffer]
+    first, hp = _read_varint32(h, hp, "first state", hwhere)
+    if hp != hn:
+        _fail(f"header has {hn - hp} unexpected bytes at {hwhere} byte {hp}")
+    if first >= S:
+        _fail(f"first state {first} out of range: {S} states ({hwhere})")
+    implicit = [x >= S for x in nexts]
+    nxt = [x - S if x >= S else x for x in nexts]
+    for i, x in enumerate(nxt):
+        if x >= S:
+            _fail(f"state {i}: next state {x} out of range: {S} states ({hwhere})")
+
+    # Buffer classes, as in _parse.
+    lengths_buffer = -1
+    cls = [_C_NONE] * num_buffers
+    if K_NONPROTO in kind:
+        if num_buffers == 0:
+            _fail("non-proto records but no buffer for their lengths")
+        lengths_buffer = num_buffers - 1
+        cls[lengths_buffer] = _C_LENGTHS
+    owner = {}
+    for k, b in zip(kind, bufidx):
+        if b >= 0:
+            c = _CLASS_OF_KIND[k]
+            seen = owner.setdefault(b, c)
+            if seen != c or cls[b] == _C_LENGTHS:
+                _fail(f"buffer {b} is read by states of different kinds ({hwhere})")
+    # Loops of implicit transitions (upstream's ContainsImplicitLoop).
+    loop_id = [0] * S
+    for i in range(S):
+        if loop_id[i]:
+            continue
+        j = i
+        loop_id[j] = i + 1
+        while implicit[j]:
+            j = nxt[j]
+            if loop_id[j] == i + 1:
+                _fail(f"states contain a loop of implicit transitions through state {j} ({hwhere})")
+            if loop_id[j]:
+                break
+            loop_id[j] = i + 1
+
+    p = _Small()
+    p.S = S
+    p.kind = kind + pad
+    p.nxt = nxt + [0] * _PAD
+    p.implicit = implicit + [False] * _PAD
+    p.width = width + [0] * _PAD
+    p.bufidx = bufidx + [-1] * _PAD
+    p.heads = heads + [b""] * _PAD
+    p.tags = tag_bytes
+    p.first = first
+    p.lengths_buffer = lengths_buffer
+    if num_buckets:
+        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos, bucket_len, buffers_total)
+        if sum(bsizes) != buffers_total:
+            _fail(f"buckets decompress to {sum(bsizes)} bytes, their buffers total {buffers_total} ({hwhere})")
+        ends = set()
+        acc = 0
+        for length in buffer_len:
+            acc += length
+            ends.add(acc)
+        acc = 0
+        for i, size in enumerate(bsizes[:-1]):
+            acc += size
+            if acc not in ends:
+                _fail(f"bucket {i} (chunk byte {bucket_pos[i]}) ends inside a buffer")
+        p.src = bytes(blocks[0]) if len(blocks) == 1 else b"".join(blocks)
+    else:
+        p.src = b""
+    p.bstart = []
+    p.bend = []
+    acc = 0
+    for length in buffer_len:
+        p.bstart.append(acc)
+        acc += length
+        p.bend.append(acc)
+    trans_max = 4096 + 16 * (decoded_data_size + num_records)
+    p.trans = bytes(_decompress(ctype, memoryview(data)[pos:], trans_max, "transitions", f"chunk byte {pos}"))
+    return p
+
+
+def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
     """Run the state machine state by state (transpose_decoder.cc's
     ``DecodingState``). Returns ``(bytes, int64 offsets)``."""
-    S = c.S
-    kind = c.kind.tolist()
-    nxt = c.nxt.tolist()
-    implicit = c.implicit.tolist()
-    width = c.width.tolist()
-    bufidx = c.bufidx.tolist()
-    head_len = c.head_len.tolist()
-    tag_len = c.tag_len.tolist()
-    tagb = c.tagb.tobytes()
-    heads = [tagb[6 * i : 6 * i + head_len[i]] for i in range(S)]
-    src = c.src
-    bpos = c.buf_start.tolist()
-    bend = (c.buf_start + c.buf_len).tolist()
+    S = p.S
+    kind, nxt, implicit, width, bufidx = p.kind, p.nxt, p.implicit, p.width, p.bufidx
+    heads, tags = p.heads, p.tags
+    src = p.src
+    bpos = list(p.bstart)
+    bend = p.bend
     lpos = lend = 0
-    if c.lengths_buffer >= 0:
-        lpos = bpos[c.lengths_buffer]
-        lend = bend[c.lengths_buffer]
-    trans = c.trans
+    if p.lengths_buffer >= 0:
+        lpos = bpos[p.lengths_buffer]
+        lend = bend[p.lengths_buffer]
+    trans = p.trans
     tlen = len(trans)
     # Each state writes a byte or closes a record, except no-ops, of which
     # valid data visits at most one per move.
@@ -553,7 +745,7 @@ def _decode_scalar(c: _Chunk, num_records: int, decoded_data_size: int):
     dest = 0
     stack = []
     limits = []
-    node = c.first
+    node = p.first
     pending = 0
     tpos = 0
     while True:
@@ -576,7 +768,7 @@ def _decode_scalar(c: _Chunk, num_records: int, decoded_data_size: int):
             dest += len(piece)
         elif k == K_COPY:
             append(heads[node])
-            dest += head_len[node]
+            dest += len(heads[node])
         elif k == K_STRING:
             b = bufidx[node]
             p = bpos[b]
@@ -601,7 +793,7 @@ def _decode_scalar(c: _Chunk, num_records: int, decoded_data_size: int):
             length = dest - end_pos
             if length >= _U32_LIMIT:
                 _fail("submessage longer than 2**32 - 1 bytes")
-            piece = tagb[6 * end_node : 6 * end_node + tag_len[end_node]] + encode_varint(length)
+            piece = tags[end_node] + encode_varint(length)
             append(piece)
             dest += len(piece)
         elif k == K_MSGSTART or k == K_NONPROTO:
@@ -753,7 +945,7 @@ def _expand_chains(c: _Chunk, starts: np.ndarray) -> np.ndarray:
         uniq = np.flatnonzero(mark)
         ulen = chain_len[uniq]
         uoff = np.cumsum(ulen) - ulen
-        table = np.empty(int(ulen.sum()), dtype=np.int64)
+        table = np.empty(int(ulen.sum()), dtype=nxt.dtype)
         cur, pos, rem = uniq, uoff, ulen
         while cur.size:
             table[pos] = cur
@@ -761,7 +953,7 @@ def _expand_chains(c: _Chunk, starts: np.ndarray) -> np.ndarray:
             cur, pos, rem = nxt[cur[keep]], pos[keep] + 1, rem[keep] - 1
         where_of = np.zeros(c.kind.size, dtype=np.int64)
         where_of[uniq] = uoff
-        return table[np.repeat(where_of[starts] - out_off, lens) + np.arange(total)]
+        return table.take(np.repeat(where_of.take(starts) - out_off, lens) + np.arange(total))
     # Long chains: step j is next_node applied j times, by doubling.
     v = np.repeat(starts, lens)
     j = np.arange(total) - np.repeat(out_off, lens)
@@ -784,7 +976,7 @@ def _visits(c: _Chunk, num_records: int, decoded_data_size: int) -> np.ndarray:
     """
     nxt, chain_end, chain_len = c.nxt, c.chain_end, c.chain_len
     first = c.first
-    head = _expand_chains(c, np.array([first], dtype=np.int64))
+    head = _expand_chains(c, np.array([first], dtype=np.int64)).astype(nxt.dtype)
     tb = c.trans if isinstance(c.trans, bytes) else bytes(c.trans)
     if not tb:
         return head
@@ -806,8 +998,8 @@ def _visits(c: _Chunk, num_records: int, decoded_data_size: int) -> np.ndarray:
     owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
     exp_len = np.bincount(owner, weights=chain_len[starts], minlength=pairs.size).astype(np.int64)
     index_of = np.cumsum(mark) - 1
-    pidx = index_of[pid]
-    lens = exp_len[pidx]
+    pidx = index_of.take(pid)
+    lens = exp_len.take(pidx)
     total = head.size + int(lens.sum())
     # Valid data visits at most one no-op per move; every other state
     # writes a byte or closes a record.
@@ -815,9 +1007,9 @@ def _visits(c: _Chunk, num_records: int, decoded_data_size: int) -> np.ndarray:
         _fail("state machine visits more states than the records can hold")
     expansions = _expand_chains(c, starts)
     exp_off = np.cumsum(exp_len) - exp_len
-    out = np.empty(total, dtype=np.int64)
+    out = np.empty(total, dtype=nxt.dtype)
     out[: head.size] = head
-    out[head.size :] = _gather(expansions, exp_off[pidx], lens, total - head.size)
+    _gather(expansions, exp_off.take(pidx), lens, total - head.size, out=out[head.size :])
     return out
 
 
@@ -828,12 +1020,12 @@ def _group_offsets(groups: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     if int(groups.min()) == int(groups.max()):
         return np.cumsum(sizes) - sizes
     order = _stable_order(groups)
-    s = sizes[order]
+    s = sizes.take(order)
     run = np.cumsum(s) - s
-    g = groups[order]
+    g = groups.take(order)
     first = np.flatnonzero(np.concatenate(([True], g[1:] != g[:-1])))
     counts = np.diff(np.append(first, g.size))
-    run -= np.repeat(run[first], counts)
+    run -= np.repeat(run.take(first), counts)
     out = np.empty_like(run)
     out[order] = run
     return out
@@ -847,6 +1039,35 @@ def _stable_order(keys: np.ndarray) -> np.ndarray:
     elif top < 65536:
         keys = keys.astype(np.uint16)
     return np.argsort(keys, kind="stable")
+
+
+def _strings_fast(src, starts: np.ndarray, lens: np.ndarray, counts: np.ndarray):
+    """Entries of string buffers that hold exactly ``counts`` strings each,
+    all with one-byte lengths (the common case), in one walk over the
+    buffers joined; ``None`` otherwise (then :func:`_string_entries` reads
+    each buffer and says what is wrong).
+
+    Returns ``(positions in src, sizes)`` in buffer order, int64. The walk
+    runs in C: ``accumulate`` over a ``map`` reading the list that the
+    walk extends, each step adding ``_STEP[byte]`` (0 for a longer length,
+    which stops the walk in place).
+    """
+    if lens.size == 1:
+        joined = bytes(src[int(starts[0]) : int(starts[0] + lens[0])])
+    else:
+        joined = b"".join([src[a : a + n] for a, n in zip(starts.tolist(), lens.tolist())])
+    step = joined.translate(_STEP) + bytes(129)
+    total = int(counts.sum())
+    walk = [0]
+    walk.extend(itertools.islice(itertools.accumulate(map(step.__getitem__, walk)), total))
+    pos = np.fromiter(walk, dtype=np.int64, count=total + 1)
+    size = np.diff(pos)
+    ends = np.cumsum(lens)
+    if int(size.min()) <= 0 or not np.array_equal(pos[np.cumsum(counts)], ends):
+        return None
+    pos = pos[:-1]
+    pos += np.repeat(starts - (ends - lens), counts)
+    return pos, size
 
 
 def _string_entries(src, start: int, end: int, count: int, b: int):
@@ -872,7 +1093,7 @@ def _string_entries(src, start: int, end: int, count: int, b: int):
         k = min(count - got, chunk)
         walk = [pos]
         walk.extend(itertools.islice(map(add, walk, map(get, walk)), k))
-        arr = np.array(walk, dtype=np.int64)
+        arr = np.fromiter(walk, dtype=np.int64, count=k + 1)
         d = np.diff(arr)
         stuck = np.flatnonzero(d == 0)
         good = int(stuck[0]) if stuck.size else k
@@ -900,96 +1121,115 @@ def _string_entries(src, start: int, end: int, count: int, b: int):
     return np.concatenate(pos_parts) + start, np.concatenate(size_parts)
 
 
-_DELTA = np.zeros(K_FAIL + 1, dtype=np.int64)
-_DELTA[K_SUBEND] = 1
-_DELTA[K_SUBSTART] = -1
-
-
 def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
-    """The vectorised decoder. Returns ``(memoryview, int64 offsets)``."""
+    """The vectorised decoder. Returns ``(memoryview, int64 offsets)``.
+
+    Lookups use ``take(mode="clip")`` with int64 indices, the fastest
+    gather numpy has; every index is in range by construction (visits are
+    states, buffer positions were checked against buffer ends).
+    """
     V = _visits(c, num_records, decoded_data_size)
     nv = V.size
-    kv = c.kind[V]
-    if (kv == K_FAIL).any():  # reachable only through an implicit chain's sink
+    kv = c.kind.take(V, mode="clip")
+    count = np.bincount(kv, minlength=K_FAIL + 1)
+    if count[K_FAIL]:  # reachable only through an implicit chain's sink
         _fail("transition leads outside the state machine")
-
-    rs = np.flatnonzero((kv == K_MSGSTART) | (kv == K_NONPROTO))
-    if rs.size != num_records:
-        _fail(f"chunk decodes to {rs.size} records, its header declares {num_records}")
-    starts = np.flatnonzero(kv == K_SUBSTART)
-    depth = None
-    if starts.size or (kv == K_SUBEND).any():
-        depth = np.cumsum(_DELTA[kv])
+    if int(count[K_MSGSTART] + count[K_NONPROTO]) != num_records:
+        _fail(
+            f"chunk decodes to {int(count[K_MSGSTART] + count[K_NONPROTO])} records, "
+            f"its header declares {num_records}"
+        )
+    if count[K_NONPROTO]:
+        rs = np.flatnonzero((kv == K_MSGSTART) | (kv == K_NONPROTO))
+    else:
+        rs = np.flatnonzero(kv == K_MSGSTART)
+    starts = np.flatnonzero(kv == K_SUBSTART) if count[K_SUBSTART] else None
+    depth = delta = None
+    if count[K_SUBSTART] or count[K_SUBEND]:
+        delta = (kv == K_SUBEND).view(np.int8) - (kv == K_SUBSTART).view(np.int8)
+        depth = np.cumsum(delta)
         if int(depth.min()) < 0:
             _fail(f"submessage start without an end (visit {int(np.argmax(depth < 0))})")
-        if rs.size and depth[rs].any():
+        if rs.size and depth.take(rs).any():
             _fail("a record starts while submessages are still open")
         if int(depth[-1]) != 0:
             _fail(f"{int(depth[-1])} submessages still open at the end of the chunk")
 
-    size = c.head_len[V]
+    size = c.head_len.take(V, mode="clip")
     data_src = np.zeros(nv, dtype=np.int64)
     data_len = np.zeros(nv, dtype=np.int64)
     buf_start, buf_len = c.buf_start, c.buf_len
 
-    fw = np.flatnonzero(c.width[V])
     varint_final = None
-    if fw.size:
-        vn = V[fw]
-        bi = c.bufidx[vn]
-        w = c.width[vn]
+    if count[K_VARINT] or count[K_FIXED]:
+        w = c.width.take(V, mode="clip")
+        fw = np.flatnonzero(w)
+        w = w.take(fw)
+        vn = V.take(fw)
+        bi = c.bufidx.take(vn, mode="clip")
         off = _group_offsets(bi, w)
-        over = off + w > buf_len[bi]
+        off += w
+        over = off > buf_len.take(bi)
         if over.any():
             i = int(np.argmax(over))
             _fail(f"buffer {int(bi[i])} ends inside a field (state {int(vn[i])})")
-        src_at = buf_start[bi] + off
-        data_src[fw] = src_at
+        off += buf_start.take(bi)
+        if count[K_VARINT]:
+            varint_final = off[kv.take(fw) == K_VARINT] - 1
+        off -= w
+        data_src[fw] = off
         data_len[fw] = w
-        isv = kv[fw] == K_VARINT
-        if isv.any():
-            varint_final = (src_at + w - 1)[isv]
 
-    si = np.flatnonzero(kv == K_STRING)
-    if si.size:
-        bi = c.bufidx[V[si]]
+    if count[K_STRING]:
+        si = np.flatnonzero(kv == K_STRING)
+        bi = c.bufidx.take(V.take(si), mode="clip")
         counts = np.bincount(bi, minlength=buf_len.size)
         order = _stable_order(bi)
-        pos_parts, size_parts = [], []
-        for b in np.flatnonzero(counts).tolist():
-            p, s = _string_entries(c.src, int(buf_start[b]), int(buf_start[b] + buf_len[b]), int(counts[b]), b)
-            pos_parts.append(p)
-            size_parts.append(s)
-        data_src[si[order]] = np.concatenate(pos_parts)
-        data_len[si[order]] = np.concatenate(size_parts)
+        used = np.flatnonzero(counts)
+        got = _strings_fast(c.src, buf_start[used], buf_len[used], counts[used])
+        if got is None:
+            parts = [
+                _string_entries(c.src, int(buf_start[b]), int(buf_start[b] + buf_len[b]), int(counts[b]), b)
+                for b in used.tolist()
+            ]
+            got = np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
+        si = si.take(order)
+        data_src[si] = got[0]
+        data_len[si] = got[1]
 
-    ni = np.flatnonzero(kv == K_NONPROTO)
-    if ni.size:
+    if count[K_NONPROTO]:
+        ni = np.flatnonzero(kv == K_NONPROTO)
         lb = c.lengths_buffer
         a = np.frombuffer(c.src, dtype=np.uint8)[int(buf_start[lb]) : int(buf_start[lb] + buf_len[lb])]
         lengths, _ = _varint_array(a, 0, ni.size, 5, "non-proto record lengths", "lengths buffer")
-        bi = c.bufidx[V[ni]]
+        bi = c.bufidx.take(V.take(ni), mode="clip")
         off = _group_offsets(bi, lengths)
-        over = off + lengths > buf_len[bi]
+        over = off + lengths > buf_len.take(bi)
         if over.any():
             _fail(f"non-proto records overrun buffer {int(bi[np.argmax(over)])}")
-        data_src[ni] = buf_start[bi] + off
+        data_src[ni] = buf_start.take(bi) + off
         data_len[ni] = lengths
 
     size += data_len
-    sub_heads = None
-    if starts.size:
-        sub_heads, sub_len = _submessage_heads(c, V, kv, depth, starts, size)
-        size[starts] = sub_len
+    # Bytes written up to each visit, heads of submessages aside (added
+    # below from their own running sum).
     cum = np.cumsum(size)
     total = int(cum[-1])
-    written = int(cum[rs[-1]]) if rs.size else 0
-    if written != total:
-        _fail(f"{total - written} bytes belong to no record")
+    written = cum.take(rs)
+    sub_heads = None
+    if starts is not None:
+        sub_heads, head = _submessage_heads(c, V, delta, depth, starts, cum)
+        size[starts] = head
+        hx = np.zeros(starts.size + 1, dtype=np.int64)
+        np.cumsum(head, out=hx[1:])
+        written += hx.take(np.searchsorted(starts, rs))
+        total += int(hx[-1])
+    if total != (int(written[-1]) if rs.size else 0):
+        _fail(f"{total - (int(written[-1]) if rs.size else 0)} bytes belong to no record")
     if total != decoded_data_size:
         _fail(f"records decode to {total} bytes, the chunk header declares {decoded_data_size}")
     offsets = np.empty(num_records + 1, dtype=np.int64)
-    offsets[:num_records] = total - cum[rs][::-1]
+    offsets[:num_records] = total - written[::-1]
     offsets[num_records] = total
     if total == 0:
         return b"", offsets
@@ -1002,14 +1242,12 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
     src = np.empty(sub_base + (0 if sub_heads is None else sub_heads[0].size), dtype=np.uint8)
     src[:nsrc] = np.frombuffer(c.src, dtype=np.uint8)
     src[tag_base:sub_base] = c.tagb.ravel()
-    head_src = tag_base + 6 * V
     if sub_heads is not None:
         heads, first_col = sub_heads
         src[sub_base:] = heads.ravel()
-        head_src[starts] = sub_base + 10 * np.arange(starts.size) + first_col
     if varint_final is not None:
         # Varint bytes get bit 7 back, except each value's last byte.
-        keep = src[varint_final]
+        keep = src.take(varint_final)
         for b in np.flatnonzero(c.buf_class == _C_VARINT).tolist():
             src[int(buf_start[b]) : int(buf_start[b] + buf_len[b])] |= 0x80
         src[varint_final] = keep
@@ -1017,48 +1255,53 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
     # Output order is the reverse of visiting order; head before data.
     seg_src = np.empty((nv, 2), dtype=np.int64)
     seg_len = np.empty((nv, 2), dtype=np.int64)
-    seg_src[:, 0] = head_src[::-1]
+    hs = seg_src[:, 0]
+    np.multiply(V[::-1], 6, out=hs)
+    hs += tag_base
+    if sub_heads is not None:
+        hs[nv - 1 - starts] = sub_base + 10 * np.arange(starts.size) + first_col
     seg_src[:, 1] = data_src[::-1]
     seg_len[:, 1] = data_len[::-1]
-    seg_len[:, 0] = size[::-1]
-    seg_len[:, 0] -= seg_len[:, 1]
-    seg_src = seg_src.ravel()
-    seg_len = seg_len.ravel()
-    nz = seg_len > 0
-    out = _gather(src, seg_src[nz], seg_len[nz], total)
+    np.subtract(size[::-1], seg_len[:, 1], out=seg_len[:, 0])
+    seg_src = seg_src.reshape(-1)
+    seg_len = seg_len.reshape(-1)
+    nz = np.flatnonzero(seg_len)
+    out = _gather(src, seg_src.take(nz), seg_len.take(nz), total)
     return memoryview(out), offsets
 
 
-def _submessage_heads(c: _Chunk, V, kv, depth, starts, size):
+def _submessage_heads(c: _Chunk, V, delta, depth, starts, cum):
     """Tag and length of every submessage, in visiting order of its start.
 
-    Returns ``((heads, first_col), head_len)``: ``heads`` uint8 ``(k, 10)``
-    holding the tag right-aligned in columns 0..4 and the length varint in
-    columns 5..9, so the head is ``heads[i, first_col[i]:5 + len]``;
-    ``head_len`` int64 ``(k,)``. A submessage's length counts the heads of
-    those inside it, whose lengths count the heads inside them, so lengths
-    are iterated to a fixed point (a round per level of nesting at most;
-    two or three in practice).
+    ``cum`` is the running sum of bytes written, without the heads of
+    submessages. Returns ``((heads, first_col), head_len)``: ``heads``
+    uint8 ``(k, 10)`` holding the tag right-aligned in columns 0..4 and the
+    length varint in columns 5..9, so the head is
+    ``heads[i, first_col[i]:5 + varint length]``; ``head_len`` int64
+    ``(k,)``. A submessage's length counts the heads of those inside it,
+    whose lengths count the heads inside them, so lengths are iterated to a
+    fixed point (a round per level of nesting at most; two or three in
+    practice).
     """
-    ev = np.flatnonzero(_DELTA[kv])
-    level = depth[ev] + (kv[ev] == K_SUBSTART)
+    ev = np.flatnonzero(delta)
+    level = depth.take(ev)
+    level += delta.take(ev) < 0
     order = _stable_order(level)
     # Sorted by level, ends and starts alternate; consecutive ones match.
-    pair_end = ev[order[0::2]]
-    pair_start = ev[order[1::2]]
-    by_start = np.argsort(pair_start)
-    pair_end = pair_end[by_start]
-    end_node = V[pair_end]
-    tl = c.tag_len[end_node]
-    base = np.cumsum(size)  # submessage heads are still 0 in `size`
-    inner = base[starts - 1] - base[pair_end]
-    lo = np.searchsorted(starts, pair_end, side="right")
+    pair_end = ev.take(order[0::2])
+    pair_start = ev.take(order[1::2])
+    end_at = np.empty(starts.size, dtype=np.int64)
+    end_at[np.searchsorted(starts, pair_start)] = pair_end
+    end_node = V.take(end_at)
+    tl = c.tag_len.take(end_node, mode="clip")
+    inner = cum.take(starts - 1) - cum.take(end_at)
+    lo = np.searchsorted(starts, end_at, side="right")
     hi = np.arange(starts.size)
     head = tl + 1
+    hx = np.zeros(head.size + 1, dtype=np.int64)
     while True:
-        hx = np.zeros(head.size + 1, dtype=np.int64)
         np.cumsum(head, out=hx[1:])
-        length = inner + hx[hi] - hx[lo]
+        length = inner + hx.take(hi) - hx.take(lo)
         new = tl + _varint_lengths(length)
         if np.array_equal(new, head):
             break
@@ -1066,24 +1309,24 @@ def _submessage_heads(c: _Chunk, V, kv, depth, starts, size):
     if int(length.max()) >= _U32_LIMIT:
         _fail("submessage longer than 2**32 - 1 bytes")
     heads = np.empty((starts.size, 10), dtype=np.uint8)
-    heads[:, :5] = c.tagr[end_node]
+    heads[:, :5] = c.tagr.take(end_node, axis=0, mode="clip")
     heads[:, 5:] = _encode_varints32(length)
     return (heads, 5 - tl), head
 
 
-def _gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, total: int) -> np.ndarray:
+def _gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, total: int, out=None) -> np.ndarray:
     """Concatenate ``src[seg_src[i]:seg_src[i] + seg_len[i]]`` for all
     ``i`` (lengths > 0) into a new array of ``total`` items of ``src``'s
     dtype.
 
     Builds a per-item index with one ``cumsum`` (each segment's first item
     jumps, the rest step by 1), in slices of about ``_GATHER_SLICE`` items
-    to bound the index's memory.
+    to bound the index's memory. Segments must lie inside ``src``.
     """
-    out = np.empty(total, dtype=src.dtype)
+    if out is None:
+        out = np.empty(total, dtype=src.dtype)
     if total == 0:
         return out
-    dt = np.int32 if src.size < (1 << 31) else np.int64
     out_end = np.cumsum(seg_len)
     lo = 0
     o = 0
@@ -1093,12 +1336,12 @@ def _gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, total: in
         s = seg_src[lo:hi]
         n = seg_len[lo:hi]
         span = int(out_end[hi - 1]) - o
-        idx = np.ones(span, dtype=dt)
+        idx = np.ones(span, dtype=np.int64)
         idx[0] = s[0]
         if n.size > 1:
             idx[np.cumsum(n[:-1])] = s[1:] - s[:-1] - n[:-1] + 1
         np.cumsum(idx, out=idx)
-        np.take(src, idx, out=out[o : o + span])
+        np.take(src, idx, out=out[o : o + span], mode="clip")
         o += span
         lo = hi
     return out
@@ -1133,14 +1376,9 @@ def decode_transposed_chunk(data, num_records: int, decoded_data_size: int):
     """
     if num_records < 0 or decoded_data_size < 0:
         _fail("negative record count or size")
-    c = _parse(data, num_records, decoded_data_size)
-    if (
-        len(c.trans) <= _SCALAR_MAX_TRANSITIONS
-        and num_records <= _SCALAR_MAX_RECORDS
-        and decoded_data_size <= _SCALAR_MAX_BYTES
-    ):
-        return _decode_scalar(c, num_records, decoded_data_size)
-    return _decode_vector(c, num_records, decoded_data_size)
+    if num_records <= _SCALAR_MAX_RECORDS and decoded_data_size <= _SCALAR_MAX_BYTES:
+        return _decode_scalar(_parse_small(data, num_records, decoded_data_size), num_records, decoded_data_size)
+    return _decode_vector(_parse(data, num_records, decoded_data_size), num_records, decoded_data_size)
 
 
 def decode_records_metadata(data, decoded_data_size: int) -> bytes:

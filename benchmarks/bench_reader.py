@@ -1,0 +1,343 @@
+"""arrayfs's ArrayRecord reader and writer vs Google's array_record, in one process.
+
+Writes ``--mb`` MB (default 200; ``--quick``: 30) of 1,000-byte records with
+Google's ``ArrayRecordWriter`` twice, ``group_size:1,zstd:3`` and
+``group_size:1024,zstd:3``, then times on the same files:
+
+* random single reads: Google's ``ArrayRecordDataSource[i]`` vs arrayfs
+  ``reader[i]``;
+* random batches of 256: ``ArrayRecordDataSource.__getitems__`` vs arrayfs
+  ``reader.read(indices)``;
+* full sequential read: ``ArrayRecordReader.read_all()`` for both;
+* writer throughput: Google's ``ArrayRecordWriter`` vs arrayfs's, the same
+  records and options (``max_parallelism:1`` for both, Google's Python
+  writer has no pool; arrayfs with ``max_parallelism:2`` as information);
+* the physical floor: bare zstd decompression of each chunk's values frame
+  plus HighwayHash-64 of each chunk's data, in a tight loop over the chunks
+  the same random batches touch (and over every chunk for the full read),
+  with the chunk bytes found through arrayfs internals beforehand.
+
+Prints each rate, each ratio (arrayfs / Google: > 1 means arrayfs is faster;
+for the floor, arrayfs time / floor time: 1 means no overhead) and the target.
+Timings are the best of ``--rounds`` rounds.
+
+    .venv/bin/python benchmarks/bench_reader.py [--quick] [--mb 200] [--json OUT]
+        [--dir DIR] [--keep] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import Timing, best_time, dump_json, fmt_rate, machine_info, print_table, time_for  # noqa: E402
+
+import arrayfs  # noqa: E402
+from arrayfs.file import ArrayRecordFile  # noqa: E402
+from arrayfs.riegeli.chunk import read_chunk  # noqa: E402
+from arrayfs.riegeli.compression import ZSTD  # noqa: E402
+from arrayfs.riegeli.hashing import highway_hash64  # noqa: E402
+from arrayfs.riegeli.varint import read_varint  # noqa: E402
+
+try:
+    import zstandard
+    from array_record.python import array_record_data_source as google_ds
+    from array_record.python import array_record_module as google
+except ImportError as e:  # pragma: no cover
+    sys.exit(f"bench_reader needs array-record and zstandard installed ({e})")
+
+RECORD_SIZE = 1000
+BATCH = 256
+TARGETS = {  # ratio name -> (comparison, threshold)
+    "single": (">=", 50.0),
+    "batch": (">=", 5.0),
+    "full": (">=", 1.5),
+    "writer": (">=", 1.0),
+    "batch/floor": ("<=", 1.3),
+}
+
+
+def make_records(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` records of 1,000 bytes that zstd:3 shrinks to about 70%: a
+    random header and a body over a 32-symbol alphabet."""
+    rng = np.random.default_rng(seed)
+    body = rng.integers(0, 32, size=(n, RECORD_SIZE), dtype=np.uint8) + ord("A")
+    body[:, :16] = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    return [row.tobytes() for row in body]
+
+
+def google_write(path, options, records):
+    w = google.ArrayRecordWriter(path, options)
+    write = w.write
+    for r in records:
+        write(r)
+    w.close()
+
+
+def our_write(path, options, records):
+    w = arrayfs.ArrayRecordWriter(path, options)
+    write = w.write
+    for r in records:
+        write(r)
+    w.close()
+
+
+def chunk_frames(path):
+    """Per user chunk: ``(data, values_frame, decoded_size)`` as zero-copy
+    views into an mmap of the file, found with arrayfs internals, so that
+    the floor loop does nothing but hash and decompress."""
+    f = ArrayRecordFile(path)
+    offsets, counts, first = f.index()
+    out = []
+    for off in offsets.tolist():
+        header, data, _ = read_chunk(f._mm, off, verify=False)
+        assert data[0] == ZSTD
+        sizes_len, pos = read_varint(data, 1)
+        values = data[pos + sizes_len :]
+        size, start = read_varint(values, 0)
+        out.append((data, values[start:], size))
+    return f, out, first
+
+
+def floor_loop(frames, chunk_ids):
+    """Bare work: HighwayHash of each chunk's data, zstd decompression of its
+    values frame. One thread, one decompressor, no Python beyond the loop."""
+    d = zstandard.ZstdDecompressor()
+    dec = d.decompress
+    h = highway_hash64
+    for k in chunk_ids:
+        data, frame, size = frames[k]
+        h(data)
+        dec(frame)
+
+
+def ratio_row(name, ours: float, theirs: float, kind: str, unit: str = "rec/s", label: str = ""):
+    """A result row: rates and the ratio ours / theirs (times for the floor)."""
+    ratio = ours / theirs if theirs else float("inf")
+    cmp, target = TARGETS.get(kind, (None, None))
+    ok = ""
+    if cmp == ">=":
+        ok = "ok" if ratio >= target else "MISSED"
+    elif cmp == "<=":
+        ok = "ok" if ratio <= target else "MISSED"
+    tgt = f"{cmp} {target:g}" if cmp else ""
+    return {"name": name, "kind": kind, "ours": ours, "theirs": theirs, "ratio": ratio, "target": tgt, "status": ok,
+            "unit": unit, "label": label}
+
+
+def bench_file(label, path, n, args, results, rows, profile_targets):
+    rng = np.random.default_rng(1)
+    print(f"\n== {label}: {path} ({os.path.getsize(path) / 1e6:.1f} MB, {n} records)", flush=True)
+    ds = google_ds.ArrayRecordDataSource([path])
+    ds[0]  # open the reader outside the timings
+    ours = arrayfs.ArrayRecordReader(path)
+    ours[0]
+    f, frames, first = chunk_frames(path)
+    group = int(first[1] - first[0]) if len(first) > 1 else 1
+
+    # random single reads
+    g_idx = rng.integers(0, n, args.google_singles).tolist()
+    o_idx = rng.integers(0, n, args.our_singles).tolist()
+
+    def google_singles():
+        for i in g_idx:
+            ds[i]
+
+    def our_singles():
+        for i in o_idx:
+            ours[i]
+
+    t_gs = best_time(f"{label} google DataSource[i]", google_singles, len(g_idx), rounds=args.rounds)
+    t_os = best_time(f"{label} arrayfs reader[i]", our_singles, len(o_idx), rounds=args.rounds)
+    rows.append(ratio_row(f"{label}: random single reads", t_os.rate, t_gs.rate, "single" if group == 1 else "info", label=label))
+    print(f"  single: google {fmt_rate(t_gs.rate)}, arrayfs {fmt_rate(t_os.rate)}", flush=True)
+
+    # random batches of 256
+    n_batches = args.batches
+    batches = [rng.integers(0, n, BATCH) for _ in range(n_batches)]
+    batch_lists = [b.tolist() for b in batches]
+    for b, bl in zip(batches, batch_lists):  # both agree before timing
+        assert ours.read(b) == ds.__getitems__(bl)
+
+    def google_batches():
+        for bl in batch_lists:
+            ds.__getitems__(bl)
+
+    def our_batches():
+        for b in batches:
+            ours.read(b)
+
+    t_gb = best_time(f"{label} google __getitems__", google_batches, n_batches * BATCH, rounds=args.rounds)
+    t_ob = best_time(f"{label} arrayfs read(indices)", our_batches, n_batches * BATCH, rounds=args.rounds)
+    rows.append(ratio_row(f"{label}: random batches of {BATCH}", t_ob.rate, t_gb.rate, "batch" if group == 1 else "info", label=label))
+    print(f"  batch: google {fmt_rate(t_gb.rate)}, arrayfs {fmt_rate(t_ob.rate)}", flush=True)
+
+    # the floor for the same batches: each distinct chunk a batch touches
+    chunk_lists = [np.unique(np.searchsorted(first, b, side="right") - 1).tolist() for b in batches]
+    floor_ids = [k for cl in chunk_lists for k in cl]
+    t_fb = best_time(f"{label} floor (batches)", lambda: floor_loop(frames, floor_ids), n_batches * BATCH,
+                     rounds=args.rounds)
+    # times, not rates: ours / floor
+    rows.append(ratio_row(f"{label}: batch time / floor time", t_ob.seconds, t_fb.seconds,
+                          "batch/floor" if group == 1 else "info", unit="s", label=label))
+    print(f"  floor for the batches: {fmt_rate(t_fb.rate)} ({t_fb.seconds * 1e3:.1f} ms vs arrayfs "
+          f"{t_ob.seconds * 1e3:.1f} ms)", flush=True)
+
+    # full sequential read
+    g_reader = google.ArrayRecordReader(path)
+
+    def google_full():
+        g_reader.read_all()
+
+    def our_full():
+        ours.read_all()
+
+    full_rounds = max(1, args.rounds - 1)
+    t_gf = best_time(f"{label} google read_all", google_full, n, rounds=full_rounds)
+    t_of = best_time(f"{label} arrayfs read_all", our_full, n, rounds=full_rounds)
+    rows.append(ratio_row(f"{label}: full read_all()", t_of.rate, t_gf.rate, "full", label=label))
+    all_ids = list(range(len(frames)))
+    t_ff = best_time(f"{label} floor (all chunks)", lambda: floor_loop(frames, all_ids), n, rounds=full_rounds)
+    rows.append(ratio_row(f"{label}: full read time / floor time", t_of.seconds, t_ff.seconds, "info", unit="s"))
+    print(f"  full: google {fmt_rate(t_gf.rate)}, arrayfs {fmt_rate(t_of.rate)}, floor {fmt_rate(t_ff.rate)}",
+          flush=True)
+
+    results[label] = {
+        "path": path, "records": n, "group_size": group, "file_bytes": os.path.getsize(path),
+        "timings": [t.as_dict() for t in (t_gs, t_os, t_gb, t_ob, t_fb, t_gf, t_of, t_ff)],
+    }
+    profile_targets[label] = {"single": our_singles, "batch": our_batches, "full": our_full}
+    g_reader.close()
+    ds.__exit__(None, None, None)
+    return ours, f
+
+
+def bench_writer(label, options, records, workdir, args, rows, results):
+    n = len(records)
+    paths = {k: os.path.join(workdir, f"w-{k}.array_record") for k in ("google", "ours", "ours2")}
+
+    t_g = best_time(f"{label} google writer", lambda: google_write(paths["google"], options, records), n,
+                    rounds=args.rounds, warmup=False)
+    t_o = best_time(f"{label} arrayfs writer", lambda: our_write(paths["ours"], options, records), n,
+                    rounds=args.rounds, warmup=False)
+    t_o2 = best_time(f"{label} arrayfs writer max_parallelism:2",
+                     lambda: our_write(paths["ours2"], options + ",max_parallelism:2", records), n,
+                     rounds=args.rounds, warmup=False)
+    # the outputs agree (spot check) and are the same size give or take the codec
+    g = google.ArrayRecordReader(paths["ours"])
+    assert g.num_records() == n and g.read([0, n - 1]) == [records[0], records[-1]]
+    g.close()
+    rows.append(ratio_row(f"{label}: writer", t_o.rate, t_g.rate, "writer"))
+    rows.append(ratio_row(f"{label}: writer, arrayfs max_parallelism:2", t_o2.rate, t_g.rate, "info"))
+    print(f"  writer: google {fmt_rate(t_g.rate)}, arrayfs {fmt_rate(t_o.rate)}, "
+          f"arrayfs x2 {fmt_rate(t_o2.rate)}", flush=True)
+    results[f"writer {label}"] = {"timings": [t.as_dict() for t in (t_g, t_o, t_o2)],
+                                  "sizes": {k: os.path.getsize(p) for k, p in paths.items()}}
+    for p in paths.values():
+        os.unlink(p)
+
+
+def profile(fn, top: int) -> str:
+    pr = cProfile.Profile()
+    pr.enable()
+    fn()
+    pr.disable()
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(top)
+    return s.getvalue()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=200.0, help="MB of records per file (default 200)")
+    ap.add_argument("--quick", action="store_true", help="30 MB files and fewer reads")
+    ap.add_argument("--dir", default=None, help="where to write the files (default: a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the files")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds, best taken (default 3)")
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    ap.add_argument("--profile", action="store_true", help="cProfile arrayfs on each workload that misses its target")
+    ap.add_argument("--profile-top", type=int, default=25)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.mb = min(args.mb, 30.0)
+    n = int(args.mb * 1e6 // RECORD_SIZE)
+    args.google_singles = 1000 if args.quick else 3000
+    args.our_singles = 20_000 if args.quick else 100_000
+    args.batches = 40 if args.quick else 200
+
+    workdir = args.dir or tempfile.mkdtemp(prefix="arrayfs-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    info = machine_info()
+    print(f"arrayfs bench_reader: {n} records of {RECORD_SIZE} bytes per file, in {workdir}")
+    print(f"machine: {info['cpu']} x{info['cpu_count']}, python {info['python']}, "
+          f"array_record {info['array_record']}, zstandard {info['zstandard']}")
+    t0 = time.perf_counter()
+    records = make_records(n)
+    print(f"made records in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    rows: list[dict] = []
+    results: dict = {"machine": info, "records": n, "record_size": RECORD_SIZE, "args": vars(args)}
+    profile_targets: dict = {}
+    keep_open = []
+    try:
+        files = {}
+        for label, options in (("group_size:1", "group_size:1,zstd:3"), ("group_size:1024", "group_size:1024,zstd:3")):
+            path = os.path.join(workdir, f"bench-{label.replace(':', '')}.array_record")
+            if not os.path.exists(path) or ArrayRecordFile(path).num_records != n:
+                t0 = time.perf_counter()
+                google_write(path, options, records)
+                print(f"wrote {path} with Google's writer in {time.perf_counter() - t0:.1f} s", flush=True)
+            files[label] = (path, options)
+        for label, (path, options) in files.items():
+            keep_open.append(bench_file(label, path, n, args, results, rows, profile_targets))
+        print("\n== writers", flush=True)
+        for label, (path, options) in files.items():
+            bench_writer(label, options, records, workdir, args, rows, results)
+
+        print("\n== results (ratio = arrayfs / Google; for floor rows, arrayfs time / floor time)\n")
+        table = []
+        for r in rows:
+            if r["unit"] == "s":
+                ours, theirs = f"{r['ours'] * 1e3:.1f} ms", f"{r['theirs'] * 1e3:.1f} ms (floor)"
+            else:
+                ours, theirs = fmt_rate(r["ours"]), fmt_rate(r["theirs"])
+            table.append((r["name"], theirs, ours, f"{r['ratio']:.2f}x", r["target"], r["status"]))
+        print_table(table, ["workload", "Google / floor", "arrayfs", "ratio", "target", ""])
+        results["rows"] = rows
+        missed = [r for r in rows if r["status"] == "MISSED"]
+        print(f"\n{len(missed)} target(s) missed" + (": " + ", ".join(r["name"] for r in missed) if missed else ""))
+
+        if args.profile:
+            # profile arrayfs on the read workloads that missed their target
+            for r in missed:
+                fn = profile_targets.get(r["label"], {}).get(r["kind"].split("/")[0])
+                if fn is not None:
+                    print(f"\n== cProfile of arrayfs, {r['name']}\n")
+                    print(profile(fn, args.profile_top))
+    finally:
+        for r, f in keep_open:
+            r.close()
+            f.close()
+        if not args.keep and not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    if args.json:
+        dump_json(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The filesystem view (arrayfs.fs.view) called directly: no FUSE, no mount."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import random
+
+import pytest
+
+import arrayfs
+from arrayfs import ArrayRecordDataSource, ArrayRecordError, ArrayRecordWriter
+from arrayfs.fs.view import RECORD, ROOT, SHARD_DIR, SHARDS, SUMMARY, FsView, diff
+
+array_record_module = pytest.importorskip("array_record.python.array_record_module")
+
+
+def _records(seed: int, n: int, big_every: int = 0) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        size = 200_000 if big_every and i % big_every == big_every - 1 else rnd.randrange(0, 300)
+        out.append(rnd.randbytes(size))
+    return out
+
+
+def _write_ours(path, records, options="group_size:1"):
+    with ArrayRecordWriter(str(path), options) as w:
+        for r in records:
+            w.write(r)
+
+
+def _write_google(path, records, options="group_size:1"):
+    w = array_record_module.ArrayRecordWriter(str(path), options)
+    for r in records:
+        w.write(r)
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three shards: ours group_size 1 (one big record), Google's group_size 4,
+    ours group_size 8. Returns (directory, list of all records in order)."""
+    d = tmp_path_factory.mktemp("viewdata")
+    a = _records(1, 40, big_every=17)
+    b = _records(2, 23)
+    c = _records(3, 50)
+    _write_ours(d / "part-00000.array_record", a)
+    _write_google(d / "part-00001.array_record", b, "group_size:4")
+    _write_ours(d / "part-00002.array_record", c, "group_size:8,zstd:1")
+    return d, a + b + c
+
+
+@pytest.fixture
+def view(data):
+    d, _ = data
+    ds = ArrayRecordDataSource(str(d / "*.array_record"))
+    yield FsView(ds)
+    ds.close()
+
+
+def test_root_lists_every_record_padded(view, data):
+    _, recs = data
+    names = view.listdir("/")
+    assert names[:2] == [".arrayfs.json", ".shards"]
+    assert names[2:] == [str(i).zfill(3) for i in range(len(recs))]
+
+
+def test_names_resolve_padded_and_unpadded(view, data):
+    _, recs = data
+    snap = view.snapshot
+    assert snap.width == 3
+    for i in (0, 7, 42, len(recs) - 1):
+        assert view.resolve("/" + str(i).zfill(3)) == view.resolve(f"/{i}")
+        node = view.resolve(f"/{i}")
+        assert node.kind == RECORD and node.index == i
+    assert view.resolve("/").kind == ROOT
+    assert view.resolve("/.shards").kind == SHARDS
+    assert view.resolve("/.arrayfs.json").kind == SUMMARY
+    assert view.resolve("/.shards/part-00001.array_record").kind == SHARD_DIR
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/-1", "/abc", "/00x", "/113", "/999", "/0000", "/007x", "/ 1", "/1 ", "/+1", "/1.0", "/٣", "/²",
+     "/../x", "/..", "/.", "/./1", "/x/../1", "", "1", "//1", "/1/", "/001/x", "/.shards/x", "/.shards/..",
+     "/.shards/part-00001.array_record/23", "/.shards/part-00001.array_record/-0",
+     "/.shards/part-00001.array_record/1/2", "/.arrayfs.json/x", "/.shards/part-00001.array_record/000",
+     "/" + "9" * 5000],
+)
+def test_non_records_are_enoent(view, path):
+    with pytest.raises(FileNotFoundError) as e:
+        view.resolve(path)
+    assert e.value.errno == errno.ENOENT
+
+
+def test_contents_and_sizes_equal_the_reader(view, data):
+    _, recs = data
+    ds = view.ds
+    for i, rec in enumerate(recs):
+        a = view.getattr(f"/{i}")
+        assert a.size == len(rec) == ds.record_size(i)
+        assert view.read(f"/{i}") == rec == ds[i]
+
+
+def test_shard_views(view, data):
+    d, recs = data
+    shard_names = view.listdir("/.shards")
+    assert shard_names == [f"part-0000{k}.array_record" for k in range(3)]
+    names = view.listdir("/.shards/part-00002.array_record")
+    assert names == [f"{j:02d}" for j in range(50)]
+    assert view.read("/.shards/part-00002.array_record/07") == recs[40 + 23 + 7]
+    assert view.read("/.shards/part-00002.array_record/7") == recs[40 + 23 + 7]
+    # One inode for both names of a record, like a hard link.
+    a = view.getattr("/.shards/part-00002.array_record/07")
+    b = view.getattr(f"/{40 + 23 + 7}")
+    assert a == b and a.nlink == 2
+
+
+def test_attributes(view, data):
+    d, recs = data
+    snap = view.snapshot
+    st = os.stat(d / "part-00001.array_record")
+    a = view.getattr("/45")  # in shard 1
+    assert a.mode == 0o100444 and a.mtime_ns == st.st_mtime_ns
+    assert view.getattr("/").mode == 0o40555
+    assert view.getattr("/.shards").nlink == 2 + 3
+    inos = [view.getattr(f"/{i}").ino for i in range(len(recs))]
+    inos += [view.getattr(p).ino for p in ("/", "/.shards", "/.arrayfs.json")]
+    inos += [view.getattr(f"/.shards/{n}").ino for n in snap.shard_names]
+    assert len(set(inos)) == len(inos)
+    # Stable across a remount (a new view of the same files).
+    ds2 = ArrayRecordDataSource(str(d / "*.array_record"))
+    try:
+        v2 = FsView(ds2)
+        assert [v2.getattr(f"/{i}").ino for i in range(len(recs))] == inos[: len(recs)]
+    finally:
+        ds2.close()
+
+
+def test_readdir_offsets_resume_and_carry_types(view, data):
+    _, recs = data
+    snap = view.snapshot
+    root = snap.resolve("/")
+    full = list(snap.readdir(root, 0, sizes=True))
+    assert [e[0] for e in full[:4]] == [".", "..", ".arrayfs.json", ".shards"]
+    assert [e[2] for e in full] == list(range(1, len(full) + 1))
+    # Resume from every offset, in pieces of 7.
+    got, off = [], 0
+    while True:
+        piece = list(itertools.islice(snap.readdir(root, off), 7))
+        if not piece:
+            break
+        got += piece
+        off = piece[-1][2]
+    assert [(n, a.mode, a.ino, o) for n, a, o in got] == [(n, a.mode, a.ino, o) for n, a, o in full]
+    for name, a, _ in full[4:]:
+        assert a.mode == 0o100444 and a.size == len(recs[int(name)])
+    shard = snap.resolve("/.shards/part-00001.array_record")
+    entries = list(snap.readdir(shard, 5))
+    assert [e[0] for e in entries] == [f"{j:02d}" for j in range(3, 23)]
+
+
+def test_readdir_is_streamed(tmp_path):
+    # 300,000 records: the first entries come without listing the rest.
+    path = tmp_path / "many.array_record"
+    with ArrayRecordWriter(str(path), "group_size:1000,uncompressed") as w:
+        for _ in range(300_000):
+            w.write(b"x")
+    ds = ArrayRecordDataSource(str(path))
+    try:
+        snap = FsView(ds).snapshot
+        it = snap.readdir_batches(snap.resolve("/"), 299_990, sizes=True)
+        first = next(it)
+        head = next(snap.readdir_batches(snap.resolve("/"), 0))
+        while head.names[0] in (".", "..", ".arrayfs.json", ".shards"):
+            head = next(snap.readdir_batches(snap.resolve("/"), head.next_offset))
+        assert head.names[0] == "000000" and len(head.names) <= 64
+        assert first.names[0] == "299986" and first.next_offset == 299_991
+        assert len(first.names) == 14
+        rest = list(snap.readdir(snap.resolve("/"), 299_990))
+        assert [n for n, _, _ in rest] == [str(i) for i in range(299_986, 300_000)]
+    finally:
+        ds.close()
+
+
+def test_summary_is_exact(view, data):
+    _, recs = data
+    doc = json.loads(view.read("/.arrayfs.json"))
+    assert doc["num_records"] == len(recs)
+    assert doc["total_bytes"] == sum(map(len, recs))
+    assert [s["num_records"] for s in doc["shards"]] == [40, 23, 50]
+    assert [s["first_index"] for s in doc["shards"]] == [0, 40, 63]
+    assert doc["shards"][1]["writer_options"].startswith("group_size:4")
+    assert view.getattr("/.arrayfs.json").size == len(view.read("/.arrayfs.json"))
+
+
+def test_slices_and_duplicate_names(data):
+    d, recs = data
+    p = str(d / "part-00002.array_record")
+    ds = ArrayRecordDataSource([p + "[3:21]", p + "[21:]", str(d / "part-00000.array_record")])
+    try:
+        v = FsView(ds)
+        assert v.listdir("/.shards") == [
+            "part-00002.array_record[3:21]", "part-00002.array_record[21:50]", "part-00000.array_record"
+        ]
+        c = recs[63:]
+        assert v.listdir("/.shards/part-00002.array_record[3:21]") == [f"{j:02d}" for j in range(3, 21)]
+        assert v.read("/.shards/part-00002.array_record[3:21]/05") == c[5]
+        assert v.read("/0") == c[3]
+        with pytest.raises(FileNotFoundError):
+            v.resolve("/.shards/part-00002.array_record[3:21]/02")
+        doc = json.loads(v.read("/.arrayfs.json"))
+        # Exact even though the slices cut group_size:8 chunks.
+        assert [s["total_bytes"] for s in doc["shards"]] == [sum(map(len, c[3:21])), sum(map(len, c[21:])),
+                                                           sum(map(len, recs[:40]))]
+    finally:
+        ds.close()
+    ds = ArrayRecordDataSource([p, p])
+    try:
+        assert FsView(ds).listdir("/.shards") == ["part-00002.array_record", "part-00002.array_record@1"]
+    finally:
+        ds.close()
+
+
+def test_refresh_adds_and_removes(tmp_path):
+    d = tmp_path
+    _write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(9)])
+    ds = ArrayRecordDataSource(str(d / "*.array_record"))
+    try:
+        v = FsView(ds)
+        old = v.snapshot
+        ino = v.getattr("/3").ino
+        assert v.refresh() is None
+        _write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(3)])
+        change = v.refresh()
+        assert change.added == (str(d / "s-00001.array_record"),)
+        assert len(v.listdir("/")) == 2 + 12
+        assert v.read("/10") == b"b1" and v.read("/03") == b"a3"
+        assert v.getattr("/3").ino == ino  # same record, same inode
+        paths = set(change.paths())
+        # Width grew from 1 to 2: every root name may have changed meaning.
+        assert {"/", "/.arrayfs.json", "/.shards", "/3", "/03", "/8", "/08"} <= paths
+        assert "/9" not in paths and "/09" not in paths  # did not exist: nothing cached
+        # The old snapshot still reads what it read.
+        assert old.read(old.resolve("/3")) == b"a3" and old.num_records == 9
+        os.unlink(d / "s-00000.array_record")
+        change = v.refresh()
+        assert change.removed == (str(d / "s-00000.array_record"),)
+        assert v.listdir("/") == [".arrayfs.json", ".shards", "0", "1", "2"]
+        assert v.read("/0") == b"b0"
+        assert "/.shards/s-00000.array_record/4" in set(change.paths())
+        # A deleted shard stays readable through a snapshot that holds it.
+        assert old.read(old.resolve("/8")) == b"a8"
+    finally:
+        ds.close()
+
+
+def test_refresh_leaves_half_written_shards_out(tmp_path):
+    d = tmp_path
+    _write_ours(d / "s-00000.array_record", [b"a"])
+    ds = ArrayRecordDataSource(str(d))
+    try:
+        v = FsView(ds)
+        full = (d / "s-00000.array_record").read_bytes()
+        (d / "s-00001.array_record").write_bytes(full[: len(full) // 2])
+        with pytest.warns(UserWarning):
+            change = v.refresh()
+        assert change is not None and change.pending and not change.added
+        assert v.listdir("/") == [".arrayfs.json", ".shards", "0"]
+        (d / "s-00001.array_record").write_bytes(full)
+        change = v.refresh()
+        assert change.added and v.listdir("/")[2:] == ["0", "1"]
+    finally:
+        ds.close()
+
+
+def test_diff_of_appended_shard_keeps_old_names(tmp_path):
+    d = tmp_path
+    _write_ours(d / "s-00000.array_record", [b"a"] * 20)
+    ds = ArrayRecordDataSource(str(d / "*.array_record"))
+    try:
+        v = FsView(ds)
+        old = v.snapshot
+        _write_ours(d / "s-00001.array_record", [b"b"] * 30)
+        v.refresh()
+        lo, hi, widths = diff(old, v.snapshot).records
+        assert (lo, hi, widths) == (20, 20, (2,))  # nothing to invalidate among records
+    finally:
+        ds.close()
+
+
+def test_corrupt_record_raises_naming_shard(tmp_path):
+    path = tmp_path / "c.array_record"
+    recs = [bytes([i]) * 500 for i in range(10)]
+    _write_ours(path, recs, "group_size:1,uncompressed")
+    f = arrayfs.file.ArrayRecordFile(str(path))
+    off = int(f.index()[0][4])
+    f.close()
+    raw = bytearray(path.read_bytes())
+    raw[off + 40 + 300] ^= 0xFF  # inside record 4's values
+    path.write_bytes(bytes(raw))
+    ds = ArrayRecordDataSource(str(path))
+    try:
+        v = FsView(ds)
+        with pytest.raises(ArrayRecordError) as e:
+            v.read("/4")
+        assert str(path) in str(e.value)
+        assert "chunk" in v.snapshot.describe(v.resolve("/4"))
+        assert v.read("/5") == recs[5]
+    finally:
+        ds.close()
+
+
+def test_statfs(view, data):
+    _, recs = data
+    st = view.snapshot.statfs()
+    assert st["f_files"] == len(recs) + 3 + 3
+    assert st["f_blocks"] * st["f_bsize"] >= sum(map(len, recs))

@@ -120,7 +120,7 @@ def floor_loop(frames, chunk_ids):
     for k in chunk_ids:
         data, frame, size = frames[k]
         h(data)
-        dec(frame)
+        dec(frame, max_output_size=size)
 
 
 def ratio_row(name, ours: float, theirs: float, kind: str, unit: str = "rec/s", label: str = ""):
@@ -147,25 +147,35 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
     f, frames, first = chunk_frames(path)
     group = int(first[1] - first[0]) if len(first) > 1 else 1
 
-    # random single reads
-    g_idx = rng.integers(0, n, args.google_singles).tolist()
-    o_idx = rng.integers(0, n, args.our_singles).tolist()
+    # random single reads: as many as fit in --seconds, per round
+    g_idx = rng.integers(0, n, 1 << 20).tolist()
+    o_idx = rng.integers(0, n, 1 << 20).tolist()
+    per_step = 100
 
-    def google_singles():
-        for i in g_idx:
+    def google_single_step(k):
+        base = (k * per_step) % (len(g_idx) - per_step)
+        for i in g_idx[base : base + per_step]:
             ds[i]
 
-    def our_singles():
-        for i in o_idx:
+    def our_single_step(k):
+        base = (k * per_step) % (len(o_idx) - per_step)
+        for i in o_idx[base : base + per_step]:
             ours[i]
 
-    t_gs = best_time(f"{label} google DataSource[i]", google_singles, len(g_idx), rounds=args.rounds)
-    t_os = best_time(f"{label} arrayfs reader[i]", our_singles, len(o_idx), rounds=args.rounds)
-    rows.append(ratio_row(f"{label}: random single reads", t_os.rate, t_gs.rate, "single" if group == 1 else "info", label=label))
+    t_gs = time_for(f"{label} google DataSource[i]", google_single_step, per_step, min_seconds=args.seconds,
+                    rounds=args.rounds)
+    t_os = time_for(f"{label} arrayfs reader[i]", our_single_step, per_step, min_seconds=args.seconds,
+                    rounds=args.rounds)
+    rows.append(ratio_row(f"{label}: random single reads", t_os.rate, t_gs.rate, "single" if group == 1 else "info",
+                          label=label))
     print(f"  single: google {fmt_rate(t_gs.rate)}, arrayfs {fmt_rate(t_os.rate)}", flush=True)
 
-    # random batches of 256
-    n_batches = args.batches
+    def our_singles():  # for the profile
+        for i in o_idx[:20_000 if group == 1 else 200]:
+            ours[i]
+
+    # random batches of 256: a fixed set, the same for both and the floor
+    n_batches = args.batches if group == 1 else max(4, args.batches // 10)
     batches = [rng.integers(0, n, BATCH) for _ in range(n_batches)]
     batch_lists = [b.tolist() for b in batches]
     for b, bl in zip(batches, batch_lists):  # both agree before timing
@@ -181,7 +191,8 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
 
     t_gb = best_time(f"{label} google __getitems__", google_batches, n_batches * BATCH, rounds=args.rounds)
     t_ob = best_time(f"{label} arrayfs read(indices)", our_batches, n_batches * BATCH, rounds=args.rounds)
-    rows.append(ratio_row(f"{label}: random batches of {BATCH}", t_ob.rate, t_gb.rate, "batch" if group == 1 else "info", label=label))
+    rows.append(ratio_row(f"{label}: random batches of {BATCH}", t_ob.rate, t_gb.rate,
+                          "batch" if group == 1 else "info", label=label))
     print(f"  batch: google {fmt_rate(t_gb.rate)}, arrayfs {fmt_rate(t_ob.rate)}", flush=True)
 
     # the floor for the same batches: each distinct chunk a batch touches
@@ -273,8 +284,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.mb = min(args.mb, 30.0)
     n = int(args.mb * 1e6 // RECORD_SIZE)
-    args.google_singles = 1000 if args.quick else 3000
-    args.our_singles = 20_000 if args.quick else 100_000
+    args.seconds = 0.5 if args.quick else 1.0
     args.batches = 40 if args.quick else 200
 
     workdir = args.dir or tempfile.mkdtemp(prefix="arrayfs-bench-")

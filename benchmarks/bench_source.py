@@ -15,7 +15,8 @@ batch 256, in one run:
   call, as its ``__iter__`` offers; its ``Pipeline`` cannot drive this source
   in datarax 0.1.4) and stacked into batches of 256 the same way; also its
   batched ``get_batch_at`` for information. datarax pins clash with this
-  environment, so it runs in a separate one (``--datarax-python``, default
+  environment, so it runs in a separate one, one timed round per request so
+  that its rounds take turns with the others' (``--datarax-python``, default
   ``/tmp/datarax-venv/bin/python``; make it with ``python -m venv
   /tmp/datarax-venv && /tmp/datarax-venv/bin/pip install datarax``) on the same
   files; skipped, and said so, when that interpreter is missing.
@@ -27,8 +28,10 @@ datarax's at N = ``--records``; and the RSS of a fresh process iterating
 ``--rss-epochs`` epochs of the shards through ``from_source`` (resident set at
 each epoch's end and the peak).
 
-Rates are the best of ``--rounds`` rounds of ``--seconds`` each; ratios are
-arrayfs / other (> 1: arrayfs faster). Targets: >= 10x datarax, >= 3x Grain.
+Rates are the best of ``--rounds`` rounds of ``--seconds`` each (arrayfs, the
+floor and Grain take turns within each round, each built afresh and closed
+after its turn, so load from elsewhere on the machine hits them alike and no
+read-ahead thread of one runs during another's turn); ratios are arrayfs / other (> 1: arrayfs faster). Targets: >= 10x datarax, >= 3x Grain.
 
     .venv/bin/python benchmarks/bench_source.py [--quick] [--dir DIR] [--json OUT]
 """
@@ -36,6 +39,7 @@ arrayfs / other (> 1: arrayfs faster). Targets: >= 10x datarax, >= 3x Grain.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -99,19 +103,18 @@ def warm_page_cache(paths) -> None:
                 pass
 
 
-def bench_arrayfs(paths, seconds, rounds):
+def arrayfs_step(paths):
+    """``(step, close)`` yielding one arrayfs pipeline batch per call."""
     from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule, from_source
 
     config = ArrayRecordSourceConfig(seed=0, shuffle_files=True, shard_index=0, shard_count=1)
     pipe = from_source(ArrayRecordSourceModule(config, paths), BATCH, prefetch=2)
     first = next(pipe)
     assert first["data"].shape == (BATCH, RECORD_BYTES) and first["data"].dtype == np.uint8
-    with pipe:
-        return time_for("arrayfs from_source", lambda k: next(pipe), BATCH,
-                        min_seconds=seconds, rounds=rounds)
+    return (lambda k: next(pipe)), pipe.close
 
 
-def bench_floor(paths, seconds, rounds):
+def floor_step(paths):
     """The dataset alone on the same shuffled order: what the pipeline adds is the
     gap to this (indices, batching into one array, prefetch hand-off)."""
     from arrayfs.nnx.shuffle import epoch_permutation
@@ -124,16 +127,14 @@ def bench_floor(paths, seconds, rounds):
         k %= per_epoch
         ds.__getitems__(perm(np.arange(k * BATCH, (k + 1) * BATCH)))
 
-    with ds:
-        return time_for("dataset __getitems__", step, BATCH, min_seconds=seconds, rounds=rounds)
+    return step, ds.close
 
 
-def bench_grain(paths, seconds, rounds):
-    try:
-        import grain
-        from array_record.python.array_record_data_source import ArrayRecordDataSource
-    except ImportError as exc:
-        return None, f"not measured: {exc}"
+def grain_step(paths):
+    """``(step, close)`` for Grain; raises ImportError without grain/array_record."""
+    import grain
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+
     source = ArrayRecordDataSource(paths)
     dataset = grain.MapDataset.source(source).shuffle(seed=0).batch(BATCH)
 
@@ -143,62 +144,107 @@ def bench_grain(paths, seconds, rounds):
 
     it = batches()
     first = next(it)
-    shape = getattr(first, "shape", None)
-    t = time_for("grain MapDataset", lambda k: next(it), BATCH, min_seconds=seconds, rounds=rounds)
-    return t, f"batch: {type(first).__name__} {shape}"
+    assert len(first) == BATCH
+
+    def close():
+        # Ends Grain's iterator and its read-ahead threads (16 by default),
+        # which would otherwise keep reading during the next contender's turn.
+        it.close()
+        source.__exit__(None, None, None)
+
+    return (lambda k: next(it)), close
+
+
+def in_process(make):
+    """A contender's ``run_round(seconds) -> records/s`` from ``make() ->
+    (step, close)``: built, warmed by one step, timed, closed, so no
+    background thread of it runs during another contender's turn."""
+    def run_round(seconds: float) -> float:
+        step, close = make()
+        try:
+            step(0)
+            return time_for("", step, BATCH, min_seconds=seconds, rounds=1).rate
+        finally:
+            close()
+            del step, close
+            gc.collect()
+
+    return run_round
+
+
+def take_turns(contenders, seconds, rounds):
+    """Best records/s of each ``name -> run_round`` over ``rounds`` rounds in
+    which the contenders take turns, so that a change in the machine's load
+    over the run hits all of them alike."""
+    best = dict.fromkeys(contenders, 0.0)
+    for _ in range(rounds):
+        for name, run_round in contenders.items():
+            best[name] = max(best[name], run_round(seconds))
+    return best
 
 
 DATARAX_SCRIPT = textwrap.dedent("""
+    # Runs in datarax's environment; times one round per command read from
+    # stdin, so its rounds can take turns with the others'.
     import gc, json, sys, time, warnings
     warnings.filterwarnings("ignore")
     import numpy as np
+    import datarax
     from datarax.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule
-    paths, seconds, rounds, batch = json.loads(sys.argv[1])
+    paths, batch = json.loads(sys.argv[1])
     source = ArrayRecordSourceModule(ArrayRecordSourceConfig(seed=0, shuffle_files=True), paths)
 
-    def iterate_batch():
+    def iterate():
         # The module's own iteration: one record per next(), then stacked.
         return np.stack([np.frombuffer(next(source), np.uint8) for _ in range(batch)])
 
     start = [0]
-    def indexed_batch():
+    def get_batch_at():
         out = source.get_batch_at(start[0], batch)
         start[0] += batch
         return np.stack([np.frombuffer(r, np.uint8) for r in out])
 
-    def best_rate(step):
+    steps = {"iterate": iterate, "get_batch_at": get_batch_at}
+    assert iterate().shape == (batch, len(source[0]))
+    print(json.dumps({"version": datarax.__version__, "num_records": len(source),
+                      "checkpoint_bytes": len(json.dumps(source.get_state(), default=str))}), flush=True)
+    for line in sys.stdin:
+        name, seconds = line.split()
+        step = steps[name]
         step()
-        best = 0.0
-        for _ in range(rounds):
-            gc.collect()
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                step()
-                n += 1
-            best = max(best, n / (time.perf_counter() - t0))
-        return best
-
-    import datarax
-    out = {"version": datarax.__version__,
-           "iterate_batches_per_s": best_rate(iterate_batch),
-           "get_batch_at_batches_per_s": best_rate(indexed_batch),
-           "shape": list(iterate_batch().shape)}
-    out["checkpoint_bytes"] = len(json.dumps(source.get_state(), default=str))
-    out["num_records"] = len(source)
-    print(json.dumps(out))
+        gc.collect()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < float(seconds):
+            step()
+            n += 1
+        print(json.dumps(n * batch / (time.perf_counter() - t0)), flush=True)
 """)
 
 
-def bench_datarax(python, paths, seconds, rounds):
-    if not python or not os.path.exists(python):
-        return None, (f"not measured: no interpreter at {python!r} (python -m venv /tmp/datarax-venv && "
-                      "/tmp/datarax-venv/bin/pip install datarax)")
-    arg = json.dumps([paths, seconds, rounds, BATCH])
-    res = subprocess.run([python, "-c", DATARAX_SCRIPT, arg], capture_output=True, text=True,
-                         timeout=1800, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    if res.returncode != 0:
-        return None, "failed: " + res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
-    return json.loads(res.stdout.strip().splitlines()[-1]), None
+class Datarax:
+    """datarax in its own interpreter, timed one round per request."""
+
+    def __init__(self, python: str, paths):
+        self.proc = subprocess.Popen(
+            [python, "-c", DATARAX_SCRIPT, json.dumps([paths, BATCH])], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read().strip().splitlines()
+            self.proc.wait()
+            raise RuntimeError(err[-1] if err else "datarax process failed")
+        self.info = json.loads(line)
+
+    def round(self, name: str, seconds: float) -> float:
+        """Records/s of one round of ``seconds``."""
+        self.proc.stdin.write(f"{name} {seconds}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def checkpoint_bytes(pattern, elements=500) -> tuple[int, int, dict]:
@@ -276,29 +322,52 @@ def run(args, workdir) -> int:
           f"({time.perf_counter() - t:.1f} s to write or find)")
     warm_page_cache(paths)
 
-    ours = bench_arrayfs(paths, args.seconds, args.rounds)
-    floor = bench_floor(paths, args.seconds, args.rounds)
-    grain_t, grain_note = bench_grain(paths, args.seconds, args.rounds)
-    datarax, datarax_note = bench_datarax(args.datarax_python, paths, args.seconds, args.rounds)
+    contenders = {"arrayfs": in_process(lambda: arrayfs_step(paths)),
+                  "floor": in_process(lambda: floor_step(paths))}
+    grain_note = datarax_note = None
+    try:
+        import grain  # noqa: F401
+        from array_record.python import array_record_data_source  # noqa: F401
 
-    ours_bps = ours.rate / BATCH
-    rows = [["arrayfs from_source(ArrayRecordSourceModule)", f"{ours_bps:.1f}", f"{ours.rate:,.0f}", "1.00x"]]
+        contenders["grain"] = in_process(lambda: grain_step(paths))
+    except ImportError as exc:
+        grain_note = f"not measured: {exc}"
+    datarax = None
+    if not args.datarax_python or not os.path.exists(args.datarax_python):
+        datarax_note = (f"not measured: no interpreter at {args.datarax_python!r} (python -m venv "
+                        "/tmp/datarax-venv && /tmp/datarax-venv/bin/pip install datarax)")
+    else:
+        try:
+            datarax = Datarax(args.datarax_python, paths)
+            contenders["datarax"] = lambda sec: datarax.round("iterate", sec)
+            contenders["datarax_get_batch_at"] = lambda sec: datarax.round("get_batch_at", sec)
+        except RuntimeError as exc:
+            datarax_note = f"failed: {exc}"
+    try:
+        rates = take_turns(contenders, args.seconds, args.rounds)
+    finally:
+        if datarax is not None:
+            datarax.close()
+
+    ours_bps = rates["arrayfs"] / BATCH
+    rows = [["arrayfs from_source(ArrayRecordSourceModule)", f"{ours_bps:.1f}", f"{rates['arrayfs']:,.0f}", "1.00x"]]
     figures = {"machine": machine_info(), "records": args.records, "batch": BATCH,
-               "arrayfs_batches_per_s": ours_bps, "dataset_floor_batches_per_s": floor.rate / BATCH}
-    rows.append(["  (floor: arrayfs ArrayRecordDataSource.__getitems__ alone)", f"{floor.rate / BATCH:.1f}",
-                 f"{floor.rate:,.0f}", f"{ours.rate / floor.rate:.2f}x"])
-    if grain_t is not None:
-        g = grain_t.rate / BATCH
+               "arrayfs_batches_per_s": ours_bps, "dataset_floor_batches_per_s": rates["floor"] / BATCH}
+    rows.append(["  (floor: arrayfs ArrayRecordDataSource.__getitems__ alone)", f"{rates['floor'] / BATCH:.1f}",
+                 f"{rates['floor']:,.0f}", f"{rates['arrayfs'] / rates['floor']:.2f}x"])
+    if "grain" in rates:
+        g = rates["grain"] / BATCH
         rows.append(["grain MapDataset.source(array_record).shuffle().batch()", f"{g:.1f}",
-                     f"{grain_t.rate:,.0f}", f"{ours_bps / g:.2f}x"])
+                     f"{rates['grain']:,.0f}", f"{ours_bps / g:.2f}x"])
         figures["grain_batches_per_s"] = g
     if datarax is not None:
-        d_it, d_ix = datarax["iterate_batches_per_s"], datarax["get_batch_at_batches_per_s"]
-        rows.append([f"datarax {datarax['version']} ArrayRecordSourceModule, next() x {BATCH}",
-                     f"{d_it:.2f}", f"{d_it * BATCH:,.0f}", f"{ours_bps / d_it:.1f}x"])
-        rows.append([f"datarax {datarax['version']} get_batch_at (batched, no state)",
-                     f"{d_ix:.2f}", f"{d_ix * BATCH:,.0f}", f"{ours_bps / d_ix:.1f}x"])
-        figures["datarax"] = datarax
+        d_it, d_ix = rates["datarax"] / BATCH, rates["datarax_get_batch_at"] / BATCH
+        version = datarax.info["version"]
+        rows.append([f"datarax {version} ArrayRecordSourceModule, next() x {BATCH}",
+                     f"{d_it:.2f}", f"{rates['datarax']:,.0f}", f"{ours_bps / d_it:.1f}x"])
+        rows.append([f"datarax {version} get_batch_at (batched, no state)",
+                     f"{d_ix:.2f}", f"{rates['datarax_get_batch_at']:,.0f}", f"{ours_bps / d_ix:.1f}x"])
+        figures["datarax"] = {**datarax.info, "iterate_batches_per_s": d_it, "get_batch_at_batches_per_s": d_ix}
     print()
     print(f"Shuffled batches of {BATCH} x {RECORD_BYTES} bytes, best of {args.rounds} x {args.seconds:.0f} s:")
     print_table(rows, ["pipeline", "batches/s", "records/s", "arrayfs is"])
@@ -306,11 +375,11 @@ def run(args, workdir) -> int:
         print(f"grain: {grain_note}")
     if datarax_note:
         print(f"datarax: {datarax_note}")
-    if grain_t is not None:
+    if "grain" in rates:
         ratio = ours_bps / figures["grain_batches_per_s"]
         print(f"target >= 3x Grain: {ratio:.2f}x {'MET' if ratio >= 3 else 'NOT MET'}")
     if datarax is not None:
-        ratio = ours_bps / datarax["iterate_batches_per_s"]
+        ratio = ours_bps / figures["datarax"]["iterate_batches_per_s"]
         print(f"target >= 10x datarax: {ratio:.1f}x {'MET' if ratio >= 10 else 'NOT MET'}")
 
     print()
@@ -329,7 +398,8 @@ def run(args, workdir) -> int:
     print(f"  {json.dumps(big_state)}")
     figures["checkpoint_bytes"] = {str(small_n): small_bytes, str(big_n): big_bytes}
     if datarax is not None:
-        print(f"datarax checkpoint at N = {datarax['num_records']:,}: {datarax['checkpoint_bytes']:,} bytes "
+        print(f"datarax checkpoint at N = {datarax.info['num_records']:,}: "
+              f"{datarax.info['checkpoint_bytes']:,} bytes "
               "(holds the whole shuffled index list)")
 
     print()

@@ -110,7 +110,9 @@ def main() -> None:
     total = sum(map(len, expected))
     n = len(expected)
     print(f"file: {path}  options: {args.options}")
-    print(f"{n} records, {total / 1e6:.1f} MB of records, {os.path.getsize(path) / 1e6:.1f} MB on disk, {os.cpu_count()} CPUs")
+    print(
+        f"{n} records, {total / 1e6:.1f} MB of records, {os.path.getsize(path) / 1e6:.1f} MB on disk, {os.cpu_count()} CPUs"
+    )
 
     with arrayfs.ArrayRecordReader(path) as r:
         got = r.read_all()

@@ -564,15 +564,14 @@ def test_grain_map_dataset_drop_in(ours, theirs):
     assert a == b
 
 
-def grain_loader_output(grain, source):
+def grain_loader(grain, source):
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shard_options=grain.sharding.NoSharding(), shuffle=True, num_epochs=1, seed=0
     )
-    loader = grain.DataLoader(
+    return grain.DataLoader(
         data_source=source, sampler=sampler, worker_count=2,
         operations=[grain.transforms.Batch(batch_size=16, batch_fn=list)],
     )
-    return list(loader)
 
 
 @pytest.mark.slow
@@ -582,8 +581,10 @@ def test_grain_data_loader_with_workers(ours, theirs):
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # DataLoader reads absl flags
-    a = grain_loader_output(grain, ours)
-    b = grain_loader_output(grain, theirs)
+    # Most of this test's time is the start of 2 x 2 spawned interpreters
+    # that import grain.
+    a = list(grain_loader(grain, ours))
+    b = list(grain_loader(grain, theirs))
     assert a == b
     assert sum(map(len, a)) == len(ours)
     assert sorted(r for batch in a for r in batch) == sorted(ours)
@@ -624,21 +625,45 @@ def test_pickle_into_spawned_worker(shards, ours):
         assert n.result(timeout=60) == len(records)
 
 
-def _torch_batches(source, batch_size, timeout):
+def _torch_batches(source, batch_size, timeout, num_workers=2):
+    """Batches of a seeded, shuffled ``torch.utils.data.DataLoader`` over
+    ``source`` (workers forked, the Linux default). Hung workers are killed
+    on the way out so that a failure costs ``timeout`` seconds, no more."""
     torch = pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        source, batch_size=batch_size, num_workers=2, shuffle=True,
-        generator=torch.Generator().manual_seed(0), timeout=timeout,
+        source, batch_size=batch_size, num_workers=num_workers, shuffle=True,
+        generator=torch.Generator().manual_seed(0), timeout=timeout if num_workers else 0,
     )
-    return [list(b) for b in loader]
+    it = iter(loader)
+    try:
+        return [list(b) for b in it]
+    except BaseException:
+        # Stop hung workers now (torch would join each for 5 s, later, from
+        # a garbage collection in some other test). Unregister them first so
+        # torch's SIGCHLD handler does not report the kill.
+        from torch.utils.data import _utils
+
+        if getattr(it, "_worker_pids_set", False):
+            _utils.signal_handling._remove_worker_pids(id(it))
+            it._worker_pids_set = False
+        for w in getattr(it, "_workers", []):
+            if w.is_alive():
+                w.kill()
+                w.join(5)
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        raise
 
 
 def test_torch_data_loader_two_workers(ours, theirs):
+    """Google's source cannot be the oracle with forked workers (its C++
+    readers segfault in them, array_record 0.8.6); it runs in-process with
+    the same sampler seed instead, which yields the same batches."""
     pytest.importorskip("torch")
     a = _torch_batches(ours, 8, timeout=120)
-    b = _torch_batches(theirs, 8, timeout=120)
+    b = _torch_batches(theirs, 8, timeout=0, num_workers=0)
     assert a == b and sum(map(len, a)) == len(ours)
 
 
@@ -650,7 +675,7 @@ def test_torch_data_loader_after_parent_used_thread_pool(shards, pattern):
     records = shards[2]
     with arrayfs.ArrayRecordDataSource(pattern) as ds:
         assert ds.__getitems__(np.arange(300)) == records[:300]
-        got = _torch_batches(ds, 128, timeout=15)
+        got = _torch_batches(ds, 128, timeout=10)
     assert sorted(r for b in got for r in b) == sorted(records)
 
 
@@ -879,7 +904,7 @@ def test_sixteen_threads_equal_serial(shards, pattern):
     jobs = []
     for t in range(16):
         ops = []
-        for _ in range(20):
+        for _ in range(14):
             kind = rng.integers(0, 4)
             if kind == 0:
                 ops.append(("one", int(rng.integers(0, n))))

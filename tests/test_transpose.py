@@ -15,6 +15,17 @@ import time
 
 import numpy as np
 import pytest
+from _transpose_helpers import (
+    descriptor_record,
+    google_read_all,
+    google_write,
+    group_record,
+    join_chunk,
+    mixed_records,
+    nonproto_record,
+    split_chunk,
+    transposed_chunks,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,22 +39,14 @@ from arrayfs.riegeli.transpose import (
     parse_records_metadata,
 )
 
-from _transpose_helpers import (
-    descriptor_record,
-    google_read_all,
-    google_write,
-    group_record,
-    join_chunk,
-    mixed_records,
-    nonproto_record,
-    split_chunk,
-    transposed_chunks,
-)
-
 COMPRESSIONS = ["uncompressed", "brotli:6", "zstd:3", "snappy"]
-# The interpreter (with its plain-Python parser) and the vectorised decoder
-# (with the numpy parser): independent implementations of the same checks.
-DECODERS = [(tp._parse_small, tp._decode_scalar), (tp._parse, tp._decode_vector)]
+# The interpreter and the vectorised decoder, each with its form of the
+# parsed chunk.
+DECODERS = [(tp._parse, tp._decode_scalar), (lambda *a: tp._to_arrays(tp._parse(*a)), tp._decode_vector)]
+
+
+def vector_chunk(data, n, d):
+    return tp._to_arrays(tp._parse(data, n, d))
 
 
 def records_of(values, offsets) -> list[bytes]:
@@ -56,8 +59,8 @@ def records_of(values, offsets) -> list[bytes]:
 def both_decoders(data, n, d):
     """Decode with the interpreter and the vectorised decoder; they must
     agree. Returns the records."""
-    v1, o1 = tp._decode_scalar(tp._parse_small(data, n, d), n, d)
-    v2, o2 = tp._decode_vector(tp._parse(data, n, d), n, d)
+    v1, o1 = tp._decode_scalar(tp._parse(data, n, d), n, d)
+    v2, o2 = tp._decode_vector(vector_chunk(data, n, d), n, d)
     assert bytes(v1) == bytes(v2)
     assert np.array_equal(o1, o2)
     return records_of(v1, o1)
@@ -209,7 +212,7 @@ def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatc
     monkeypatch.setattr(tp, "_MAX_TABLE_STATES", 0)
     got = []
     for n, d, data in chunks:
-        got += records_of(*tp._decode_vector(tp._parse(data, n, d), n, d))
+        got += records_of(*tp._decode_vector(vector_chunk(data, n, d), n, d))
     assert got == records
     # Chains of implicit transitions longer than 64 states (doubling path).
     rng = random.Random(5)
@@ -217,7 +220,7 @@ def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatc
     path = tmp_path / "wide.array_record"
     google_write(path, wide, "group_size:1000,transpose:true,uncompressed")
     ((n, d, data),) = transposed_chunks(path)
-    c = tp._parse(data, n, d)
+    c = vector_chunk(data, n, d)
     assert int(c.chain_len.max()) > 64
     assert records_of(*tp._decode_vector(c, n, d)) == wide
 
@@ -327,6 +330,8 @@ def test_header_fields(plain_chunk):
     cases = {
         "invalid tag": mutate(data, tags=lambda f: [7 if i == 3 else t for i, t in enumerate(f["tags"])]),
         "invalid tag 4": mutate(data, tags=lambda f: [4 if t == 0 else t for t in f["tags"]]),
+        "invalid tag 6": mutate(data, tags=lambda f: [6 if t == 0 else t for t in f["tags"]]),
+        "invalid tag 15": mutate(data, tags=lambda f: [15 if t == 0 else t for t in f["tags"]]),
         "first state": mutate(data, first=S),
         "out of range": mutate(data, nexts=lambda f: [2 * S if i == 0 else x for i, x in enumerate(f["nexts"])]),
         "loop of implicit": mutate(data, nexts=lambda f: [S + i for i in range(S)]),
@@ -422,8 +427,8 @@ def test_submessage_stack(tmp_path):
 def _fuzz_corpus():
     rng = random.Random(99)
     out = []
-    import tempfile
     import os
+    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         for comp in ("uncompressed", "zstd:3", "snappy"):
@@ -558,7 +563,7 @@ def test_declared_sizes_are_checked_before_allocating(plain_chunk):
     ]
     # The same transitions, compressed with a size prefix of 1 TiB.
     zt = split_chunk(data)
-    cases.append(join_chunk(zt)[:-len(zt["transitions"])] + huge)
+    cases.append(join_chunk(zt)[: -len(zt["transitions"])] + huge)
     tracemalloc.start()
     try:
         for bad in cases:

@@ -251,6 +251,49 @@ def _own_options(options: dict) -> dict:
     return own
 
 
+# The reaper: a tiny process that outlives the daemon. It reads its stdin
+# (a pipe whose write end only the daemon holds) until EOF, which comes when
+# the daemon exits for any reason, kill -9 included. If the mountpoint then
+# answers ENOTCONN (a dead mount that would fail every access), it
+# detaches it. libfuse's own auto_unmount helper does the same but loses a
+# race now and then: fusermount3 (3.14) opens the mountpoint once, and when
+# that open is queued before the kernel aborts the connection it fails with
+# ECONNABORTED instead of ENOTCONN, and the dead mount stays.
+_REAPER = r"""
+import errno, os, subprocess, sys, time
+mnt, helper = sys.argv[1], sys.argv[2]
+while os.read(0, 4096):
+    pass
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        # Opening the directory asks the daemon (OPENDIR); a stat could be
+        # answered from the kernel's attribute cache even on a dead mount.
+        os.close(os.open(mnt, os.O_RDONLY | os.O_DIRECTORY))
+        break
+    except OSError as e:
+        if e.errno == errno.ECONNABORTED:  # asked while the kernel was aborting the connection
+            time.sleep(0.05)
+            continue
+        if e.errno != errno.ENOTCONN:
+            break
+        subprocess.run([helper, "-u", "-z", mnt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.2)
+"""
+
+
+def _start_reaper(mountpoint: str, helper: str):
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-S", "-c", _REAPER, mountpoint, helper],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, start_new_session=True, cwd="/",
+        )
+    except OSError as e:  # not fatal: libfuse's auto_unmount still helps
+        log.warning("cannot start the unmount reaper: %s", e)
+        return None
+
+
 def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None) -> int:
     """Run the FUSE loop on ``ds`` until unmounted; close ``ds`` after."""
     import warnings
@@ -260,6 +303,8 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
 
     options = dict(options)
     own = _own_options(options)
+    # Started before libfuse opens /dev/fuse, so the reaper never holds it.
+    reaper = _start_reaper(mountpoint, helper) if helper else None
 
     # Refresh reports half-written shards with a warning per attempt; the
     # watcher logs them once instead.
@@ -277,6 +322,12 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
         return 0
     finally:
         ds.close()
+        if reaper is not None:
+            reaper.stdin.close()
+            try:
+                reaper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _daemonize(ds, mountpoint, *, watch, options, allow_other, helper, log_file, ready_timeout) -> int:

@@ -30,7 +30,8 @@ from .compression import (
     zstd_decompress_exact,
     zstd_decompressor,
 )
-from .hashing import hash_at, highway_hash64
+from .hashing import _hash64, hash_at, highway_hash64
+from .hashing import _key as _hash_key
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
@@ -290,6 +291,9 @@ def read_single_record(buf, ptr, offset: int, size: int, *, verify: bool):
     return out if len(out) == decoded else None
 
 
+# Bytes gathered per chunk: the header, the compression byte and the
+# sizes-block length.
+_WINDOW = CHUNK_HEADER_SIZE + 2
 _HEADER_DTYPE = np.dtype(
     [("header_hash", "<u8"), ("data_size", "<u8"), ("data_hash", "<u8"), ("type_and_count", "<u8"), ("decoded", "<u8")]
 )
@@ -308,60 +312,60 @@ def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify
     """
     n = len(offsets)
     out: list = [None] * n
+    if size < _WINDOW:
+        return out
+    # Row gathers from a strided view of the file: one index per chunk.
+    windows = np.lib.stride_tricks.as_strided(
+        np.frombuffer(buf, dtype=np.uint8), shape=(size - _WINDOW + 1, _WINDOW), strides=(1, 1), writeable=False
+    )
     r = offsets % BLOCK_SIZE
-    ok = (r != 0) & (r + CHUNK_HEADER_SIZE <= BLOCK_SIZE) & (offsets + CHUNK_HEADER_SIZE <= size)
-    byte_view = np.frombuffer(buf, dtype=np.uint8)
-    safe = np.where(ok, offsets, 0)
-    raw = byte_view[safe[:, None] + np.arange(CHUNK_HEADER_SIZE)]
-    h = raw.view(_HEADER_DTYPE).ravel()
-    start = offsets + CHUNK_HEADER_SIZE
+    ok = (r != 0) & (offsets + _WINDOW <= size)
+    rows = windows[np.where(ok, offsets, 0)]
+    h = rows[:, :CHUNK_HEADER_SIZE].copy().view(_HEADER_DTYPE).ravel()
     data_size = h["data_size"].astype(np.int64)
-    end = start + data_size
-    ok &= (h["type_and_count"] == _SIMPLE_ONE) & (data_size >= 4) & (data_size < BLOCK_SIZE)
-    ok &= (r + CHUNK_HEADER_SIZE + data_size <= BLOCK_SIZE) & (end <= size)
-    safe_start = np.where(ok, start, 0)
-    # compression byte, sizes-block length, then the values block's varint
-    # prefix (1 or 2 bytes for records below 16 KiB; others take the slow path).
-    head = byte_view[safe_start[:, None] + np.arange(4)].astype(np.int64)
-    ok &= (head[:, 0] == ZSTD) & (head[:, 1] < 0x80)
-    vstart = safe_start + 2 + head[:, 1]
-    vstart_c = np.where(ok & (vstart + 2 <= end), vstart, 0)
-    pre = byte_view[vstart_c[:, None] + np.arange(2)].astype(np.int64)
-    one = pre[:, 0] < 0x80
-    two = ~one & (pre[:, 1] < 0x80)
-    declared = np.where(one, pre[:, 0], (pre[:, 0] & 0x7F) | (pre[:, 1] << 7))
     decoded = h["decoded"].astype(np.int64)
-    ok &= (one | two) & (declared == decoded) & (vstart + 2 <= end) & (decoded > 0)
-    frame_start = vstart + np.where(one, 1, 2)
+    start = offsets + CHUNK_HEADER_SIZE
+    end = start + data_size
+    ctype = rows[:, CHUNK_HEADER_SIZE].astype(np.int64)
+    sizes_len = rows[:, CHUNK_HEADER_SIZE + 1].astype(np.int64)
+    ok &= (h["type_and_count"] == _SIMPLE_ONE) & (ctype == ZSTD) & (sizes_len < 0x80) & (decoded > 0)
+    ok &= (data_size >= 4) & (r + CHUNK_HEADER_SIZE + data_size <= BLOCK_SIZE) & (end <= size)
+    vstart = start + 2 + sizes_len
+    pre = windows[np.where(ok & (vstart + 2 <= end), vstart, 0), :2].astype(np.int64)
+    one = pre[:, 0] < 0x80
+    declared = np.where(one, pre[:, 0], (pre[:, 0] & 0x7F) | (pre[:, 1] << 7))
+    ok &= (one | (pre[:, 1] < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
     good = np.flatnonzero(ok)
     if good.size == 0:
         return out
+    # Hashes: one C call each, called directly (this loop is the hot path).
     hh = h["header_hash"][good].tolist()
-    dh = h["data_hash"][good].tolist()
     offs = offsets[good].tolist()
-    starts = start[good].tolist()
-    sizes = data_size[good].tolist()
-    keep = []
-    for j, off, s, ds, h1, h2 in zip(range(good.size), offs, starts, sizes, hh, dh):
-        if hash_at(ptr, off + 8, 32) != h1:
-            continue
-        if verify and hash_at(ptr, s, ds) != h2:
-            continue
-        keep.append(j)
+    hash64, key = _hash64, _hash_key
+    if verify:
+        dh = h["data_hash"][good].tolist()
+        sizes = data_size[good].tolist()
+        keep = [
+            j
+            for j, off, ds, h1, h2 in zip(range(good.size), offs, sizes, hh, dh)
+            if hash64(ptr + (off + 8), 32, key) == h1 and hash64(ptr + (off + 40), ds, key) == h2
+        ]
+    else:
+        keep = [j for j, off, h1 in zip(range(good.size), offs, hh) if hash64(ptr + (off + 8), 32, key) == h1]
     if not keep:
         return out
-    keep = np.asarray(keep, dtype=np.int64)
-    sel = good[keep]
+    sel = good[keep] if len(keep) < good.size else good
+    frame_start = vstart[sel] + np.where(one[sel], 1, 2)
     segs = np.empty((sel.size, 2), dtype=np.uint64)
-    segs[:, 0] = frame_start[sel]
-    segs[:, 1] = end[sel] - frame_start[sel]
-    frames = BufferWithSegments(buf, segs.tobytes())
-    dsizes = decoded[sel].astype(np.uint64).tobytes()
+    segs[:, 0] = frame_start
+    segs[:, 1] = end[sel] - frame_start
     try:
-        result = zstd_decompressor().multi_decompress_to_buffer(frames, decompressed_sizes=dsizes, threads=threads)
+        result = zstd_decompressor().multi_decompress_to_buffer(
+            BufferWithSegments(buf, segs.tobytes()), decompressed_sizes=decoded[sel].astype(np.uint64).tobytes(),
+            threads=threads,
+        )
     except ZstdError:
         return out
     for slot, i in zip(sel.tolist(), range(len(result))):
-        seg = result[i]
-        out[slot] = seg.tobytes()
+        out[slot] = result[i].tobytes()
     return out

@@ -56,15 +56,14 @@ from __future__ import annotations
 
 import itertools
 import operator
+import threading
 
 import numpy as np
 import zstandard
 
 from .compression import (
-    BROTLI,
     COMPRESSION_NAMES,
     NONE,
-    SNAPPY,
     ZSTD,
     CompressionError,
     block_decompressed_size,
@@ -111,9 +110,10 @@ _CLASS_OF_KIND = {K_VARINT: _C_VARINT, K_FIXED: _C_FIXED, K_STRING: _C_STRING, K
 _U32_LIMIT = 1 << 32
 # A transition byte's offset reaches at most 63 states past a base.
 _PAD = 64
-# Chunks up to these sizes use the interpreter.
-_SCALAR_MAX_RECORDS = 64
-_SCALAR_MAX_BYTES = 8192
+# Chunks with decoded_data_size + 16 * num_records up to this use the
+# interpreter: measured crossover about 50 records of 400 bytes, where the
+# vectorised decoder's fixed cost (a few hundred numpy calls) is repaid.
+_SCALAR_MAX_WORK = 24576
 # Python-list automaton tables are built for at most this many bases.
 _MAX_TABLE_STATES = 1 << 13
 # Output is gathered in slices of about this many bytes (bounds the index array).
@@ -230,9 +230,26 @@ class _Chunk:
     """A parsed transposed chunk: state machine, buffers, transitions."""
 
     __slots__ = (
-        "S", "kind", "nxt", "implicit", "width", "bufidx", "head_len", "tag_len", "tagb",
-        "tagr", "first", "chain_end", "chain_len", "src", "buf_start", "buf_len", "buf_class",
-        "lengths_buffer", "trans", "trans_where",
+        "S",
+        "kind",
+        "nxt",
+        "implicit",
+        "width",
+        "bufidx",
+        "head_len",
+        "tag_len",
+        "tagb",
+        "tagr",
+        "first",
+        "chain_end",
+        "chain_len",
+        "src",
+        "buf_start",
+        "buf_len",
+        "buf_class",
+        "lengths_buffer",
+        "trans",
+        "trans_where",
     )
 
 
@@ -281,6 +298,17 @@ def _decompress_buckets(ctype: int, data, bucket_pos: list, bucket_len: list, ma
     return out, sizes
 
 
+_local = threading.local()
+
+
+def _zstd() -> zstandard.ZstdDecompressor:
+    # Not shareable between threads, and costly to make per call.
+    d = getattr(_local, "zstd", None)
+    if d is None:
+        d = _local.zstd = zstandard.ZstdDecompressor()
+    return d
+
+
 def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.ndarray):
     """Decompress zstd frames with ``multi_decompress_to_buffer``; ``None``
     if any frame is empty or corrupt (the caller then decodes one by one
@@ -292,9 +320,7 @@ def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.nda
     segs[:, 1] = frame_len
     try:
         frames = zstandard.BufferWithSegments(bytes(data) if not isinstance(data, bytes) else data, segs.tobytes())
-        res = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
-            frames, decompressed_sizes=sizes.astype(np.uint64).tobytes()
-        )
+        res = _zstd().multi_decompress_to_buffer(frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
     except (zstandard.ZstdError, ValueError, TypeError):
         return None
     got = [res[i] for i in range(len(res))]
@@ -303,203 +329,43 @@ def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.nda
     return got
 
 
-def _parse(data, num_records: int, decoded_data_size: int) -> _Chunk:
-    n = len(data)
-    if n < 1:
-        _fail("chunk data is empty: no compression type at byte 0")
-    ctype = data[0]
-    if ctype not in COMPRESSION_NAMES:
-        _fail(f"unknown compression type {ctype:#04x} at byte 0")
-    header_size, pos = _read_varint64(data, 1, "header size", "chunk data")
-    if header_size > n - pos:
-        _fail(f"header of {header_size} bytes at byte {pos} overruns the chunk data ({n} bytes)")
-    header_at = pos
-    hwhere = f"header (chunk byte {header_at})"
-    # Every header field is a few bytes per state, buffer or bucket, and
-    # there are at most about as many of each as bytes of records or data.
-    header_max = 4096 + 32 * (decoded_data_size + num_records + n)
-    header = _decompress(ctype, memoryview(data)[pos : pos + header_size], header_max, "header", f"chunk byte {pos}")
-    pos += header_size
-    h = np.frombuffer(header, dtype=np.uint8)
+def _to_arrays(p: "_Small") -> _Chunk:
+    """The parsed chunk as numpy arrays, for the vectorised decoder.
 
-    hp = 0
-    num_buckets, hp = _read_varint32(header, hp, "number of buckets", hwhere)
-    num_buffers, hp = _read_varint32(header, hp, "number of buffers", hwhere)
-    bucket_len, hp = _varint_array(h, hp, num_buckets, 10, "bucket lengths", hwhere)
-    buffer_len, hp = _varint_array(h, hp, num_buffers, 10, "buffer lengths", hwhere)
-    if num_buckets == 0 and num_buffers != 0:
-        _fail(f"{num_buffers} buffers but no buckets ({hwhere})")
-
-    # Buckets: compressed lengths must fit in the data; buffers must fit in
-    # what the records can hold (non-proto lengths take at most 10 bytes a
-    # record) before anything is decompressed.
-    buckets_total = int(bucket_len.sum()) if num_buckets else 0
-    if buckets_total > n - pos:
-        _fail(f"buckets of {buckets_total} bytes at byte {pos} overrun the chunk data ({n} bytes)")
-    buffers_total = int(buffer_len.sum()) if num_buffers else 0
-    if buffers_total > decoded_data_size + 10 * num_records:
-        _fail(
-            f"buffers declare {buffers_total} bytes, more than {num_records} records of "
-            f"{decoded_data_size} bytes can use ({hwhere})"
-        )
-    bucket_pos = pos + np.concatenate(([0], np.cumsum(bucket_len)[:-1])) if num_buckets else np.zeros(0, np.int64)
-    buckets_at = pos
-    pos += buckets_total
-
-    S, hp = _read_varint32(header, hp, "state machine size", hwhere)
-    tags, hp = _varint_array(h, hp, S, 5, "state tags", hwhere)
-    nexts, hp = _varint_array(h, hp, S, 5, "next states", hwhere)
-
-    special = tags < 4
-    wire = tags & 7
-    subend = ~special & (wire == _SUBMESSAGE_WIRE_TYPE)
-    ftag = np.where(subend, tags - (_SUBMESSAGE_WIRE_TYPE - 2), tags)
-    fwire = ftag & 7
-    valid = special | ((ftag >= 8) & (fwire <= 5))
-    if not valid.all():
-        i = int(np.argmin(valid))
-        _fail(f"state {i} has invalid tag {int(tags[i])} ({hwhere})")
-    is_varint = ~special & (fwire == 0)
-    num_subtypes = int(np.count_nonzero(is_varint))
-    if num_subtypes > h.size - hp:
-        _fail(f"subtypes: {num_subtypes} bytes needed at {hwhere} byte {hp}, {h.size - hp} left")
-    subtype = np.zeros(S, dtype=np.int64)
-    subtype[is_varint] = h[hp : hp + num_subtypes]
-    hp += num_subtypes
-
-    kind = np.full(S, K_COPY, dtype=np.int8)
-    kind[tags == _ID_NOOP] = K_NOOP
-    kind[tags == _ID_NONPROTO] = K_NONPROTO
-    kind[tags == _ID_START_SUBMESSAGE] = K_SUBSTART
-    kind[tags == _ID_START_MESSAGE] = K_MSGSTART
-    kind[subend] = K_SUBEND
-    plain = ~special & ~subend
-    width = np.zeros(S, dtype=np.int64)
-    inline = is_varint & (subtype >= _SUBTYPE_INLINE0)
-    if (is_varint & (subtype > _SUBTYPE_INLINE_MAX)).any():
-        i = int(np.argmax(is_varint & (subtype > _SUBTYPE_INLINE_MAX)))
-        _fail(f"state {i} has invalid varint subtype {int(subtype[i])} ({hwhere})")
-    buffered_varint = is_varint & ~inline
-    kind[buffered_varint] = K_VARINT
-    width[buffered_varint] = subtype[buffered_varint] + 1
-    fixed64 = plain & (fwire == 1)
-    fixed32 = plain & (fwire == 5)
-    kind[fixed64] = K_FIXED
-    width[fixed64] = 8
-    kind[fixed32] = K_FIXED
-    width[fixed32] = 4
-    kind[plain & (fwire == 2)] = K_STRING
-
-    has_buffer = buffered_varint | fixed64 | fixed32 | (plain & (fwire == 2)) | (tags == _ID_NONPROTO)
-    num_indices = int(np.count_nonzero(has_buffer))
-    indices, hp = _varint_array(h, hp, num_indices, 5, "buffer indices", hwhere)
-    if num_indices and int(indices.max()) >= num_buffers:
-        _fail(f"buffer index {int(indices.max())} out of range: {num_buffers} buffers ({hwhere})")
-    bufidx = np.full(S, -1, dtype=np.int64)
-    bufidx[has_buffer] = indices
-    first, hp = _read_varint32(header, hp, "first state", hwhere)
-    if hp != h.size:
-        _fail(f"header has {h.size - hp} unexpected bytes at {hwhere} byte {hp}")
-    if first >= S:
-        _fail(f"first state {first} out of range: {S} states ({hwhere})")
-
-    implicit = nexts >= S
-    nexts = np.where(implicit, nexts - S, nexts)
-    if S and int(nexts.max()) >= S:
-        i = int(np.argmax(nexts >= S))
-        _fail(f"state {i}: next state {int(nexts[i])} out of range: {S} states ({hwhere})")
-
-    # Buffer classes: in what the encoder writes, every buffer belongs to one
-    # field, so all states reading it read it the same way; the non-proto
-    # lengths buffer (the last one) is read by no state.
-    has_nonproto = bool((kind == K_NONPROTO).any())
-    buf_class = np.zeros(num_buffers, dtype=np.int8)
-    lengths_buffer = -1
-    if has_nonproto:
-        if num_buffers == 0:
-            _fail("non-proto records but no buffer for their lengths")
-        lengths_buffer = num_buffers - 1
-        buf_class[lengths_buffer] = _C_LENGTHS
-    for k, c in _CLASS_OF_KIND.items():
-        b = np.unique(bufidx[kind == k])
-        if b.size:
-            if (buf_class[b] != _C_NONE).any():
-                bad = int(b[np.argmax(buf_class[b] != _C_NONE)])
-                _fail(f"buffer {bad} is read by states of different kinds ({hwhere})")
-            buf_class[b] = c
-
-    # Tags as bytes: up to 5, plus the inline value of an inline varint.
+    Arrays cover the S states, ``_PAD`` failure states that a transition
+    byte may reach past the last one, and a sink (index ``S + _PAD``) that
+    failure states lead to.
+    """
+    S = p.S
     M = S + _PAD + 1
-    tagb = np.zeros((M, 6), dtype=np.uint8)
-    tag_len = np.zeros(M, dtype=np.int64)
-    coded = ~special
-    if coded.any():
-        enc = _encode_varints32(ftag[coded])
-        tagb[:S][coded, :5] = enc
-        tag_len[:S][coded] = _varint_lengths(ftag[coded])
-    idx_inline = np.flatnonzero(inline)
-    tagb[idx_inline, tag_len[idx_inline]] = (subtype[idx_inline] - _SUBTYPE_INLINE0).astype(np.uint8)
-    # The same right-aligned in 5 bytes, for heads of submessages.
-    tagr = np.zeros((M, 5), dtype=np.uint8)
-    if coded.any():
-        cols = np.arange(5)[None, :] - (5 - tag_len[:S][coded])[:, None]
-        tagr[:S][coded] = np.take_along_axis(enc, np.maximum(cols, 0), axis=1) * (cols >= 0)
-    head_len = np.zeros(M, dtype=np.int64)
-    head_len[:S] = np.where((kind == K_SUBEND) | special, 0, tag_len[:S] + inline)
-
+    sink = S + _PAD
     c = _Chunk()
     c.S = S
-    c.first = first
-    # Arrays cover the states, _PAD failure states that a transition byte may
-    # reach past the last one, and a sink (index S + _PAD).
-    sink = S + _PAD
-    c.kind = np.full(M, K_FAIL, dtype=np.int8)
-    c.kind[:S] = kind
-    c.nxt = np.full(M, sink, dtype=np.int64)
-    c.nxt[:S] = nexts
-    c.implicit = np.zeros(M, dtype=bool)
-    c.implicit[:S] = implicit
-    c.width = np.zeros(M, dtype=np.int64)
-    c.width[:S] = width
-    c.bufidx = np.full(M, -1, dtype=np.int64)
-    c.bufidx[:S] = bufidx
-    c.head_len = head_len
-    c.tag_len = tag_len
-    c.tagb = tagb
-    c.tagr = tagr
-    c.buf_class = buf_class
-    c.lengths_buffer = lengths_buffer
-    _close_implicit_chains(c, hwhere)
-
-    # Buckets and buffers.
-    if num_buckets:
-        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos.tolist(), bucket_len.tolist(), buffers_total)
-        bsizes = np.array(bsizes, dtype=np.int64)
-        total = int(bsizes.sum())
-        if total != buffers_total:
-            _fail(f"buckets decompress to {total} bytes, their buffers total {buffers_total} ({hwhere})")
-        buf_end = np.cumsum(buffer_len)
-        bucket_end = np.cumsum(bsizes)[:-1]
-        # Every bucket but the last ends where some buffer ends.
-        if bucket_end.size:
-            hit = np.isin(bucket_end, buf_end)
-            if not hit.all():
-                i = int(np.argmin(hit))
-                _fail(f"bucket {i} (chunk byte {int(bucket_pos[i])}) ends inside a buffer")
-        c.src = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        c.buf_start = buf_end - buffer_len
-        c.buf_len = buffer_len
-    else:
-        c.src = b""
-        c.buf_start = np.zeros(0, dtype=np.int64)
-        c.buf_len = np.zeros(0, dtype=np.int64)
-
-    # Transitions: a byte per explicit move, and at most a few moves per
-    # visited state, each state writing at least one byte or closing a record.
-    trans_max = 4096 + 16 * (decoded_data_size + num_records)
-    c.trans_where = f"transitions (chunk byte {pos})"
-    c.trans = _decompress(ctype, memoryview(data)[pos:], trans_max, "transitions", f"chunk byte {pos}")
-    del buckets_at
+    c.first = p.first
+    c.kind = np.array(p.kind + [K_FAIL], dtype=np.int8)
+    c.nxt = np.array(p.nxt + [sink], dtype=np.int64)
+    c.nxt[S:] = sink
+    c.implicit = np.array(p.implicit + [False], dtype=bool)
+    c.width = np.array(p.width + [0], dtype=np.int64)
+    c.bufidx = np.array(p.bufidx + [-1], dtype=np.int64)
+    c.head_len = np.array([len(h) for h in p.heads] + [0], dtype=np.int64)
+    c.tag_len = np.zeros(M, dtype=np.int64)
+    c.tag_len[:S] = [len(t) for t in p.tags]
+    # Heads (tag, and the value of an inline varint) in 6-byte slots, and
+    # tags right-aligned in 5 bytes (heads of submessages end with them).
+    c.tagb = np.zeros((M, 6), dtype=np.uint8)
+    c.tagb[:S] = np.frombuffer(b"".join(h.ljust(6, b"\0") for h in p.heads[:S]), dtype=np.uint8).reshape(S, 6)
+    c.tagr = np.zeros((M, 5), dtype=np.uint8)
+    c.tagr[:S] = np.frombuffer(b"".join(t.rjust(5, b"\0") for t in p.tags), dtype=np.uint8).reshape(S, 5)
+    c.buf_start = np.array(p.bstart, dtype=np.int64)
+    c.buf_len = np.array(p.bend, dtype=np.int64) - c.buf_start
+    c.buf_class = np.zeros(c.buf_start.size, dtype=np.int8)
+    c.buf_class[c.bufidx[c.kind == K_VARINT]] = _C_VARINT
+    c.lengths_buffer = p.lengths_buffer
+    c.src = p.src
+    c.trans = p.trans
+    c.trans_where = p.trans_where
+    _close_implicit_chains(c, "header")
     return c
 
 
@@ -528,17 +394,44 @@ def _close_implicit_chains(c: _Chunk, hwhere: str) -> None:
 
 
 class _Small:
-    """A parsed chunk as Python lists, for the interpreter."""
+    """A parsed chunk as Python lists (the interpreter's form; the
+    vectorised decoder converts it with :func:`_to_arrays`).
+
+    Per state (padded with ``_PAD`` failure states): ``kind`` (``K_*``),
+    ``nxt`` (next state or base), ``implicit``, ``width`` (bytes read from
+    the buffer by varint/fixed states), ``bufidx`` (-1: none), ``heads``
+    (bytes written before the data: tag, plus the value of an inline
+    varint); ``tags`` (tag bytes, for heads of submessages). Buffers are
+    ``src[bstart[i]:bend[i]]``; ``trans`` the transition bytes.
+    """
 
     __slots__ = (
-        "S", "kind", "nxt", "implicit", "width", "bufidx", "heads", "tags", "first",
-        "src", "bstart", "bend", "lengths_buffer", "trans",
+        "S",
+        "kind",
+        "nxt",
+        "implicit",
+        "width",
+        "bufidx",
+        "heads",
+        "tags",
+        "first",
+        "src",
+        "bstart",
+        "bend",
+        "lengths_buffer",
+        "trans",
+        "trans_where",
     )
 
 
-def _parse_small(data, num_records: int, decoded_data_size: int) -> _Small:
-    """:func:`_parse` in plain Python: the same checks, no numpy (whose
-    per-call cost dominates small chunks, e.g. one record a chunk)."""
+def _parse(data, num_records: int, decoded_data_size: int) -> _Small:
+    """Parse chunk data: compression type, header, buckets (decompressed
+    into one buffer area) and transitions, checking every field and every
+    declared size before anything of that size is allocated.
+
+    Plain Python, not numpy: headers are a few hundred bytes, where numpy's
+    per-call cost would dominate (one-record chunks most of all).
+    """
     n = len(data)
     if n < 1:
         _fail("chunk data is empty: no compression type at byte 0")
@@ -557,6 +450,9 @@ def _parse_small(data, num_records: int, decoded_data_size: int) -> _Small:
     def varints(hp, count, what, read):
         if count > hn - hp:
             _fail(f"{what}: {count} varints cannot fit in the {hn - hp} bytes left at {hwhere} byte {hp}")
+        span = h[hp : hp + count]
+        if not span or max(span) < 0x80:  # all one-byte varints
+            return list(span), hp + count
         out = []
         for _ in range(count):
             v, hp = read(h, hp, what, hwhere)
@@ -583,59 +479,111 @@ def _parse_small(data, num_records: int, decoded_data_size: int) -> _Small:
         bucket_pos.append(pos)
         pos += length
 
+    key = (h[hp:], num_buffers)
+    machine = _MACHINES.get(key)
+    if machine is None:
+        machine = _parse_machine(h, hp, hwhere, num_buffers, varints)
+        if len(_MACHINES) >= _MAX_MACHINES:
+            _MACHINES.clear()
+        _MACHINES[key] = machine
+    p = _Small()
+    (p.S, p.kind, p.nxt, p.implicit, p.width, p.bufidx, p.heads, p.tags, p.first, p.lengths_buffer) = machine
+    if num_buckets:
+        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos, bucket_len, buffers_total)
+        if sum(bsizes) != buffers_total:
+            _fail(f"buckets decompress to {sum(bsizes)} bytes, their buffers total {buffers_total} ({hwhere})")
+        ends = set()
+        acc = 0
+        for length in buffer_len:
+            acc += length
+            ends.add(acc)
+        acc = 0
+        for i, size in enumerate(bsizes[:-1]):
+            acc += size
+            if acc not in ends:
+                _fail(f"bucket {i} (chunk byte {bucket_pos[i]}) ends inside a buffer")
+        p.src = bytes(blocks[0]) if len(blocks) == 1 else b"".join(blocks)
+    else:
+        p.src = b""
+    p.bstart = []
+    p.bend = []
+    acc = 0
+    for length in buffer_len:
+        p.bstart.append(acc)
+        acc += length
+        p.bend.append(acc)
+    # Transitions: a byte per explicit move, and at most a few moves per
+    # visited state, each state writing at least one byte or closing a record.
+    trans_max = 4096 + 16 * (decoded_data_size + num_records)
+    p.trans = bytes(_decompress(ctype, memoryview(data)[pos:], trans_max, "transitions", f"chunk byte {pos}"))
+    p.trans_where = f"transitions (chunk byte {pos})"
+    return p
+
+
+# What a state does, by tag (and subtype for varints: ``tag | subtype << 32``):
+# ``(kind, width, head, tag bytes, has a buffer)``. Valid keys only.
+_STATE_INFO: dict = {}
+
+
+def _state_info(key: int, i: int, hwhere: str):
+    raw, subtype = key & 0xFFFFFFFF, key >> 32
+    if raw < 4:
+        info = ((K_NOOP, K_NONPROTO, K_SUBSTART, K_MSGSTART)[raw], 0, b"", b"", raw == _ID_NONPROTO)
+    else:
+        t = raw - (_SUBMESSAGE_WIRE_TYPE - 2) if raw & 7 == _SUBMESSAGE_WIRE_TYPE else raw
+        if t < 8 or t & 7 > 5:
+            _fail(f"state {i} has invalid tag {raw} ({hwhere})")
+        tb = encode_varint(t)
+        wt = t & 7
+        if raw != t:
+            info = (K_SUBEND, 0, b"", tb, False)
+        elif wt == 0:
+            if subtype > _SUBTYPE_INLINE_MAX:
+                _fail(f"state {i} has invalid varint subtype {subtype} ({hwhere})")
+            if subtype >= _SUBTYPE_INLINE0:
+                info = (K_COPY, 0, tb + bytes((subtype - _SUBTYPE_INLINE0,)), tb, False)
+            else:
+                info = (K_VARINT, subtype + 1, tb, tb, True)
+        elif wt == 1 or wt == 5:
+            info = (K_FIXED, 8 if wt == 1 else 4, tb, tb, True)
+        elif wt == 2:
+            info = (K_STRING, 0, tb, tb, True)
+        else:
+            info = (K_COPY, 0, tb, tb, False)
+    if len(_STATE_INFO) < 1 << 16:
+        _STATE_INFO[key] = info
+    return info
+
+
+# Parsed state machines of small chunks, keyed by the header's bytes from
+# the state machine on (plus the buffer count its indices are checked
+# against): consecutive chunks of one record type often share them.
+_MACHINES: dict = {}
+_MAX_MACHINES = 256
+
+
+def _parse_machine(h: bytes, hp: int, hwhere: str, num_buffers: int, varints):
+    """The state machine part of the header, from ``hp`` to its end, as
+    Python lists (see :class:`_Small`)."""
+    hn = len(h)
     S, hp = _read_varint32(h, hp, "state machine size", hwhere)
     tags, hp = varints(hp, S, "state tags", _read_varint32)
     nexts, hp = varints(hp, S, "next states", _read_varint32)
-    ftags = []
-    num_subtypes = 0
-    for i, t in enumerate(tags):
-        if t >= 4 and t & 7 == _SUBMESSAGE_WIRE_TYPE:
-            t -= _SUBMESSAGE_WIRE_TYPE - 2
-        if t >= 4 and (t < 8 or t & 7 > 5):
-            _fail(f"state {i} has invalid tag {tags[i]} ({hwhere})")
-        ftags.append(t)
-        num_subtypes += t >= 8 and t & 7 == 0
+    num_subtypes = sum(1 for t in tags if t >= 8 and t & 7 == 0)
     if num_subtypes > hn - hp:
         _fail(f"subtypes: {num_subtypes} bytes needed at {hwhere} byte {hp}, {hn - hp} left")
-    subtypes = h[hp : hp + num_subtypes]
+    subtypes = iter(h[hp : hp + num_subtypes])
     hp += num_subtypes
-
+    infos = []
+    get = _STATE_INFO.get
+    for i, t in enumerate(tags):
+        key = t | next(subtypes) << 32 if t >= 8 and t & 7 == 0 else t
+        info = get(key)
+        if info is None:
+            info = _state_info(key, i, hwhere)
+        infos.append(info)
+    kind, width, heads, tag_bytes, has_buffer = map(list, zip(*infos)) if infos else ([], [], [], [], [])
     pad = [K_FAIL] * _PAD
-    kind, width, heads, tag_bytes, has_buffer = [], [], [], [], []
-    si = 0
-    for i, (raw, t) in enumerate(zip(tags, ftags)):
-        w = 0
-        head = b""
-        tb = b""
-        buffered = False
-        if t < 4:
-            k = (K_NOOP, K_NONPROTO, K_SUBSTART, K_MSGSTART)[t]
-            buffered = t == _ID_NONPROTO
-        else:
-            tb = encode_varint(t)
-            wt = t & 7
-            if raw != t:
-                k = K_SUBEND
-            elif wt == 0:
-                st_ = subtypes[si]
-                si += 1
-                if st_ > _SUBTYPE_INLINE_MAX:
-                    _fail(f"state {i} has invalid varint subtype {st_} ({hwhere})")
-                if st_ >= _SUBTYPE_INLINE0:
-                    k, head = K_COPY, tb + bytes((st_ - _SUBTYPE_INLINE0,))
-                else:
-                    k, w, head, buffered = K_VARINT, st_ + 1, tb, True
-            elif wt == 1 or wt == 5:
-                k, w, head, buffered = K_FIXED, 8 if wt == 1 else 4, tb, True
-            elif wt == 2:
-                k, head, buffered = K_STRING, tb, True
-            else:
-                k, head = K_COPY, tb
-        kind.append(k)
-        width.append(w)
-        heads.append(head)
-        tag_bytes.append(tb)
-        has_buffer.append(buffered)
     indices, hp = varints(hp, sum(has_buffer), "buffer indices", _read_varint32)
     if indices and max(indices) >= num_buffers:
         _fail(f"buffer index {max(indices)} out of range: {num_buffers} buffers ({hwhere})")
@@ -682,50 +630,29 @@ def _parse_small(data, num_records: int, decoded_data_size: int) -> _Small:
                 break
             loop_id[j] = i + 1
 
-    p = _Small()
-    p.S = S
-    p.kind = kind + pad
-    p.nxt = nxt + [0] * _PAD
-    p.implicit = implicit + [False] * _PAD
-    p.width = width + [0] * _PAD
-    p.bufidx = bufidx + [-1] * _PAD
-    p.heads = heads + [b""] * _PAD
-    p.tags = tag_bytes
-    p.first = first
-    p.lengths_buffer = lengths_buffer
-    if num_buckets:
-        blocks, bsizes = _decompress_buckets(ctype, data, bucket_pos, bucket_len, buffers_total)
-        if sum(bsizes) != buffers_total:
-            _fail(f"buckets decompress to {sum(bsizes)} bytes, their buffers total {buffers_total} ({hwhere})")
-        ends = set()
-        acc = 0
-        for length in buffer_len:
-            acc += length
-            ends.add(acc)
-        acc = 0
-        for i, size in enumerate(bsizes[:-1]):
-            acc += size
-            if acc not in ends:
-                _fail(f"bucket {i} (chunk byte {bucket_pos[i]}) ends inside a buffer")
-        p.src = bytes(blocks[0]) if len(blocks) == 1 else b"".join(blocks)
-    else:
-        p.src = b""
-    p.bstart = []
-    p.bend = []
-    acc = 0
-    for length in buffer_len:
-        p.bstart.append(acc)
-        acc += length
-        p.bend.append(acc)
-    trans_max = 4096 + 16 * (decoded_data_size + num_records)
-    p.trans = bytes(_decompress(ctype, memoryview(data)[pos:], trans_max, "transitions", f"chunk byte {pos}"))
-    return p
+    return (
+        S,
+        kind + pad,
+        nxt + [0] * _PAD,
+        implicit + [False] * _PAD,
+        width + [0] * _PAD,
+        bufidx + [-1] * _PAD,
+        heads + [b""] * _PAD,
+        tag_bytes,
+        first,
+        lengths_buffer,
+    )
 
 
 def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
     """Run the state machine state by state (transpose_decoder.cc's
-    ``DecodingState``). Returns ``(bytes, int64 offsets)``."""
-    S = p.S
+    ``DecodingState``). Returns ``(bytes, int64 offsets)``.
+
+    Every state visited writes a byte, closes a record, opens a submessage
+    (each needing a head of 2 bytes later) or is a no-op; the first three
+    are bounded by the header's sizes, no-ops by a budget (valid data has
+    at most one per move), so the loop ends on any input.
+    """
     kind, nxt, implicit, width, bufidx = p.kind, p.nxt, p.implicit, p.width, p.bufidx
     heads, tags = p.heads, p.tags
     src = p.src
@@ -737,9 +664,8 @@ def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
         lend = bend[p.lengths_buffer]
     trans = p.trans
     tlen = len(trans)
-    # Each state writes a byte or closes a record, except no-ops, of which
-    # valid data visits at most one per move.
-    budget = 4 * tlen + 1 + decoded_data_size + num_records + 1
+    noops = 4 * tlen + 1
+    max_open = decoded_data_size // 2
     pieces = []
     append = pieces.append
     dest = 0
@@ -749,76 +675,79 @@ def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
     pending = 0
     tpos = 0
     while True:
-        budget -= 1
-        if budget < 0:
-            _fail("state machine visits more states than the records can hold")
         k = kind[node]
-        if k == K_VARINT or k == K_FIXED:
-            b = bufidx[node]
-            p = bpos[b]
-            q = p + width[node]
-            if q > bend[b]:
-                _fail(f"buffer {b} ends inside a {'varint' if k == K_VARINT else 'fixed'} field (state {node})")
-            bpos[b] = q
-            if k == K_VARINT:
-                piece = heads[node] + bytes(src[p : q - 1]).translate(_SET_BIT7) + bytes(src[q - 1 : q])
+        if k <= K_MSGSTART:
+            if k == K_NOOP:
+                noops -= 1
+                if noops < 0:
+                    _fail("state machine visits more states than the records can hold")
             else:
-                piece = heads[node] + bytes(src[p:q])
-            append(piece)
-            dest += len(piece)
-        elif k == K_COPY:
-            append(heads[node])
-            dest += len(heads[node])
-        elif k == K_STRING:
-            b = bufidx[node]
-            p = bpos[b]
-            length, q = _read_varint32(src, p, f"string length in buffer {b}", "decompressed buffers")
-            if q > bend[b]:
-                _fail(f"buffer {b} ends inside a string length (state {node})")
-            q += length
-            if q > bend[b]:
-                _fail(f"string of {length} bytes overruns buffer {b} (state {node})")
-            bpos[b] = q
-            piece = heads[node] + bytes(src[p:q])
-            append(piece)
-            dest += len(piece)
+                if k == K_NONPROTO:
+                    length, q = _read_varint32(src, lpos, "non-proto record length", "decompressed buffers")
+                    if q > lend:
+                        _fail("non-proto lengths buffer ends inside a length")
+                    lpos = q
+                    b = bufidx[node]
+                    a = bpos[b]
+                    q = a + length
+                    if q > bend[b]:
+                        _fail(f"non-proto record of {length} bytes overruns buffer {b}")
+                    bpos[b] = q
+                    append(src[a:q])
+                    dest += length
+                    if dest > decoded_data_size:
+                        _fail(f"records exceed the {decoded_data_size} bytes the chunk header declares")
+                if stack:
+                    _fail("a record starts while submessages are still open")
+                if len(limits) == num_records:
+                    _fail(f"more than the {num_records} records the chunk header declares")
+                limits.append(dest)
         elif k == K_SUBEND:
-            if len(stack) * 2 > decoded_data_size:
+            if len(stack) >= max_open:
                 _fail("more submessages open than the records can hold")
             stack.append((dest, node))
-        elif k == K_SUBSTART:
-            if not stack:
-                _fail(f"submessage start without an end (state {node})")
-            end_pos, end_node = stack.pop()
-            length = dest - end_pos
-            if length >= _U32_LIMIT:
-                _fail("submessage longer than 2**32 - 1 bytes")
-            piece = tags[end_node] + encode_varint(length)
+        else:
+            if k == K_VARINT:
+                b = bufidx[node]
+                a = bpos[b]
+                q = a + width[node]
+                if q > bend[b]:
+                    _fail(f"buffer {b} ends inside a varint field (state {node})")
+                bpos[b] = q
+                piece = heads[node] + src[a : q - 1].translate(_SET_BIT7) + src[q - 1 : q]
+            elif k == K_COPY:
+                piece = heads[node]
+            elif k == K_STRING:
+                b = bufidx[node]
+                a = bpos[b]
+                length, q = _read_varint32(src, a, f"string length in buffer {b}", "decompressed buffers")
+                q += length
+                if q > bend[b]:
+                    _fail(f"string of {length} bytes overruns buffer {b} (state {node})")
+                bpos[b] = q
+                piece = heads[node] + src[a:q]
+            elif k == K_SUBSTART:
+                if not stack:
+                    _fail(f"submessage start without an end (state {node})")
+                end_pos, end_node = stack.pop()
+                length = dest - end_pos
+                if length >= _U32_LIMIT:
+                    _fail("submessage longer than 2**32 - 1 bytes")
+                piece = tags[end_node] + encode_varint(length)
+            elif k == K_FIXED:
+                b = bufidx[node]
+                a = bpos[b]
+                q = a + width[node]
+                if q > bend[b]:
+                    _fail(f"buffer {b} ends inside a fixed field (state {node})")
+                bpos[b] = q
+                piece = heads[node] + src[a:q]
+            else:
+                _fail(f"transition to state {node}, outside the {p.S} states")
             append(piece)
             dest += len(piece)
-        elif k == K_MSGSTART or k == K_NONPROTO:
-            if k == K_NONPROTO:
-                length, q = _read_varint32(src, lpos, "non-proto record length", "decompressed buffers")
-                if q > lend:
-                    _fail("non-proto lengths buffer ends inside a length")
-                lpos = q
-                b = bufidx[node]
-                p = bpos[b]
-                q = p + length
-                if q > bend[b]:
-                    _fail(f"non-proto record of {length} bytes overruns buffer {b}")
-                bpos[b] = q
-                append(src[p:q])
-                dest += length
-            if stack:
-                _fail("a record starts while submessages are still open")
-            if len(limits) == num_records:
-                _fail(f"more than the {num_records} records the chunk header declares")
-            limits.append(dest)
-        elif k == K_FAIL:
-            _fail(f"transition to state {node}, outside the {S} states")
-        if dest > decoded_data_size:
-            _fail(f"records exceed the {decoded_data_size} bytes the chunk header declares")
+            if dest > decoded_data_size:
+                _fail(f"records exceed the {decoded_data_size} bytes the chunk header declares")
         # Move to the next state.
         if implicit[node]:
             node = nxt[node]
@@ -841,11 +770,11 @@ def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
     if dest != decoded_data_size:
         _fail(f"records decode to {dest} bytes, the chunk header declares {decoded_data_size}")
     pieces.reverse()
-    values = b"".join(pieces)
-    offsets = np.empty(num_records + 1, dtype=np.int64)
-    offsets[:num_records] = dest - np.array(limits[::-1], dtype=np.int64)
-    offsets[num_records] = dest
-    return values, offsets
+    limits.reverse()
+    limits.append(0)
+    offsets = np.array(limits, dtype=np.int64)
+    np.subtract(dest, offsets, out=offsets)
+    return b"".join(pieces), offsets
 
 
 _SET_BIT7 = bytes(b | 0x80 for b in range(256))
@@ -985,9 +914,13 @@ def _visits(c: _Chunk, num_records: int, decoded_data_size: int) -> np.ndarray:
     pid = seq[:-1].astype(np.int64) << 8
     pid |= t
     npairs = (int(seq.max()) + 1) << 8
-    mark = np.zeros(npairs, dtype=bool)
-    mark[pid] = True
-    pairs = np.flatnonzero(mark)
+    if npairs <= 4 * t.size + (1 << 16):
+        mark = np.zeros(npairs, dtype=bool)
+        mark[pid] = True
+        pairs = np.flatnonzero(mark)
+        pidx = (np.cumsum(mark) - 1).take(pid)
+    else:  # huge machines (the slow automaton): no table as large as them
+        pairs, pidx = np.unique(pid, return_inverse=True)
     pb = pairs & 255
     moves = np.empty((pairs.size, 4), dtype=np.int64)
     moves[:, 0] = bases[pairs >> 8] + (pb >> 2)
@@ -997,8 +930,6 @@ def _visits(c: _Chunk, num_records: int, decoded_data_size: int) -> np.ndarray:
     starts = moves[taken]
     owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
     exp_len = np.bincount(owner, weights=chain_len[starts], minlength=pairs.size).astype(np.int64)
-    index_of = np.cumsum(mark) - 1
-    pidx = index_of.take(pid)
     lens = exp_len.take(pidx)
     total = head.size + int(lens.sum())
     # Valid data visits at most one no-op per move; every other state
@@ -1136,8 +1067,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
         _fail("transition leads outside the state machine")
     if int(count[K_MSGSTART] + count[K_NONPROTO]) != num_records:
         _fail(
-            f"chunk decodes to {int(count[K_MSGSTART] + count[K_NONPROTO])} records, "
-            f"its header declares {num_records}"
+            f"chunk decodes to {int(count[K_MSGSTART] + count[K_NONPROTO])} records, its header declares {num_records}"
         )
     if count[K_NONPROTO]:
         rs = np.flatnonzero((kv == K_MSGSTART) | (kv == K_NONPROTO))
@@ -1376,9 +1306,10 @@ def decode_transposed_chunk(data, num_records: int, decoded_data_size: int):
     """
     if num_records < 0 or decoded_data_size < 0:
         _fail("negative record count or size")
-    if num_records <= _SCALAR_MAX_RECORDS and decoded_data_size <= _SCALAR_MAX_BYTES:
-        return _decode_scalar(_parse_small(data, num_records, decoded_data_size), num_records, decoded_data_size)
-    return _decode_vector(_parse(data, num_records, decoded_data_size), num_records, decoded_data_size)
+    p = _parse(data, num_records, decoded_data_size)
+    if decoded_data_size + 16 * num_records <= _SCALAR_MAX_WORK:
+        return _decode_scalar(p, num_records, decoded_data_size)
+    return _decode_vector(_to_arrays(p), num_records, decoded_data_size)
 
 
 def decode_records_metadata(data, decoded_data_size: int) -> bytes:

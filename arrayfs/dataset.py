@@ -20,6 +20,7 @@ import operator
 import os
 import threading
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -30,6 +31,7 @@ from .cache import ChunkCache
 from .errors import ArrayRecordError
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_paths
+from .riegeli.chunk import decompress_zstd_frames
 
 __all__ = ["ArrayRecordDataSource", "ShardInfo", "RefreshResult"]
 
@@ -40,6 +42,16 @@ _serial = itertools.count()
 _PARALLEL_MIN = 64
 # Records per read-ahead task when iterating (at least one chunk).
 _ITER_BLOCK = 1024
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for ds in list(_LIVE):
+        ds._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class ShardInfo(NamedTuple):
@@ -175,9 +187,11 @@ class ArrayRecordDataSource:
         self._cache = ChunkCache(cache_bytes)
         self._max_workers = max_workers or min(8, os.cpu_count() or 1)
         self._pool = None
+        self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._closed = False
+        _LIVE.add(self)
         specs = expand_paths(self._paths)
         self._snap = _Snapshot.build(self._open_all(specs))
 
@@ -294,29 +308,73 @@ class ArrayRecordDataSource:
         bad = (idx < 0) | (idx >= total)
         if bad.any():
             raise IndexError(f"record index {int(idx[bad][0])} out of range [0, {total})")
-        n = self._max_workers
-        if n <= 1 or idx.size < _PARALLEL_MIN:
-            return self._read_batch(snap, idx)
-        parts = np.array_split(idx, n)
-        out: list = []
-        for part in self._get_pool().map(self._read_batch, [snap] * n, parts):
-            out.extend(part)
-        return out
+        return self._read_batch(snap, idx)
 
     def _read_batch(self, snap, idx) -> list:
-        if len(snap.shards) == 1:
-            shard = snap.shards[0]
-            return shard.file.read_records(idx + shard.start, decode=self._chunk_decoder(shard))
-        firsts = np.asarray(snap.firsts, dtype=np.int64)
-        sk = np.searchsorted(firsts, idx, side="right") - 1
+        """Records at ``idx``: the one-record zstd chunks of every shard are
+        decompressed together in one call on all workers outside the GIL;
+        chunks of several records are decoded once each, on the pool when
+        there are several."""
         out: list = [None] * idx.size
-        for s in np.unique(sk).tolist():
-            sel = np.flatnonzero(sk == s)
+        firsts = np.asarray(snap.firsts, dtype=np.int64)
+        sk = np.searchsorted(firsts, idx, side="right") - 1 if len(snap.shards) > 1 else np.zeros(idx.size, np.int64)
+        frames, frame_slots, singles, grouped = [], [], [], []
+        for s in (np.unique(sk).tolist() if len(snap.shards) > 1 else [0]):
+            sel = np.flatnonzero(sk == s) if len(snap.shards) > 1 else np.arange(idx.size)
             shard = snap.shards[s]
-            recs = shard.file.read_records(idx[sel] - firsts[s] + shard.start, decode=self._chunk_decoder(shard))
-            for slot, rec in zip(sel.tolist(), recs):
-                out[slot] = rec
+            f = shard.file
+            local = idx[sel] - firsts[s] + shard.start
+            if f.group_size == 1:
+                got, group = f.single_record_frames(local)
+                frames.append(group)
+                frame_slots.append(sel[got])
+                missed = np.ones(sel.size, dtype=bool)
+                missed[got] = False
+                singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
+            else:
+                grouped.append((shard, sel, local))
+        if frames:
+            recs = decompress_zstd_frames(frames, threads=self._max_workers if idx.size >= _PARALLEL_MIN else 0)
+            if recs is None:  # a corrupt frame: read one by one to name it
+                singles.extend(
+                    (snap.shards[s].file, slot, int(idx[slot] - firsts[s] + snap.shards[s].start))
+                    for slots in frame_slots for slot, s in zip(slots.tolist(), sk[slots].tolist())
+                )
+            else:
+                for slot, rec in zip(np.concatenate(frame_slots).tolist(), recs):
+                    out[slot] = rec
+        for f, slot, i in singles:
+            out[slot] = f.read_record(i)
+        if grouped:
+            self._read_grouped(grouped, out)
         return out
+
+    def _read_grouped(self, grouped, out) -> None:
+        """Fill ``out`` from shards with multi-record chunks; each chunk is
+        decoded once, chunks spread over the pool when there are several."""
+        tasks = []
+        for shard, sel, local in grouped:
+            f = shard.file
+            _, _, cfirst = f.index()
+            g = f.group_size
+            ck = local // g if g is not None else np.searchsorted(cfirst, local, side="right") - 1
+            order = np.argsort(ck, kind="stable")
+            cuts = np.flatnonzero(np.diff(ck[order])) + 1
+            for part in np.split(order, cuts):
+                tasks.append((shard, int(ck[part[0]]), sel[part], local[part] - cfirst[ck[part[0]]]))
+
+        def run(task):
+            shard, k, slots, recs = task
+            values, offsets = self._chunk(shard, k)
+            if len(offsets) == 2 and isinstance(values, bytes):
+                return [(slot, values) for slot in slots.tolist()]
+            return [(slot, bytes(values[a:b])) for slot, a, b in zip(slots.tolist(), offsets[recs].tolist(),
+                                                                       offsets[recs + 1].tolist())]
+
+        results = self._get_pool().map(run, tasks) if len(tasks) > 1 and self._max_workers > 1 else map(run, tasks)
+        for pairs in results:
+            for slot, rec in pairs:
+                out[slot] = rec
 
     def _chunk_decoder(self, shard):
         return lambda k: self._chunk(shard, k)
@@ -426,18 +484,31 @@ class ArrayRecordDataSource:
 
     def _get_pool(self):
         pool = self._pool
-        if pool is None:
+        if pool is None or self._pool_pid != os.getpid():
             with self._pool_lock:
-                if self._pool is None:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    # A forked child (PyTorch's DataLoader workers) inherits
+                    # the pool object but not its threads: make its own.
                     self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="arrayfs-read")
+                    self._pool_pid = os.getpid()
                 pool = self._pool
         return pool
+
+    def _after_fork(self) -> None:
+        # Locks held by other threads at fork time would stay held forever
+        # in the child; start it with fresh ones.
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._cache = ChunkCache(self._cache.max_bytes)
+        for shard in self._snap.shards:
+            shard._lock = threading.Lock()
 
     def close(self) -> None:
         """Unmap every shard and stop the thread pool. Safe to call twice."""
         self._closed = True
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and self._pool_pid == os.getpid():
             pool.shutdown(wait=True)
         self._cache.clear()
         snap, self._snap = self._snap, _Snapshot.build([])
@@ -468,7 +539,9 @@ class ArrayRecordDataSource:
         self._cache = ChunkCache(state["cache_bytes"])
         self._max_workers = state["max_workers"]
         self._pool = None
+        self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._closed = False
+        _LIVE.add(self)
         self._snap = _Snapshot.build([_Shard(spec, self._verify, state=st) for spec, st in state["shards"]])

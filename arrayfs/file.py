@@ -24,6 +24,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import traceback
 
 import numpy as np
 
@@ -54,12 +55,22 @@ from .riegeli.chunk import (
     read_chunk,
     read_single_record,
     read_single_records_zstd,
+    single_record_zstd_frames,
 )
 from .riegeli.compression import CompressionError, decompress_prefix
 from .riegeli.hashing import buffer_pointer, release_pointer
 from .riegeli.varint import VarintError, read_varint
 
 __all__ = ["ArrayRecordFile", "SIGNATURE_BYTES"]
+
+
+def _clear_frames(exc) -> None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__.tb_next or exc.__traceback__)
+        exc = exc.__context__
 
 SIGNATURE_BYTES = bytes.fromhex(
     "83af70d10d884a3f0000000000000000"
@@ -119,7 +130,10 @@ class ArrayRecordFile:
             self._open()
             if load_index:
                 self.index()
-        except BaseException:
+        except BaseException as e:
+            # The traceback's frames hold views of the map; drop them so that
+            # close() can unmap now even while the caller keeps the error.
+            _clear_frames(e)
             self.close()
             raise
 
@@ -136,10 +150,10 @@ class ArrayRecordFile:
                 NotArrayRecordError, f"not a Riegeli/ArrayRecord file (starts with {head.hex()})", offset=0
             )
         if self.size < 2 * BLOCK_SIZE or self.size % BLOCK_SIZE:
+            what = "less than two 64 KiB blocks" if self.size < 2 * BLOCK_SIZE else "not a whole number of 64 KiB blocks"
             raise self._error(
                 TruncatedFileError,
-                f"{self.size} bytes is not a whole number of 64 KiB blocks: "
-                "the file is truncated or still being written",
+                f"{self.size} bytes is {what}: the file is truncated or still being written",
             )
         ps_offset = self.size - BLOCK_SIZE
         try:
@@ -321,6 +335,24 @@ class ArrayRecordFile:
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def single_record_frames(self, indices):
+        """For batched reads of ``group_size:1`` zstd files across shards.
+
+        ``indices`` (``int64`` array of valid local indices). Returns
+        ``(sel, group)``: the positions in ``indices`` whose record is a
+        checked zstd frame, and ``group = (buffer, segments, sizes)`` for
+        :func:`arrayfs.riegeli.chunk.decompress_zstd_frames`. The other
+        positions must be read with :meth:`read_record`. Requires
+        ``group_size == 1``.
+        """
+        if self._index is None:
+            self.index()
+        mm = self._mm
+        if mm is None:
+            raise ValueError(f"{self.path}: read from a closed ArrayRecord file")
+        sel, segs, sizes = single_record_zstd_frames(mm, self._ptr, self._index[0][indices], self.size, verify=self.verify)
+        return sel, (mm, segs, sizes)
 
     def read_records(self, indices, *, decode=None) -> list[bytes]:
         """Records at ``indices`` (``int64`` array of valid local indices), in

@@ -114,12 +114,17 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    for mod in ("numpy", "zstandard", "array_record", "arrayfs"):
+    from importlib import metadata
+
+    for dist in ("numpy", "zstandard", "array-record", "arrayfs", "highwayhash-cffi"):
         try:
-            m = __import__(mod)
-            info[mod] = getattr(m, "__version__", "?")
-        except ImportError:
-            info[mod] = None
+            info[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist.replace("-", "_")] = None
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
     return info
 
 

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Timing, best_time, dump_json, fmt_rate, machine_info, print_table, time_for  # noqa: E402
+from _common import best_time, dump_json, fmt_rate, machine_info, print_table, time_for  # noqa: E402
 
 import arrayfs  # noqa: E402
 from arrayfs.file import ArrayRecordFile  # noqa: E402
@@ -229,7 +229,16 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
         "path": path, "records": n, "group_size": group, "file_bytes": os.path.getsize(path),
         "timings": [t.as_dict() for t in (t_gs, t_os, t_gb, t_ob, t_fb, t_gf, t_of, t_ff)],
     }
-    profile_targets[label] = {"single": our_singles, "batch": our_batches, "full": our_full}
+    # Profiles run on one thread (max_parallelism:1): a thread pool's time
+    # shows up in cProfile as lock waits, which says nothing.
+    plain = arrayfs.ArrayRecordReader(path, "max_parallelism:1")
+    keep = [plain]
+
+    def plain_batches():
+        for b in batches:
+            plain.read(b)
+
+    profile_targets[label] = {"single": our_singles, "batch": plain_batches, "full": plain.read_all, "_keep": keep}
     g_reader.close()
     ds.__exit__(None, None, None)
     return ours, f
@@ -237,15 +246,16 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
 
 def bench_writer(label, options, records, workdir, args, rows, results):
     n = len(records)
+    rounds = max(1, args.rounds - 1)
     paths = {k: os.path.join(workdir, f"w-{k}.array_record") for k in ("google", "ours", "ours2")}
 
     t_g = best_time(f"{label} google writer", lambda: google_write(paths["google"], options, records), n,
-                    rounds=args.rounds, warmup=False)
+                    rounds=rounds, warmup=False)
     t_o = best_time(f"{label} arrayfs writer", lambda: our_write(paths["ours"], options, records), n,
-                    rounds=args.rounds, warmup=False)
+                    rounds=rounds, warmup=False)
     t_o2 = best_time(f"{label} arrayfs writer max_parallelism:2",
                      lambda: our_write(paths["ours2"], options + ",max_parallelism:2", records), n,
-                     rounds=args.rounds, warmup=False)
+                     rounds=rounds, warmup=False)
     # the outputs agree (spot check) and are the same size give or take the codec
     g = google.ArrayRecordReader(paths["ours"])
     assert g.num_records() == n and g.read([0, n - 1]) == [records[0], records[-1]]
@@ -287,10 +297,15 @@ def main(argv=None) -> int:
     args.seconds = 0.5 if args.quick else 1.0
     args.batches = 40 if args.quick else 200
 
+    results: dict = {"machine": machine_info(), "records": n, "record_size": RECORD_SIZE, "args": vars(args)}
     workdir = args.dir or tempfile.mkdtemp(prefix="arrayfs-bench-")
     os.makedirs(workdir, exist_ok=True)
-    info = machine_info()
+    info = results["machine"]
     print(f"arrayfs bench_reader: {n} records of {RECORD_SIZE} bytes per file, in {workdir}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    results["load_before"] = load
+    if load > (os.cpu_count() or 1) * 0.75:
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: other work competes, timings are noisy")
     print(f"machine: {info['cpu']} x{info['cpu_count']}, python {info['python']}, "
           f"array_record {info['array_record']}, zstandard {info['zstandard']}")
     t0 = time.perf_counter()
@@ -298,7 +313,6 @@ def main(argv=None) -> int:
     print(f"made records in {time.perf_counter() - t0:.1f} s", flush=True)
 
     rows: list[dict] = []
-    results: dict = {"machine": info, "records": n, "record_size": RECORD_SIZE, "args": vars(args)}
     profile_targets: dict = {}
     keep_open = []
     try:
@@ -310,10 +324,10 @@ def main(argv=None) -> int:
                 google_write(path, options, records)
                 print(f"wrote {path} with Google's writer in {time.perf_counter() - t0:.1f} s", flush=True)
             files[label] = (path, options)
-        for label, (path, options) in files.items():
+        for label, (path, _options) in files.items():
             keep_open.append(bench_file(label, path, n, args, results, rows, profile_targets))
         print("\n== writers", flush=True)
-        for label, (path, options) in files.items():
+        for label, (_path, options) in files.items():
             bench_writer(label, options, records, workdir, args, rows, results)
 
         print("\n== results (ratio = arrayfs / Google; for floor rows, arrayfs time / floor time)\n")
@@ -340,9 +354,13 @@ def main(argv=None) -> int:
         for r, f in keep_open:
             r.close()
             f.close()
+        for targets in profile_targets.values():
+            for r in targets.get("_keep", ()):
+                r.close()
         if not args.keep and not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    results["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if args.json:
         dump_json(args.json, results)
         print(f"wrote {args.json}")

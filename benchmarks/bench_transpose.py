@@ -5,8 +5,9 @@ messages: nested messages, repeated and packed fields, strings, enums) with
 Google's writer and ``transpose:true``, then times, in this one process,
 ``read_all()`` of Google's ``ArrayRecordReader`` and of arrayfs's, and the
 decoder alone (``decode_transposed_chunk`` over every chunk, one thread).
-Prints MB/s (of record bytes) and the ratio arrayfs / Google (> 1: arrayfs
-is faster). Timings are the best of ``--repeat`` runs.
+Prints wall time, MB/s (of record bytes) and CPU time (all threads), and
+the ratio arrayfs / Google (> 1: arrayfs is faster). Timings are the best
+of ``--repeat`` runs; on a shared machine the CPU ratio is the steadier.
 
     .venv/bin/python benchmarks/bench_transpose.py [--mb 40] [--repeat 5]
         [--options 'group_size:1000,transpose:true,zstd:3']
@@ -71,13 +72,15 @@ def make_record(rng: random.Random, i: int) -> bytes:
     return fd.SerializeToString()
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
+def best_of(fn, repeat: int) -> tuple[float, float]:
+    """Best wall time and best CPU time (all threads) of ``repeat`` runs."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
 
 
 def main() -> None:
@@ -135,13 +138,19 @@ def main() -> None:
         for data, nrec, size in chunks:
             decode_transposed_chunk(data, nrec, size)
 
-    t_decode = best_of(decode_only, args.repeat) if chunks else float("nan")
+    t_decode = best_of(decode_only, args.repeat) if chunks else (float("nan"), float("nan"))
 
     mb = total / 1e6
-    print(f"Google  ArrayRecordReader.read_all   {t_google * 1e3:8.1f} ms  {mb / t_google:7.1f} MB/s")
-    print(f"arrayfs ArrayRecordReader.read_all   {t_arrayfs * 1e3:8.1f} ms  {mb / t_arrayfs:7.1f} MB/s")
-    print(f"arrayfs decode_transposed_chunk only {t_decode * 1e3:8.1f} ms  {mb / t_decode:7.1f} MB/s (1 thread)")
-    print(f"ratio arrayfs/Google (read_all throughput): {t_google / t_arrayfs:.2f}x")
+    print(f"{'':37s} {'wall':>9s} {'MB/s':>7s} {'CPU':>9s}")
+    for name, (w, c) in (
+        ("Google  ArrayRecordReader.read_all", t_google),
+        ("arrayfs ArrayRecordReader.read_all", t_arrayfs),
+        ("arrayfs decode_transposed_chunk only", t_decode),
+    ):
+        print(f"{name:37s} {w * 1e3:7.0f}ms {mb / w:7.1f} {c * 1e3:7.0f}ms")
+    print(f"ratio arrayfs/Google, read_all throughput (wall): {t_google[0] / t_arrayfs[0]:.2f}x")
+    print(f"ratio arrayfs/Google, read_all CPU efficiency:    {t_google[1] / t_arrayfs[1]:.2f}x")
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if tmpdir is not None:
         tmpdir.cleanup()
 

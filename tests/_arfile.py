@@ -102,7 +102,7 @@ def build_file(path, chunks, *, writer_options="group_size:1,transpose:false,pad
     cw = ChunkWriter(stream)
     offsets = []
     stored_headers = []
-    for header, data, n, decoded, *stored in chunks:
+    for header, data, _n, _decoded, *stored in chunks:
         offsets.append(cw.write_chunk(header, data))
         stored_headers.append(stored[0] if stored else None)
     if footer_entries is None:

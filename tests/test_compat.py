@@ -335,7 +335,7 @@ def test_api_side_by_side(api_file):
     ours = arrayfs.ArrayRecordReader(api_file)
     theirs = google.ArrayRecordReader(api_file)
     for what, call in CALLS:
-        assert_same(outcome(lambda: call(ours)), outcome(lambda: call(theirs)), what)
+        assert_same(outcome(lambda c=call: c(ours)), outcome(lambda c=call: c(theirs)), what)
 
 
 def test_record_index_after_close(api_file):

@@ -519,37 +519,40 @@ def test_foreground_api_and_open_handles_mode(tmp_path, dataset):
         force_unmount(mnt)
 
 
-def test_big_record_is_decoded_once(tmp_path, dataset):
+@pytest.mark.parametrize("handles", [False, True], ids=["no-open", "open-handles"])
+def test_big_record_is_decoded_once(tmp_path, dataset, handles):
     """In-process mount (a thread) to count decodes of a big record read
     with many 128 KiB requests, in both file modes."""
     from arrayfs.fs import daemon
     from arrayfs.fs.view import FsView
 
     d, recs = dataset
-    for handles in (False, True):
-        mnt = tmp_path / f"m{int(handles)}"
-        mnt.mkdir()
-        ds = ArrayRecordDataSource(str(d / "*.array_record"))
-        view = FsView(ds)
-        calls = []
-        snap = view.snapshot
-        real = snap.read
-        snap.read = lambda node: calls.append(node.index) or real(node)
-        kw = daemon.fuse_kwargs(watch=False, auto_unmount=False, extra={"max_read": 131072})
-        result = {}
-        t = threading.Thread(target=lambda: result.setdefault(
-            "ops", daemon.run(view, str(mnt), fuse_options=kw, open_handles=handles)), daemon=True)
-        t.start()
-        try:
-            assert wait_for(lambda: is_mounted(mnt))
-            out = subprocess.run(["dd", f"if={mnt}/041", "bs=4096", "status=none"], capture_output=True, check=True)
-            assert out.stdout == recs[41]
-            assert calls.count(41) == 1
-        finally:
-            force_unmount(mnt)
-            t.join(timeout=15)
-            ds.close()
-        assert result["ops"].no_open == (not handles and daemon.libfuse_major() == 3)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    ds = ArrayRecordDataSource(str(d / "*.array_record"))
+    view = FsView(ds)
+    calls = []
+    snap = view.snapshot
+    real = snap.read
+    snap.read = lambda node, expected=None: calls.append(node.index) or real(node, expected)
+    kw = daemon.fuse_kwargs(watch=False, auto_unmount=False, extra={"max_read": 131072})
+    result = {}
+
+    def serve():
+        result["ops"] = daemon.run(view, str(mnt), fuse_options=kw, open_handles=handles)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: is_mounted(mnt))
+        out = subprocess.run(["dd", f"if={mnt}/041", "bs=4096", "status=none"], capture_output=True, check=True)
+        assert out.stdout == recs[41]
+        assert calls.count(41) == 1
+    finally:
+        force_unmount(mnt)
+        t.join(timeout=15)
+        ds.close()
+    assert result["ops"].no_open == (not handles and daemon.libfuse_major() == 3)
 
 
 # -- live refresh -------------------------------------------------------------------------------

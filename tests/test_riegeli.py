@@ -699,8 +699,11 @@ def test_corrupt_streams_raise_compression_error(ctype):
         "short-prefix": bytes(block[: start - 1]) if start > 1 else b"\x80",
     }
     for name, bad in cases.items():
-        with pytest.raises(CompressionError):
+        try:
             decompress_block(ctype, bad, max_size=len(payload))
+        except CompressionError:
+            continue
+        pytest.fail(f"{name}: no CompressionError")
     # prefix smaller than the real output
     smaller = encode_varint(len(payload) - 1) + bytes(block[start:])
     with pytest.raises(CompressionError):

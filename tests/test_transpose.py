@@ -80,11 +80,6 @@ def check_file(path, records):
     assert got == records
 
 
-@pytest.fixture(scope="module")
-def rng():
-    return random.Random(20240611)
-
-
 # --------------------------------------------------------------------------
 # Files written by Google's writer, read end to end
 
@@ -93,7 +88,7 @@ def rng():
 OPTION_MATRIX = [("uncompressed", "")] + [
     (comp, bucket)
     for comp in COMPRESSIONS[1:]
-    for bucket in ("", ",transpose_bucket_size:100", ",transpose_bucket_size:1000")
+    for bucket in (",transpose_bucket_size:auto", ",transpose_bucket_size:100", ",transpose_bucket_size:1000")
 ]
 
 
@@ -112,7 +107,8 @@ def test_mixed_records_every_option(tmp_path, compression, group_size, bucket):
     ["protos", "nonproto", "empty", "groups", "long_strings", "wide_message", "deep_nesting", "tiny_values"],
 )
 @pytest.mark.parametrize("compression", ["uncompressed", "zstd:1"])
-def test_record_kinds(tmp_path, rng, kind, compression):
+def test_record_kinds(tmp_path, kind, compression):
+    rng = random.Random(f"{kind}/{compression}")
     records = {
         "protos": lambda: [descriptor_record(rng, i) for i in range(600)],
         "nonproto": lambda: [nonproto_record(rng) for _ in range(300)],
@@ -165,7 +161,8 @@ def tp_varint(v: int) -> bytes:
     return bytes(out)
 
 
-def test_reader_indexing_on_transposed_file(tmp_path, rng):
+def test_reader_indexing_on_transposed_file(tmp_path):
+    rng = random.Random(8)
     records = mixed_records(rng, 700)
     path = tmp_path / "t.array_record"
     google_write(path, records, "group_size:64,transpose:true,zstd:3")
@@ -274,20 +271,36 @@ def test_metadata_chunk(tmp_path):
         decode_records_metadata(b"\x00\x01", 0)
 
 
-def test_metadata_chunk_in_a_riegeli_file(tmp_path):
-    """A file with an 'm' chunk (as array_record writes when metadata is
-    set): built by splicing the chunk into Google's file layout."""
-    from arrayfs.riegeli.chunk import METADATA, decode_chunk, encode_chunk_header, parse_chunk_header
+def test_file_with_a_metadata_chunk(tmp_path):
+    """A file laid out as array_record writes one with metadata: signature,
+    'm' chunk (num_records 0), transposed user chunks, footer, postscript.
+    Both readers read the records; arrayfs reads the metadata."""
+    from _arfile import build_file
 
-    meta = b"\x12\x06my.Rec"
-    path = tmp_path / "m.array_record"
-    google_write(path, [meta], "group_size:1,transpose:true,zstd:3")
-    ((_, d, data),) = transposed_chunks(path)
-    header = parse_chunk_header(encode_chunk_header(data, METADATA, 0, d), offset=64)
-    assert header.chunk_type == METADATA and header.num_records == 0
-    values, offsets = decode_chunk(header, data, offset=64)  # skipped by the reader
-    assert len(offsets) == 1
-    assert decode_records_metadata(data, header.decoded_data_size) == meta
+    from arrayfs.file import ArrayRecordFile
+    from arrayfs.riegeli.chunk import METADATA, TRANSPOSED, encode_chunk_header
+
+    meta = b"\x0a\x04note\x12\x06my.Rec\x28\x07"
+    rng = random.Random(12)
+    records = mixed_records(rng, 7)
+    src = tmp_path / "src.array_record"
+    google_write(src, [meta], "group_size:1,transpose:true,zstd:3")
+    ((_, md, mdata),) = transposed_chunks(src)
+    google_write(src, records, "group_size:3,transpose:true,zstd:3")
+    user = [(encode_chunk_header(data, TRANSPOSED, n, d), data, n, d) for n, d, data in transposed_chunks(src)]
+    chunks = [(encode_chunk_header(mdata, METADATA, 0, md), mdata, 0, md)] + user
+    path = tmp_path / "meta.array_record"
+    options = "group_size:3,transpose:true,zstd:3"
+    offsets = build_file(path, chunks, writer_options=options)["chunk_offsets"]
+    entries = [(o, c[3], c[2]) for o, c in zip(offsets[1:], user)]
+    build_file(path, chunks, writer_options=options, footer_entries=entries)
+    assert google_read_all(path) == records
+    with arrayfs.ArrayRecordReader(str(path)) as r:
+        assert r.read_all() == records
+    with ArrayRecordFile(str(path)) as f:
+        header, data = f.read_metadata_chunk()
+        info = parse_records_metadata(decode_records_metadata(data, header.decoded_data_size))
+    assert (info["file_comment"], info["record_type_name"], info["num_records"]) == ("note", "my.Rec", 7)
 
 
 # --------------------------------------------------------------------------
@@ -408,16 +421,13 @@ def test_submessage_stack(tmp_path):
     path = tmp_path / "s.array_record"
     google_write(path, records, "group_size:1000,transpose:true,uncompressed")
     ((n, d, data),) = transposed_chunks(path)
-    f = split_chunk(data)
-    # Turning every start of submessage into a no-op leaves them open;
-    # turning every end into a no-op underflows the stack.
-    decoders_reject(mutate(data, tags=[0 if t == 2 else t for t in f["tags"]]), n, d)
-    ends = [t for t in f["tags"] if t >= 8 and t & 7 == 6]
-    assert ends
-    g = split_chunk(data)
-    keep = [i for i, t in enumerate(g["tags"]) if not (t >= 8 and t & 7 == 6)]
-    decoders_reject(mutate(data, tags=[0 if (t >= 8 and t & 7 == 6) else t for t in f["tags"]]), n, d)
-    del keep
+    tags = split_chunk(data)["tags"]
+    is_end = [t >= 8 and t & 7 == 6 for t in tags]
+    assert any(is_end) and 2 in tags
+    # Every start of a submessage made a no-op: records start with
+    # submessages open. Every end made a no-op: starts without an end.
+    decoders_reject(mutate(data, tags=[0 if t == 2 else t for t in tags]), n, d, match="open")
+    decoders_reject(mutate(data, tags=[0 if e else t for t, e in zip(tags, is_end)]), n, d, match="without an end")
 
 
 # --------------------------------------------------------------------------

@@ -10,14 +10,21 @@ needs no reader pool, and the options only tune the wheel's C++ buffers.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import typing
-from typing import Protocol, Sequence, SupportsIndex, TypeVar
+from typing import Protocol, Sequence, SupportsIndex, TypeVar, Union
 
 from .. import dataset as _dataset
 from ..options import parse_reader_options
 
-__all__ = ["ArrayRecordDataSource", "RandomAccessDataSource", "FileInstruction"]
+__all__ = [
+    "ArrayRecordDataSource",
+    "RandomAccessDataSource",
+    "FileInstruction",
+    "PathLikeOrFileInstruction",
+    "ArrayRecordDataSourcePaths",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +48,10 @@ class FileInstruction(Protocol):
     skip: int
     take: int
     examples_in_shard: int
+
+
+PathLikeOrFileInstruction = Union[str, os.PathLike, FileInstruction]
+ArrayRecordDataSourcePaths = Union[PathLikeOrFileInstruction, Sequence[PathLikeOrFileInstruction]]
 
 
 class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
@@ -68,3 +79,11 @@ class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
         if reader_options:
             parse_reader_options(",".join(f"{k}:{v}" for k, v in reader_options.items()))
         super().__init__(paths)
+
+    def __exit__(self, *exc):
+        # The wheel's source closes its readers on exit and opens them again
+        # on the next read; code relies on that, so release the mappings but
+        # keep the source usable (each shard reopens on its next read).
+        for shard in self._snap.shards:
+            shard.close()
+        self._cache.clear()

@@ -508,7 +508,7 @@ def unmount(mountpoint, *, lazy: bool = False, timeout: float = 10.0) -> None:
         lines = [ln for ln in (p.stderr or p.stdout).splitlines() if ln.strip()]
         err = lines[-1].strip() if lines else f"{os.path.basename(cmd[0])} exited with {p.returncode}"
     else:
-        busy = " (files are open in it: close them, or unmount lazily)" if "busy" in err.lower() else ""
+        busy = f" (files are open in it: close them, or: arrayfs unmount -z {mp})" if "busy" in err.lower() else ""
         raise MountError(f"could not unmount {mp}: {err}{busy}")
     deadline = time.monotonic() + timeout
     while is_mounted(mp) is not None:

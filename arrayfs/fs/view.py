@@ -51,8 +51,6 @@ import threading
 import time
 from typing import Iterator, NamedTuple
 
-import numpy as np
-
 from ..dataset import ArrayRecordDataSource
 from ..errors import ArrayRecordError
 from .source import PinnedSource, ShardKey
@@ -388,7 +386,9 @@ class ViewSnapshot:
             fixed += [(name, Node(SHARD_DIR, k)) for k, name in enumerate(self.shard_names)]
         for j in range(pos, len(fixed)):
             name, n = fixed[j]
-            a = self.attr(n)
+            # The summary's size means reading every shard's footer: only
+            # when the listing carries sizes.
+            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, SUMMARY_INO, 1, 0, self.mtime_ns)
             yield DirBatch([name], a, (a.ino,), None if not sizes else (a.size,), j + 1)
         if kind == SHARDS:
             return
@@ -434,9 +434,10 @@ class ViewSnapshot:
 
     # -- contents ------------------------------------------------------------------
 
-    def read(self, node: Node) -> bytes:
+    def read(self, node: Node, expected: int | None = None) -> bytes:
         """Whole contents of file ``node`` (a record, decoded once, or the
-        summary). Raises ``IsADirectoryError`` for a directory,
+        summary). ``expected``: the record's size if the caller has it
+        already (bytes). Raises ``IsADirectoryError`` for a directory,
         :class:`ArrayRecordError` for a corrupt record or one whose decoded
         size differs from the size its footer gave (never short data)."""
         if node.kind == SUMMARY:
@@ -444,7 +445,8 @@ class ViewSnapshot:
         if node.kind != RECORD:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         data = self.source.read(node.index)
-        expected = self.source.record_size(node.shard, node.local)
+        if expected is None:
+            expected = self.source.record_size(node.shard, node.local)
         if len(data) != expected:
             _, offset = self.source.locate_chunk(node.shard, node.local)
             raise ArrayRecordError(

@@ -3,21 +3,14 @@
 A decoder is chosen by :func:`get_decoder` from the ``decode`` setting of
 :class:`~arrayfs.nnx.config.ArrayRecordSourceConfig`:
 
-==============  ==============================================================
-``None``        ``{"data": np.frombuffer(record, np.uint8)}``: shape
-                ``(len(record),)``, dtype ``uint8``, read-only view of the
-                record's bytes (no copy).
-``"msgpack"``   a msgpack map. Values become arrays with ``np.asarray``,
-                except ``bytes`` (``uint8`` arrays) and maps in the
-                msgpack-numpy layout ``{"nd": True, "type": dtype.str,
-                "shape": [...], "data": raw bytes}`` (the exact array), which
-                :func:`encode_msgpack` writes.
-``"json"``      a JSON object (UTF-8); values through ``np.asarray``.
-``"npy"``       one ``.npy`` file -> ``{"data": array}``.
-``"npz"``       one ``.npz`` file -> one entry per member array.
-callable        ``fn(record: bytes) -> Mapping[str, array-like]``; values
-                go through ``np.asarray``.
-==============  ==============================================================
+| ``decode`` | record is decoded as |
+| --- | --- |
+| ``None`` | ``{"data": np.frombuffer(record, np.uint8)}``: shape ``(len(record),)``, dtype ``uint8``, a read-only view of the record's bytes (no copy) |
+| ``"msgpack"`` | a msgpack map; values become arrays with ``np.asarray``, except ``bytes`` (``uint8`` arrays) and maps in the msgpack-numpy layout ``{"nd": True, "type": dtype.str, "shape": [...], "data": raw bytes}`` (the exact array), which :func:`encode_msgpack` writes |
+| ``"json"`` | a JSON object (UTF-8); values through ``np.asarray`` |
+| ``"npy"`` | one ``.npy`` file -> ``{"data": array}`` |
+| ``"npz"`` | one ``.npz`` file -> one entry per member array |
+| callable | ``fn(record: bytes) -> Mapping[str, array-like]``; values go through ``np.asarray`` |
 
 A top-level msgpack/JSON value that is not a map is returned as
 ``{"data": np.asarray(value)}``. ``.npy``/``.npz`` are read with

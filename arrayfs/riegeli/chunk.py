@@ -51,6 +51,8 @@ __all__ = [
     "decode_chunk",
     "read_single_record",
     "read_single_records_zstd",
+    "single_record_zstd_frames",
+    "decompress_zstd_frames",
 ]
 
 SIGNATURE = ord("s")
@@ -299,21 +301,22 @@ _HEADER_DTYPE = np.dtype(
 )
 
 
-def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool, threads: int = 0):
-    """Batched :func:`read_single_record` for zstd chunks of one record.
+def single_record_zstd_frames(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool):
+    """Locate and check the values frames of zstd chunks of one record.
 
-    ``offsets`` (``int64``, shape ``(n,)``) are chunk offsets in ``buf``.
-    Headers are gathered and checked with numpy, hashes are one C call per
-    header and per data block, and every values frame is decompressed in
-    one call to zstandard's ``multi_decompress_to_buffer`` on ``threads``
-    threads outside the GIL. Returns a list of ``n`` items: the record's
-    ``bytes``, or ``None`` where the chunk is not this case (the caller reads
-    those one by one on the general path, which raises the precise error).
+    ``offsets`` (``int64``, shape ``(n,)``) are chunk offsets in ``buf``
+    (an mmap; ``ptr`` from :func:`arrayfs.riegeli.hashing.buffer_pointer`).
+    Headers are gathered and checked with numpy; hashes are one C call per
+    header and per data block. Returns ``(sel, segments, sizes)``: the
+    positions in ``offsets`` that are this simple case with good hashes
+    (``int64``), their frames as ``uint64`` ``(offset, length)`` pairs of
+    shape ``(len(sel), 2)``, and their decoded sizes (``uint64``). Chunks
+    left out (other codecs, chunks crossing a block header, bad hashes)
+    are for the caller's general path, which raises the precise error.
     """
-    n = len(offsets)
-    out: list = [None] * n
-    if size < _WINDOW:
-        return out
+    empty = np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.uint64)
+    if size < _WINDOW or len(offsets) == 0:
+        return empty
     # Row gathers from a strided view of the file: one index per chunk.
     windows = np.lib.stride_tricks.as_strided(
         np.frombuffer(buf, dtype=np.uint8), shape=(size - _WINDOW + 1, _WINDOW), strides=(1, 1), writeable=False
@@ -337,7 +340,7 @@ def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify
     ok &= (one | (pre[:, 1] < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
     good = np.flatnonzero(ok)
     if good.size == 0:
-        return out
+        return empty
     # Hashes: one C call each, called directly (this loop is the hot path).
     hh = h["header_hash"][good].tolist()
     offs = offsets[good].tolist()
@@ -352,20 +355,60 @@ def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify
         ]
     else:
         keep = [j for j, off, h1 in zip(range(good.size), offs, hh) if hash64(ptr + (off + 8), 32, key) == h1]
-    if not keep:
-        return out
     sel = good[keep] if len(keep) < good.size else good
     frame_start = vstart[sel] + np.where(one[sel], 1, 2)
     segs = np.empty((sel.size, 2), dtype=np.uint64)
     segs[:, 0] = frame_start
     segs[:, 1] = end[sel] - frame_start
+    return sel, segs, decoded[sel].astype(np.uint64)
+
+
+def decompress_zstd_frames(groups, *, threads: int = 0) -> list:
+    """Decompress many zstd frames in one call outside the GIL.
+
+    ``groups`` is a list of ``(buf, segments, sizes)`` as returned (with
+    their buffer) by :func:`single_record_zstd_frames`; frames of several
+    files go through one ``multi_decompress_to_buffer`` call on ``threads``
+    threads. Returns the decoded frames as ``bytes``, group after group, or
+    ``None`` if any frame is corrupt (the caller then takes the general
+    path, frame by frame, to name the bad one).
+    """
+    groups = [g for g in groups if len(g[2])]
+    if not groups:
+        return []
+    if len(groups) == 1:
+        buf, segs, sizes = groups[0]
+        frames = BufferWithSegments(buf, segs.tobytes())
+    else:
+        # zstandard 0.25 rejects decompressed_sizes for a
+        # BufferWithSegmentsCollection, so the frames of several files are
+        # copied into one buffer (they are small: compressed records).
+        pieces = []
+        for buf, segs, _ in groups:
+            mv = memoryview(buf)
+            pieces.extend(mv[a : a + n] for a, n in segs.tolist())
+        lengths = np.concatenate([g[1][:, 1] for g in groups])
+        joined = np.empty((lengths.size, 2), dtype=np.uint64)
+        joined[:, 1] = lengths
+        joined[:, 0] = np.cumsum(lengths) - lengths
+        frames = BufferWithSegments(b"".join(pieces), joined.tobytes())
+        sizes = np.concatenate([g[2] for g in groups])
+    sizes = sizes.tobytes()
     try:
-        result = zstd_decompressor().multi_decompress_to_buffer(
-            BufferWithSegments(buf, segs.tobytes()), decompressed_sizes=decoded[sel].astype(np.uint64).tobytes(),
-            threads=threads,
-        )
+        result = zstd_decompressor().multi_decompress_to_buffer(frames, decompressed_sizes=sizes, threads=threads)
     except ZstdError:
-        return out
-    for slot, i in zip(sel.tolist(), range(len(result))):
-        out[slot] = result[i].tobytes()
+        return None
+    return [result[i].tobytes() for i in range(len(result))]
+
+
+def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool, threads: int = 0):
+    """Records of the zstd one-record chunks at ``offsets`` (see
+    :func:`single_record_zstd_frames`): a list of ``len(offsets)`` items,
+    ``bytes`` or ``None`` where the caller must take the general path."""
+    out: list = [None] * len(offsets)
+    sel, segs, sizes = single_record_zstd_frames(buf, ptr, offsets, size, verify=verify)
+    recs = decompress_zstd_frames([(buf, segs, sizes)], threads=threads)
+    if recs:
+        for slot, rec in zip(sel.tolist(), recs):
+            out[slot] = rec
     return out

@@ -226,33 +226,6 @@ def _encode_varints32(v: np.ndarray) -> np.ndarray:
 # Parsing
 
 
-class _Chunk:
-    """A parsed transposed chunk: state machine, buffers, transitions."""
-
-    __slots__ = (
-        "S",
-        "kind",
-        "nxt",
-        "implicit",
-        "width",
-        "bufidx",
-        "head_len",
-        "tag_len",
-        "tagb",
-        "tagr",
-        "first",
-        "chain_end",
-        "chain_len",
-        "src",
-        "buf_start",
-        "buf_len",
-        "buf_class",
-        "lengths_buffer",
-        "trans",
-        "trans_where",
-    )
-
-
 def _decompress(ctype: int, block, max_size: int, what: str, where: str):
     try:
         return decompress_block(ctype, block, max_size=max_size)
@@ -329,70 +302,6 @@ def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.nda
     return got
 
 
-def _to_arrays(p: "_Small") -> _Chunk:
-    """The parsed chunk as numpy arrays, for the vectorised decoder.
-
-    Arrays cover the S states, ``_PAD`` failure states that a transition
-    byte may reach past the last one, and a sink (index ``S + _PAD``) that
-    failure states lead to.
-    """
-    S = p.S
-    M = S + _PAD + 1
-    sink = S + _PAD
-    c = _Chunk()
-    c.S = S
-    c.first = p.first
-    c.kind = np.array(p.kind + [K_FAIL], dtype=np.int8)
-    c.nxt = np.array(p.nxt + [sink], dtype=np.int64)
-    c.nxt[S:] = sink
-    c.implicit = np.array(p.implicit + [False], dtype=bool)
-    c.width = np.array(p.width + [0], dtype=np.int64)
-    c.bufidx = np.array(p.bufidx + [-1], dtype=np.int64)
-    c.head_len = np.array([len(h) for h in p.heads] + [0], dtype=np.int64)
-    c.tag_len = np.zeros(M, dtype=np.int64)
-    c.tag_len[:S] = [len(t) for t in p.tags]
-    # Heads (tag, and the value of an inline varint) in 6-byte slots, and
-    # tags right-aligned in 5 bytes (heads of submessages end with them).
-    c.tagb = np.zeros((M, 6), dtype=np.uint8)
-    c.tagb[:S] = np.frombuffer(b"".join(h.ljust(6, b"\0") for h in p.heads[:S]), dtype=np.uint8).reshape(S, 6)
-    c.tagr = np.zeros((M, 5), dtype=np.uint8)
-    c.tagr[:S] = np.frombuffer(b"".join(t.rjust(5, b"\0") for t in p.tags), dtype=np.uint8).reshape(S, 5)
-    c.buf_start = np.array(p.bstart, dtype=np.int64)
-    c.buf_len = np.array(p.bend, dtype=np.int64) - c.buf_start
-    c.buf_class = np.zeros(c.buf_start.size, dtype=np.int8)
-    c.buf_class[c.bufidx[c.kind == K_VARINT]] = _C_VARINT
-    c.lengths_buffer = p.lengths_buffer
-    c.src = p.src
-    c.trans = p.trans
-    c.trans_where = p.trans_where
-    _close_implicit_chains(c, "header")
-    return c
-
-
-def _close_implicit_chains(c: _Chunk, hwhere: str) -> None:
-    """For every state: the explicit state that ends its chain of implicit
-    moves (``chain_end``) and how many states the chain visits
-    (``chain_len``). Raises on a cycle of implicit moves, as upstream's
-    ``ContainsImplicitLoop``."""
-    M = c.kind.size
-    ident = np.arange(M, dtype=np.int64)
-    succ = np.where(c.implicit, c.nxt, ident)
-    steps = c.implicit.astype(np.int64)
-    if c.implicit.any():
-        for _ in range(max(1, (c.S + 1).bit_length() + 1)):
-            steps = steps + steps[succ]
-            succ = succ[succ]
-        if c.implicit[succ].any():
-            i = int(np.argmax(c.implicit[succ]))
-            _fail(f"states contain a loop of implicit transitions through state {i} ({hwhere})")
-    c.chain_end = succ
-    c.chain_len = steps + 1
-
-
-# --------------------------------------------------------------------------
-# Interpreter
-
-
 class _Small:
     """A parsed chunk as Python lists (the interpreter's form; the
     vectorised decoder converts it with :func:`_to_arrays`).
@@ -444,6 +353,7 @@ def _parse(data, num_records: int, decoded_data_size: int) -> _Small:
     hwhere = f"header (chunk byte {pos})"
     header_max = 4096 + 32 * (decoded_data_size + num_records + n)
     h = bytes(_decompress(ctype, memoryview(data)[pos : pos + header_size], header_max, "header", f"chunk byte {pos}"))
+    hnp = np.frombuffer(h, dtype=np.uint8)
     pos += header_size
     hn = len(h)
 
@@ -453,6 +363,9 @@ def _parse(data, num_records: int, decoded_data_size: int) -> _Small:
         span = h[hp : hp + count]
         if not span or max(span) < 0x80:  # all one-byte varints
             return list(span), hp + count
+        if count > 16:
+            values, hp = _varint_array(hnp, hp, count, 5 if read is _read_varint32 else 10, what, hwhere)
+            return values.tolist(), hp
         out = []
         for _ in range(count):
             v, hp = read(h, hp, what, hwhere)
@@ -483,9 +396,10 @@ def _parse(data, num_records: int, decoded_data_size: int) -> _Small:
     machine = _MACHINES.get(key)
     if machine is None:
         machine = _parse_machine(h, hp, hwhere, num_buffers, varints)
-        if len(_MACHINES) >= _MAX_MACHINES:
-            _MACHINES.clear()
-        _MACHINES[key] = machine
+        if hn - hp <= _MAX_MACHINE_BYTES:
+            if len(_MACHINES) >= _MAX_MACHINES:
+                _MACHINES.clear()
+            _MACHINES[key] = machine
     p = _Small()
     (p.S, p.kind, p.nxt, p.implicit, p.width, p.bufidx, p.heads, p.tags, p.first, p.lengths_buffer) = machine
     if num_buckets:
@@ -560,6 +474,7 @@ def _state_info(key: int, i: int, hwhere: str):
 # against): consecutive chunks of one record type often share them.
 _MACHINES: dict = {}
 _MAX_MACHINES = 256
+_MAX_MACHINE_BYTES = 4096
 
 
 def _parse_machine(h: bytes, hp: int, hwhere: str, num_buffers: int, varints):
@@ -600,7 +515,9 @@ def _parse_machine(h: bytes, hp: int, hwhere: str, num_buffers: int, varints):
         if x >= S:
             _fail(f"state {i}: next state {x} out of range: {S} states ({hwhere})")
 
-    # Buffer classes, as in _parse.
+    # In what the encoder writes, every buffer belongs to one field, so all
+    # states reading it read it the same way; the non-proto lengths buffer
+    # (the last one) is read by no state. Other data is refused.
     lengths_buffer = -1
     cls = [_C_NONE] * num_buffers
     if K_NONPROTO in kind:
@@ -642,6 +559,10 @@ def _parse_machine(h: bytes, hp: int, hwhere: str, num_buffers: int, varints):
         first,
         lengths_buffer,
     )
+
+
+# --------------------------------------------------------------------------
+# Interpreter
 
 
 def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
@@ -777,14 +698,103 @@ def _decode_scalar(p: _Small, num_records: int, decoded_data_size: int):
     return b"".join(pieces), offsets
 
 
+# Varint bytes in buffers have bit 7 cleared; all but a value's last get it back.
 _SET_BIT7 = bytes(b | 0x80 for b in range(256))
-# Transition from a string entry's length byte to the next entry: v < 128 is
-# a one-byte length (advance 1 + v); anything else stops the chain (0).
-_STEP = bytes(range(1, 129)) + bytes(128)
 
 
 # --------------------------------------------------------------------------
 # Vectorised decoder
+
+
+class _Chunk:
+    """A parsed transposed chunk: state machine, buffers, transitions."""
+
+    __slots__ = (
+        "S",
+        "kind",
+        "nxt",
+        "implicit",
+        "width",
+        "bufidx",
+        "head_len",
+        "tag_len",
+        "tagb",
+        "tagr",
+        "first",
+        "chain_end",
+        "chain_len",
+        "src",
+        "buf_start",
+        "buf_len",
+        "varint_buffers",
+        "lengths_buffer",
+        "trans",
+        "trans_where",
+    )
+
+
+def _to_arrays(p: "_Small") -> _Chunk:
+    """The parsed chunk as numpy arrays, for the vectorised decoder.
+
+    Arrays cover the S states, ``_PAD`` failure states that a transition
+    byte may reach past the last one, and a sink (index ``S + _PAD``) that
+    failure states lead to.
+    """
+    S = p.S
+    M = S + _PAD + 1
+    sink = S + _PAD
+    c = _Chunk()
+    c.S = S
+    c.first = p.first
+    c.kind = np.array(p.kind + [K_FAIL], dtype=np.int8)
+    c.nxt = np.array(p.nxt + [sink], dtype=np.int64)
+    c.nxt[S:] = sink
+    c.implicit = np.array(p.implicit + [False], dtype=bool)
+    c.width = np.array(p.width + [0], dtype=np.int64)
+    c.bufidx = np.array(p.bufidx + [-1], dtype=np.int64)
+    c.head_len = np.array([len(h) for h in p.heads] + [0], dtype=np.int64)
+    c.tag_len = np.zeros(M, dtype=np.int64)
+    c.tag_len[:S] = [len(t) for t in p.tags]
+    # Heads (tag, and the value of an inline varint) in 6-byte slots, and
+    # tags right-aligned in 5 bytes (heads of submessages end with them).
+    c.tagb = np.zeros((M, 6), dtype=np.uint8)
+    c.tagb[:S] = np.frombuffer(b"".join(h.ljust(6, b"\0") for h in p.heads[:S]), dtype=np.uint8).reshape(S, 6)
+    c.tagr = np.zeros((M, 5), dtype=np.uint8)
+    c.tagr[:S] = np.frombuffer(b"".join(t.rjust(5, b"\0") for t in p.tags), dtype=np.uint8).reshape(S, 5)
+    c.buf_start = np.array(p.bstart, dtype=np.int64)
+    c.buf_len = np.array(p.bend, dtype=np.int64) - c.buf_start
+    c.varint_buffers = np.unique(c.bufidx[c.kind == K_VARINT])
+    c.lengths_buffer = p.lengths_buffer
+    c.src = p.src
+    c.trans = p.trans
+    c.trans_where = p.trans_where
+    _close_implicit_chains(c)
+    return c
+
+
+def _close_implicit_chains(c: _Chunk) -> None:
+    """For every state: the explicit state that ends its chain of implicit
+    moves (``chain_end``) and how many states the chain visits
+    (``chain_len``), by pointer doubling. (:func:`_parse` has already
+    refused cycles of implicit moves; the check here only backs it up.)"""
+    M = c.kind.size
+    ident = np.arange(M, dtype=np.int64)
+    succ = np.where(c.implicit, c.nxt, ident)
+    steps = c.implicit.astype(np.int64)
+    if c.implicit.any():
+        for _ in range(max(1, (c.S + 1).bit_length() + 1)):
+            steps = steps + steps[succ]
+            succ = succ[succ]
+        if c.implicit[succ].any():
+            i = int(np.argmax(c.implicit[succ]))
+            _fail(f"states contain a loop of implicit transitions through state {i}")
+    c.chain_end = succ
+    c.chain_len = steps + 1
+
+
+# Transition from a string entry's length byte to the next entry: v < 128 is
+# a one-byte length (advance 1 + v); anything else stops the chain (0).
+_STEP = bytes(range(1, 129)) + bytes(128)
 
 
 def _run_automaton(c: _Chunk, tb: bytes, beta0: int):
@@ -1178,7 +1188,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
     if varint_final is not None:
         # Varint bytes get bit 7 back, except each value's last byte.
         keep = src.take(varint_final)
-        for b in np.flatnonzero(c.buf_class == _C_VARINT).tolist():
+        for b in c.varint_buffers.tolist():
             src[int(buf_start[b]) : int(buf_start[b] + buf_len[b])] |= 0x80
         src[varint_final] = keep
 

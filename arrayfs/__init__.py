@@ -4,6 +4,7 @@
 Flax NNX source load their dependencies when first used.
 """
 
+from .dataset import ArrayRecordDataSource, RefreshResult, ShardInfo
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
@@ -11,7 +12,6 @@ from .errors import (
     TruncatedFileError,
     UnsupportedChunkError,
 )
-from .dataset import ArrayRecordDataSource, RefreshResult, ShardInfo
 from .reader import ArrayRecordReader, RecordIndexError
 from .writer import ArrayRecordWriter
 

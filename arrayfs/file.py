@@ -170,9 +170,8 @@ class ArrayRecordFile:
                 "not an ArrayRecord postscript",
                 offset=ps_offset,
             )
-        values, offsets = self._decode(header, data, ps_offset)
         try:
-            footer_offset, magic = decode_postscript(values[offsets[0] : offsets[1]])
+            footer_offset, magic = decode_postscript(self._first_record(header, data, ps_offset))
         except LayoutError as e:
             raise self._error(NotArrayRecordError, f"bad postscript: {e}", offset=ps_offset) from None
         if magic != POSTSCRIPT_MAGIC:
@@ -223,6 +222,21 @@ class ArrayRecordFile:
         self.num_records = int(meta.num_records)
         self.num_chunks = int(meta.num_chunks)
         self.writer_options = meta.writer_options or ""
+
+    def _first_record(self, header, data, offset):
+        """Record 0 of a small simple chunk; the postscript is uncompressed,
+        so this is two varints and a slice (no general decode at open)."""
+        if data and data[0] == 0:
+            try:
+                sizes_len, pos = read_varint(data, 1)
+                size0, _ = read_varint(data, pos)
+                start = pos + sizes_len
+                if sizes_len <= len(data) - pos and start + size0 <= len(data):
+                    return data[start : start + size0]
+            except VarintError:
+                pass
+        values, offsets = self._decode(header, data, offset)
+        return values[offsets[0] : offsets[1]]
 
     def _footer_metadata(self, header, data) -> FooterMetadata | None:
         """Record 0 of the footer, decoding as little of the chunk as the codec allows."""

@@ -49,7 +49,17 @@ Two decoders share the parsed chunk: a direct interpreter of the state
 machine (small chunks, where numpy's per-call cost would dominate) and a
 vectorised one (large chunks): the transition bytes run through a table
 automaton inside ``itertools.accumulate``, the visited states are expanded
-with numpy, and the output is gathered in one pass.
+with numpy, and the output is gathered in one pass. Both accept exactly
+what upstream's decoder accepts, except data no encoder writes where one
+buffer is read by states of different kinds (refused). Field projection
+(decoding some fields only) is not implemented: records are decoded whole.
+
+Memory: the vectorised decoder holds about 120 bytes per visited state at
+its peak (about 35x the decoded size for typical protos); every size
+declared in the chunk is checked against ``decoded_data_size``,
+``num_records`` and ``len(data)`` before anything of that size exists.
+Functions here keep no state between calls but two bounded caches, safe to
+share between threads.
 """
 
 from __future__ import annotations
@@ -116,8 +126,10 @@ _PAD = 64
 _SCALAR_MAX_WORK = 24576
 # Python-list automaton tables are built for at most this many bases.
 _MAX_TABLE_STATES = 1 << 13
-# Output is gathered in slices of about this many bytes (bounds the index array).
-_GATHER_SLICE = 1 << 23
+# Output is gathered in slices of about this many bytes, a block of this
+# many visits at a time (bounding the index arrays' memory).
+_GATHER_SLICE = 1 << 22
+_VISIT_BLOCK = 1 << 19
 
 
 def _fail(msg: str):
@@ -1119,6 +1131,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
         off -= w
         data_src[fw] = off
         data_len[fw] = w
+        del fw, w, vn, bi, off, over
 
     if count[K_STRING]:
         si = np.flatnonzero(kv == K_STRING)
@@ -1136,6 +1149,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
         si = si.take(order)
         data_src[si] = got[0]
         data_len[si] = got[1]
+        del si, bi, order, got
 
     if count[K_NONPROTO]:
         ni = np.flatnonzero(kv == K_NONPROTO)
@@ -1150,6 +1164,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
         data_src[ni] = buf_start.take(bi) + off
         data_len[ni] = lengths
 
+    del kv
     size += data_len
     # Bytes written up to each visit, heads of submessages aside (added
     # below from their own running sum).
@@ -1164,6 +1179,7 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
         np.cumsum(head, out=hx[1:])
         written += hx.take(np.searchsorted(starts, rs))
         total += int(hx[-1])
+    del cum, depth, delta
     if total != (int(written[-1]) if rs.size else 0):
         _fail(f"{total - (int(written[-1]) if rs.size else 0)} bytes belong to no record")
     if total != decoded_data_size:
@@ -1192,21 +1208,34 @@ def _decode_vector(c: _Chunk, num_records: int, decoded_data_size: int):
             src[int(buf_start[b]) : int(buf_start[b] + buf_len[b])] |= 0x80
         src[varint_final] = keep
 
-    # Output order is the reverse of visiting order; head before data.
-    seg_src = np.empty((nv, 2), dtype=np.int64)
-    seg_len = np.empty((nv, 2), dtype=np.int64)
-    hs = seg_src[:, 0]
-    np.multiply(V[::-1], 6, out=hs)
-    hs += tag_base
+    # Visit i's head comes from the state's 6-byte slot or its submessage
+    # head (V is not needed any more: reuse it), its data from its buffer.
+    head_src = V
+    np.multiply(head_src, 6, out=head_src)
+    head_src += tag_base
     if sub_heads is not None:
-        hs[nv - 1 - starts] = sub_base + 10 * np.arange(starts.size) + first_col
-    seg_src[:, 1] = data_src[::-1]
-    seg_len[:, 1] = data_len[::-1]
-    np.subtract(size[::-1], seg_len[:, 1], out=seg_len[:, 0])
-    seg_src = seg_src.reshape(-1)
-    seg_len = seg_len.reshape(-1)
-    nz = np.flatnonzero(seg_len)
-    out = _gather(src, seg_src.take(nz), seg_len.take(nz), total)
+        head_src[starts] = sub_base + 10 * np.arange(starts.size) + first_col
+    head_len = size
+    head_len -= data_len
+    out = np.empty(total, dtype=np.uint8)
+    # Output order is the reverse of visiting order, head before data; built
+    # a block of visits at a time to bound the segment arrays' memory.
+    written = 0
+    for lo in range(0, nv, _VISIT_BLOCK):
+        hi = min(nv, lo + _VISIT_BLOCK)
+        seg_src = np.empty((hi - lo, 2), dtype=np.int64)
+        seg_len = np.empty((hi - lo, 2), dtype=np.int64)
+        seg_src[:, 0] = head_src[lo:hi][::-1]
+        seg_src[:, 1] = data_src[lo:hi][::-1]
+        seg_len[:, 0] = head_len[lo:hi][::-1]
+        seg_len[:, 1] = data_len[lo:hi][::-1]
+        seg_src = seg_src.reshape(-1)
+        seg_len = seg_len.reshape(-1)
+        nz = np.flatnonzero(seg_len)
+        seg_len = seg_len.take(nz)
+        n = int(seg_len.sum())
+        _gather(src, seg_src.take(nz), seg_len, n, out=out[total - written - n : total - written])
+        written += n
     return memoryview(out), offsets
 
 

@@ -361,7 +361,7 @@ def test_read_logical_skips_block_headers():
     for i in range(len(buf)):
         buf[i] = i % 251
     for k in range(3):
-        buf[k * BLOCK_SIZE : k * BLOCK_SIZE + BLOCK_HEADER_SIZE] = b"\xee" * BLOCK_HEADER_SIZE
+        buf[k * BLOCK_SIZE : k * BLOCK_SIZE + BLOCK_HEADER_SIZE] = block_header_bytes(1000 + k, 2000 + k)
     expected_positions = [p for p in range(BLOCK_SIZE - 100, 2 * BLOCK_SIZE + 500) if p % BLOCK_SIZE >= BLOCK_HEADER_SIZE]
     n = len(expected_positions)
     data, end = read_logical(buf, BLOCK_SIZE - 100, n)
@@ -376,6 +376,19 @@ def test_read_logical_skips_block_headers():
     # past the end of the buffer
     assert read_logical(buf, 3 * BLOCK_SIZE - 10, 100)[0] is None
     assert read_logical(buf, 2 * BLOCK_SIZE - 10, 2 * BLOCK_SIZE)[0] is None
+
+
+def test_read_logical_checks_skipped_block_headers():
+    """A block header a read steps over is hash-checked (as Google's reader
+    does); a damaged one is an error, never silently skipped."""
+    buf = bytearray(2 * BLOCK_SIZE)
+    buf[BLOCK_SIZE : BLOCK_SIZE + BLOCK_HEADER_SIZE] = block_header_bytes(100, 200)
+    assert len(read_logical(buf, BLOCK_SIZE - 50, 100)[0]) == 100
+    buf[BLOCK_SIZE + 9] ^= 0x40
+    with pytest.raises(CorruptChunkError):
+        read_logical(buf, BLOCK_SIZE - 50, 100)
+    with pytest.raises(CorruptChunkError):
+        read_logical(buf, BLOCK_SIZE, 10)
 
 
 # -- chunks across block boundaries ---------------------------------------------

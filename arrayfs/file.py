@@ -368,13 +368,15 @@ class ArrayRecordFile:
         sel, segs, sizes = single_record_zstd_frames(mm, self._ptr, self._index[0][indices], self.size, verify=self.verify)
         return sel, (mm, segs, sizes)
 
-    def read_records(self, indices, *, decode=None) -> list[bytes]:
+    def read_records(self, indices, *, decode=None, threads: int = 0) -> list[bytes]:
         """Records at ``indices`` (``int64`` array of valid local indices), in
         that order, as ``list[bytes]``; each chunk involved is decoded once.
 
         ``decode(k)`` replaces :meth:`decode_chunk` for multi-record chunks
-        (the dataset passes its cached one). Runs on the calling thread;
-        callers split large batches across threads.
+        (the dataset passes its cached one). One-record zstd chunks are
+        decompressed together on ``threads`` threads outside the GIL (0: the
+        calling thread); other chunks are decoded on the calling thread and
+        callers split large batches of them across threads.
         """
         if self._index is None:
             self.index()
@@ -383,7 +385,7 @@ class ArrayRecordFile:
             if len(indices) < 16 or self._mm is None:
                 return [read(i) for i in indices.tolist()]
             out = read_single_records_zstd(
-                self._mm, self._ptr, self._index[0][indices], self.size, verify=self.verify
+                self._mm, self._ptr, self._index[0][indices], self.size, verify=self.verify, threads=threads
             )
             for j in [j for j, rec in enumerate(out) if rec is None]:
                 out[j] = read(int(indices[j]))  # other codecs, or the precise error

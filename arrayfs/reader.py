@@ -58,6 +58,8 @@ class ArrayRecordReader:
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self._options = parse_reader_options(options)
+        mp = self._options.max_parallelism
+        self._workers = min(4, os.cpu_count() or 1) if mp is None else mp
         self._file = ArrayRecordFile(path, verify=verify)
         self._pos = 0
         self._cached = (-1, None, None)  # (chunk, values, offsets) for read()
@@ -137,7 +139,12 @@ class ArrayRecordReader:
         ``reader[a:b:c]`` → ``list[bytes]``."""
         if isinstance(index, slice):
             return self.read_records(range(*index.indices(self.num_records())))
-        return self.read_records([index])[0]
+        self._check_open()
+        i = operator.index(index)
+        n = self._file.num_records
+        if not -n <= i < n:
+            raise RecordIndexError(f"{self._file.path}: index {i} out of bound {n}")
+        return self._file.read_record(i + n if i < 0 else i)
 
     def __iter__(self):
         """Iterate over all records from the first, a chunk at a time."""
@@ -185,9 +192,10 @@ class ArrayRecordReader:
         """Records at ``idx``, split into contiguous parts on the thread pool
         when allowed (``max_parallelism``) and the batch is large enough."""
         f = self._file
-        workers = self._options.max_parallelism
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1)
+        workers = self._workers
+        if f.group_size == 1:
+            # Decompression of the whole batch runs in zstd's own threads.
+            return f.read_records(idx, threads=workers if workers > 1 and idx.size >= 256 else 0)
         if workers <= 1 or idx.size < 256:
             return f.read_records(idx)
         if self._pool is None:

@@ -28,6 +28,8 @@ Usage::
 
     python benchmarks/bench_mount.py            # full run (several minutes)
     python benchmarks/bench_mount.py --quick    # 10,000 records, 50 MiB
+    python benchmarks/bench_mount.py --arrayfs-options nothreads
+    python benchmarks/bench_mount.py --json bench-out/mount.json
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 from arrayfs import ArrayRecordWriter  # noqa: E402
 from arrayfs.fs import is_mounted, mount, unmount  # noqa: E402
@@ -175,15 +178,16 @@ class Plain(System):
 
 
 class ArrayFs(System):
-    def __init__(self, work, paths):
+    def __init__(self, work, paths, options=None):
         super().__init__("arrayfs", work)
         self.paths = paths
+        self.options = options
 
     def fresh(self, big=False):
         _umount(self.mnt)
         src = os.path.dirname(self.paths["big_shard"]) if big else self.paths["shards"]
         _drop(src)
-        mount(src, self.mnt, watch=False)
+        mount(src, self.mnt, watch=False, fuse_options=self.options)
         return self.mnt
 
 
@@ -260,8 +264,10 @@ def run(args):
     work = os.path.abspath(args.workdir)
     n = args.records
     paths = build(work, n, args.size, args.big_mib)
-    print(f"load average at start: {os.getloadavg()}", flush=True)
-    systems = [Plain(work, paths), ArrayFs(work, paths)]
+    load_start = os.getloadavg()
+    print(f"load average at start: {load_start}", flush=True)
+    print(f"arrayfs mount options: {args.arrayfs_options or '(defaults)'}", flush=True)
+    systems = [Plain(work, paths), ArrayFs(work, paths, args.arrayfs_options)]
     if not args.no_ratarmount:
         systems.append(Ratarmount(work, paths))
     res = {s.name: {} for s in systems}
@@ -296,8 +302,20 @@ def run(args):
     finally:
         for s in systems:
             s.close()
-    print(f"load average at end: {os.getloadavg()}")
-    table(res, args)
+    load_end = os.getloadavg()
+    print(f"load average at end: {load_end}")
+    rows = table(res, args)
+    if args.json:
+        from _common import dump_json, machine_info
+
+        dump_json(args.json, {
+            "machine": machine_info(),
+            "loadavg": {"start": load_start, "end": load_end},
+            "records": n, "record_bytes": args.size, "big_mib": args.big_mib,
+            "arrayfs_options": args.arrayfs_options,
+            "rows": rows,
+            "raw": res,
+        })
 
 
 def table(res, args):
@@ -315,6 +333,7 @@ def table(res, args):
         (f"cat {args.big_mib} MiB record, warm (s)", "big_warm", False, ("plain", 0.5)),
     ]
     hdr = f"{'measure':46} {'plain':>9} {'arrayfs':>9} {'ratarmt':>9} {'af/plain':>9} {'af/ratar':>9}  target"
+    out = []
     print()
     print(hdr)
     print("-" * len(hdr) + "-" * 20)
@@ -337,7 +356,10 @@ def table(res, args):
             elif kind == "plain":
                 verdict = f">= {val:g}x plain: {'ok' if rp >= val else 'MISSED'}"
         print(f"{label:46} {fmt(pv)} {fmt(av)} {fmt(tv) if tv else '      n/a'} {rp:9.2f} {rt:9.2f}  {verdict}")
+        out.append({"measurement": label, "plain": pv, "arrayfs": av, "ratarmount": tv,
+                    "arrayfs_vs_plain": rp, "arrayfs_vs_ratarmount": rt, "target": verdict})
     print("(ratios > 1: arrayfs faster)")
+    return out
 
 
 def main(argv=None):
@@ -348,6 +370,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="10,000 records and a 50 MiB record")
     ap.add_argument("--workdir", default="/tmp/arrayfs-bench-mount")
     ap.add_argument("--no-ratarmount", action="store_true")
+    ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    ap.add_argument("--arrayfs-options", metavar="OPT[,OPT...]",
+                    help="mount options for arrayfs, e.g. nothreads (one FUSE thread: faster for small records)")
     args = ap.parse_args(argv)
     if args.quick:
         args.records = min(args.records, 10_000)

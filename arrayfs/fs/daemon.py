@@ -362,7 +362,9 @@ class ArrayFsOperations(_operations_base()):
                 data = snap.read(node, size)
             else:
                 data = snap.read(node)
-            return data, _address(data)
+            # Small contents are copied from the bytes object itself (see
+            # _FUSE.read): taking their address costs more than it saves.
+            return data, 0
         except ArrayRecordError as e:
             log.error("EIO reading %s: %s: %s", path, snap.describe(node), e)
             raise _oserror(errno.EIO) from None
@@ -386,7 +388,8 @@ class ArrayFsOperations(_operations_base()):
         return fh
 
     def read_view(self, path, fh):
-        """``(bytes, address)`` of the whole file being read: the handle's
+        """``(bytes, address)`` of the whole file being read (``address`` 0:
+        use the bytes object itself): the handle's
         contents (decoded on its first read) or, without a handle, the
         contents of ``path`` in the current snapshot."""
         h = self._files.get(fh) if fh else None
@@ -555,7 +558,10 @@ def _fuse_class():
             n = min(size, len(data) - offset)
             if n <= 0:
                 return 0
-            ctypes.memmove(buf, address + offset, n)
+            if address:
+                ctypes.memmove(buf, address + offset, n)
+            else:
+                ctypes.memmove(buf, data if offset == 0 else data[offset : offset + n], n)
             return n
 
         def release(self, path, fip):

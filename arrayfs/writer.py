@@ -121,6 +121,11 @@ class ArrayRecordWriter:
         self.path = os.fspath(path)
         directory, name = os.path.split(os.path.abspath(self.path))
         fd, self._tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".arrayfs-tmp", dir=directory)
+        # mkstemp makes the file 0600; a dataset is shared like any file
+        # created with open(): 0666 less the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._encoder = _Encoder(self._options)
         self._group: list[bytes] = []

@@ -23,7 +23,7 @@ BENCHMARKS = {
     "reader": ("bench_reader.py", True),
     "dataset": ("bench_dataset.py", True),
     "source": ("bench_source.py", True),
-    "mount": ("bench_mount.py", False),
+    "mount": ("bench_mount.py", True),
     "transpose": ("bench_transpose.py", False),
 }
 

@@ -105,8 +105,8 @@ def read_logical(buf, pos: int, length: int):
     ``buf`` is the whole file as a bytes-like (an mmap in practice) and
     ``pos`` must not lie inside a block header; a block header at ``pos``
     itself is skipped. Returns ``(data, end)``: ``data`` is a zero-copy
-    ``memoryview`` slice when no block header intervenes, otherwise a new
-    ``bytes``; ``end`` is the physical position after the last byte read.
+    ``memoryview`` slice when no block header intervenes, otherwise a view
+    of a new ``bytes``; ``end`` is the physical position after the last byte read.
     Returns ``None`` for ``data`` if the file ends first (the caller names
     the file in its error). Each block header skipped is hash-checked, as
     Google's reader does; a mismatch raises :class:`CorruptChunkError`.
@@ -133,4 +133,6 @@ def read_logical(buf, pos: int, length: int):
         parts.append(mv[pos : pos + take])
         pos += take
         length -= take
-    return b"".join(parts), pos
+    # A view, so that callers slicing sections out of a large chunk do not
+    # copy it again.
+    return memoryview(b"".join(parts)), pos

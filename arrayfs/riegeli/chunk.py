@@ -163,8 +163,9 @@ def decode_record_sizes(data, num_records: int, decoded_data_size: int, *, offse
                 f"sizes block of {sizes_len} bytes overruns the chunk data ({len(data)} bytes)",
                 offset=offset,
             )
-        sizes_block = data[pos : pos + sizes_len]
-        values_block = data[pos + sizes_len :]
+        view = memoryview(data)
+        sizes_block = view[pos : pos + sizes_len]
+        values_block = view[pos + sizes_len :]
         if num_records == 1:
             raw = sizes_block if ctype == NONE else decompress_block(ctype, sizes_block, max_size=_MAX_VARINT_BYTES)
             size, n = read_varint(raw, 0)

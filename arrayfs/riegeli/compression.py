@@ -137,7 +137,7 @@ def decompress_block(compression_type: int, block, *, max_size: int):
         )
     if compression_type == NONE:
         return block
-    stream = block[start:]
+    stream = memoryview(block)[start:]
     try:
         if compression_type == ZSTD:
             if size == 0 and len(stream) == 0:

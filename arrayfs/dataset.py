@@ -42,6 +42,8 @@ _serial = itertools.count()
 _PARALLEL_MIN = 64
 # Records per read-ahead task when iterating (at least one chunk).
 _ITER_BLOCK = 1024
+# Fewest records of one shard in a batch worth the vectorised zstd path.
+_FRAMES_MIN = 16
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
 
@@ -182,18 +184,23 @@ class ArrayRecordDataSource:
 
     def __init__(self, paths, *, verify: bool = True, cache_bytes: int = 64 << 20, max_workers: int | None = None):
         entries = [paths] if isinstance(paths, (str, bytes, os.PathLike)) or hasattr(paths, "filename") else list(paths)
-        self._paths = [e if hasattr(e, "filename") else os.fspath(e) for e in entries]
+        self._setup([e if hasattr(e, "filename") else os.fspath(e) for e in entries], verify, cache_bytes,
+                    max_workers or min(8, os.cpu_count() or 1))
+        specs = expand_paths(self._paths)
+        self._snap = _Snapshot.build(self._open_all(specs))
+
+    def _setup(self, paths, verify, cache_bytes, max_workers) -> None:
+        """Everything but the snapshot (shared by ``__init__`` and unpickling)."""
+        self._paths = paths
         self._verify = verify
         self._cache = ChunkCache(cache_bytes)
-        self._max_workers = max_workers or min(8, os.cpu_count() or 1)
+        self._max_workers = max_workers
         self._pool = None
         self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._closed = False
         _LIVE.add(self)
-        specs = expand_paths(self._paths)
-        self._snap = _Snapshot.build(self._open_all(specs))
 
     def _open_all(self, specs):
         # Serial on purpose: opening is a few system calls and small hashes
@@ -319,7 +326,11 @@ class ArrayRecordDataSource:
             shard = snap.shards[s]
             f = shard.file
             local = idx[sel] - firsts[s] + shard.start
-            if f.group_size == 1:
+            if f.group_size == 1 and sel.size < _FRAMES_MIN:
+                # A few records of this shard: the scalar fast path costs less
+                # than the vectorised set-up.
+                singles.extend((f, slot, i) for slot, i in zip(sel.tolist(), local.tolist()))
+            elif f.group_size == 1:
                 got, group = f.single_record_frames(local)
                 frames.append(group)
                 frame_slots.append(sel[got])
@@ -529,14 +540,5 @@ class ArrayRecordDataSource:
         }
 
     def __setstate__(self, state):
-        self._paths = state["paths"]
-        self._verify = state["verify"]
-        self._cache = ChunkCache(state["cache_bytes"])
-        self._max_workers = state["max_workers"]
-        self._pool = None
-        self._pool_pid = os.getpid()
-        self._pool_lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
-        self._closed = False
-        _LIVE.add(self)
+        self._setup(state["paths"], state["verify"], state["cache_bytes"], state["max_workers"])
         self._snap = _Snapshot.build([_Shard(spec, self._verify, state=st) for spec, st in state["shards"]])

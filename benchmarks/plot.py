@@ -281,6 +281,28 @@ def _parse_mount(data: dict, run: Run) -> None:
             run.rows.append(Row(run.bench, label, peer, _fmt(a, unit), _fmt(b, unit), adv, tgt))
 
 
+def _parse_mount_rows(data: dict, run: Run) -> None:
+    """bench_mount.py ``--json``: one row per measurement with the three
+    contenders' figures (files/s: higher is better; seconds: lower)."""
+    for r in data["rows"]:
+        label = r["measurement"]
+        higher = "files/s" in label
+        unit = "files/s" if higher else "s"
+        target = str(r.get("target") or "")
+        for peer_key, peer, word in (("ratarmount", "ratarmount", "ratarmount"), ("plain", "plain files", "plain")):
+            a, b = _num(r.get("arrayfs")), _num(r.get(peer_key))
+            if a != a or b != b:
+                continue
+            adv = (a / b if b else float("nan")) if higher else (b / a if a else float("nan"))
+            tgt = None
+            if f"x {word}" in target:
+                try:
+                    tgt = float(target.split(">=")[1].split("x")[0])
+                except (IndexError, ValueError):
+                    tgt = None
+            run.rows.append(Row(run.bench, label, peer, _fmt(a, unit), _fmt(b, unit), adv, tgt))
+
+
 def _parse_generic(data: dict, run: Run) -> None:
     for r in data.get("rows", []):
         name = r.get("name") or r.get("measurement") or r.get("workload") or "?"
@@ -300,6 +322,8 @@ def load(path: str) -> Run:
         parser, bench = _parse_reader, "reader"
     elif isinstance(rows, list) and rows and isinstance(rows[0], dict) and "theirs_or_floor" in rows[0]:
         parser, bench = _parse_dataset, "dataset"
+    elif isinstance(rows, list) and rows and isinstance(rows[0], dict) and "arrayfs_vs_ratarmount" in rows[0]:
+        parser, bench = _parse_mount_rows, "mount"
     elif isinstance(data, dict) and "arrayfs_batches_per_s" in data:
         parser, bench = _parse_source, "source"
     elif isinstance(data, dict) and isinstance(data.get("results", data).get("arrayfs"), dict):

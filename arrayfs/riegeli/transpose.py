@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-import threading
 
 import numpy as np
 import zstandard
@@ -78,6 +77,7 @@ from .compression import (
     CompressionError,
     block_decompressed_size,
     decompress_block,
+    zstd_decompressor,
 )
 from .varint import VarintError, encode_varint, read_varint
 
@@ -283,17 +283,6 @@ def _decompress_buckets(ctype: int, data, bucket_pos: list, bucket_len: list, ma
     return out, sizes
 
 
-_local = threading.local()
-
-
-def _zstd() -> zstandard.ZstdDecompressor:
-    # Not shareable between threads, and costly to make per call.
-    d = getattr(_local, "zstd", None)
-    if d is None:
-        d = _local.zstd = zstandard.ZstdDecompressor()
-    return d
-
-
 def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.ndarray):
     """Decompress zstd frames with ``multi_decompress_to_buffer``; ``None``
     if any frame is empty or corrupt (the caller then decodes one by one
@@ -305,7 +294,7 @@ def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.nda
     segs[:, 1] = frame_len
     try:
         frames = zstandard.BufferWithSegments(bytes(data) if not isinstance(data, bytes) else data, segs.tobytes())
-        res = _zstd().multi_decompress_to_buffer(frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
+        res = zstd_decompressor().multi_decompress_to_buffer(frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
     except (zstandard.ZstdError, ValueError, TypeError):
         return None
     got = [res[i] for i in range(len(res))]

@@ -248,6 +248,10 @@ class ArrayRecordDataSource:
 
     # -- reading ---------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self!r}: read from a closed ArrayRecordDataSource")
+
     @staticmethod
     def _check_index(snap, index) -> int:
         try:
@@ -278,6 +282,8 @@ class ArrayRecordDataSource:
         """The record at global ``index`` (an int or numpy integer in
         ``[0, len)``) as ``bytes``. Raises ``IndexError`` outside that range,
         :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
+        if self._closed:
+            self._check_open()
         snap = self._snap
         i = self._check_index(snap, index)
         ks, local = self._locate(snap, i)
@@ -299,6 +305,7 @@ class ArrayRecordDataSource:
         large batches are split across the thread pool (the codecs and hashes
         release the GIL). Raises ``IndexError`` for an index outside
         ``[0, len)``."""
+        self._check_open()
         snap = self._snap
         idx = np.asarray(indices)
         if idx.size == 0:
@@ -509,6 +516,8 @@ class ArrayRecordDataSource:
         self._cache = ChunkCache(self._cache.max_bytes)
         for shard in self._snap.shards:
             shard._lock = threading.Lock()
+            if shard._file is not None:
+                shard._file._lock = threading.Lock()
 
     def close(self) -> None:
         """Unmap every shard and stop the thread pool. Safe to call twice."""

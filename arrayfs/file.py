@@ -51,14 +51,13 @@ from .riegeli.chunk import (
     TRANSPOSED,
     decode_chunk,
     decode_record_sizes,
-    decode_simple,
     read_chunk,
     read_single_record,
     read_single_records_zstd,
     single_record_zstd_frames,
 )
 from .riegeli.compression import CompressionError, decompress_prefix
-from .riegeli.hashing import buffer_pointer, release_pointer
+from .riegeli.hashing import buffer_pointer
 from .riegeli.varint import VarintError, read_varint
 
 __all__ = ["ArrayRecordFile", "SIGNATURE_BYTES"]
@@ -279,7 +278,6 @@ class ArrayRecordFile:
             footers = decode_chunk_footers(values, offsets[1:])
         except LayoutError as e:
             raise self._error(CorruptChunkError, f"bad chunk footer: {e}", offset=self.footer_offset) from None
-        self._footer = None  # the decoded arrays replace it
         chunk_offsets = footers[:, 0].astype(np.int64)
         counts = footers[:, 2].astype(np.int64)
         self.chunk_decoded_sizes = footers[:, 1].astype(np.int64)
@@ -306,6 +304,7 @@ class ArrayRecordFile:
         self._group_size = g if uniform else None
         # Plain ints index faster than numpy scalars on the single-read path.
         self._offsets_list = chunk_offsets.tolist()
+        self._footer = None  # the decoded arrays replace it
         return chunk_offsets, counts, first
 
     @property
@@ -380,6 +379,8 @@ class ArrayRecordFile:
         """
         if self._index is None:
             self.index()
+        if len(indices) == 0:
+            return []
         if self._group_size == 1:
             read = self.read_record
             if len(indices) < 16 or self._mm is None:
@@ -452,11 +453,6 @@ class ArrayRecordFile:
         header, data = self.read_chunk_header(k)
         offsets, counts, first = self._index
         rng = (int(first[k]), int(first[k + 1]))
-        if header.chunk_type == SIMPLE:
-            try:
-                return decode_simple(data, header.num_records, header.decoded_data_size, offset=int(offsets[k]))
-            except ArrayRecordError as e:
-                raise e.located(path=self.path, records=rng) from None
         return self._decode(header, data, int(offsets[k]), rng)
 
     def chunk_record_sizes(self, k: int) -> np.ndarray:
@@ -468,7 +464,7 @@ class ArrayRecordFile:
             return self.chunk_decoded_sizes[k : k + 1].astype(np.uint64)
         header, data = self.read_chunk_header(k)
         if header.chunk_type != SIMPLE:
-            values, offs = self.decode_chunk(k)
+            values, offs = self._decode(header, data, int(offsets[k]), (int(first[k]), int(first[k + 1])))
             return np.diff(offs).astype(np.uint64)
         try:
             _, sizes, _ = decode_record_sizes(data, header.num_records, header.decoded_data_size, offset=int(offsets[k]))
@@ -477,8 +473,8 @@ class ArrayRecordFile:
         return sizes
 
     def read_metadata_chunk(self):
-        """Raw data of the file metadata chunk (type ``'m'``) after the
-        signature, or ``None`` when the file has none."""
+        """``(header, data)`` of the file metadata chunk (type ``'m'``) right
+        after the signature, or ``None`` when the file has none."""
         header, data, _ = self._read(64)
         if header.chunk_type != METADATA:
             return None
@@ -494,9 +490,11 @@ class ArrayRecordFile:
         """Unmap the file. Safe to call twice. Records already returned stay valid."""
         mm, self._mm = self._mm, None
         self._footer = None
-        ptr, self._ptr = self._ptr, None
-        if ptr is not None:
-            release_pointer(ptr)
+        # Dropped, not released: a read in flight on another thread may still
+        # hash through this pointer. Without it (the usual case) the export
+        # ends here and the unmap below succeeds; with it, the unmap fails
+        # with BufferError and happens when that read lets go.
+        self._ptr = None
         if mm is not None:
             try:
                 mm.close()

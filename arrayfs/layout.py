@@ -184,9 +184,16 @@ def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:
     try:
         # Six varints per footer: tag 0x08, value, tag 0x10, value, tag 0x18, value.
         v = decode_varints(region, 6 * n).reshape(n, 6)
-        if (v[:, 0] == 8).all() and (v[:, 2] == 16).all() and (v[:, 4] == 24).all():
-            # Each footer's bytes must end where the next begins.
-            return np.ascontiguousarray(v[:, 1::2])
+        fields = np.ascontiguousarray(v[:, 1::2])
+        lengths = 3 + np.ones(fields.shape, dtype=np.int64).sum(axis=1)
+        for k in range(1, 10):
+            lengths += (fields >= np.uint64(1 << (7 * k))).sum(axis=1)
+        # Tags in place and each footer's bytes ending where the next begins.
+        if (
+            (v[:, 0] == 8).all() and (v[:, 2] == 16).all() and (v[:, 4] == 24).all()
+            and (lengths == np.diff(offsets)).all()
+        ):
+            return fields
     except VarintError:
         pass
     out = np.zeros((n, 3), dtype=np.uint64)

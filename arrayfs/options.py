@@ -78,9 +78,10 @@ class WriterOptions:
 class ReaderOptions:
     """Parsed reader options (array_record ``ArrayRecordReaderBase::Options``).
 
-    An mmap reader has no read-ahead buffer to size: ``readahead_buffer_size``
-    (bytes) only decides whether sequential reads decode ahead, and
-    ``max_parallelism`` bounds the threads used for batched reads.
+    An mmap reader has no read-ahead buffer to size: ``max_parallelism``
+    bounds the threads used for batched reads; ``readahead_buffer_size``,
+    ``index_storage_option`` and ``footer_prefetch_bytes`` are parsed and
+    validated as array_record does, and have no effect.
     """
 
     readahead_buffer_size: int = 16 * 2**20

@@ -39,9 +39,9 @@ class ArrayRecordReader:
         options: array_record reader options string
             (``readahead_buffer_size``, ``max_parallelism``,
             ``index_storage_option``, ``footer_prefetch_bytes``). Unknown
-            names raise ``ValueError``. ``readahead_buffer_size:0`` turns off
-            decoding ahead for sequential ``read()``; ``max_parallelism``
-            bounds the threads of batched reads (0 or 1: none).
+            names raise ``ValueError``. ``max_parallelism`` bounds the
+            threads of batched reads (0 or 1: none); the others are accepted
+            and have no effect on a mapped file.
         verify: check chunk data hashes (default ``True``).
         **kwargs: ``file_reader_buffer_size`` and ``file_options`` are
             accepted for compatibility and ignored (the file is mapped, not
@@ -214,6 +214,9 @@ class ArrayRecordReader:
         i = self._pos
         if i >= f.num_records:
             raise IndexError(f"Out of range of num_records: {f.num_records}")
+        if f.group_size == 1:
+            self._pos = i + 1
+            return f.read_record(i)
         k = f.chunk_of(i)
         ck, values, offsets = self._cached
         if ck != k:

@@ -123,10 +123,15 @@ class ArrayRecordWriter:
         fd, self._tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".arrayfs-tmp", dir=directory)
         # mkstemp makes the file 0600; a dataset is shared like any file
         # created with open(): 0666 less the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+            self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self._tmp_path)
+            raise
         self._encoder = _Encoder(self._options)
         self._group: list[bytes] = []
         # Per user chunk: offset (bytes), decoded size (bytes), records.

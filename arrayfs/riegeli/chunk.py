@@ -147,8 +147,9 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
 def decode_record_sizes(data, num_records: int, decoded_data_size: int, *, offset: int):
     """Decode only the record sizes of a simple chunk (not the values).
 
-    Returns ``(sizes, values_block)``: a ``uint64`` array of shape
-    ``(num_records,)`` and the still-compressed values block. Used to stat
+    Returns ``(compression_type, sizes, values_block)``: the compression
+    byte, a ``uint64`` array of shape ``(num_records,)`` and the
+    still-compressed values block. Used to stat
     records without decompressing them.
     """
     try:

@@ -16,7 +16,6 @@ from .blocks import (
     block_header_bytes,
     chunk_end,
     distance_without_overhead,
-    is_possible_chunk_boundary,
 )
 from .chunk import PADDING, SIGNATURE, encode_chunk_header
 
@@ -83,8 +82,6 @@ class ChunkWriter:
         while length < CHUNK_HEADER_SIZE:
             length += BLOCK_SIZE
         target = pos + length
-        while not is_possible_chunk_boundary(target):
-            target += BLOCK_SIZE
         data = bytes(distance_without_overhead(pos, target) - CHUNK_HEADER_SIZE)
         self.write_chunk(encode_chunk_header(data, PADDING, 0, 0), data)
         assert self.pos == target, (self.pos, target)

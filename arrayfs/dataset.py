@@ -367,14 +367,9 @@ class ArrayRecordDataSource:
         decoded once, chunks spread over the pool when there are several."""
         tasks = []
         for shard, sel, local in grouped:
-            f = shard.file
-            _, _, cfirst = f.index()
-            g = f.group_size
-            ck = local // g if g is not None else np.searchsorted(cfirst, local, side="right") - 1
-            order = np.argsort(ck, kind="stable")
-            cuts = np.flatnonzero(np.diff(ck[order])) + 1
-            for part in np.split(order, cuts):
-                tasks.append((shard, int(ck[part[0]]), sel[part], local[part] - cfirst[ck[part[0]]]))
+            cfirst = shard.file.index()[2]
+            for k, part in shard.file.group_by_chunk(local):
+                tasks.append((shard, k, sel[part], local[part] - cfirst[k]))
 
         def run(task):
             shard, k, slots, recs = task

@@ -367,6 +367,17 @@ class ArrayRecordFile:
         sel, segs, sizes = single_record_zstd_frames(mm, self._ptr, self._index[0][indices], self.size, verify=self.verify)
         return sel, (mm, segs, sizes)
 
+    def group_by_chunk(self, indices) -> list:
+        """``[(chunk, positions), ...]``: the positions in ``indices`` (an
+        ``int64`` array of valid local indices, not empty) of the records of
+        each chunk they touch, chunks in increasing order."""
+        first = self.index()[2]
+        g = self._group_size
+        chunks = indices // g if g is not None else np.searchsorted(first, indices, side="right") - 1
+        order = np.argsort(chunks, kind="stable")
+        cuts = np.flatnonzero(np.diff(chunks[order])) + 1
+        return [(int(chunks[grp[0]]), grp) for grp in np.split(order, cuts)]
+
     def read_records(self, indices, *, decode=None, threads: int = 0) -> list[bytes]:
         """Records at ``indices`` (``int64`` array of valid local indices), in
         that order, as ``list[bytes]``; each chunk involved is decoded once.
@@ -392,14 +403,10 @@ class ArrayRecordFile:
                 out[j] = read(int(indices[j]))  # other codecs, or the precise error
             return out
         first = self._index[2]
-        g = self._group_size
-        chunks = indices // g if g is not None else np.searchsorted(first, indices, side="right") - 1
-        order = np.argsort(chunks, kind="stable")
-        cuts = np.flatnonzero(np.diff(chunks[order])) + 1
-        groups = np.split(order, cuts)
-        wanted = [int(chunks[grp[0]]) for grp in groups]
+        groups = self.group_by_chunk(indices)
+        wanted = [k for k, _ in groups]
         out: list = [None] * len(indices)
-        for grp, k, (values, offsets) in zip(groups, wanted, map(decode or self.decode_chunk, wanted)):
+        for (k, grp), (values, offsets) in zip(groups, map(decode or self.decode_chunk, wanted)):
             local = indices[grp] - first[k]
             if len(offsets) == 2 and isinstance(values, bytes):
                 for slot in grp.tolist():

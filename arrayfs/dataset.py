@@ -241,16 +241,24 @@ class ArrayRecordDataSource:
 
     def locate(self, index) -> tuple[str, int]:
         """``(shard path, local index in that file)`` of global ``index``."""
-        snap = self._snap
-        k, local = self._locate(snap, self._check_index(snap, index))
-        s = snap.shards[k]
-        return s.spec.path, local + s.start
+        shard, local = self._resolve(index)
+        return shard.spec.path, local
 
     # -- reading ---------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"{self!r}: read from a closed ArrayRecordDataSource")
+
+    def _resolve(self, index):
+        """``(shard, index in its file)`` of global ``index`` in the current
+        snapshot; raises like ``__getitem__``."""
+        if self._closed:
+            self._check_open()
+        snap = self._snap
+        k, local = self._locate(snap, self._check_index(snap, index))
+        shard = snap.shards[k]
+        return shard, local + shard.start
 
     @staticmethod
     def _check_index(snap, index) -> int:
@@ -282,13 +290,7 @@ class ArrayRecordDataSource:
         """The record at global ``index`` (an int or numpy integer in
         ``[0, len)``) as ``bytes``. Raises ``IndexError`` outside that range,
         :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
-        if self._closed:
-            self._check_open()
-        snap = self._snap
-        i = self._check_index(snap, index)
-        ks, local = self._locate(snap, i)
-        shard = snap.shards[ks]
-        local += shard.start
+        shard, local = self._resolve(index)
         f = shard.file
         if f.group_size == 1:
             return f.read_record(local)
@@ -421,20 +423,15 @@ class ArrayRecordDataSource:
     def record_size(self, index) -> int:
         """Size in bytes of the record at global ``index``, decoding at most
         the sizes of its chunk (nothing for single-record chunks)."""
-        snap = self._snap
-        i = self._check_index(snap, index)
-        ks, local = self._locate(snap, i)
-        shard = snap.shards[ks]
-        local += shard.start
+        shard, local = self._resolve(index)
         f = shard.file
         k = f.chunk_of(local)
-        key = (shard.serial, k)
-        hit = self._cache.get(key)
+        j = local - int(f.index()[2][k])
+        hit = self._cache.get((shard.serial, k))
         if hit is not None:
             offsets = hit[1]
-            j = local - int(f.index()[2][k])
             return int(offsets[j + 1] - offsets[j])
-        return int(self._chunk_sizes(shard, k)[local - int(f.index()[2][k])])
+        return int(self._chunk_sizes(shard, k)[j])
 
     def _chunk_sizes(self, shard, k):
         key = ("sizes", shard.serial, k)

@@ -14,6 +14,7 @@ worker processes.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import logging
 import operator
@@ -153,6 +154,10 @@ class _Snapshot:
         return self.firsts[-1]
 
 
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+
+
 def _open_shard(spec: ShardSpec, verify: bool) -> _Shard:
     return _Shard(spec, verify, ArrayRecordFile(spec.path, verify=verify))
 
@@ -235,9 +240,19 @@ class ArrayRecordDataSource:
         return list(self._paths)
 
     def __repr__(self) -> str:
+        """``ArrayRecordDataSource(hash_of_paths=<16 hex>, len=N)``.
+
+        Grain stores ``repr(data_source)`` in every checkpoint and compares
+        it on restore, so it must be short at 10,000 shards and survive a
+        copy of the dataset to another directory or bucket: it hashes each
+        shard's file *name* (not its directory) with the slice of records
+        used, in order (array_record's own repr hashes its paths for the
+        same reason)."""
         snap = self._snap
-        shards = ", ".join(f"{s.spec.path}[{s.start}:{s.start + s.num_records}]" for s in snap.shards)
-        return f"ArrayRecordDataSource(len={snap.total}, shards=[{shards}])"
+        h = hashlib.sha256()
+        for s in snap.shards:
+            h.update(f"{_basename(s.spec.path)}[{s.start}:{s.start + s.num_records}]\n".encode())
+        return f"ArrayRecordDataSource(hash_of_paths={h.hexdigest()[:16]}, len={snap.total})"
 
     def locate(self, index) -> tuple[str, int]:
         """``(shard path, local index in that file)`` of global ``index``."""
@@ -286,10 +301,16 @@ class ArrayRecordDataSource:
             self._cache.put(key, values, offsets)
         return values, offsets
 
-    def __getitem__(self, index) -> bytes:
+    def __getitem__(self, index):
         """The record at global ``index`` (an int or numpy integer in
-        ``[0, len)``) as ``bytes``. Raises ``IndexError`` outside that range,
+        ``[0, len)``) as ``bytes``; a list, tuple or 1-D integer array of
+        indices gives ``list[bytes]`` (as :meth:`__getitems__`), as do
+        slices. Raises ``IndexError`` outside ``[0, len)``,
         :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
+        if isinstance(index, (list, tuple, np.ndarray, slice)):
+            if isinstance(index, slice):
+                index = range(*index.indices(len(self)))
+            return self.__getitems__(index)
         shard, local = self._resolve(index)
         f = shard.file
         if f.group_size == 1:

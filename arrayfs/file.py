@@ -25,6 +25,7 @@ import mmap
 import os
 import threading
 import traceback
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,7 +61,7 @@ from .riegeli.compression import CompressionError, decompress_prefix
 from .riegeli.hashing import buffer_pointer
 from .riegeli.varint import VarintError, read_varint
 
-__all__ = ["ArrayRecordFile", "SIGNATURE_BYTES"]
+__all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES"]
 
 
 def _clear_frames(exc) -> None:
@@ -78,6 +79,20 @@ SIGNATURE_BYTES = bytes.fromhex(
     "7300000000000000" "0000000000000000"
 )
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
+
+
+class ChunkIndex(NamedTuple):
+    """The per-chunk index of a file, from its footer.
+
+    ``offsets``: byte offset of each user chunk (``int64``, shape
+    ``(num_chunks,)``); ``counts``: records in each chunk (``int64``,
+    ``(num_chunks,)``); ``first``: index of each chunk's first record, then
+    ``num_records`` (``int64``, ``(num_chunks + 1,)``).
+    """
+
+    offsets: np.ndarray
+    counts: np.ndarray
+    first: np.ndarray
 
 
 class ArrayRecordFile:
@@ -258,10 +273,7 @@ class ArrayRecordFile:
     def index(self):
         """The per-chunk index, decoded once (thread-safe).
 
-        Returns ``(offsets, counts, first)``: ``int64`` arrays of shapes
-        ``(num_chunks,)``, ``(num_chunks,)``, ``(num_chunks + 1,)`` holding
-        each chunk's byte offset, its record count, and the index of its
-        first record (``first[-1] == num_records``).
+        Returns a :class:`ChunkIndex` ``(offsets, counts, first)``.
         """
         idx = self._index
         if idx is not None:
@@ -305,7 +317,7 @@ class ArrayRecordFile:
         # Plain ints index faster than numpy scalars on the single-read path.
         self._offsets_list = chunk_offsets.tolist()
         self._footer = None  # the decoded arrays replace it
-        return chunk_offsets, counts, first
+        return ChunkIndex(chunk_offsets, counts, first)
 
     @property
     def group_size(self):

@@ -6,10 +6,20 @@ signature, one simple chunk per ``group_size`` records, the footer chunk
 after the last one and padded to a block boundary, then the postscript chunk (three
 ``RiegeliPostscript``) padded to the end of its block.
 
-The file is written under a hidden temporary name in the same directory and
-renamed to its final name only when :meth:`ArrayRecordWriter.close`
-succeeds, so a crashed or abandoned writer never leaves a file that looks
-complete (and a live ``arrayfs mount`` never shows a half-written shard).
+Where the bytes go:
+
+* a local path: the file is written under a hidden temporary name in the
+  same directory and renamed to its final name only when
+  :meth:`ArrayRecordWriter.close` succeeds, so a crashed or abandoned writer
+  never leaves a file that looks complete (and a live ``arrayfs mount``
+  never shows a half-written shard);
+* an fsspec URL (``s3://``, ``gs://``, ``memory://``, ...): the file is
+  built in the local temporary directory and uploaded by ``close()``; until
+  then nothing exists at the URL, and a failed or aborted write uploads
+  nothing;
+* a binary stream (anything with ``write``, such as a file Beam's
+  ``FileSystems.create`` returns): bytes are written to it in order with no
+  seek; ``close()`` flushes it and leaves closing it to its owner.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import zstandard
 
 from .layout import encode_chunk_footers, encode_footer_metadata, encode_postscript
 from .options import parse_writer_options
+from .storage import StorageError, filesystem, is_remote
 from .riegeli.chunk import SIMPLE, encode_chunk_header
 from .riegeli.chunk_writer import ChunkWriter
 from .riegeli.compression import NONE, ZSTD, compress_block
@@ -99,39 +110,59 @@ class ArrayRecordWriter:
 
     Args:
         path: the file to create (replaced if it exists, once ``close()``
-            succeeds).
+            succeeds): a local path, an fsspec URL, or a writable binary
+            stream (see the module docstring).
         options: array_record writer options, e.g.
             ``"group_size:1024,zstd:3"``; see :mod:`arrayfs.options`.
             ``transpose:true`` raises ``ValueError`` (writing transposed
             chunks is not supported). ``max_parallelism:N`` compresses
             chunks on N threads (default 1, as Google's Python writer).
+        storage_options: passed to fsspec for a URL ``path`` (credentials,
+            endpoint); ignored for local paths and streams.
 
     Raises:
         ValueError: a bad options string.
-        OSError: the directory is not writable.
+        OSError: the directory is not writable;
+            :class:`arrayfs.storage.StorageError` (an ``OSError``) when a
+            URL's backend is missing or the upload fails.
     """
 
-    def __init__(self, path, options: str = ""):
+    def __init__(self, path, options: str = "", *, storage_options: dict | None = None):
         self._options = parse_writer_options(options)
         if self._options.transpose:
             raise ValueError(
                 "transpose:true is not supported by arrayfs's writer (it reads transposed "
                 "files); write with transpose:false"
             )
-        self.path = os.fspath(path)
-        directory, name = os.path.split(os.path.abspath(self.path))
-        fd, self._tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".arrayfs-tmp", dir=directory)
-        # mkstemp makes the file 0600; a dataset is shared like any file
-        # created with open(): 0666 less the umask.
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-            self._file = os.fdopen(fd, "wb", buffering=1 << 20)
-        except BaseException:
-            os.close(fd)
-            os.unlink(self._tmp_path)
-            raise
+        self._tmp_path = None
+        self._remote = None
+        self._stream = None
+        if hasattr(path, "write"):
+            self._stream = path
+            self.path = str(getattr(path, "name", "<stream>"))
+            self._file = path
+        else:
+            self.path = os.fspath(path)
+            if is_remote(self.path):
+                # Checked now, not at close(): a missing backend or a bad URL
+                # should fail before any record is encoded.
+                self._remote = filesystem(self.path, storage_options)
+                name = self.path.rstrip("/").rsplit("/", 1)[-1]
+                directory = None
+            else:
+                directory, name = os.path.split(os.path.abspath(self.path))
+            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".arrayfs-tmp", dir=directory)
+            # mkstemp makes the file 0600; a dataset is shared like any file
+            # created with open(): 0666 less the umask.
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)
+                self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+            except BaseException:
+                os.close(fd)
+                os.unlink(self._tmp_path)
+                raise
         self._encoder = _Encoder(self._options)
         self._group: list[bytes] = []
         # Per user chunk: offset (bytes), decoded size (bytes), records.
@@ -191,8 +222,14 @@ class ArrayRecordWriter:
                 self._group = []
             self._flush(final=True)
             self._write_footer()
-            self._file.close()
-            os.replace(self._tmp_path, self.path)
+            if self._stream is not None:
+                self._stream.flush()
+            else:
+                self._file.close()
+                if self._remote is not None:
+                    self._upload()
+                else:
+                    os.replace(self._tmp_path, self.path)
         except BaseException:
             self.abort()
             raise
@@ -219,20 +256,34 @@ class ArrayRecordWriter:
 
     # -- internals -------------------------------------------------------------
 
+    def _upload(self) -> None:
+        fs, rpath = self._remote
+        try:
+            fs.put_file(self._tmp_path, rpath)
+        except Exception as e:
+            raise StorageError(f"{self.path}: upload failed: {type(e).__name__}: {e}") from e
+        finally:
+            os.unlink(self._tmp_path)
+
     def abort(self) -> None:
-        """Give up the file: nothing appears under its final name, the
-        temporary file is removed. Safe after :meth:`close` (does nothing)."""
-        if self._closed and not os.path.exists(self._tmp_path):
+        """Give up the file: nothing appears under its final name (nothing
+        is uploaded to a URL), the temporary file is removed. With a stream
+        target, the bytes already written stay in the stream; its owner
+        discards them. Safe after :meth:`close` (does nothing)."""
+        tmp = getattr(self, "_tmp_path", None)
+        if self._closed and (tmp is None or not os.path.exists(tmp)):
             return
         self._closed = True
-        try:
-            self._file.close()
-        except Exception:
-            pass
-        try:
-            os.unlink(self._tmp_path)
-        except FileNotFoundError:
-            pass
+        if self._stream is None:
+            try:
+                self._file.close()
+            except Exception:
+                pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -82,20 +82,44 @@ def _human(n: int) -> str:
     return f"{n} B"  # unreachable
 
 
-def _check_sources(srcs) -> None:
+def _check_sources(srcs, storage_options=None) -> None:
     """Raise ``FileNotFoundError`` (path, reason) for the first SRC that
     names no file, before any shard is opened."""
     from .paths import expand_paths
 
     for src in srcs:
-        expand_paths(src)
+        expand_paths(src, storage_options=storage_options)
 
 
-def _open(srcs):
+def _open(srcs, storage_options=None):
     from .dataset import ArrayRecordDataSource
 
-    _check_sources(srcs)
-    return ArrayRecordDataSource(srcs if len(srcs) != 1 else srcs[0], verify=True)
+    _check_sources(srcs, storage_options)
+    return ArrayRecordDataSource(srcs if len(srcs) != 1 else srcs[0], verify=True, storage_options=storage_options)
+
+
+def add_storage_option(p) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable) on parser ``p``."""
+    p.add_argument(
+        "--storage-option", dest="storage_option", action="append", default=[], metavar="KEY=VALUE",
+        help="fsspec option for s3://, gs://, https:// sources (repeatable), e.g. "
+             "endpoint_url=http://127.0.0.1:9000 or anon=true; VALUE is read as JSON when it parses",
+    )
+
+
+def storage_options(args) -> dict | None:
+    """The ``--storage-option`` values as a dict (``None`` when none).
+    Raises :class:`CliError` for an item without ``=``."""
+    out = {}
+    for item in getattr(args, "storage_option", None) or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CliError(f"--storage-option {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out or None
 
 
 def _write_lines(lines) -> None:
@@ -155,37 +179,10 @@ def parse_index_spec(token: str, n: int) -> range:
 # -- ls --------------------------------------------------------------------
 
 
-def _shard_record_sizes(shard):
-    """Sizes (bytes, ``int64`` array) of the records of one ``ShardInfo``,
-    decoding only record sizes, and nothing for single-record chunks."""
-    import numpy as np
-
-    from .file import ArrayRecordFile
-
-    lo, hi = shard.start, shard.start + shard.num_records
-    out = np.zeros(shard.num_records, dtype=np.int64)
-    if not shard.num_records:
-        return out
-    with ArrayRecordFile(shard.path, verify=True) as f:
-        offsets, counts, first = f.index()
-        decoded = f.chunk_decoded_sizes
-        k0, k1 = f.chunk_of(lo), f.chunk_of(hi - 1) + 1
-        ks = np.arange(k0, k1)
-        # A one-record chunk's record size is its decoded size in the
-        # footer: all of them in one numpy step, no chunk read at all.
-        single = ks[counts[k0:k1] == 1]
-        out[first[single] - lo] = decoded[single]
-        for k in ks[counts[k0:k1] != 1].tolist():
-            a, b = int(first[k]), int(first[k + 1])
-            sizes = f.chunk_record_sizes(k).astype(np.int64)
-            s, e = max(a, lo), min(b, hi)
-            out[s - lo : e - lo] = sizes[s - a : e - a]
-    return out
-
-
 def _cmd_ls(args) -> int:
-    with _open(args.src) as ds:
-        shards = ds.shards
+    with _open(args.src, storage_options(args)) as ds:
+        snap = ds.snapshot()
+        shards = snap.shards
         if args.shards:
             lines = []
             for sh in shards:
@@ -199,8 +196,8 @@ def _cmd_ls(args) -> int:
         # Global indices are zero-padded to the width of the largest one,
         # the names the mount gives the records, so `ls` output sorts in order.
         width = len(str(max(len(ds) - 1, 0)))
-        for sh in shards:
-            sizes = _shard_record_sizes(sh).tolist() if args.long else None
+        for k, sh in enumerate(shards):
+            sizes = snap.record_sizes(k, sh.start, sh.start + sh.num_records).tolist() if args.long else None
             step = 1 << 16
             for base in range(0, sh.num_records, step):
                 stop = min(base + step, sh.num_records)
@@ -242,7 +239,7 @@ def _cmd_cat(args) -> int:
     import numpy as np
 
     srcs, specs = _split_cat_args(args)
-    with _open(srcs) as ds:
+    with _open(srcs, storage_options(args)) as ds:
         n = len(ds)
         try:
             ranges = [parse_index_spec(s, n) for s in specs]
@@ -311,54 +308,42 @@ def _jsonable(o):
     return repr(o)
 
 
-def collect_info(srcs) -> dict:
+def collect_info(srcs, storage_options=None) -> dict:
     """The summary ``arrayfs info --json`` prints (see ``info --help``)."""
-    from .file import ArrayRecordFile
     from .options import parse_writer_options
 
     shards = []
-    with _open(srcs) as ds:
-        for sh in ds.shards:
-            with ArrayRecordFile(sh.path, verify=True) as f:
-                offsets, counts, first = f.index()
-                decoded = f.chunk_decoded_sizes
-                lo, hi = sh.start, sh.start + sh.num_records
-                record_bytes = 0
-                chunks_used = 0
-                if sh.num_records:
-                    k0, k1 = f.chunk_of(lo), f.chunk_of(hi - 1) + 1
-                    chunks_used = k1 - k0
-                    record_bytes = int(decoded[k0:k1].sum())
-                    # Partial chunks at the edges of a read instruction.
-                    for k in {k0, k1 - 1}:
-                        a, b = int(first[k]), int(first[k + 1])
-                        if a < lo or b > hi:
-                            sizes = f.chunk_record_sizes(k)
-                            record_bytes -= int(sizes[: max(lo - a, 0)].sum()) + int(sizes[min(hi, b) - a :].sum())
-                try:
-                    compression = parse_writer_options(sh.writer_options).to_string().split(",")
-                    compression = next(
-                        (c for c in compression if c.split(":")[0] in ("uncompressed", "brotli", "zstd", "snappy")),
-                        None,
-                    )
-                except ValueError:
-                    compression = None
-                shards.append({
-                    "path": sh.path,
-                    "num_records": sh.num_records,
-                    "first_index": sh.first_index,
-                    "start": sh.start,
-                    "file_records": f.num_records,
-                    "num_chunks": f.num_chunks,
-                    "chunks_used": chunks_used,
-                    "group_size": f.group_size,
-                    "writer_options": sh.writer_options,
-                    "compression": compression,
-                    "file_bytes": sh.size_bytes,
-                    "record_bytes": record_bytes,
-                    "mtime_ns": sh.mtime_ns,
-                    "metadata": _metadata_summary(f),
-                })
+    with _open(srcs, storage_options) as ds:
+        snap = ds.snapshot()
+        for k, sh in enumerate(snap.shards):
+            f = snap.file(k)
+            chunks_used = 0
+            if sh.num_records:
+                chunks_used = f.chunk_of(sh.start + sh.num_records - 1) + 1 - f.chunk_of(sh.start)
+            try:
+                compression = parse_writer_options(sh.writer_options).to_string().split(",")
+                compression = next(
+                    (c for c in compression if c.split(":")[0] in ("uncompressed", "brotli", "zstd", "snappy")),
+                    None,
+                )
+            except ValueError:
+                compression = None
+            shards.append({
+                "path": sh.path,
+                "num_records": sh.num_records,
+                "first_index": sh.first_index,
+                "start": sh.start,
+                "file_records": f.num_records,
+                "num_chunks": f.num_chunks,
+                "chunks_used": chunks_used,
+                "group_size": f.group_size,
+                "writer_options": sh.writer_options,
+                "compression": compression,
+                "file_bytes": sh.size_bytes,
+                "record_bytes": snap.shard_record_bytes(k),
+                "mtime_ns": sh.mtime_ns,
+                "metadata": _metadata_summary(f),
+            })
     return {
         "num_shards": len(shards),
         "num_records": sum(s["num_records"] for s in shards),
@@ -387,7 +372,7 @@ def _metadata_text(md) -> str:
 
 
 def _cmd_info(args) -> int:
-    info = collect_info(args.src)
+    info = collect_info(args.src, storage_options(args))
     if args.json:
         json.dump(info, sys.stdout, indent=2, default=_jsonable)
         sys.stdout.write("\n")
@@ -424,8 +409,9 @@ def _cmd_verify(args) -> int:
 
     if args.jobs < 1:
         raise CliError(f"--jobs must be at least 1, got {args.jobs}")
-    _check_sources(args.src)
-    report = verify_shards(args.src, progress=not args.no_progress, jobs=args.jobs)
+    opts = storage_options(args)
+    _check_sources(args.src, opts)
+    report = verify_shards(args.src, progress=not args.no_progress, jobs=args.jobs, storage_options=opts)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -557,6 +543,8 @@ examples:
 
 SRC is a file, a quoted glob, a directory (its *array_record* files) or a
 read instruction 'path[start:stop]'; several SRCs are concatenated in order.
+Each may be a URL (s3://, gs://, https://, ...) read through fsspec, with
+credentials from the usual environment or --storage-option KEY=VALUE.
 Exit status: 0 ok, 1 error or corruption found, 2 bad command line.
 """
 
@@ -678,6 +666,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
     p.add_argument("src", nargs="+", metavar="SRC", help="shard file, quoted glob, directory or 'path[a:b]'")
     p.add_argument("-l", "--long", action="store_true", help="also show each record's size in bytes")
     p.add_argument("--shards", action="store_true", help="list shards instead of records")
+    add_storage_option(p)
     p.set_defaults(func=_cmd_ls)
 
     p = sub.add_parser(
@@ -689,6 +678,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
     p.add_argument("-i", "--index", action="append", metavar="INDEX",
                    help="an index or range; repeatable; then all positionals are SRCs")
     p.add_argument("-n", "--newline", action="store_true", help="write a newline after each record")
+    add_storage_option(p)
     p.set_defaults(func=_cmd_cat)
 
     p = sub.add_parser(
@@ -699,6 +689,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
     )
     p.add_argument("src", nargs="+", metavar="SRC", help="shard file, quoted glob, directory or 'path[a:b]'")
     p.add_argument("--json", action="store_true", help="print JSON (format below)")
+    add_storage_option(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
@@ -710,6 +701,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="check N shards at once, in separate processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_storage_option(p)
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(

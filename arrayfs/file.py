@@ -13,18 +13,28 @@ The footer chunk is a simple chunk whose record 0 is
 ``ArrayRecordFooter`` of user chunk ``k``. The postscript chunk holds three
 copies of ``RiegeliPostscript {footer_offset, magic}``.
 
-:class:`ArrayRecordFile` maps the file with ``mmap`` and is safe to read
-from many threads. Opening reads the postscript and the footer's record 0
-(the record count); the per-chunk index is decoded on first use, in one
-vectorised pass.
+:class:`ArrayRecordFile` reads through a :class:`arrayfs.storage.ByteSource`
+(a local file read with ``pread``, or an fsspec object read with ranged
+requests), so the same code serves ``data/x.array_record`` and
+``s3://bucket/x.array_record``. Opening reads the head and the tail of the
+file (two ranges, one round trip): the signature, the postscript and the
+footer. A footer of up to :data:`EAGER_FOOTER_BYTES` is decoded at once into
+the chunk index, so that a footer contradicting itself is refused at open;
+a larger one (millions of chunks) is decoded on first use, in steps, into
+compact arrays (16 bytes per chunk, 24 when chunks hold unequal counts).
+
+Every read of chunk ``k`` fetches its bytes from its offset to the next
+chunk's (one ``pread`` or one request) and decodes from that window. A file
+truncated, rewritten or replaced while open raises
+:class:`arrayfs.errors.TruncatedFileError` or
+:class:`arrayfs.errors.FileChangedError` naming the file and the offset; it
+never kills the process and never yields bytes of another version.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
-import traceback
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +42,7 @@ import numpy as np
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
+    FileChangedError,
     NotArrayRecordError,
     TruncatedFileError,
 )
@@ -40,9 +51,10 @@ from .layout import (
     POSTSCRIPT_MAGIC,
     FooterMetadata,
     LayoutError,
-    decode_chunk_footers,
+    decode_footer_index,
     decode_footer_metadata,
     decode_postscript,
+    footer_record_sizes,
 )
 from .riegeli.blocks import BLOCK_SIZE, is_possible_chunk_boundary
 from .riegeli.chunk import (
@@ -52,25 +64,16 @@ from .riegeli.chunk import (
     TRANSPOSED,
     decode_chunk,
     decode_record_sizes,
+    decode_single_record,
+    decompress_zstd_frames,
     read_chunk,
-    read_single_record,
-    read_single_records_zstd,
     single_record_zstd_frames,
 )
-from .riegeli.compression import CompressionError, decompress_prefix
-from .riegeli.hashing import buffer_pointer
+from .riegeli.compression import CompressionError, decompress_block, decompress_pieces
 from .riegeli.varint import VarintError, read_varint
+from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_source
 
-__all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES"]
-
-
-def _clear_frames(exc) -> None:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if exc.__traceback__ is not None:
-            traceback.clear_frames(exc.__traceback__.tb_next or exc.__traceback__)
-        exc = exc.__context__
+__all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_BYTES"]
 
 SIGNATURE_BYTES = bytes.fromhex(
     "83af70d10d884a3f0000000000000000"
@@ -79,6 +82,13 @@ SIGNATURE_BYTES = bytes.fromhex(
     "7300000000000000" "0000000000000000"
 )
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
+#: Footers up to this many bytes on disk are decoded when the file opens.
+EAGER_FOOTER_BYTES = 1 << 20
+# Bytes read from the end at open: the postscript block plus the footer of
+# a file of up to a few thousand chunks, in the same read. Object stores get
+# more (a request costs more than bytes).
+_TAIL_LOCAL = 2 * BLOCK_SIZE
+_TAIL_REMOTE = 4 * BLOCK_SIZE
 
 
 class ChunkIndex(NamedTuple):
@@ -95,21 +105,84 @@ class ChunkIndex(NamedTuple):
     first: np.ndarray
 
 
+class _Index:
+    """What the footer says of each chunk, compactly: offsets and decoded
+    sizes (``int64``), and record counts only when they are not all
+    ``group_size`` (the last chunk may hold fewer)."""
+
+    __slots__ = ("offsets", "decoded", "first", "group_size", "num_records")
+
+    def __init__(self, offsets, decoded, counts, num_records):
+        self.offsets = offsets
+        self.decoded = decoded
+        self.num_records = num_records
+        n = len(offsets)
+        g = int(counts[0]) if n else 1
+        uniform = n == 0 or (g > 0 and bool((counts[:-1] == g).all()) and 0 < counts[-1] <= g)
+        self.group_size = g if uniform else None
+        if uniform:
+            self.first = None
+        else:
+            self.first = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(counts, out=self.first[1:])
+
+    def chunk_first(self):
+        """``first`` as an array (built on demand when chunks are uniform)."""
+        if self.first is not None:
+            return self.first
+        n = len(self.offsets)
+        out = np.arange(n + 1, dtype=np.int64) * self.group_size
+        if n:
+            out[-1] = self.num_records
+        return out
+
+    def counts(self):
+        return np.diff(self.chunk_first())
+
+
+def _storage_error(e: Exception, path: str, offset, records=None, opened_size=None) -> Exception:
+    """The ArrayRecord error for a storage failure during a read."""
+    if isinstance(e, SourceTruncatedError):
+        since = (f" (it had {opened_size} bytes when opened: truncated since)"
+                 if opened_size is not None and e.size < opened_size else "")
+        return TruncatedFileError(
+            f"the file ends at byte {e.size}, the read needs bytes up to {e.offset + e.length}{since}",
+            path=path, offset=offset, records=records,
+        )
+    if isinstance(e, SourceChangedError):
+        cls = TruncatedFileError if e.truncated else FileChangedError
+        reason = str(e)
+        if reason.startswith(path + ": "):
+            reason = reason[len(path) + 2 :]
+        return cls(reason, path=path, offset=offset, records=records)
+    return e
+
+
 class ArrayRecordFile:
     """Random access to the records of one ArrayRecord file.
 
     Args:
-        path: the file (``str`` or ``os.PathLike``).
+        path: a local path (``str`` or ``os.PathLike``), an fsspec URL
+            (``s3://``, ``gs://``, ``https://``, ``memory://``, ...), or an
+            open :class:`arrayfs.storage.ByteSource` (the file takes it over
+            and closes it).
         verify: check each chunk's data hash on read (header hashes are
             always checked), as Google's reader does.
-        load_index: decode the per-chunk index now instead of on first read.
+        load_index: decode the per-chunk index now even when the footer is
+            large.
+        storage_options: fsspec options for a URL (credentials, endpoint).
+        entry: the file's :class:`arrayfs.storage.Entry` from a listing, so
+            that a remote open costs no metadata request.
 
     Attributes:
-        path: the path as given, as ``str``.
+        path: the path or URL as given, as ``str``.
         num_records: records in the file (from the footer metadata).
+        num_chunks: user chunks in the file.
         writer_options: the writer options string stored in the footer
             (``""`` when the writer stored none).
         size: file size in bytes. ``mtime_ns``: modification time at open.
+        identity: what tells this file from a replacement (see
+            :attr:`arrayfs.storage.ByteSource.identity`).
 
     Raises:
         NotArrayRecordError: empty file, wrong signature, no valid postscript
@@ -117,61 +190,91 @@ class ArrayRecordFile:
         TruncatedFileError: the file ends before a structure its headers
             describe.
         CorruptChunkError: a hash mismatch or a self-contradicting footer.
-        OSError: the file cannot be opened or mapped.
+        OSError: the file cannot be opened (``FileNotFoundError`` naming
+            it), or an object store cannot be reached
+            (:class:`arrayfs.storage.StorageError`).
     """
 
-    def __init__(self, path, *, verify: bool = True, load_index: bool = False):
-        self.path = os.fspath(path)
+    def __init__(self, path, *, verify: bool = True, load_index: bool = False, storage_options=None, entry=None):
         self.verify = verify
         self._lock = threading.Lock()
-        self._index = None
-        self._mm = None
-        self._ptr = None
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._index: _Index | None = None
+        if isinstance(path, ByteSource):
+            source = path
+        else:
+            name = os.fspath(path)
+            if not isinstance(name, str):
+                name = os.fsdecode(name)
+            source = open_source(name, storage_options, entry=entry)
+        self._source = source
+        self.path = source.name if isinstance(path, ByteSource) else os.fspath(path)
+        if not isinstance(self.path, str):
+            self.path = os.fsdecode(self.path)
+        self.size = source.size
+        self.mtime_ns = source.mtime_ns
+        self.identity = source.identity
+        self.remote = source.remote
         try:
-            st = os.fstat(fd)
-            self.size = st.st_size
-            self.mtime_ns = st.st_mtime_ns
-            self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if self.size == 0:
                 raise NotArrayRecordError("empty file (0 bytes)", path=self.path)
-            # mmap keeps a duplicate of the descriptor; ours is closed at once.
-            self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            self._ptr = buffer_pointer(self._mm)
-        finally:
-            os.close(fd)
-        try:
             self._open()
             if load_index:
-                self.index()
-        except BaseException as e:
-            # The traceback's frames hold views of the map; drop them so that
-            # close() can unmap now even while the caller keeps the error.
-            _clear_frames(e)
+                self._get_index()
+        except BaseException:
             self.close()
             raise
 
-    # -- opening -----------------------------------------------------------
+    # -- reading bytes ---------------------------------------------------------
 
     def _error(self, cls, reason, offset=None, records=None):
         return cls(reason, path=self.path, offset=offset, records=records)
 
+    def _read(self, offset: int, length: int, *, at=None, records=None) -> bytes:
+        """Bytes ``[offset, offset + length)``; storage errors become
+        ArrayRecord errors located at ``at`` (default ``offset``)."""
+        src = self._source
+        if src is None:
+            raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        try:
+            return src.read(offset, length)
+        except (SourceTruncatedError, SourceChangedError) as e:
+            raise _storage_error(e, self.path, offset if at is None else at, records, self.size) from None
+
+    def _read_ranges(self, ranges, *, at=None) -> list:
+        src = self._source
+        if src is None:
+            raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        try:
+            return src.read_ranges(ranges)
+        except (SourceTruncatedError, SourceChangedError) as e:
+            raise _storage_error(e, self.path, at if at is not None else getattr(e, "offset", None), None,
+                                 self.size) from None
+
+    # -- opening -----------------------------------------------------------
+
     def _open(self) -> None:
-        mm = self._mm
-        if mm[: len(SIGNATURE_BYTES)] != SIGNATURE_BYTES:
-            head = mm[:8]
+        size = self.size
+        tail_len = min(size, _TAIL_REMOTE if self.remote else _TAIL_LOCAL)
+        if size > tail_len:
+            head, tail = self._read_ranges([(0, len(SIGNATURE_BYTES)), (size - tail_len, size)])
+        else:
+            tail = self._read(0, size)
+            head = tail[: len(SIGNATURE_BYTES)]
+        if bytes(head) != SIGNATURE_BYTES:
             raise self._error(
-                NotArrayRecordError, f"not a Riegeli/ArrayRecord file (starts with {head.hex()})", offset=0
+                NotArrayRecordError,
+                f"not a Riegeli/ArrayRecord file (starts with {bytes(head[:8]).hex()})", offset=0,
             )
-        if self.size < 2 * BLOCK_SIZE or self.size % BLOCK_SIZE:
-            what = "less than two 64 KiB blocks" if self.size < 2 * BLOCK_SIZE else "not a whole number of 64 KiB blocks"
+        if size < 2 * BLOCK_SIZE or size % BLOCK_SIZE:
+            what = "less than two 64 KiB blocks" if size < 2 * BLOCK_SIZE else "not a whole number of 64 KiB blocks"
             raise self._error(
                 TruncatedFileError,
-                f"{self.size} bytes is {what}: the file is truncated or still being written",
+                f"{size} bytes is {what}: the file is truncated or still being written",
             )
-        ps_offset = self.size - BLOCK_SIZE
+        tail_base = size - len(tail)
+        ps_offset = size - BLOCK_SIZE
         try:
-            header, data, _ = read_chunk(mm, ps_offset, verify=True)
+            header, data, _ = read_chunk(tail, ps_offset, verify=True, base=tail_base)
         except ArrayRecordError as e:
             raise NotArrayRecordError(
                 f"no ArrayRecord postscript in the last 64 KiB block ({e.reason})",
@@ -200,37 +303,58 @@ class ArrayRecordFile:
                 offset=ps_offset,
             )
         self.footer_offset = footer_offset
-        try:
-            header, data, _ = self._read(footer_offset, limit=ps_offset, verify=True)
-        except ArrayRecordError as e:
-            raise type(e)(f"footer: {e.reason}", path=self.path, offset=footer_offset) from None
-        if header.chunk_type != SIMPLE or header.num_records < 1:
-            raise self._error(NotArrayRecordError, "footer is not a simple chunk", offset=footer_offset)
-        self._footer = (header, data)
+        if footer_offset >= tail_base:
+            window = memoryview(tail)[footer_offset - tail_base :]
+        else:
+            window = self._read(footer_offset, ps_offset - footer_offset)
+        del tail
+        header, data = self._read_footer(window)
         meta = self._footer_metadata(header, data)
+        self._check_metadata(header, meta)
+        if ps_offset - footer_offset <= EAGER_FOOTER_BYTES:
+            # Small footers cost little to decode: doing it now refuses a
+            # footer whose entries contradict its metadata at open, before
+            # a dataset counts this shard's records.
+            self._index = self._decode_index(header, data)
+
+    def _read_footer(self, window):
+        off = self.footer_offset
+        try:
+            header, data, _ = read_chunk(window, off, verify=True, base=off, limit=self.size - BLOCK_SIZE,
+                                         file_size=self.size)
+        except ArrayRecordError as e:
+            raise type(e)(f"footer: {e.reason}", path=self.path, offset=off) from None
+        if header.chunk_type != SIMPLE or header.num_records < 1:
+            raise self._error(NotArrayRecordError, "footer is not a simple chunk", offset=off)
+        return header, data
+
+    def _check_metadata(self, header, meta: FooterMetadata | None) -> None:
+        off = self.footer_offset
         if meta is None:
-            raise self._error(
-                NotArrayRecordError, "Riegeli file without ArrayRecord footer metadata", offset=footer_offset
-            )
+            raise self._error(NotArrayRecordError, "Riegeli file without ArrayRecord footer metadata", offset=off)
         if meta.version != ARRAY_RECORD_VERSION:
-            raise self._error(
-                NotArrayRecordError, f"unsupported ArrayRecord version {meta.version}", offset=footer_offset
-            )
+            raise self._error(NotArrayRecordError, f"unsupported ArrayRecord version {meta.version}", offset=off)
         if meta.num_chunks is None or meta.num_records is None or meta.num_chunks != header.num_records - 1:
             raise self._error(
                 CorruptChunkError,
                 f"footer metadata says {meta.num_chunks} chunks, the footer holds {header.num_records - 1}",
-                offset=footer_offset,
+                offset=off,
             )
-        if meta.num_records > footer_offset:
+        if meta.num_records > off:
             # Every chunk spans at least as many bytes as it has records
             # (spec: padding rule), so no count can exceed the bytes before
             # the footer; checking it keeps a forged count from sizing
             # allocations.
             raise self._error(
                 CorruptChunkError,
-                f"footer metadata claims {meta.num_records} records in {footer_offset} bytes of chunks",
-                offset=footer_offset,
+                f"footer metadata claims {meta.num_records} records in {off} bytes of chunks",
+                offset=off,
+            )
+        if (meta.num_records == 0) != (meta.num_chunks == 0):
+            raise self._error(
+                CorruptChunkError,
+                f"footer metadata says {meta.num_records} records in {meta.num_chunks} chunks",
+                offset=off,
             )
         self.metadata = meta
         self.num_records = int(meta.num_records)
@@ -252,88 +376,124 @@ class ArrayRecordFile:
         values, offsets = self._decode(header, data, offset)
         return values[offsets[0] : offsets[1]]
 
-    def _footer_metadata(self, header, data) -> FooterMetadata | None:
-        """Record 0 of the footer, decoding as little of the chunk as the codec allows."""
+    def _footer_parts(self, header, data):
+        """``(compression type, decoded sizes block, values block)`` of the footer."""
         off = self.footer_offset
         try:
             ctype = data[0]
             sizes_len, pos = read_varint(data, 1)
-            sizes_block = data[pos : pos + sizes_len]
-            first = decompress_prefix(ctype, sizes_block, 10, max_size=header.num_records * 10)
-            size0, _ = read_varint(first, 0)
+            if pos + sizes_len > len(data):
+                raise CompressionError("sizes block overruns the footer")
+            sizes = decompress_block(ctype, memoryview(data)[pos : pos + sizes_len],
+                                     max_size=header.num_records * 10)
+            return ctype, sizes, memoryview(data)[pos + sizes_len :]
+        except (CompressionError, VarintError, IndexError) as e:
+            raise self._error(CorruptChunkError, f"bad footer: {e}", offset=off) from None
+
+    def _footer_metadata(self, header, data) -> FooterMetadata | None:
+        """Record 0 of the footer, decoding no more of the values than it."""
+        from .riegeli.compression import decompress_prefix
+
+        off = self.footer_offset
+        ctype, sizes, values = self._footer_parts(header, data)
+        try:
+            size0, _ = read_varint(sizes, 0)
             if size0 > header.decoded_data_size:
                 raise CorruptChunkError("footer metadata larger than the footer", offset=off)
-            rec0 = decompress_prefix(ctype, data[pos + sizes_len :], size0, max_size=header.decoded_data_size)
+            rec0 = decompress_prefix(ctype, values, size0, max_size=header.decoded_data_size)
             return decode_footer_metadata(rec0)
         except (CompressionError, VarintError, LayoutError, IndexError) as e:
             raise self._error(CorruptChunkError, f"bad footer metadata: {e}", offset=off) from None
 
     # -- the chunk index -----------------------------------------------------
 
-    def index(self):
-        """The per-chunk index, decoded once (thread-safe).
-
-        Returns a :class:`ChunkIndex` ``(offsets, counts, first)``.
-        """
+    def _get_index(self) -> _Index:
         idx = self._index
         if idx is not None:
             return idx
         with self._lock:
             if self._index is None:
-                self._index = self._load_index()
+                ps_offset = self.size - BLOCK_SIZE
+                window = self._read(self.footer_offset, ps_offset - self.footer_offset)
+                header, data = self._read_footer(window)
+                del window
+                self._index = self._decode_index(header, data)
             return self._index
 
-    def _load_index(self):
-        header, data = self._footer
-        values, offsets = self._decode(header, data, self.footer_offset)
+    def _decode_index(self, header, data) -> _Index:
+        off = self.footer_offset
+        ctype, sizes_raw, values = self._footer_parts(header, data)
+        n = self.num_chunks
         try:
-            footers = decode_chunk_footers(values, offsets[1:])
-        except LayoutError as e:
-            raise self._error(CorruptChunkError, f"bad chunk footer: {e}", offset=self.footer_offset) from None
-        chunk_offsets = footers[:, 0].astype(np.int64)
-        counts = footers[:, 2].astype(np.int64)
-        self.chunk_decoded_sizes = footers[:, 1].astype(np.int64)
-        first = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=first[1:])
-        if (footers[:, 0] >= np.uint64(self.footer_offset)).any() or (chunk_offsets < 64).any():
-            bad = int(np.flatnonzero((chunk_offsets < 64) | (footers[:, 0] >= np.uint64(self.footer_offset)))[0])
+            size0, lengths = footer_record_sizes(sizes_raw, n)
+            pieces = decompress_pieces(ctype, values, max_size=header.decoded_data_size)
+            offsets, decoded, counts = decode_footer_index(pieces, lengths, size0, total=header.decoded_data_size)
+        except (LayoutError, CompressionError) as e:
+            raise self._error(CorruptChunkError, f"bad chunk footer: {e}", offset=off) from None
+        if n and (offsets[0] < 64 or offsets[-1] >= off):
+            bad = int(np.flatnonzero((offsets < 64) | (offsets >= off))[0])
             raise self._error(
                 CorruptChunkError,
-                f"footer entry {bad} points to byte {int(footers[bad, 0])}, outside the records area",
-                offset=self.footer_offset,
+                f"footer entry {bad} points to byte {int(offsets[bad])}, outside the records area",
+                offset=off,
             )
-        if len(counts) and (np.diff(chunk_offsets) <= 0).any():
-            raise self._error(CorruptChunkError, "footer chunk offsets are not increasing", offset=self.footer_offset)
-        if int(first[-1]) != self.num_records or (footers[:, 2] > np.uint64(2**56)).any():
+        if n > 1 and (np.diff(offsets) <= 0).any():
+            raise self._error(CorruptChunkError, "footer chunk offsets are not increasing", offset=off)
+        total = int(counts.sum(dtype=np.int64)) if n else 0
+        if total != self.num_records or (counts < 0).any():
             raise self._error(
                 CorruptChunkError,
-                f"footer entries hold {int(first[-1])} records, the metadata says {self.num_records}",
-                offset=self.footer_offset,
+                f"footer entries hold {total} records, the metadata says {self.num_records}",
+                offset=off,
             )
-        # Fast chunk lookup when every chunk but the last holds group_size records.
-        g = int(counts[0]) if len(counts) else 1
-        uniform = len(counts) == 0 or (g > 0 and bool((counts[:-1] == g).all()) and 0 < counts[-1] <= g)
-        self._group_size = g if uniform else None
-        # Plain ints index faster than numpy scalars on the single-read path.
-        self._offsets_list = chunk_offsets.tolist()
-        self._footer = None  # the decoded arrays replace it
-        return ChunkIndex(chunk_offsets, counts, first)
+        return _Index(offsets, decoded, counts, self.num_records)
+
+    def index(self) -> ChunkIndex:
+        """The per-chunk index as a :class:`ChunkIndex` (decoded on first
+        use, thread-safe). ``counts`` and ``first`` are built for the call
+        when every chunk holds ``group_size`` records (the file keeps only
+        offsets and sizes then)."""
+        idx = self._get_index()
+        first = idx.chunk_first()
+        return ChunkIndex(idx.offsets, np.diff(first), first)
+
+    @property
+    def chunk_decoded_sizes(self) -> np.ndarray:
+        """Decoded bytes of each chunk (``int64``, ``(num_chunks,)``), from the footer."""
+        return self._get_index().decoded
 
     @property
     def group_size(self):
         """Records per chunk when every chunk but the last holds the same
         number (then ``chunk = i // group_size``), else ``None``."""
-        if self._index is None:
-            self.index()
-        return self._group_size
+        return self._get_index().group_size
 
     def chunk_of(self, i: int) -> int:
         """Index of the chunk holding record ``i`` (``0 <= i < num_records``)."""
-        offsets, counts, first = self.index()
-        g = self.group_size
+        idx = self._get_index()
+        g = idx.group_size
         if g is not None:
             return i // g
-        return int(np.searchsorted(first, i, side="right")) - 1
+        return int(np.searchsorted(idx.first, i, side="right")) - 1
+
+    def chunk_first(self, k: int) -> int:
+        """Index of the first record of chunk ``k`` (``k == num_chunks``
+        gives ``num_records``)."""
+        idx = self._get_index()
+        if idx.group_size is not None:
+            return min(k * idx.group_size, self.num_records)
+        return int(idx.first[k])
+
+    def chunk_records(self, k: int) -> tuple[int, int]:
+        """``(first, stop)``: the half-open range of records of chunk ``k``."""
+        return self.chunk_first(k), self.chunk_first(k + 1)
+
+    def chunk_span(self, k: int) -> tuple[int, int]:
+        """``(begin, end)`` byte range of chunk ``k`` with its padding: from
+        its offset to the next chunk's (the footer's for the last)."""
+        offsets = self._get_index().offsets
+        nxt = int(offsets[k + 1]) if k + 1 < len(offsets) else self.footer_offset
+        return int(offsets[k]), nxt
 
     # -- records ---------------------------------------------------------------
 
@@ -341,25 +501,54 @@ class ArrayRecordFile:
         """Record ``i`` (``0 <= i < num_records``, unchecked) as ``bytes``.
 
         Single-record chunks (``group_size:1``, today's default) take a fast
-        path that hashes and decodes in place; other chunks are decoded
+        path that decodes the values block alone; other chunks are decoded
         whole (callers that read neighbours should cache them, see
         :meth:`read_records`).
         """
-        if self._index is None:
-            self.index()
-        if self._group_size == 1:
-            mm = self._mm
-            if mm is None:
-                raise ValueError(f"{self.path}: read from a closed ArrayRecord file")
-            rec = read_single_record(mm, self._ptr, self._offsets_list[i], self.size, verify=self.verify)
+        idx = self._get_index()
+        if idx.group_size == 1:
+            begin, end = self.chunk_span(i)
+            window = self._read(begin, end - begin, records=(i, i + 1))
+            rec = decode_single_record(window, begin, verify=self.verify)
             if rec is not None:
                 return rec
-        k = self.chunk_of(i)
-        values, offsets = self.decode_chunk(k)
-        j = i - int(self._index[2][k])
+            k = i
+        else:
+            window = None
+            k = self.chunk_of(i)
+        values, offsets = self.decode_chunk(k, window=window)
+        j = i - self.chunk_first(k)
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """``length`` raw bytes of the file at ``offset`` (block headers
+        and all). Raises :class:`TruncatedFileError` past the end,
+        :class:`FileChangedError` when the file changed since open."""
+        return self._read(offset, length)
+
+    def read_ranges(self, ranges) -> list:
+        """Raw bytes of each ``(begin, end)`` in ``ranges``, fetched as one
+        batch (see :meth:`arrayfs.storage.ByteSource.read_ranges`)."""
+        return self._read_ranges(ranges)
+
+    def read_chunk_windows(self, chunks: np.ndarray) -> tuple:
+        """The byte windows of ``chunks`` (``int64``: chunk ``k``'s bytes
+        from its offset to the next chunk's) read as one batch:
+        ``(buf, positions, begins, lengths)`` with window ``j`` at
+        ``buf[positions[j]:positions[j] + lengths[j]]`` (``int64`` arrays)."""
+        offsets = self._get_index().offsets
+        begins = offsets[chunks]
+        nxt = chunks + 1
+        ends = np.where(nxt < len(offsets), offsets[np.minimum(nxt, len(offsets) - 1)], self.footer_offset)
+        lengths = ends - begins
+        parts = self._read_ranges(list(zip(begins.tolist(), ends.tolist())))
+        buf = b"".join(parts) if len(parts) != 1 else bytes(parts[0])
+        positions = np.zeros(len(chunks), dtype=np.int64)
+        if len(chunks) > 1:
+            np.cumsum(lengths[:-1], out=positions[1:])
+        return buf, positions, begins, lengths
 
     def single_record_frames(self, indices):
         """For batched reads of ``group_size:1`` zstd files across shards.
@@ -371,28 +560,25 @@ class ArrayRecordFile:
         positions must be read with :meth:`read_record`. Requires
         ``group_size == 1``.
         """
-        if self._index is None:
-            self.index()
-        mm = self._mm
-        if mm is None:
-            raise ValueError(f"{self.path}: read from a closed ArrayRecord file")
-        sel, segs, sizes = single_record_zstd_frames(mm, self._ptr, self._index[0][indices], self.size, verify=self.verify)
-        return sel, (mm, segs, sizes)
+        buf, positions, begins, lengths = self.read_chunk_windows(indices)
+        sel, segs, sizes = single_record_zstd_frames(buf, positions, begins, lengths, verify=self.verify)
+        return sel, (buf, segs, sizes)
 
     def group_by_chunk(self, indices) -> list:
         """``[(chunk, positions), ...]``: the positions in ``indices`` (an
         ``int64`` array of valid local indices, not empty) of the records of
         each chunk they touch, chunks in increasing order."""
-        first = self.index()[2]
-        g = self._group_size
-        chunks = indices // g if g is not None else np.searchsorted(first, indices, side="right") - 1
+        idx = self._get_index()
+        g = idx.group_size
+        chunks = indices // g if g is not None else np.searchsorted(idx.first, indices, side="right") - 1
         order = np.argsort(chunks, kind="stable")
         cuts = np.flatnonzero(np.diff(chunks[order])) + 1
         return [(int(chunks[grp[0]]), grp) for grp in np.split(order, cuts)]
 
     def read_records(self, indices, *, decode=None, threads: int = 0) -> list[bytes]:
         """Records at ``indices`` (``int64`` array of valid local indices), in
-        that order, as ``list[bytes]``; each chunk involved is decoded once.
+        that order, as ``list[bytes]``; each chunk involved is read and
+        decoded once, and the chunks' bytes are fetched as one batch.
 
         ``decode(k)`` replaces :meth:`decode_chunk` for multi-record chunks
         (the dataset passes its cached one). One-record zstd chunks are
@@ -400,26 +586,31 @@ class ArrayRecordFile:
         calling thread); other chunks are decoded on the calling thread and
         callers split large batches of them across threads.
         """
-        if self._index is None:
-            self.index()
         if len(indices) == 0:
             return []
-        if self._group_size == 1:
+        idx = self._get_index()
+        if idx.group_size == 1:
             read = self.read_record
-            if len(indices) < 16 or self._mm is None:
+            if len(indices) < 16:
                 return [read(i) for i in indices.tolist()]
-            out = read_single_records_zstd(
-                self._mm, self._ptr, self._index[0][indices], self.size, verify=self.verify, threads=threads
-            )
+            sel, group = self.single_record_frames(indices)
+            out: list = [None] * len(indices)
+            recs = decompress_zstd_frames([group], threads=threads)
+            if recs:
+                for slot, rec in zip(sel.tolist(), recs):
+                    out[slot] = rec
             for j in [j for j, rec in enumerate(out) if rec is None]:
                 out[j] = read(int(indices[j]))  # other codecs, or the precise error
             return out
-        first = self._index[2]
         groups = self.group_by_chunk(indices)
         wanted = [k for k, _ in groups]
-        out: list = [None] * len(indices)
-        for (k, grp), (values, offsets) in zip(groups, map(decode or self.decode_chunk, wanted)):
-            local = indices[grp] - first[k]
+        if decode is None:
+            decoded = self.decode_chunks(wanted)
+        else:
+            decoded = map(decode, wanted)
+        out = [None] * len(indices)
+        for (k, grp), (values, offsets) in zip(groups, decoded):
+            local = indices[grp] - self.chunk_first(k)
             if len(offsets) == 2 and isinstance(values, bytes):
                 for slot in grp.tolist():
                     out[slot] = values
@@ -430,97 +621,151 @@ class ArrayRecordFile:
 
     # -- decoding ------------------------------------------------------------
 
-    def _read(self, offset: int, *, limit=None, verify=None):
-        try:
-            return read_chunk(self._mm, offset, verify=self.verify if verify is None else verify, limit=limit)
-        except ArrayRecordError as e:
-            raise e.located(path=self.path, offset=offset) from None
-        except (TypeError, ValueError):
-            if self._mm is None or self._mm.closed:
-                raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file") from None
-            raise
-
     def _decode(self, header, data, offset, records=None):
         try:
             return decode_chunk(header, data, offset=offset)
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=offset, records=records) from None
 
-    def read_chunk_header(self, k: int):
-        """``(header, data)`` of user chunk ``k``, checked against the footer."""
-        offsets, counts, first = self.index()
-        off = int(offsets[k])
-        rng = (int(first[k]), int(first[k + 1]))
+    def read_chunk_header(self, k: int, *, window=None):
+        """``(header, data)`` of user chunk ``k``, checked against the footer.
+
+        ``window``: the chunk's bytes from its offset to the next chunk's,
+        when the caller already read them."""
+        begin, end = self.chunk_span(k)
+        rng = self.chunk_records(k)
+        if window is None:
+            window = self._read(begin, end - begin, records=rng)
         try:
-            header, data, _ = self._read(off)
+            header, data, _ = read_chunk(window, begin, verify=self.verify, base=begin, limit=end,
+                                         file_size=self.size)
         except ArrayRecordError as e:
-            raise e.located(records=rng) from None
-        if header.chunk_type not in _RECORD_CHUNK_TYPES or header.num_records != counts[k]:
+            raise e.located(path=self.path, offset=begin, records=rng) from None
+        count = rng[1] - rng[0]
+        if header.chunk_type not in _RECORD_CHUNK_TYPES or header.num_records != count:
             kind = CHUNK_TYPE_NAMES.get(header.chunk_type, f"unknown type {header.chunk_type:#04x}")
             raise self._error(
                 CorruptChunkError,
-                f"footer expects a records chunk of {int(counts[k])} records, found a {kind} chunk "
+                f"footer expects a records chunk of {count} records, found a {kind} chunk "
                 f"of {header.num_records}",
-                offset=off, records=rng,
+                offset=begin, records=rng,
             )
         return header, data
 
-    def decode_chunk(self, k: int):
+    def decode_chunk(self, k: int, *, window=None):
         """Decode user chunk ``k`` into ``(values, offsets)`` (see
         :mod:`arrayfs.riegeli.chunk`). Raises :class:`ArrayRecordError`
         subclasses naming the file, the chunk offset and its record range."""
-        header, data = self.read_chunk_header(k)
-        offsets, counts, first = self._index
-        rng = (int(first[k]), int(first[k + 1]))
-        return self._decode(header, data, int(offsets[k]), rng)
+        header, data = self.read_chunk_header(k, window=window)
+        return self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
+
+    def decode_chunks(self, chunks) -> list:
+        """``[decode_chunk(k) for k in chunks]`` with the chunks' bytes
+        fetched as one batch (one request round for an object store)."""
+        chunks = list(chunks)
+        if len(chunks) <= 1:
+            return [self.decode_chunk(k) for k in chunks]
+        spans = [self.chunk_span(k) for k in chunks]
+        windows = self._read_ranges(spans)
+        return [self.decode_chunk(k, window=w) for k, w in zip(chunks, windows)]
 
     def chunk_record_sizes(self, k: int) -> np.ndarray:
-        """Sizes in bytes (``uint64``, shape ``(records in chunk,)``) of the
+        """Sizes in bytes (``int64``, shape ``(records in chunk,)``) of the
         records of chunk ``k``, decoding only the sizes, not the values
-        (single-record chunks need no decoding at all)."""
-        offsets, counts, first = self.index()
-        if counts[k] == 1:
-            return self.chunk_decoded_sizes[k : k + 1].astype(np.uint64)
+        (single-record chunks need no reading at all)."""
+        idx = self._get_index()
+        a, b = self.chunk_records(k)
+        if b - a == 1:
+            return idx.decoded[k : k + 1].copy()
         header, data = self.read_chunk_header(k)
+        begin = self.chunk_span(k)[0]
         if header.chunk_type != SIMPLE:
-            values, offs = self._decode(header, data, int(offsets[k]), (int(first[k]), int(first[k + 1])))
-            return np.diff(offs).astype(np.uint64)
+            _, offs = self._decode(header, data, begin, (a, b))
+            return np.diff(offs).astype(np.int64)
         try:
-            _, sizes, _ = decode_record_sizes(data, header.num_records, header.decoded_data_size, offset=int(offsets[k]))
+            _, sizes, _ = decode_record_sizes(data, header.num_records, header.decoded_data_size, offset=begin)
         except ArrayRecordError as e:
-            raise e.located(path=self.path, records=(int(first[k]), int(first[k + 1]))) from None
-        return sizes
+            raise e.located(path=self.path, records=(a, b)) from None
+        if int(sizes.sum(dtype=np.uint64)) != header.decoded_data_size:
+            raise self._error(
+                CorruptChunkError,
+                f"record sizes sum to {int(sizes.sum(dtype=np.uint64))} bytes, the header says "
+                f"{header.decoded_data_size}", offset=begin, records=(a, b),
+            )
+        return sizes.astype(np.int64)
+
+    def record_sizes(self, lo: int, hi: int, *, chunk_sizes=None) -> np.ndarray:
+        """Sizes in bytes (``int64``, shape ``(hi - lo,)``) of records
+        ``[lo, hi)`` of this file: one-record chunks from the footer alone
+        (no reads), other chunks by decoding their sizes blocks only.
+
+        ``chunk_sizes(k)`` replaces :meth:`chunk_record_sizes` (a caller's
+        cached one). The one place record sizes are computed: the dataset,
+        the mount and the CLI all come here.
+        """
+        out = np.zeros(max(hi - lo, 0), dtype=np.int64)
+        if hi <= lo:
+            return out
+        idx = self._get_index()
+        k0, k1 = self.chunk_of(lo), self.chunk_of(hi - 1) + 1
+        if idx.group_size == 1:
+            out[:] = idx.decoded[lo:hi]
+            return out
+        get = chunk_sizes or self.chunk_record_sizes
+        first = idx.chunk_first() if idx.group_size is None else None
+        for k in range(k0, k1):
+            a, b = (int(first[k]), int(first[k + 1])) if first is not None else self.chunk_records(k)
+            if b - a == 1:
+                out[a - lo] = idx.decoded[k]
+                continue
+            s, e = max(a, lo), min(b, hi)
+            out[s - lo : e - lo] = get(k)[s - a : e - a]
+        return out
 
     def read_metadata_chunk(self):
         """``(header, data)`` of the file metadata chunk (type ``'m'``) right
         after the signature, or ``None`` when the file has none."""
-        header, data, _ = self._read(64)
+        limit = int(self._get_index().offsets[0]) if self.num_chunks else self.footer_offset
+        if limit <= 64:
+            return None
+        window = self._read(64, limit - 64)
+        try:
+            header, data, _ = read_chunk(window, 64, verify=self.verify, base=64, limit=limit, file_size=self.size)
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=64) from None
         if header.chunk_type != METADATA:
             return None
         return header, data
 
+    def check(self) -> None:
+        """Raise :class:`FileChangedError` (or :class:`TruncatedFileError`)
+        if the file changed since it was opened (one ``fstat``, or one
+        metadata request for an object store)."""
+        try:
+            if self._source is not None:
+                self._source.check()
+        except SourceChangedError as e:
+            raise _storage_error(e, self.path, None) from None
+
     # -- lifetime ------------------------------------------------------------
+
+    def pin(self) -> bool:
+        """Keep reading this file after it is removed or replaced at its
+        path (its descriptor is kept open, outside the bound, until
+        :meth:`close`). Returns ``False`` when that is not possible."""
+        src = self._source
+        return src.pin() if src is not None else False
 
     @property
     def closed(self) -> bool:
-        return self._mm is None
+        return self._source is None
 
     def close(self) -> None:
-        """Unmap the file. Safe to call twice. Records already returned stay valid."""
-        mm, self._mm = self._mm, None
-        self._footer = None
-        # Dropped, not released: a read in flight on another thread may still
-        # hash through this pointer. Without it (the usual case) the export
-        # ends here and the unmap below succeeds; with it, the unmap fails
-        # with BufferError and happens when that read lets go.
-        self._ptr = None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                # A zero-copy view is still alive somewhere (an uncompressed
-                # chunk in a caller's hands); the map is freed with it.
-                pass
+        """Release the file (its descriptor, or its cached blocks). Safe to
+        call twice. Records already returned stay valid."""
+        src, self._source = getattr(self, "_source", None), None
+        if src is not None:
+            src.close()
 
     def __enter__(self):
         return self
@@ -536,3 +781,4 @@ class ArrayRecordFile:
 
     def __repr__(self):
         return f"ArrayRecordFile({self.path!r}, num_records={getattr(self, 'num_records', '?')})"
+

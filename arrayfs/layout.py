@@ -32,6 +32,8 @@ __all__ = [
     "encode_chunk_footer",
     "encode_chunk_footers",
     "decode_chunk_footers",
+    "decode_footer_index",
+    "footer_record_sizes",
     "LayoutError",
 ]
 
@@ -169,39 +171,139 @@ def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tupl
     return encode_varints(tagged.ravel()), 3 + lengths.sum(axis=1)
 
 
+def _canonical_block(region, lengths: np.ndarray):
+    """``(n, 3)`` fields of the footers in ``region`` when all are encoded
+    as array_record writes them (fields 1, 2, 3 once each, in order, as
+    varints), else ``None``."""
+    n = len(lengths)
+    try:
+        v = decode_varints(region, 6 * n).reshape(n, 6)
+    except VarintError:
+        return None
+    if not ((v[:, 0] == 8).all() and (v[:, 2] == 16).all() and (v[:, 4] == 24).all()):
+        return None
+    fields = np.ascontiguousarray(v[:, 1::2])
+    # Three one-byte tags, and 1 + floor(bits / 7) bytes per value.
+    size = np.full(n, 6, dtype=np.int64)
+    for k in range(1, 10):
+        size += (fields >= np.uint64(1 << (7 * k))).sum(axis=1)
+    if not (size == lengths).all():
+        return None
+    return fields
+
+
+def _parsed_block(region, lengths: np.ndarray, first: int) -> np.ndarray:
+    """Field-by-field parse of footers (any valid proto encoding)."""
+    out = np.zeros((len(lengths), 3), dtype=np.uint64)
+    pos = 0
+    for i, n in enumerate(lengths.tolist()):
+        f = _parse_fields(region[pos : pos + n])
+        pos += n
+        for k in (1, 2, 3):
+            x = f.get(k, 0)
+            if not isinstance(x, int):
+                raise LayoutError(f"footer of chunk {first + i}: field {k} has the wrong wire type")
+            out[i, k - 1] = x
+    return out
+
+
+def footer_record_sizes(sizes_raw, num_chunks: int) -> tuple[int, np.ndarray]:
+    """Sizes (bytes) of the footer chunk's records from its decoded sizes
+    block: ``(size of record 0, sizes of the num_chunks footers)``.
+
+    Footers are shorter than 128 bytes, so their sizes are one byte each
+    and come back as a zero-copy ``uint8`` view; other encodings decode to
+    ``uint64``. Raises :class:`LayoutError` when the block does not hold
+    ``num_chunks + 1`` varints.
+    """
+    try:
+        size0, pos = read_varint(sizes_raw, 0)
+        rest = memoryview(sizes_raw)[pos:]
+        if len(rest) == num_chunks:
+            a = np.frombuffer(rest, dtype=np.uint8)
+            if num_chunks == 0 or int(a.max()) < 0x80:
+                return size0, a
+        return size0, decode_varints(rest, num_chunks)
+    except VarintError as e:
+        raise LayoutError(f"footer record sizes: {e}") from None
+
+
+#: Footers decoded per step: bounds the temporary arrays to a few MiB.
+_STEP = 1 << 16
+
+
+def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
+    """Decode the ``ArrayRecordFooter`` records of a footer chunk into
+    ``(chunk_offsets, decoded_sizes, num_records)``, three ``int64`` arrays
+    of shape ``(num_chunks,)`` (bytes, bytes, records).
+
+    ``pieces`` yields the chunk's decoded values block in order (as
+    :func:`arrayfs.riegeli.compression.decompress_pieces` does), ``skip``
+    is the size of record 0 (the footer metadata), ``lengths`` the size of
+    each footer record and ``total`` the whole values size (bytes). The
+    values are folded over a step of footers at a time, so memory stays at
+    the output arrays plus one piece: a footer of 10^7 chunks needs no
+    10^7-element temporaries. Footers as array_record writes them decode
+    with numpy; others are parsed field by field. Raises
+    :class:`LayoutError` for a malformed footer.
+    """
+    n = len(lengths)
+    if skip + int(lengths.sum(dtype=np.int64)) != total:
+        raise LayoutError(f"footer record sizes add up to {skip + int(lengths.sum(dtype=np.int64))} bytes, "
+                          f"the values hold {total}")
+    offsets = np.empty(n, dtype=np.int64)
+    decoded = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    ends = np.empty(0, dtype=np.int64)
+    carry = b""
+    done = 0  # footers decoded
+    base = 0  # lengths[done:] start at this byte of carry
+    skipping = skip
+    for piece in pieces:
+        if skipping:
+            take = min(skipping, len(piece))
+            piece = memoryview(piece)[take:]
+            skipping -= take
+        buf = carry + bytes(piece) if carry else piece
+        pos = 0
+        while done < n:
+            if ends.size == 0:
+                step = lengths[done : done + _STEP]
+                ends = np.cumsum(step, dtype=np.int64)
+                base = 0
+            fit = int(np.searchsorted(ends, len(buf) - pos + base, side="right"))
+            if fit == 0:
+                break
+            nbytes = int(ends[fit - 1]) - base
+            region = memoryview(buf)[pos : pos + nbytes]
+            block_lengths = np.diff(ends[:fit], prepend=base).astype(np.int64)
+            fields = _canonical_block(region, block_lengths)
+            if fields is None:
+                fields = _parsed_block(region, block_lengths, done)
+            if (fields > np.uint64(1 << 62)).any():
+                raise LayoutError(f"footer of chunk {done + int(np.flatnonzero((fields > np.uint64(1 << 62)).any(axis=1))[0])}"
+                                  " holds a value beyond 2**62")
+            offsets[done : done + fit] = fields[:, 0]
+            decoded[done : done + fit] = fields[:, 1]
+            counts[done : done + fit] = fields[:, 2]
+            done += fit
+            pos += nbytes
+            base = int(ends[fit - 1])
+            ends = ends[fit:]
+        carry = bytes(memoryview(buf)[pos:])
+    if done != n or carry:
+        raise LayoutError(f"footer values end after {done} of {n} chunk footers")
+    return offsets, decoded, counts
+
+
 def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:
     """Decode ``ArrayRecordFooter`` records ``values[offsets[i]:offsets[i+1]]``.
 
     Returns a ``uint64`` array of shape ``(n, 3)``: chunk offset (bytes),
-    decoded data size (bytes), number of records. Footers as array_record
-    writes them (all three fields, in order) decode in one vectorised pass;
-    anything else falls back to a field-by-field parse.
+    decoded data size (bytes), number of records. (One-buffer form of
+    :func:`decode_footer_index`, for tools holding a decoded footer.)
     """
-    n = len(offsets) - 1
-    if n == 0:
-        return np.zeros((0, 3), dtype=np.uint64)
-    region = memoryview(values)[int(offsets[0]) : int(offsets[-1])]
-    try:
-        # Six varints per footer: tag 0x08, value, tag 0x10, value, tag 0x18, value.
-        v = decode_varints(region, 6 * n).reshape(n, 6)
-        fields = np.ascontiguousarray(v[:, 1::2])
-        lengths = 3 + np.ones(fields.shape, dtype=np.int64).sum(axis=1)
-        for k in range(1, 10):
-            lengths += (fields >= np.uint64(1 << (7 * k))).sum(axis=1)
-        # Tags in place and each footer's bytes ending where the next begins.
-        if (
-            (v[:, 0] == 8).all() and (v[:, 2] == 16).all() and (v[:, 4] == 24).all()
-            and (lengths == np.diff(offsets)).all()
-        ):
-            return fields
-    except VarintError:
-        pass
-    out = np.zeros((n, 3), dtype=np.uint64)
-    for i in range(n):
-        f = _parse_fields(memoryview(values)[int(offsets[i]) : int(offsets[i + 1])])
-        for k in (1, 2, 3):
-            x = f.get(k, 0)
-            if not isinstance(x, int):
-                raise LayoutError(f"footer {i} field {k} has the wrong wire type")
-            out[i, k - 1] = x
-    return out
+    lengths = np.diff(offsets).astype(np.int64)
+    start = int(offsets[0]) if len(offsets) else 0
+    o, d, c = decode_footer_index([memoryview(values)[start:]], lengths, 0, total=len(values) - start)
+    return np.stack([o, d, c], axis=1).astype(np.uint64)

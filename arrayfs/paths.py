@@ -2,10 +2,11 @@
 
 Accepted forms, alone or in a list: a file path, a glob pattern
 (``data/train-*.array_record``), a directory (its files whose names contain
-``array_record``), and Grain-style read instructions ``"path[start:end]"``
-that keep records ``[start, end)`` of one file (either bound may be omitted;
+``array_record``), Grain-style read instructions ``"path[start:end]"`` that
+keep records ``[start, end)`` of one file (either bound may be omitted;
 negative bounds count from the end), and TFDS ``FileInstruction`` objects
-(``filename``, ``skip``, ``take``).
+(``filename``, ``skip``, ``take``). Each form works with fsspec URLs as
+well (``s3://bucket/train-*.array_record``, ``gs://...``, ``memory://...``).
 
 Glob matches are sorted in *natural* order: runs of digits compare as
 numbers, so ``x-2-of-10`` comes before ``x-10-of-10`` even without zero
@@ -16,20 +17,22 @@ order of the list given by the user is kept.
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import re
 from typing import NamedTuple
 
-__all__ = ["ShardSpec", "natural_key", "expand_paths", "has_magic"]
+from . import storage
+from .storage import Entry, is_remote
+
+__all__ = ["ShardSpec", "natural_key", "expand_paths", "expand_entries", "has_magic"]
 
 _INSTRUCTION = re.compile(r"^(?P<path>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _DIGITS = re.compile(r"(\d+)")
 
 
 class ShardSpec(NamedTuple):
-    """One shard to open: the file and the slice of its records to use
-    (``None`` bounds mean the whole file)."""
+    """One shard to open: the file (path or URL) and the slice of its
+    records to use (``None`` bounds mean the whole file)."""
 
     path: str
     start: int | None = None
@@ -41,57 +44,90 @@ def natural_key(path: str):
     return [(0, int(p), p) if p.isdigit() else (1, 0, p) for p in _DIGITS.split(path)]
 
 
-def has_magic(path: str) -> bool:
-    return glob.has_magic(path)
+has_magic = storage.has_magic
 
 
-def _one(entry) -> list[ShardSpec]:
+def _exists(text: str, storage_options) -> Entry | None:
+    try:
+        return storage.stat(text, storage_options)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        if is_remote(text):
+            raise
+        return None
+
+
+def _one(entry, storage_options) -> list[tuple[ShardSpec, Entry | None]]:
     if hasattr(entry, "filename") and hasattr(entry, "skip") and hasattr(entry, "take"):
         # A TFDS FileInstruction: records [skip, skip + take) of filename.
         skip = int(entry.skip)
         take = int(entry.take)
-        return [ShardSpec(os.fspath(entry.filename), skip, None if take < 0 else skip + take)]
+        return [(ShardSpec(os.fspath(entry.filename), skip, None if take < 0 else skip + take), None)]
     text = os.fspath(entry)
     if not isinstance(text, str):
         text = os.fsdecode(text)
     start = stop = None
+    remote = is_remote(text)
     m = _INSTRUCTION.match(text)
-    if m and not os.path.exists(text):
-        text = m.group("path")
-        start = int(m.group("start")) if m.group("start") else None
-        stop = int(m.group("stop")) if m.group("stop") else None
-    text = os.path.expanduser(text)
-    if os.path.isdir(text):
-        names = [os.path.join(text, n) for n in os.listdir(text) if "array_record" in n and not n.startswith(".")]
-        return [ShardSpec(p) for p in sorted(names, key=natural_key) if os.path.isfile(p)]
-    if has_magic(text) and not os.path.exists(text):
-        return [ShardSpec(p, start, stop) for p in sorted(glob.glob(text), key=natural_key) if os.path.isfile(p)]
-    return [ShardSpec(text, start, stop)]
+    found = None
+    if m:
+        found = _exists(text, storage_options)
+        if found is None:
+            text = m.group("path")
+            start = int(m.group("start")) if m.group("start") else None
+            stop = int(m.group("stop")) if m.group("stop") else None
+    if not remote:
+        text = os.path.expanduser(text)
+    if found is None and not (has_magic(text) and (remote or not os.path.exists(text))):
+        found = _exists(text, storage_options)
+    if found is not None and found.is_dir:
+        listed = [e for e in storage.listdir(text, storage_options)
+                  if "array_record" in _name(e.path) and not _name(e.path).startswith(".")]
+        return [(ShardSpec(e.path), e) for e in sorted(listed, key=lambda e: natural_key(e.path))]
+    if found is None and has_magic(text):
+        matched = storage.glob(text, storage_options)
+        return [(ShardSpec(e.path, start, stop), e) for e in sorted(matched, key=lambda e: natural_key(e.path))]
+    return [(ShardSpec(text, start, stop), found)]
 
 
-def expand_paths(paths, *, allow_missing: bool = False) -> list[ShardSpec]:
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+
+
+def expand_entries(paths, *, allow_missing: bool = False, storage_options=None):
     """Expand ``paths`` (one entry or a list; see module docstring) into
-    shard specs, in order.
+    ``[(ShardSpec, Entry or None), ...]`` in order; the
+    :class:`arrayfs.storage.Entry` (size, identity, backend info) is there
+    when the file was listed or looked up on the way.
 
-    Raises ``FileNotFoundError`` naming the entry when a literal path does
-    not exist or a pattern matches no file, unless ``allow_missing`` (used
-    by refresh, where shards may come and go).
+    Raises ``FileNotFoundError`` naming the entry when a literal path or
+    URL does not exist or a pattern matches no file, unless
+    ``allow_missing`` (used by refresh, where shards come and go);
+    :class:`arrayfs.storage.StorageError` when a store cannot be listed.
     """
-    if isinstance(paths, (str, bytes, os.PathLike)):
+    if isinstance(paths, (str, bytes, os.PathLike)) or hasattr(paths, "filename"):
         paths = [paths]
-    out: list[ShardSpec] = []
+    out = []
     for entry in paths:
-        specs = _one(entry)
+        specs = _one(entry, storage_options)
         if not allow_missing:
+            name = os.fspath(entry.filename if hasattr(entry, "filename") else entry)
             if not specs:
-                name = os.fspath(entry.filename if hasattr(entry, "filename") else entry)
-                if os.path.isdir(name):
+                found = _exists(name, storage_options)
+                if found is not None and found.is_dir:
                     reason = "directory holds no file whose name contains 'array_record'"
                 else:
                     reason = "no file matches this pattern"
                 raise FileNotFoundError(errno.ENOENT, reason, name)
-            for s in specs:
-                if not os.path.exists(s.path):
-                    raise FileNotFoundError(errno.ENOENT, "no such file", s.path)
-        out.extend(s for s in specs if allow_missing is False or os.path.isfile(s.path))
+            for spec, found in specs:
+                if found is None and _exists(spec.path, storage_options) is None:
+                    raise FileNotFoundError(errno.ENOENT, "no such file" if not is_remote(spec.path)
+                                            else "no such object", spec.path)
+        out.extend(specs)
     return out
+
+
+def expand_paths(paths, *, allow_missing: bool = False, storage_options=None) -> list[ShardSpec]:
+    """The :class:`ShardSpec` part of :func:`expand_entries`."""
+    return [spec for spec, _ in expand_entries(paths, allow_missing=allow_missing, storage_options=storage_options)]

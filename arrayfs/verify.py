@@ -24,9 +24,7 @@ anywhere in a shard is worth knowing about.
 from __future__ import annotations
 
 import bisect
-import mmap
-import os
-import struct
+import functools
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
@@ -35,13 +33,12 @@ import numpy as np
 from .errors import ArrayRecordError, CorruptChunkError
 from .file import ArrayRecordFile
 from .paths import expand_paths
-from .riegeli.blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, CHUNK_HEADER_SIZE, USABLE_BLOCK_SIZE, chunk_end
+from .riegeli.blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, chunk_end, chunk_ends, parse_block_header
 from .riegeli.chunk import decode_chunk
-from .riegeli.hashing import highway_hash64
+from .riegeli.header import CHUNK_HEADER_SIZE, parse_chunk_headers
+from .storage import stat as stat_path
 
 __all__ = ["BadChunk", "ShardReport", "VerifyReport", "verify_shards", "verify_file"]
-
-_BLOCK_HEADER = struct.Struct("<QQQ")
 
 
 @dataclass(frozen=True)
@@ -179,8 +176,8 @@ class _Progress:
             self.pending = 0
 
 
-def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
-    """Check one file; returns ``(ShardReport, [BadChunk, ...])``.
+def verify_file(path, *, progress=None, storage_options=None) -> tuple[ShardReport, list]:
+    """Check one file (a path or a URL); returns ``(ShardReport, [BadChunk, ...])``.
 
     ``global_records`` of the problems is ``None`` (the file alone has no
     place in a dataset; :func:`verify_shards` fills it in). ``progress`` is
@@ -188,10 +185,9 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
     size). Never raises for a bad file (problems are returned); raises only
     ``KeyboardInterrupt`` and the like.
     """
-    path = os.fspath(path)
     step = progress or (lambda n: None)
     try:
-        size = os.path.getsize(path)
+        size = stat_path(path, storage_options).size
     except OSError as e:
         return ShardReport(path, 0, bad=1), [BadChunk(path, None, None, None, None, e.strerror or str(e), "OSError")]
     report = ShardReport(path, size)
@@ -201,7 +197,7 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
         bad.append(BadChunk(path, chunk, offset, None if records is None else tuple(records), None, reason, kind))
 
     try:
-        f = ArrayRecordFile(path, verify=True)
+        f = ArrayRecordFile(path, verify=True, storage_options=storage_options)
     except ArrayRecordError as e:
         add(None, e.offset, None, e.reason, type(e).__name__)
         step(size)
@@ -239,9 +235,11 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
         step(offsets[0] if offsets else footer)
 
         def check_chunk(k):
-            off, nxt = offsets[k], nexts[k]
+            off = offsets[k]
             try:
-                header, data = f.read_chunk_header(k)  # header hash, data hash, type, count
+                # Header hash, data hash, type, count, and the chunk ending
+                # by the next one's offset.
+                header, data = f.read_chunk_header(k)
                 end = chunk_end(off, header.data_size, header.num_records)
                 spans[k] = (off, end)
                 if header.decoded_data_size != decoded_sizes[k]:
@@ -249,8 +247,6 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
                         f"chunk header says {header.decoded_data_size} decoded bytes, "
                         f"the footer says {decoded_sizes[k]}"
                     )
-                if end > nxt:
-                    raise CorruptChunkError(f"chunk runs to byte {end}, past the next chunk at byte {nxt}")
                 values, offs = decode_chunk(header, data, offset=off)
                 if len(offs) - 1 != counts[k] or int(offs[-1]) != header.decoded_data_size:
                     raise CorruptChunkError(
@@ -265,15 +261,14 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
             # group_size:1 (today's default) has a chunk per record: check
             # them in batches on the reader's batched path, and go chunk by
             # chunk only where a batch has a problem.
-            _single_record_chunks(f, path, size, np.asarray(offsets, dtype=np.int64),
-                                  np.asarray(nexts, dtype=np.int64), np.asarray(decoded_sizes, dtype=np.int64),
-                                  spans, check_chunk, step)
+            _single_record_chunks(f, np.asarray(offsets, dtype=np.int64), np.asarray(nexts, dtype=np.int64),
+                                  np.asarray(decoded_sizes, dtype=np.int64), spans, check_chunk, step)
         else:
             for k in range(n):
                 check_chunk(k)
                 step(nexts[k] - offsets[k])
         step(size - footer)
-        _check_block_headers(path, size, offsets, first, footer, spans, add)
+        _check_block_headers(f, size, offsets, first, footer, spans, add)
     report.bad = len(bad)
     # Problems in file order, so the report reads top to bottom.
     bad.sort(key=lambda b: (-1 if b.offset is None else b.offset))
@@ -283,78 +278,68 @@ def verify_file(path, *, progress=None) -> tuple[ShardReport, list]:
 _BATCH = 8192
 
 
-def _chunk_ends(begin, data_size, num_records):
-    """:func:`arrayfs.riegeli.blocks.chunk_end` over ``int64`` arrays."""
-    length = CHUNK_HEADER_SIZE + data_size
-    overhead = (length + (begin + USABLE_BLOCK_SIZE - 1) % BLOCK_SIZE) // USABLE_BLOCK_SIZE
-    with_headers = begin + length + overhead * BLOCK_HEADER_SIZE
-    pos = begin + num_records
-    rounded = pos + np.maximum((-pos % BLOCK_SIZE) - (USABLE_BLOCK_SIZE - 1), 0)
-    return np.maximum(with_headers, rounded)
-
-
-def _single_record_chunks(f, path, size, offsets, nexts, decoded, spans, check_chunk, step) -> None:
+def _single_record_chunks(f, offsets, nexts, decoded, spans, check_chunk, step) -> None:
     """The chunk checks of :func:`verify_file` for a file of one-record
     chunks, a batch at a time.
 
     ``f.read_records`` checks each chunk's header hash, data hash, type,
-    record count and decoding (falling back to the general path, which
-    raises, on anything unusual). What it does not check, the decoded size
-    against the footer and the chunk's extent against the next chunk, is
-    done here with numpy on the headers; a batch with any problem is
-    checked again chunk by chunk for precise reports.
+    record count, extent within its window and decoding (falling back to
+    the general path, which raises, on anything unusual). What it does not
+    check, the decoded size against the footer, is done here with numpy on
+    the headers; a batch with any problem is checked again chunk by chunk
+    for precise reports.
     """
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        view = np.frombuffer(mm, dtype=np.uint8)
+    for a in range(0, len(offsets), _BATCH):
+        b = min(a + _BATCH, len(offsets))
+        idx = np.arange(a, b, dtype=np.int64)
         try:
-            for a in range(0, len(offsets), _BATCH):
-                b = min(a + _BATCH, len(offsets))
-                idx = np.arange(a, b, dtype=np.int64)
-                try:
-                    recs = f.read_records(idx)
-                except ArrayRecordError:
-                    slow = idx.tolist()
-                else:
-                    off = offsets[a:b]
-                    # The header follows the block header when the chunk
-                    # starts on a block boundary; headers split by a block
-                    # header (rare) take the slow path.
-                    hp = off + np.where(off % BLOCK_SIZE == 0, BLOCK_HEADER_SIZE, 0)
-                    whole = (hp % BLOCK_SIZE + CHUNK_HEADER_SIZE <= BLOCK_SIZE) & (hp + CHUNK_HEADER_SIZE <= size)
-                    at = np.where(whole, hp, 0)
-                    fields = np.ascontiguousarray(view[at[:, None] + np.arange(8, 32)]).view("<u8")
-                    data_size = np.minimum(fields[:, 0], np.uint64(size)).astype(np.int64)
-                    num_records = (fields[:, 2] >> np.uint64(8)).astype(np.int64)
-                    end = _chunk_ends(off, data_size, num_records)
-                    lens = np.fromiter(map(len, recs), dtype=np.int64, count=len(recs))
-                    bad = ~whole | (lens != decoded[a:b]) | (end > nexts[a:b])
-                    # Chunks that a block header interrupts: their extent is
-                    # needed to check that block header's distances.
-                    boundary = (off + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
-                    crossing = ~bad & (boundary < end)
-                    for k, s, e in zip(idx[crossing].tolist(), off[crossing].tolist(), end[crossing].tolist()):
-                        spans[k] = (s, e)
-                    slow = idx[bad].tolist()
-                    del recs
-                for k in slow:
-                    check_chunk(k)
-                step(int(nexts[b - 1] - offsets[a]))
-        finally:
-            del view  # release the buffer before the map closes
+            recs = f.read_records(idx)
+            buf, positions, off, lengths = f.read_chunk_windows(idx)
+        except ArrayRecordError:
+            slow = idx.tolist()
+        else:
+            view = np.frombuffer(buf, dtype=np.uint8)
+            # The header follows the block header when the chunk starts on
+            # a block boundary; headers split by a block header (rare) take
+            # the slow path.
+            skip = np.where(off % BLOCK_SIZE == 0, BLOCK_HEADER_SIZE, 0)
+            hp = off + skip
+            whole = (hp % BLOCK_SIZE + CHUNK_HEADER_SIZE <= BLOCK_SIZE) & (skip + CHUNK_HEADER_SIZE <= lengths)
+            at = np.where(whole, positions + skip, 0)
+            h = parse_chunk_headers(view[at[:, None] + np.arange(CHUNK_HEADER_SIZE)])
+            data_size = np.minimum(h["data_size"], np.uint64(1 << 50)).astype(np.int64)
+            num_records = np.minimum(h["num_records"], np.uint64(1 << 50)).astype(np.int64)
+            end = chunk_ends(off, data_size, num_records)
+            lens = np.fromiter(map(len, recs), dtype=np.int64, count=len(recs))
+            bad = ~whole | (lens != decoded[a:b]) | (end > nexts[a:b])
+            # Chunks that a block header interrupts: their extent is needed
+            # to check that block header's distances.
+            boundary = (off + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
+            crossing = ~bad & (boundary < end)
+            for k, s, e in zip(idx[crossing].tolist(), off[crossing].tolist(), end[crossing].tolist()):
+                spans[k] = (s, e)
+            slow = idx[bad].tolist()
+            del recs, view, buf
+        for k in slow:
+            check_chunk(k)
+        step(int(nexts[b - 1] - offsets[a]))
 
 
-def _check_block_headers(path, size, offsets, first, footer, spans, add) -> None:
+def _check_block_headers(f, size, offsets, first, footer, spans, add) -> None:
     """Hash of every block header (the one at 0 belongs to the signature,
     already compared byte for byte), and its chunk distances where the
     interrupted user chunk's header was sound."""
     if size <= BLOCK_SIZE:
         return
-    with open(path, "rb", buffering=0) as fh:
-        fd = fh.fileno()
-        for b in range(BLOCK_SIZE, size, BLOCK_SIZE):
-            raw = os.pread(fd, BLOCK_HEADER_SIZE, b)
-            if len(raw) < BLOCK_HEADER_SIZE:
-                break  # a short file was already reported as truncated
+    starts = list(range(BLOCK_SIZE, size, BLOCK_SIZE))
+    for i in range(0, len(starts), 4096):
+        part = starts[i : i + 4096]
+        try:
+            raws = f.read_ranges([(b, b + BLOCK_HEADER_SIZE) for b in part])
+        except ArrayRecordError as e:
+            add(None, e.offset, None, f"block headers: {e.reason}", type(e).__name__)
+            return
+        for b, raw in zip(part, raws):
             # The user chunk this block header interrupts, if any (it may
             # also sit in padding, the metadata chunk or the footer area).
             k = bisect.bisect_right(offsets, b) - 1
@@ -365,13 +350,15 @@ def _check_block_headers(path, size, offsets, first, footer, spans, add) -> None
                 if b < limit:
                     chunk = k
             rng = (first[k], first[k + 1]) if chunk is not None else None
-            h, prev, nxt = _BLOCK_HEADER.unpack(raw)
-            if highway_hash64(raw[8:]) != h:
+            try:
+                prev, nxt = parse_block_header(raw, b)
+            except CorruptChunkError:
                 if chunk is not None:
                     add(chunk, offsets[chunk], rng, f"block header at byte {b}: hash mismatch", "CorruptChunkError")
                 else:
                     add(None, b, None, "block header hash mismatch", "CorruptChunkError")
-            elif chunk is not None and span is not None and (prev != b - span[0] or nxt != span[1] - b):
+                continue
+            if chunk is not None and span is not None and (prev != b - span[0] or nxt != span[1] - b):
                 add(
                     chunk, offsets[chunk], rng,
                     f"block header at byte {b}: previous_chunk={prev}, next_chunk={nxt}, expected "
@@ -380,7 +367,7 @@ def _check_block_headers(path, size, offsets, first, footer, spans, add) -> None
                 )
 
 
-def verify_shards(paths, progress: bool = True, *, jobs: int = 1) -> VerifyReport:
+def verify_shards(paths, progress: bool = True, *, jobs: int = 1, storage_options=None) -> VerifyReport:
     """Verify every shard ``paths`` names (a path, glob, directory, read
     instruction, or a list of these; see :mod:`arrayfs.paths`).
 
@@ -391,6 +378,7 @@ def verify_shards(paths, progress: bool = True, *, jobs: int = 1) -> VerifyRepor
         jobs: shards checked at once, in separate processes (hashing holds
             the GIL, so threads would not help). With ``jobs > 1`` the bar
             advances a shard at a time.
+        storage_options: fsspec options for URLs.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is ``False`` when anything
@@ -406,13 +394,13 @@ def verify_shards(paths, progress: bool = True, *, jobs: int = 1) -> VerifyRepor
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    specs = expand_paths(paths)
+    specs = expand_paths(paths, storage_options=storage_options)
     sliced = any(s.start is not None or s.stop is not None for s in specs)
     files = list(dict.fromkeys(s.path for s in specs))
     sizes = []
     for p in files:
         try:
-            sizes.append(os.path.getsize(p))
+            sizes.append(stat_path(p, storage_options).size)
         except OSError:
             sizes.append(0)
     report = VerifyReport()
@@ -427,14 +415,15 @@ def verify_shards(paths, progress: bool = True, *, jobs: int = 1) -> VerifyRepor
 
             with ProcessPoolExecutor(min(jobs, len(files))) as pool:
                 results = []
-                for size, res in zip(sizes, pool.map(verify_file, files)):
+                check = functools.partial(verify_file, storage_options=storage_options)
+                for size, res in zip(sizes, pool.map(check, files)):
                     results.append(res)
                     bar.update(size)
                     _postfix(bar, results)
         else:
             results = []
             for p in files:
-                results.append(verify_file(p, progress=prog.add))
+                results.append(verify_file(p, progress=prog.add, storage_options=storage_options))
                 _postfix(bar, results)
             prog.flush()
     finally:

@@ -525,6 +525,9 @@ def test_read_chunk_truncated():
         with pytest.raises(TruncatedFileError):
             read_chunk(buf[:cut], 64)
     with pytest.raises(TruncatedFileError):
+        read_chunk(buf, 64, limit=end - 1, file_size=end - 1)
+    # A chunk running past the next chunk (or structure) is corrupt, not truncated.
+    with pytest.raises(CorruptChunkError, match="past the next chunk"):
         read_chunk(buf, 64, limit=end - 1)
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import struct
 
-from ..errors import CorruptChunkError
+import numpy as np
+
+from .errors import CorruptChunkError
 from .hashing import highway_hash64
+from .header import CHUNK_HEADER_SIZE
 
 __all__ = [
     "BLOCK_SIZE",
@@ -25,16 +28,17 @@ __all__ = [
     "add_with_overhead",
     "distance_without_overhead",
     "chunk_end",
+    "chunk_ends",
     "block_header_bytes",
+    "parse_block_header",
     "read_logical",
 ]
 
 BLOCK_SIZE = 1 << 16
 BLOCK_HEADER_SIZE = 24
 USABLE_BLOCK_SIZE = BLOCK_SIZE - BLOCK_HEADER_SIZE
-CHUNK_HEADER_SIZE = 40
 
-_Q1 = struct.Struct("<Q")
+_Q3 = struct.Struct("<QQQ")
 _Q2 = struct.Struct("<QQ")
 
 
@@ -85,52 +89,74 @@ def chunk_end(chunk_begin: int, data_size: int, num_records: int) -> int:
     )
 
 
+def chunk_ends(chunk_begin: np.ndarray, data_size: np.ndarray, num_records: np.ndarray) -> np.ndarray:
+    """:func:`chunk_end` over ``int64`` arrays of equal shape (the same
+    arithmetic, element-wise)."""
+    length = CHUNK_HEADER_SIZE + data_size
+    overhead_blocks = (length + (chunk_begin + USABLE_BLOCK_SIZE - 1) % BLOCK_SIZE) // USABLE_BLOCK_SIZE
+    with_headers = chunk_begin + length + overhead_blocks * BLOCK_HEADER_SIZE
+    pos = chunk_begin + num_records
+    rounded = pos + np.maximum((-pos % BLOCK_SIZE) - (USABLE_BLOCK_SIZE - 1), 0)
+    return np.maximum(with_headers, rounded)
+
+
 def block_header_bytes(previous_chunk: int, next_chunk: int) -> bytes:
     """The 24 bytes of a block header: hash, ``previous_chunk``, ``next_chunk``."""
     body = _Q2.pack(previous_chunk, next_chunk)
     return struct.pack("<Q", highway_hash64(body)) + body
 
 
-def _check_block_header(buf, pos: int) -> None:
-    if pos + BLOCK_HEADER_SIZE > len(buf):
-        return  # the caller reports the truncation
-    (stored,) = _Q1.unpack_from(buf, pos)
-    if highway_hash64(memoryview(buf)[pos + 8 : pos + BLOCK_HEADER_SIZE]) != stored:
+def parse_block_header(raw, pos: int) -> tuple[int, int]:
+    """``(previous_chunk, next_chunk)`` of the 24-byte block header ``raw``
+    found at physical ``pos``; raises :class:`CorruptChunkError` when its
+    hash does not match."""
+    stored, prev, nxt = _Q3.unpack_from(raw, 0)
+    if highway_hash64(memoryview(raw)[8:BLOCK_HEADER_SIZE]) != stored:
         raise CorruptChunkError(f"block header at byte {pos}: hash mismatch")
+    return prev, nxt
 
 
-def read_logical(buf, pos: int, length: int):
-    """Read ``length`` logical bytes starting at physical ``pos`` of ``buf``.
+def _check_block_header(buf, at: int, pos: int) -> None:
+    if at + BLOCK_HEADER_SIZE > len(buf):
+        return  # the caller reports the truncation
+    parse_block_header(memoryview(buf)[at : at + BLOCK_HEADER_SIZE], pos)
 
-    ``buf`` is the whole file as a bytes-like (an mmap in practice) and
-    ``pos`` must not lie inside a block header; a block header at ``pos``
-    itself is skipped. Returns ``(data, end)``: ``data`` is a zero-copy
-    ``memoryview`` slice when no block header intervenes, otherwise a view
-    of a new ``bytes``; ``end`` is the physical position after the last byte read.
-    Returns ``None`` for ``data`` if the file ends first (the caller names
-    the file in its error). Each block header skipped is hash-checked, as
-    Google's reader does; a mismatch raises :class:`CorruptChunkError`.
+
+def read_logical(buf, pos: int, length: int, *, base: int = 0):
+    """Read ``length`` logical bytes starting at physical ``pos``.
+
+    ``buf`` holds the physical bytes ``[base, base + len(buf))`` of the file
+    (the whole file when ``base`` is 0, or a window read around a chunk);
+    block boundaries are multiples of 65,536 in file positions. ``pos``
+    must not lie inside a block header; a block header at ``pos`` itself is
+    skipped. Returns ``(data, end)``: ``data`` is a zero-copy ``memoryview``
+    slice of ``buf`` when no block header intervenes, otherwise a view of a
+    new ``bytes``; ``end`` is the physical position after the last byte
+    read. Returns ``None`` for ``data`` if ``buf`` ends first (the caller
+    names the file in its error). Each block header skipped is
+    hash-checked, as Google's reader does; a mismatch raises
+    :class:`CorruptChunkError`.
     """
     if pos % BLOCK_SIZE == 0:
-        _check_block_header(buf, pos)
+        _check_block_header(buf, pos - base, pos)
         pos += BLOCK_HEADER_SIZE
     room = BLOCK_SIZE - pos % BLOCK_SIZE
-    size = len(buf)
+    limit = base + len(buf)
     if length <= room:
         end = pos + length
-        if end > size:
+        if end > limit:
             return None, end
-        return memoryview(buf)[pos:end], end
+        return memoryview(buf)[pos - base : end - base], end
     parts = []
     mv = memoryview(buf)
     while length > 0:
         if pos % BLOCK_SIZE == 0:
-            _check_block_header(buf, pos)
+            _check_block_header(buf, pos - base, pos)
             pos += BLOCK_HEADER_SIZE
         take = min(length, BLOCK_SIZE - pos % BLOCK_SIZE)
-        if pos + take > size:
+        if pos + take > limit:
             return None, pos + take
-        parts.append(mv[pos : pos + take])
+        parts.append(mv[pos - base : pos - base + take])
         pos += take
         length -= take
     # A view, so that callers slicing sections out of a large chunk do not

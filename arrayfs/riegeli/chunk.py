@@ -12,14 +12,10 @@ adds it with :meth:`ArrayRecordError.located`.
 
 from __future__ import annotations
 
-import struct
-from typing import NamedTuple
-
 import numpy as np
 from zstandard import BufferWithSegments, ZstdError
 
-from ..errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
-from .blocks import BLOCK_SIZE, CHUNK_HEADER_SIZE, chunk_end, read_logical
+from .blocks import BLOCK_SIZE, chunk_end, read_logical
 from .compression import (
     COMPRESSION_NAMES,
     NONE,
@@ -30,8 +26,24 @@ from .compression import (
     zstd_decompress_exact,
     zstd_decompressor,
 )
-from .hashing import _hash64, hash_at, highway_hash64
+from .errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
+from .hashing import _hash64, buffer_pointer, highway_hash64
 from .hashing import _key as _hash_key
+from .header import (
+    CHUNK_HEADER_SIZE,
+    CHUNK_TYPE_NAMES,
+    METADATA,
+    PADDING,
+    SIGNATURE,
+    SIMPLE,
+    TRANSPOSED,
+    ChunkHeader,
+    encode_chunk_header,
+    parse_chunk_header,
+    parse_chunk_headers,
+    peek_chunk_header,
+    type_and_count,
+)
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
@@ -49,94 +61,54 @@ __all__ = [
     "decode_record_sizes",
     "encode_simple",
     "decode_chunk",
-    "read_single_record",
-    "read_single_records_zstd",
+    "decode_single_record",
     "single_record_zstd_frames",
     "decompress_zstd_frames",
 ]
 
-SIGNATURE = ord("s")
-METADATA = ord("m")
-PADDING = ord("p")
-SIMPLE = ord("r")
-TRANSPOSED = ord("t")
-CHUNK_TYPE_NAMES = {
-    SIGNATURE: "signature",
-    METADATA: "file metadata",
-    PADDING: "padding",
-    SIMPLE: "simple records",
-    TRANSPOSED: "transposed records",
-}
-
-_HEADER = struct.Struct("<QQQQQ")
-_HEADER_BODY = struct.Struct("<QQQQ")
-_U64 = struct.Struct("<Q")
-_NUM_RECORDS_MASK = (1 << 56) - 1
-_SIMPLE_ONE = ord("r") | 1 << 8  # chunk_type 'r' with num_records 1
+_SIMPLE_ONE = type_and_count(SIMPLE, 1)
 # A varint64 record size takes at most 10 bytes: bounds the sizes block.
 _MAX_VARINT_BYTES = 10
 
 
-class ChunkHeader(NamedTuple):
-    """The 40-byte chunk header; sizes in bytes, ``num_records`` in records."""
+def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = None, base: int = 0,
+               file_size: int | None = None):
+    """Read the chunk that begins at physical ``offset``.
 
-    header_hash: int
-    data_size: int
-    data_hash: int
-    chunk_type: int
-    num_records: int
-    decoded_data_size: int
-
-
-def parse_chunk_header(raw, *, offset: int) -> ChunkHeader:
-    """Parse and hash-check 40 header bytes of the chunk at file ``offset``.
-
-    Raises :class:`CorruptChunkError` if ``header_hash`` does not match.
-    """
-    header_hash, data_size, data_hash, type_and_count, decoded = _HEADER.unpack(raw)
-    if highway_hash64(raw[8:CHUNK_HEADER_SIZE]) != header_hash:
-        raise CorruptChunkError("chunk header hash mismatch", offset=offset)
-    return ChunkHeader(
-        header_hash, data_size, data_hash, type_and_count & 0xFF, type_and_count >> 8, decoded
-    )
-
-
-def encode_chunk_header(data, chunk_type: int, num_records: int, decoded_data_size: int) -> bytes:
-    """The 40 header bytes for chunk ``data`` (hashes computed here)."""
-    if num_records > _NUM_RECORDS_MASK:
-        raise ValueError(f"a chunk holds at most 2**56 - 1 records, got {num_records}")
-    body = _HEADER_BODY.pack(
-        len(data), highway_hash64(data), chunk_type | (num_records << 8), decoded_data_size
-    )
-    return _U64.pack(highway_hash64(body)) + body
-
-
-def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = None):
-    """Read the chunk that begins at physical ``offset`` of ``buf`` (the file).
-
-    Returns ``(header, data, end)``: the checked header, the chunk data
-    (a zero-copy ``memoryview`` when no block header interrupts it) and the
-    physical end of the chunk including padding. ``limit`` (default
-    ``len(buf)``) is the position the chunk must end by. With ``verify`` the
-    data hash is checked too.
+    ``buf`` holds the physical bytes ``[base, base + len(buf))`` of the file
+    (all of it when ``base`` is 0). Returns ``(header, data, end)``: the
+    checked header, the chunk data (a zero-copy ``memoryview`` of ``buf``
+    when no block header interrupts it) and the physical end of the chunk
+    including padding. ``limit`` (default: the end of ``buf``) is the
+    position the chunk must end by, such as the next chunk's offset;
+    ``file_size`` (default: the end of ``buf``) is where the file ends, for
+    telling a truncated file from a chunk overrunning its neighbour. With
+    ``verify`` the data hash is checked too.
 
     Raises :class:`TruncatedFileError` when the file ends inside the chunk,
-    :class:`CorruptChunkError` on a hash mismatch or an impossible header.
+    :class:`CorruptChunkError` on a hash mismatch or an impossible header
+    (sizes are checked against ``limit`` before anything is read).
     """
-    size = len(buf) if limit is None else limit
-    raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE)
+    end_of_buf = base + len(buf)
+    size = end_of_buf if file_size is None else file_size
+    limit = min(end_of_buf, size) if limit is None else limit
+    raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE, base=base)
     if raw is None or pos > size:
         raise TruncatedFileError("file ends inside a chunk header", offset=offset)
+    if pos > end_of_buf:
+        raise CorruptChunkError(f"chunk header runs past byte {end_of_buf}", offset=offset)
     header = parse_chunk_header(raw, offset=offset)
     # Checked before reading so that a corrupt size never drives a read.
     end = chunk_end(offset, header.data_size, header.num_records)
-    if header.data_size > size or end > size:
-        raise TruncatedFileError(
+    if end > limit or header.data_size > limit:
+        claim = (
             f"chunk claims {header.data_size} data bytes and {header.num_records} records, so it would end "
-            f"at byte {end}; the file ends at byte {size}",
-            offset=offset,
+            f"at byte {end}"
         )
-    data, _ = read_logical(buf, pos, header.data_size)
+        if limit >= size:
+            raise TruncatedFileError(f"{claim}; the file ends at byte {size}", offset=offset)
+        raise CorruptChunkError(f"{claim}, past the next chunk or structure at byte {limit}", offset=offset)
+    data, _ = read_logical(buf, pos, header.data_size, base=base)
     if data is None:
         raise TruncatedFileError("file ends inside chunk data", offset=offset)
     if verify and highway_hash64(data) != header.data_hash:
@@ -250,46 +222,46 @@ def decode_chunk(header: ChunkHeader, data, *, offset: int):
     raise UnsupportedChunkError(f"unknown chunk type {t:#04x} ({chr(t)!r})", offset=offset)
 
 
-def read_single_record(buf, ptr, offset: int, size: int, *, verify: bool):
+def decode_single_record(window, offset: int, *, verify: bool):
     """Fast path for a chunk of exactly one record lying within one block.
 
-    ``buf`` is the whole file (an mmap), ``ptr`` a pointer to it from
-    :func:`arrayfs.riegeli.hashing.buffer_pointer`, ``size`` its length.
-    Checks the header hash (and the data hash with ``verify``) and returns
-    the record as ``bytes``, decoding only the values block: the size of a
-    lone record is the chunk's ``decoded_data_size``. Returns ``None``
-    whenever the chunk is not this simple case or anything is off, so that
-    the caller takes the general path, which raises the precise error.
+    ``window`` holds the file's physical bytes from the chunk's ``offset``
+    on, at least to its end. Checks the header hash (and the data hash with
+    ``verify``) and returns the record as ``bytes``, decoding only the
+    values block: the size of a lone record is the chunk's
+    ``decoded_data_size``. Returns ``None`` whenever the chunk is not this
+    simple case or anything is off, so that the caller takes the general
+    path, which raises the precise error.
     """
     r = offset % BLOCK_SIZE
-    if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or offset + CHUNK_HEADER_SIZE > size:
+    if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
         return None
-    header_hash, data_size, data_hash, type_and_count, decoded = _HEADER.unpack_from(buf, offset)
-    if type_and_count != _SIMPLE_ONE or hash_at(ptr, offset + 8, 32) != header_hash:
+    header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
+    mv = memoryview(window)
+    if tc != _SIMPLE_ONE or highway_hash64(mv[8:CHUNK_HEADER_SIZE]) != header_hash:
         return None
-    start = offset + CHUNK_HEADER_SIZE
-    end = start + data_size
-    if data_size < 3 or start % BLOCK_SIZE == 0 or r + CHUNK_HEADER_SIZE + data_size > BLOCK_SIZE or end > size:
+    end = CHUNK_HEADER_SIZE + data_size
+    if data_size < 3 or r + end > BLOCK_SIZE or end > len(window):
         return None
-    if verify and hash_at(ptr, start, data_size) != data_hash:
+    if verify and highway_hash64(mv[CHUNK_HEADER_SIZE:end]) != data_hash:
         return None
-    ctype = buf[start]
-    sizes_len = buf[start + 1]
+    ctype = window[CHUNK_HEADER_SIZE]
+    sizes_len = window[CHUNK_HEADER_SIZE + 1]
     if sizes_len >= 0x80:
         return None
-    vstart = start + 2 + sizes_len
+    vstart = CHUNK_HEADER_SIZE + 2 + sizes_len
     if vstart > end:
         return None
     if ctype == NONE:
-        return buf[vstart:end] if end - vstart == decoded else None
+        return bytes(mv[vstart:end]) if end - vstart == decoded else None
     try:
-        n, p = read_varint(buf, vstart)
+        n, p = read_varint(window, vstart)
         if n != decoded or p > end:
             return None
         if ctype == ZSTD:
-            out = zstd_decompress_exact(memoryview(buf)[p:end], decoded)
+            out = zstd_decompress_exact(mv[p:end], decoded)
         else:
-            out = decompress_block(ctype, memoryview(buf)[vstart:end], max_size=decoded)
+            out = decompress_block(ctype, mv[vstart:end], max_size=decoded)
     except (CompressionError, ZstdError, VarintError):
         return None
     return out if len(out) == decoded else None
@@ -298,65 +270,71 @@ def read_single_record(buf, ptr, offset: int, size: int, *, verify: bool):
 # Bytes gathered per chunk: the header, the compression byte and the
 # sizes-block length.
 _WINDOW = CHUNK_HEADER_SIZE + 2
-_HEADER_DTYPE = np.dtype(
-    [("header_hash", "<u8"), ("data_size", "<u8"), ("data_hash", "<u8"), ("type_and_count", "<u8"), ("decoded", "<u8")]
-)
 
-
-def single_record_zstd_frames(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool):
+def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, *,
+                              verify: bool):
     """Locate and check the values frames of zstd chunks of one record.
 
-    ``offsets`` (``int64``, shape ``(n,)``) are chunk offsets in ``buf``
-    (an mmap; ``ptr`` from :func:`arrayfs.riegeli.hashing.buffer_pointer`).
-    Headers are gathered and checked with numpy; hashes are one C call per
-    header and per data block. Returns ``(sel, segments, sizes)``: the
-    positions in ``offsets`` that are this simple case with good hashes
-    (``int64``), their frames as ``uint64`` ``(offset, length)`` pairs of
-    shape ``(len(sel), 2)``, and their decoded sizes (``uint64``). Chunks
-    left out (other codecs, chunks crossing a block header, bad hashes)
-    are for the caller's general path, which raises the precise error.
+    ``buf`` holds chunk windows back to back: window ``j`` is
+    ``buf[positions[j]:positions[j] + lengths[j]]`` and holds the file's
+    bytes from chunk offset ``offsets[j]`` on (``int64`` arrays of shape
+    ``(n,)``; block boundaries are reckoned on the file offsets). Headers
+    are gathered and checked with numpy; hashes are one C call per header
+    and per data block. Returns ``(sel, segments, sizes)``: the positions
+    in ``offsets`` that are this simple case with good hashes (``int64``),
+    their frames as ``uint64`` ``(offset in buf, length)`` pairs of shape
+    ``(len(sel), 2)``, and their decoded sizes (``uint64``). Chunks left
+    out (other codecs, chunks crossing a block header, bad hashes) are for
+    the caller's general path, which raises the precise error.
     """
     empty = np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.uint64)
+    size = len(buf)
     if size < _WINDOW or len(offsets) == 0:
         return empty
-    # Row gathers from a strided view of the file: one index per chunk.
+    # Row gathers from a strided view of the buffer: one index per chunk.
     windows = np.lib.stride_tricks.as_strided(
         np.frombuffer(buf, dtype=np.uint8), shape=(size - _WINDOW + 1, _WINDOW), strides=(1, 1), writeable=False
     )
     r = offsets % BLOCK_SIZE
-    ok = (r != 0) & (offsets + _WINDOW <= size)
-    rows = windows[np.where(ok, offsets, 0)]
-    h = rows[:, :CHUNK_HEADER_SIZE].copy().view(_HEADER_DTYPE).ravel()
-    data_size = h["data_size"].astype(np.int64)
-    decoded = h["decoded"].astype(np.int64)
-    start = offsets + CHUNK_HEADER_SIZE
+    ok = (r != 0) & (lengths >= _WINDOW) & (positions + _WINDOW <= size)
+    rows = windows[np.where(ok, positions, 0)]
+    h = parse_chunk_headers(rows)
+    data_size = np.minimum(h["data_size"], np.uint64(1 << 40)).astype(np.int64)
+    decoded = np.minimum(h["decoded_data_size"], np.uint64(1 << 40)).astype(np.int64)
+    start = positions + CHUNK_HEADER_SIZE
     end = start + data_size
     ctype = rows[:, CHUNK_HEADER_SIZE].astype(np.int64)
     sizes_len = rows[:, CHUNK_HEADER_SIZE + 1].astype(np.int64)
     ok &= (h["type_and_count"] == _SIMPLE_ONE) & (ctype == ZSTD) & (sizes_len < 0x80) & (decoded > 0)
-    ok &= (data_size >= 4) & (r + CHUNK_HEADER_SIZE + data_size <= BLOCK_SIZE) & (end <= size)
+    ok &= (data_size >= 4) & (r + CHUNK_HEADER_SIZE + data_size <= BLOCK_SIZE)
+    ok &= CHUNK_HEADER_SIZE + data_size <= lengths
     vstart = start + 2 + sizes_len
-    pre = windows[np.where(ok & (vstart + 2 <= end), vstart, 0), :2].astype(np.int64)
-    one = pre[:, 0] < 0x80
-    declared = np.where(one, pre[:, 0], (pre[:, 0] & 0x7F) | (pre[:, 1] << 7))
-    ok &= (one | (pre[:, 1] < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
+    flat = np.frombuffer(buf, dtype=np.uint8)
+    vs = np.where(ok & (vstart + 2 <= end), vstart, 0)
+    b0 = flat[vs].astype(np.int64)
+    b1 = flat[vs + 1].astype(np.int64)
+    one = b0 < 0x80
+    declared = np.where(one, b0, (b0 & 0x7F) | (b1 << 7))
+    ok &= (one | (b1 < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
     good = np.flatnonzero(ok)
     if good.size == 0:
         return empty
     # Hashes: one C call each, called directly (this loop is the hot path).
+    ptr = buffer_pointer(buf)
     hh = h["header_hash"][good].tolist()
-    offs = offsets[good].tolist()
+    pos = positions[good].tolist()
     hash64, key = _hash64, _hash_key
     if verify:
         dh = h["data_hash"][good].tolist()
         sizes = data_size[good].tolist()
         keep = [
             j
-            for j, off, ds, h1, h2 in zip(range(good.size), offs, sizes, hh, dh)
-            if hash64(ptr + (off + 8), 32, key) == h1 and hash64(ptr + (off + 40), ds, key) == h2
+            for j, p, ds, h1, h2 in zip(range(good.size), pos, sizes, hh, dh)
+            if hash64(ptr + (p + 8), 32, key) == h1 and hash64(ptr + (p + 40), ds, key) == h2
         ]
     else:
-        keep = [j for j, off, h1 in zip(range(good.size), offs, hh) if hash64(ptr + (off + 8), 32, key) == h1]
+        keep = [j for j, p, h1 in zip(range(good.size), pos, hh) if hash64(ptr + (p + 8), 32, key) == h1]
+    del ptr
     sel = good[keep] if len(keep) < good.size else good
     frame_start = vstart[sel] + np.where(one[sel], 1, 2)
     segs = np.empty((sel.size, 2), dtype=np.uint64)
@@ -401,16 +379,3 @@ def decompress_zstd_frames(groups, *, threads: int = 0) -> list:
     except ZstdError:
         return None
     return [result[i].tobytes() for i in range(len(result))]
-
-
-def read_single_records_zstd(buf, ptr, offsets: np.ndarray, size: int, *, verify: bool, threads: int = 0):
-    """Records of the zstd one-record chunks at ``offsets`` (see
-    :func:`single_record_zstd_frames`): a list of ``len(offsets)`` items,
-    ``bytes`` or ``None`` where the caller must take the general path."""
-    out: list = [None] * len(offsets)
-    sel, segs, sizes = single_record_zstd_frames(buf, ptr, offsets, size, verify=verify)
-    recs = decompress_zstd_frames([(buf, segs, sizes)], threads=threads)
-    if recs:
-        for slot, rec in zip(sel.tolist(), recs):
-            out[slot] = rec
-    return out

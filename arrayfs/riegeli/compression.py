@@ -33,6 +33,7 @@ __all__ = [
     "compress_block",
     "decompress_block",
     "block_decompressed_size",
+    "decompress_pieces",
 ]
 
 NONE = 0
@@ -196,6 +197,54 @@ def compress_block(compression_type: int, data, *, level: int | None = None, win
     else:
         raise ValueError(f"unknown compression type {compression_type:#04x}")
     return encode_varint(n) + payload
+
+
+def decompress_pieces(compression_type: int, block, *, max_size: int, piece: int = 4 << 20):
+    """Decompress one prefixed block as a stream of pieces of at most
+    ``piece`` bytes (Zstd and Brotli; Snappy and type 0 in one piece), so
+    that a caller folding over a large block (a footer of 10^7 chunks)
+    never holds all of it. The pieces add up to exactly the declared size,
+    checked against ``max_size`` first; raises like :func:`decompress_block`.
+    """
+    size, start = block_decompressed_size(compression_type, block)
+    if size > max_size:
+        raise CompressionError(
+            f"block declares {size} decompressed bytes, more than the {max_size} its chunk allows"
+        )
+    if compression_type not in (ZSTD, BROTLI) or size <= piece:
+        yield decompress_block(compression_type, block, max_size=max_size)
+        return
+    stream = memoryview(block)[start:]
+    got = 0
+    name = COMPRESSION_NAMES[compression_type]
+    try:
+        if compression_type == ZSTD:
+            with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+                while got <= size:
+                    out = r.read(min(piece, size + 1 - got))
+                    if not out:
+                        break
+                    got += len(out)
+                    if got > size:
+                        break
+                    yield out
+        else:
+            d = brotli.Decompressor()
+            fed = False
+            while got <= size:
+                out = d.process(b"" if fed else stream, output_buffer_limit=min(piece, size + 1 - got))
+                fed = True
+                if not out:
+                    break
+                got += len(out)
+                if got > size:
+                    break
+                yield out
+    except (zstandard.ZstdError, brotli.error) as e:
+        raise CompressionError(f"{name} stream is corrupt: {e}") from None
+    if got != size:
+        raise CompressionError(f"block decoded to {'more than ' if got > size else ''}{got} bytes, its prefix "
+                               f"declares {size}")
 
 
 def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):

@@ -1,0 +1,204 @@
+"""Local files read with ``pread``: no mapping, so no ``SIGBUS``.
+
+A shard truncated or rewritten in place while a reader has it open is an
+ordinary accident (``rsync --inplace``, ``cp`` over a file, a foreign
+writer). Reads through a memory map of such a file kill the process with
+``SIGBUS``; ``pread`` returns short instead, and an ``fstat`` after each
+read catches a rewrite that kept the size. A read therefore returns the
+file's bytes as they were at open, or raises.
+
+Descriptors come from the process-wide :data:`.handles.POOL`, so any number
+of files can be open while only a bounded number of descriptors are.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .base import ByteSource, SourceChangedError, SourceTruncatedError
+from .handles import POOL
+
+__all__ = ["LocalFile"]
+
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+# Ranges closer than this are read with one pread: a syscall costs more
+# than copying a few KiB.
+_COALESCE_GAP = 8 << 10
+
+
+def _identity(st) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class LocalFile(ByteSource):
+    """One local file (see :class:`.base.ByteSource`).
+
+    Args:
+        path: the file (``str``).
+        check: ``fstat`` after every read to catch a file rewritten in place
+            with the same size (a read costs one more system call).
+        pool: the descriptor pool (default: the process-wide one).
+
+    Raises:
+        OSError: the file cannot be opened (``FileNotFoundError``, ...),
+            with the path as ``filename``.
+    """
+
+    def __init__(self, path: str, *, check: bool = True, pool=POOL):
+        self.name = path
+        self.check_reads = check
+        self._pool = pool
+        self._fd = -1
+        self._refs = 0
+        self._closing = False
+        self._pinned = False
+        fd = os.open(path, _O_FLAGS)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        self.identity = _identity(st)
+        # Hand the descriptor to the pool as if it had opened it.
+        self._first_fd = fd
+        pool.acquire(self)
+        pool.release(self)
+
+    def _reopen(self) -> int:
+        fd = getattr(self, "_first_fd", -1)
+        if fd >= 0:
+            self._first_fd = -1
+            return fd
+        if self._closing:
+            raise ValueError(f"{self.name}: read from a closed file")
+        try:
+            fd = os.open(self.name, _O_FLAGS)
+        except FileNotFoundError:
+            raise SourceChangedError(
+                f"{self.name}: the file was removed since it was opened", name=self.name
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if _identity(st) != self.identity:
+                raise self._changed(st)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _changed(self, st) -> SourceChangedError:
+        if st.st_ino != self.identity[1] or st.st_dev != self.identity[0]:
+            what = "replaced by another file"
+        elif st.st_size < self.size:
+            what = f"truncated from {self.size} to {st.st_size} bytes"
+        elif st.st_size != self.size:
+            what = f"resized from {self.size} to {st.st_size} bytes"
+        else:
+            what = "modified (its mtime changed)"
+        return SourceChangedError(
+            f"{self.name}: the file was {what} since it was opened",
+            name=self.name, truncated=st.st_size < self.size, size=st.st_size,
+        )
+
+    def _short(self, offset, length, got, fd) -> Exception:
+        try:
+            now = os.fstat(fd).st_size
+        except OSError:
+            now = offset + got
+        return SourceTruncatedError(
+            f"{self.name}: the file ends at byte {now}, a read of {length} bytes at byte {offset} needs "
+            f"{offset + length} (it was {self.size} bytes when opened: truncated since)",
+            name=self.name, offset=offset, length=length, size=now,
+        )
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        pool = self._pool
+        fd = pool.acquire(self)
+        try:
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise self._short(offset, length, len(data), fd)
+            if self.check_reads:
+                st = os.fstat(fd)
+                if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+                    raise self._changed(st)
+        except OSError as e:
+            if e.errno == errno.EBADF and self._closing:
+                raise ValueError(f"{self.name}: read from a closed file") from None
+            raise
+        finally:
+            pool.release(self)
+        return data
+
+    def read_ranges(self, ranges) -> list:
+        """One ``pread`` per group of nearby ranges (see the base class),
+        one ``fstat`` for the whole batch."""
+        if not ranges:
+            return []
+        size = self.size
+        for a, b in ranges:
+            if a < 0 or b < a or b > size:
+                self._check_range(a, b - a)
+        pool = self._pool
+        fd = pool.acquire(self)
+        try:
+            out = [None] * len(ranges)
+            order = sorted(range(len(ranges)), key=lambda j: ranges[j][0])
+            i = 0
+            while i < len(order):
+                a, b = ranges[order[i]]
+                j = i + 1
+                while j < len(order) and ranges[order[j]][0] <= b + _COALESCE_GAP:
+                    b = max(b, ranges[order[j]][1])
+                    j += 1
+                data = os.pread(fd, b - a, a)
+                if len(data) != b - a:
+                    raise self._short(a, b - a, len(data), fd)
+                if j == i + 1:
+                    out[order[i]] = data
+                else:
+                    mv = memoryview(data)
+                    for k in order[i:j]:
+                        s, e = ranges[k]
+                        out[k] = mv[s - a : e - a]
+                i = j
+            if self.check_reads:
+                st = os.fstat(fd)
+                if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+                    raise self._changed(st)
+        finally:
+            pool.release(self)
+        return out
+
+    def check(self) -> None:
+        fd = self._pool.acquire(self)
+        try:
+            st = os.fstat(fd)
+        finally:
+            self._pool.release(self)
+        if _identity(st) != self.identity:
+            raise self._changed(st)
+
+    def pin(self) -> bool:
+        """Keep the descriptor open (never evicted) until :meth:`close`, so
+        that reads go on after the file is removed or replaced at its path.
+        Returns ``False`` when the descriptor was already closed."""
+        return self._pool.pin(self)
+
+    def close(self) -> None:
+        if not self._closing:
+            self._pool.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -492,8 +492,8 @@ class ArrayRecordFile:
         """``(begin, end)`` byte range of chunk ``k`` with its padding: from
         its offset to the next chunk's (the footer's for the last)."""
         offsets = self._get_index().offsets
-        nxt = int(offsets[k + 1]) if k + 1 < len(offsets) else self.footer_offset
-        return int(offsets[k]), nxt
+        nxt = offsets.item(k + 1) if k + 1 < len(offsets) else self.footer_offset
+        return offsets.item(k), nxt
 
     # -- records ---------------------------------------------------------------
 
@@ -537,17 +537,27 @@ class ArrayRecordFile:
         """The byte windows of ``chunks`` (``int64``: chunk ``k``'s bytes
         from its offset to the next chunk's) read as one batch:
         ``(buf, positions, begins, lengths)`` with window ``j`` at
-        ``buf[positions[j]:positions[j] + lengths[j]]`` (``int64`` arrays)."""
+        ``buf[positions[j]:positions[j] + lengths[j]]`` (``int64`` arrays).
+        Runs of consecutive chunks are read as one range (a sequential scan
+        is one read per run, however many chunks)."""
         offsets = self._get_index().offsets
+        n = len(offsets)
         begins = offsets[chunks]
         nxt = chunks + 1
-        ends = np.where(nxt < len(offsets), offsets[np.minimum(nxt, len(offsets) - 1)], self.footer_offset)
+        ends = np.where(nxt < n, offsets[np.minimum(nxt, n - 1)], self.footer_offset)
         lengths = ends - begins
-        parts = self._read_ranges(list(zip(begins.tolist(), ends.tolist())))
-        buf = b"".join(parts) if len(parts) != 1 else bytes(parts[0])
-        positions = np.zeros(len(chunks), dtype=np.int64)
-        if len(chunks) > 1:
-            np.cumsum(lengths[:-1], out=positions[1:])
+        uniq = np.unique(chunks)
+        cut = np.flatnonzero(np.diff(uniq) != 1) + 1
+        run_first = uniq[np.concatenate(([0], cut))]
+        run_last = uniq[np.concatenate((cut - 1, [len(uniq) - 1]))]
+        run_begin = offsets[run_first]
+        run_end = np.where(run_last + 1 < n, offsets[np.minimum(run_last + 1, n - 1)], self.footer_offset)
+        parts = self._read_ranges(list(zip(run_begin.tolist(), run_end.tolist())))
+        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        run_base = np.zeros(len(parts), dtype=np.int64)
+        np.cumsum((run_end - run_begin)[:-1], out=run_base[1:])
+        run = np.searchsorted(run_first, chunks, side="right") - 1
+        positions = run_base[run] + (begins - run_begin[run])
         return buf, positions, begins, lengths
 
     def single_record_frames(self, indices):

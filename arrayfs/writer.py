@@ -35,11 +35,11 @@ import zstandard
 
 from .layout import encode_chunk_footers, encode_footer_metadata, encode_postscript
 from .options import parse_writer_options
-from .storage import StorageError, filesystem, is_remote
 from .riegeli.chunk import SIMPLE, encode_chunk_header
 from .riegeli.chunk_writer import ChunkWriter
 from .riegeli.compression import NONE, ZSTD, compress_block
 from .riegeli.varint import encode_varint, encode_varints
+from .storage import StorageError, filesystem, is_remote
 
 __all__ = ["ArrayRecordWriter"]
 

@@ -237,14 +237,18 @@ def decode_single_record(window, offset: int, *, verify: bool):
     if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
         return None
     header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
-    mv = memoryview(window)
-    if tc != _SIMPLE_ONE or highway_hash64(mv[8:CHUNK_HEADER_SIZE]) != header_hash:
+    if tc != _SIMPLE_ONE:
         return None
     end = CHUNK_HEADER_SIZE + data_size
     if data_size < 3 or r + end > BLOCK_SIZE or end > len(window):
         return None
-    if verify and highway_hash64(mv[CHUNK_HEADER_SIZE:end]) != data_hash:
+    ptr = buffer_pointer(window)
+    if _hash64(ptr + 8, 32, _hash_key) != header_hash or (
+        verify and _hash64(ptr + CHUNK_HEADER_SIZE, data_size, _hash_key) != data_hash
+    ):
         return None
+    del ptr
+    mv = memoryview(window)
     ctype = window[CHUNK_HEADER_SIZE]
     sizes_len = window[CHUNK_HEADER_SIZE + 1]
     if sizes_len >= 0x80:

@@ -13,7 +13,6 @@ of files can be open while only a bounded number of descriptors are.
 
 from __future__ import annotations
 
-import errno
 import os
 
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
@@ -115,9 +114,17 @@ class LocalFile(ByteSource):
         )
 
     def read(self, offset: int, length: int) -> bytes:
-        self._check_range(offset, length)
+        if offset < 0 or length < 0 or offset + length > self.size:
+            self._check_range(offset, length)
         pool = self._pool
-        fd = pool.acquire(self)
+        # The pool's acquire/release, inlined for the common case of an open
+        # descriptor: this is the hot path of every single-record read.
+        with pool._lock:
+            fd = self._fd
+            if fd >= 0:
+                self._refs += 1
+        if fd < 0:
+            fd = pool.acquire(self)
         try:
             data = os.pread(fd, length, offset)
             if len(data) != length:
@@ -126,10 +133,6 @@ class LocalFile(ByteSource):
                 st = os.fstat(fd)
                 if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
                     raise self._changed(st)
-        except OSError as e:
-            if e.errno == errno.EBADF and self._closing:
-                raise ValueError(f"{self.name}: read from a closed file") from None
-            raise
         finally:
             pool.release(self)
         return data

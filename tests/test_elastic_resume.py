@@ -408,3 +408,21 @@ def test_state_size_does_not_depend_on_n():
         assert ids([next(src) for _ in range(3)]) == job[host].global_indices(
             0, 100 + offset, 3).tolist()
     assert sizes[0] == sizes[1] and max(sizes[0]) < 400
+
+
+# -- the example ------------------------------------------------------------------
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "elastic_resume.py")
+
+
+def test_example_interrupted_on_two_hosts_resumed_on_three(tmp_path):
+    res = subprocess.run([sys.executable, EXAMPLE, "--data", str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "epoch 0 (interrupted on 2 hosts, finished on 3): 1009 reads of 1009 records, " \
+           "each read exactly once" in out
+    assert "epoch 1 (on 3 hosts): 1009 reads of 1009 records, each read exactly once" in out
+    with open(tmp_path / "checkpoint.json") as f:
+        state = json.load(f)
+    assert state["source"]["shard_count"] == 2 and state["source"]["position"] == 320

@@ -319,11 +319,15 @@ class ArrayRecordSourceModule(nnx.Module):
 
     # -- iteration -------------------------------------------------------------
 
-    def _normalized(self) -> tuple[int, int, tuple] | None:
+    def _cursor(self) -> tuple[int, int, tuple]:
+        """The stored ``(epoch, position, resized_from)``, each variable read
+        once (an NNX variable read costs microseconds; this is per element)."""
+        return self.epoch.get_value(), self.position.get_value(), self._resized()
+
+    def _normalized(self, cursor: tuple | None = None) -> tuple[int, int, tuple] | None:
         """``(epoch, position, resized_from)`` of the next element, finished
         epochs rolled over, or ``None`` when all ``num_epochs`` are done."""
-        epoch, position = self.epoch.get_value(), self.position.get_value()
-        resized = self._resized()
+        epoch, position, resized = self._cursor() if cursor is None else cursor
         order = self._core.order
         while position >= order.epoch_length(resized):
             if not resized and order.length == 0:
@@ -333,18 +337,21 @@ class ArrayRecordSourceModule(nnx.Module):
             return None
         return epoch, position, resized
 
-    def _set_cursor(self, epoch: int, position: int, resized_from=None) -> None:
+    def _set_cursor(self, epoch: int, position: int, resized_from=None, was=None) -> None:
         """Move to ``(epoch, position)``; a new epoch forgets the earlier
-        levels unless ``resized_from`` gives that epoch's."""
+        levels unless ``resized_from`` gives that epoch's. ``was`` is the
+        stored cursor if the caller has just read it."""
         epoch = int(epoch)
-        if resized_from is None and epoch != self.epoch.get_value():
+        old_epoch, _, old_resized = self._cursor() if was is None else was
+        if resized_from is None and epoch != old_epoch:
             resized_from = ()
-        if resized_from is not None and tuple(resized_from) != self._resized():
+        if resized_from is not None and tuple(resized_from) != old_resized:
             rows = np.zeros((MAX_RESIZES, 2), np.int64)
             if resized_from:
                 rows[:len(resized_from)] = resized_from
             self.resized_from.set_value(rows)
-        self.epoch.set_value(epoch)
+        if epoch != old_epoch:
+            self.epoch.set_value(epoch)
         self.position.set_value(int(position))
 
     def __iter__(self) -> Iterator[dict]:
@@ -358,7 +365,8 @@ class ArrayRecordSourceModule(nnx.Module):
         Raises:
             StopIteration: after ``num_epochs`` epochs (never for ``-1``).
         """
-        cursor = self._normalized()
+        was = self._cursor()
+        cursor = self._normalized(was)
         if cursor is None:
             raise StopIteration
         epoch, position, resized = cursor
@@ -370,7 +378,7 @@ class ArrayRecordSourceModule(nnx.Module):
             ahead = core.ahead = ((epoch, resized), position,
                                   core.read(epoch, position, count, resized))
         element = core.decode(ahead[2][position - ahead[1]])
-        self._set_cursor(epoch, position + 1, resized)
+        self._set_cursor(epoch, position + 1, resized, was)
         return element
 
     # -- state -----------------------------------------------------------------

@@ -437,7 +437,10 @@ class Pipeline:
         """Resume from :meth:`get_state`: the next batch is the first unseen one.
 
         A different ``batch_size`` is allowed (positions count elements, not
-        batches); batches then start at the first unseen element.
+        batches); batches then start at the first unseen element. So is a
+        different ``shard_count``: one host's state of a lockstep job
+        restores on every host of the new job, which split the rest of the
+        epoch between them (see :meth:`ArrayRecordSourceModule.set_state`).
 
         Raises:
             ValueError: not a pipeline state, or the source refuses it (see

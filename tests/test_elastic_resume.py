@@ -197,6 +197,35 @@ def test_state_keys_size_and_old_format(shard):
         assert other_count.get_state()["resized_from"] == [[2, 7]]
 
 
+def test_nnx_state_of_a_resized_epoch_restores_with_nnx_update(shard):
+    from flax import nnx
+
+    from arrayfs.nnx import IterationState
+
+    kw = dict(num_epochs=2, shuffle_files=True, seed=8)
+    with arrayfs.ArrayRecordDataSource(f"{shard}[0:150]") as ds:
+        job = hosts(ds, 2, **kw)
+        step_all(job, 30)
+        src = ArrayRecordSourceModule(cfg(1, 3, **kw), ds)
+        src.set_state(job[0].get_state())
+        for _ in range(5):
+            next(src)
+        saved = nnx.state(src, IterationState)
+        fresh = ArrayRecordSourceModule(cfg(1, 3, **kw), ds)
+        empty = nnx.state(fresh, IterationState)
+        # One structure whatever happened: the same leaves, shapes and dtypes.
+        assert [np.shape(x) for x in jax_leaves(saved)] == [np.shape(x) for x in jax_leaves(empty)]
+        nnx.update(fresh, saved)
+        assert fresh.get_state() == src.get_state()
+        assert ids(fresh) == ids(src)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
 def test_a_different_order_is_still_refused_on_another_host_count(shard, tmp_path):
     other = str(tmp_path / "other-00000-of-00001.array_record")
     with arrayfs.ArrayRecordWriter(other) as w:

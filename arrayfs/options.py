@@ -146,9 +146,17 @@ def _bool(key: str, value: str, empty: bool) -> bool:
     return table[value]
 
 
-def _bytes(key: str, value: str, lo: int, hi: int, *, also: str = "") -> int:
+def _bytes(key: str, value: str, lo: int, hi: int, *, also: str = "", unit_b: bool = False) -> int:
     """riegeli ``ValueParser::Bytes``: a real with an optional ``[BkKMGTPE]``
-    suffix, rounded half away from zero, saturating at 2**64 - 1."""
+    suffix, rounded half away from zero, saturating at 2**64 - 1.
+
+    With ``unit_b``, a multiplier may also be followed by ``B`` (``64MB``
+    is ``64M``, 64 * 2**20 bytes): array_record documents its reader sizes
+    that way (``array_record_reader.h``: "Example 16MB"; the module's
+    docstring: "Default 16MB") although its parser refuses them.
+    """
+    if unit_b and len(value) >= 2 and value[-1] == "B" and value[-2] in "kKMGTPE":
+        value = value[:-1]
     number, scale = value, 1
     if value and value[-1] in _SUFFIX:
         number, scale = value[:-1], _SUFFIX[value[-1]]
@@ -256,7 +264,11 @@ def parse_reader_options(text: str = "") -> ReaderOptions:
     Keys: ``readahead_buffer_size`` (bytes, ``auto`` = 16 MiB, 0 to optimise
     random access), ``max_parallelism`` (``auto`` or N >= 0),
     ``index_storage_option`` (``in_memory`` or ``offloaded``),
-    ``footer_prefetch_bytes`` (bytes; accepted, the footer is mapped). Raises
+    ``footer_prefetch_bytes`` (bytes; accepted, the footer is mapped). Sizes
+    take riegeli's suffixes ``[BkKMGTPE]`` (powers of 1024) and, as
+    array_record's documentation writes them, ``kB``/``KB``/``MB``/``GB``/...
+    for the same sizes (``64MB`` == ``64M`` == 67108864 bytes); Google's
+    parser refuses the second form. Raises
     ``ValueError`` on an unknown or repeated key, a bad value, or
     ``index_storage_option:offloaded`` without ``footer_prefetch_bytes:0``,
     as array_record does.
@@ -268,9 +280,11 @@ def parse_reader_options(text: str = "") -> ReaderOptions:
         if key == "max_parallelism":
             kw[key] = None if value == "auto" else _int(key, value, 0, _INT32_MAX, also="auto, ")
         elif key == "readahead_buffer_size":
-            kw[key] = 16 * 2**20 if value == "auto" else _bytes(key, value, 0, 2**30, also="auto, ")
+            kw[key] = 16 * 2**20 if value == "auto" else _bytes(
+                key, value, 0, 2**30, also="auto, ", unit_b=True)
         elif key == "footer_prefetch_bytes":
-            kw[key] = None if value == "auto" else _bytes(key, value, 0, 2**30, also="auto, ")
+            kw[key] = None if value == "auto" else _bytes(
+                key, value, 0, 2**30, also="auto, ", unit_b=True)
         else:
             if value not in ("", "in_memory", "offloaded"):
                 raise _invalid(key, value, "(empty), in_memory, offloaded")

@@ -216,7 +216,7 @@ def test_invalid_arguments(data):
 def test_moving_the_source_directly_is_followed(data):
     with from_source(ArrayRecordSourceModule(cfg(), data["fixed"]), 10, prefetch=3) as pipe:
         next(pipe)
-        pipe.source.set_state({**pipe.source.get_state(), "position": 55})
+        pipe.source.set_state({**pipe.source.get_state(), "position": 55, "current_index": 55})
         assert batch_ids(next(pipe)) == list(range(55, 65))
 
 

@@ -223,7 +223,7 @@ READER_ACCEPTED = [
 READER_REJECTED = [
     "foo", "default", "group_size:1", "zstd", "Max_parallelism:1",
     "readahead_buffer_size:2G", "readahead_buffer_size:-1", "readahead_buffer_size:", "readahead_buffer_size:inf",
-    "readahead_buffer_size:nan", "readahead_buffer_size:1KB", "readahead_buffer_size:1_000",
+    "readahead_buffer_size:nan", "readahead_buffer_size:1_000",
     "max_parallelism:-1", "max_parallelism:", "max_parallelism:x",
     "index_storage_option:foo", "index_storage_option:offloaded",
     "index_storage_option:offloaded,footer_prefetch_bytes:auto", "footer_prefetch_bytes:1,index_storage_option:offloaded",
@@ -266,6 +266,44 @@ def test_reader_options_rejected_like_google(small_file, text):
     with pytest.raises(ValueError) as e:
         arrayfs.ArrayRecordReader(small_file, text)
     assert f"!{e.value}" == g
+
+
+#: Sizes as array_record's documentation writes them ("Example 16MB"), which
+#: Google's own parser refuses: arrayfs reads them as the suffix without "B".
+READER_SIZES_WITH_B = [
+    ("readahead_buffer_size:64MB", "readahead_buffer_size", 64 << 20),
+    ("readahead_buffer_size:16MB", "readahead_buffer_size", 16 << 20),
+    ("readahead_buffer_size:4MB", "readahead_buffer_size", 4 << 20),
+    ("readahead_buffer_size:1KB", "readahead_buffer_size", 1 << 10),
+    ("readahead_buffer_size:1kB", "readahead_buffer_size", 1 << 10),
+    ("readahead_buffer_size:1GB", "readahead_buffer_size", 1 << 30),
+    ("readahead_buffer_size:1.5MB", "readahead_buffer_size", 3 << 19),
+    ("readahead_buffer_size: 2 MB", "readahead_buffer_size", 2 << 20),
+    ("footer_prefetch_bytes:2MB", "footer_prefetch_bytes", 2 << 20),
+]
+
+
+@pytest.mark.parametrize("text,key,size", READER_SIZES_WITH_B)
+def test_reader_sizes_with_a_b_are_the_same_size(small_file, text, key, size):
+    without_b = text[:-1]
+    assert google_reader_result(small_file, without_b) == "ok"
+    assert google_reader_result(small_file, text).startswith("!")  # Google's parser
+    assert getattr(parse_reader_options(text), key) == getattr(parse_reader_options(without_b), key) == size
+    with arrayfs.ArrayRecordReader(small_file, text) as r:
+        assert r.read_all() == [b"r%d" % i for i in range(10)]
+
+
+@pytest.mark.parametrize("value", ["64mb", "64Mb", "64MiB", "64Mi", "64MBB", "MB", "64BB", "B", "-4MB", "2GB",
+                                   "1.5XB", "64M B", "nanMB", "infKB", "4TB"])
+def test_reader_sizes_that_mean_nothing_are_refused(value):
+    with pytest.raises(ValueError, match="readahead_buffer_size: invalid value"):
+        parse_reader_options(f"readahead_buffer_size:{value}")
+
+
+def test_writer_sizes_stay_as_strict_as_google():
+    # Writer strings are stored in the footer; they keep Google's grammar.
+    with pytest.raises(ValueError, match="transpose_bucket_size: invalid value"):
+        parse_writer_options("transpose,transpose_bucket_size:1KB")
 
 
 def test_reader_unknown_option_names_raise_value_error(small_file):

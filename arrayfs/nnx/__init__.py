@@ -2,8 +2,10 @@
 
 ``ArrayRecordSourceModule(config, paths)`` yields decoded records epoch after
 epoch in an O(1)-memory shuffled order split across hosts;
-``from_source(source, batch_size)`` batches them on a prefetch thread. Both
-checkpoint with ``get_state()``/``set_state()`` in a few hundred bytes.
+``Pipeline(source=source, stages=[...], batch_size=32)`` (or
+``from_source(source, 32)``) batches them on a prefetch thread. Both
+checkpoint with ``get_state()``/``set_state()`` in a few hundred bytes, and
+one host's checkpoint restores on a job with another number of hosts.
 Needs JAX and Flax (``pip install arrayfs[jax]``).
 """
 

@@ -44,13 +44,18 @@ class ArrayRecordSourceConfig:
             ``[0, shard_count)``; ``None`` means ``jax.process_index()`` when
             the module is built.
         shard_count: number of hosts splitting each epoch, ``>= 1``; ``None``
-            means ``jax.process_count()``. Give both or neither.
+            means ``jax.process_count()``. Give both or neither. A checkpoint
+            taken with another ``shard_count`` still restores (the rest of
+            its epoch is split among the new hosts; see
+            :mod:`arrayfs.nnx.order`).
         drop_remainder: if ``True``, every host gets ``N // shard_count``
             elements per epoch (equal step counts; up to
             ``shard_count - 1`` elements of each epoch's order are skipped,
             different ones each epoch when shuffling). If ``False``, the first
             ``N % shard_count`` hosts get one element more (Grain's
-            ``even_split``).
+            ``even_split``). An epoch restored on another host count drops
+            up to ``shard_count - 1`` more of what was left, so that the new
+            hosts' shares are equal too; no element is read twice.
         decode: ``None`` (``{"data": uint8 array}``), ``"msgpack"``,
             ``"json"``, ``"npy"``, ``"npz"``, or a callable
             ``bytes -> dict of arrays``; see :mod:`arrayfs.nnx.decode`.

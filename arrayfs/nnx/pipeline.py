@@ -1,5 +1,7 @@
-"""``from_source``: batches from an ``ArrayRecordSourceModule``, prefetched.
+"""``Pipeline``: batches from an ``ArrayRecordSourceModule``, prefetched.
 
+Built as datarax writes it, ``Pipeline(source=source, stages=[...],
+batch_size=32, rngs=nnx.Rngs(0))``, or with ``from_source(source, 32)``.
 A background thread reads, decodes, collates and transforms the next
 ``prefetch`` batches while the training step runs. Checkpoint semantics are
 those of the *consumer*: the source's ``epoch``/``position`` move only when a
@@ -91,18 +93,27 @@ def _collate_raw(records: list[bytes]) -> dict[str, np.ndarray]:
 
 class _Builder:
     """Everything the prefetch thread needs, and nothing that refers back to
-    the Pipeline (so the Pipeline can be garbage-collected while it runs)."""
+    the Pipeline (so the Pipeline can be garbage-collected while it runs).
+
+    ``cursor`` is the source's ``(epoch, position, resized_from)`` when the
+    builder was made: the earlier levels apply to that epoch only, and are
+    captured here so the consumer moving the source on cannot change them
+    under the thread."""
 
     def __init__(self, source: ArrayRecordSourceModule, batch_size: int, drop_remainder: bool,
-                 collate, transforms: tuple, device_put):
+                 collate, transforms: tuple, device_put, cursor: tuple):
         self.source = source
         self.batch_size = batch_size
         self.drop_remainder = drop_remainder
         self.collate = collate
         self.transforms = transforms
         self.device_put = device_put
-        self.length = len(source)
+        self.order = source._core.order
         self.num_epochs = source.config.num_epochs
+        self.resized_epoch, _, self.resized = cursor
+
+    def layout(self, epoch: int) -> tuple:
+        return self.resized if epoch == self.resized_epoch else ()
 
     def plan(self, epoch: int, position: int):
         """``(epoch, position, count)`` of the batch after cursor ``(epoch,
@@ -110,14 +121,18 @@ class _Builder:
         while True:
             if self.num_epochs != -1 and epoch >= self.num_epochs:
                 return None
-            remaining = self.length - position
+            layout = self.layout(epoch)
+            length = self.order.epoch_length(layout)
+            if not layout and (length == 0 or (self.drop_remainder and length < self.batch_size)):
+                return None  # no epoch from here on has a batch (only with finite num_epochs)
+            remaining = length - position
             if remaining <= 0 or (self.drop_remainder and remaining < self.batch_size):
                 epoch, position = epoch + 1, 0
                 continue
             return epoch, position, min(self.batch_size, remaining)
 
     def build(self, epoch: int, position: int, count: int):
-        records = self.source.read_records(epoch, position, count)
+        records = self.source._core.read(epoch, position, count, self.layout(epoch))
         if self.collate is None:
             if self.source.decodes_raw:
                 batch = _collate_raw(records)
@@ -139,7 +154,7 @@ class _Worker:
     """One prefetch thread: produces ``("batch", batch, cursor_after)``,
     then ``("end",)`` or ``("error", exc)``, into a bounded queue."""
 
-    def __init__(self, builder: _Builder, cursor: tuple[int, int], depth: int):
+    def __init__(self, builder: _Builder, cursor: tuple, depth: int):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(
@@ -156,8 +171,8 @@ class _Worker:
                 continue
         return False
 
-    def _run(self, builder: _Builder, cursor: tuple[int, int]) -> None:
-        epoch, position = cursor
+    def _run(self, builder: _Builder, cursor: tuple) -> None:
+        epoch, position, _ = cursor
         try:
             while not self.stop_event.is_set():
                 step = builder.plan(epoch, position)
@@ -202,26 +217,101 @@ def _stop_worker(holder: list) -> None:
         worker.stop()
 
 
-class Pipeline:
-    """Batches of a source; made by :func:`from_source`.
+def _check_int(name: str, value, low: int) -> int:
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= low
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
-    Iterating yields one batch per step (see :func:`from_source` for its
-    structure) until the source's ``num_epochs`` are done (never, for
-    ``-1``). The pipeline is its own iterator: a new ``for`` loop continues
-    where the last one stopped.
+
+class Pipeline:
+    """Batches of a source, read ahead on a background thread.
+
+    The constructor takes datarax's form, keyword arguments only::
+
+        Pipeline(source=source, stages=[...], batch_size=32, rngs=nnx.Rngs(0))
+
+    :func:`from_source` is the same with positional ``source`` and
+    ``batch_size``.
+
+    Args:
+        source: an :class:`ArrayRecordSourceModule`; the pipeline advances its
+            ``epoch``/``position`` as batches are yielded, and closes it in
+            :meth:`close`.
+        batch_size: elements per batch, ``>= 1``.
+        stages: callables (functions or ``flax.nnx.Module`` instances)
+            applied to each batch in order, ``stage(batch) -> batch``, on the
+            prefetch thread after collation and before ``device_put``;
+            :meth:`add` appends more.
+        rngs: accepted for datarax compatibility and kept as ``self.rngs``
+            (for stages that want randomness); the order of records does not
+            use it.
+        drop_remainder: drop each epoch's last batch when it is short, so
+            every batch has ``batch_size`` elements (static shapes for
+            ``jax.jit``).
+        prefetch: batches built ahead of the caller, ``>= 0``; ``0`` builds
+            each batch on the caller's thread.
+        collate: ``fn(list of element dicts) -> batch``; default stacks each
+            field (:func:`default_collate`).
+        device_put: ``None`` to yield numpy arrays; ``True`` for
+            ``jax.device_put(batch)`` onto the default device; or a
+            ``jax.Device``/``jax.sharding.Sharding`` to place batches there
+            (done on the prefetch thread, so the copy overlaps the step).
+
+    Iterating yields one batch per step until the source's ``num_epochs``
+    are done (never, for ``-1``). With the default collate each batch is a
+    ``dict`` of arrays of shape ``(b, *field_shape)``, ``b`` = ``batch_size``
+    except for a short last batch of an epoch; with ``decode=None`` and
+    fixed-size records, ``batch["data"]`` is ``uint8`` of shape
+    ``(b, record_bytes)``. The pipeline is its own iterator: a new ``for``
+    loop continues where the last one stopped.
+
+    Raises:
+        ValueError: ``batch_size < 1``, ``prefetch < 0``, a non-callable
+            ``collate``, or ``drop_remainder`` with fewer elements per epoch
+            than ``batch_size`` (it would never yield a batch).
+        TypeError: ``source`` is not an :class:`ArrayRecordSourceModule`, or
+            a stage is not callable.
     """
 
-    def __init__(self, source: ArrayRecordSourceModule, batch_size: int, drop_remainder: bool,
-                 prefetch: int, collate, device_put):
+    def __init__(self, *, source: ArrayRecordSourceModule, batch_size: int = 32,
+                 stages: Sequence[Callable[[Any], Any]] | None = None, rngs: Any = None,
+                 drop_remainder: bool = False, prefetch: int = 2,
+                 collate: Callable[[list[dict]], Any] | None = None, device_put: Any = None):
+        if not isinstance(source, ArrayRecordSourceModule):
+            raise TypeError(
+                f"source must be an ArrayRecordSourceModule, got {type(source).__name__}"
+            )
+        batch_size = _check_int("batch_size", batch_size, 1)
+        prefetch = _check_int("prefetch", prefetch, 0)
+        if collate is not None and not callable(collate):
+            raise ValueError(f"collate must be callable, got {type(collate).__name__}")
+        if not isinstance(drop_remainder, bool):
+            raise ValueError(f"drop_remainder must be a bool, got {drop_remainder!r}")
+        if drop_remainder and len(source) < batch_size:
+            raise ValueError(
+                f"drop_remainder=True with batch_size {batch_size} but only {len(source)} "
+                "elements per epoch on this host: no batch would ever be yielded"
+            )
+        stages = list(stages or ())
+        for k, stage in enumerate(stages):
+            if not callable(stage):
+                raise TypeError(f"stages[{k}] must be callable (batch -> batch), "
+                                f"got {type(stage).__name__}")
         self._source = source
         self.batch_size = batch_size
         self.drop_remainder = drop_remainder
         self.prefetch = prefetch
+        self.rngs = rngs
         self._collate = collate
-        self._device_put = device_put
-        self._transforms: list[Callable] = []
+        self._device_put = None if device_put is False else device_put
+        self._transforms: list[Callable] = stages
         self._holder: list[_Worker] = []  # the running worker, if any
-        self._cursor: tuple[int, int] | None = None  # source cursor the worker continues from
+        # Source cursor (epoch, position, resized_from) the worker continues from.
+        self._cursor: tuple | None = None
         self._finished = False
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_worker, self._holder)
@@ -233,8 +323,13 @@ class Pipeline:
         """The source whose position this pipeline advances."""
         return self._source
 
+    @property
+    def stages(self) -> list[Callable]:
+        """The batch stages, in the order they run (a copy)."""
+        return list(self._transforms)
+
     def add(self, fn: Callable[[Any], Any]) -> "Pipeline":
-        """Append a batch transform ``fn(batch) -> batch``; returns ``self``.
+        """Append a batch stage ``fn(batch) -> batch``; returns ``self``.
 
         Transforms run in order on the prefetch thread, after collation and
         before ``device_put``. Adding one discards prefetched batches (they
@@ -260,9 +355,9 @@ class Pipeline:
 
     # -- iteration -------------------------------------------------------------
 
-    def _builder(self) -> _Builder:
+    def _builder(self, cursor: tuple) -> _Builder:
         return _Builder(self._source, self.batch_size, self.drop_remainder, self._collate,
-                        tuple(self._transforms), self._device_put)
+                        tuple(self._transforms), self._device_put, cursor)
 
     def _restart(self) -> None:
         _stop_worker(self._holder)
@@ -286,7 +381,7 @@ class Pipeline:
         if self._closed:
             raise ValueError("iteration over a closed pipeline")
         source = self._source
-        cursor = (source.epoch.get_value(), source.position.get_value())
+        cursor = (source.epoch.get_value(), source.position.get_value(), source._resized())
         if cursor != self._cursor:
             # First call, a set_state, or someone moved the source directly:
             # batches prefetched from another position are not the next ones.
@@ -295,8 +390,8 @@ class Pipeline:
         if self._finished:
             raise StopIteration
         if self.prefetch == 0:
-            builder = self._builder()
-            step = builder.plan(*cursor)
+            builder = self._builder(cursor)
+            step = builder.plan(*cursor[:2])
             if step is None:
                 self._finished = True
                 raise StopIteration
@@ -305,7 +400,7 @@ class Pipeline:
             item = ("batch", batch, (epoch, position + count))
         else:
             if not self._holder:
-                self._holder.append(_Worker(self._builder(), cursor, self.prefetch))
+                self._holder.append(_Worker(self._builder(cursor), cursor, self.prefetch))
             item = self._holder[0].get()
         kind = item[0]
         if kind == "end":
@@ -315,9 +410,11 @@ class Pipeline:
         if kind == "error":
             self._restart()
             raise item[1]
-        _, batch, after = item
-        source._set_cursor(*after)
-        self._cursor = after
+        _, batch, (epoch, position) = item
+        # The earlier levels belong to the epoch the worker started in.
+        resized = self._cursor[2] if epoch == self._cursor[0] else ()
+        source._set_cursor(epoch, position, resized)
+        self._cursor = (epoch, position, resized)
         return batch
 
     # -- state -----------------------------------------------------------------
@@ -340,7 +437,10 @@ class Pipeline:
         """Resume from :meth:`get_state`: the next batch is the first unseen one.
 
         A different ``batch_size`` is allowed (positions count elements, not
-        batches); batches then start at the first unseen element.
+        batches); batches then start at the first unseen element. So is a
+        different ``shard_count``: one host's state of a lockstep job
+        restores on every host of the new job, which split the rest of the
+        epoch between them (see :meth:`ArrayRecordSourceModule.set_state`).
 
         Raises:
             ValueError: not a pipeline state, or the source refuses it (see
@@ -374,57 +474,14 @@ class Pipeline:
 def from_source(source: ArrayRecordSourceModule, batch_size: int = 32, *,
                 drop_remainder: bool = False, prefetch: int = 2,
                 collate: Callable[[list[dict]], Any] | None = None,
-                device_put: Any = None) -> Pipeline:
+                device_put: Any = None, stages: Sequence[Callable[[Any], Any]] | None = None,
+                rngs: Any = None) -> Pipeline:
     """Batch a source, reading ahead on a background thread.
 
-    Args:
-        source: an :class:`ArrayRecordSourceModule`; the pipeline advances its
-            ``epoch``/``position`` as batches are yielded, and closes it in
-            :meth:`Pipeline.close`.
-        batch_size: elements per batch, ``>= 1``.
-        drop_remainder: drop each epoch's last batch when it is short, so
-            every batch has ``batch_size`` elements (static shapes for
-            ``jax.jit``).
-        prefetch: batches built ahead of the caller, ``>= 0``; ``0`` builds
-            each batch on the caller's thread.
-        collate: ``fn(list of element dicts) -> batch``; default stacks each
-            field (:func:`default_collate`).
-        device_put: ``None`` to yield numpy arrays; ``True`` for
-            ``jax.device_put(batch)`` onto the default device; or a
-            ``jax.Device``/``jax.sharding.Sharding`` to place batches there
-            (done on the prefetch thread, so the copy overlaps the step).
-
-    Returns:
-        A :class:`Pipeline`. With the default collate each batch is a
-        ``dict`` of arrays of shape ``(b, *field_shape)``, ``b`` =
-        ``batch_size`` except for a short last batch of an epoch; with
-        ``decode=None`` and fixed-size records, ``batch["data"]`` is ``uint8``
-        of shape ``(b, record_bytes)``.
-
-    Raises:
-        ValueError: ``batch_size < 1``, ``prefetch < 0``, a non-callable
-            ``collate``, or ``drop_remainder`` with fewer elements per epoch
-            than ``batch_size`` (it would never yield a batch).
-        TypeError: ``source`` is not an :class:`ArrayRecordSourceModule`.
+    ``from_source(source, 32, ...)`` is ``Pipeline(source=source,
+    batch_size=32, ...)``; see :class:`Pipeline` for every argument, the
+    batches and the errors.
     """
-    if not isinstance(source, ArrayRecordSourceModule):
-        raise TypeError(f"source must be an ArrayRecordSourceModule, got {type(source).__name__}")
-    for name, value, low in (("batch_size", batch_size, 1), ("prefetch", prefetch, 0)):
-        try:
-            ok = not isinstance(value, bool) and operator.index(value) >= low
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if collate is not None and not callable(collate):
-        raise ValueError(f"collate must be callable, got {type(collate).__name__}")
-    if not isinstance(drop_remainder, bool):
-        raise ValueError(f"drop_remainder must be a bool, got {drop_remainder!r}")
-    if drop_remainder and len(source) < batch_size:
-        raise ValueError(
-            f"drop_remainder=True with batch_size {batch_size} but only {len(source)} elements "
-            "per epoch on this host: no batch would ever be yielded"
-        )
-    if device_put is False:
-        device_put = None
-    return Pipeline(source, int(batch_size), drop_remainder, int(prefetch), collate, device_put)
+    return Pipeline(source=source, batch_size=batch_size, stages=stages, rngs=rngs,
+                    drop_remainder=drop_remainder, prefetch=prefetch, collate=collate,
+                    device_put=device_put)

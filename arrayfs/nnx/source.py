@@ -1,10 +1,13 @@
 """``ArrayRecordSourceModule``: a stateful, shuffled, epoch-aware record source.
 
-A ``flax.nnx.Module`` whose only state is two :class:`IterationState`
-variables, ``epoch`` and ``position`` (elements of this host's slice of the
-epoch already yielded). Everything else (the dataset, the order, the decoder)
-is rebuilt from the config and the paths, so a checkpoint is a few hundred
-bytes for any dataset size.
+A ``flax.nnx.Module`` whose only state is three :class:`IterationState`
+variables: ``epoch``, ``position`` (elements of this host's share of the
+epoch already yielded) and ``resized_from`` (the host counts an epoch resumed
+on a different number of hosts ran on before, see
+:mod:`arrayfs.nnx.order`). Everything else (the dataset, the order, the
+decoder) is rebuilt from the config and the paths, so a checkpoint is a few
+hundred bytes for any dataset size, and one host's checkpoint restores on
+every host of a job with the same or a different host count.
 
 Reads go through the dataset's batched ``__getitems__``: one call per batch
 (and per read-ahead window when iterating element by element), so chunk
@@ -25,14 +28,20 @@ from flax import nnx
 
 from .config import ArrayRecordSourceConfig
 from .decode import decode_raw, get_decoder
-from .order import EpochOrder
+from .order import MAX_RESIZES, EpochOrder, longest_slice, remaining_after, resume_levels
 
 __all__ = ["ArrayRecordSourceModule", "IterationState", "STATE_FORMAT"]
 
 #: Tag of :meth:`ArrayRecordSourceModule.get_state` dicts; bumped if the
-#: meaning of a field (or the shuffle) ever changes, so an old checkpoint is
-#: refused rather than silently read in a different order.
-STATE_FORMAT = "arrayfs.source/1"
+#: meaning of a field (or the shuffle) ever changes, so a checkpoint is
+#: refused rather than silently read in a different order. Version 2 added
+#: ``resized_from`` (which version 1 readers must not ignore) and datarax's
+#: key names.
+STATE_FORMAT = "arrayfs.source/2"
+
+#: Earlier formats :meth:`ArrayRecordSourceModule.set_state` still restores.
+#: Version 1 is version 2 without ``resized_from`` and the datarax names.
+OLD_STATE_FORMATS = ("arrayfs.source/1",)
 
 #: Records read per ``__getitems__`` call when iterating element by element.
 READ_AHEAD = 64
@@ -83,26 +92,47 @@ class _Core:
         self.raw = decode is decode_raw
         self.fingerprint = fingerprint
         self.closed = False
-        # (epoch, first position, records) read ahead for element iteration.
-        self.ahead: tuple[int, int, list] | None = None
+        # ((epoch, resized_from), first position, records) read ahead for
+        # element iteration.
+        self.ahead: tuple[tuple, int, list] | None = None
+        # (rows array, pairs) of the last resized_from decoded.
+        self.resized: tuple[Any, tuple] = (None, ())
 
-    def read(self, epoch: int, position: int, count: int) -> list[bytes]:
+    def read(self, epoch: int, position: int, count: int, resized_from=()) -> list[bytes]:
         if self.closed:
             raise ValueError("read from a closed ArrayRecordSourceModule")
-        indices = self.order.indices(epoch, position, count)
+        indices = self.order.indices(epoch, position, count, resized_from)
         getitems = getattr(self.dataset, "__getitems__", None)
         if getitems is not None:
             return list(getitems(indices))
         return [self.dataset[int(i)] for i in indices]
 
 
+def _state_int(state: dict, names: tuple[str, str]) -> int:
+    """The value stored under the arrayfs name and/or the datarax name."""
+    present = [(n, state[n]) for n in names if n in state]
+    if not present:
+        raise ValueError(f"checkpoint has no {names[0]!r} (or {names[1]!r})")
+    for name, value in present:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"checkpoint {name} must be an integer >= 0, got {value!r}")
+    if len({v for _, v in present}) > 1:
+        raise ValueError(f"checkpoint {names[0]} and {names[1]} differ: "
+                         + ", ".join(f"{n}={v!r}" for n, v in present))
+    return present[0][1]
+
+
 class ArrayRecordSourceModule(nnx.Module):
     """Shuffled, epoch-aware, host-sharded iteration over ArrayRecord records.
 
     Args:
-        config: :class:`ArrayRecordSourceConfig`. ``shard_index`` and
-            ``shard_count`` left ``None`` are taken from
-            ``jax.process_index()``/``jax.process_count()`` here.
+        config: :class:`ArrayRecordSourceConfig`; ``None`` for the defaults
+            (datarax's: ``seed=42``, ``num_epochs=-1``,
+            ``shuffle_files=False``). ``shard_index`` and ``shard_count`` left
+            ``None`` are taken from ``jax.process_index()``/
+            ``jax.process_count()`` here. ``ArrayRecordSourceModule(paths)``
+            with a single positional argument that is not a config means
+            ``ArrayRecordSourceModule(None, paths)``.
         paths: what :class:`arrayfs.ArrayRecordDataSource` accepts (a path,
             glob, directory, ``"path[a:b]"``, or a list of them), opened with
             ``verify=config.verify`` and closed by :meth:`close`; or an
@@ -121,16 +151,26 @@ class ArrayRecordSourceModule(nnx.Module):
     the permutation keyed by ``(seed, e)`` when ``shuffle_files``); it is cut
     into ``shard_count`` contiguous slices and this host reads slice
     ``shard_index``: hosts are disjoint and together cover the epoch (all but
-    at most ``shard_count - 1`` elements with ``drop_remainder``).
+    at most ``shard_count - 1`` elements with ``drop_remainder``). An epoch
+    restored from a checkpoint taken on another host count is split as
+    :mod:`arrayfs.nnx.order` describes; later epochs as above.
 
     Raises:
-        ValueError: this host's slice is empty (fewer records than hosts), or
-            the dataset has no records.
+        ValueError: ``config`` is not a config; the dataset has no records;
+            or this host's slice is empty (fewer records than hosts) and
+            ``num_epochs`` is ``-1`` (it would never yield).
         FileNotFoundError, arrayfs.ArrayRecordError: from opening ``paths``.
     """
 
-    def __init__(self, config: ArrayRecordSourceConfig, paths, *, rngs: nnx.Rngs | None = None,
-                 name: str | None = None):
+    def __init__(self, config: ArrayRecordSourceConfig | None = None, paths=None, *,
+                 rngs: nnx.Rngs | None = None, name: str | None = None):
+        if paths is None and config is not None and not isinstance(config, ArrayRecordSourceConfig):
+            config, paths = None, config  # ArrayRecordSourceModule("path/to/file")
+        if paths is None:
+            raise ValueError("no paths given: ArrayRecordSourceModule(config, paths) or "
+                             "ArrayRecordSourceModule(paths)")
+        if config is None:
+            config = ArrayRecordSourceConfig()
         if not isinstance(config, ArrayRecordSourceConfig):
             raise ValueError(
                 f"config must be an ArrayRecordSourceConfig, got {type(config).__name__}"
@@ -151,11 +191,11 @@ class ArrayRecordSourceModule(nnx.Module):
                 shard_index=config.shard_index, shard_count=config.shard_count,
                 drop_remainder=config.drop_remainder,
             )
-            if order.length < 1:
+            if order.length < 1 and config.num_epochs == -1:
                 raise ValueError(
                     f"host {config.shard_index} of {config.shard_count} gets no records of "
-                    f"{num_records} (drop_remainder={config.drop_remainder}); use fewer hosts "
-                    "or more records"
+                    f"{num_records} (drop_remainder={config.drop_remainder}) and num_epochs=-1 "
+                    "would never yield; use fewer hosts or more records"
                 )
             core = _Core(dataset, owns, order, get_decoder(config.decode), _fingerprint(dataset))
         except BaseException:
@@ -168,12 +208,31 @@ class ArrayRecordSourceModule(nnx.Module):
         self._core = core
         self.epoch = IterationState(0)
         self.position = IterationState(0)
+        # Fixed shape, so the NNX state has one structure whatever happened:
+        # rows (host_count, position) of the current epoch's earlier levels,
+        # then rows of zeros.
+        self.resized_from = IterationState(np.zeros((MAX_RESIZES, 2), np.int64))
 
     # -- sizes -----------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Elements this host reads per epoch (``N`` with one host)."""
+        """Elements this host reads per epoch (``N`` with one host).
+
+        An epoch resumed on a different host count may differ; see
+        :meth:`epoch_length`.
+        """
         return self._core.order.length
+
+    def epoch_length(self, epoch: int | None = None) -> int:
+        """Elements this host reads in ``epoch`` (default: the current one).
+
+        ``len(self)``, except in the epoch a checkpoint taken on another
+        host count was restored into: there, this host's share of what the
+        earlier hosts left.
+        """
+        cur = self.epoch.get_value()
+        epoch = cur if epoch is None else int(epoch)
+        return self._core.order.epoch_length(self._resized() if epoch == cur else ())
 
     @property
     def num_records(self) -> int:
@@ -187,6 +246,20 @@ class ArrayRecordSourceModule(nnx.Module):
 
     # -- order -----------------------------------------------------------------
 
+    def _resized(self) -> tuple[tuple[int, int], ...]:
+        """``resized_from`` as a tuple of ``(host_count, position)`` pairs."""
+        rows = self.resized_from.get_value()
+        cached = self._core.resized
+        if cached[0] is rows:  # the rows are replaced, never changed in place
+            return cached[1]
+        pairs = tuple((int(a), int(p)) for a, p in np.asarray(rows).reshape(-1, 2) if a > 0)
+        self._core.resized = (rows, pairs)
+        return pairs
+
+    def _layout(self, epoch: int) -> tuple:
+        """Earlier levels of ``epoch``: the stored ones if it is the current epoch."""
+        return self._resized() if epoch == self.epoch.get_value() else ()
+
     def global_indices(self, epoch: int, position: int, count: int) -> np.ndarray:
         """Global record indices read at ``[position, position + count)`` of ``epoch``.
 
@@ -194,9 +267,10 @@ class ArrayRecordSourceModule(nnx.Module):
             ``int64`` array of shape ``(count,)``.
 
         Raises:
-            IndexError: the range leaves ``[0, len(self))``.
+            IndexError: the range leaves ``[0, epoch_length(epoch))``.
         """
-        return self._core.order.indices(int(epoch), int(position), int(count))
+        epoch = int(epoch)
+        return self._core.order.indices(epoch, int(position), int(count), self._layout(epoch))
 
     def read_records(self, epoch: int, position: int, count: int) -> list[bytes]:
         """Undecoded records at ``[position, position + count)`` of ``epoch``.
@@ -204,10 +278,11 @@ class ArrayRecordSourceModule(nnx.Module):
         One batched dataset read; does not move the source's position.
 
         Raises:
-            IndexError: the range leaves ``[0, len(self))``.
+            IndexError: the range leaves ``[0, epoch_length(epoch))``.
             ValueError: the source is closed.
         """
-        return self._core.read(int(epoch), int(position), int(count))
+        epoch = int(epoch)
+        return self._core.read(epoch, int(position), int(count), self._layout(epoch))
 
     def decode(self, record: bytes) -> dict:
         """Decode one record with the config's decoder (a ``dict`` of arrays)."""
@@ -221,37 +296,62 @@ class ArrayRecordSourceModule(nnx.Module):
     def __getitem__(self, i) -> dict:
         """Element ``i`` of the current epoch's order for this host.
 
-        ``i`` is an int in ``[-len(self), len(self))``. The current epoch is
-        the one the next element comes from (after the last element of an
-        epoch, the next epoch). Does not move the position.
+        ``i`` is an int in ``[-n, n)``, ``n`` the current epoch's
+        :meth:`epoch_length`. The current epoch is the one the next element
+        comes from (after the last element of an epoch, the next epoch).
+        Does not move the position.
 
         Raises:
             IndexError: ``i`` out of range. TypeError: ``i`` not an integer.
         """
         i = operator.index(i)
-        n = len(self)
+        cursor = self._normalized()
+        if cursor is None:
+            epoch, resized = self.epoch.get_value(), self._resized()
+        else:
+            epoch, _, resized = cursor
+        n = self._core.order.epoch_length(resized)
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError(f"element {i} out of range for {n} elements per epoch")
-        cursor = self._normalized()
-        epoch = self.epoch.get_value() if cursor is None else cursor[0]
-        return self.decode(self._core.read(epoch, i, 1)[0])
+            raise IndexError(f"element {i} out of range for {n} elements in epoch {epoch}")
+        return self.decode(self._core.read(epoch, i, 1, resized)[0])
 
     # -- iteration -------------------------------------------------------------
 
-    def _normalized(self) -> tuple[int, int] | None:
-        """Current (epoch, position) with a finished epoch rolled over, or
-        ``None`` when all ``num_epochs`` are done."""
-        epoch, position = self.epoch.get_value(), self.position.get_value()
-        if position >= len(self):
-            epoch, position = epoch + 1, 0
+    def _cursor(self) -> tuple[int, int, tuple]:
+        """The stored ``(epoch, position, resized_from)``, each variable read
+        once (an NNX variable read costs microseconds; this is per element)."""
+        return self.epoch.get_value(), self.position.get_value(), self._resized()
+
+    def _normalized(self, cursor: tuple | None = None) -> tuple[int, int, tuple] | None:
+        """``(epoch, position, resized_from)`` of the next element, finished
+        epochs rolled over, or ``None`` when all ``num_epochs`` are done."""
+        epoch, position, resized = self._cursor() if cursor is None else cursor
+        order = self._core.order
+        while position >= order.epoch_length(resized):
+            if not resized and order.length == 0:
+                return None  # no element in any epoch (only with finite num_epochs)
+            epoch, position, resized = epoch + 1, 0, ()
         if self.config.num_epochs != -1 and epoch >= self.config.num_epochs:
             return None
-        return epoch, position
+        return epoch, position, resized
 
-    def _set_cursor(self, epoch: int, position: int) -> None:
-        self.epoch.set_value(int(epoch))
+    def _set_cursor(self, epoch: int, position: int, resized_from=None, was=None) -> None:
+        """Move to ``(epoch, position)``; a new epoch forgets the earlier
+        levels unless ``resized_from`` gives that epoch's. ``was`` is the
+        stored cursor if the caller has just read it."""
+        epoch = int(epoch)
+        old_epoch, _, old_resized = self._cursor() if was is None else was
+        if resized_from is None and epoch != old_epoch:
+            resized_from = ()
+        if resized_from is not None and tuple(resized_from) != old_resized:
+            rows = np.zeros((MAX_RESIZES, 2), np.int64)
+            if resized_from:
+                rows[:len(resized_from)] = resized_from
+            self.resized_from.set_value(rows)
+        if epoch != old_epoch:
+            self.epoch.set_value(epoch)
         self.position.set_value(int(position))
 
     def __iter__(self) -> Iterator[dict]:
@@ -265,17 +365,20 @@ class ArrayRecordSourceModule(nnx.Module):
         Raises:
             StopIteration: after ``num_epochs`` epochs (never for ``-1``).
         """
-        cursor = self._normalized()
+        was = self._cursor()
+        cursor = self._normalized(was)
         if cursor is None:
             raise StopIteration
-        epoch, position = cursor
+        epoch, position, resized = cursor
         core = self._core
         ahead = core.ahead
-        if ahead is None or ahead[0] != epoch or not ahead[1] <= position < ahead[1] + len(ahead[2]):
-            count = min(READ_AHEAD, len(self) - position)
-            ahead = core.ahead = (epoch, position, core.read(epoch, position, count))
+        if (ahead is None or ahead[0] != (epoch, resized)
+                or not ahead[1] <= position < ahead[1] + len(ahead[2])):
+            count = min(READ_AHEAD, core.order.epoch_length(resized) - position)
+            ahead = core.ahead = ((epoch, resized), position,
+                                  core.read(epoch, position, count, resized))
         element = core.decode(ahead[2][position - ahead[1]])
-        self._set_cursor(epoch, position + 1)
+        self._set_cursor(epoch, position + 1, resized, was)
         return element
 
     # -- state -----------------------------------------------------------------
@@ -284,18 +387,27 @@ class ArrayRecordSourceModule(nnx.Module):
         """A small JSON-serialisable checkpoint of the iteration state.
 
         Returns:
-            ``{"format", "epoch", "position", "seed", "shuffle_files",
+            ``{"format", "epoch", "position", "current_epoch",
+            "current_index", "resized_from", "seed", "shuffle_files",
             "shard_index", "shard_count", "drop_remainder", "dataset"}``:
             ``position`` is the number of this host's elements of ``epoch``
-            already yielded, ``dataset`` a sha256 hex of the shard file names
-            and record counts. Its size does not depend on the number of
-            records.
+            already yielded (``current_epoch``/``current_index`` repeat
+            ``epoch``/``position`` under datarax's names), ``resized_from``
+            the ``[host_count, position]`` pairs of the epoch's earlier
+            levels (empty unless the epoch was resumed on another host
+            count; at most :data:`~arrayfs.nnx.order.MAX_RESIZES`),
+            ``dataset`` a sha256 hex of the shard file names and record
+            counts. Its size does not depend on the number of records.
         """
         c = self.config
+        epoch, position = int(self.epoch.get_value()), int(self.position.get_value())
         return {
             "format": STATE_FORMAT,
-            "epoch": int(self.epoch.get_value()),
-            "position": int(self.position.get_value()),
+            "epoch": epoch,
+            "position": position,
+            "current_epoch": epoch,
+            "current_index": position,
+            "resized_from": [list(pair) for pair in self._resized()],
             "seed": c.seed,
             "shuffle_files": c.shuffle_files,
             "shard_index": c.shard_index,
@@ -307,20 +419,36 @@ class ArrayRecordSourceModule(nnx.Module):
     def set_state(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`get_state` output (also after a JSON round trip).
 
-        The next element is the one that followed when the state was taken.
+        The state of any one host of a lockstep job (every host had yielded
+        the same number of elements of the current epoch) restores on every
+        host of a job with the same or a different ``shard_count``:
+
+        * same ``shard_count``: this host continues at the checkpoint's
+          position of its own slice, as the uninterrupted run would;
+        * different ``shard_count``: the elements of the interrupted epoch
+          that no host had yielded are split among the new hosts (see
+          :mod:`arrayfs.nnx.order`), so that over all hosts, before and
+          after, every record of the epoch is yielded exactly once (at most
+          once with ``drop_remainder``). Later epochs are split normally.
+
+        States of format ``arrayfs.source/1`` (earlier arrayfs) restore too.
 
         Raises:
-            ValueError: the state is malformed, or was taken with a different
-                dataset, seed (when shuffling), ``shuffle_files``, shard
-                settings or ``drop_remainder``, any of which would silently
-                read a different order; the message lists every mismatch.
+            ValueError: the state is malformed; or was taken with a different
+                dataset, seed (when shuffling), ``shuffle_files`` or
+                ``drop_remainder``, any of which would silently read a
+                different order (the message lists every mismatch); or the
+                epoch already changed host count
+                :data:`~arrayfs.nnx.order.MAX_RESIZES` times and this would
+                be one more.
         """
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        fmt = state.get("format") if isinstance(state, dict) else None
+        if fmt != STATE_FORMAT and fmt not in OLD_STATE_FORMATS:
+            got = fmt if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"not an ArrayRecordSourceModule state (format {got!r}, "
                              f"expected {STATE_FORMAT!r})")
         mine = self.get_state()
-        keys = ["shuffle_files", "shard_index", "shard_count", "drop_remainder", "dataset"]
+        keys = ["shuffle_files", "drop_remainder", "dataset"]
         if self.config.shuffle_files:
             keys.insert(0, "seed")
         wrong = [
@@ -334,15 +462,45 @@ class ArrayRecordSourceModule(nnx.Module):
                 "checkpoint does not match this source (restoring it would read a different "
                 "order): " + "; ".join(wrong) + f" ({where})"
             )
-        epoch, position = state.get("epoch"), state.get("position")
-        for key, value in (("epoch", epoch), ("position", position)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"checkpoint {key} must be an integer >= 0, got {value!r}")
-        if position > len(self):
+        epoch = _state_int(state, ("epoch", "current_epoch"))
+        position = _state_int(state, ("position", "current_index"))
+        count = state.get("shard_count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"checkpoint shard_count must be an integer >= 1, got {count!r}")
+        resized = state.get("resized_from", [])
+        if not isinstance(resized, (list, tuple)):
+            raise ValueError(f"checkpoint resized_from must be a list of [host_count, position] "
+                             f"pairs, got {resized!r}")
+        drop = self.config.drop_remainder
+        levels = resume_levels(self.num_records, resized, drop)
+        resized = tuple((lv.host_count, lv.position) for lv in levels)
+        size = levels[-1].remaining if levels else self.num_records
+        longest = longest_slice(size, count, drop)
+        if position > longest:
             raise ValueError(
-                f"checkpoint position {position} is past this host's {len(self)} elements per epoch"
+                f"checkpoint position {position} is past the {longest} elements per host "
+                f"when {count} hosts split {size} elements of epoch {epoch}"
             )
-        self._set_cursor(epoch, position)
+        me = self.config.shard_count
+        if count == me:
+            # Same split: continue at `position` of this host's own slice (a
+            # shorter slice than the saving host's may already be done).
+            position = min(position, self._core.order.epoch_length(resized))
+        elif remaining_after(size, count, position, drop) == 0:
+            epoch, position, resized = epoch + 1, 0, ()  # that epoch is finished
+        elif position == 0:
+            pass  # no progress at that level: split it among the new hosts instead
+        else:
+            if len(resized) >= MAX_RESIZES:
+                raise ValueError(
+                    f"epoch {epoch} of this checkpoint already changed host count "
+                    f"{len(resized)} times (the most a state keeps); restore it on "
+                    f"{count} hosts, the count it was taken with, to finish the epoch; "
+                    "later epochs may use any host count"
+                )
+            resized, position = resized + ((count, position),), 0
+        self._set_cursor(epoch, position, resized)
+        self._core.ahead = None
 
     # -- resources -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 # The NNX source needs jax and flax; they load on first use, so that
 # `import arrayfs` stays light for the reader, the dataset and the mount.
-_NNX_NAMES = ("ArrayRecordSourceModule", "ArrayRecordSourceConfig", "from_source")
+_NNX_NAMES = ("ArrayRecordSourceModule", "ArrayRecordSourceConfig", "from_source", "Pipeline")
 
 
 def __getattr__(name):

@@ -89,6 +89,8 @@ EAGER_FOOTER_BYTES = 1 << 20
 # more (a request costs more than bytes).
 _TAIL_LOCAL = 2 * BLOCK_SIZE
 _TAIL_REMOTE = 4 * BLOCK_SIZE
+# One-record chunks decoded per step of a long batched read.
+_SCAN_BLOCK = 8192
 
 
 class ChunkIndex(NamedTuple):
@@ -546,16 +548,20 @@ class ArrayRecordFile:
         nxt = chunks + 1
         ends = np.where(nxt < n, offsets[np.minimum(nxt, n - 1)], self.footer_offset)
         lengths = ends - begins
-        uniq = np.unique(chunks)
+        steps = np.diff(chunks)
+        uniq = chunks if (steps > 0).all() else np.unique(chunks)
         cut = np.flatnonzero(np.diff(uniq) != 1) + 1
         run_first = uniq[np.concatenate(([0], cut))]
         run_last = uniq[np.concatenate((cut - 1, [len(uniq) - 1]))]
         run_begin = offsets[run_first]
         run_end = np.where(run_last + 1 < n, offsets[np.minimum(run_last + 1, n - 1)], self.footer_offset)
-        parts = self._read_ranges(list(zip(run_begin.tolist(), run_end.tolist())))
-        buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        run_base = np.zeros(len(parts), dtype=np.int64)
-        np.cumsum((run_end - run_begin)[:-1], out=run_base[1:])
+        src = self._source
+        if src is None:
+            raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        try:
+            buf, run_base = src.read_joined(run_begin, run_end)
+        except (SourceTruncatedError, SourceChangedError) as e:
+            raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
         run = np.searchsorted(run_first, chunks, side="right") - 1
         positions = run_base[run] + (begins - run_begin[run])
         return buf, positions, begins, lengths
@@ -603,6 +609,13 @@ class ArrayRecordFile:
             read = self.read_record
             if len(indices) < 16:
                 return [read(i) for i in indices.tolist()]
+            if len(indices) > _SCAN_BLOCK:
+                # A long scan (read_all) goes a block at a time: the bytes
+                # held at once stay bounded whatever the file size.
+                out = []
+                for a in range(0, len(indices), _SCAN_BLOCK):
+                    out.extend(self.read_records(indices[a : a + _SCAN_BLOCK], threads=threads))
+                return out
             sel, group = self.single_record_frames(indices)
             out: list = [None] * len(indices)
             recs = decompress_zstd_frames([group], threads=threads)

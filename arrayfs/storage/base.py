@@ -75,6 +75,22 @@ class ByteSource:
         requests. Raises as :meth:`read`, for the first range that fails."""
         return [self.read(a, b - a) for a, b in ranges]
 
+    def read_joined(self, starts, ends) -> tuple:
+        """The ranges ``[starts[j], ends[j])`` (``int64`` arrays, sorted by
+        start) fetched as one batch and returned as ``(buf, positions)``:
+        one buffer holding them all, range ``j`` at ``buf[positions[j]:
+        positions[j] + ends[j] - starts[j]]`` (overlapping ranges may share
+        bytes). Raises as :meth:`read`."""
+        import numpy as np
+
+        parts = self.read_ranges(list(zip(starts.tolist(), ends.tolist())))
+        lengths = np.asarray(ends) - np.asarray(starts)
+        positions = np.zeros(len(parts), dtype=np.int64)
+        if len(parts) > 1:
+            np.cumsum(lengths[:-1], out=positions[1:])
+        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        return buf, positions
+
     def check(self) -> None:
         """Raise :class:`SourceChangedError` if the file changed since it
         was opened (one ``fstat`` or one metadata request)."""

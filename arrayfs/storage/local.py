@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
 from .handles import POOL
 
@@ -134,47 +136,90 @@ class LocalFile(ByteSource):
                 if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
                     raise self._changed(st)
         finally:
-            pool.release(self)
+            with pool._lock:
+                self._refs -= 1
+                if self._refs == 0 and self._closing:
+                    pool._close(self)
         return data
 
     def read_ranges(self, ranges) -> list:
-        """One ``pread`` per group of nearby ranges (see the base class),
-        one ``fstat`` for the whole batch."""
+        """One ``pread`` per range, or per group of ranges less than 8 KiB
+        apart (see the base class); one ``fstat`` for the whole batch."""
         if not ranges:
             return []
         size = self.size
+        gap = _COALESCE_GAP
+        starts, ends, member = [], [], []  # groups, and each range's group
+        last_a = -1
+        end = -gap - 1
         for a, b in ranges:
             if a < 0 or b < a or b > size:
                 self._check_range(a, b - a)
+            if a < last_a:
+                return self._read_unsorted(ranges)
+            last_a = a
+            if a <= end + gap:
+                if b > end:
+                    end = ends[-1] = b
+            else:
+                starts.append(a)
+                ends.append(b)
+                end = b
+            member.append(len(starts) - 1)
         pool = self._pool
         fd = pool.acquire(self)
         try:
-            out = [None] * len(ranges)
-            order = sorted(range(len(ranges)), key=lambda j: ranges[j][0])
-            i = 0
-            while i < len(order):
-                a, b = ranges[order[i]]
-                j = i + 1
-                while j < len(order) and ranges[order[j]][0] <= b + _COALESCE_GAP:
-                    b = max(b, ranges[order[j]][1])
-                    j += 1
-                data = os.pread(fd, b - a, a)
-                if len(data) != b - a:
-                    raise self._short(a, b - a, len(data), fd)
-                if j == i + 1:
-                    out[order[i]] = data
-                else:
-                    mv = memoryview(data)
-                    for k in order[i:j]:
-                        s, e = ranges[k]
-                        out[k] = mv[s - a : e - a]
-                i = j
+            pread = os.pread
+            datas = [pread(fd, e - a, a) for a, e in zip(starts, ends)]
+            if sum(map(len, datas)) != sum(ends) - sum(starts):  # a pread never returns more
+                for a, e, d in zip(starts, ends, datas):
+                    if len(d) != e - a:
+                        raise self._short(a, e - a, len(d), fd)
             if self.check_reads:
                 st = os.fstat(fd)
                 if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
                     raise self._changed(st)
         finally:
             pool.release(self)
+        if len(datas) == len(ranges):
+            return datas
+        out = []
+        views = [memoryview(d) for d in datas]
+        for (a, b), g in zip(ranges, member):
+            base = starts[g]
+            out.append(views[g][a - base : b - base])
+        return out
+
+    def read_joined(self, starts, ends) -> tuple:
+        """See :meth:`.base.ByteSource.read_joined`: ranges less than 8 KiB
+        apart are read with one ``pread`` and share the buffer."""
+        n = len(starts)
+        if n == 0:
+            return b"", np.zeros(0, dtype=np.int64)
+        if (starts < 0).any() or (ends < starts).any() or (ends > self.size).any():
+            j = int(np.flatnonzero((starts < 0) | (ends < starts) | (ends > self.size))[0])
+            self._check_range(int(starts[j]), int(ends[j] - starts[j]))
+        reach = np.maximum.accumulate(ends)
+        new = np.ones(n, dtype=bool)
+        new[1:] = starts[1:] > reach[:-1] + _COALESCE_GAP
+        heads = np.flatnonzero(new)
+        g_start = starts[heads]
+        g_end = reach[np.append(heads[1:] - 1, n - 1)]
+        datas = self.read_ranges(list(zip(g_start.tolist(), g_end.tolist())))
+        g_base = np.zeros(len(heads), dtype=np.int64)
+        if len(heads) > 1:
+            np.cumsum((g_end - g_start)[:-1], out=g_base[1:])
+        group = np.cumsum(new) - 1
+        positions = g_base[group] + (starts - g_start[group])
+        buf = datas[0] if len(datas) == 1 else b"".join(datas)
+        return buf, positions
+
+    def _read_unsorted(self, ranges) -> list:
+        order = sorted(range(len(ranges)), key=lambda j: ranges[j][0])
+        datas = self.read_ranges([ranges[j] for j in order])
+        out = [None] * len(ranges)
+        for j, d in zip(order, datas):
+            out[j] = d
         return out
 
     def check(self) -> None:

@@ -4,15 +4,17 @@
 Flax NNX source load their dependencies when first used.
 """
 
-from .dataset import ArrayRecordDataSource, RefreshResult, ShardInfo
+from .dataset import ArrayRecordDataSource, DatasetSnapshot, RefreshResult, ShardInfo
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
+    FileChangedError,
     NotArrayRecordError,
     TruncatedFileError,
     UnsupportedChunkError,
 )
 from .reader import ArrayRecordReader, RecordIndexError
+from .storage import StorageError
 from .writer import ArrayRecordWriter
 
 __version__ = "0.1.0"
@@ -36,14 +38,17 @@ def __dir__():
 __all__ = [
     "ArrayRecordError",
     "CorruptChunkError",
+    "FileChangedError",
     "NotArrayRecordError",
     "TruncatedFileError",
     "UnsupportedChunkError",
     "ArrayRecordReader",
     "ArrayRecordDataSource",
+    "DatasetSnapshot",
     "ShardInfo",
     "RefreshResult",
     "ArrayRecordWriter",
     "RecordIndexError",
+    "StorageError",
     *_NNX_NAMES,
 ]

@@ -35,7 +35,8 @@ class ArrayRecordReader:
     """Reads records of one ArrayRecord file by index or in order.
 
     Args:
-        path: the file.
+        path: the file: a local path or an fsspec URL (``s3://``,
+            ``gs://``, ``https://``, ...).
         options: array_record reader options string
             (``readahead_buffer_size``, ``max_parallelism``,
             ``index_storage_option``, ``footer_prefetch_bytes``). Unknown
@@ -43,6 +44,7 @@ class ArrayRecordReader:
             threads of batched reads (0 or 1: none); the others are accepted
             and have no effect on a mapped file.
         verify: check chunk data hashes (default ``True``).
+        storage_options: fsspec options for a URL (credentials, endpoint).
         **kwargs: ``file_reader_buffer_size`` and ``file_options`` are
             accepted for compatibility and ignored (the file is mapped, not
             buffered); any other keyword raises ``TypeError``.
@@ -53,14 +55,15 @@ class ArrayRecordReader:
         ValueError: a bad options string.
     """
 
-    def __init__(self, path, options: str = "", *, verify: bool = True, **kwargs):
+    def __init__(self, path, options: str = "", *, verify: bool = True, storage_options: dict | None = None,
+                 **kwargs):
         unknown = set(kwargs) - set(_KWARGS)
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self._options = parse_reader_options(options)
         mp = self._options.max_parallelism
         self._workers = min(4, os.cpu_count() or 1) if mp is None else mp
-        self._file = ArrayRecordFile(path, verify=verify)
+        self._file = ArrayRecordFile(path, verify=verify, storage_options=storage_options)
         self._pos = 0
         self._cached = (-1, None, None)  # (chunk, values, offsets) for read()
         self._pool = None

@@ -27,3 +27,14 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_skip(outcome.get_result())
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-protocol server on loopback (moto in server mode; see
+    ``tests/_s3server.py``), shared by the session."""
+    from _s3server import start_s3
+
+    server = start_s3()
+    yield server
+    server.stop()

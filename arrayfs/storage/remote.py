@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
 from .urls import StorageError, filesystem
 
-__all__ = ["RemoteFile", "RetryPolicy", "BlockCache", "BLOCK_CACHE", "object_version", "BLOCK"]
+__all__ = ["RemoteFile", "RetryPolicy", "BlockCache", "BLOCK_CACHE", "object_version", "BLOCK", "set_retry_policy"]
 
 #: Bytes per cached block: Riegeli's own block size.
 BLOCK = 1 << 16
@@ -54,6 +54,16 @@ class RetryPolicy:
     backoff: float = 0.1
     max_sleep: float = 5.0
     deadline: float = 60.0
+
+
+_default_retry = RetryPolicy()
+
+
+def set_retry_policy(policy: RetryPolicy) -> None:
+    """The :class:`RetryPolicy` of remote files opened from now on (the
+    backends' own retries, e.g. botocore's, come on top)."""
+    global _default_retry
+    _default_retry = policy
 
 
 def object_version(info: dict):
@@ -185,7 +195,7 @@ class RemoteFile(ByteSource):
         self._fs = fs
         self._path = path
         self._cache = cache
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or _default_retry
         self._files: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         if info is None:
@@ -210,12 +220,11 @@ class RemoteFile(ByteSource):
                 return fn()
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.name) from None
+            except (SourceChangedError, SourceTruncatedError):
+                raise
             except Exception as e:
                 if type(e).__name__ == "FileExpired":
-                    raise SourceChangedError(
-                        f"{self.name}: the object was replaced since it was opened (its ETag or generation "
-                        f"changed)", name=self.name,
-                    ) from None
+                    raise self._replaced() from None
                 if _permanent(e) or attempt + 1 >= policy.attempts:
                     raise self._failed(e, what, where, attempt + 1) from e
                 sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
@@ -223,6 +232,20 @@ class RemoteFile(ByteSource):
                     raise self._failed(e, what, where, attempt + 1) from e
                 time.sleep(sleep)
         raise AssertionError("unreachable")
+
+    def _replaced(self) -> SourceChangedError:
+        """The error for an object replaced since it was opened, saying
+        whether it is shorter now (one metadata request to find out)."""
+        try:
+            self._fs.invalidate_cache(self._path)
+            size = int(self._fs.info(self._path)["size"])
+        except Exception:
+            size = None
+        now = f" ({size} bytes now, {self.size} when opened)" if size is not None else ""
+        return SourceChangedError(
+            f"{self.name}: the object was replaced since it was opened (its ETag or generation changed){now}",
+            name=self.name, truncated=size is not None and size < self.size, size=size,
+        )
 
     def _failed(self, e, what, where, attempts) -> StorageError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -240,6 +263,14 @@ class RemoteFile(ByteSource):
                 f = self._files.get_nowait()
             except queue.Empty:
                 f = self._fs.open(self._path, "rb", cache_type="none")
+                # The backend pins the version its file object saw at open
+                # (s3fs: If-Match on its ETag); it must be the one we opened.
+                details = getattr(f, "details", None)
+                if isinstance(details, dict) and self.version is not None:
+                    seen = object_version(details)
+                    if seen is not None and seen != self.version:
+                        f.close()
+                        raise self._replaced() from None
             try:
                 f.seek(start)
                 data = f.read(end - start)

@@ -1,0 +1,331 @@
+"""Shards on object storage: fsspec's ``memory://`` for the seam, and a real
+S3-protocol server on loopback (moto in server mode, ``tests/_s3server.py``)
+for everything S3 users do: read, write, glob, refresh, the CLI, and the
+faults of a real store (503s, a store that refuses everything, objects
+replaced or truncated under a reader). Google's wheel writes the shards
+that are uploaded, and reads what arrayfs uploads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+from _s3server import FaultProxy
+
+import arrayfs
+from arrayfs.storage import StorageError
+from arrayfs.storage import remote as remote_mod
+
+google = pytest.importorskip("array_record.python.array_record_module")
+
+LAYOUT = [("group_size:1", 120), ("group_size:16,brotli:5", 200), ("group_size:1,snappy", 80), ("group_size:50", 0),
+          ("group_size:64,uncompressed", 150)]
+
+
+def make_records(n: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        tag = b"s%d/r%d;" % (seed, i)
+        out.append(tag + (rng.bytes(int(rng.integers(0, 2000))) if i % 3 else tag * int(rng.integers(0, 200))))
+    if n > 7:
+        out[7] = rng.bytes(100_000)  # crosses block boundaries
+    return out
+
+
+def gwrite(path, options, records) -> str:
+    w = google.ArrayRecordWriter(str(path), options)
+    for r in records:
+        w.write(r)
+    w.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def local_shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("remote-src")
+    paths, records = [], []
+    for k, (options, n) in enumerate(LAYOUT):
+        recs = make_records(n, k + 1)
+        paths.append(gwrite(d / f"train-{k:05d}-of-{len(LAYOUT):05d}.array_record", options, recs))
+        records.extend(recs)
+    return paths, records
+
+
+@pytest.fixture(scope="module")
+def bucket(s3, local_shards):
+    """A bucket holding the Google-written shards; ``(pattern URL, records,
+    storage_options)``."""
+    name = s3.make_bucket(f"arrayfs-{uuid.uuid4().hex[:10]}")
+    fs = s3.filesystem()
+    for p in local_shards[0]:
+        fs.put_file(p, f"{name}/data/{os.path.basename(p)}")
+    opts = {"endpoint_url": s3.endpoint}
+    return f"s3://{name}/data/train-*.array_record", local_shards[1], opts, name
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    # Each test sees the store, not blocks an earlier test cached.
+    remote_mod.BLOCK_CACHE.clear()
+    yield
+    remote_mod.BLOCK_CACHE.clear()
+
+
+# -- memory:// : the seam itself --------------------------------------------------------------
+
+
+def test_memory_write_read_glob_refresh():
+    base = f"memory://arrayfs-{uuid.uuid4().hex[:8]}"
+    recs = [make_records(30, 9), make_records(5, 10)]
+    with arrayfs.ArrayRecordWriter(f"{base}/m-00000.array_record", "group_size:4") as w:
+        for r in recs[0]:
+            w.write(r)
+    with arrayfs.ArrayRecordReader(f"{base}/m-00000.array_record") as r:
+        assert r.read_all() == recs[0]
+        assert r[-1] == recs[0][-1]
+    with arrayfs.ArrayRecordDataSource(f"{base}/m-*.array_record") as ds:
+        assert list(ds) == recs[0]
+        with arrayfs.ArrayRecordWriter(f"{base}/m-00001.array_record") as w:
+            for r in recs[1]:
+                w.write(r)
+        res = ds.refresh()
+        # Listed URLs come back in fsspec's spelling (memory:///...).
+        assert [p.rsplit("/", 1)[1] for p in res.added] == ["m-00001.array_record"] and not res.removed
+        assert list(ds) == recs[0] + recs[1]
+        fsspec.filesystem("memory").rm(f"{base}/m-00000.array_record")
+        res = ds.refresh()
+        assert [p.rsplit("/", 1)[1] for p in res.removed] == ["m-00000.array_record"]
+        assert list(ds) == recs[1]
+
+
+# -- S3 on loopback -------------------------------------------------------------------------------
+
+
+def test_dataset_on_s3_reads_what_google_wrote(bucket, local_shards):
+    pattern, records, opts, _ = bucket
+    with arrayfs.ArrayRecordDataSource(pattern, storage_options=opts) as ds:
+        assert len(ds) == len(records)
+        assert [s.path.rsplit("/", 1)[1] for s in ds.shards] == [os.path.basename(p) for p in local_shards[0]]
+        rng = np.random.default_rng(3)
+        for i in rng.integers(0, len(records), 60).tolist():
+            assert ds[i] == records[i]
+        idx = rng.integers(0, len(records), 300)
+        assert ds.__getitems__(idx) == [records[i] for i in idx]
+        assert list(ds) == records
+        assert [ds.record_size(i) for i in range(0, len(records), 7)] == [len(records[i]) for i in
+                                                                           range(0, len(records), 7)]
+    with arrayfs.ArrayRecordDataSource(local_shards[0]) as local:
+        with arrayfs.ArrayRecordDataSource(pattern, storage_options=opts) as ds:
+            assert repr(ds) == repr(local)  # Grain checkpoints move between disk and bucket
+
+
+def test_endpoint_from_the_environment(bucket, monkeypatch, s3):
+    pattern, records, _, _ = bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    fsspec.config.conf.pop("s3", None)
+    with arrayfs.ArrayRecordDataSource(pattern) as ds:
+        assert ds[len(records) - 1] == records[-1]
+
+
+def test_reader_and_compat_source_on_s3(bucket, local_shards):
+    _, records, opts, name = bucket
+    url = f"s3://{name}/data/{os.path.basename(local_shards[0][1])}"
+    want = make_records(LAYOUT[1][1], 2)
+    with arrayfs.ArrayRecordReader(url, storage_options=opts) as r:
+        assert r.num_records() == len(want)
+        assert r.read_all() == want
+        assert r.read([5, 1, 150]) == [want[5], want[1], want[150]]
+        assert r.writer_options_string().startswith("group_size:16")
+
+
+def test_writer_uploads_on_close_and_google_reads_it(s3, tmp_path):
+    name = s3.make_bucket(f"arrayfs-w-{uuid.uuid4().hex[:8]}")
+    fs = s3.filesystem()
+    url = f"s3://{name}/out/w.array_record"
+    recs = make_records(500, 21)
+    w = arrayfs.ArrayRecordWriter(url, "group_size:8,zstd:1", storage_options={"endpoint_url": s3.endpoint})
+    for r in recs:
+        w.write(r)
+    assert not fs.exists(url), "nothing appears before close()"
+    w.close()
+    fs.get_file(url, str(tmp_path / "w.array_record"))
+    g = google.ArrayRecordReader(str(tmp_path / "w.array_record"))
+    assert g.read_all() == recs
+    assert g.writer_options_string().startswith("group_size:8")
+    g.close()
+
+
+def test_failed_write_uploads_nothing(s3):
+    name = s3.make_bucket(f"arrayfs-w-{uuid.uuid4().hex[:8]}")
+    url = f"s3://{name}/out/never.array_record"
+    with pytest.raises(RuntimeError, match="boom"):
+        with arrayfs.ArrayRecordWriter(url, storage_options={"endpoint_url": s3.endpoint}) as w:
+            w.write(b"x")
+            raise RuntimeError("boom")
+    w2 = arrayfs.ArrayRecordWriter(url, storage_options={"endpoint_url": s3.endpoint})
+    w2.write(b"y")
+    w2.abort()
+    assert not s3.filesystem().exists(url)
+
+
+@pytest.fixture()
+def proxy(s3):
+    p = FaultProxy(s3.endpoint)
+    yield p
+    p.stop()
+
+
+def test_open_costs_at_most_two_requests_per_shard(s3, proxy):
+    name = s3.make_bucket(f"arrayfs-o-{uuid.uuid4().hex[:8]}")
+    fs = s3.filesystem()
+    n = 12
+    for k in range(n):
+        with fs.open(f"{name}/o-{k:03d}.array_record", "wb") as f:
+            with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
+                for i in range(200 + 10 * k):
+                    w.write(b"%d:%d" % (k, i) * 20)
+    proxy.reset()
+    with arrayfs.ArrayRecordDataSource(f"s3://{name}/o-*.array_record",
+                                       storage_options={"endpoint_url": proxy.endpoint}) as ds:
+        assert len(ds) == sum(200 + 10 * k for k in range(n))
+        opened = dict(proxy.gets)
+        total = proxy.total
+    per_object = {k: v for k, v in opened.items() if k.endswith(".array_record")}
+    assert len(per_object) == n
+    assert max(per_object.values()) <= 2, per_object
+    assert total <= 2 * n + 2, proxy.requests  # + the listing
+
+
+def test_injected_503s_are_retried(bucket, s3, proxy):
+    pattern, records, _, _ = bucket
+    opts = {"endpoint_url": proxy.endpoint}
+    proxy.fail_next = 3
+    with arrayfs.ArrayRecordDataSource(pattern, storage_options=opts) as ds:
+        proxy.fail_next = 4
+        remote_mod.BLOCK_CACHE.clear()
+        assert ds[len(records) // 2] == records[len(records) // 2]
+        assert ds.__getitems__([0, 5, len(records) - 1]) == [records[0], records[5], records[-1]]
+    assert proxy.fail_next == 0
+
+
+def test_refusing_store_fails_naming_the_url_in_bounded_time(bucket, s3, proxy):
+    pattern, records, _, name = bucket
+    # Few retries on every level, so that the bound is short here; the
+    # same path with the default policy gives up after its deadline.
+    opts = {"endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
+    old = remote_mod._default_retry
+    remote_mod.set_retry_policy(remote_mod.RetryPolicy(attempts=3, backoff=0.05, deadline=5))
+    try:
+        ds = arrayfs.ArrayRecordDataSource(pattern, storage_options=opts)
+        proxy.refuse = True
+        remote_mod.BLOCK_CACHE.clear()
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            ds[3]
+        assert time.monotonic() - t0 < 60
+        assert f"s3://{name}/data/" in str(e.value) and " attempts: " in str(e.value)
+        with pytest.raises(StorageError):
+            arrayfs.ArrayRecordDataSource(pattern, storage_options=opts)
+        proxy.refuse = False
+        assert ds[3] == records[3]  # the store is back: so is the dataset
+        ds.close()
+    finally:
+        remote_mod.set_retry_policy(old)
+
+
+def _upload_g1(s3, name, key, recs) -> str:
+    fs = s3.filesystem()
+    with fs.open(f"{name}/{key}", "wb") as f:
+        with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
+            for r in recs:
+                w.write(r)
+    return f"s3://{name}/{key}"
+
+
+def test_object_replaced_after_open_is_an_error_not_mixed_bytes(s3):
+    name = s3.make_bucket(f"arrayfs-c-{uuid.uuid4().hex[:8]}")
+    old = [b"old-%04d" % i * 50 for i in range(400)]
+    new = [b"NEW-%04d" % i * 50 for i in range(400)]  # same sizes, same layout
+    url = _upload_g1(s3, name, "c.array_record", old)
+    opts = {"endpoint_url": s3.endpoint}
+    with arrayfs.ArrayRecordDataSource(url, storage_options=opts) as ds:
+        assert ds[0] == old[0]
+        _upload_g1(s3, name, "c.array_record", new)
+        remote_mod.BLOCK_CACHE.clear()
+        with pytest.raises(arrayfs.FileChangedError) as e:
+            ds[399]
+        assert url in str(e.value)
+        for i in (0, 1, 200):  # cached or not: old bytes or an error, never new ones
+            try:
+                assert ds[i] == old[i]
+            except arrayfs.FileChangedError:
+                pass
+        res = ds.refresh()
+        assert res.added == (url,) and res.removed == (url,)
+        assert ds[399] == new[399]
+
+
+def test_truncated_object_is_a_truncated_file_error(s3):
+    name = s3.make_bucket(f"arrayfs-t-{uuid.uuid4().hex[:8]}")
+    recs = [b"r%05d" % i * 30 for i in range(3000)]
+    url = _upload_g1(s3, name, "t.array_record", recs)
+    fs = s3.filesystem()
+    full = fs.cat_file(url)
+    with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": s3.endpoint}) as ds:
+        fs.pipe_file(url, full[: 2 * 65536])
+        remote_mod.BLOCK_CACHE.clear()
+        with pytest.raises(arrayfs.TruncatedFileError) as e:
+            ds[len(recs) - 1]
+        assert url in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["scheme", "bucket", "object", "glob"])
+def test_bad_urls_are_one_line_errors_naming_the_url(s3, kind):
+    opts = {"endpoint_url": s3.endpoint}
+    url = {
+        "scheme": "nosuchscheme://bucket/x.array_record",
+        "bucket": f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/x.array_record",
+        "object": f"s3://{s3.make_bucket('arrayfs-empty')}/missing.array_record",
+        "glob": f"s3://{s3.make_bucket('arrayfs-empty')}/none-*.array_record",
+    }[kind]
+    with pytest.raises(OSError) as e:
+        arrayfs.ArrayRecordDataSource(url, storage_options=opts)
+    text = f"{e.value.filename}: {e.value.strerror}" if e.value.filename else str(e.value)
+    assert url in text and "\n" not in text, text
+
+
+def _cli(*args):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "arrayfs", *map(str, args)], capture_output=True, env=env,
+                          timeout=120)
+
+
+def test_cli_ls_cat_info_verify_on_s3(bucket, s3):
+    pattern, records, _, _ = bucket
+    so = ["--storage-option", f"endpoint_url={s3.endpoint}"]
+    p = _cli("ls", "-l", pattern, *so)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    assert len(lines) == len(records)
+    assert [int(line.split("\t")[3]) for line in lines[:20]] == [len(r) for r in records[:20]]
+    p = _cli("cat", pattern, "5", "7", *so)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == records[5] + records[7]
+    p = _cli("info", "--json", pattern, *so)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["num_records"] == len(records) and info["record_bytes"] == sum(map(len, records))
+    p = _cli("verify", "--no-progress", pattern, *so)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert b"OK: 5 shards" in p.stdout
+    p = _cli("ls", "s3://arrayfs-nope-bucket/x-*.array_record", *so)
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"s3://arrayfs-nope-bucket" in p.stderr

@@ -31,6 +31,7 @@ __all__ = [
     "decode_footer_metadata",
     "encode_chunk_footer",
     "encode_chunk_footers",
+    "FooterEncoder",
     "decode_chunk_footers",
     "LayoutError",
 ]
@@ -145,28 +146,137 @@ def encode_chunk_footer(chunk_offset: int, decoded_data_size: int, num_records: 
     return _varint_field(1, chunk_offset) + _varint_field(2, decoded_data_size) + _varint_field(3, num_records)
 
 
-def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tuple[bytes, np.ndarray]:
-    """All ``ArrayRecordFooter`` records of a file at once (vectorised).
+def _varint_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value of ``values`` (``uint64``, shape ``(n,)``) as varint bytes
+    laid out in fixed-width rows: returns ``(rows, lengths)``, ``rows`` of
+    shape ``(n, w)`` (``uint8``; ``w`` the longest varint here) of which the
+    first ``lengths[i]`` bytes are value ``i``'s varint."""
+    lengths = np.ones(values.shape, dtype=np.int64)
+    for k in range(1, 10):
+        lengths += values >= np.uint64(1 << (7 * k))
+    width = int(lengths.max()) if values.size else 1
+    shifts = (7 * np.arange(width)).astype(np.uint64)
+    rows = ((values[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+    rows |= (np.arange(width) < (lengths - 1)[:, None]).astype(np.uint8) << 7
+    return rows, lengths
 
-    Takes three equal-length integer sequences; returns the concatenated
-    serialized messages and the byte length of each (``int64``, shape
-    ``(n,)``), as a simple chunk's values and sizes need them.
+
+def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tuple[bytes, np.ndarray]:
+    """Many ``ArrayRecordFooter`` records at once (vectorised, no per-chunk
+    Python).
+
+    Takes three equal-length sequences of non-negative integers below 2**64
+    (bytes, bytes, records); returns the concatenated serialized messages,
+    each exactly as :func:`encode_chunk_footer` writes it, and the byte
+    length of each (``int64``, shape ``(n,)``; at most 33), as a simple
+    chunk's values and sizes need them.
     """
-    fields = np.stack(
-        [np.asarray(chunk_offsets, np.uint64), np.asarray(decoded_data_sizes, np.uint64), np.asarray(num_records, np.uint64)],
-        axis=1,
-    )
-    n = len(fields)
+    fields = [
+        np.asarray(chunk_offsets, np.uint64).ravel(),
+        np.asarray(decoded_data_sizes, np.uint64).ravel(),
+        np.asarray(num_records, np.uint64).ravel(),
+    ]
+    n = len(fields[0])
+    if any(len(f) != n for f in fields):
+        raise ValueError("encode_chunk_footers: the three sequences differ in length")
     if n == 0:
         return b"", np.zeros(0, dtype=np.int64)
-    tagged = np.empty((n, 6), dtype=np.uint64)
-    tagged[:, 0::2] = np.array([8, 16, 24], dtype=np.uint64)
-    tagged[:, 1::2] = fields
-    # Each varint takes 1 + floor(bits / 7) bytes; tags take one.
-    lengths = np.ones(fields.shape, dtype=np.int64)
-    for k in range(1, 10):
-        lengths += fields >= np.uint64(1 << (7 * k))
-    return encode_varints(tagged.ravel()), 3 + lengths.sum(axis=1)
+    # One fixed-width row per footer (tag, varint, tag, varint, tag, varint);
+    # a mask keeps each varint's own bytes, and row-major order concatenates.
+    columns, masks = [], []
+    total = np.full(n, 3, dtype=np.int64)
+    for number, values in enumerate(fields, start=1):
+        rows, lengths = _varint_columns(values)
+        columns += [np.full((n, 1), number << 3 | _VARINT, dtype=np.uint8), rows]
+        masks += [np.ones((n, 1), dtype=bool), np.arange(rows.shape[1]) < lengths[:, None]]
+        total += lengths
+    matrix = np.concatenate(columns, axis=1)
+    keep = np.concatenate(masks, axis=1)
+    return matrix[keep].tobytes(), total
+
+
+class FooterEncoder:
+    """The footer chunk's records, serialized as the chunks are written.
+
+    array_record writes one ``ArrayRecordFooter`` per chunk after the
+    ``RiegeliFooterMetadata`` record. Keeping each footer as its serialized
+    bytes (12 to 15 bytes for a typical chunk, 33 at most) plus one byte for
+    its length is smaller than any per-chunk Python object or fixed-width
+    array, and leaves nothing to encode at close but the metadata.
+
+    :meth:`add` appends footers; :meth:`finish` returns the footer chunk's
+    ``values`` (metadata, then every footer) and ``sizes`` (each record's
+    length as a varint) as zero-copy views: room for the largest possible
+    metadata record is kept in front of the footers, so the metadata is
+    written in place and nothing is copied.
+    """
+
+    # Footers of this many chunks wait in fixed-width arrays (24 bytes each)
+    # and are serialized together: few numpy calls per chunk written.
+    _STAGE = 4096
+
+    def __init__(self, writer_options: str):
+        self._options = writer_options
+        self._room = len(encode_footer_metadata(2**64 - 1, 2**64 - 1, writer_options))
+        self._values = bytearray(self._room)
+        # Every footer is at most 33 bytes, so its length is a one-byte varint;
+        # the metadata's length (any size) goes in the reserved front.
+        self._sizes = bytearray(10)
+        self._stage = np.empty((3, self._STAGE), dtype=np.uint64)
+        self._staged = 0
+        self.num_chunks = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (footers, their lengths, the staging arrays)."""
+        return len(self._values) + len(self._sizes) + self._stage.nbytes
+
+    def add(self, chunk_offsets, decoded_data_sizes, num_records) -> None:
+        """Append the footers of chunks written at ``chunk_offsets`` (bytes)
+        with ``decoded_data_sizes`` (bytes) and ``num_records`` (records);
+        equal-length integer sequences, in file order."""
+        n = len(chunk_offsets)
+        if self._staged + n > self._STAGE:
+            self._serialize()
+        if n >= self._STAGE:
+            self._append(chunk_offsets, decoded_data_sizes, num_records)
+        else:
+            at = self._staged
+            stage = self._stage
+            stage[0, at : at + n] = chunk_offsets
+            stage[1, at : at + n] = decoded_data_sizes
+            stage[2, at : at + n] = num_records
+            self._staged += n
+        self.num_chunks += n
+
+    def _serialize(self) -> None:
+        if self._staged:
+            k = self._staged
+            self._staged = 0
+            self._append(self._stage[0, :k], self._stage[1, :k], self._stage[2, :k])
+
+    def _append(self, chunk_offsets, decoded_data_sizes, num_records) -> None:
+        encoded, lengths = encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records)
+        self._values += encoded
+        self._sizes += lengths.astype(np.uint8).tobytes()
+
+    def finish(self, num_records: int) -> tuple[memoryview, memoryview, int]:
+        """``(values, sizes, count)`` of the footer chunk for a file of
+        ``num_records`` records: ``count`` records (the metadata and one
+        footer per chunk) concatenated in ``values``, their lengths as
+        varints in ``sizes``. Call once, after the last :meth:`add`."""
+        self._serialize()
+        self._stage = np.empty((3, 0), dtype=np.uint64)
+        meta = encode_footer_metadata(self.num_chunks, num_records, self._options)
+        start = self._room - len(meta)
+        self._values[start : self._room] = meta
+        size = encode_varint(len(meta))
+        self._sizes[10 - len(size) : 10] = size
+        return (
+            memoryview(self._values)[start:],
+            memoryview(self._sizes)[10 - len(size) :],
+            self.num_chunks + 1,
+        )
 
 
 def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:

@@ -29,80 +29,239 @@ import os
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate, chain, repeat
 
+import brotli
 import numpy as np
+import snappy
 import zstandard
 
-from .layout import encode_chunk_footers, encode_footer_metadata, encode_postscript
+from .layout import FooterEncoder, encode_postscript
 from .options import parse_writer_options
 from .storage import StorageError, filesystem, is_remote
-from .riegeli.chunk import SIMPLE, encode_chunk_header
-from .riegeli.chunk_writer import ChunkWriter
-from .riegeli.compression import NONE, ZSTD, compress_block
+from .riegeli.blocks import CHUNK_HEADER_SIZE
+from .riegeli.chunk import SIMPLE, encode_chunk_header, encode_simple
+from .riegeli.chunk_writer import ChunkWriter, fill_chunk_headers
+from .riegeli.compression import BROTLI, NONE, SNAPPY, ZSTD
 from .riegeli.varint import encode_varint, encode_varints
 
 __all__ = ["ArrayRecordWriter"]
 
-# Chunks handed to one worker task; amortises the pool's per-task cost
-# for small chunks (group_size 1).
-_CHUNKS_PER_TASK = 64
+# A batch of records is encoded together: at most this many records, and it
+# is cut once it holds this many bytes (always at a chunk boundary).
+_BATCH_RECORDS = 4096
+_BATCH_BYTES = 1 << 20
+# Record sizes whose one-record chunk prefix is kept (see _Encoder._prefix).
+_PREFIX_CACHE = 1 << 16
+_PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
+
+
+class _Batch:
+    """Records on their way to becoming chunks: ``records`` in file order,
+    ``counts`` the records of each chunk; ``blocks`` what the codec gets,
+    ``frames`` what it gave back (filled by :meth:`_Encoder.compress`)."""
+
+    __slots__ = ("records", "counts", "lengths", "joined", "blocks", "frames")
+
+    def __init__(self, records, counts):
+        self.records = records
+        self.counts = counts
+        self.lengths = None
+        self.joined = None
+        self.blocks = None
+        self.frames = None
 
 
 class _Encoder:
-    """Encodes simple chunks; keeps one zstd compressor per thread."""
+    """Encodes batches of records into simple chunks (spec: "Simple chunk
+    with records") in three steps: :meth:`prepare` (the calling thread),
+    :meth:`compress` (any thread; for zstd one C call per batch that
+    releases the GIL, so a pool of them runs on several cores) and
+    :meth:`assemble` (the calling thread, in file order).
+
+    The codec's output equals what :func:`arrayfs.riegeli.chunk.encode_simple`
+    gives each chunk, and that of Google's writer for the same options.
+    """
 
     def __init__(self, options):
         self.ctype = options.compression
         self.level = options.level
         self.window_log = options.window_log
+        self.group_size = options.group_size
         self._local = threading.local()
-        self._small: dict = {}
-
-    def _compress(self, data) -> bytes:
-        if len(data) <= 10:
-            # A one-record chunk's sizes block is one varint; records of equal
-            # size repeat it, and compressing is deterministic, so reuse it.
-            hit = self._small.get(data)
-            if hit is None:
-                if len(self._small) >= 4096:
-                    self._small.clear()
-                hit = self._small[bytes(data)] = self._compress_uncached(data)
-            return hit
-        return self._compress_uncached(data)
-
-    def _compress_uncached(self, data) -> bytes:
+        self._prefixes: dict[int, bytes] = {}
+        self._params = None
         if self.ctype == ZSTD:
-            c = getattr(self._local, "zstd", None)
-            if c is None:
-                params = zstandard.ZstdCompressionParameters.from_level(
-                    self.level, window_log=self.window_log or 0, write_content_size=True
-                )
-                c = self._local.zstd = zstandard.ZstdCompressor(compression_params=params)
-            return encode_varint(len(data)) + c.compress(data)
-        window_log = self.window_log
-        if window_log is not None and window_log > 24:
-            window_log = 24  # python brotli's encoder stops at 24; any window decodes
-        return compress_block(self.ctype, data, level=self.level, window_log=window_log)
+            self._params = zstandard.ZstdCompressionParameters.from_level(
+                self.level, window_log=self.window_log or 0, write_content_size=True
+            )
 
-    def encode(self, records) -> tuple[bytes, bytes, int, int]:
-        """``(header, data, num_records, decoded_data_size)`` of one chunk."""
-        if len(records) == 1:
-            return self.encode_joined(records[0], encode_varint(len(records[0])), 1)
-        return self.encode_joined(b"".join(records), encode_varints([len(r) for r in records]), len(records))
+    # -- the codec ------------------------------------------------------------
 
-    def encode_joined(self, values: bytes, sizes: bytes, num_records: int) -> tuple[bytes, bytes, int, int]:
-        """Like :meth:`encode` for records already concatenated in ``values``
-        with their sizes as varints in ``sizes``."""
+    def _zstd(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "zstd", None)
+        if c is None:
+            c = self._local.zstd = zstandard.ZstdCompressor(compression_params=self._params)
+        return c
+
+    def _compress_one(self, data) -> bytes:
+        """One compressed block's payload (no size prefix)."""
+        if self.ctype == ZSTD:
+            return self._zstd().compress(data)
+        if self.ctype == BROTLI:
+            window_log = self.window_log
+            if window_log is not None and window_log > 24:
+                window_log = 24  # python brotli's encoder stops at 24; any window decodes
+            kwargs = {"quality": self.level}
+            if window_log is not None:
+                kwargs["lgwin"] = window_log
+            return brotli.compress(data, **kwargs)
+        return snappy.compress(data)
+
+    def block(self, data) -> bytes:
+        """``data`` as one block of a simple chunk: compressed and prefixed
+        by its size, or as it is when uncompressed."""
         if self.ctype == NONE:
-            sizes_block, values_block = sizes, values
-        else:
-            sizes_block, values_block = self._compress(sizes), self._compress(values)
-        data = b"".join((bytes((self.ctype,)), encode_varint(len(sizes_block)), sizes_block, values_block))
-        header = encode_chunk_header(data, SIMPLE, num_records, len(values))
-        return header, data, num_records, len(values)
+            return bytes(data)
+        return encode_varint(len(data)) + self._compress_one(data)
 
-    def encode_many(self, groups):
-        return [self.encode(g) for g in groups]
+    def chunk_data(self, sizes, values) -> bytes:
+        """Simple chunk data from the record ``sizes`` (varints) and the
+        ``values`` (records back to back), both bytes-like."""
+        sizes_block = self.block(sizes)
+        return b"".join((bytes((self.ctype,)), encode_varint(len(sizes_block)), sizes_block, self.block(values)))
+
+    # -- batches --------------------------------------------------------------
+
+    def prepare(self, records: list, final: bool) -> _Batch:
+        """Cut ``records`` into chunks of ``group_size`` (the last one
+        shorter only if ``final``) and lay out what the codec needs."""
+        g = self.group_size
+        n = len(records)
+        counts = np.full(n // g, g, dtype=np.int64)
+        if n % g:
+            assert final
+            counts = np.append(counts, n % g)
+        batch = _Batch(records, counts)
+        if g == 1:
+            batch.lengths = list(map(len, records))
+            if self.ctype == ZSTD:
+                batch.joined = b"".join(records)
+            return batch
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
+        batch.lengths = lengths
+        batch.joined = b"".join(records)
+        ends = np.cumsum(counts)
+        value_bounds = np.concatenate(([0], np.cumsum(lengths)[ends - 1]))
+        # Each record's size as a varint: 1 + one byte per 7 bits past the first 7.
+        varint_lengths = np.ones(n, dtype=np.int64)
+        for k in range(1, 10):
+            varint_lengths += lengths >= (1 << (7 * k))
+        size_bounds = np.concatenate(([0], np.cumsum(varint_lengths)[ends - 1]))
+        batch.blocks = (encode_varints(lengths), np.diff(size_bounds), batch.joined, np.diff(value_bounds))
+        return batch
+
+    def _frames(self, buf, lengths):
+        """The compressed payload of each piece of ``buf`` (``lengths``
+        bytes each, in order), as a sequence of bytes-likes."""
+        if self.ctype != ZSTD:
+            return [self._compress_one(b) for b in _slices(buf, lengths)]
+        if not len(buf):  # zstandard's multi-buffer API refuses an empty buffer
+            return [self._compress_one(b"")] * len(lengths)
+        return self._zstd().multi_compress_to_buffer(_segments(buf, lengths), threads=1)
+
+    def compress(self, batch: _Batch) -> None:
+        """Compress the batch's blocks (the step a pool runs)."""
+        if self.ctype == NONE:
+            return
+        if self.group_size == 1:
+            if self.ctype == ZSTD:
+                batch.frames = self._frames(batch.joined, batch.lengths)
+            else:
+                batch.frames = list(map(self._compress_one, batch.records))
+            return
+        sizes, size_lengths, values, value_lengths = batch.blocks
+        batch.frames = (self._frames(sizes, size_lengths), self._frames(values, value_lengths))
+
+    def _prefix(self, size: int) -> bytes:
+        """Everything in a one-record chunk's data before the record's
+        compressed bytes: it depends on the record's size alone."""
+        prefix = self._prefixes.get(size)
+        if prefix is None:
+            if len(self._prefixes) >= _PREFIX_CACHE:
+                self._prefixes.clear()
+            sizes_block = self.block(encode_varint(size))
+            prefix = bytes((self.ctype,)) + encode_varint(len(sizes_block)) + sizes_block
+            if self.ctype != NONE:
+                prefix += encode_varint(size)
+            self._prefixes[size] = prefix
+        return prefix
+
+    def assemble(self, batch: _Batch) -> tuple[bytearray, np.ndarray, np.ndarray]:
+        """The batch's chunks back to back, headers filled in:
+        ``(buf, starts, decoded_sizes)``."""
+        if self.group_size == 1:
+            lengths = batch.lengths
+            payloads = batch.records if self.ctype == NONE else batch.frames
+            prefixes = list(map(self._prefix, lengths))
+            pieces = chain.from_iterable(zip(repeat(_PLACEHOLDER), prefixes, payloads))
+            data_sizes = np.fromiter(map(len, prefixes), dtype=np.int64, count=len(lengths))
+            data_sizes += np.fromiter(map(len, payloads), dtype=np.int64, count=len(lengths))
+            decoded = np.asarray(lengths, dtype=np.int64)
+        else:
+            pieces, data_sizes, decoded = self._group_pieces(batch)
+        buf = bytearray().join(pieces)
+        starts = np.zeros(len(data_sizes), dtype=np.int64)
+        np.cumsum(data_sizes[:-1] + CHUNK_HEADER_SIZE, out=starts[1:])
+        fill_chunk_headers(buf, starts, data_sizes, SIMPLE, batch.counts, decoded)
+        return buf, starts, decoded
+
+    def _group_pieces(self, batch: _Batch):
+        sizes, size_lengths, values, value_lengths = batch.blocks
+        k = len(batch.counts)
+        ctype = bytes((self.ctype,))
+        pieces = []
+        data_sizes = np.empty(k, dtype=np.int64)
+        size_at = [0, *accumulate(size_lengths.tolist())]
+        value_at = [0, *accumulate(value_lengths.tolist())]
+        sizes_mv, values_mv = memoryview(sizes), memoryview(values)
+        for i in range(k):
+            raw_sizes = sizes_mv[size_at[i] : size_at[i + 1]]
+            raw_values = values_mv[value_at[i] : value_at[i + 1]]
+            if self.ctype == NONE:
+                part = (_PLACEHOLDER, ctype + encode_varint(len(raw_sizes)), raw_sizes, raw_values)
+            else:
+                sizes_frame, values_frame = batch.frames[0][i], batch.frames[1][i]
+                size_prefix = encode_varint(len(raw_sizes))
+                part = (
+                    _PLACEHOLDER,
+                    ctype + encode_varint(len(size_prefix) + len(sizes_frame)) + size_prefix,
+                    sizes_frame,
+                    encode_varint(len(raw_values)),
+                    values_frame,
+                )
+            pieces += part
+            data_sizes[i] = sum(map(len, part)) - CHUNK_HEADER_SIZE
+        return pieces, data_sizes, np.asarray(value_lengths, dtype=np.int64)
+
+
+def _segments(buf, lengths) -> zstandard.BufferWithSegments:
+    """``buf`` cut into consecutive pieces of ``lengths`` bytes, as
+    zstandard's multi-buffer calls take them."""
+    lengths = np.asarray(lengths, dtype=np.uint64)
+    segments = np.empty((len(lengths), 2), dtype=np.uint64)
+    segments[:, 1] = lengths
+    np.cumsum(lengths, out=segments[:, 0])
+    segments[:, 0] -= lengths
+    return zstandard.BufferWithSegments(buf, segments.tobytes())
+
+
+def _slices(buf, lengths):
+    mv = memoryview(buf)
+    at = 0
+    for n in np.asarray(lengths).tolist():
+        yield mv[at : at + n]
+        at += n
 
 
 class ArrayRecordWriter:
@@ -164,16 +323,21 @@ class ArrayRecordWriter:
                 os.unlink(self._tmp_path)
                 raise
         self._encoder = _Encoder(self._options)
-        self._group: list[bytes] = []
-        # Per user chunk: offset (bytes), decoded size (bytes), records.
-        self._footers: tuple[list, list, list] = ([], [], [])
-        self._num_records = 0
+        self._footer = FooterEncoder(self._options.to_string())
+        # Records not yet encoded, and the check write() makes: encode once
+        # the list reaches _flush_at records or _room (bytes) goes below 0
+        # (both set by _flush so that only whole chunks are encoded).
+        g = self._options.group_size
+        self._pending: list[bytes] = []
+        self._flush_at = self._batch_records = max(_BATCH_RECORDS // g, 1) * g
+        self._room = _BATCH_BYTES
+        self._written = 0  # records handed to the encoder
         self._error: BaseException | None = None
         self._closed = False
+        self._stop = False  # closed or failed: write() takes its slow path
         workers = self._options.max_parallelism
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-writer") if workers > 1 else None
-        self._pending: collections.deque = collections.deque()
-        self._batch: list[list[bytes]] = []
+        self._inflight: collections.deque = collections.deque()
         try:
             self._chunks = ChunkWriter(self._file)
         except BaseException:
@@ -195,18 +359,22 @@ class ArrayRecordWriter:
         Raises ``TypeError`` for ``str`` and other non-bytes objects,
         ``RuntimeError`` once closed or after a failed write.
         """
-        if not self.ok():
+        # Called once per record: one test for the common case, then two
+        # counters (records and bytes room) before the batch is encoded.
+        if record.__class__ is not bytes or self._stop:
+            record = self._admit(record)
+        pending = self._pending
+        pending.append(record)
+        self._room -= len(record)
+        if len(pending) >= self._flush_at or self._room < 0:
+            self._flush(final=False)
+
+    def _admit(self, record) -> bytes:
+        if self._stop:
             raise RuntimeError(f"{self.path}: writer is closed" if self._closed else f"{self.path}: {self._error}")
-        if not isinstance(record, bytes):
-            if isinstance(record, (bytearray, memoryview)):
-                record = bytes(record)
-            else:
-                raise TypeError(f"write() takes bytes, got {type(record).__name__}")
-        self._group.append(record)
-        self._num_records += 1
-        if len(self._group) >= self._options.group_size:
-            self._submit(self._group)
-            self._group = []
+        if isinstance(record, (bytes, bytearray, memoryview)):
+            return bytes(record)
+        raise TypeError(f"write() takes bytes, got {type(record).__name__}")
 
     def close(self) -> None:
         """Write the last chunk, the footer and the postscript, then move the
@@ -217,9 +385,6 @@ class ArrayRecordWriter:
         try:
             if self._error is not None:
                 raise RuntimeError(f"{self.path}: {self._error}")
-            if self._group:
-                self._submit(self._group)
-                self._group = []
             self._flush(final=True)
             self._write_footer()
             if self._stream is not None:
@@ -234,7 +399,7 @@ class ArrayRecordWriter:
             self.abort()
             raise
         finally:
-            self._closed = True
+            self._closed = self._stop = True
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
 
@@ -253,6 +418,10 @@ class ArrayRecordWriter:
 
     def __repr__(self):
         return f"ArrayRecordWriter({self.path!r}, {self._num_records} records, {self._options.to_string()!r})"
+
+    @property
+    def _num_records(self) -> int:
+        return self._written + len(self._pending)
 
     # -- internals -------------------------------------------------------------
 
@@ -273,7 +442,7 @@ class ArrayRecordWriter:
         tmp = getattr(self, "_tmp_path", None)
         if self._closed and (tmp is None or not os.path.exists(tmp)):
             return
-        self._closed = True
+        self._closed = self._stop = True
         if self._stream is None:
             try:
                 self._file.close()
@@ -287,51 +456,62 @@ class ArrayRecordWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, group: list[bytes]) -> None:
+    def _flush(self, *, final: bool) -> None:
+        """Encode the pending records that fill whole chunks (all of them
+        if ``final``), then write every encoded batch that is ready (all of
+        them if ``final``)."""
         try:
-            if self._pool is None:
-                self._put(*self._encoder.encode(group))
+            pending = self._pending
+            g = self._options.group_size
+            n = len(pending) if final else len(pending) - len(pending) % g
+            if n == 0 and not final:
+                # Over the byte budget inside a chunk: encode when it is whole.
+                self._flush_at = len(pending) + g - len(pending) % g
+                self._room = float("inf")
                 return
-            self._batch.append(group)
-            if len(self._batch) >= _CHUNKS_PER_TASK:
-                self._pending.append(self._pool.submit(self._encoder.encode_many, self._batch))
-                self._batch = []
-                self._flush(final=False)
+            if n:
+                if n == len(pending):
+                    batch, self._pending = pending, []
+                else:
+                    batch, self._pending = pending[:n], pending[n:]
+                self._room = _BATCH_BYTES - sum(map(len, self._pending))
+                self._written += n
+                self._flush_at = self._batch_records
+                encoded = self._encoder.prepare(batch, final)
+                if self._pool is None:
+                    self._encoder.compress(encoded)
+                    self._put(encoded)
+                else:
+                    self._inflight.append((encoded, self._pool.submit(self._encoder.compress, encoded)))
+            # Keep at most two batches per worker in flight, written in order.
+            limit = 0 if final else 2 * self._options.max_parallelism
+            while len(self._inflight) > limit:
+                encoded, future = self._inflight.popleft()
+                future.result()
+                self._put(encoded)
         except BaseException as e:
             self._error = e
+            self._stop = True
             raise
 
-    def _flush(self, *, final: bool) -> None:
-        if self._pool is None:
-            return
-        if final and self._batch:
-            self._pending.append(self._pool.submit(self._encoder.encode_many, self._batch))
-            self._batch = []
-        # Keep at most two tasks per worker in flight, written in order.
-        limit = 0 if final else 2 * self._options.max_parallelism
-        while len(self._pending) > limit:
-            for chunk in self._pending.popleft().result():
-                self._put(*chunk)
-
-    def _put(self, header, data, num_records, decoded_size) -> None:
-        offset = self._chunks.write_chunk(header, data)
-        if self._options.pad_to_block_boundary:
-            self._chunks.pad_to_block_boundary()
-        offsets, sizes, counts = self._footers
-        offsets.append(offset)
-        sizes.append(decoded_size)
-        counts.append(num_records)
+    def _put(self, batch: _Batch) -> None:
+        buf, starts, decoded = self._encoder.assemble(batch)
+        offsets = self._chunks.write_chunks(
+            buf, starts, batch.counts, pad_to_block_boundary=self._options.pad_to_block_boundary
+        )
+        self._footer.add(offsets, decoded, batch.counts)
 
     def _write_footer(self) -> None:
+        """The footer chunk (metadata, then one footer per chunk) and the
+        postscript, each padded to a block boundary (array_record
+        ``ArrayRecordWriterBase::Close``)."""
         cw = self._chunks
-        offsets, sizes, counts = self._footers
-        meta = encode_footer_metadata(len(offsets), self._num_records, self._options.to_string())
-        footers, lengths = encode_chunk_footers(offsets, sizes, counts)
-        record_sizes = encode_varints(np.concatenate([[len(meta)], lengths]))
-        header, data, _, _ = self._encoder.encode_joined(meta + footers, record_sizes, len(offsets) + 1)
-        footer_offset = cw.write_chunk(header, data)
+        values, sizes, count = self._footer.finish(self._num_records)
+        data = self._encoder.chunk_data(sizes, values)
+        del sizes
+        footer_offset = cw.write_chunk(encode_chunk_header(data, SIMPLE, count, len(values)), data)
+        del data, values
         cw.pad_to_block_boundary()
-        postscript = encode_postscript(footer_offset)
-        plain = _Encoder(parse_writer_options("uncompressed"))
-        cw.write_chunk(*plain.encode([postscript] * 3)[:2])
+        postscript, decoded_size = encode_simple([encode_postscript(footer_offset)] * 3, NONE)
+        cw.write_chunk(encode_chunk_header(postscript, SIMPLE, 3, decoded_size), postscript)
         cw.pad_to_block_boundary()

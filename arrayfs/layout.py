@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .riegeli.varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
+from .riegeli.varint import VarintError, decode_varints, encode_varint, read_varint
 
 __all__ = [
     "POSTSCRIPT_MAGIC",

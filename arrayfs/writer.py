@@ -27,23 +27,15 @@ from __future__ import annotations
 import collections
 import os
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from itertools import accumulate, chain, repeat
-
-import brotli
-import numpy as np
-import snappy
-import zstandard
 
 from .layout import FooterEncoder, encode_postscript
 from .options import parse_writer_options
-from .storage import StorageError, filesystem, is_remote
-from .riegeli.blocks import CHUNK_HEADER_SIZE
 from .riegeli.chunk import SIMPLE, encode_chunk_header, encode_simple
-from .riegeli.chunk_writer import ChunkWriter, fill_chunk_headers
-from .riegeli.compression import BROTLI, NONE, SNAPPY, ZSTD
-from .riegeli.varint import encode_varint, encode_varints
+from .riegeli.chunk_encoder import EncodedBatch, SimpleChunkEncoder
+from .riegeli.chunk_writer import ChunkWriter
+from .riegeli.compression import NONE
+from .storage import StorageError, filesystem, is_remote
 
 __all__ = ["ArrayRecordWriter"]
 
@@ -51,217 +43,6 @@ __all__ = ["ArrayRecordWriter"]
 # is cut once it holds this many bytes (always at a chunk boundary).
 _BATCH_RECORDS = 4096
 _BATCH_BYTES = 1 << 20
-# Record sizes whose one-record chunk prefix is kept (see _Encoder._prefix).
-_PREFIX_CACHE = 1 << 16
-_PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
-
-
-class _Batch:
-    """Records on their way to becoming chunks: ``records`` in file order,
-    ``counts`` the records of each chunk; ``blocks`` what the codec gets,
-    ``frames`` what it gave back (filled by :meth:`_Encoder.compress`)."""
-
-    __slots__ = ("records", "counts", "lengths", "joined", "blocks", "frames")
-
-    def __init__(self, records, counts):
-        self.records = records
-        self.counts = counts
-        self.lengths = None
-        self.joined = None
-        self.blocks = None
-        self.frames = None
-
-
-class _Encoder:
-    """Encodes batches of records into simple chunks (spec: "Simple chunk
-    with records") in three steps: :meth:`prepare` (the calling thread),
-    :meth:`compress` (any thread; for zstd one C call per batch that
-    releases the GIL, so a pool of them runs on several cores) and
-    :meth:`assemble` (the calling thread, in file order).
-
-    The codec's output equals what :func:`arrayfs.riegeli.chunk.encode_simple`
-    gives each chunk, and that of Google's writer for the same options.
-    """
-
-    def __init__(self, options):
-        self.ctype = options.compression
-        self.level = options.level
-        self.window_log = options.window_log
-        self.group_size = options.group_size
-        self._local = threading.local()
-        self._prefixes: dict[int, bytes] = {}
-        self._params = None
-        if self.ctype == ZSTD:
-            self._params = zstandard.ZstdCompressionParameters.from_level(
-                self.level, window_log=self.window_log or 0, write_content_size=True
-            )
-
-    # -- the codec ------------------------------------------------------------
-
-    def _zstd(self) -> zstandard.ZstdCompressor:
-        c = getattr(self._local, "zstd", None)
-        if c is None:
-            c = self._local.zstd = zstandard.ZstdCompressor(compression_params=self._params)
-        return c
-
-    def _compress_one(self, data) -> bytes:
-        """One compressed block's payload (no size prefix)."""
-        if self.ctype == ZSTD:
-            return self._zstd().compress(data)
-        if self.ctype == BROTLI:
-            window_log = self.window_log
-            if window_log is not None and window_log > 24:
-                window_log = 24  # python brotli's encoder stops at 24; any window decodes
-            kwargs = {"quality": self.level}
-            if window_log is not None:
-                kwargs["lgwin"] = window_log
-            return brotli.compress(data, **kwargs)
-        return snappy.compress(data)
-
-    def block(self, data) -> bytes:
-        """``data`` as one block of a simple chunk: compressed and prefixed
-        by its size, or as it is when uncompressed."""
-        if self.ctype == NONE:
-            return bytes(data)
-        return encode_varint(len(data)) + self._compress_one(data)
-
-    def chunk_data(self, sizes, values) -> bytes:
-        """Simple chunk data from the record ``sizes`` (varints) and the
-        ``values`` (records back to back), both bytes-like."""
-        sizes_block = self.block(sizes)
-        return b"".join((bytes((self.ctype,)), encode_varint(len(sizes_block)), sizes_block, self.block(values)))
-
-    # -- batches --------------------------------------------------------------
-
-    def prepare(self, records: list, final: bool) -> _Batch:
-        """Cut ``records`` into chunks of ``group_size`` (the last one
-        shorter only if ``final``) and lay out what the codec needs."""
-        g = self.group_size
-        n = len(records)
-        counts = np.full(n // g, g, dtype=np.int64)
-        if n % g:
-            assert final
-            counts = np.append(counts, n % g)
-        batch = _Batch(records, counts)
-        if g == 1:
-            batch.lengths = list(map(len, records))
-            if self.ctype == ZSTD:
-                batch.joined = b"".join(records)
-            return batch
-        lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
-        batch.lengths = lengths
-        batch.joined = b"".join(records)
-        ends = np.cumsum(counts)
-        value_bounds = np.concatenate(([0], np.cumsum(lengths)[ends - 1]))
-        # Each record's size as a varint: 1 + one byte per 7 bits past the first 7.
-        varint_lengths = np.ones(n, dtype=np.int64)
-        for k in range(1, 10):
-            varint_lengths += lengths >= (1 << (7 * k))
-        size_bounds = np.concatenate(([0], np.cumsum(varint_lengths)[ends - 1]))
-        batch.blocks = (encode_varints(lengths), np.diff(size_bounds), batch.joined, np.diff(value_bounds))
-        return batch
-
-    def _frames(self, buf, lengths):
-        """The compressed payload of each piece of ``buf`` (``lengths``
-        bytes each, in order), as a sequence of bytes-likes."""
-        if self.ctype != ZSTD:
-            return [self._compress_one(b) for b in _slices(buf, lengths)]
-        if not len(buf):  # zstandard's multi-buffer API refuses an empty buffer
-            return [self._compress_one(b"")] * len(lengths)
-        return self._zstd().multi_compress_to_buffer(_segments(buf, lengths), threads=1)
-
-    def compress(self, batch: _Batch) -> None:
-        """Compress the batch's blocks (the step a pool runs)."""
-        if self.ctype == NONE:
-            return
-        if self.group_size == 1:
-            if self.ctype == ZSTD:
-                batch.frames = self._frames(batch.joined, batch.lengths)
-            else:
-                batch.frames = list(map(self._compress_one, batch.records))
-            return
-        sizes, size_lengths, values, value_lengths = batch.blocks
-        batch.frames = (self._frames(sizes, size_lengths), self._frames(values, value_lengths))
-
-    def _prefix(self, size: int) -> bytes:
-        """Everything in a one-record chunk's data before the record's
-        compressed bytes: it depends on the record's size alone."""
-        prefix = self._prefixes.get(size)
-        if prefix is None:
-            if len(self._prefixes) >= _PREFIX_CACHE:
-                self._prefixes.clear()
-            sizes_block = self.block(encode_varint(size))
-            prefix = bytes((self.ctype,)) + encode_varint(len(sizes_block)) + sizes_block
-            if self.ctype != NONE:
-                prefix += encode_varint(size)
-            self._prefixes[size] = prefix
-        return prefix
-
-    def assemble(self, batch: _Batch) -> tuple[bytearray, np.ndarray, np.ndarray]:
-        """The batch's chunks back to back, headers filled in:
-        ``(buf, starts, decoded_sizes)``."""
-        if self.group_size == 1:
-            lengths = batch.lengths
-            payloads = batch.records if self.ctype == NONE else batch.frames
-            prefixes = list(map(self._prefix, lengths))
-            pieces = chain.from_iterable(zip(repeat(_PLACEHOLDER), prefixes, payloads))
-            data_sizes = np.fromiter(map(len, prefixes), dtype=np.int64, count=len(lengths))
-            data_sizes += np.fromiter(map(len, payloads), dtype=np.int64, count=len(lengths))
-            decoded = np.asarray(lengths, dtype=np.int64)
-        else:
-            pieces, data_sizes, decoded = self._group_pieces(batch)
-        buf = bytearray().join(pieces)
-        starts = np.zeros(len(data_sizes), dtype=np.int64)
-        np.cumsum(data_sizes[:-1] + CHUNK_HEADER_SIZE, out=starts[1:])
-        fill_chunk_headers(buf, starts, data_sizes, SIMPLE, batch.counts, decoded)
-        return buf, starts, decoded
-
-    def _group_pieces(self, batch: _Batch):
-        sizes, size_lengths, values, value_lengths = batch.blocks
-        k = len(batch.counts)
-        ctype = bytes((self.ctype,))
-        pieces = []
-        data_sizes = np.empty(k, dtype=np.int64)
-        size_at = [0, *accumulate(size_lengths.tolist())]
-        value_at = [0, *accumulate(value_lengths.tolist())]
-        sizes_mv, values_mv = memoryview(sizes), memoryview(values)
-        for i in range(k):
-            raw_sizes = sizes_mv[size_at[i] : size_at[i + 1]]
-            raw_values = values_mv[value_at[i] : value_at[i + 1]]
-            if self.ctype == NONE:
-                part = (_PLACEHOLDER, ctype + encode_varint(len(raw_sizes)), raw_sizes, raw_values)
-            else:
-                sizes_frame, values_frame = batch.frames[0][i], batch.frames[1][i]
-                size_prefix = encode_varint(len(raw_sizes))
-                part = (
-                    _PLACEHOLDER,
-                    ctype + encode_varint(len(size_prefix) + len(sizes_frame)) + size_prefix,
-                    sizes_frame,
-                    encode_varint(len(raw_values)),
-                    values_frame,
-                )
-            pieces += part
-            data_sizes[i] = sum(map(len, part)) - CHUNK_HEADER_SIZE
-        return pieces, data_sizes, np.asarray(value_lengths, dtype=np.int64)
-
-
-def _segments(buf, lengths) -> zstandard.BufferWithSegments:
-    """``buf`` cut into consecutive pieces of ``lengths`` bytes, as
-    zstandard's multi-buffer calls take them."""
-    lengths = np.asarray(lengths, dtype=np.uint64)
-    segments = np.empty((len(lengths), 2), dtype=np.uint64)
-    segments[:, 1] = lengths
-    np.cumsum(lengths, out=segments[:, 0])
-    segments[:, 0] -= lengths
-    return zstandard.BufferWithSegments(buf, segments.tobytes())
-
-
-def _slices(buf, lengths):
-    mv = memoryview(buf)
-    at = 0
-    for n in np.asarray(lengths).tolist():
-        yield mv[at : at + n]
-        at += n
 
 
 class ArrayRecordWriter:
@@ -322,7 +103,8 @@ class ArrayRecordWriter:
                 os.close(fd)
                 os.unlink(self._tmp_path)
                 raise
-        self._encoder = _Encoder(self._options)
+        o = self._options
+        self._encoder = SimpleChunkEncoder(o.compression, o.level, o.window_log, o.group_size)
         self._footer = FooterEncoder(self._options.to_string())
         # Records not yet encoded, and the check write() makes: encode once
         # the list reaches _flush_at records or _room (bytes) goes below 0
@@ -494,7 +276,7 @@ class ArrayRecordWriter:
             self._stop = True
             raise
 
-    def _put(self, batch: _Batch) -> None:
+    def _put(self, batch: EncodedBatch) -> None:
         buf, starts, decoded = self._encoder.assemble(batch)
         offsets = self._chunks.write_chunks(
             buf, starts, batch.counts, pad_to_block_boundary=self._options.pad_to_block_boundary

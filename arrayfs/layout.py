@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .riegeli.chunk_encoder import varint_rows
 from .riegeli.varint import VarintError, decode_varints, encode_varint, read_varint
 
 __all__ = [
@@ -146,21 +147,6 @@ def encode_chunk_footer(chunk_offset: int, decoded_data_size: int, num_records: 
     return _varint_field(1, chunk_offset) + _varint_field(2, decoded_data_size) + _varint_field(3, num_records)
 
 
-def _varint_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each value of ``values`` (``uint64``, shape ``(n,)``) as varint bytes
-    laid out in fixed-width rows: returns ``(rows, lengths)``, ``rows`` of
-    shape ``(n, w)`` (``uint8``; ``w`` the longest varint here) of which the
-    first ``lengths[i]`` bytes are value ``i``'s varint."""
-    lengths = np.ones(values.shape, dtype=np.int64)
-    for k in range(1, 10):
-        lengths += values >= np.uint64(1 << (7 * k))
-    width = int(lengths.max()) if values.size else 1
-    shifts = (7 * np.arange(width)).astype(np.uint64)
-    rows = ((values[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
-    rows |= (np.arange(width) < (lengths - 1)[:, None]).astype(np.uint8) << 7
-    return rows, lengths
-
-
 def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tuple[bytes, np.ndarray]:
     """Many ``ArrayRecordFooter`` records at once (vectorised, no per-chunk
     Python).
@@ -186,7 +172,7 @@ def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tupl
     columns, masks = [], []
     total = np.full(n, 3, dtype=np.int64)
     for number, values in enumerate(fields, start=1):
-        rows, lengths = _varint_columns(values)
+        rows, lengths = varint_rows(values)
         columns += [np.full((n, 1), number << 3 | _VARINT, dtype=np.uint8), rows]
         masks += [np.ones((n, 1), dtype=bool), np.arange(rows.shape[1]) < lengths[:, None]]
         total += lengths

@@ -42,7 +42,7 @@ __all__ = ["ArrayRecordWriter"]
 # A batch of records is encoded together: at most this many records, and it
 # is cut once it holds this many bytes (always at a chunk boundary).
 _BATCH_RECORDS = 4096
-_BATCH_BYTES = 1 << 20
+_BATCH_BYTES = 4 << 20
 
 
 class ArrayRecordWriter:
@@ -289,10 +289,18 @@ class ArrayRecordWriter:
         ``ArrayRecordWriterBase::Close``)."""
         cw = self._chunks
         values, sizes, count = self._footer.finish(self._num_records)
-        data = self._encoder.chunk_data(sizes, values)
-        del sizes
-        footer_offset = cw.write_chunk(encode_chunk_header(data, SIMPLE, count, len(values)), data)
-        del data, values
+        decoded_size = len(values)
+
+        def release():
+            # The serialized footers (about 12 bytes a chunk) go before the
+            # compressed blocks are joined: peak memory is one of them less.
+            values.release()
+            sizes.release()
+            self._footer = None
+
+        data = self._encoder.chunk_data(sizes, values, release=release)
+        footer_offset = cw.write_chunk(encode_chunk_header(data, SIMPLE, count, decoded_size), data)
+        del data
         cw.pad_to_block_boundary()
         postscript, decoded_size = encode_simple([encode_postscript(footer_offset)] * 3, NONE)
         cw.write_chunk(encode_chunk_header(postscript, SIMPLE, 3, decoded_size), postscript)

@@ -34,15 +34,40 @@ from .blocks import CHUNK_HEADER_SIZE
 from .chunk import SIMPLE
 from .chunk_writer import fill_chunk_headers
 from .compression import BROTLI, NONE, ZSTD, compress_block
-from .varint import encode_varint, encode_varints
+from .varint import encode_varint
 
-__all__ = ["SimpleChunkEncoder", "EncodedBatch"]
+__all__ = ["SimpleChunkEncoder", "EncodedBatch", "varint_rows"]
 
 # Record sizes whose one-record chunk prefix is kept (see _prefix).
 _PREFIX_CACHE = 1 << 16
 _PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
 # python brotli's encoder takes windows up to 2**24; any window decodes.
 _BROTLI_MAX_WINDOW_LOG = 24
+
+
+def varint_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``values`` (non-negative integers below 2**64, shape
+    ``(n,)``) as a varint64, in fixed-width rows: returns ``(rows,
+    lengths)``, ``rows`` of shape ``(n, w)`` (``uint8``; ``w`` the longest
+    varint here) whose first ``lengths[i]`` bytes (``int64``) are value
+    ``i``'s varint; ``rows[mask]`` with ``mask = np.arange(w) < lengths[:,
+    None]`` concatenates them. Vectorised, as
+    :func:`arrayfs.riegeli.varint.encode_varints`, with fewer passes when
+    the values are small."""
+    values = np.asarray(values, dtype=np.uint64)
+    lengths = np.ones(values.shape, dtype=np.int64)
+    top = int(values.max()) if values.size else 0
+    for k in range(1, 10):
+        if top < 1 << (7 * k):
+            break
+        lengths += values >= np.uint64(1 << (7 * k))
+    width = int(lengths.max()) if values.size else 1
+    if width == 1:
+        return values.astype(np.uint8)[:, None], lengths
+    shifts = (7 * np.arange(width)).astype(np.uint64)
+    rows = ((values[:, None] >> shifts) & np.uint64(0x7F)).astype(np.uint8)
+    rows |= (np.arange(width) < (lengths - 1)[:, None]).astype(np.uint8) << 7
+    return rows, lengths
 
 
 class EncodedBatch:
@@ -108,13 +133,24 @@ class SimpleChunkEncoder:
             return encode_varint(len(data)) + self._zstd().compress(data)
         return compress_block(self.ctype, data, level=self.level, window_log=self.window_log)
 
-    def chunk_data(self, sizes, values) -> bytes:
+    def chunk_data(self, sizes, values, *, release=None) -> bytes:
         """One simple chunk's data from its records' ``sizes`` (varints) and
-        ``values`` (the records back to back), both bytes-like."""
+        ``values`` (the records back to back), both bytes-like.
+
+        ``release``, if given, is called once ``sizes`` and ``values`` are
+        no longer needed (after compression, before the blocks are joined),
+        so that a caller holding large inputs can free them first.
+        """
         if self.ctype == NONE:  # no copies before the one join
-            return b"".join((self._ctype_byte, encode_varint(len(sizes)), sizes, values))
+            data = b"".join((self._ctype_byte, encode_varint(len(sizes)), sizes, values))
+            if release is not None:
+                release()
+            return data
         sizes_block = self.block(sizes)
-        return b"".join((self._ctype_byte, encode_varint(len(sizes_block)), sizes_block, self.block(values)))
+        values_block = self.block(values)
+        if release is not None:
+            release()
+        return b"".join((self._ctype_byte, encode_varint(len(sizes_block)), sizes_block, values_block))
 
     # -- batches ------------------------------------------------------------------
 
@@ -140,13 +176,10 @@ class SimpleChunkEncoder:
         batch.joined = b"".join(records)
         ends = np.cumsum(counts)
         value_ends = np.cumsum(lengths)[ends - 1]
-        # A size takes one varint byte per started 7 bits (at least one).
-        varint_lengths = np.ones(n, dtype=np.int64)
-        for k in range(1, 10):
-            varint_lengths += lengths >= (1 << (7 * k))
+        rows, varint_lengths = varint_rows(lengths)
         size_ends = np.cumsum(varint_lengths)[ends - 1]
         batch.blocks = (
-            encode_varints(lengths),
+            rows[np.arange(rows.shape[1]) < varint_lengths[:, None]].tobytes(),
             np.diff(size_ends, prepend=0),
             batch.joined,
             np.diff(value_ends, prepend=0),

@@ -169,15 +169,20 @@ def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tupl
         return b"", np.zeros(0, dtype=np.int64)
     # One fixed-width row per footer (tag, varint, tag, varint, tag, varint);
     # a mask keeps each varint's own bytes, and row-major order concatenates.
-    columns, masks = [], []
+    encoded = [varint_rows(values) for values in fields]
+    width = 3 + sum(rows.shape[1] for rows, _ in encoded)
+    matrix = np.empty((n, width), dtype=np.uint8)
+    keep = np.empty((n, width), dtype=bool)
     total = np.full(n, 3, dtype=np.int64)
-    for number, values in enumerate(fields, start=1):
-        rows, lengths = varint_rows(values)
-        columns += [np.full((n, 1), number << 3 | _VARINT, dtype=np.uint8), rows]
-        masks += [np.ones((n, 1), dtype=bool), np.arange(rows.shape[1]) < lengths[:, None]]
+    at = 0
+    for number, (rows, lengths) in enumerate(encoded, start=1):
+        w = rows.shape[1]
+        matrix[:, at] = number << 3 | _VARINT
+        keep[:, at] = True
+        matrix[:, at + 1 : at + 1 + w] = rows
+        np.less(np.arange(w), lengths[:, None], out=keep[:, at + 1 : at + 1 + w])
         total += lengths
-    matrix = np.concatenate(columns, axis=1)
-    keep = np.concatenate(masks, axis=1)
+        at += 1 + w
     return matrix[keep].tobytes(), total
 
 

@@ -38,7 +38,7 @@ from .varint import encode_varint
 
 __all__ = ["SimpleChunkEncoder", "EncodedBatch", "varint_rows"]
 
-# Record sizes whose one-record chunk prefix is kept (see _prefix).
+# Record sizes whose one-record chunk prefix is kept (see _prefixes_for).
 _PREFIX_CACHE = 1 << 16
 _PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
 # python brotli's encoder takes windows up to 2**24; any window decodes.
@@ -203,27 +203,31 @@ class SimpleChunkEncoder:
             return
         if self.group_size == 1:
             if self.ctype == ZSTD:
-                batch.frames = self._frames(batch.joined, batch.lengths)
+                # A list: the main thread takes each frame's length and bytes.
+                batch.frames = list(self._frames(batch.joined, batch.lengths))
             else:
                 batch.frames = list(map(self.block, batch.records))
             return
         sizes, size_lengths, values, value_lengths = batch.blocks
         batch.frames = (self._frames(sizes, size_lengths), self._frames(values, value_lengths))
 
-    def _prefix(self, size: int) -> bytes:
-        """A one-record chunk's data up to its compressed record bytes
-        (the values block, or for zstd its frame): it depends on the
-        record's size alone."""
-        prefix = self._prefixes.get(size)
-        if prefix is None:
-            if len(self._prefixes) >= _PREFIX_CACHE:
-                self._prefixes.clear()
-            sizes_block = self.block(encode_varint(size))
-            prefix = self._ctype_byte + encode_varint(len(sizes_block)) + sizes_block
-            if self.ctype == ZSTD:
-                prefix += encode_varint(size)
-            self._prefixes[size] = prefix
-        return prefix
+    def _prefixes_for(self, sizes: list) -> list:
+        """For each record size, a one-record chunk's data up to its
+        compressed record bytes (the values block, or for zstd its frame):
+        it depends on the record's size alone, so it is built once."""
+        cache = self._prefixes
+        missing = set(sizes).difference(cache)
+        if missing:
+            if len(cache) + len(missing) > _PREFIX_CACHE:
+                cache.clear()
+                missing = set(sizes)
+            for size in missing:
+                sizes_block = self.block(encode_varint(size))
+                prefix = self._ctype_byte + encode_varint(len(sizes_block)) + sizes_block
+                if self.ctype == ZSTD:
+                    prefix += encode_varint(size)
+                cache[size] = prefix
+        return list(map(cache.__getitem__, sizes))
 
     def assemble(self, batch: EncodedBatch) -> tuple[bytearray, np.ndarray, np.ndarray]:
         """The batch's chunks back to back, headers filled in. Returns
@@ -233,7 +237,7 @@ class SimpleChunkEncoder:
         if self.group_size == 1:
             lengths = batch.lengths
             payloads = batch.records if self.ctype == NONE else batch.frames
-            prefixes = list(map(self._prefix, lengths))
+            prefixes = self._prefixes_for(lengths)
             pieces = chain.from_iterable(zip(repeat(_PLACEHOLDER), prefixes, payloads))
             data_sizes = np.fromiter(map(len, prefixes), dtype=np.int64, count=len(lengths))
             data_sizes += np.fromiter(map(len, payloads), dtype=np.int64, count=len(lengths))

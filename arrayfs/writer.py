@@ -20,6 +20,13 @@ Where the bytes go:
 * a binary stream (anything with ``write``, such as a file Beam's
   ``FileSystems.create`` returns): bytes are written to it in order with no
   seek; ``close()`` flushes it and leaves closing it to its owner.
+
+Memory: records wait in batches of up to 4,096 records or 4 MiB (more only
+when a single chunk is larger) and are encoded a batch at a time
+(:mod:`arrayfs.riegeli.chunk_encoder`); with ``max_parallelism:N`` up to
+2N batches are in flight. Of each chunk written only its footer stays, as
+its serialized bytes (about 12 bytes; :class:`arrayfs.layout.FooterEncoder`),
+so 10^7 one-record chunks hold about 120 MB until ``close()``.
 """
 
 from __future__ import annotations
@@ -56,7 +63,12 @@ class ArrayRecordWriter:
             ``"group_size:1024,zstd:3"``; see :mod:`arrayfs.options`.
             ``transpose:true`` raises ``ValueError`` (writing transposed
             chunks is not supported). ``max_parallelism:N`` compresses
-            chunks on N threads (default 1, as Google's Python writer).
+            chunks on N threads, ``max_parallelism:auto`` on one per CPU;
+            the footer stores the number used. The default is 1: Google's
+            Python writer has no thread pool and stores
+            ``max_parallelism:1`` whatever it is given, so with options
+            that leave it out both writers store the same string (and,
+            uncompressed, write the same bytes).
         storage_options: passed to fsspec for a URL ``path`` (credentials,
             endpoint); ignored for local paths and streams.
 

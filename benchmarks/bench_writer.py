@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -146,6 +147,7 @@ def bench_throughput(args, results) -> list:
                 "ours": (our_write, paths["ours"], options),
                 "auto": (our_write, paths["auto"], options + ",max_parallelism:auto"),
             }
+            cpu: dict = {}
             for _ in range(args.rounds):
                 for key in ("google", "ours", "auto", "floor"):
                     if key == "floor":
@@ -153,7 +155,11 @@ def bench_throughput(args, results) -> list:
                     else:
                         write, path, opts = runs[key]
                         fn = functools.partial(write, path, opts, records)
+                    c0 = time.process_time()
                     t = best_time(f"{label} {key}", fn, n, rounds=1, warmup=False)
+                    # CPU seconds of the whole process (every thread): on a
+                    # loaded machine, a check on the one-thread wall times.
+                    cpu[key] = min(cpu.get(key, float("inf")), time.process_time() - c0)
                     if key not in best or t.seconds < best[key].seconds:
                         best[key] = t
             g = google.ArrayRecordReader(paths["ours"])
@@ -166,10 +172,15 @@ def bench_throughput(args, results) -> list:
                                   "writer"))
             rows.append(ratio_row(f"{label}: writer time / Python floor time", t_o.seconds, t_f.seconds,
                                   "writer/floor", unit="s"))
+            rows.append(ratio_row(f"{label}: CPU time, arrayfs / Google (max_parallelism:1)", cpu["ours"],
+                                  cpu["google"], "info", unit="s"))
+            rows.append(ratio_row(f"{label}: CPU time, arrayfs / Python floor", cpu["ours"], cpu["floor"], "info",
+                                  unit="s"))
             print(f"  {label}: google {fmt_rate(t_g.rate)}, arrayfs {fmt_rate(t_o.rate)}, "
                   f"arrayfs auto {fmt_rate(t_a.rate)}, floor {fmt_rate(t_f.rate)}", flush=True)
             results[f"writer {label}"] = {
                 "timings": [t.as_dict() for t in (t_g, t_o, t_a, t_f)],
+                "cpu_seconds": cpu,
                 "sizes": {k: os.path.getsize(p) for k, p in paths.items()},
             }
             if args.profile:

@@ -21,7 +21,7 @@ Where the bytes go:
   ``FileSystems.create`` returns): bytes are written to it in order with no
   seek; ``close()`` flushes it and leaves closing it to its owner.
 
-Memory: records wait in batches of up to 4,096 records or 4 MiB (more only
+Memory: records wait in batches of up to 4,096 records or 1 MiB (more only
 when a single chunk is larger) and are encoded a batch at a time
 (:mod:`arrayfs.riegeli.chunk_encoder`); with ``max_parallelism:N`` up to
 2N batches are in flight. Of each chunk written only its footer stays, as
@@ -47,9 +47,12 @@ from .storage import StorageError, filesystem, is_remote
 __all__ = ["ArrayRecordWriter"]
 
 # A batch of records is encoded together: at most this many records, and it
-# is cut once it holds this many bytes (always at a chunk boundary).
+# is cut once it holds this many bytes (always at a chunk boundary). Larger
+# batches cost more than they save: glibc's malloc then hands each batch's
+# buffers back to the kernel and takes them again, and the page faults (a
+# few per KiB written) outweigh the per-batch numpy calls saved.
 _BATCH_RECORDS = 4096
-_BATCH_BYTES = 4 << 20
+_BATCH_BYTES = 1 << 20
 
 
 class ArrayRecordWriter:

@@ -362,8 +362,8 @@ def test_write_chunks_equals_write_chunk(start):
 def test_write_chunks_pads_chunks_with_more_records_than_bytes():
     one, many = io.BytesIO(), io.BytesIO()
     a, b = ChunkWriter(one), ChunkWriter(many)
-    datas = [b"", b"ab", b"", b"x" * 100]
-    counts = np.array([500, 3, 70_000, 1])
+    datas = [b"", b"ab", b"", b"x" * 100, b"", b"", b"y"]
+    counts = np.array([500, 3, 70_000, 1, 40, 41, 42])  # 40 header bytes + data: padding from 41
     headers = [encode_chunk_header(d, SIMPLE, int(c), 0) for d, c in zip(datas, counts)]
     expected = [a.write_chunk(h, d) for h, d in zip(headers, datas)]
     buf = bytearray().join(x for h, d in zip(headers, datas) for x in (h, d))
@@ -438,3 +438,19 @@ def test_footer_encoder_long_options_string():
     meta = encode_footer_metadata(1, 1, options)
     assert bytes(values) == meta + encode_chunk_footer(64, 5, 1)
     assert read_varint(bytes(sizes), 0) == (len(meta), 2) and bytes(sizes)[2:] == bytes([6])
+
+
+def test_write_chunks_fast_path_at_the_padding_threshold():
+    """Chunks holding exactly as many records as bytes need no padding and
+    stay on the one-pass path: the bytes are still write_chunk's."""
+    datas = [b"", b"a", b"", b"bc"] * 700  # enough to cross block boundaries
+    counts = np.array([40, 41, 1, 42] * 700)
+    one, many = io.BytesIO(), io.BytesIO()
+    a, b = ChunkWriter(one), ChunkWriter(many)
+    headers = [encode_chunk_header(d, SIMPLE, int(c), 0) for d, c in zip(datas, counts)]
+    expected = [a.write_chunk(h, d) for h, d in zip(headers, datas)]
+    buf = bytearray().join(x for h, d in zip(headers, datas) for x in (h, d))
+    starts = np.concatenate(([0], np.cumsum([40 + len(d) for d in datas])[:-1]))
+    assert b.write_chunks(buf, starts, counts).tolist() == expected
+    assert many.getvalue() == one.getvalue()
+    assert len(one.getvalue()) > 2 * BLOCK_SIZE

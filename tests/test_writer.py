@@ -443,8 +443,8 @@ def test_footer_encoder_long_options_string():
 def test_write_chunks_fast_path_at_the_padding_threshold():
     """Chunks holding exactly as many records as bytes need no padding and
     stay on the one-pass path: the bytes are still write_chunk's."""
-    datas = [b"", b"a", b"", b"bc"] * 700  # enough to cross block boundaries
-    counts = np.array([40, 41, 1, 42] * 700)
+    datas = [b"", b"a", b"", b"bc"] * 1500  # enough to cross block boundaries
+    counts = np.array([40, 41, 1, 42] * 1500)
     one, many = io.BytesIO(), io.BytesIO()
     a, b = ChunkWriter(one), ChunkWriter(many)
     headers = [encode_chunk_header(d, SIMPLE, int(c), 0) for d, c in zip(datas, counts)]

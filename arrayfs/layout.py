@@ -19,8 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .riegeli.chunk_encoder import varint_rows
-from .riegeli.varint import VarintError, decode_varints, encode_varint, read_varint
+from .riegeli.varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
     "POSTSCRIPT_MAGIC",
@@ -148,42 +147,27 @@ def encode_chunk_footer(chunk_offset: int, decoded_data_size: int, num_records: 
 
 
 def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tuple[bytes, np.ndarray]:
-    """Many ``ArrayRecordFooter`` records at once (vectorised, no per-chunk
-    Python).
+    """All ``ArrayRecordFooter`` records of a file at once (vectorised).
 
-    Takes three equal-length sequences of non-negative integers below 2**64
-    (bytes, bytes, records); returns the concatenated serialized messages,
-    each exactly as :func:`encode_chunk_footer` writes it, and the byte
-    length of each (``int64``, shape ``(n,)``; at most 33), as a simple
-    chunk's values and sizes need them.
+    Takes three equal-length integer sequences; returns the concatenated
+    serialized messages and the byte length of each (``int64``, shape
+    ``(n,)``), as a simple chunk's values and sizes need them.
     """
-    fields = [
-        np.asarray(chunk_offsets, np.uint64).ravel(),
-        np.asarray(decoded_data_sizes, np.uint64).ravel(),
-        np.asarray(num_records, np.uint64).ravel(),
-    ]
-    n = len(fields[0])
-    if any(len(f) != n for f in fields):
-        raise ValueError("encode_chunk_footers: the three sequences differ in length")
+    fields = np.stack(
+        [np.asarray(chunk_offsets, np.uint64), np.asarray(decoded_data_sizes, np.uint64), np.asarray(num_records, np.uint64)],
+        axis=1,
+    )
+    n = len(fields)
     if n == 0:
         return b"", np.zeros(0, dtype=np.int64)
-    # One fixed-width row per footer (tag, varint, tag, varint, tag, varint);
-    # a mask keeps each varint's own bytes, and row-major order concatenates.
-    encoded = [varint_rows(values) for values in fields]
-    width = 3 + sum(rows.shape[1] for rows, _ in encoded)
-    matrix = np.empty((n, width), dtype=np.uint8)
-    keep = np.empty((n, width), dtype=bool)
-    total = np.full(n, 3, dtype=np.int64)
-    at = 0
-    for number, (rows, lengths) in enumerate(encoded, start=1):
-        w = rows.shape[1]
-        matrix[:, at] = number << 3 | _VARINT
-        keep[:, at] = True
-        matrix[:, at + 1 : at + 1 + w] = rows
-        np.less(np.arange(w), lengths[:, None], out=keep[:, at + 1 : at + 1 + w])
-        total += lengths
-        at += 1 + w
-    return matrix[keep].tobytes(), total
+    tagged = np.empty((n, 6), dtype=np.uint64)
+    tagged[:, 0::2] = np.array([8, 16, 24], dtype=np.uint64)
+    tagged[:, 1::2] = fields
+    # Each varint takes 1 + floor(bits / 7) bytes; tags take one.
+    lengths = np.ones(fields.shape, dtype=np.int64)
+    for k in range(1, 10):
+        lengths += fields >= np.uint64(1 << (7 * k))
+    return encode_varints(tagged.ravel()), 3 + lengths.sum(axis=1)
 
 
 class FooterEncoder:

@@ -36,7 +36,7 @@ from .chunk_writer import fill_chunk_headers
 from .compression import BROTLI, NONE, ZSTD, compress_block
 from .varint import encode_varint
 
-__all__ = ["SimpleChunkEncoder", "EncodedBatch", "varint_rows"]
+__all__ = ["SimpleChunkEncoder", "EncodedBatch"]
 
 # Record sizes whose one-record chunk prefix is kept (see _prefixes_for).
 _PREFIX_CACHE = 1 << 16
@@ -45,7 +45,7 @@ _PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
 _BROTLI_MAX_WINDOW_LOG = 24
 
 
-def varint_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _varint_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``values`` (non-negative integers below 2**64, shape
     ``(n,)``) as a varint64, in fixed-width rows: returns ``(rows,
     lengths)``, ``rows`` of shape ``(n, w)`` (``uint8``; ``w`` the longest
@@ -176,7 +176,7 @@ class SimpleChunkEncoder:
         batch.joined = b"".join(records)
         ends = np.cumsum(counts)
         value_ends = np.cumsum(lengths)[ends - 1]
-        rows, varint_lengths = varint_rows(lengths)
+        rows, varint_lengths = _varint_rows(lengths)
         size_ends = np.cumsum(varint_lengths)[ends - 1]
         batch.blocks = (
             rows[np.arange(rows.shape[1]) < varint_lengths[:, None]].tobytes(),

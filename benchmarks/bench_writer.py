@@ -113,6 +113,13 @@ def floor_write(path, records, group_size: int) -> None:
             write(values)
 
 
+def remove(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def ratio_row(name, ours: float, theirs: float, kind: str, unit: str = "rec/s"):
     ratio = ours / theirs if theirs else float("inf")
     cmp, target = TARGETS.get(kind, (None, None))
@@ -164,6 +171,11 @@ def bench_throughput(args, results) -> list:
                     else:
                         write, path, opts = runs[key]
                         fn = functools.partial(write, path, opts, records)
+                    # Each writer makes a new file, as when writing shards: a
+                    # file replaced or truncated in place costs the kernel more
+                    # (ext4 flushes it on rename or close), which is no
+                    # writer's doing.
+                    remove(paths[key])
                     c0 = time.process_time()
                     t = best_time(f"{label} {key}", fn, n, rounds=1, warmup=False)
                     # CPU seconds of the whole process (every thread): on a
@@ -193,10 +205,11 @@ def bench_throughput(args, results) -> list:
                 "sizes": {k: os.path.getsize(p) for k, p in paths.items()},
             }
             if args.profile:
+                remove(paths["ours"])
                 print(f"\n== cProfile of arrayfs's writer, {label}, max_parallelism:1\n")
                 print(profile(functools.partial(our_write, paths["ours"], options, records), args.profile_top))
             for p in paths.values():
-                os.unlink(p)
+                remove(p)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)

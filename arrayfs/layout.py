@@ -31,6 +31,7 @@ __all__ = [
     "decode_footer_metadata",
     "encode_chunk_footer",
     "encode_chunk_footers",
+    "FooterEncoder",
     "decode_chunk_footers",
     "decode_footer_index",
     "footer_record_sizes",
@@ -294,6 +295,90 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
     if done != n or carry:
         raise LayoutError(f"footer values end after {done} of {n} chunk footers")
     return offsets, decoded, counts
+
+
+class FooterEncoder:
+    """The footer chunk's records, serialized as the chunks are written.
+
+    array_record writes one ``ArrayRecordFooter`` per chunk after the
+    ``RiegeliFooterMetadata`` record. Keeping each footer as its serialized
+    bytes (12 to 15 bytes for a typical chunk, 33 at most) plus one byte for
+    its length is smaller than any per-chunk Python object or fixed-width
+    array, and leaves nothing to encode at close but the metadata.
+
+    :meth:`add` appends footers; :meth:`finish` returns the footer chunk's
+    ``values`` (metadata, then every footer) and ``sizes`` (each record's
+    length as a varint) as zero-copy views: room for the largest possible
+    metadata record is kept in front of the footers, so the metadata is
+    written in place and nothing is copied.
+    """
+
+    # Footers of this many chunks wait in fixed-width arrays (24 bytes each)
+    # and are serialized together: few numpy calls per chunk written.
+    _STAGE = 4096
+
+    def __init__(self, writer_options: str):
+        self._options = writer_options
+        self._room = len(encode_footer_metadata(2**64 - 1, 2**64 - 1, writer_options))
+        self._values = bytearray(self._room)
+        # Every footer is at most 33 bytes, so its length is a one-byte varint;
+        # the metadata's length (any size) goes in the reserved front.
+        self._sizes = bytearray(10)
+        self._stage = np.empty((3, self._STAGE), dtype=np.uint64)
+        self._staged = 0
+        self.num_chunks = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (footers, their lengths, the staging arrays)."""
+        return len(self._values) + len(self._sizes) + self._stage.nbytes
+
+    def add(self, chunk_offsets, decoded_data_sizes, num_records) -> None:
+        """Append the footers of chunks written at ``chunk_offsets`` (bytes)
+        with ``decoded_data_sizes`` (bytes) and ``num_records`` (records);
+        equal-length integer sequences, in file order."""
+        n = len(chunk_offsets)
+        if self._staged + n > self._STAGE:
+            self._serialize()
+        if n >= self._STAGE:
+            self._append(chunk_offsets, decoded_data_sizes, num_records)
+        else:
+            at = self._staged
+            stage = self._stage
+            stage[0, at : at + n] = chunk_offsets
+            stage[1, at : at + n] = decoded_data_sizes
+            stage[2, at : at + n] = num_records
+            self._staged += n
+        self.num_chunks += n
+
+    def _serialize(self) -> None:
+        if self._staged:
+            k = self._staged
+            self._staged = 0
+            self._append(self._stage[0, :k], self._stage[1, :k], self._stage[2, :k])
+
+    def _append(self, chunk_offsets, decoded_data_sizes, num_records) -> None:
+        encoded, lengths = encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records)
+        self._values += encoded
+        self._sizes += lengths.astype(np.uint8).tobytes()
+
+    def finish(self, num_records: int) -> tuple[memoryview, memoryview, int]:
+        """``(values, sizes, count)`` of the footer chunk for a file of
+        ``num_records`` records: ``count`` records (the metadata and one
+        footer per chunk) concatenated in ``values``, their lengths as
+        varints in ``sizes``. Call once, after the last :meth:`add`."""
+        self._serialize()
+        self._stage = np.empty((3, 0), dtype=np.uint64)
+        meta = encode_footer_metadata(self.num_chunks, num_records, self._options)
+        start = self._room - len(meta)
+        self._values[start : self._room] = meta
+        size = encode_varint(len(meta))
+        self._sizes[10 - len(size) : 10] = size
+        return (
+            memoryview(self._values)[start:],
+            memoryview(self._sizes)[10 - len(size) :],
+            self.num_chunks + 1,
+        )
 
 
 def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:

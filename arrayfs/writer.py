@@ -20,6 +20,13 @@ Where the bytes go:
 * a binary stream (anything with ``write``, such as a file Beam's
   ``FileSystems.create`` returns): bytes are written to it in order with no
   seek; ``close()`` flushes it and leaves closing it to its owner.
+
+Memory: records wait in batches of up to 4,096 records or 1 MiB (more only
+when a single chunk is larger) and are encoded a batch at a time
+(:mod:`arrayfs.riegeli.chunk_encoder`); with ``max_parallelism:N`` up to
+2N batches are in flight. Of each chunk written only its footer stays, as
+its serialized bytes (about 12 bytes; :class:`arrayfs.layout.FooterEncoder`),
+so 10^7 one-record chunks hold about 120 MB until ``close()``.
 """
 
 from __future__ import annotations
@@ -27,82 +34,25 @@ from __future__ import annotations
 import collections
 import os
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import zstandard
-
-from .layout import encode_chunk_footers, encode_footer_metadata, encode_postscript
+from .layout import FooterEncoder, encode_postscript
 from .options import parse_writer_options
-from .riegeli.chunk import SIMPLE, encode_chunk_header
+from .riegeli.chunk import SIMPLE, encode_chunk_header, encode_simple
+from .riegeli.chunk_encoder import EncodedBatch, SimpleChunkEncoder
 from .riegeli.chunk_writer import ChunkWriter
-from .riegeli.compression import NONE, ZSTD, compress_block
-from .riegeli.varint import encode_varint, encode_varints
+from .riegeli.compression import NONE
 from .storage import StorageError, filesystem, is_remote
 
 __all__ = ["ArrayRecordWriter"]
 
-# Chunks handed to one worker task; amortises the pool's per-task cost
-# for small chunks (group_size 1).
-_CHUNKS_PER_TASK = 64
-
-
-class _Encoder:
-    """Encodes simple chunks; keeps one zstd compressor per thread."""
-
-    def __init__(self, options):
-        self.ctype = options.compression
-        self.level = options.level
-        self.window_log = options.window_log
-        self._local = threading.local()
-        self._small: dict = {}
-
-    def _compress(self, data) -> bytes:
-        if len(data) <= 10:
-            # A one-record chunk's sizes block is one varint; records of equal
-            # size repeat it, and compressing is deterministic, so reuse it.
-            hit = self._small.get(data)
-            if hit is None:
-                if len(self._small) >= 4096:
-                    self._small.clear()
-                hit = self._small[bytes(data)] = self._compress_uncached(data)
-            return hit
-        return self._compress_uncached(data)
-
-    def _compress_uncached(self, data) -> bytes:
-        if self.ctype == ZSTD:
-            c = getattr(self._local, "zstd", None)
-            if c is None:
-                params = zstandard.ZstdCompressionParameters.from_level(
-                    self.level, window_log=self.window_log or 0, write_content_size=True
-                )
-                c = self._local.zstd = zstandard.ZstdCompressor(compression_params=params)
-            return encode_varint(len(data)) + c.compress(data)
-        window_log = self.window_log
-        if window_log is not None and window_log > 24:
-            window_log = 24  # python brotli's encoder stops at 24; any window decodes
-        return compress_block(self.ctype, data, level=self.level, window_log=window_log)
-
-    def encode(self, records) -> tuple[bytes, bytes, int, int]:
-        """``(header, data, num_records, decoded_data_size)`` of one chunk."""
-        if len(records) == 1:
-            return self.encode_joined(records[0], encode_varint(len(records[0])), 1)
-        return self.encode_joined(b"".join(records), encode_varints([len(r) for r in records]), len(records))
-
-    def encode_joined(self, values: bytes, sizes: bytes, num_records: int) -> tuple[bytes, bytes, int, int]:
-        """Like :meth:`encode` for records already concatenated in ``values``
-        with their sizes as varints in ``sizes``."""
-        if self.ctype == NONE:
-            sizes_block, values_block = sizes, values
-        else:
-            sizes_block, values_block = self._compress(sizes), self._compress(values)
-        data = b"".join((bytes((self.ctype,)), encode_varint(len(sizes_block)), sizes_block, values_block))
-        header = encode_chunk_header(data, SIMPLE, num_records, len(values))
-        return header, data, num_records, len(values)
-
-    def encode_many(self, groups):
-        return [self.encode(g) for g in groups]
+# A batch of records is encoded together: at most this many records, and it
+# is cut once it holds this many bytes (always at a chunk boundary). Larger
+# batches cost more than they save: glibc's malloc then hands each batch's
+# buffers back to the kernel and takes them again, and the page faults (a
+# few per KiB written) outweigh the per-batch numpy calls saved.
+_BATCH_RECORDS = 4096
+_BATCH_BYTES = 1 << 20
 
 
 class ArrayRecordWriter:
@@ -116,7 +66,12 @@ class ArrayRecordWriter:
             ``"group_size:1024,zstd:3"``; see :mod:`arrayfs.options`.
             ``transpose:true`` raises ``ValueError`` (writing transposed
             chunks is not supported). ``max_parallelism:N`` compresses
-            chunks on N threads (default 1, as Google's Python writer).
+            chunks on N threads, ``max_parallelism:auto`` on one per CPU;
+            the footer stores the number used. The default is 1: Google's
+            Python writer has no thread pool and stores
+            ``max_parallelism:1`` whatever it is given, so with options
+            that leave it out both writers store the same string (and,
+            uncompressed, write the same bytes).
         storage_options: passed to fsspec for a URL ``path`` (credentials,
             endpoint); ignored for local paths and streams.
 
@@ -163,17 +118,23 @@ class ArrayRecordWriter:
                 os.close(fd)
                 os.unlink(self._tmp_path)
                 raise
-        self._encoder = _Encoder(self._options)
-        self._group: list[bytes] = []
-        # Per user chunk: offset (bytes), decoded size (bytes), records.
-        self._footers: tuple[list, list, list] = ([], [], [])
-        self._num_records = 0
+        o = self._options
+        self._encoder = SimpleChunkEncoder(o.compression, o.level, o.window_log, o.group_size)
+        self._footer = FooterEncoder(self._options.to_string())
+        # Records not yet encoded, and the check write() makes: encode once
+        # the list reaches _flush_at records or _room (bytes) goes below 0
+        # (both set by _flush so that only whole chunks are encoded).
+        g = self._options.group_size
+        self._pending: list[bytes] = []
+        self._flush_at = self._batch_records = max(_BATCH_RECORDS // g, 1) * g
+        self._room = _BATCH_BYTES
+        self._written = 0  # records handed to the encoder
         self._error: BaseException | None = None
         self._closed = False
+        self._stop = False  # closed or failed: write() takes its slow path
         workers = self._options.max_parallelism
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-writer") if workers > 1 else None
-        self._pending: collections.deque = collections.deque()
-        self._batch: list[list[bytes]] = []
+        self._inflight: collections.deque = collections.deque()
         try:
             self._chunks = ChunkWriter(self._file)
         except BaseException:
@@ -195,18 +156,22 @@ class ArrayRecordWriter:
         Raises ``TypeError`` for ``str`` and other non-bytes objects,
         ``RuntimeError`` once closed or after a failed write.
         """
-        if not self.ok():
+        # Called once per record: one test for the common case, then two
+        # counters (records and bytes room) before the batch is encoded.
+        if record.__class__ is not bytes or self._stop:
+            record = self._admit(record)
+        pending = self._pending
+        pending.append(record)
+        self._room -= len(record)
+        if len(pending) >= self._flush_at or self._room < 0:
+            self._flush(final=False)
+
+    def _admit(self, record) -> bytes:
+        if self._stop:
             raise RuntimeError(f"{self.path}: writer is closed" if self._closed else f"{self.path}: {self._error}")
-        if not isinstance(record, bytes):
-            if isinstance(record, (bytearray, memoryview)):
-                record = bytes(record)
-            else:
-                raise TypeError(f"write() takes bytes, got {type(record).__name__}")
-        self._group.append(record)
-        self._num_records += 1
-        if len(self._group) >= self._options.group_size:
-            self._submit(self._group)
-            self._group = []
+        if isinstance(record, (bytes, bytearray, memoryview)):
+            return bytes(record)
+        raise TypeError(f"write() takes bytes, got {type(record).__name__}")
 
     def close(self) -> None:
         """Write the last chunk, the footer and the postscript, then move the
@@ -217,9 +182,6 @@ class ArrayRecordWriter:
         try:
             if self._error is not None:
                 raise RuntimeError(f"{self.path}: {self._error}")
-            if self._group:
-                self._submit(self._group)
-                self._group = []
             self._flush(final=True)
             self._write_footer()
             if self._stream is not None:
@@ -234,7 +196,7 @@ class ArrayRecordWriter:
             self.abort()
             raise
         finally:
-            self._closed = True
+            self._closed = self._stop = True
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
 
@@ -253,6 +215,10 @@ class ArrayRecordWriter:
 
     def __repr__(self):
         return f"ArrayRecordWriter({self.path!r}, {self._num_records} records, {self._options.to_string()!r})"
+
+    @property
+    def _num_records(self) -> int:
+        return self._written + len(self._pending)
 
     # -- internals -------------------------------------------------------------
 
@@ -273,7 +239,7 @@ class ArrayRecordWriter:
         tmp = getattr(self, "_tmp_path", None)
         if self._closed and (tmp is None or not os.path.exists(tmp)):
             return
-        self._closed = True
+        self._closed = self._stop = True
         if self._stream is None:
             try:
                 self._file.close()
@@ -287,51 +253,70 @@ class ArrayRecordWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, group: list[bytes]) -> None:
+    def _flush(self, *, final: bool) -> None:
+        """Encode the pending records that fill whole chunks (all of them
+        if ``final``), then write every encoded batch that is ready (all of
+        them if ``final``)."""
         try:
-            if self._pool is None:
-                self._put(*self._encoder.encode(group))
+            pending = self._pending
+            g = self._options.group_size
+            n = len(pending) if final else len(pending) - len(pending) % g
+            if n == 0 and not final:
+                # Over the byte budget inside a chunk: encode when it is whole.
+                self._flush_at = len(pending) + g - len(pending) % g
+                self._room = float("inf")
                 return
-            self._batch.append(group)
-            if len(self._batch) >= _CHUNKS_PER_TASK:
-                self._pending.append(self._pool.submit(self._encoder.encode_many, self._batch))
-                self._batch = []
-                self._flush(final=False)
+            if n:
+                if n == len(pending):
+                    batch, self._pending = pending, []
+                else:
+                    batch, self._pending = pending[:n], pending[n:]
+                self._room = _BATCH_BYTES - sum(map(len, self._pending))
+                self._written += n
+                self._flush_at = self._batch_records
+                encoded = self._encoder.prepare(batch, final)
+                if self._pool is None:
+                    self._encoder.compress(encoded)
+                    self._put(encoded)
+                else:
+                    self._inflight.append((encoded, self._pool.submit(self._encoder.compress, encoded)))
+            # Keep at most two batches per worker in flight, written in order.
+            limit = 0 if final else 2 * self._options.max_parallelism
+            while len(self._inflight) > limit:
+                encoded, future = self._inflight.popleft()
+                future.result()
+                self._put(encoded)
         except BaseException as e:
             self._error = e
+            self._stop = True
             raise
 
-    def _flush(self, *, final: bool) -> None:
-        if self._pool is None:
-            return
-        if final and self._batch:
-            self._pending.append(self._pool.submit(self._encoder.encode_many, self._batch))
-            self._batch = []
-        # Keep at most two tasks per worker in flight, written in order.
-        limit = 0 if final else 2 * self._options.max_parallelism
-        while len(self._pending) > limit:
-            for chunk in self._pending.popleft().result():
-                self._put(*chunk)
-
-    def _put(self, header, data, num_records, decoded_size) -> None:
-        offset = self._chunks.write_chunk(header, data)
-        if self._options.pad_to_block_boundary:
-            self._chunks.pad_to_block_boundary()
-        offsets, sizes, counts = self._footers
-        offsets.append(offset)
-        sizes.append(decoded_size)
-        counts.append(num_records)
+    def _put(self, batch: EncodedBatch) -> None:
+        buf, starts, decoded = self._encoder.assemble(batch)
+        offsets = self._chunks.write_chunks(
+            buf, starts, batch.counts, pad_to_block_boundary=self._options.pad_to_block_boundary
+        )
+        self._footer.add(offsets, decoded, batch.counts)
 
     def _write_footer(self) -> None:
+        """The footer chunk (metadata, then one footer per chunk) and the
+        postscript, each padded to a block boundary (array_record
+        ``ArrayRecordWriterBase::Close``)."""
         cw = self._chunks
-        offsets, sizes, counts = self._footers
-        meta = encode_footer_metadata(len(offsets), self._num_records, self._options.to_string())
-        footers, lengths = encode_chunk_footers(offsets, sizes, counts)
-        record_sizes = encode_varints(np.concatenate([[len(meta)], lengths]))
-        header, data, _, _ = self._encoder.encode_joined(meta + footers, record_sizes, len(offsets) + 1)
-        footer_offset = cw.write_chunk(header, data)
+        values, sizes, count = self._footer.finish(self._num_records)
+        decoded_size = len(values)
+
+        def release():
+            # The serialized footers (about 12 bytes a chunk) go before the
+            # compressed blocks are joined: peak memory is one of them less.
+            values.release()
+            sizes.release()
+            self._footer = None
+
+        data = self._encoder.chunk_data(sizes, values, release=release)
+        footer_offset = cw.write_chunk(encode_chunk_header(data, SIMPLE, count, decoded_size), data)
+        del data
         cw.pad_to_block_boundary()
-        postscript = encode_postscript(footer_offset)
-        plain = _Encoder(parse_writer_options("uncompressed"))
-        cw.write_chunk(*plain.encode([postscript] * 3)[:2])
+        postscript, decoded_size = encode_simple([encode_postscript(footer_offset)] * 3, NONE)
+        cw.write_chunk(encode_chunk_header(postscript, SIMPLE, 3, decoded_size), postscript)
         cw.pad_to_block_boundary()

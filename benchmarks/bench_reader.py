@@ -1,4 +1,4 @@
-"""arrayfs's ArrayRecord reader and writer vs Google's array_record, in one process.
+"""arrayfs's ArrayRecord reader vs Google's array_record, in one process.
 
 Writes ``--mb`` MB (default 200; ``--quick``: 30) of 1,000-byte records with
 Google's ``ArrayRecordWriter`` twice, ``group_size:1,zstd:3`` and
@@ -9,13 +9,12 @@ Google's ``ArrayRecordWriter`` twice, ``group_size:1,zstd:3`` and
 * random batches of 256: ``ArrayRecordDataSource.__getitems__`` vs arrayfs
   ``reader.read(indices)``;
 * full sequential read: ``ArrayRecordReader.read_all()`` for both;
-* writer throughput: Google's ``ArrayRecordWriter`` vs arrayfs's, the same
-  records and options (``max_parallelism:1`` for both, Google's Python
-  writer has no pool; arrayfs with ``max_parallelism:2`` as information);
 * the physical floor: bare zstd decompression of each chunk's values frame
   plus HighwayHash-64 of each chunk's data, in a tight loop over the chunks
   the same random batches touch (and over every chunk for the full read),
   with the chunk bytes found through arrayfs internals beforehand.
+
+The writer rows are in ``bench_writer.py``.
 
 Prints each rate, each ratio (arrayfs / Google: > 1 means arrayfs is faster;
 for the floor, arrayfs time / floor time: 1 means no overhead) and the target.
@@ -64,7 +63,6 @@ TARGETS = {  # ratio name -> (comparison, threshold)
     "single": (">=", 50.0),
     "batch": (">=", 5.0),
     "full": (">=", 1.5),
-    "writer": (">=", 1.0),
     "batch/floor": ("<=", 1.3),
 }
 
@@ -80,14 +78,6 @@ def make_records(n: int, seed: int = 0) -> list[bytes]:
 
 def google_write(path, options, records):
     w = google.ArrayRecordWriter(path, options)
-    write = w.write
-    for r in records:
-        write(r)
-    w.close()
-
-
-def our_write(path, options, records):
-    w = arrayfs.ArrayRecordWriter(path, options)
     write = w.write
     for r in records:
         write(r)
@@ -244,32 +234,6 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
     return ours, f
 
 
-def bench_writer(label, options, records, workdir, args, rows, results):
-    n = len(records)
-    rounds = max(1, args.rounds - 1)
-    paths = {k: os.path.join(workdir, f"w-{k}.array_record") for k in ("google", "ours", "ours2")}
-
-    t_g = best_time(f"{label} google writer", lambda: google_write(paths["google"], options, records), n,
-                    rounds=rounds, warmup=False)
-    t_o = best_time(f"{label} arrayfs writer", lambda: our_write(paths["ours"], options, records), n,
-                    rounds=rounds, warmup=False)
-    t_o2 = best_time(f"{label} arrayfs writer max_parallelism:2",
-                     lambda: our_write(paths["ours2"], options + ",max_parallelism:2", records), n,
-                     rounds=rounds, warmup=False)
-    # the outputs agree (spot check) and are the same size give or take the codec
-    g = google.ArrayRecordReader(paths["ours"])
-    assert g.num_records() == n and g.read([0, n - 1]) == [records[0], records[-1]]
-    g.close()
-    rows.append(ratio_row(f"{label}: writer", t_o.rate, t_g.rate, "writer"))
-    rows.append(ratio_row(f"{label}: writer, arrayfs max_parallelism:2", t_o2.rate, t_g.rate, "info"))
-    print(f"  writer: google {fmt_rate(t_g.rate)}, arrayfs {fmt_rate(t_o.rate)}, "
-          f"arrayfs x2 {fmt_rate(t_o2.rate)}", flush=True)
-    results[f"writer {label}"] = {"timings": [t.as_dict() for t in (t_g, t_o, t_o2)],
-                                  "sizes": {k: os.path.getsize(p) for k, p in paths.items()}}
-    for p in paths.values():
-        os.unlink(p)
-
-
 def profile(fn, top: int) -> str:
     pr = cProfile.Profile()
     pr.enable()
@@ -326,9 +290,6 @@ def main(argv=None) -> int:
             files[label] = (path, options)
         for label, (path, _options) in files.items():
             keep_open.append(bench_file(label, path, n, args, results, rows, profile_targets))
-        print("\n== writers", flush=True)
-        for label, (_path, options) in files.items():
-            bench_writer(label, options, records, workdir, args, rows, results)
 
         print("\n== results (ratio = arrayfs / Google; for floor rows, arrayfs time / floor time)\n")
         table = []

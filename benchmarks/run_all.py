@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> (script, takes --json)
 BENCHMARKS = {
     "reader": ("bench_reader.py", True),
+    "writer": ("bench_writer.py", True),
     "dataset": ("bench_dataset.py", True),
     "source": ("bench_source.py", True),
     "mount": ("bench_mount.py", True),

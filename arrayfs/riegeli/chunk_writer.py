@@ -4,22 +4,94 @@ riegeli ``records/chunk_writer.cc``).
 :class:`ChunkWriter` appends encoded chunks to a binary stream, inserting a
 block header at every multiple of 65,536 bytes and the padding the spec
 requires after each chunk, and writes padding chunks to reach a block
-boundary.
+boundary. It takes one chunk at a time (:meth:`ChunkWriter.write_chunk`) or
+many laid out back to back in one buffer (:meth:`ChunkWriter.write_chunks`),
+whose headers :func:`fill_chunk_headers` computes for all of them at once.
+
+Batches rest on one fact of the layout: a file is its *logical* bytes (every
+byte but the block headers) with a 24-byte block header inserted before each
+run of 65,512 of them, so a chunk that needs no padding begins at a physical
+position that depends only on how many logical bytes precede it.
 """
 
 from __future__ import annotations
+
+from itertools import repeat
+
+import numpy as np
 
 from .blocks import (
     BLOCK_HEADER_SIZE,
     BLOCK_SIZE,
     CHUNK_HEADER_SIZE,
+    USABLE_BLOCK_SIZE,
     block_header_bytes,
     chunk_end,
     distance_without_overhead,
 )
 from .chunk import PADDING, SIGNATURE, encode_chunk_header
+from .hashing import _ffi, _hash64, _key
 
-__all__ = ["ChunkWriter"]
+__all__ = ["ChunkWriter", "fill_chunk_headers"]
+
+_HEADER_DTYPE = np.dtype("<u8")
+_COLUMNS = np.arange(CHUNK_HEADER_SIZE)
+
+
+def _physical(logical):
+    """Physical position of the chunk that begins after ``logical`` logical
+    bytes of the file (an ``int`` or an ``int64`` array): on a block
+    boundary, the boundary itself (its block header is the chunk's to
+    write), elsewhere past every block header before it."""
+    q, r = divmod(logical, USABLE_BLOCK_SIZE)
+    if isinstance(r, np.ndarray):
+        return q * BLOCK_SIZE + np.where(r > 0, r + BLOCK_HEADER_SIZE, 0)
+    return q * BLOCK_SIZE + (r + BLOCK_HEADER_SIZE if r else 0)
+
+
+def _logical(pos: int) -> int:
+    """Logical bytes before physical ``pos``, a position where a chunk may begin."""
+    return pos - BLOCK_HEADER_SIZE * -(-pos // BLOCK_SIZE)
+
+
+def _hashes(ptr, offsets, lengths) -> np.ndarray:
+    """HighwayHash-64 of ``lengths[i]`` bytes at ``offsets[i]`` of the buffer
+    behind ``ptr``, one C call each with no Python frame between them."""
+    n = len(offsets)
+    calls = map(_hash64, map(ptr.__add__, offsets), lengths, repeat(_key, n))
+    return np.fromiter(calls, dtype=np.uint64, count=n)
+
+
+def fill_chunk_headers(buf: bytearray, starts: np.ndarray, data_sizes: np.ndarray, chunk_type: int,
+                       num_records: np.ndarray, decoded_data_sizes: np.ndarray) -> None:
+    """Write the 40-byte headers of chunks laid out back to back in ``buf``.
+
+    Chunk ``i``'s header goes at ``starts[i]`` and its data is the
+    ``data_sizes[i]`` bytes after it (bytes; ``int64`` arrays of shape
+    ``(n,)``, as ``num_records`` and ``decoded_data_sizes``). The same bytes
+    as :func:`arrayfs.riegeli.chunk.encode_chunk_header` gives each chunk
+    (spec: "Chunk header"), with the hashes computed in two passes of C calls.
+    """
+    n = len(starts)
+    if n == 0:
+        return
+    starts = np.asarray(starts, dtype=np.int64)
+    headers = np.empty((n, 5), dtype=_HEADER_DTYPE)
+    headers[:, 1] = data_sizes
+    headers[:, 3] = np.asarray(num_records, dtype=np.uint64) << np.uint64(8) | np.uint64(chunk_type)
+    headers[:, 4] = decoded_data_sizes
+    ptr = _ffi.from_buffer("char[]", buf)
+    try:
+        headers[:, 2] = _hashes(ptr, (starts + CHUNK_HEADER_SIZE).tolist(), headers[:, 1].tolist())
+    finally:
+        _ffi.release(ptr)
+    hptr = _ffi.from_buffer("char[]", headers)
+    try:
+        headers[:, 0] = _hashes(hptr, range(8, 40 * n, 40), repeat(32, n))
+    finally:
+        _ffi.release(hptr)
+    view = np.frombuffer(buf, dtype=np.uint8)
+    view[starts[:, None] + _COLUMNS] = headers.view(np.uint8).reshape(n, CHUNK_HEADER_SIZE)
 
 
 class ChunkWriter:
@@ -31,6 +103,7 @@ class ChunkWriter:
 
     def __init__(self, stream):
         self._stream = stream
+        self._writelines = getattr(stream, "writelines", None) or self._write_each
         self.pos = 0
         self.write_chunk(encode_chunk_header(b"", SIGNATURE, 0, 0), b"")
 
@@ -71,6 +144,68 @@ class ChunkWriter:
             pos += take
         self.pos = pos
         return begin
+
+    def write_chunks(self, buf, starts: np.ndarray, num_records: np.ndarray, *,
+                     pad_to_block_boundary: bool = False) -> np.ndarray:
+        """Write chunks laid out back to back in ``buf`` (each one's 40-byte
+        header then its data, no padding), chunk ``i`` beginning at
+        ``starts[i]`` (``starts[0] == 0``) and holding ``num_records[i]``
+        records. With ``pad_to_block_boundary`` each chunk is followed by a
+        padding chunk, as :meth:`pad_to_block_boundary` writes.
+
+        Returns the physical offset of each chunk (``int64``, shape
+        ``(n,)``), as :meth:`write_chunk` returns one. The bytes written are
+        those of :meth:`write_chunk` called on each chunk in turn.
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        ends[-1:] = len(buf)
+        # A chunk needs padding only if it holds more records than bytes.
+        if pad_to_block_boundary or (np.asarray(num_records) > ends - starts).any():
+            mv = memoryview(buf)
+            out = np.empty(len(starts), dtype=np.int64)
+            for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                out[i] = self.write_chunk(mv[a : a + CHUNK_HEADER_SIZE], mv[a + CHUNK_HEADER_SIZE : b])
+                if pad_to_block_boundary:
+                    self.pad_to_block_boundary()
+            return out
+        first = _logical(self.pos)
+        offsets = _physical(first + starts)
+        end = _physical(first + len(buf))
+        mv = memoryview(buf)
+        # Block boundaries from the current position up to (not at) the end.
+        ks = np.arange(-(-self.pos // BLOCK_SIZE), (end - 1) // BLOCK_SIZE + 1, dtype=np.int64)
+        if not len(ks):
+            self._stream.write(mv)
+        else:
+            cuts = ks * USABLE_BLOCK_SIZE - first
+            owner = np.searchsorted(starts, cuts, side="right") - 1
+            boundaries = ks * BLOCK_SIZE
+            headers = np.empty((len(ks), 3), dtype=_HEADER_DTYPE)
+            headers[:, 1] = boundaries - offsets[owner]  # previous_chunk
+            headers[:, 2] = _physical(first + ends[owner]) - boundaries  # next_chunk
+            hptr = _ffi.from_buffer("char[]", headers)
+            try:
+                headers[:, 0] = _hashes(hptr, range(8, 24 * len(ks), 24), repeat(16, len(ks)))
+            finally:
+                _ffi.release(hptr)
+            raw = memoryview(headers.tobytes())
+            pieces = []
+            done = 0
+            for i, cut in enumerate(cuts.tolist()):
+                if cut > done:
+                    pieces.append(mv[done:cut])
+                pieces.append(raw[BLOCK_HEADER_SIZE * i : BLOCK_HEADER_SIZE * (i + 1)])
+                done = cut
+            pieces.append(mv[done:])
+            self._writelines(pieces)
+        self.pos = end
+        return offsets
+
+    def _write_each(self, pieces) -> None:
+        for piece in pieces:
+            self._stream.write(piece)
 
     def pad_to_block_boundary(self) -> None:
         """Write a padding chunk so that the next chunk starts on a block

@@ -432,6 +432,15 @@ class ArrayRecordFile:
             offsets, decoded, counts = decode_footer_index(pieces, lengths, size0, total=header.decoded_data_size)
         except (LayoutError, CompressionError) as e:
             raise self._error(CorruptChunkError, f"bad chunk footer: {e}", offset=off) from None
+        # Values past 2**62 fit no real file: refused here, the rest are
+        # viewed (not copied) as int64.
+        limit = np.uint64(1 << 62)
+        for name, arr in (("offset", offsets), ("decoded size", decoded), ("record count", counts)):
+            if n and int(arr.max()) >= int(limit):
+                bad = int(np.flatnonzero(arr >= limit)[0])
+                raise self._error(CorruptChunkError, f"footer entry {bad} has a {name} of {int(arr[bad])}",
+                                  offset=off)
+        offsets, decoded, counts = offsets.view(np.int64), decoded.view(np.int64), counts.view(np.int64)
         if n and (offsets[0] < 64 or offsets[-1] >= off):
             bad = int(np.flatnonzero((offsets < 64) | (offsets >= off))[0])
             raise self._error(

@@ -252,9 +252,9 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
     if skip + int(lengths.sum(dtype=np.int64)) != total:
         raise LayoutError(f"footer record sizes add up to {skip + int(lengths.sum(dtype=np.int64))} bytes, "
                           f"the values hold {total}")
-    offsets = np.empty(n, dtype=np.int64)
-    decoded = np.empty(n, dtype=np.int64)
-    counts = np.empty(n, dtype=np.int64)
+    offsets = np.empty(n, dtype=np.uint64)
+    decoded = np.empty(n, dtype=np.uint64)
+    counts = np.empty(n, dtype=np.uint64)
     ends = np.empty(0, dtype=np.int64)
     carry = b""
     done = 0  # footers decoded
@@ -281,9 +281,6 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
             fields = _canonical_block(region, block_lengths)
             if fields is None:
                 fields = _parsed_block(region, block_lengths, done)
-            if (fields > np.uint64(1 << 62)).any():
-                raise LayoutError(f"footer of chunk {done + int(np.flatnonzero((fields > np.uint64(1 << 62)).any(axis=1))[0])}"
-                                  " holds a value beyond 2**62")
             offsets[done : done + fit] = fields[:, 0]
             decoded[done : done + fit] = fields[:, 1]
             counts[done : done + fit] = fields[:, 2]

@@ -16,8 +16,6 @@ position that depends only on how many logical bytes precede it.
 
 from __future__ import annotations
 
-from itertools import repeat
-
 import numpy as np
 
 from .blocks import (
@@ -26,17 +24,14 @@ from .blocks import (
     CHUNK_HEADER_SIZE,
     USABLE_BLOCK_SIZE,
     block_header_bytes,
+    block_headers_bytes,
     chunk_end,
     distance_without_overhead,
 )
 from .chunk import PADDING, SIGNATURE, encode_chunk_header
-from .hashing import _ffi, _hash64, _key
+from .header import fill_chunk_headers
 
 __all__ = ["ChunkWriter", "fill_chunk_headers"]
-
-_HEADER_DTYPE = np.dtype("<u8")
-_COLUMNS = np.arange(CHUNK_HEADER_SIZE)
-
 
 def _physical(logical):
     """Physical position of the chunk that begins after ``logical`` logical
@@ -52,46 +47,6 @@ def _physical(logical):
 def _logical(pos: int) -> int:
     """Logical bytes before physical ``pos``, a position where a chunk may begin."""
     return pos - BLOCK_HEADER_SIZE * -(-pos // BLOCK_SIZE)
-
-
-def _hashes(ptr, offsets, lengths) -> np.ndarray:
-    """HighwayHash-64 of ``lengths[i]`` bytes at ``offsets[i]`` of the buffer
-    behind ``ptr``, one C call each with no Python frame between them."""
-    n = len(offsets)
-    calls = map(_hash64, map(ptr.__add__, offsets), lengths, repeat(_key, n))
-    return np.fromiter(calls, dtype=np.uint64, count=n)
-
-
-def fill_chunk_headers(buf: bytearray, starts: np.ndarray, data_sizes: np.ndarray, chunk_type: int,
-                       num_records: np.ndarray, decoded_data_sizes: np.ndarray) -> None:
-    """Write the 40-byte headers of chunks laid out back to back in ``buf``.
-
-    Chunk ``i``'s header goes at ``starts[i]`` and its data is the
-    ``data_sizes[i]`` bytes after it (bytes; ``int64`` arrays of shape
-    ``(n,)``, as ``num_records`` and ``decoded_data_sizes``). The same bytes
-    as :func:`arrayfs.riegeli.chunk.encode_chunk_header` gives each chunk
-    (spec: "Chunk header"), with the hashes computed in two passes of C calls.
-    """
-    n = len(starts)
-    if n == 0:
-        return
-    starts = np.asarray(starts, dtype=np.int64)
-    headers = np.empty((n, 5), dtype=_HEADER_DTYPE)
-    headers[:, 1] = data_sizes
-    headers[:, 3] = np.asarray(num_records, dtype=np.uint64) << np.uint64(8) | np.uint64(chunk_type)
-    headers[:, 4] = decoded_data_sizes
-    ptr = _ffi.from_buffer("char[]", buf)
-    try:
-        headers[:, 2] = _hashes(ptr, (starts + CHUNK_HEADER_SIZE).tolist(), headers[:, 1].tolist())
-    finally:
-        _ffi.release(ptr)
-    hptr = _ffi.from_buffer("char[]", headers)
-    try:
-        headers[:, 0] = _hashes(hptr, range(8, 40 * n, 40), repeat(32, n))
-    finally:
-        _ffi.release(hptr)
-    view = np.frombuffer(buf, dtype=np.uint8)
-    view[starts[:, None] + _COLUMNS] = headers.view(np.uint8).reshape(n, CHUNK_HEADER_SIZE)
 
 
 class ChunkWriter:
@@ -182,15 +137,8 @@ class ChunkWriter:
             cuts = ks * USABLE_BLOCK_SIZE - first
             owner = np.searchsorted(starts, cuts, side="right") - 1
             boundaries = ks * BLOCK_SIZE
-            headers = np.empty((len(ks), 3), dtype=_HEADER_DTYPE)
-            headers[:, 1] = boundaries - offsets[owner]  # previous_chunk
-            headers[:, 2] = _physical(first + ends[owner]) - boundaries  # next_chunk
-            hptr = _ffi.from_buffer("char[]", headers)
-            try:
-                headers[:, 0] = _hashes(hptr, range(8, 24 * len(ks), 24), repeat(16, len(ks)))
-            finally:
-                _ffi.release(hptr)
-            raw = memoryview(headers.tobytes())
+            raw = memoryview(block_headers_bytes(boundaries - offsets[owner],
+                                                 _physical(first + ends[owner]) - boundaries))
             pieces = []
             done = 0
             for i, cut in enumerate(cuts.tolist()):

@@ -13,10 +13,12 @@ C call. cffi releases the GIL during the call, so threads hash in parallel.
 from __future__ import annotations
 
 import struct
+from itertools import repeat
 
+import numpy as np
 from highwayhash import _highwayhash
 
-__all__ = ["RIEGELI_HASH_KEY", "highway_hash64", "buffer_pointer", "release_pointer", "hash_at"]
+__all__ = ["RIEGELI_HASH_KEY", "highway_hash64", "buffer_pointer", "release_pointer", "hash_at", "hashes_at"]
 
 RIEGELI_HASH_KEY = b"Riegeli/records\nRiegeli/records\n"
 
@@ -54,3 +56,12 @@ def hash_at(ptr, offset: int, length: int) -> int:
     """HighwayHash-64 of ``length`` bytes at ``offset`` of the buffer behind
     ``ptr``; no slicing, no copy: one C call. The caller checks bounds."""
     return _hash64(ptr + offset, length, _key)
+
+
+def hashes_at(ptr, offsets, lengths) -> np.ndarray:
+    """HighwayHash-64 (``uint64``, shape ``(n,)``) of ``lengths[i]`` bytes at
+    ``offsets[i]`` of the buffer behind ``ptr`` (sequences of ``int``): one
+    C call each with no Python frame between them."""
+    n = len(offsets)
+    calls = map(_hash64, map(ptr.__add__, offsets), lengths, repeat(_key, n))
+    return np.fromiter(calls, dtype=np.uint64, count=n)

@@ -6,11 +6,35 @@
 * :class:`ReadFromArrayRecord`: a splittable source; bundles are record
   ranges aligned to chunks.
 * :func:`convert`: TFRecord, JSON lines, text lines, parquet or plain files
-  into ArrayRecord shards on any Beam runner (``arrayfs convert``).
+  into ArrayRecord shards on any Beam runner (``arrayfs convert``);
+  :class:`ReadRecords` is its reading half, for your own pipelines.
+
+Names load on first use, so that ``arrayfs`` (which registers the
+``convert`` command from :mod:`arrayfs.beam.cli`) does not import Beam.
 """
 
-from .convert import ConvertError, ConvertResult, convert
-from .sink import WriteToArrayRecord
-from .source import ReadFromArrayRecord
+_EXPORTS = {
+    "WriteToArrayRecord": ".sink",
+    "ReadFromArrayRecord": ".source",
+    "convert": ".convert",
+    "ConvertResult": ".convert",
+    "ConvertError": ".convert",
+    "ReadRecords": ".convert",
+}
 
-__all__ = ["WriteToArrayRecord", "ReadFromArrayRecord", "convert", "ConvertResult", "ConvertError"]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'arrayfs.beam' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

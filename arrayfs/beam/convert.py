@@ -1,17 +1,21 @@
 """``convert``: TFRecord, JSON lines, text lines, parquet or plain files into
 ArrayRecord shards, as a Beam pipeline (the engine of ``arrayfs convert``).
 
-The pipeline, on any runner:
+The pipeline, on any runner, takes one of two shapes:
 
-* ``num_shards == 1`` (the default): one worker reads the inputs in the
-  order given and writes the one shard, so records keep their input order
-  (file by file, record by record). Beam promises no order between the
-  elements of a ``PCollection``, so order is kept by construction here, not
-  by a sort: the reading and the writing are one sequential loop.
-* ``num_shards != 1``: input files are spread over workers (one file is
-  read by one worker), records travel in batches (:mod:`.inputs`) through
-  a shuffle into ``num_shards`` writers (``0``: the runner decides).
-  Records are spread over shards in no particular order.
+* ``1 <= num_shards <= number of input files`` (``num_shards=1`` is the
+  default): the input files, in the order given, are cut into
+  ``num_shards`` contiguous groups of about equal bytes
+  (:func:`file_groups`); shard ``k`` is written by one worker reading group
+  ``k`` file by file, record by record. No record moves through a shuffle,
+  and the records keep their input order: shard 0, then shard 1, ... read
+  back in order give the inputs' records in order. Beam promises no order
+  between the elements of a ``PCollection``, so order is kept by
+  construction (one sequential loop per shard), not by a sort.
+* fewer input files than shards (say, one big TFRecord into 16 shards), or
+  ``num_shards=0`` (the runner chooses): each input file is read by one
+  worker, records travel in batches (:mod:`.inputs`) through a shuffle
+  into the writers, in no particular order.
 
 Writes go through :class:`~arrayfs.beam.sink.ArrayRecordSink`: temporary
 files in a ``beam-temp-*`` directory, renamed to
@@ -24,6 +28,7 @@ behind, and raises :class:`ConvertError` with the first line of the cause
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -169,21 +174,24 @@ class ReadRecords(beam.PTransform):
         )
 
 
-class _ReadAndWriteInOrderFn(beam.DoFn):
-    """Reads every input in order and writes one shard: the ordered path."""
+class _WriteShardFn(beam.DoFn):
+    """``(k, paths)`` -> shard ``k``: reads its input files in order and
+    writes them, record by record, into one temporary shard file."""
 
-    def __init__(self, sink, kind, paths, progress_dir):
+    def __init__(self, sink, kind, progress_dir):
         self.sink = sink
         self.kind = kind
-        self.paths = paths
         self.progress = WorkerProgress(progress_dir)
 
     def setup(self):
         self.progress.start()
 
-    def process(self, _, init_result):
-        writer = self.sink.open_writer(init_result, str(uuid.uuid4()))
-        for path in self.paths:
+    def process(self, group, init_result):
+        k, paths = group
+        # Beam's finalize numbers shards in the sorted order of the
+        # temporary names: the group index first makes shard k group k.
+        writer = self.sink.open_writer(init_result, f"{k:05d}-{uuid.uuid4().hex}")
+        for path in paths:
             for batch, used in read_batches(self.kind, path):
                 _INPUT_BYTES.inc(used)
                 self.progress.add(used)
@@ -191,6 +199,9 @@ class _ReadAndWriteInOrderFn(beam.DoFn):
                     _INPUT_RECORDS.inc(len(batch))
                     writer.write(batch)
         yield writer.close()
+
+    def finish_bundle(self):
+        self.progress.flush()
 
     def teardown(self):
         self.progress.close()
@@ -202,19 +213,51 @@ def _finalize(_, sink, init_result, written):
     return list(sink.finalize_write(init_result, written, None))
 
 
-class _ConvertInOrder(beam.PTransform):
-    """One shard, records in input order (see the module docstring); the
-    same initialize / write / finalize steps as Beam's ``iobase.Write``."""
+def file_groups(sizes, num_groups: int) -> list[range]:
+    """Split files (their ``sizes`` in bytes, in order) into ``num_groups``
+    contiguous, non-empty runs of about equal bytes.
 
-    def __init__(self, sink, kind, paths, progress_dir):
+    Returns ``num_groups`` ranges of file indices that cover
+    ``range(len(sizes))`` in order. Needs ``len(sizes) >= num_groups >= 1``.
+    """
+    n = len(sizes)
+    if not 1 <= num_groups <= n:
+        raise ValueError(f"cannot split {n} files into {num_groups} non-empty groups")
+    cum = [0]
+    for s in sizes:
+        cum.append(cum[-1] + s)
+    total = cum[-1]
+    bounds = [0]
+    for k in range(1, num_groups):
+        target = total * k / num_groups
+        i = bisect.bisect_left(cum, target)
+        if i > 0 and target - cum[i - 1] < cum[min(i, n)] - target:
+            i -= 1
+        i = min(max(i, bounds[-1] + 1), n - (num_groups - k))
+        bounds.append(i)
+    bounds.append(n)
+    return [range(bounds[k], bounds[k + 1]) for k in range(num_groups)]
+
+
+class _ConvertFileGroups(beam.PTransform):
+    """One shard per group of input files, each written by one worker in
+    input order; the initialize / write / finalize steps of Beam's
+    ``iobase.Write``, without moving any record through a shuffle."""
+
+    def __init__(self, sink, kind, groups, progress_dir):
         super().__init__()
-        self.sink, self.kind, self.paths, self.progress_dir = sink, kind, paths, progress_dir
+        self.sink, self.kind, self.groups, self.progress_dir = sink, kind, groups, progress_dir
 
     def expand(self, pbegin):
-        once = pbegin | "Once" >> beam.Create([None])
+        p = pbegin.pipeline
+        once = p | "Once" >> beam.Create([None])
         init = once | "InitializeWrite" >> beam.Map(lambda _, sink: sink.initialize_write(), self.sink)
-        written = once | "ReadAndWrite" >> beam.ParDo(
-            _ReadAndWriteInOrderFn(self.sink, self.kind, self.paths, self.progress_dir), AsSingleton(init))
+        written = (
+            p
+            | "Groups" >> beam.Create(list(enumerate(self.groups)))
+            | "Spread" >> beam.Reshuffle()
+            | "ReadAndWrite" >> beam.ParDo(_WriteShardFn(self.sink, self.kind, self.progress_dir), AsSingleton(init))
+        )
         return once | "FinalizeWrite" >> beam.FlatMap(_finalize, self.sink, AsSingleton(init), AsList(written))
 
 
@@ -427,8 +470,9 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     bar = None
     try:
         p = beam.Pipeline(options=opts)
-        if num_shards == 1:
-            _ = p | "ConvertInOrder" >> _ConvertInOrder(sink, kind, paths, progress_dir)
+        if 1 <= num_shards <= len(files):
+            groups = [paths[r.start:r.stop] for r in file_groups([f.size for f in files], num_shards)]
+            _ = p | "Convert" >> _ConvertFileGroups(sink, kind, groups, progress_dir)
         else:
             _ = (
                 p

@@ -332,7 +332,9 @@ def cause_text(exc: BaseException) -> str:
         seen.add(id(e))
         if isinstance(e, ours):
             found = e  # keep walking: the innermost is the original
-        e = e.__cause__ or e.__context__
+        # Follow what the traceback shows: an explicit cause, else the
+        # context unless `raise ... from None` hid it.
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
     if found is not None:
         text = str(found)
         if isinstance(found, OSError) and found.filename and found.strerror:

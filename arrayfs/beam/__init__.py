@@ -16,10 +16,10 @@ Names load on first use, so that ``arrayfs`` (which registers the
 _EXPORTS = {
     "WriteToArrayRecord": ".sink",
     "ReadFromArrayRecord": ".source",
-    "convert": ".convert",
-    "ConvertResult": ".convert",
-    "ConvertError": ".convert",
-    "ReadRecords": ".convert",
+    "convert": ".conversion",
+    "ConvertResult": ".conversion",
+    "ConvertError": ".conversion",
+    "ReadRecords": ".conversion",
 }
 
 __all__ = list(_EXPORTS)

@@ -129,7 +129,7 @@ def cmd_convert(args) -> int:
     result = None
     try:
         try:
-            from .convert import ConvertError, convert
+            from .conversion import ConvertError, convert
         except ModuleNotFoundError as e:
             failed = (f"convert needs the Python package {e.name!r}, which is not installed: {_BEAM_HINT}", False)
         else:

@@ -94,7 +94,7 @@ class ProgressBar:
         from tqdm import tqdm
 
         self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                         file=file, leave=False, dynamic_ncols=True)
+                         file=file, leave=False)
         self._total = total
         self._directory = directory
         self._stop = threading.Event()

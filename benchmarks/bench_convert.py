@@ -30,6 +30,7 @@ Beam path there (``python -m pstats DIR/beam-1.prof``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -158,9 +159,9 @@ def main(argv=None) -> int:
             print(f"beam-1  {n / results['beam-1']:>12,.0f} records/s  {results['beam-1']:.2f} s "
                   "(in-process DirectRunner)", flush=True)
         records = [r for p in inputs for r in read_tfrecords(p)]
-        results["google"] = timed(lambda: run_google(records, os.path.join(out, "google.array_record"),
-                                                     args.options), args.repeat, n, fresh)
-        del records
+        google = functools.partial(run_google, records, os.path.join(out, "google.array_record"), args.options)
+        results["google"] = timed(google, args.repeat, n, fresh)
+        records = google = None  # free the records before the next step
         print(f"google  {n / results['google']:>12,.0f} records/s  {results['google']:.2f} s (writer only)",
               flush=True)
 

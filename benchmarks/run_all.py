@@ -25,6 +25,7 @@ BENCHMARKS = {
     "source": ("bench_source.py", True),
     "mount": ("bench_mount.py", True),
     "transpose": ("bench_transpose.py", False),
+    "convert": ("bench_convert.py", True),
 }
 
 

@@ -392,3 +392,12 @@ def test_file_groups_are_contiguous_balanced_and_cover():
             assert sum(sizes[i] for i in g) <= total / k + max(sizes) + 1e-9
     with pytest.raises(ValueError):
         file_groups([1, 2], 3)
+
+
+def test_other_commands_do_not_import_beam():
+    code = ("import sys, arrayfs.cli; arrayfs.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'pyarrow', 'jax')))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -46,7 +47,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
-from .inputs import KINDS, expand_inputs, read_batches
+from .inputs import KINDS, InputError, expand_inputs, parquet_encoder, read_batches
 from .progress import ProgressBar, WorkerProgress
 from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_writer_options
 
@@ -105,7 +106,11 @@ class ConvertResult:
 def _pattern_of(shards) -> str:
     if not shards:
         return "(no shards)"
-    return re.sub(r"-\d{5,}-of-(\d{5,})", r"-*-of-\1", shards[0])
+    found = list(re.finditer(r"-\d{5,}-of-(\d{5,})", shards[0]))
+    if not found:
+        return shards[0]
+    m = found[-1]  # the shard numbers, not a directory that looks like them
+    return f"{shards[0][:m.start()]}-*-of-{m.group(1)}{shards[0][m.end():]}"
 
 
 def _human(n: int) -> str:
@@ -450,6 +455,11 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         # the shard names we compute compare equal to the ones it lists.
         prefix = os.path.abspath(prefix) + (os.sep if prefix.endswith(os.sep) else "")
     opts = _pipeline_options(pipeline_args)
+    if kind == "parquet":
+        try:
+            parquet_encoder()  # fail now, not in every worker
+        except InputError as e:
+            raise ConvertError(str(e)) from None
     try:
         files = expand_inputs(kind, inputs)
     except FileNotFoundError as e:
@@ -461,7 +471,6 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ConvertError(f"{existing[0]}: output exists{more}; remove it or pass --force (overwrite=True)")
     created = _prepare_output(prefix)
-
     sink = ArrayRecordSink(
         prefix, file_name_suffix=file_name_suffix, num_shards=num_shards,
         shard_name_template=_SHARD_TEMPLATE, writer_options=writer_options, batched=True,
@@ -484,21 +493,19 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
                 | "Write" >> iobase.Write(sink)
             )
         if progress:
-            import sys
-
             stream = sys.stderr if progress is True else progress
             bar = ProgressBar(bytes_in, stream, progress_dir, desc=f"converting {kind}")
         t0 = time.perf_counter()
-        try:
-            result = p.run()
-            _wait(result, bar)
-        except ConvertError:
-            _cleanup(sink, created)
-            raise
-        except Exception as e:
-            _cleanup(sink, created)
-            raise ConvertError(cause_text(e)) from e
+        result = p.run()
+        _wait(result, bar)
         seconds = time.perf_counter() - t0
+    except BaseException as e:
+        # Whatever stopped the run (bad input, a worker, Ctrl-C), leave
+        # nothing behind: the temporary shards, the directory we created.
+        _cleanup(sink, created)
+        if isinstance(e, ConvertError) or not isinstance(e, Exception):
+            raise
+        raise ConvertError(cause_text(e)) from e
     finally:
         if bar is not None:
             bar.close()

@@ -29,7 +29,10 @@ from typing import NamedTuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["KINDS", "InputFile", "expand_inputs", "read_batches", "InputError", "BATCH_BYTES", "BATCH_RECORDS"]
+__all__ = [
+    "KINDS", "InputFile", "expand_inputs", "read_batches", "parquet_encoder", "InputError",
+    "BATCH_BYTES", "BATCH_RECORDS",
+]
 
 KINDS = ("tfrecord", "jsonl", "lines", "parquet", "files")
 
@@ -151,11 +154,24 @@ def _files(stream, path):
     yield data, len(data)
 
 
+def parquet_encoder():
+    """``(pyarrow.parquet, encode_msgpack)``, or :class:`InputError` saying
+    what to install. ``encode_msgpack`` lives in :mod:`arrayfs.nnx.decode`
+    (one msgpack layout for writer and reader), whose package loads jax."""
+    try:
+        import pyarrow.parquet as pq
+
+        from ..nnx.decode import encode_msgpack
+    except ModuleNotFoundError as e:
+        extra = "jax" if e.name and e.name.split(".")[0] in ("jax", "flax", "optax") else "beam"
+        raise InputError(
+            f"--from parquet needs the Python package {e.name!r}, which is not installed: "
+            f"pip install 'arrayfs[{extra}]'") from None
+    return pq, encode_msgpack
+
+
 def _parquet(stream, path):
-    import pyarrow.parquet as pq
-
-    from ..nnx.decode import encode_msgpack
-
+    pq, encode_msgpack = parquet_encoder()
     size = _size_of(stream)
     try:
         pf = pq.ParquetFile(stream)

@@ -211,14 +211,7 @@ class WriteToArrayRecord(beam.PTransform):
         self.sink = ArrayRecordSink(
             file_path_prefix, file_name_suffix=file_name_suffix, num_shards=num_shards,
             shard_name_template=shard_name_template, coder=coder, writer_options=writer_options,
-            batched=getattr(self, "_batched", False),
         )
 
     def expand(self, pcoll):
         return pcoll | iobase.Write(self.sink)
-
-
-class _WriteBatchesToArrayRecord(WriteToArrayRecord):
-    """``WriteToArrayRecord`` over elements that are lists of records."""
-
-    _batched = True

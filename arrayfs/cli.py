@@ -14,6 +14,9 @@ Commands (``arrayfs COMMAND --help`` shows each one's options and examples):
   [--files|--lines|--jsonl] [--force]``: files or lines into shards.
 * ``arrayfs mount ...`` / ``arrayfs unmount MOUNTPOINT`` (also
   ``arrayfs -u MOUNTPOINT``): registered by :mod:`arrayfs.fs.cli`.
+* ``arrayfs convert --from KIND INPUT... -o PREFIX``: TFRecord, JSON lines,
+  lines, parquet or files into shards with Beam; registered by
+  :mod:`arrayfs.beam.cli`.
 
 ``SRC`` is anything :class:`arrayfs.ArrayRecordDataSource` accepts: a file,
 a quoted glob (``'data/train-*.array_record'``), a directory (its files
@@ -539,6 +542,7 @@ examples:
   arrayfs info data/ --json
   arrayfs verify 'data/*.array_record'
   arrayfs pack images/ -o out/images.array_record --shard-size 10000
+  arrayfs convert --from tfrecord 'data/*.tfrecord' -o out/train --num-shards 8
   arrayfs mount 'data/train-*.array_record' mnt && ls mnt | head && arrayfs -u mnt
 
 SRC is a file, a quoted glob, a directory (its *array_record* files) or a
@@ -723,6 +727,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
     p.set_defaults(func=_cmd_pack)
 
     has_unmount = _add_fs_commands(sub)
+    from .beam.cli import add_subcommands as add_convert_command  # imports no Beam
+
+    add_convert_command(sub)
     return parser, has_unmount
 
 

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "mount": ("bench_mount.py", True),
     "transpose": ("bench_transpose.py", False),
     "elastic": ("bench_elastic.py", True),
+    "convert": ("bench_convert.py", True),
 }
 
 

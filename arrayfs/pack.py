@@ -141,15 +141,21 @@ def iter_lines(paths, *, jsonl: bool = False) -> Iterator[tuple[bytes, int]]:
     for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
         p = os.fspath(p)
         if p == "-":
-            yield from _lines(sys.stdin.buffer, "<stdin>", jsonl)
+            yield from lines_of(sys.stdin.buffer, "<stdin>", jsonl)
         else:
             if os.path.isdir(p):
                 raise IsADirectoryError(21, "Is a directory (use --files to pack a directory tree)", p)
             with open(p, "rb") as fh:
-                yield from _lines(fh, p, jsonl)
+                yield from lines_of(fh, p, jsonl)
 
 
-def _lines(fh, name: str, jsonl: bool):
+def lines_of(fh, name: str, jsonl: bool):
+    """``(record, bytes consumed)`` for each line of binary file ``fh``:
+    the line without its final ``\n`` (a ``\r`` before it is kept). With
+    ``jsonl`` every line must parse as JSON (:class:`PackError` naming
+    ``name:line`` otherwise) and blank lines give ``(None, consumed)``.
+    The one place the lines and JSON-lines rules live (``pack`` and
+    ``convert`` both read through it)."""
     for lineno, line in enumerate(fh, 1):
         consumed = len(line)
         if line.endswith(b"\n"):

@@ -7,7 +7,7 @@ An input kind turns one input file into records (``bytes``):
 | ``tfrecord`` | TFRecord record | its data (:mod:`arrayfs.tfrecord`; both checksums checked) |
 | ``jsonl`` | non-blank line | the line without its ``"\\n"``; each must be a JSON value |
 | ``lines`` | line | the line without its ``"\\n"`` (a ``"\\r"`` is kept) |
-| ``parquet`` | row | a msgpack map ``{column: value}`` that ``decode="msgpack"`` reads (:func:`arrayfs.nnx.decode.encode_msgpack`) |
+| ``parquet`` | row | a msgpack map ``{column: value}`` that ``decode="msgpack"`` reads (:func:`arrayfs.encoding.encode_msgpack`) |
 | ``files`` | file | the file's bytes |
 
 Line rules are those of ``arrayfs pack`` (:mod:`arrayfs.pack`). Files are
@@ -141,10 +141,10 @@ def _line_reader(jsonl: bool):
     def read(stream, path):
         # pack's rules (strip one "\n", JSON checks, blank JSON lines
         # skipped) live in one place: arrayfs.pack.
-        from ..pack import _lines
+        from ..pack import lines_of
 
         lines = stream if hasattr(stream, "__iter__") else iter(stream.readline, b"")
-        yield from _lines(lines, path, jsonl)
+        yield from lines_of(lines, path, jsonl)
 
     return read
 
@@ -156,14 +156,14 @@ def _files(stream, path):
 
 def parquet_encoder():
     """``(pyarrow.parquet, encode_msgpack)``, or :class:`InputError` saying
-    what to install. ``encode_msgpack`` lives in :mod:`arrayfs.nnx.decode`
-    (one msgpack layout for writer and reader), whose package loads jax."""
+    what to install. ``encode_msgpack`` lives in :mod:`arrayfs.encoding`
+    (one msgpack layout for writer and reader)."""
+    from ..encoding import encode_msgpack
+
     try:
         import pyarrow.parquet as pq
-
-        from ..nnx.decode import encode_msgpack
     except ModuleNotFoundError as e:
-        extra = "jax" if e.name and e.name.split(".")[0] in ("jax", "flax", "optax") else "beam"
+        extra = "beam"
         raise InputError(
             f"--from parquet needs the Python package {e.name!r}, which is not installed: "
             f"pip install 'arrayfs[{extra}]'") from None

@@ -13,6 +13,7 @@ closed-and-reused descriptor number would read another file's bytes.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import OrderedDict
@@ -73,6 +74,21 @@ class DescriptorPool:
             self._evict()
             return fd
 
+    def open(self, path: str, flags: int) -> int:
+        """``os.open(path, flags)``; when the process is out of descriptors
+        (the limit was lowered, or the application holds many), the idle
+        ones are given back, a smaller set is kept from now on, and the
+        open is tried once more. The error names ``path``."""
+        try:
+            return os.open(path, flags)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        with self._lock:
+            self.max_open = max(8, min(self.max_open, len(self._open)) // 2)
+            self._evict(force=True)
+        return os.open(path, flags)
+
     def release(self, f) -> None:
         with self._lock:
             f._refs -= 1
@@ -106,11 +122,11 @@ class DescriptorPool:
             except OSError:
                 pass
 
-    def _evict(self) -> None:
-        if len(self._open) <= self.max_open:
+    def _evict(self, force: bool = False) -> None:
+        if len(self._open) <= self.max_open and not force:
             return
         for key in list(self._open):
-            if len(self._open) <= self.max_open:
+            if len(self._open) <= self.max_open and not force:
                 break
             f = self._open[key]
             if f._refs == 0 and not f._pinned:

@@ -11,6 +11,7 @@ import glob as _glob
 import os
 from typing import NamedTuple
 
+from .local import LocalFile
 from .urls import StorageError, filesystem, is_remote, local_path
 
 __all__ = ["Entry", "stat", "glob", "listdir", "has_magic", "open_source"]
@@ -114,8 +115,6 @@ def open_source(path: str, storage_options=None, *, entry: Entry | None = None):
     for local paths, :class:`.remote.RemoteFile` for URLs (using
     ``entry.info`` from a listing when given, to spare a request)."""
     if not is_remote(path):
-        from .local import LocalFile
-
         return LocalFile(local_path(path))
     from .remote import RemoteFile
 

@@ -54,7 +54,7 @@ class LocalFile(ByteSource):
         self._refs = 0
         self._closing = False
         self._pinned = False
-        fd = os.open(path, _O_FLAGS)
+        fd = pool.open(path, _O_FLAGS)
         try:
             st = os.fstat(fd)
         except BaseException:
@@ -76,7 +76,7 @@ class LocalFile(ByteSource):
         if self._closing:
             raise ValueError(f"{self.name}: read from a closed file")
         try:
-            fd = os.open(self.name, _O_FLAGS)
+            fd = self._pool.open(self.name, _O_FLAGS)
         except FileNotFoundError:
             raise SourceChangedError(
                 f"{self.name}: the file was removed since it was opened", name=self.name

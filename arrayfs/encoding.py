@@ -1,0 +1,246 @@
+"""How examples become record bytes and back: encoders (msgpack, npz) for
+writers such as ``arrayfs convert --from parquet``, and decoders
+``bytes`` of one record -> ``dict`` of numpy arrays for readers such as the
+NNX source. numpy and msgpack only (no JAX).
+
+A decoder is chosen by :func:`get_decoder` from the ``decode`` setting of
+:class:`~arrayfs.nnx.config.ArrayRecordSourceConfig`:
+
+| ``decode`` | record is decoded as |
+| --- | --- |
+| ``None`` | ``{"data": np.frombuffer(record, np.uint8)}``: shape ``(len(record),)``, dtype ``uint8``, a read-only view of the record's bytes (no copy) |
+| ``"msgpack"`` | a msgpack map; values become arrays with ``np.asarray``, except ``bytes`` (``uint8`` arrays) and maps in the msgpack-numpy layout ``{"nd": True, "type": dtype.str, "shape": [...], "data": raw bytes}`` (the exact array), which :func:`encode_msgpack` writes |
+| ``"json"`` | a JSON object (UTF-8); values through ``np.asarray`` |
+| ``"npy"`` | one ``.npy`` file -> ``{"data": array}`` |
+| ``"npz"`` | one ``.npz`` file -> one entry per member array |
+| callable | ``fn(record: bytes) -> Mapping[str, array-like]``; values go through ``np.asarray`` |
+
+A top-level msgpack/JSON value that is not a map is returned as
+``{"data": np.asarray(value)}``. ``.npy``/``.npz`` are read with
+``allow_pickle=False``: a record can never run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DECODERS",
+    "Decoder",
+    "get_decoder",
+    "decode_raw",
+    "decode_msgpack",
+    "decode_json",
+    "decode_npy",
+    "decode_npz",
+    "encode_msgpack",
+    "encode_npz",
+    "RecordDecodeError",
+]
+
+Decoder = Callable[[bytes], dict]
+
+
+class RecordDecodeError(ValueError):
+    """A record's bytes are not valid for the configured decoder.
+
+    Attributes:
+        decoder: the decoder's name (``"msgpack"``, ...).
+    """
+
+    def __init__(self, decoder: str, reason: str):
+        self.decoder = decoder
+        super().__init__(f"cannot decode record as {decoder}: {reason}")
+
+
+def decode_raw(record: bytes) -> dict:
+    """``{"data": uint8 array of shape (len(record),)}``, a view of ``record``."""
+    return {"data": np.frombuffer(record, dtype=np.uint8)}
+
+
+def _to_array(value: Any) -> np.ndarray:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return np.frombuffer(value, dtype=np.uint8)
+    return np.asarray(value)
+
+
+def _ndarray_from_map(value: Mapping) -> np.ndarray | None:
+    # msgpack-numpy writes bytes keys unless raw=False decoding made them str;
+    # we decode with raw=False, so keys are str here.
+    if value.get("nd") is not True or not {"type", "shape", "data"} <= value.keys():
+        return None
+    dtype = np.dtype(value["type"])
+    if dtype.hasobject:
+        raise RecordDecodeError("msgpack", "object arrays are not allowed")
+    shape = tuple(int(d) for d in value["shape"])
+    data = value["data"]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not isinstance(data, (bytes, bytearray)) or len(data) != expected:
+        raise RecordDecodeError(
+            "msgpack", f"array of shape {shape} and dtype {dtype} needs {expected} bytes, "
+            f"got {len(data) if isinstance(data, (bytes, bytearray)) else type(data).__name__}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _msgpack_value(value: Any) -> np.ndarray:
+    if isinstance(value, Mapping):
+        arr = _ndarray_from_map(value)
+        if arr is None:
+            raise RecordDecodeError(
+                "msgpack", f"nested map with keys {sorted(map(str, value))} is not an array"
+            )
+        return arr
+    return _to_array(value)
+
+
+def decode_msgpack(record: bytes) -> dict:
+    """Decode a msgpack map of arrays (see the module table).
+
+    Raises:
+        RecordDecodeError: not msgpack, or a value that is not an array.
+    """
+    import msgpack
+
+    try:
+        obj = msgpack.unpackb(record, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise RecordDecodeError("msgpack", str(exc)) from exc
+    if isinstance(obj, Mapping):
+        arr = _ndarray_from_map(obj)
+        if arr is not None:
+            return {"data": arr}
+        return {str(k): _msgpack_value(v) for k, v in obj.items()}
+    return {"data": _to_array(obj)}
+
+
+def decode_json(record: bytes) -> dict:
+    """Decode a UTF-8 JSON object; each value through ``np.asarray``.
+
+    Raises:
+        RecordDecodeError: not UTF-8 JSON.
+    """
+    try:
+        obj = json.loads(record)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordDecodeError("json", str(exc)) from exc
+    if isinstance(obj, dict):
+        return {k: np.asarray(v) for k, v in obj.items()}
+    return {"data": np.asarray(obj)}
+
+
+def decode_npy(record: bytes) -> dict:
+    """Decode one ``.npy`` file to ``{"data": array}`` (no pickles).
+
+    Raises:
+        RecordDecodeError: not a ``.npy`` file, or an object array.
+    """
+    try:
+        arr = np.load(io.BytesIO(record), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RecordDecodeError("npy", str(exc)) from exc
+    if not isinstance(arr, np.ndarray):
+        raise RecordDecodeError("npy", "record is an .npz archive; use decode='npz'")
+    return {"data": arr}
+
+
+def decode_npz(record: bytes) -> dict:
+    """Decode one ``.npz`` archive to ``{member: array}`` (no pickles).
+
+    Raises:
+        RecordDecodeError: not a ``.npz`` archive, or an object array.
+    """
+    try:
+        with np.load(io.BytesIO(record), allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise RecordDecodeError("npz", "record is a single .npy array; use decode='npy'")
+            return {name: archive[name] for name in archive.files}
+    except RecordDecodeError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise RecordDecodeError("npz", str(exc)) from exc
+
+
+DECODERS: dict[str, Decoder] = {
+    "msgpack": decode_msgpack,
+    "json": decode_json,
+    "npy": decode_npy,
+    "npz": decode_npz,
+}
+
+
+def _wrap_callable(fn: Callable) -> Decoder:
+    name = getattr(fn, "__name__", repr(fn))
+
+    def decode(record: bytes) -> dict:
+        out = fn(record)
+        if not isinstance(out, Mapping):
+            raise RecordDecodeError(
+                name, f"decoder returned {type(out).__name__}, expected a dict of arrays"
+            )
+        return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in out.items()}
+
+    decode.__name__ = name
+    return decode
+
+
+def get_decoder(decode: str | Callable | None) -> Decoder:
+    """The decoder for a ``decode`` setting (``None``, a name, or a callable).
+
+    Raises:
+        ValueError: an unknown name or a non-callable value.
+    """
+    if decode is None:
+        return decode_raw
+    if isinstance(decode, str):
+        try:
+            return DECODERS[decode]
+        except KeyError:
+            raise ValueError(
+                f"decode must be None, a callable or one of {sorted(DECODERS)}, got {decode!r}"
+            ) from None
+    if callable(decode):
+        return _wrap_callable(decode)
+    raise ValueError(f"decode must be None, a str or a callable, got {type(decode).__name__}")
+
+
+def encode_msgpack(example: Mapping[str, Any]) -> bytes:
+    """Encode ``{name: array-like}`` as a msgpack map that ``"msgpack"`` decodes.
+
+    Arrays are stored exactly (dtype, shape, raw little- or big-endian bytes
+    as numpy holds them) in the msgpack-numpy layout; Python scalars and
+    strings are stored as themselves.
+
+    Raises:
+        ValueError: an object array (it cannot be stored without pickling).
+    """
+    import msgpack
+
+    out = {}
+    for key, value in example.items():
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise ValueError(f"field {key!r}: object arrays cannot be encoded")
+            value = {
+                "nd": True,
+                "type": value.dtype.str,
+                "kind": "",
+                "shape": list(value.shape),
+                "data": np.ascontiguousarray(value).tobytes(),
+            }
+        out[str(key)] = value
+    return msgpack.packb(out, use_bin_type=True)
+
+
+def encode_npz(example: Mapping[str, Any]) -> bytes:
+    """Encode ``{name: array-like}`` as an uncompressed ``.npz`` that ``"npz"`` decodes."""
+    buf = io.BytesIO()
+    np.savez(buf, **{str(k): np.asarray(v) for k, v in example.items()})
+    return buf.getvalue()

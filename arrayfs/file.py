@@ -110,7 +110,8 @@ class ChunkIndex(NamedTuple):
 class _Index:
     """What the footer says of each chunk, compactly: offsets and decoded
     sizes (``int64``), and record counts only when they are not all
-    ``group_size`` (the last chunk may hold fewer)."""
+    ``group_size`` (the last chunk may hold fewer): 16 bytes per chunk, 24
+    when counts differ."""
 
     __slots__ = ("offsets", "decoded", "first", "group_size", "num_records")
 
@@ -118,6 +119,10 @@ class _Index:
         self.offsets = offsets
         self.decoded = decoded
         self.num_records = num_records
+        if isinstance(counts, tuple):  # (group_size, records in the last chunk)
+            self.group_size = counts[0]
+            self.first = None
+            return
         n = len(offsets)
         g = int(counts[0]) if n else 1
         uniform = n == 0 or (g > 0 and bool((counts[:-1] == g).all()) and 0 < counts[-1] <= g)
@@ -257,16 +262,35 @@ class ArrayRecordFile:
     def _open(self) -> None:
         size = self.size
         tail_len = min(size, _TAIL_REMOTE if self.remote else _TAIL_LOCAL)
-        if size > tail_len:
-            head, tail = self._read_ranges([(0, len(SIGNATURE_BYTES)), (size - tail_len, size)])
-        else:
+        if size <= tail_len:
             tail = self._read(0, size)
             head = tail[: len(SIGNATURE_BYTES)]
+        elif self.remote:
+            # One request per shard at open: the signature is checked only
+            # when the tail is not an ArrayRecord tail (for the message).
+            tail = self._read(size - tail_len, tail_len)
+            head = None
+        else:
+            head, tail = self._read_ranges([(0, len(SIGNATURE_BYTES)), (size - tail_len, size)])
+        try:
+            self._open_tail(tail, head)
+        except (NotArrayRecordError, TruncatedFileError):
+            if head is None:
+                head = self._read(0, min(size, len(SIGNATURE_BYTES)))
+                self._check_signature(head)
+            raise
+
+    def _check_signature(self, head) -> None:
         if bytes(head) != SIGNATURE_BYTES:
             raise self._error(
                 NotArrayRecordError,
                 f"not a Riegeli/ArrayRecord file (starts with {bytes(head[:8]).hex()})", offset=0,
             )
+
+    def _open_tail(self, tail, head) -> None:
+        size = self.size
+        if head is not None:
+            self._check_signature(head)
         if size < 2 * BLOCK_SIZE or size % BLOCK_SIZE:
             what = "less than two 64 KiB blocks" if size < 2 * BLOCK_SIZE else "not a whole number of 64 KiB blocks"
             raise self._error(
@@ -434,13 +458,16 @@ class ArrayRecordFile:
             raise self._error(CorruptChunkError, f"bad chunk footer: {e}", offset=off) from None
         # Values past 2**62 fit no real file: refused here, the rest are
         # viewed (not copied) as int64.
-        limit = np.uint64(1 << 62)
-        for name, arr in (("offset", offsets), ("decoded size", decoded), ("record count", counts)):
-            if n and int(arr.max()) >= int(limit):
-                bad = int(np.flatnonzero(arr >= limit)[0])
+        limit = 1 << 62
+        checks = [("offset", offsets), ("decoded size", decoded)]
+        if not isinstance(counts, tuple):
+            checks.append(("record count", counts))
+        for name, arr in checks:
+            if n and int(arr.max()) >= limit:
+                bad = int(np.flatnonzero(arr >= np.uint64(limit))[0])
                 raise self._error(CorruptChunkError, f"footer entry {bad} has a {name} of {int(arr[bad])}",
                                   offset=off)
-        offsets, decoded, counts = offsets.view(np.int64), decoded.view(np.int64), counts.view(np.int64)
+        offsets, decoded = offsets.view(np.int64), decoded.view(np.int64)
         if n and (offsets[0] < 64 or offsets[-1] >= off):
             bad = int(np.flatnonzero((offsets < 64) | (offsets >= off))[0])
             raise self._error(
@@ -448,10 +475,15 @@ class ArrayRecordFile:
                 f"footer entry {bad} points to byte {int(offsets[bad])}, outside the records area",
                 offset=off,
             )
-        if n > 1 and (np.diff(offsets) <= 0).any():
+        if n > 1 and (offsets[1:] <= offsets[:-1]).any():
             raise self._error(CorruptChunkError, "footer chunk offsets are not increasing", offset=off)
-        total = int(counts.sum(dtype=np.int64)) if n else 0
-        if total != self.num_records or (counts < 0).any():
+        if isinstance(counts, tuple):
+            group, last = counts
+            total = group * (n - 1) + last if n else 0
+        else:
+            counts = counts.view(np.int64)
+            total = int(counts.sum(dtype=np.int64)) if n else 0
+        if total != self.num_records:
             raise self._error(
                 CorruptChunkError,
                 f"footer entries hold {total} records, the metadata says {self.num_records}",

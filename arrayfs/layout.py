@@ -172,25 +172,109 @@ def encode_chunk_footers(chunk_offsets, decoded_data_sizes, num_records) -> tupl
     return encode_varints(tagged.ravel()), 3 + lengths.sum(axis=1)
 
 
-def _canonical_block(region, lengths: np.ndarray):
-    """``(n, 3)`` fields of the footers in ``region`` when all are encoded
-    as array_record writes them (fields 1, 2, 3 once each, in order, as
-    varints), else ``None``."""
+def _fixed_layout_block(region, n: int, length: int):
+    """``(n, 3)`` fields of ``n`` footers of ``length`` bytes each laid out
+    alike (same varint widths), or ``None`` when they are not.
+
+    The region is viewed as an ``(n, length)`` matrix without copying; the
+    first row gives the layout (where each varint ends), every row must
+    end its varints in the same columns and carry the tags 8, 16, 24 in the
+    same places, and each value is combined from its columns. A footer
+    index is mostly such runs: offsets change width only at powers of 128.
+    """
+    m = np.frombuffer(region, dtype=np.uint8, count=n * length).reshape(n, length)
+    pattern = m[0] < 0x80
+    ends = np.flatnonzero(pattern)
+    if ends.size != 6 or ends[-1] != length - 1:
+        return None
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    if not (ends[0::2] == starts[0::2]).all():
+        return None  # tags are one byte
+    if not ((m < 0x80) == pattern).all() or not (m[:, ends[0::2]] == _TAGS).all():
+        return None
+    out = np.empty((n, 3), dtype=np.uint64)
+    for f in range(3):
+        a, b = int(starts[2 * f + 1]), int(ends[2 * f + 1])
+        if b - a >= 9 and (m[:, b] > 1).any():
+            return None  # more than 64 bits
+        v = (m[:, a] & 0x7F).astype(np.uint64)
+        for j in range(1, b - a + 1):
+            v |= (m[:, a + j] & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+        out[:, f] = v
+    return out
+
+
+def _runs_block(region, lengths: np.ndarray):
+    """:func:`_canonical_block` by runs of footers of equal length laid out
+    alike (see :func:`_fixed_layout_block`), or ``None`` when there are too
+    many runs for it to pay or a run is laid out otherwise."""
     n = len(lengths)
-    try:
-        v = decode_varints(region, 6 * n).reshape(n, 6)
-    except VarintError:
+    cuts = np.flatnonzero(np.diff(lengths)) + 1
+    if len(cuts) > max(8, n // 256):
         return None
-    if not ((v[:, 0] == 8).all() and (v[:, 2] == 16).all() and (v[:, 4] == 24).all()):
+    bounds = np.concatenate(([0], cuts, [n])).tolist()
+    out = np.empty((n, 3), dtype=np.uint64)
+    pos = 0
+    mv = memoryview(region)
+    for i, j in zip(bounds[:-1], bounds[1:]):
+        length = int(lengths[i])
+        fields = _fixed_layout_block(mv[pos : pos + (j - i) * length], j - i, length)
+        if fields is None:
+            return None
+        out[i:j] = fields
+        pos += (j - i) * length
+    return out
+
+
+def _canonical_block(region, lengths: np.ndarray):
+    """``(n, 3)`` fields (``uint64``) of the footers in ``region`` when all
+    are encoded as array_record writes them (fields 1, 2, 3 once each, in
+    order, as varints: ``08 v 10 v 18 v``), else ``None``.
+
+    Vectorised over the whole region: the varints end where a byte is below
+    0x80; the tags must be the single bytes 8, 16, 24; each field's value
+    bytes are gathered as rows of a sliding window and combined 7 bits at a
+    time (one column for one-byte values, the common case of counts and
+    small sizes).
+    """
+    n = len(lengths)
+    a = np.frombuffer(region, dtype=np.uint8)
+    ends = np.flatnonzero(a < 0x80)
+    if ends.size != 6 * n or (n and ends[-1] != a.size - 1):
         return None
-    fields = np.ascontiguousarray(v[:, 1::2])
-    # Three one-byte tags, and 1 + floor(bits / 7) bytes per value.
-    size = np.full(n, 6, dtype=np.int64)
-    for k in range(1, 10):
-        size += (fields >= np.uint64(1 << (7 * k))).sum(axis=1)
-    if not (size == lengths).all():
+    size = np.diff(ends, prepend=-1).reshape(n, 6)
+    ends = ends.reshape(n, 6)
+    # Tags: one byte each, 8, 16, 24; each footer ends where its record does.
+    if not ((size[:, 0::2] == 1).all() and (a[ends[:, 0::2]] == _TAGS).all()):
         return None
-    return fields
+    if not (size.sum(axis=1) == lengths).all():
+        return None
+    out = np.empty((n, 3), dtype=np.uint64)
+    window = None
+    for f in range(3):
+        vlen = size[:, 2 * f + 1]
+        vend = ends[:, 2 * f + 1]
+        width = int(vlen.max()) if n else 1
+        if width == 1:
+            out[:, f] = a[vend]
+            continue
+        if width > 10 or (width == 10 and (a[vend[vlen == 10]] > 1).any()):
+            return None  # more than 64 bits
+        if window is None:
+            padded = np.zeros(a.size + 10, dtype=np.uint8)
+            padded[: a.size] = a
+            window = np.lib.stride_tricks.sliding_window_view(padded, 10)
+        cols = np.arange(width)
+        g = window[vend - vlen + 1, :width] & np.uint8(0x7F)
+        g[cols >= vlen[:, None]] = 0
+        v = g[:, 0].astype(np.uint64)
+        for j in range(1, width):
+            v |= g[:, j].astype(np.uint64) << np.uint64(7 * j)
+        out[:, f] = v
+    return out
+
+
+_TAGS = np.array([8, 16, 24], dtype=np.uint8)
 
 
 def _parsed_block(region, lengths: np.ndarray, first: int) -> np.ndarray:
@@ -254,7 +338,7 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
                           f"the values hold {total}")
     offsets = np.empty(n, dtype=np.uint64)
     decoded = np.empty(n, dtype=np.uint64)
-    counts = np.empty(n, dtype=np.uint64)
+    counts = group = last = None
     ends = np.empty(0, dtype=np.int64)
     carry = b""
     done = 0  # footers decoded
@@ -278,12 +362,27 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
             nbytes = int(ends[fit - 1]) - base
             region = memoryview(buf)[pos : pos + nbytes]
             block_lengths = np.diff(ends[:fit], prepend=base).astype(np.int64)
-            fields = _canonical_block(region, block_lengths)
+            fields = _runs_block(region, block_lengths)
+            if fields is None:
+                fields = _canonical_block(region, block_lengths)
             if fields is None:
                 fields = _parsed_block(region, block_lengths, done)
             offsets[done : done + fit] = fields[:, 0]
             decoded[done : done + fit] = fields[:, 1]
-            counts[done : done + fit] = fields[:, 2]
+            c = fields[:, 2]
+            if counts is None:
+                # Kept as one number while every chunk holds group_size
+                # records (the last may hold fewer): 8 bytes per chunk saved.
+                if group is None:
+                    group = int(c[0])
+                final = done + fit == n
+                ok = (c[:-1] == group).all() and (int(c[-1]) == group or (final and 0 < int(c[-1]) <= group))
+                if not ok:
+                    counts = np.empty(n, dtype=np.uint64)
+                    counts[:done] = group
+            if counts is not None:
+                counts[done : done + fit] = c
+            last = int(c[-1])
             done += fit
             pos += nbytes
             base = int(ends[fit - 1])
@@ -291,6 +390,8 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
         carry = bytes(memoryview(buf)[pos:])
     if done != n or carry:
         raise LayoutError(f"footer values end after {done} of {n} chunk footers")
+    if counts is None:
+        return offsets, decoded, (group, last) if n else (1, 0)
     return offsets, decoded, counts
 
 
@@ -388,4 +489,9 @@ def decode_chunk_footers(values, offsets: np.ndarray) -> np.ndarray:
     lengths = np.diff(offsets).astype(np.int64)
     start = int(offsets[0]) if len(offsets) else 0
     o, d, c = decode_footer_index([memoryview(values)[start:]], lengths, 0, total=len(values) - start)
+    if isinstance(c, tuple):
+        group, last = c
+        c = np.full(len(o), group, dtype=np.uint64)
+        if len(c):
+            c[-1] = last
     return np.stack([o, d, c], axis=1).astype(np.uint64)

@@ -36,9 +36,10 @@ __all__ = ["RemoteFile", "RetryPolicy", "BlockCache", "BLOCK_CACHE", "object_ver
 
 #: Bytes per cached block: Riegeli's own block size.
 BLOCK = 1 << 16
-# Ranges at least this long bypass the cache (a 200 MiB record would only
-# evict everything else): fetched exactly, in one request.
-_DIRECT = 4 << 20
+# Ranges at least this long bypass the cache: a scan's read-ahead or a
+# 200 MiB record would only evict everything else. Fetched exactly, in one
+# request.
+_DIRECT = 512 << 10
 # Missing blocks closer than this many blocks are fetched in one request.
 _GAP_BLOCKS = 2
 _MAX_REQUESTS = 32

@@ -89,6 +89,9 @@ EAGER_FOOTER_BYTES = 1 << 20
 # more (a request costs more than bytes).
 _TAIL_LOCAL = 2 * BLOCK_SIZE
 _TAIL_REMOTE = 4 * BLOCK_SIZE
+# Bytes of the last block read locally at open: the postscript chunk (a 40
+# byte header and about 100 bytes of data) with room to spare.
+_PS_BYTES = BLOCK_SIZE - 4096
 # One-record chunks decoded per step of a long batched read.
 _SCAN_BLOCK = 8192
 
@@ -261,19 +264,23 @@ class ArrayRecordFile:
 
     def _open(self) -> None:
         size = self.size
-        tail_len = min(size, _TAIL_REMOTE if self.remote else _TAIL_LOCAL)
-        if size <= tail_len:
+        tail_base = 0
+        if size <= _TAIL_REMOTE and self.remote or size < 2 * BLOCK_SIZE:
             tail = self._read(0, size)
             head = tail[: len(SIGNATURE_BYTES)]
         elif self.remote:
             # One request per shard at open: the signature is checked only
             # when the tail is not an ArrayRecord tail (for the message).
-            tail = self._read(size - tail_len, tail_len)
+            tail_base = size - _TAIL_REMOTE
+            tail = self._read(tail_base, _TAIL_REMOTE)
             head = None
         else:
-            head, tail = self._read_ranges([(0, len(SIGNATURE_BYTES)), (size - tail_len, size)])
+            # Locally a read is a system call: the signature, and the first
+            # bytes of the last block (the postscript, about 150 bytes).
+            tail_base = size - BLOCK_SIZE
+            head, tail = self._read_ranges([(0, len(SIGNATURE_BYTES)), (tail_base, size - _PS_BYTES)])
         try:
-            self._open_tail(tail, head)
+            self._open_tail(tail, tail_base, head)
         except (NotArrayRecordError, TruncatedFileError):
             if head is None:
                 head = self._read(0, min(size, len(SIGNATURE_BYTES)))
@@ -287,7 +294,10 @@ class ArrayRecordFile:
                 f"not a Riegeli/ArrayRecord file (starts with {bytes(head[:8]).hex()})", offset=0,
             )
 
-    def _open_tail(self, tail, head) -> None:
+    def _open_tail(self, tail, tail_base: int, head) -> None:
+        """Open from ``tail``, the file's bytes from ``tail_base`` on
+        (covering at least the postscript chunk), and ``head`` (the
+        signature's bytes, or ``None`` when not read)."""
         size = self.size
         if head is not None:
             self._check_signature(head)
@@ -297,10 +307,9 @@ class ArrayRecordFile:
                 TruncatedFileError,
                 f"{size} bytes is {what}: the file is truncated or still being written",
             )
-        tail_base = size - len(tail)
         ps_offset = size - BLOCK_SIZE
         try:
-            header, data, _ = read_chunk(tail, ps_offset, verify=True, base=tail_base)
+            header, data, _ = read_chunk(tail, ps_offset, verify=True, base=tail_base, limit=size, file_size=size)
         except ArrayRecordError as e:
             raise NotArrayRecordError(
                 f"no ArrayRecord postscript in the last 64 KiB block ({e.reason})",
@@ -329,19 +338,20 @@ class ArrayRecordFile:
                 offset=ps_offset,
             )
         self.footer_offset = footer_offset
-        if footer_offset >= tail_base:
+        if tail_base <= footer_offset and tail_base + len(tail) >= ps_offset:
             window = memoryview(tail)[footer_offset - tail_base :]
         else:
             window = self._read(footer_offset, ps_offset - footer_offset)
         del tail
         header, data = self._read_footer(window)
-        meta = self._footer_metadata(header, data)
+        parts = self._footer_parts(header, data)
+        meta = self._footer_metadata(header, parts)
         self._check_metadata(header, meta)
         if ps_offset - footer_offset <= EAGER_FOOTER_BYTES:
             # Small footers cost little to decode: doing it now refuses a
             # footer whose entries contradict its metadata at open, before
             # a dataset counts this shard's records.
-            self._index = self._decode_index(header, data)
+            self._index = self._decode_index(header, parts)
 
     def _read_footer(self, window):
         off = self.footer_offset
@@ -416,12 +426,12 @@ class ArrayRecordFile:
         except (CompressionError, VarintError, IndexError) as e:
             raise self._error(CorruptChunkError, f"bad footer: {e}", offset=off) from None
 
-    def _footer_metadata(self, header, data) -> FooterMetadata | None:
+    def _footer_metadata(self, header, parts) -> FooterMetadata | None:
         """Record 0 of the footer, decoding no more of the values than it."""
         from .riegeli.compression import decompress_prefix
 
         off = self.footer_offset
-        ctype, sizes, values = self._footer_parts(header, data)
+        ctype, sizes, values = parts
         try:
             size0, _ = read_varint(sizes, 0)
             if size0 > header.decoded_data_size:
@@ -443,12 +453,12 @@ class ArrayRecordFile:
                 window = self._read(self.footer_offset, ps_offset - self.footer_offset)
                 header, data = self._read_footer(window)
                 del window
-                self._index = self._decode_index(header, data)
+                self._index = self._decode_index(header, self._footer_parts(header, data))
             return self._index
 
-    def _decode_index(self, header, data) -> _Index:
+    def _decode_index(self, header, parts) -> _Index:
         off = self.footer_offset
-        ctype, sizes_raw, values = self._footer_parts(header, data)
+        ctype, sizes_raw, values = parts
         n = self.num_chunks
         try:
             size0, lengths = footer_record_sizes(sizes_raw, n)

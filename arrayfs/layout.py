@@ -277,18 +277,50 @@ def _canonical_block(region, lengths: np.ndarray):
 _TAGS = np.array([8, 16, 24], dtype=np.uint8)
 
 
+def _scalar_rows(region, lengths: list):
+    """:func:`_canonical_block` one footer at a time, for a handful of them:
+    a list of ``(offset, decoded size, records)``, or ``None`` if one is
+    encoded otherwise (or holds a value of 2**64 or more)."""
+    rows = []
+    pos = 0
+    try:
+        for n in lengths:
+            end = pos + n
+            if region[pos] != 8:
+                return None
+            a, p = read_varint(region, pos + 1)
+            if region[p] != 16:
+                return None
+            b, p = read_varint(region, p + 1)
+            if region[p] != 24:
+                return None
+            c, p = read_varint(region, p + 1)
+            if p != end:
+                return None
+            rows.append((a, b, c))
+            pos = end
+    except (IndexError, VarintError):
+        return None
+    return rows
+
+
 def _parsed_block(region, lengths: np.ndarray, first: int) -> np.ndarray:
     """Field-by-field parse of footers (any valid proto encoding)."""
     out = np.zeros((len(lengths), 3), dtype=np.uint64)
+    rows = []
     pos = 0
     for i, n in enumerate(lengths.tolist()):
         f = _parse_fields(region[pos : pos + n])
         pos += n
+        row = []
         for k in (1, 2, 3):
             x = f.get(k, 0)
-            if not isinstance(x, int):
+            if not isinstance(x, int) or x >= 1 << 64:
                 raise LayoutError(f"footer of chunk {first + i}: field {k} has the wrong wire type")
-            out[i, k - 1] = x
+            row.append(x)
+        rows.append(row)
+    if rows:
+        out[:] = rows
     return out
 
 
@@ -315,6 +347,8 @@ def footer_record_sizes(sizes_raw, num_chunks: int) -> tuple[int, np.ndarray]:
 
 #: Footers decoded per step: bounds the temporary arrays to a few MiB.
 _STEP = 1 << 16
+#: Up to this many footers are parsed one by one.
+_SMALL = 64
 
 
 def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
@@ -336,6 +370,21 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
     if skip + int(lengths.sum(dtype=np.int64)) != total:
         raise LayoutError(f"footer record sizes add up to {skip + int(lengths.sum(dtype=np.int64))} bytes, "
                           f"the values hold {total}")
+    if n <= _SMALL:
+        # A few footers (a shard of a few chunks): numpy's per-call cost
+        # would outweigh the work; parse them one by one.
+        values = b"".join(bytes(p) for p in pieces)
+        region = memoryview(values)[skip:]
+        rows = _scalar_rows(region, lengths.tolist())
+        if rows is None:
+            rows = _parsed_block(region, lengths, 0).tolist()
+        if not rows:
+            return np.zeros(0, np.uint64), np.zeros(0, np.uint64), (1, 0)
+        offs, sizes, counts = zip(*rows)
+        g = counts[0]
+        uniform = g > 0 and all(c == g for c in counts[:-1]) and 0 < counts[-1] <= g
+        return (np.array(offs, dtype=np.uint64), np.array(sizes, dtype=np.uint64),
+                (g, counts[-1]) if uniform else np.array(counts, dtype=np.uint64))
     offsets = np.empty(n, dtype=np.uint64)
     decoded = np.empty(n, dtype=np.uint64)
     counts = group = last = None

@@ -123,14 +123,20 @@ class DescriptorPool:
                 pass
 
     def _evict(self, force: bool = False) -> None:
-        if len(self._open) <= self.max_open and not force:
-            return
-        for key in list(self._open):
-            if len(self._open) <= self.max_open and not force:
-                break
-            f = self._open[key]
-            if f._refs == 0 and not f._pinned:
+        """Close least recently used idle descriptors past the bound (all
+        idle ones with ``force``). Scans from the old end and stops at the
+        bound: O(1) per call when the oldest are idle, as they usually are."""
+        if force:
+            for f in [f for f in self._open.values() if f._refs == 0 and not f._pinned]:
                 self._close(f)
+            return
+        while len(self._open) > self.max_open:
+            for f in self._open.values():
+                if f._refs == 0 and not f._pinned:
+                    break
+            else:
+                return  # every one is busy: over the bound until they finish
+            self._close(f)
 
     def resize(self, max_open: int) -> None:
         with self._lock:

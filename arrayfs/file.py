@@ -69,7 +69,7 @@ from .riegeli.chunk import (
     read_chunk,
     single_record_zstd_frames,
 )
-from .riegeli.compression import CompressionError, decompress_block, decompress_pieces
+from .riegeli.compression import CompressionError, decompress_block, decompress_pieces, decompress_prefix
 from .riegeli.varint import VarintError, read_varint
 from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_source
 
@@ -209,6 +209,7 @@ class ArrayRecordFile:
         self.verify = verify
         self._lock = threading.Lock()
         self._index: _Index | None = None
+        self._verified = None  # chunks whose data hash was checked (multi-record chunks)
         if isinstance(path, ByteSource):
             source = path
         else:
@@ -428,8 +429,6 @@ class ArrayRecordFile:
 
     def _footer_metadata(self, header, parts) -> FooterMetadata | None:
         """Record 0 of the footer, decoding no more of the values than it."""
-        from .riegeli.compression import decompress_prefix
-
         off = self.footer_offset
         ctype, sizes, values = parts
         try:
@@ -554,9 +553,11 @@ class ArrayRecordFile:
         """Record ``i`` (``0 <= i < num_records``, unchecked) as ``bytes``.
 
         Single-record chunks (``group_size:1``, today's default) take a fast
-        path that decodes the values block alone; other chunks are decoded
-        whole (callers that read neighbours should cache them, see
-        :meth:`read_records`).
+        path that decodes the values block alone. In a chunk of many records
+        the values are decompressed only as far as record ``i`` ends (Zstd
+        and Brotli stream; Snappy decodes whole): a record early in a 1 MiB
+        chunk costs a fraction of it. Callers that read neighbours should
+        decode whole chunks and cache them (see :meth:`read_records`).
         """
         idx = self._get_index()
         if idx.group_size == 1:
@@ -569,6 +570,10 @@ class ArrayRecordFile:
         else:
             window = None
             k = self.chunk_of(i)
+            header, data = self.read_chunk_header(k)
+            if header.chunk_type == SIMPLE:
+                return self._record_of_simple(k, header, data, i - self.chunk_first(k))
+            window = None
         values, offsets = self.decode_chunk(k, window=window)
         j = i - self.chunk_first(k)
         if len(offsets) == 2 and isinstance(values, bytes):
@@ -616,6 +621,28 @@ class ArrayRecordFile:
         run = np.searchsorted(run_first, chunks, side="right") - 1
         positions = run_base[run] + (begins - run_begin[run])
         return buf, positions, begins, lengths
+
+    def _record_of_simple(self, k: int, header, data, j: int) -> bytes:
+        """Record ``j`` of simple chunk ``k`` (checked ``header`` and
+        ``data``), decompressing the values only up to its end."""
+        begin = self.chunk_span(k)[0]
+        rng = self.chunk_records(k)
+        try:
+            ctype, sizes, values_block = decode_record_sizes(data, header.num_records, header.decoded_data_size,
+                                                             offset=begin)
+            ends = np.cumsum(sizes, dtype=np.uint64)
+            if int(ends[-1]) != header.decoded_data_size:
+                raise CorruptChunkError(
+                    f"record sizes sum to {int(ends[-1])} bytes, the header says {header.decoded_data_size}",
+                    offset=begin)
+            b = int(ends[j])
+            a = b - int(sizes[j])
+            values = decompress_prefix(ctype, values_block, b, max_size=header.decoded_data_size)
+        except CompressionError as e:
+            raise self._error(CorruptChunkError, f"record values: {e}", offset=begin, records=rng) from None
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=begin, records=rng) from None
+        return bytes(values[a:b])
 
     def single_record_frames(self, indices):
         """For batched reads of ``group_size:1`` zstd files across shards.
@@ -710,11 +737,20 @@ class ArrayRecordFile:
         rng = self.chunk_records(k)
         if window is None:
             window = self._read(begin, end - begin, records=rng)
+        # A chunk's data hash is checked the first time it is read: the file
+        # cannot have changed since (every read checks its identity), and
+        # hashing a 1 MiB chunk costs more than decoding one record of it.
+        verified = self._verified
+        check = self.verify and (verified is None or not verified[k])
         try:
-            header, data, _ = read_chunk(window, begin, verify=self.verify, base=begin, limit=end,
+            header, data, _ = read_chunk(window, begin, verify=check, base=begin, limit=end,
                                          file_size=self.size)
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=begin, records=rng) from None
+        if check and rng[1] - rng[0] > 1:
+            if verified is None:
+                verified = self._verified = np.zeros(self.num_chunks, dtype=bool)
+            verified[k] = True
         count = rng[1] - rng[0]
         if header.chunk_type not in _RECORD_CHUNK_TYPES or header.num_records != count:
             kind = CHUNK_TYPE_NAMES.get(header.chunk_type, f"unknown type {header.chunk_type:#04x}")

@@ -266,14 +266,21 @@ def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
     stream = block[start:]
     try:
         if compression_type == ZSTD:
+            # Into one buffer of exactly ``want`` bytes: no piece is
+            # allocated or copied twice.
+            out = bytearray(want)
+            view = memoryview(out)
+            got = 0
             with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
-                out = bytearray()
-                while len(out) < want:
-                    piece = r.read(want - len(out))
-                    if not piece:
+                while got < want:
+                    n = r.readinto(view[got:])
+                    if not n:
                         break
-                    out += piece
-                out = bytes(out)
+                    got += n
+            view.release()
+            if got < want:
+                raise CompressionError(f"block ends after {got} of {want} bytes")
+            return out
         elif compression_type == BROTLI:
             out = brotli.Decompressor().process(stream, output_buffer_limit=want)
         else:

@@ -329,3 +329,15 @@ def test_cli_ls_cat_info_verify_on_s3(bucket, s3):
     assert b"OK: 5 shards" in p.stdout
     p = _cli("ls", "s3://arrayfs-nope-bucket/x-*.array_record", *so)
     assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"s3://arrayfs-nope-bucket" in p.stderr
+
+
+def test_nnx_source_reads_shuffled_epochs_from_s3(bucket):
+    pytest.importorskip("flax")
+    pattern, records, opts, _ = bucket
+    from arrayfs import ArrayRecordSourceConfig, ArrayRecordSourceModule
+
+    config = ArrayRecordSourceConfig(seed=3, num_epochs=1, shuffle_files=True, shard_index=0, shard_count=1)
+    src = ArrayRecordSourceModule(config, pattern, storage_options=opts)
+    got = [bytes(el["data"]) for el in src]
+    assert sorted(got) == sorted(records) and got != records  # every record once, shuffled
+    src.close()

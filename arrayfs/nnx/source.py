@@ -138,6 +138,9 @@ class ArrayRecordSourceModule(nnx.Module):
             ``verify=config.verify`` and closed by :meth:`close`; or an
             already-open data source (``len``, ``[i]``, ideally batched
             ``__getitems__``), used as is and not closed.
+        storage_options: fsspec options for URL ``paths`` (``s3://``,
+            ``gs://``, ...): credentials, ``endpoint_url``; the backend's
+            usual environment applies otherwise.
         rngs: accepted for datarax compatibility and kept as ``self.rngs``;
             the order does not use it. It comes from ``config.seed`` only,
             because every host must compute the same global order.
@@ -163,7 +166,7 @@ class ArrayRecordSourceModule(nnx.Module):
     """
 
     def __init__(self, config: ArrayRecordSourceConfig | None = None, paths=None, *,
-                 rngs: nnx.Rngs | None = None, name: str | None = None):
+                 rngs: nnx.Rngs | None = None, name: str | None = None, storage_options: dict | None = None):
         if paths is None and config is not None and not isinstance(config, ArrayRecordSourceConfig):
             config, paths = None, config  # ArrayRecordSourceModule("path/to/file")
         if paths is None:
@@ -181,7 +184,7 @@ class ArrayRecordSourceModule(nnx.Module):
         else:
             from ..dataset import ArrayRecordDataSource
 
-            dataset, owns = ArrayRecordDataSource(paths, verify=config.verify), True
+            dataset, owns = ArrayRecordDataSource(paths, verify=config.verify, storage_options=storage_options), True
         try:
             num_records = len(dataset)
             if num_records < 1:

@@ -183,8 +183,9 @@ class EpochOrder:
         num_records: records in the dataset, ``N >= 1``.
         seed: shuffle seed in ``[0, 2**64)``.
         shuffle: ``False`` for the global (concatenated) order every epoch.
-        shard_index, shard_count, drop_remainder: as in Grain's
-            ``ShardOptions``.
+        shard_index: this host's index, as in Grain's ``ShardOptions``.
+        shard_count: the number of hosts.
+        drop_remainder: drop the records that do not divide evenly.
 
     Attributes:
         length: elements this host reads per epoch (may be 0 when

@@ -177,7 +177,8 @@ class RemoteFile(ByteSource):
             ``endpoint_url``, ...).
         info: the object's fsspec ``info`` dict when already known (from a
             listing): opening then costs no request.
-        fs, path: the file system and the path within it, when known.
+        fs: the fsspec file system, when known (with ``path``).
+        path: the object's path within ``fs``.
         cache: the block cache (default: the process-wide one).
         retry: a :class:`RetryPolicy`.
 

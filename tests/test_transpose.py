@@ -31,7 +31,10 @@ from hypothesis import strategies as st
 
 import arrayfs
 from arrayfs.errors import ArrayRecordError
-from arrayfs.riegeli import transpose as tp
+from arrayfs.riegeli.transpose import decode as tpd
+from arrayfs.riegeli.transpose import transitions, vector
+from arrayfs.riegeli.transpose.interpreter import decode_scalar
+from arrayfs.riegeli.transpose.vector import decode_vector
 from arrayfs.riegeli.transpose import (
     TransposeError,
     decode_records_metadata,
@@ -42,11 +45,11 @@ from arrayfs.riegeli.transpose import (
 COMPRESSIONS = ["uncompressed", "brotli:6", "zstd:3", "snappy"]
 # The interpreter and the vectorised decoder, each with its form of the
 # parsed chunk.
-DECODERS = [(tp._parse, tp._decode_scalar), (lambda *a: tp._to_arrays(tp._parse(*a)), tp._decode_vector)]
+DECODERS = [(tpd.parse_for_scalar, decode_scalar), (tpd.parse_for_vector, decode_vector)]
 
 
 def vector_chunk(data, n, d):
-    return tp._to_arrays(tp._parse(data, n, d))
+    return tpd.parse_for_vector(data, n, d)
 
 
 def records_of(values, offsets) -> list[bytes]:
@@ -59,8 +62,8 @@ def records_of(values, offsets) -> list[bytes]:
 def both_decoders(data, n, d):
     """Decode with the interpreter and the vectorised decoder; they must
     agree. Returns the records."""
-    v1, o1 = tp._decode_scalar(tp._parse(data, n, d), n, d)
-    v2, o2 = tp._decode_vector(vector_chunk(data, n, d), n, d)
+    v1, o1 = decode_scalar(tpd.parse_for_scalar(data, n, d), n, d)
+    v2, o2 = decode_vector(vector_chunk(data, n, d), n, d)
     assert bytes(v1) == bytes(v2)
     assert np.array_equal(o1, o2)
     return records_of(v1, o1)
@@ -206,10 +209,10 @@ def test_public_function_contract(sample_chunks):
 
 def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatch):
     records, chunks = sample_chunks["zstd:3"]
-    monkeypatch.setattr(tp, "_MAX_TABLE_STATES", 0)
+    monkeypatch.setattr(transitions, "MAX_TABLE_STATES", 0)
     got = []
     for n, d, data in chunks:
-        got += records_of(*tp._decode_vector(vector_chunk(data, n, d), n, d))
+        got += records_of(*decode_vector(vector_chunk(data, n, d), n, d))
     assert got == records
     # Chains of implicit transitions longer than 64 states (doubling path).
     rng = random.Random(5)
@@ -218,8 +221,8 @@ def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatc
     google_write(path, wide, "group_size:1000,transpose:true,uncompressed")
     ((n, d, data),) = transposed_chunks(path)
     c = vector_chunk(data, n, d)
-    assert int(c.chain_len.max()) > 64
-    assert records_of(*tp._decode_vector(c, n, d)) == wide
+    assert int(c.machine.arrays().chain_len.max()) > 64
+    assert records_of(*decode_vector(c, n, d)) == wide
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Concatenating slices of one array into another, with numpy: the last
+step of the vectorised decoder (fields into records) and of the visit
+expansion (chains of states into the visit sequence).
+
+Short slices go through one per-item index (each slice's first item jumps,
+the rest step by 1: a ``cumsum``), long ones are copied as slices (per
+item, a Python call per slice is cheaper than 16 bytes of index).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["gather", "gather_bytes"]
+
+# Items of index built at a time (bounds the index's memory).
+_SLICE_ITEMS = 1 << 18
+# Byte slices at least this long are copied one by one.
+LONG_SEGMENT = 96
+
+
+def gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = concatenate([src[s:s + n] for s, n in zip(seg_src,
+    seg_len)])``. Every length must be > 0 and every slice inside ``src``
+    (the caller checks); ``seg_len.sum() == out.size``. Index arrays are
+    int64; the index is built a slice of about ``_SLICE_ITEMS`` items at a
+    time."""
+    total = out.size
+    if total == 0:
+        return
+    nseg = seg_len.size
+    if total <= _SLICE_ITEMS:
+        _gather_part(src, seg_src, seg_len, out)
+        return
+    out_end = np.cumsum(seg_len)
+    lo = 0
+    o = 0
+    while lo < nseg:
+        hi = max(int(np.searchsorted(out_end, o + _SLICE_ITEMS, side="right")), lo + 1)
+        span = int(out_end[hi - 1]) - o
+        _gather_part(src, seg_src[lo:hi], seg_len[lo:hi], out[o : o + span])
+        o += span
+        lo = hi
+
+
+def _gather_part(src, s, n, out) -> None:
+    idx = np.ones(out.size, dtype=np.int64)
+    idx[0] = s[0]
+    if n.size > 1:
+        jumps = s[1:] - s[:-1]
+        jumps -= n[:-1]
+        jumps += 1
+        idx[np.cumsum(n[:-1])] = jumps
+    np.cumsum(idx, out=idx)
+    np.take(src, idx, out=out, mode="clip")
+
+
+def gather_bytes(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.ndarray) -> None:
+    """:func:`gather` for uint8 arrays, where slices may be empty; slices of
+    ``LONG_SEGMENT`` bytes or more are copied one by one."""
+    keep = seg_len != 0
+    longs = seg_len >= LONG_SEGMENT
+    if not longs.any():
+        nz = np.flatnonzero(keep)
+        gather(src, seg_src.take(nz), seg_len.take(nz), out)
+        return
+    # Short slices into one run, then the output is the short runs between
+    # long slices, each copied whole.
+    short = keep & ~longs
+    nz = np.flatnonzero(short)
+    n_short = seg_len.take(nz)
+    tmp = np.empty(int(n_short.sum()), dtype=np.uint8)
+    gather(src, seg_src.take(nz), n_short, tmp)
+    li = np.flatnonzero(longs)
+    # Bytes of short slices before each long one, in the run and in out.
+    short_cum = np.cumsum(np.where(short, seg_len, 0))
+    before = short_cum.take(li)
+    ends = np.cumsum(seg_len)
+    out_at = ends.take(li) - seg_len.take(li)
+    mo, ms, mt = memoryview(out), memoryview(src), memoryview(tmp)
+    t = 0
+    for o, b, s, n in zip(out_at.tolist(), before.tolist(), seg_src.take(li).tolist(), seg_len.take(li).tolist()):
+        run = b - t
+        if run:
+            mo[o - run : o] = mt[t:b]
+            t = b
+        mo[o : o + n] = ms[s : s + n]
+    if t < tmp.size:
+        mo[out.size - (tmp.size - t) :] = mt[t:]

@@ -1,0 +1,230 @@
+"""From transition bytes to the sequence of states visited, a block at a
+time.
+
+After a state the machine moves to ``next_node`` (an implicit transition)
+or reads a transition byte: ``next_node + (byte >> 2)``, then ``byte & 3``
+more moves to ``next_node + 0`` (upstream: ``transpose_decoder.cc``,
+``Decode``). Every move visits the chain of implicit moves that follows it.
+
+The move for one byte depends only on the current base (``next_node`` of
+the explicit state reached) and the byte, so the machine is a table
+automaton on bases. It runs in C: ``accumulate(bytes, getitem)`` over rows
+that are Python lists whose entry ``b`` is the row reached by byte ``b``
+and whose entry 256 is the row's number. Each distinct (row, byte) pair of
+a block is then expanded once into the states its moves visit, and the
+block's visits are a gather of those expansions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+
+import numpy as np
+
+from .errors import fail
+from .gather import gather
+from .machine import K_FAIL, PAD, MachineArrays
+
+__all__ = ["visit_blocks", "expand_chains"]
+
+# Python-list automaton tables are built for at most this many bases.
+MAX_TABLE_STATES = 1 << 13
+# Transition bytes read for the first block; later blocks are sized from
+# the visits per byte seen so far.
+_FIRST_BLOCK_BYTES = 4096
+
+
+def expand_chains(A: MachineArrays, starts: np.ndarray) -> np.ndarray:
+    """The states visited from each of ``starts`` through its chain of
+    implicit moves, concatenated; int64."""
+    nxt, chain_len = A.nxt, A.chain_len
+    lens = chain_len.take(starts)
+    longest = int(lens.max()) if lens.size else 1
+    if longest == 1:
+        return starts
+    total = int(lens.sum())
+    out_off = np.cumsum(lens) - lens
+    if longest <= 64:
+        # Each distinct chain spelled out once, a step per round.
+        mark = np.zeros(A.M, dtype=bool)
+        mark[starts] = True
+        uniq = np.flatnonzero(mark)
+        ulen = chain_len.take(uniq)
+        uoff = np.cumsum(ulen) - ulen
+        table = np.empty(int(ulen.sum()), dtype=np.int64)
+        cur, pos, rem = uniq, uoff, ulen
+        while cur.size:
+            table[pos] = cur
+            keep = rem > 1
+            cur, pos, rem = nxt[cur[keep]], pos[keep] + 1, rem[keep] - 1
+        where_of = np.zeros(A.M, dtype=np.int64)
+        where_of[uniq] = uoff
+        out = np.empty(total, dtype=np.int64)
+        gather(table, where_of.take(starts), lens, out)
+        return out
+    # Long chains: step j is next_node applied j times, by doubling.
+    v = np.repeat(starts, lens)
+    j = np.arange(total) - np.repeat(out_off, lens)
+    jump = np.where(A.implicit, nxt, np.arange(A.M))
+    bit = 0
+    while (1 << bit) < longest:
+        sel = ((j >> bit) & 1).astype(bool)
+        v[sel] = jump[v[sel]]
+        jump = jump[jump]
+        bit += 1
+    return v
+
+
+class _Automaton:
+    """The table automaton of one chunk's machine, for the bytes its
+    transitions use. ``run`` gives the row before each byte and after the
+    last; ``bases[row]`` is the row's base. Rows are Python lists that
+    reference each other: :meth:`close` breaks the cycles."""
+
+    def __init__(self, A: MachineArrays, trans: bytes, trans_where: str, beta0: int):
+        self.A = A
+        self.where = trans_where
+        nxt, chain_end, S = A.nxt, A.chain_end, A.S
+        sink = S + PAD
+        explicit = np.flatnonzero(~A.implicit[:S])
+        bases = np.unique(np.concatenate((nxt.take(explicit), [beta0])))
+        D = bases.size
+        self.rows = None
+        if D > MAX_TABLE_STATES:
+            # Too large for tables: every state its own row, a Python loop.
+            self.D = S + PAD
+            self.bases = np.arange(S + PAD + 1, dtype=np.int64)
+            self.start = beta0
+            self._nxt = nxt.tolist()
+            self._end = chain_end.tolist()
+            self._kind = A.kind.tolist()
+            return
+        self.D = D
+        self.bases = bases
+        row_of = np.full(sink + 1, D, dtype=np.int64)
+        row_of[bases] = np.arange(D)
+        used = np.flatnonzero(np.bincount(np.frombuffer(trans, dtype=np.uint8), minlength=256))
+        cur = nxt.take(chain_end.take(bases[:, None] + (used >> 2)[None, :]))
+        reps = used & 3
+        for j in (1, 2, 3):
+            cols = reps >= j
+            if cols.any():
+                cur[:, cols] = nxt.take(chain_end.take(cur[:, cols]))
+        table = np.full((D + 1, 256), D, dtype=np.int64)
+        table[:D, used] = row_of.take(cur)
+        rows = [[None] * 256 + [i] for i in range(D + 1)]
+        flat = operator.itemgetter(*table.ravel().tolist())(rows)
+        for i, row in enumerate(rows):
+            row[:256] = flat[256 * i : 256 * (i + 1)]
+        self.rows = rows
+        self.start = int(row_of[beta0])
+
+    def run(self, tb: bytes, row: int, t0: int) -> np.ndarray:
+        """Rows before each byte of ``tb`` and after the last, from ``row``;
+        uint8 when there are fewer than 256 rows, else int64. ``t0`` is the
+        position of ``tb`` in the transitions (for messages)."""
+        if self.rows is None:
+            return self._run_slow(tb, row, t0)
+        walk = itertools.accumulate(tb, operator.getitem, initial=self.rows[row])
+        if self.D < 256:
+            seq = np.frombuffer(bytes(map(operator.itemgetter(256), walk)), dtype=np.uint8)
+        else:
+            seq = np.fromiter(map(operator.itemgetter(256), walk), dtype=np.int64, count=len(tb) + 1)
+        if int(seq.max()) == self.D:
+            k = t0 + int(np.argmax(seq == self.D)) - 1
+            fail(f"transition byte {k} of the {self.where} leads outside the {self.A.S} states")
+        return seq
+
+    def _run_slow(self, tb: bytes, beta: int, t0: int) -> np.ndarray:
+        nxt, end, kind = self._nxt, self._end, self._kind
+        seq = np.empty(len(tb) + 1, dtype=np.int64)
+        seq[0] = beta
+        for i, t in enumerate(tb):
+            e = end[beta + (t >> 2)]
+            for _ in range(t & 3):
+                if kind[e] == K_FAIL:
+                    break
+                e = end[nxt[e]]
+            if kind[e] == K_FAIL:
+                fail(f"transition byte {t0 + i} of the {self.where} leads outside the {self.A.S} states")
+            beta = seq[i + 1] = nxt[e]
+        return seq
+
+    def close(self) -> None:
+        if self.rows is not None:
+            for row in self.rows:
+                row.clear()
+            self.rows = None
+
+
+def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.ndarray, budget: int) -> np.ndarray:
+    """The visits of one block of transition bytes ``t`` (uint8), given the
+    rows before each (``seq``); more than ``budget`` of them raise."""
+    nxt, chain_end, chain_len = A.nxt, A.chain_end, A.chain_len
+    pid = seq.astype(np.int64)
+    pid <<= 8
+    pid |= t
+    npairs = (auto.D + 1) << 8
+    if npairs <= 4 * t.size + (1 << 16):
+        mark = np.zeros(npairs, dtype=bool)
+        mark[pid] = True
+        pairs = np.flatnonzero(mark)
+        rank = np.cumsum(mark, dtype=np.int64)
+        rank -= 1
+        pidx = rank.take(pid)
+    else:  # huge machines (the slow automaton): no table as large as them
+        pairs, pidx = np.unique(pid, return_inverse=True)
+    pb = pairs & 255
+    moves = np.empty((pairs.size, 4), dtype=np.int64)
+    moves[:, 0] = auto.bases.take(pairs >> 8) + (pb >> 2)
+    for j in (1, 2, 3):
+        moves[:, j] = nxt.take(chain_end.take(moves[:, j - 1]))
+    taken = np.arange(4)[None, :] <= (pb & 3)[:, None]
+    starts = moves[taken]
+    owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
+    exp_len = np.bincount(owner, weights=chain_len.take(starts), minlength=pairs.size).astype(np.int64)
+    expansions = expand_chains(A, starts)
+    exp_off = np.cumsum(exp_len)
+    exp_off -= exp_len
+    lens = exp_len.take(pidx)
+    total = int(lens.sum())
+    if total > budget:
+        fail("state machine visits more states than the records can hold")
+    out = np.empty(total, dtype=np.int64)
+    gather(expansions, exp_off.take(pidx), lens, out)
+    return out
+
+
+def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: int, block_visits: int):
+    """Yield the states visited, in order, as int64 arrays of about
+    ``block_visits`` each (the first starts with the chain from the first
+    state). Raises ``TransposeError`` when a transition leads outside the
+    machine or the visits exceed ``max_visits``."""
+    head = expand_chains(A, np.array([A.first], dtype=np.int64))
+    total = head.size
+    T = len(trans)
+    if T == 0:
+        yield head
+        return
+    auto = _Automaton(A, trans, trans_where, int(A.nxt[A.chain_end[A.first]]))
+    try:
+        row = auto.start
+        tall = np.frombuffer(trans, dtype=np.uint8)
+        t0 = 0
+        step = _FIRST_BLOCK_BYTES
+        while t0 < T:
+            t1 = min(T, t0 + step)
+            seq = auto.run(trans[t0:t1], row, t0)
+            row = int(seq[-1])
+            vis = _expand_block(A, auto, seq[:-1], tall[t0:t1], max_visits - total)
+            total += vis.size
+            if head is not None:
+                vis = np.concatenate((head, vis))
+                head = None
+            yield vis
+            per_byte = max(1.0, vis.size / (t1 - t0))
+            step = max(256, int(block_visits / per_byte))
+            t0 = t1
+    finally:
+        auto.close()

@@ -32,8 +32,10 @@ from hypothesis import strategies as st
 import arrayfs
 from arrayfs.errors import ArrayRecordError
 from arrayfs.riegeli.transpose import decode as tpd
-from arrayfs.riegeli.transpose import transitions, vector
+from arrayfs.riegeli.transpose import gather, transitions, vector
+from arrayfs.riegeli.transpose.chunk_data import reserve_heads
 from arrayfs.riegeli.transpose.interpreter import decode_scalar
+from arrayfs.riegeli.transpose.strings import StringEntries
 from arrayfs.riegeli.transpose.vector import decode_vector
 from arrayfs.riegeli.transpose import (
     TransposeError,
@@ -223,6 +225,67 @@ def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatc
     c = vector_chunk(data, n, d)
     assert int(c.machine.arrays().chain_len.max()) > 64
     assert records_of(*decode_vector(c, n, d)) == wide
+
+
+@pytest.fixture(scope="module")
+def varied_chunks(tmp_path_factory):
+    """Chunks that stress the vectorised decoder's blocks: nested
+    submessages (deeper than the encoder's recursion limit), long strings
+    (lengths of 1, 2 and 3 bytes), groups, non-proto records, empty
+    records."""
+    rng = random.Random(21)
+    records = (
+        mixed_records(rng, 300)
+        + [deep_record(rng, depth) for depth in range(0, 120, 7)]
+        + [long_string_record(rng) for _ in range(6)]
+        + [b""] * 5
+        + [nonproto_record(rng) for _ in range(20)]
+    )
+    rng.shuffle(records)
+    out = []
+    for comp in ("uncompressed", "zstd:1"):
+        path = tmp_path_factory.mktemp("varied") / f"{comp[:4]}.array_record"
+        google_write(path, records, f"group_size:100000,transpose:true,{comp}")
+        assert google_read_all(path) == records
+        out += transposed_chunks(path)
+    return records, out
+
+
+@pytest.mark.parametrize("block", [1, 7, 100, 5000])
+def test_small_blocks_of_visits(varied_chunks, monkeypatch, block):
+    """Blocks cut where no submessage is open: any block size decodes the
+    same, including blocks of one transition byte (most then end inside a
+    submessage and are carried to the next), records spanning blocks, and
+    gathers done a few items at a time."""
+    records, chunks = varied_chunks
+    monkeypatch.setattr(vector, "BLOCK_VISITS", block)
+    monkeypatch.setattr(transitions, "FIRST_BLOCK_BYTES", min(block, 4096))
+    monkeypatch.setattr(transitions, "MIN_BLOCK_BYTES", min(block, 256))
+    monkeypatch.setattr(gather, "SLICE_ITEMS", max(block, 16))
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_room_for_submessage_heads_grows(varied_chunks, monkeypatch):
+    records, chunks = varied_chunks
+    monkeypatch.setattr(tpd, "_RESERVE", reserve_heads(0))
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_strings_walked_field_by_field(varied_chunks, monkeypatch):
+    """Buffers that are not whole entries are read field by field: forced
+    here for every buffer, the records are the same."""
+    records, chunks = varied_chunks
+    real = StringEntries.__init__
+
+    def irregular(self, *args):
+        real(self, *args)
+        self.regular[:] = False
+
+    monkeypatch.setattr(StringEntries, "__init__", irregular)
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["gather", "gather_bytes"]
 
 # Items of index built at a time (bounds the index's memory).
-_SLICE_ITEMS = 1 << 18
+SLICE_ITEMS = 1 << 18
 # Byte slices at least this long are copied one by one.
 LONG_SEGMENT = 96
 
@@ -23,28 +23,41 @@ def gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.nd
     """``out[:] = concatenate([src[s:s + n] for s, n in zip(seg_src,
     seg_len)])``. Every length must be > 0 and every slice inside ``src``
     (the caller checks); ``seg_len.sum() == out.size``. Index arrays are
-    int64; the index is built a slice of about ``_SLICE_ITEMS`` items at a
+    int64; the index is built a slice of about ``SLICE_ITEMS`` items at a
     time."""
     total = out.size
     if total == 0:
         return
     nseg = seg_len.size
-    if total <= _SLICE_ITEMS:
+    if total <= SLICE_ITEMS:
         _gather_part(src, seg_src, seg_len, out)
         return
     out_end = np.cumsum(seg_len)
     lo = 0
     o = 0
     while lo < nseg:
-        hi = max(int(np.searchsorted(out_end, o + _SLICE_ITEMS, side="right")), lo + 1)
+        hi = max(int(np.searchsorted(out_end, o + SLICE_ITEMS, side="right")), lo + 1)
         span = int(out_end[hi - 1]) - o
         _gather_part(src, seg_src[lo:hi], seg_len[lo:hi], out[o : o + span])
         o += span
         lo = hi
 
 
+import threading
+
+_scratch = threading.local()
+
+
+def _index_scratch(size: int) -> np.ndarray:
+    buf = getattr(_scratch, "idx", None)
+    if buf is None or buf.size < size:
+        buf = _scratch.idx = np.empty(max(size, SLICE_ITEMS), dtype=np.int64)
+    return buf[:size]
+
+
 def _gather_part(src, s, n, out) -> None:
-    idx = np.ones(out.size, dtype=np.int64)
+    idx = _index_scratch(out.size)
+    idx.fill(1)
     idx[0] = s[0]
     if n.size > 1:
         jumps = s[1:] - s[:-1]

@@ -139,8 +139,9 @@ class MachineArrays:
     a state, uint8 ``(M * HEAD_SLOT,)``); ``tagr`` uint8 ``(M, 5)``, tags
     right-aligned (heads of submessages end with them); ``delta`` int8,
     +1 for the end of a submessage and -1 for its start; ``chain_end``,
-    ``chain_len`` int64: the explicit state that ends the chain of implicit
-    moves from each state, and how many states the chain visits.
+    ``chain_len``, ``chain_delta`` int64: the explicit state that ends the
+    chain of implicit moves from each state, how many states the chain
+    visits, and the sum of their ``delta``.
     """
 
     __slots__ = (
@@ -165,6 +166,7 @@ class MachineArrays:
         "has_submessages",
         "chain_end",
         "chain_len",
+        "chain_delta",
         "buffer_class",
         "lengths_buffer",
     )
@@ -204,21 +206,26 @@ class MachineArrays:
         self._close_implicit_chains()
 
     def _close_implicit_chains(self) -> None:
-        """``chain_end`` and ``chain_len`` by pointer doubling (the parser
-        has already refused loops of implicit moves; the check here only
-        backs it up)."""
+        """``chain_end``, ``chain_len`` and ``chain_delta`` by pointer
+        doubling (the parser has already refused loops of implicit moves;
+        the check here only backs it up)."""
         M = self.M
-        succ = np.where(self.implicit, self.nxt, np.arange(M, dtype=np.int64))
-        steps = self.implicit.astype(np.int64)
-        if self.implicit.any():
+        imp = self.implicit
+        succ = np.where(imp, self.nxt, np.arange(M, dtype=np.int64))
+        # What the moves from a state to ``succ`` add: states, delta.
+        steps = imp.astype(np.int64)
+        dsum = np.where(imp, self.delta.take(succ), 0).astype(np.int64)
+        if imp.any():
             for _ in range(max(1, (self.S + 1).bit_length() + 1)):
                 steps = steps + steps[succ]
+                dsum = dsum + dsum[succ]
                 succ = succ[succ]
-            if self.implicit[succ].any():
-                i = int(np.argmax(self.implicit[succ]))
+            if imp[succ].any():
+                i = int(np.argmax(imp[succ]))
                 fail(f"states contain a loop of implicit transitions through state {i}")
         self.chain_end = succ
         self.chain_len = steps + 1
+        self.chain_delta = dsum + self.delta
 
 
 # What a state does, by tag (and subtype for varints: ``tag | subtype << 32``):

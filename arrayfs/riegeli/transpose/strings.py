@@ -2,81 +2,204 @@
 read front to back (upstream: ``transpose_decoder.cc``, the
 length-delimited case of ``Decode``).
 
-An entry's end depends on its own first byte, so finding the ``k``-th
-entry is a walk, not a numpy pass. The walk runs in C for one-byte
-lengths (values below 128, nearly all in practice): ``list.extend`` over
+An entry's end depends on its own first bytes, so finding entries is a
+walk, not a numpy pass. The walk runs in C: ``list.extend`` over
 ``accumulate`` over a ``map`` that reads the list being extended, each
-step adding ``STEP[byte]`` (the entry's size, or 0 for a longer length,
-which stops the walk in place). A longer length is read in Python and the
-walk resumes after it.
+step adding ``step[position]``, the size of the entry there (from a byte
+table while lengths take one byte, then from a uint16 table computed with
+numpy for lengths of one and two bytes; 0 for longer ones, which stops the
+walk in place: they are read in Python and the walk resumes after them).
+
+riegeli writes the string buffers of a chunk next to each other, so one
+walk over them finds every entry of every string buffer
+(:class:`StringEntries`); a block then takes its fields' sizes with numpy.
+Buffers whose bytes are not a sequence of whole entries are walked field
+by field instead (:meth:`StringEntries.sizes`), which says what is wrong.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import itertools
 
 import numpy as np
 
-from .errors import fail
+from .errors import TransposeError, fail
 from .varints import read_varint32
 
-__all__ = ["StringWalker"]
+__all__ = ["StringEntries"]
 
 # Step from an entry's first byte to the next entry: v < 128 is a one-byte
 # length (advance 1 + v); anything else stops the walk (0).
-_STEP = bytes(range(1, 129)) + bytes(128)
+_STEP1 = bytes(range(1, 129)) + bytes(128)
+# Entries walked in one C call at most.
+_MAX_WALK = 8192
+# Past the end of a run the table holds zeros (the walk stops there); an
+# entry of a two-byte length reaches at most this far.
+_TAIL = 2 + (1 << 14)
 
 
-class StringWalker:
-    """Walks the entries of the string buffers of one chunk.
+def _step_table(a: np.ndarray) -> np.ndarray:
+    """Size of the entry starting at each byte of ``a`` (uint8), when its
+    length takes one or two bytes; 0 otherwise. uint16, ``a.size +
+    _TAIL`` long (zeros past the end)."""
+    n = a.size
+    step = np.zeros(n + _TAIL, dtype=np.uint16)
+    s = step[:n]
+    np.add(a, 1, out=s, dtype=np.uint16)
+    long = np.flatnonzero(a >= 0x80)
+    if long.size:
+        nxt = np.zeros(long.size, dtype=np.uint16)
+        ok = long + 1 < n
+        nxt[ok] = a.take(long[ok] + 1)
+        two = nxt < 0x80
+        size = (a.take(long).astype(np.uint16) & 0x7F) | (nxt << 7)
+        size += 2
+        s[long] = np.where(two & ok, size, 0)
+    return step
 
-    ``src`` holds the buffers; ``ranges`` the ``(start, end)`` of each
-    string buffer in it. The step table covers the span of all of them
-    (one byte per byte: riegeli writes string buffers next to each other).
+
+class StringEntries:
+    """Where the entries of a chunk's string buffers start.
+
+    ``src`` (uint8 array) holds the buffers; ``ranges`` the ``(start,
+    end)`` of each string buffer, by buffer number in ``buffers``.
+    ``regular[b]`` says whether buffer ``b``'s bytes are whole entries, and
+    then its entries start at ``pos[first[b]:last[b]]`` (``pos[last[b]]``
+    is its end).
     """
 
-    def __init__(self, src, ranges):
-        self.lo = lo = min(a for a, _ in ranges)
-        hi = max(b for _, b in ranges)
-        self.src = src
-        self.step = bytes(memoryview(src)[lo:hi]).translate(_STEP) + bytes(129)
+    def __init__(self, src: np.ndarray, buffers: list, bstart: np.ndarray, bend: np.ndarray):
+        # Varints are read one at a time from a memoryview (items are
+        # Python ints; numpy's uint8 scalars would wrap around).
+        self.src = memoryview(src)
+        nb = bstart.size
+        self.regular = np.zeros(nb, dtype=bool)
+        self.first = np.zeros(nb, dtype=np.int64)
+        self.last = np.zeros(nb, dtype=np.int64)
+        bufs = sorted(buffers, key=lambda b: (int(bstart[b]), int(bend[b])))
+        parts = []
+        npos = 0
+        i = 0
+        while i < len(bufs):
+            # A run of adjacent buffers, walked as one.
+            j = i + 1
+            while j < len(bufs) and bstart[bufs[j]] == bend[bufs[j - 1]]:
+                j += 1
+            run = bufs[i:j]
+            lo, hi = int(bstart[run[0]]), int(bend[run[-1]])
+            pos = _walk(src, self.src, lo, hi)
+            parts.append(pos)
+            rs = np.array([bstart[b] for b in run], dtype=np.int64)
+            re_ = np.array([bend[b] for b in run], dtype=np.int64)
+            f = np.searchsorted(pos, rs)
+            e = np.searchsorted(pos, re_)
+            ok = (f < pos.size) & (e < pos.size)
+            ok[ok] = (pos[f[ok]] == rs[ok]) & (pos[e[ok]] == re_[ok])
+            run_a = np.array(run, dtype=np.int64)
+            self.regular[run_a] = ok
+            self.first[run_a] = f + npos
+            self.last[run_a] = e + npos
+            npos += pos.size
+            i = j
+        self.pos = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self.consumed = np.zeros(nb, dtype=np.int64)
+
+    def take(self, buffers: np.ndarray, counts: np.ndarray, bsorted: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Sizes of the next fields of regular ``buffers`` (``counts`` of
+        each). ``slots`` are the fields' places in a list sorted by buffer
+        (``bsorted`` their buffers), each buffer's fields consecutive and in
+        order; returns their sizes, int64 in the order of ``slots``."""
+        first_slot = np.searchsorted(bsorted, buffers)  # where each buffer's group begins
+        base = np.zeros(self.first.size, dtype=np.int64)
+        base[buffers] = self.first.take(buffers) + self.consumed.take(buffers) - first_slot
+        e = slots + base.take(bsorted.take(slots))
+        after = self.consumed.take(buffers) + counts
+        over = self.first.take(buffers) + after > self.last.take(buffers)
+        if over.any():
+            b = int(buffers[np.argmax(over)])
+            fail(f"buffer {b} ends before string {int(self.last[b] - self.first[b])} of the {int(after[np.argmax(over)])} its states read")
+        self.consumed[buffers] = after
+        pos = self.pos
+        return pos.take(e + 1) - pos.take(e)
 
     def sizes(self, b: int, start: int, end: int, count: int) -> np.ndarray:
         """Sizes (varint length + payload) of the ``count`` entries of
-        buffer ``b`` (``src[start:end]`` unread) from ``start``; int64 of
-        shape ``(count,)``. Raises ``TransposeError`` when the buffer ends
-        first."""
-        lo = self.lo
-        get = self.step.__getitem__
-        parts = []
-        pos = start - lo
-        stop = end - lo
-        got = 0
-        while got < count:
-            k = count - got
-            walk = []
-            walk.extend(itertools.islice(itertools.accumulate(map(get, walk), initial=pos), k + 1))
-            arr = np.array(walk, dtype=np.int64)
-            d = np.diff(arr)
-            stuck = np.flatnonzero(d == 0)
-            good = int(stuck[0]) if stuck.size else k
-            if good:
-                parts.append(d[:good])
-            got += good
-            pos = int(arr[good])
-            if pos > stop:
-                break
-            if got == count:
-                break
-            if pos >= stop:
-                fail(f"buffer {b} ends before string {got} of the {count} its states read")
-            length, q = read_varint32(self.src, pos + lo, f"string length in buffer {b}", "buffer")
-            q += length - lo
-            if q > stop:
+        buffer ``b`` from ``start`` (``src[start:end]`` unread), walked
+        field by field; int64 of shape ``(count,)``. Raises
+        ``TransposeError`` when the buffer ends first."""
+        src = self.src
+        out = np.empty(count, dtype=np.int64)
+        pos = start
+        for i in range(count):
+            if pos >= end:
+                fail(f"buffer {b} ends before string {i} of the {count} its states read")
+            length, q = read_varint32(src, pos, f"string length in buffer {b}", "buffer")
+            q += length
+            if q > end:
                 fail(f"string of {length} bytes overruns buffer {b}")
-            parts.append(np.array([q - pos], dtype=np.int64))
+            out[i] = q - pos
             pos = q
-            got += 1
-        if pos > stop:
-            fail(f"strings overrun buffer {b}")
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out
+
+
+def _walk(src: np.ndarray, view: memoryview, lo: int, hi: int) -> np.ndarray:
+    """Start of every entry from ``lo`` while below ``hi``, then the first
+    position at or past ``hi`` (or where an entry cannot be read); int64.
+
+    Walks with a byte table (one-byte lengths) until the first longer
+    length, then with the uint16 table (``array``: a ``memoryview``'s
+    items are slow to read), then reads longer ones in Python.
+    """
+    L = hi - lo
+    a = src[lo:hi]
+    get = (a.tobytes().translate(_STEP1) + bytes(129)).__getitem__
+    wide = False
+    parts = []
+    done = 0
+    p = 0
+    est = min(_MAX_WALK, L // 16 + 16)
+    while True:
+        walk = []
+        walk.extend(itertools.islice(itertools.accumulate(map(get, walk), initial=p), est + 1))
+        # Entries at or past the end are not this run's (the walk goes on
+        # in the zero tail until ``est`` runs out).
+        stop = bisect.bisect_left(walk, L)
+        arr = np.array(walk[: stop + 1] if stop < len(walk) else walk, dtype=np.int64)
+        stop = arr.size - 1
+        d = np.diff(arr)
+        stuck = np.flatnonzero(d == 0)
+        if stuck.size:
+            stop = int(stuck[0])
+        parts.append(arr[:stop])
+        done += stop
+        p = int(arr[stop])
+        if p >= L:
+            break
+        if not stuck.size:
+            # Walked ``est`` entries without reaching the end: guess how
+            # many are left from their mean size so far (a guess too high
+            # costs a step per entry it is over).
+            est = max(16, min(_MAX_WALK, int((L - p) * done / max(p, 1)) + 16))
+            continue
+        if not wide:
+            table = array.array("H")
+            table.frombytes(_step_table(a).view(np.uint8).data)
+            get = table.__getitem__
+            wide = True
+            continue
+        # An entry whose length takes 3 or more bytes (or is no varint).
+        try:
+            length, q = read_varint32(view, lo + p, "string length", "buffer")
+        except TransposeError:
+            break
+        parts.append(np.array([p], dtype=np.int64))
+        done += 1
+        p = q - lo + length
+        if p >= L:
+            break
+    parts.append(np.array([p], dtype=np.int64))
+    pos = np.concatenate(parts)
+    pos += lo
+    return pos

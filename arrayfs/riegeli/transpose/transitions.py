@@ -31,8 +31,9 @@ __all__ = ["visit_blocks", "expand_chains"]
 # Python-list automaton tables are built for at most this many bases.
 MAX_TABLE_STATES = 1 << 13
 # Transition bytes read for the first block; later blocks are sized from
-# the visits per byte seen so far.
-_FIRST_BLOCK_BYTES = 4096
+# the visits per byte seen so far, with at least MIN_BLOCK_BYTES.
+FIRST_BLOCK_BYTES = 4096
+MIN_BLOCK_BYTES = 256
 
 
 def expand_chains(A: MachineArrays, starts: np.ndarray) -> np.ndarray:
@@ -158,9 +159,13 @@ class _Automaton:
             self.rows = None
 
 
-def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.ndarray, budget: int) -> np.ndarray:
+def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.ndarray, budget: int):
     """The visits of one block of transition bytes ``t`` (uint8), given the
-    rows before each (``seq``); more than ``budget`` of them raise."""
+    rows before each (``seq``); more than ``budget`` of them raise.
+
+    Returns ``(visits, lens, deltas)``: int64, and for each byte the number
+    of visits it makes and (machines with submessages; else ``None``) the
+    submessages they open less those they close."""
     nxt, chain_end, chain_len = A.nxt, A.chain_end, A.chain_len
     pid = seq.astype(np.int64)
     pid <<= 8
@@ -184,6 +189,10 @@ def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.nda
     starts = moves[taken]
     owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
     exp_len = np.bincount(owner, weights=chain_len.take(starts), minlength=pairs.size).astype(np.int64)
+    deltas = None
+    if A.has_submessages:
+        exp_delta = np.bincount(owner, weights=A.chain_delta.take(starts), minlength=pairs.size).astype(np.int64)
+        deltas = exp_delta.take(pidx)
     expansions = expand_chains(A, starts)
     exp_off = np.cumsum(exp_len)
     exp_off -= exp_len
@@ -193,38 +202,60 @@ def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.nda
         fail("state machine visits more states than the records can hold")
     out = np.empty(total, dtype=np.int64)
     gather(expansions, exp_off.take(pidx), lens, out)
-    return out
+    return out, lens, deltas
 
 
 def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: int, block_visits: int):
     """Yield the states visited, in order, as int64 arrays of about
     ``block_visits`` each (the first starts with the chain from the first
-    state). Raises ``TransposeError`` when a transition leads outside the
-    machine or the visits exceed ``max_visits``."""
+    state). Each but the last ends where no submessage is open (found per
+    transition byte, from the submessages each one's moves open and
+    close), so that blocks decode on their own. Raises ``TransposeError``
+    when a transition leads outside the machine or the visits exceed
+    ``max_visits``."""
     head = expand_chains(A, np.array([A.first], dtype=np.int64))
     total = head.size
     T = len(trans)
     if T == 0:
         yield head
         return
+    subs = A.has_submessages
+    # Visits not yet yielded (a submessage is open at their end), and the
+    # number of submessages open there.
+    pending = [head]
+    depth = int(A.delta.take(head).sum()) if subs else 0
     auto = _Automaton(A, trans, trans_where, int(A.nxt[A.chain_end[A.first]]))
     try:
         row = auto.start
         tall = np.frombuffer(trans, dtype=np.uint8)
         t0 = 0
-        step = _FIRST_BLOCK_BYTES
+        step = FIRST_BLOCK_BYTES
         while t0 < T:
             t1 = min(T, t0 + step)
             seq = auto.run(trans[t0:t1], row, t0)
             row = int(seq[-1])
-            vis = _expand_block(A, auto, seq[:-1], tall[t0:t1], max_visits - total)
+            vis, lens, deltas = _expand_block(A, auto, seq[:-1], tall[t0:t1], max_visits - total)
             total += vis.size
-            if head is not None:
-                vis = np.concatenate((head, vis))
-                head = None
-            yield vis
             per_byte = max(1.0, vis.size / (t1 - t0))
-            step = max(256, int(block_visits / per_byte))
+            step = max(MIN_BLOCK_BYTES, int(block_visits / per_byte))
             t0 = t1
+            if not subs:
+                yield vis if not pending else np.concatenate(pending + [vis])
+                pending = []
+                continue
+            open_after = np.cumsum(deltas)
+            open_after += depth
+            closed = np.flatnonzero(open_after <= 0)
+            if closed.size == 0:
+                pending.append(vis)
+                depth = int(open_after[-1])
+                continue
+            last = int(closed[-1])
+            cut = int(lens[: last + 1].sum())
+            yield vis[:cut] if not pending else np.concatenate(pending + [vis[:cut]])
+            pending = [vis[cut:]] if cut < vis.size else []
+            depth = int(open_after[-1] - open_after[last])
+        if pending:
+            yield pending[0] if len(pending) == 1 else np.concatenate(pending)
     finally:
         auto.close()

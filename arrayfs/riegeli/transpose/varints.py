@@ -112,22 +112,32 @@ def varint_array(a: np.ndarray, pos: int, count: int, max_len: int, what: str, w
 
 
 def varint_lengths(v: np.ndarray) -> np.ndarray:
-    """Encoded length (1..5) of each value below 2**32; int64."""
+    """Encoded length (1..5) of each value of int64 ``v`` (values below
+    2**32); int64."""
     n = np.ones(v.shape, dtype=np.int64)
-    for k in (7, 14, 21, 28):
-        n += v >= (1 << k)
+    if v.size:
+        top = int(v.max())
+        for k in (7, 14, 21, 28):
+            if top < 1 << k:
+                break
+            n += v >= (1 << k)
     return n
 
 
 def encode_varints32(v: np.ndarray) -> np.ndarray:
-    """Encodings of values below 2**32 as a ``(len(v), 5)`` uint8 array;
-    row ``i`` holds ``varint_lengths(v)[i]`` meaningful bytes."""
+    """Encodings of int64 values below 2**32 as a ``(len(v), 5)`` uint8
+    array; row ``i`` holds ``varint_lengths(v)[i]`` meaningful bytes (the
+    rest is undefined)."""
     out = np.empty((v.size, 5), dtype=np.uint8)
-    rest = v.astype(np.int64)
+    rest = v.copy()
     for j in range(5):
         low = rest & 0x7F
-        rest = rest >> 7
-        out[:, j] = low | ((rest != 0) << 7)
+        rest >>= 7
+        more = rest != 0
+        low |= more.view(np.uint8) << 7
+        out[:, j] = low
+        if not more.any():
+            break
     return out
 
 

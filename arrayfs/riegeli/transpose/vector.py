@@ -46,7 +46,7 @@ from .machine import (
     K_VARINT,
     NUM_KINDS,
 )
-from .strings import StringWalker
+from .strings import StringEntries
 from .transitions import visit_blocks
 from .varints import U32_LIMIT, encode_varints32, varint_array, varint_lengths
 
@@ -77,16 +77,18 @@ class _Decoder:
         self.pos = self.bstart.copy()
         self.nbuf = len(ch.bstart)
         cls = A.buffer_class
-        for b in np.flatnonzero(cls == C_VARINT).tolist():
-            # Varint bytes get bit 7 back; each value's last byte loses it
-            # again when the value is read.
-            src[self.bstart[b] : self.bend[b]] |= 0x80
-        self.string_buffers = np.flatnonzero(cls == C_STRING)
-        self.strings = None
-        if self.string_buffers.size:
-            sbuf = self.string_buffers.tolist()
-            self.strings = StringWalker(ch.src, [(ch.bstart[b], ch.bend[b]) for b in sbuf])
+        # Varint bytes get bit 7 back; each value's last byte gets its own
+        # byte back when the value is read: bit 7 clear again, as riegeli
+        # writes them, or (data no encoder writes) from a copy.
+        self.varint_orig = None
+        parts = [src[self.bstart[b] : self.bend[b]] for b in np.flatnonzero(cls == C_VARINT).tolist()]
+        if any(p.size and int(p.max()) >= 0x80 for p in parts):
+            self.varint_orig = src[:hb].copy()
+        for p in parts:
+            p |= 0x80
         self.is_string_buffer = cls == C_STRING
+        sbuf = np.flatnonzero(self.is_string_buffer).tolist()
+        self.strings = StringEntries(src, sbuf, self.bstart, self.bend) if sbuf else None
         lb = A.lengths_buffer
         self.lens_pos = self.lens_end = 0
         if lb >= 0:
@@ -99,42 +101,9 @@ class _Decoder:
         self.last_close = 0  # bytes written when the last record closed
 
     def run(self, ch: Chunk) -> None:
-        A = self.A
         limit = 4 * len(ch.trans) + 1 + self.d + self.n
-        blocks = visit_blocks(A, ch.trans, ch.trans_where, limit, BLOCK_VISITS)
-        if not A.has_submessages:
-            for W in blocks:
-                self.block(W)
-            return
-        # Cut where no submessage is open: carry the rest to the next block.
-        pending = []
-        depth = 0
-        for raw in blocks:
-            dl = A.delta.take(raw)
-            ev = np.flatnonzero(dl)
-            if ev.size == 0:
-                if depth == 0:
-                    self.block(raw)
-                else:
-                    pending.append(raw)
-                continue
-            cd = np.cumsum(dl.take(ev), dtype=np.int64)
-            cd += depth
-            cut = np.flatnonzero(cd <= 0)
-            if cut.size == 0:
-                pending.append(raw)
-                depth = int(cd[-1])
-                continue
-            last = int(cut[-1])
-            c = int(ev[last]) + 1
-            if last == ev.size - 1:
-                c = raw.size
-            W = raw[:c] if not pending else np.concatenate(pending + [raw[:c]])
+        for W in visit_blocks(self.A, ch.trans, ch.trans_where, limit, BLOCK_VISITS):
             self.block(W)
-            pending = [raw[c:]] if c < raw.size else []
-            depth = int(cd[-1] - cd[last])
-        if pending:
-            self.block(np.concatenate(pending) if len(pending) > 1 else pending[0])
 
     def finish(self):
         n, d = self.n, self.d
@@ -244,11 +213,7 @@ class _Decoder:
         gstart -= counts
         used = np.flatnonzero(counts)
         if cnt[K_STRING]:
-            pos = self.pos
-            for b in used[self.is_string_buffer.take(used)].tolist():
-                a = int(gstart[b])
-                k = int(counts[b])
-                ls[a : a + k] = self.strings.sizes(b, int(pos[b]), int(self.bend[b]), k)
+            self._strings(used, counts, gstart, bsorted, ls)
         cs = np.cumsum(ls)
         last = gstart.take(used) + counts.take(used) - 1
         base = np.zeros(nb, dtype=np.int64)
@@ -265,8 +230,6 @@ class _Decoder:
         off += base.take(bsorted)
         if order is None:
             ds = off
-            if ls is not ln:
-                ln = ls
         else:
             ds = np.empty_like(off)
             ds[order] = off
@@ -279,8 +242,29 @@ class _Decoder:
             fin += ln.take(vi)
             fin -= 1
             src = self.src
-            src[fin] = src.take(fin) & 0x7F
+            if self.varint_orig is None:
+                src[fin] = src.take(fin) & 0x7F
+            else:
+                src[fin] = self.varint_orig.take(fin)
         return hb, ln, ds
+
+    def _strings(self, used, counts, gstart, bsorted, ls) -> None:
+        """Sizes of the string fields into ``ls`` (fields sorted by
+        buffer; ``gstart`` where each buffer's group begins)."""
+        st = self.strings
+        sb = used[self.is_string_buffer.take(used)]
+        if st.regular.take(sb).all():
+            slots = np.flatnonzero(self.is_string_buffer.take(bsorted))
+            ls[slots] = st.take(sb, counts.take(sb), bsorted, slots)
+            return
+        for b in sb.tolist():
+            a = int(gstart[b])
+            k = int(counts[b])
+            if st.regular[b]:
+                one = np.array([b], dtype=np.int64)
+                ls[a : a + k] = st.take(one, np.array([k]), bsorted, np.arange(a, a + k))
+            else:
+                ls[a : a + k] = st.sizes(b, int(self.pos[b]), int(self.bend[b]), k)
 
     def _submessages(self, W, size, rc):
         """Heads of the submessages of a block: ``(starts, head, head_src)``,
@@ -318,8 +302,11 @@ class _Decoder:
         inner = cum.take(starts - 1)
         inner -= cum.take(end_at)
         # Heads of the submessages inside each one: starts from lo to i - 1.
+        # A length counts the heads inside, whose lengths count the heads
+        # inside them: a fixed point, from the heads without them.
         lo = np.searchsorted(starts, end_at, side="right")
-        head = tl + 1
+        head = varint_lengths(inner)
+        head += tl
         hx = np.zeros(ns + 1, dtype=np.int64)
         while True:
             np.cumsum(head, out=hx[1:])

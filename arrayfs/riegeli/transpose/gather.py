@@ -71,15 +71,17 @@ def _gather_part(src, s, n, out) -> None:
 def gather_bytes(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.ndarray) -> None:
     """:func:`gather` for uint8 arrays, where slices may be empty; slices of
     ``LONG_SEGMENT`` bytes or more are copied one by one."""
-    keep = seg_len != 0
-    longs = seg_len >= LONG_SEGMENT
-    if not longs.any():
-        nz = np.flatnonzero(keep)
-        gather(src, seg_src.take(nz), seg_len.take(nz), out)
+    nz = np.flatnonzero(seg_len != 0)
+    n = seg_len.take(nz)
+    s = seg_src.take(nz)
+    if n.size == 0 or int(n.max()) < LONG_SEGMENT:
+        gather(src, s, n, out)
         return
+    seg_src, seg_len = s, n
+    longs = seg_len >= LONG_SEGMENT
     # Short slices into one run, then the output is the short runs between
     # long slices, each copied whole.
-    short = keep & ~longs
+    short = ~longs
     nz = np.flatnonzero(short)
     n_short = seg_len.take(nz)
     tmp = np.empty(int(n_short.sum()), dtype=np.uint8)

@@ -71,6 +71,7 @@ class _Decoder:
         self.head_base = hb = ch.nsrc
         self.sub_base = sb = hb + A.heads.size
         src[hb:sb] = A.heads
+        self.head_src = A.head_src + hb
         self.sub_cap = (src.size - sb) // SUB_HEAD_BYTES
         self.bstart = np.array(ch.bstart, dtype=np.int64)
         self.bend = np.array(ch.bend, dtype=np.int64)
@@ -134,21 +135,32 @@ class _Decoder:
         if cnt[K_NOOP] == m:
             return
 
-        hl = A.head_len.take(W)  # bytes of each visit's head
-        size = hl.copy()  # bytes each visit writes
-        hb = ln = ds = None
+        # Segments in output order (visits last to first, head then data),
+        # written through views in visit order.
+        seg_src = np.empty(2 * m, dtype=np.int64)
+        seg_len = np.empty(2 * m, dtype=np.int64)
+        head_len, data_len = seg_len[-2::-2], seg_len[::-2]
+        head_src, data_src = seg_src[-2::-2], seg_src[::-2]
+        head_len[:] = A.head_len.take(W)
+        head_src[:] = self.head_src.take(W)
+        data_len[:] = 0
+        data_src[:] = 0
         if cnt[K_VARINT] + cnt[K_FIXED] + cnt[K_STRING] + cnt[K_NONPROTO]:
             hb, ln, ds = self._fields(W, cnt)
-            size[hb] += ln
-
-        starts = None
-        if cnt[K_SUBSTART] + cnt[K_SUBEND]:
-            starts, head, head_src = self._submessages(W, size, rc)
-            size[starts] = head
-            hl[starts] = head
-
-        cum = np.cumsum(size)
+            data_len[hb] = ln
+            data_src[hb] = ds
+        # Bytes written up to each visit (inclusive), heads of submessages
+        # aside: every other item of the running sum in visit order.
+        cum = np.cumsum(seg_len[::-1])[1::2]
         total = int(cum[-1])
+        sub = None
+        if cnt[K_SUBSTART] + cnt[K_SUBEND]:
+            starts, head, hsrc, hx = self._submessages(W, cum, rc)
+            head_len[starts] = head
+            head_src[starts] = hsrc
+            total += int(hx[-1])
+            sub = (starts, hx)
+
         end = self.d - self.written
         if total > end:
             fail(f"records exceed the {self.d} bytes the chunk header declares")
@@ -157,28 +169,14 @@ class _Decoder:
             r0 = self.records
             k = rc.size
             at = cum.take(rc)
+            if sub is not None:
+                at += sub[1].take(np.searchsorted(sub[0], rc))
             at += self.written
             self.last_close = int(at[-1])
             np.subtract(self.d, at[::-1], out=self.offsets[self.n - r0 - k : self.n - r0])
             self.records = r0 + k
 
         if total:
-            # Segments in output order: visits last to first, head then data.
-            seg_src = np.empty(2 * m, dtype=np.int64)
-            seg_len = np.empty(2 * m, dtype=np.int64)
-            hsrc = A.head_src.take(W)
-            hsrc += self.head_base
-            if starts is not None:
-                hsrc[starts] = head_src
-            seg_src[-2::-2] = hsrc
-            seg_len[-2::-2] = hl
-            dsrc = seg_src[::-2]
-            dlen = seg_len[::-2]
-            dsrc[:] = 0
-            dlen[:] = 0
-            if hb is not None:
-                dsrc[hb] = ds
-                dlen[hb] = ln
             gather_bytes(self.src, seg_src, seg_len, self.out[end - total : end])
         self.written += total
 
@@ -266,10 +264,12 @@ class _Decoder:
             else:
                 ls[a : a + k] = st.sizes(b, int(self.pos[b]), int(self.bend[b]), k)
 
-    def _submessages(self, W, size, rc):
-        """Heads of the submessages of a block: ``(starts, head, head_src)``,
-        the visits that start one, the bytes of their heads and where the
-        heads are in ``src`` (written there now)."""
+    def _submessages(self, W, cum, rc):
+        """Heads of the submessages of a block: ``(starts, head, head_src,
+        hx)``, the visits that start one, the bytes of their heads, where
+        the heads are in ``src`` (written there now), and the running sum
+        of ``head`` from 0. ``cum`` is the bytes written up to each visit
+        without these heads."""
         A = self.A
         dl = A.delta.take(W)
         ev = np.flatnonzero(dl)
@@ -286,25 +286,29 @@ class _Decoder:
             fail(f"{int(depth[-1])} submessages still open at the end of the chunk")
         is_start = de < 0
         starts = ev[is_start]
+        ns = starts.size
+        # Starts up to each event: a start's rank among starts (+1), and
+        # the starts before an end.
+        nstart = np.cumsum(is_start)
         # Ends and starts of one level alternate in visit order: sorted by
         # level (stably), consecutive ones match.
         level = depth
         level += is_start
         order = _stable_order(level, int(level.max()) + 1)
-        pair_end = ev.take(order[0::2])
-        pair_start = ev.take(order[1::2])
-        ns = starts.size
+        e_ev, s_ev = order[0::2], order[1::2]
+        rank = nstart.take(s_ev)
+        rank -= 1
         end_at = np.empty(ns, dtype=np.int64)
-        end_at[np.searchsorted(starts, pair_start)] = pair_end
+        end_at[rank] = ev.take(e_ev)
+        # Heads of the submessages inside each one: starts from lo to i - 1.
+        lo = np.empty(ns, dtype=np.int64)
+        lo[rank] = nstart.take(e_ev)
         end_node = W.take(end_at)
         tl = A.tag_len.take(end_node)
-        cum = np.cumsum(size)
         inner = cum.take(starts - 1)
         inner -= cum.take(end_at)
-        # Heads of the submessages inside each one: starts from lo to i - 1.
         # A length counts the heads inside, whose lengths count the heads
         # inside them: a fixed point, from the heads without them.
-        lo = np.searchsorted(starts, end_at, side="right")
         head = varint_lengths(inner)
         head += tl
         hx = np.zeros(ns + 1, dtype=np.int64)
@@ -326,7 +330,7 @@ class _Decoder:
         heads[:, 5:] = encode_varints32(length)
         head_src = np.arange(self.sub_base + 5, self.sub_base + 5 + SUB_HEAD_BYTES * ns, SUB_HEAD_BYTES, dtype=np.int64)
         head_src -= tl
-        return starts, head, head_src
+        return starts, head, head_src, hx
 
     def _grow(self, ns: int) -> None:
         """Room for ``ns`` submessage heads after the state heads (a block

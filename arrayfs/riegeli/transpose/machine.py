@@ -134,7 +134,8 @@ class MachineArrays:
     Per state: ``kind`` int8; ``nxt`` int64 (failure states lead to the
     sink); ``implicit``, ``is_record`` (closes a record), ``has_buffer``,
     ``is_nonproto``, ``is_varint`` bool; ``width``, ``bufidx`` (0 where
-    none), ``head_len``, ``tag_len`` int64; ``head_src`` int64, where the
+    none), ``head_len``, ``tag_len`` int64; ``buffer_key`` uint32,
+    ``bufidx << 24``; ``head_src`` int64, where the
     head of each state starts in the ``heads`` block (``HEAD_SLOT`` bytes
     a state, uint8 ``(M * HEAD_SLOT,)``); ``tagr`` uint8 ``(M, 5)``, tags
     right-aligned (heads of submessages end with them); ``delta`` int8,
@@ -153,6 +154,7 @@ class MachineArrays:
         "implicit",
         "width",
         "bufidx",
+        "buffer_key",
         "head_len",
         "head_src",
         "heads",
@@ -182,6 +184,9 @@ class MachineArrays:
         self.implicit = np.array(m.implicit + [False], dtype=bool)
         self.width = np.array(m.width + [0], dtype=np.int64)
         self.bufidx = np.maximum(np.array(m.bufidx + [-1], dtype=np.int64), 0)
+        # Sort keys of fields by buffer (buffer << 24), for machines with
+        # fewer than 256 buffers.
+        self.buffer_key = (np.minimum(self.bufidx, 255).astype(np.uint32)) << 24
         self.head_len = np.array([len(h) for h in m.heads] + [0], dtype=np.int64)
         self.head_src = np.arange(M, dtype=np.int64) * HEAD_SLOT
         heads = np.zeros((M, HEAD_SLOT), dtype=np.uint8)

@@ -112,26 +112,34 @@ class _Automaton:
             cols = reps >= j
             if cols.any():
                 cur[:, cols] = nxt.take(chain_end.take(cur[:, cols]))
-        table = np.full((D + 1, 256), D, dtype=np.int64)
-        table[:D, used] = row_of.take(cur)
-        rows = [[None] * 256 + [i] for i in range(D + 1)]
-        flat = operator.itemgetter(*table.ravel().tolist())(rows)
+        # Rows have a column per byte value the transitions use (bytes are
+        # mapped to columns once, with ``translate``) and the row's number.
+        U = used.size
+        table = np.full((D + 1, U), D, dtype=np.int64)
+        table[:D] = row_of.take(cur)
+        rows = [[None] * U + [i] for i in range(D + 1)]
+        flat = [rows[i] for i in table.ravel().tolist()]
         for i, row in enumerate(rows):
-            row[:256] = flat[256 * i : 256 * (i + 1)]
+            row[:U] = flat[U * i : U * (i + 1)]
+        column = bytearray(256)
+        for i, b in enumerate(used.tolist()):
+            column[b] = i
+        self.columns = trans.translate(column)
+        self.U = U
         self.rows = rows
         self.start = int(row_of[beta0])
 
-    def run(self, tb: bytes, row: int, t0: int) -> np.ndarray:
-        """Rows before each byte of ``tb`` and after the last, from ``row``;
-        uint8 when there are fewer than 256 rows, else int64. ``t0`` is the
-        position of ``tb`` in the transitions (for messages)."""
+    def run(self, trans: bytes, t0: int, t1: int, row: int) -> np.ndarray:
+        """Rows before each of bytes ``t0:t1`` of the transitions and after
+        the last, from ``row``; uint8 when there are fewer than 256 rows,
+        else int64."""
         if self.rows is None:
-            return self._run_slow(tb, row, t0)
-        walk = itertools.accumulate(tb, operator.getitem, initial=self.rows[row])
+            return self._run_slow(trans[t0:t1], row, t0)
+        walk = itertools.accumulate(self.columns[t0:t1], operator.getitem, initial=self.rows[row])
         if self.D < 256:
-            seq = np.frombuffer(bytes(map(operator.itemgetter(256), walk)), dtype=np.uint8)
+            seq = np.frombuffer(bytes(map(operator.itemgetter(self.U), walk)), dtype=np.uint8)
         else:
-            seq = np.fromiter(map(operator.itemgetter(256), walk), dtype=np.int64, count=len(tb) + 1)
+            seq = np.fromiter(map(operator.itemgetter(self.U), walk), dtype=np.int64, count=t1 - t0 + 1)
         if int(seq.max()) == self.D:
             k = t0 + int(np.argmax(seq == self.D)) - 1
             fail(f"transition byte {k} of the {self.where} leads outside the {self.A.S} states")
@@ -232,7 +240,7 @@ def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: i
         step = FIRST_BLOCK_BYTES
         while t0 < T:
             t1 = min(T, t0 + step)
-            seq = auto.run(trans[t0:t1], row, t0)
+            seq = auto.run(trans, t0, t1, row)
             row = int(seq[-1])
             vis, lens, deltas = _expand_block(A, auto, seq[:-1], tall[t0:t1], max_visits - total)
             total += vis.size

@@ -288,6 +288,44 @@ def test_strings_walked_field_by_field(varied_chunks, monkeypatch):
         assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
 
 
+def json_record(rng, i: int) -> bytes:
+    # Text no proto parser accepts: stored whole, as a non-proto record.
+    import json
+
+    words = "alpha beta gamma delta image label score model shard chunk".split()
+    doc = {"id": i, "text": " ".join(rng.choice(words) for _ in range(rng.randrange(5, 120))), "x": rng.random()}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("kind", ["protos", "non-protos"])
+def test_memory_of_one_chunk(tmp_path, kind):
+    """Decoding a chunk of a few MB takes at most 4x its decoded size plus
+    a constant at its peak (tracemalloc counts numpy's arrays too): the
+    output, the decompressed buffers, and per block of visits a bounded
+    amount."""
+    import tracemalloc
+
+    rng = random.Random(kind)
+    make = (lambda i: descriptor_record(rng, i)) if kind == "protos" else (lambda i: json_record(rng, i))
+    records, size = [], 0
+    while size < 4_000_000:
+        records.append(make(len(records)))
+        size += len(records[-1])
+    path = tmp_path / "big.array_record"
+    google_write(path, records, "group_size:100000000,transpose:true,zstd:3")
+    ((n, d, data),) = transposed_chunks(path)
+    assert n == len(records) and d == size
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        values, offsets = decode_transposed_chunk(data, n, d)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records_of(values, offsets) == records
+    assert peak <= 4 * d + (2 << 20), f"peak {peak / d:.2f}x the decoded size"
+
+
 # --------------------------------------------------------------------------
 # The file metadata chunk ('m')
 

@@ -188,11 +188,40 @@ def _decompress_buckets(ctype: int, data, bucket_pos: list, bucket_len: list, to
             np.array(sizes, dtype=np.int64),
         )
     o = 0
+    mv_out = memoryview(out)
     for i, blk in enumerate(blocks):
-        piece = got[i] if got is not None else _decompress(ctype, blk, sizes[i], f"bucket {i}", f"chunk byte {bucket_pos[i]}")
-        out[o : o + sizes[i]] = piece
-        o += sizes[i]
+        size = sizes[i]
+        if got is not None:
+            out[o : o + size] = got[i]
+        elif ctype == ZSTD:
+            _zstd_into(blk[starts[i] :], mv_out[o : o + size], f"bucket {i} at chunk byte {bucket_pos[i]}")
+        else:
+            out[o : o + size] = _decompress(ctype, blk, size, f"bucket {i}", f"chunk byte {bucket_pos[i]}")
+        o += size
     return sizes
+
+
+def _zstd_into(stream, out: memoryview, where: str) -> None:
+    """Decode one zstd frame of exactly ``len(out)`` bytes into ``out``
+    (no temporary copy; nothing beyond ``out`` is written whatever the
+    frame claims)."""
+    size = len(out)
+    try:
+        declared = zstandard.frame_content_size(stream)
+        if declared >= 0 and declared != size:
+            fail(f"{where}: zstd frame declares {declared} decompressed bytes, the block prefix {size}")
+        got = 0
+        with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+            while got < size:
+                n = r.readinto(out[got:])
+                if not n:
+                    break
+                got += n
+            more = r.read(1) if got == size else b""
+    except zstandard.ZstdError as e:
+        fail(f"{where}: zstd stream is corrupt: {e}")
+    if got != size or more:
+        fail(f"{where}: block decoded to {'more than' if more else got} bytes, its prefix declares {size}")
 
 
 def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.ndarray):

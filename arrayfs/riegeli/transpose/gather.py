@@ -14,9 +14,10 @@ import numpy as np
 __all__ = ["gather", "gather_bytes"]
 
 # Items of index built at a time (bounds the index's memory).
-SLICE_ITEMS = 1 << 18
-# Byte slices at least this long are copied one by one.
+SLICE_ITEMS = 1 << 16
+# Byte slices at least this long are copied one by one, this many at a time.
 LONG_SEGMENT = 96
+_LOOP_PIECE = 2048
 
 
 def gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.ndarray) -> None:
@@ -92,13 +93,19 @@ def gather_bytes(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out:
     before = short_cum.take(li)
     ends = np.cumsum(seg_len)
     out_at = ends.take(li) - seg_len.take(li)
+    long_src = seg_src.take(li)
+    long_len = seg_len.take(li)
     mo, ms, mt = memoryview(out), memoryview(src), memoryview(tmp)
     t = 0
-    for o, b, s, n in zip(out_at.tolist(), before.tolist(), seg_src.take(li).tolist(), seg_len.take(li).tolist()):
-        run = b - t
-        if run:
-            mo[o - run : o] = mt[t:b]
-            t = b
-        mo[o : o + n] = ms[s : s + n]
+    # A piece of the slices at a time: Python lists of their numbers take
+    # about 40 bytes an item.
+    for a in range(0, li.size, _LOOP_PIECE):
+        z = slice(a, a + _LOOP_PIECE)
+        for o, b, s, n in zip(out_at[z].tolist(), before[z].tolist(), long_src[z].tolist(), long_len[z].tolist()):
+            run = b - t
+            if run:
+                mo[o - run : o] = mt[t:b]
+                t = b
+            mo[o : o + n] = ms[s : s + n]
     if t < tmp.size:
         mo[out.size - (tmp.size - t) :] = mt[t:]

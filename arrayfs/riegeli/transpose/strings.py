@@ -30,9 +30,9 @@ from .varints import read_varint32
 
 __all__ = ["StringEntries"]
 
-# Step from an entry's first byte to the next entry: v < 128 is a one-byte
-# length (advance 1 + v); anything else stops the walk (0).
-_STEP1 = bytes(range(1, 129)) + bytes(128)
+# Bytes of a table built at a time, and bytes of the window a table covers.
+_PIECE = 1 << 20
+_WINDOW = 1 << 20
 # Entries walked in one C call at most.
 _MAX_WALK = 8192
 # Past the end of a run the table holds zeros (the walk stops there); an
@@ -40,24 +40,46 @@ _MAX_WALK = 8192
 _TAIL = 2 + (1 << 14)
 
 
-def _step_table(a: np.ndarray) -> np.ndarray:
-    """Size of the entry starting at each byte of ``a`` (uint8), when its
-    length takes one or two bytes; 0 otherwise. uint16, ``a.size +
-    _TAIL`` long (zeros past the end)."""
+def _byte_table(a: np.ndarray) -> bytearray:
+    """Size of the entry starting at each byte of ``a`` (uint8) when its
+    length takes one byte (``a + 1`` below 128), else 0; then 129 zeros.
+    Built in place, a piece at a time (no temporary as large as ``a``)."""
     n = a.size
-    step = np.zeros(n + _TAIL, dtype=np.uint16)
-    s = step[:n]
-    np.add(a, 1, out=s, dtype=np.uint16)
-    long = np.flatnonzero(a >= 0x80)
-    if long.size:
-        nxt = np.zeros(long.size, dtype=np.uint16)
-        ok = long + 1 < n
-        nxt[ok] = a.take(long[ok] + 1)
-        two = nxt < 0x80
-        size = (a.take(long).astype(np.uint16) & 0x7F) | (nxt << 7)
-        size += 2
-        s[long] = np.where(two & ok, size, 0)
-    return step
+    table = bytearray(n + 129)
+    t = np.frombuffer(table, dtype=np.uint8)
+    for i in range(0, n, _PIECE):
+        x = a[i : i + _PIECE]
+        o = t[i : i + x.size]
+        np.right_shift(x, 7, out=o)
+        o -= 1  # 255 below 128, 0 from 128
+        o &= x + 1
+    return table
+
+
+def _wide_table(a: np.ndarray) -> array.array:
+    """Size of the entry starting at each byte of ``a`` (uint8) when its
+    length takes one or two bytes, else 0; then ``_TAIL`` zeros. An
+    ``array`` of uint16 (its items read fast from Python), built in place
+    a piece at a time."""
+    n = a.size
+    table = array.array("H", [0]) * (n + _TAIL)
+    t = np.frombuffer(table, dtype=np.uint16)
+    for i in range(0, n, _PIECE):
+        x = a[i : i + _PIECE]
+        o = t[i : i + x.size]
+        np.add(x, 1, out=o, dtype=np.uint16)
+        long = np.flatnonzero(x >= 0x80)
+        if long.size:
+            at = long + i  # in a
+            nxt = np.zeros(long.size, dtype=np.uint16)
+            ok = at + 1 < n
+            nxt[ok] = a.take(at[ok] + 1)
+            size = x.take(long).astype(np.uint16) & 0x7F
+            size |= nxt << 7
+            size += 2
+            size[~ok | (nxt >= 0x80)] = 0
+            o[long] = size
+    return table
 
 
 class StringEntries:
@@ -146,60 +168,70 @@ class StringEntries:
 
 def _walk(src: np.ndarray, view: memoryview, lo: int, hi: int) -> np.ndarray:
     """Start of every entry from ``lo`` while below ``hi``, then the first
-    position at or past ``hi`` (or where an entry cannot be read); int64.
+    position at or past ``hi`` (or where an entry cannot be read); int32
+    when positions fit, else int64.
 
     Walks with a byte table (one-byte lengths) until the first longer
-    length, then with the uint16 table (``array``: a ``memoryview``'s
-    items are slow to read), then reads longer ones in Python.
+    length, then with the uint16 table (an ``array``: a ``memoryview``'s
+    items are slow to read), and reads longer ones in Python. Tables cover
+    a window of ``_WINDOW`` bytes at a time (past it they hold zeros, which
+    stop the walk), so their memory does not grow with the chunk.
     """
     L = hi - lo
     a = src[lo:hi]
-    get = (a.tobytes().translate(_STEP1) + bytes(129)).__getitem__
+    dtype = np.int32 if hi < 1 << 31 else np.int64
     wide = False
     parts = []
     done = 0
     p = 0
+    w0 = w1 = 0  # the window the table covers
+    get = None
     est = min(_MAX_WALK, L // 16 + 16)
     while True:
+        if not w0 <= p < w1:
+            w0, w1 = p, min(L, p + _WINDOW)
+            get = None  # the old table goes before the new one comes
+            get = (_wide_table if wide else _byte_table)(a[w0:w1]).__getitem__
         walk = []
-        walk.extend(itertools.islice(itertools.accumulate(map(get, walk), initial=p), est + 1))
-        # Entries at or past the end are not this run's (the walk goes on
-        # in the zero tail until ``est`` runs out).
-        stop = bisect.bisect_left(walk, L)
+        walk.extend(itertools.islice(itertools.accumulate(map(get, walk), initial=p - w0), min(est, w1 - p) + 1))
+        # Entries at or past the window's end are not from this table (the
+        # walk goes on in its zero tail until the count runs out).
+        stop = bisect.bisect_left(walk, w1 - w0)
         arr = np.array(walk[: stop + 1] if stop < len(walk) else walk, dtype=np.int64)
+        arr += w0
         stop = arr.size - 1
         d = np.diff(arr)
         stuck = np.flatnonzero(d == 0)
         if stuck.size:
             stop = int(stuck[0])
-        parts.append(arr[:stop])
+        parts.append(arr[:stop].astype(dtype))
         done += stop
         p = int(arr[stop])
         if p >= L:
             break
+        if p >= w1:
+            continue  # next window
         if not stuck.size:
-            # Walked ``est`` entries without reaching the end: guess how
-            # many are left from their mean size so far (a guess too high
-            # costs a step per entry it is over).
-            est = max(16, min(_MAX_WALK, int((L - p) * done / max(p, 1)) + 16))
+            # Walked the count without reaching the end: guess how many are
+            # left from their mean size so far (a guess too high costs a
+            # step per entry it is over).
+            est = max(16, min(_MAX_WALK, int((w1 - p) * done / max(p, 1)) + 16))
             continue
         if not wide:
-            table = array.array("H")
-            table.frombytes(_step_table(a).view(np.uint8).data)
-            get = table.__getitem__
             wide = True
+            w1 = 0
             continue
         # An entry whose length takes 3 or more bytes (or is no varint).
         try:
             length, q = read_varint32(view, lo + p, "string length", "buffer")
         except TransposeError:
             break
-        parts.append(np.array([p], dtype=np.int64))
+        parts.append(np.array([p], dtype=dtype))
         done += 1
         p = q - lo + length
         if p >= L:
             break
-    parts.append(np.array([p], dtype=np.int64))
-    pos = np.concatenate(parts)
+    parts.append(np.array([min(p, L + _TAIL)], dtype=dtype))
+    pos = np.concatenate(parts) if len(parts) > 1 else parts[0]
     pos += lo
     return pos

@@ -54,7 +54,7 @@ __all__ = ["decode_vector", "BLOCK_VISITS", "SUB_HEAD_BYTES"]
 
 # Visits decoded together: large enough that numpy's per-call cost is
 # repaid, small enough that a block's arrays stay in cache.
-BLOCK_VISITS = 1 << 15
+BLOCK_VISITS = 1 << 13
 # Bytes of a submessage head slot: tag right-aligned in 5, length in 5.
 SUB_HEAD_BYTES = 10
 

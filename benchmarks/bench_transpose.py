@@ -147,7 +147,9 @@ def load_baseline(path: str):
 @contextlib.contextmanager
 def decoder_swapped(fn):
     """The chunk layer decodes transposed chunks with ``fn`` meanwhile."""
-    saved = [(m, m.decode_transposed_chunk) for m in (transpose_pkg, chunk_mod) if hasattr(m, "decode_transposed_chunk")]
+    saved = [
+        (m, m.decode_transposed_chunk) for m in (transpose_pkg, chunk_mod) if hasattr(m, "decode_transposed_chunk")
+    ]
     for m, _ in saved:
         m.decode_transposed_chunk = fn
     try:
@@ -225,8 +227,10 @@ def run_kind(kind: str, args, tmpdir: str, baseline) -> None:
     g = GoogleReader(path)
     expected = g.read_all()
     total = sum(map(len, expected))
-    print(f"\n## {kind}: {len(expected)} records, {total / 1e6:.1f} MB of records, "
-          f"{os.path.getsize(path) / 1e6:.1f} MB on disk ({args.options})")
+    print(
+        f"\n## {kind}: {len(expected)} records, {total / 1e6:.1f} MB of records, "
+        f"{os.path.getsize(path) / 1e6:.1f} MB on disk ({args.options})"
+    )
     r = arrayfs.ArrayRecordReader(path)
     r1 = arrayfs.ArrayRecordReader(path, "max_parallelism:1")
     assert r.read_all() == expected, "arrayfs read differs from Google's"
@@ -247,6 +251,7 @@ def run_kind(kind: str, args, tmpdir: str, baseline) -> None:
         "floor B (A + sequential scans)": lambda: floor_b(parts),
     }
     if baseline is not None:
+
         def base_read():
             with decoder_swapped(baseline.decode_transposed_chunk):
                 r.read_all()
@@ -271,7 +276,9 @@ def run_kind(kind: str, args, tmpdir: str, baseline) -> None:
     a1w, a1c = best["arrayfs read_all, 1 thread"]
     fa = best["floor A (decompress + 1 pass)"]
     fb = best["floor B (A + sequential scans)"]
-    print(f"ratio Google/arrayfs read_all (wall): {gw / aw:.2f}x   (1 thread: {gw / a1w:.2f}x)   goal >= {GOAL_VS_GOOGLE}x")
+    print(
+        f"ratio Google/arrayfs read_all (wall): {gw / aw:.2f}x   (1 thread: {gw / a1w:.2f}x)   goal >= {GOAL_VS_GOOGLE}x"
+    )
     print(f"ratio Google/arrayfs read_all (CPU):  {gc / ac:.2f}x   (1 thread: {gc / a1c:.2f}x)")
     if baseline is not None:
         bw, bc = best["baseline read_all"]

@@ -31,18 +31,20 @@ from hypothesis import strategies as st
 
 import arrayfs
 from arrayfs.errors import ArrayRecordError
-from arrayfs.riegeli.transpose import decode as tpd
-from arrayfs.riegeli.transpose import gather, transitions, vector
-from arrayfs.riegeli.transpose.chunk_data import reserve_heads
-from arrayfs.riegeli.transpose.interpreter import decode_scalar
-from arrayfs.riegeli.transpose.strings import StringEntries
-from arrayfs.riegeli.transpose.vector import decode_vector
 from arrayfs.riegeli.transpose import (
     TransposeError,
     decode_records_metadata,
     decode_transposed_chunk,
+    gather,
     parse_records_metadata,
+    transitions,
+    vector,
 )
+from arrayfs.riegeli.transpose import decode as tpd
+from arrayfs.riegeli.transpose.chunk_data import reserve_heads
+from arrayfs.riegeli.transpose.interpreter import decode_scalar
+from arrayfs.riegeli.transpose.strings import StringEntries
+from arrayfs.riegeli.transpose.vector import decode_vector
 
 COMPRESSIONS = ["uncompressed", "brotli:6", "zstd:3", "snappy"]
 # The interpreter and the vectorised decoder, each with its form of the
@@ -286,6 +288,19 @@ def test_strings_walked_field_by_field(varied_chunks, monkeypatch):
     monkeypatch.setattr(StringEntries, "__init__", irregular)
     for n, d, data in chunks:
         assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_threads_share_machines_and_scratch(varied_chunks, sample_chunks):
+    """Chunks decoded on several threads at once (shared machine cache,
+    per-thread scratch) decode as on one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = varied_chunks[1] + sample_chunks["zstd:3"][1]
+    want = [records_of(*decode_transposed_chunk(data, n, d)) for n, d, data in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: records_of(*decode_transposed_chunk(c[2], c[0], c[1])), chunks * 2))
+            assert got == want * 2
 
 
 def json_record(rng, i: int) -> bytes:

@@ -143,6 +143,7 @@ def parse_chunk(data, num_records: int, decoded_data_size: int, reserve=None) ->
 def reserve_heads(extra: int):
     """A ``reserve`` for :func:`parse_chunk`: the machine's head slots plus
     ``extra`` bytes."""
+
     def reserve(m: Machine) -> int:
         return HEAD_SLOT * (m.S + PAD + 1) + extra
 
@@ -235,7 +236,9 @@ def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.nda
     segs[:, 1] = frame_len
     try:
         frames = zstandard.BufferWithSegments(bytes(data) if not isinstance(data, bytes) else data, segs.tobytes())
-        res = zstd_decompressor().multi_decompress_to_buffer(frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
+        res = zstd_decompressor().multi_decompress_to_buffer(
+            frames, decompressed_sizes=sizes.astype(np.uint64).tobytes()
+        )
     except (zstandard.ZstdError, ValueError, TypeError):
         return None
     got = [res[i] for i in range(len(res))]

@@ -9,6 +9,8 @@ item, a Python call per slice is cheaper than 16 bytes of index).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["gather", "gather_bytes"]
@@ -43,8 +45,6 @@ def gather(src: np.ndarray, seg_src: np.ndarray, seg_len: np.ndarray, out: np.nd
         o += span
         lo = hi
 
-
-import threading
 
 _scratch = threading.local()
 

@@ -141,7 +141,8 @@ class StringEntries:
         over = self.first.take(buffers) + after > self.last.take(buffers)
         if over.any():
             b = int(buffers[np.argmax(over)])
-            fail(f"buffer {b} ends before string {int(self.last[b] - self.first[b])} of the {int(after[np.argmax(over)])} its states read")
+            have = int(self.last[b] - self.first[b])
+            fail(f"buffer {b} ends before string {have} of the {int(after[np.argmax(over)])} its states read")
         self.consumed[buffers] = after
         pos = self.pos
         return pos.take(e + 1) - pos.take(e)

@@ -118,7 +118,8 @@ class _Automaton:
         table = np.full((D + 1, U), D, dtype=np.int64)
         table[:D] = row_of.take(cur)
         rows = [[None] * U + [i] for i in range(D + 1)]
-        flat = [rows[i] for i in table.ravel().tolist()]
+        cells = table.ravel().tolist()
+        flat = operator.itemgetter(*cells)(rows) if len(cells) > 1 else (rows[cells[0]],)
         for i, row in enumerate(rows):
             row[:U] = flat[U * i : U * (i + 1)]
         column = bytearray(256)

@@ -30,6 +30,8 @@ __all__ = ["visit_blocks", "expand_chains"]
 
 # Python-list automaton tables are built for at most this many bases.
 MAX_TABLE_STATES = 1 << 13
+# Expansions of (row, byte) pairs are kept in tables of at most this many.
+_MAX_PAIR_TABLE = 1 << 16
 # Transition bytes read for the first block; later blocks are sized from
 # the visits per byte seen so far, with at least MIN_BLOCK_BYTES.
 FIRST_BLOCK_BYTES = 4096
@@ -168,50 +170,84 @@ class _Automaton:
             self.rows = None
 
 
-def _expand_block(A: MachineArrays, auto: _Automaton, seq: np.ndarray, t: np.ndarray, budget: int):
-    """The visits of one block of transition bytes ``t`` (uint8), given the
-    rows before each (``seq``); more than ``budget`` of them raise.
+class _Expansions:
+    """The states each (row, byte) pair visits, expanded once per chunk:
+    ``states[off[pid]:off[pid] + length[pid]]`` for ``pid = row << 8 |
+    byte``, with ``delta[pid]`` the submessages they open less those they
+    close. Tables indexed by ``pid`` while they are small (table automata),
+    else (the slow automaton) pairs are found per block."""
 
-    Returns ``(visits, lens, deltas)``: int64, and for each byte the number
-    of visits it makes and (machines with submessages; else ``None``) the
-    submessages they open less those they close."""
-    nxt, chain_end, chain_len = A.nxt, A.chain_end, A.chain_len
-    pid = seq.astype(np.int64)
-    pid <<= 8
-    pid |= t
-    npairs = (auto.D + 1) << 8
-    if npairs <= 4 * t.size + (1 << 16):
-        mark = np.zeros(npairs, dtype=bool)
-        mark[pid] = True
-        pairs = np.flatnonzero(mark)
-        rank = np.cumsum(mark, dtype=np.int64)
-        rank -= 1
-        pidx = rank.take(pid)
-    else:  # huge machines (the slow automaton): no table as large as them
-        pairs, pidx = np.unique(pid, return_inverse=True)
-    pb = pairs & 255
-    moves = np.empty((pairs.size, 4), dtype=np.int64)
-    moves[:, 0] = auto.bases.take(pairs >> 8) + (pb >> 2)
-    for j in (1, 2, 3):
-        moves[:, j] = nxt.take(chain_end.take(moves[:, j - 1]))
-    taken = np.arange(4)[None, :] <= (pb & 3)[:, None]
-    starts = moves[taken]
-    owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
-    exp_len = np.bincount(owner, weights=chain_len.take(starts), minlength=pairs.size).astype(np.int64)
-    deltas = None
-    if A.has_submessages:
-        exp_delta = np.bincount(owner, weights=A.chain_delta.take(starts), minlength=pairs.size).astype(np.int64)
-        deltas = exp_delta.take(pidx)
-    expansions = expand_chains(A, starts)
-    exp_off = np.cumsum(exp_len)
-    exp_off -= exp_len
-    lens = exp_len.take(pidx)
-    total = int(lens.sum())
-    if total > budget:
-        fail("state machine visits more states than the records can hold")
-    out = np.empty(total, dtype=np.int64)
-    gather(expansions, exp_off.take(pidx), lens, out)
-    return out, lens, deltas
+    def __init__(self, A: MachineArrays, auto: _Automaton):
+        self.A = A
+        self.auto = auto
+        npairs = (auto.D + 1) << 8
+        self.table = npairs <= _MAX_PAIR_TABLE
+        if self.table:
+            self.off = np.full(npairs, -1, dtype=np.int64)
+            self.length = np.zeros(npairs, dtype=np.int64)
+            self.delta = np.zeros(npairs, dtype=np.int64)
+            self.states = np.zeros(0, dtype=np.int64)
+
+    def _expand(self, pairs: np.ndarray):
+        """``(states, lengths, deltas)`` of distinct ``pairs``."""
+        A = self.A
+        nxt, chain_end = A.nxt, A.chain_end
+        pb = pairs & 255
+        moves = np.empty((pairs.size, 4), dtype=np.int64)
+        moves[:, 0] = self.auto.bases.take(pairs >> 8) + (pb >> 2)
+        for j in (1, 2, 3):
+            moves[:, j] = nxt.take(chain_end.take(moves[:, j - 1]))
+        taken = np.arange(4)[None, :] <= (pb & 3)[:, None]
+        starts = moves[taken]
+        owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
+        lengths = np.bincount(owner, weights=A.chain_len.take(starts), minlength=pairs.size).astype(np.int64)
+        deltas = None
+        if A.has_submessages:
+            deltas = np.bincount(owner, weights=A.chain_delta.take(starts), minlength=pairs.size).astype(np.int64)
+        return expand_chains(A, starts), lengths, deltas
+
+    def block(self, seq: np.ndarray, t: np.ndarray, budget: int):
+        """The visits of one block of transition bytes ``t`` (uint8), given
+        the rows before each (``seq``); more than ``budget`` of them raise.
+
+        Returns ``(visits, lens, deltas)``: int64, and for each byte the
+        number of visits it makes and (machines with submessages; else
+        ``None``) the submessages they open less those they close."""
+        pid = seq.astype(np.int64)
+        pid <<= 8
+        pid |= t
+        if self.table:
+            off = self.off.take(pid)
+            new = off < 0
+            if new.any():
+                pairs = np.unique(pid[new])
+                states, lengths, deltas = self._expand(pairs)
+                at = np.cumsum(lengths)
+                at -= lengths
+                at += self.states.size
+                self.off[pairs] = at
+                self.length[pairs] = lengths
+                if deltas is not None:
+                    self.delta[pairs] = deltas
+                self.states = np.concatenate((self.states, states))
+                off = self.off.take(pid)
+            lens = self.length.take(pid)
+            deltas = self.delta.take(pid) if self.A.has_submessages else None
+            states = self.states
+        else:
+            pairs, pidx = np.unique(pid, return_inverse=True)
+            states, lengths, dl = self._expand(pairs)
+            at = np.cumsum(lengths)
+            at -= lengths
+            off = at.take(pidx)
+            lens = lengths.take(pidx)
+            deltas = dl.take(pidx) if dl is not None else None
+        total = int(lens.sum())
+        if total > budget:
+            fail("state machine visits more states than the records can hold")
+        out = np.empty(total, dtype=np.int64)
+        gather(states, off, lens, out)
+        return out, lens, deltas
 
 
 def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: int, block_visits: int):
@@ -234,6 +270,7 @@ def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: i
     pending = [head]
     depth = int(A.delta.take(head).sum()) if subs else 0
     auto = _Automaton(A, trans, trans_where, int(A.nxt[A.chain_end[A.first]]))
+    pairs = _Expansions(A, auto)
     try:
         row = auto.start
         tall = np.frombuffer(trans, dtype=np.uint8)
@@ -243,7 +280,7 @@ def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: i
             t1 = min(T, t0 + step)
             seq = auto.run(trans, t0, t1, row)
             row = int(seq[-1])
-            vis, lens, deltas = _expand_block(A, auto, seq[:-1], tall[t0:t1], max_visits - total)
+            vis, lens, deltas = pairs.block(seq[:-1], tall[t0:t1], max_visits - total)
             total += vis.size
             per_byte = max(1.0, vis.size / (t1 - t0))
             step = max(MIN_BLOCK_BYTES, int(block_visits / per_byte))

@@ -7,7 +7,8 @@ which no proto parser accepts, so the encoder stores them whole). For
 each, in this one process and interleaved round by round, it times:
 
 - ``read_all()`` of Google's ``ArrayRecordReader`` and of arrayfs's (its
-  default threads, and one thread);
+  default threads, and one thread: the decoder holds the GIL in its
+  sequential scans, so two threads contend for it);
 - arrayfs's decoder alone (``decode_transposed_chunk`` over every chunk);
 - the Python floor of ``read_all()``: the library calls no pure-Python
   decoder can avoid. Floor A is the decompression of every chunk's
@@ -175,35 +176,34 @@ def floor_parts(chunks: list) -> list:
     the int64 index of the numpy pass, the records' offsets, the state
     machine, and where the string buffers are."""
     parts = []
+    # One index for all chunks (indices past a chunk's buffers are clipped):
+    # an index per chunk would hold 8 bytes per decoded byte meanwhile.
+    idx = np.arange(max((d for _, _, d in chunks), default=0), dtype=np.int64)
     for data, n, d in chunks:
         values, offsets = decode_transposed_chunk(data, n, d)
         ch = parse_chunk(data, n, d)
         A = ch.machine.arrays()
-        idx = np.arange(d, dtype=np.int64) % max(1, ch.nsrc)
         sb = [b for b in range(len(ch.bstart)) if A.buffer_class[b] == C_STRING]
-        parts.append((data, n, d, idx, offsets[:-1].tolist(), offsets[1:].tolist(), A, sb))
+        parts.append((data, n, d, idx[:d], offsets[:-1].tolist(), offsets[1:].tolist(), A, sb))
     return parts
 
 
-def floor_a(parts: list) -> None:
-    for data, n, d, idx, starts, ends, _, _ in parts:
+def floor(parts: list, scans: bool) -> None:
+    """Floor A (``scans`` false) or B of ``read_all()`` over ``parts``."""
+    for data, n, d, idx, starts, ends, A, sb in parts:
         ch = parse_chunk(data, n, d)
-        src = np.frombuffer(ch.src, dtype=np.uint8)
+        src = np.frombuffer(ch.src, dtype=np.uint8)[: ch.nsrc]
         out = src.take(idx, mode="clip") if ch.nsrc else np.zeros(d, dtype=np.uint8)
         mv = memoryview(out)
         [bytes(mv[a:b]) for a, b in zip(starts, ends)]
-
-
-def floor_b(parts: list) -> None:
-    floor_a(parts)
-    for data, n, d, _, _, _, A, sb in parts:
-        ch = parse_chunk(data, n, d)
+        if not scans:
+            continue
         if ch.trans:
             auto = _Automaton(A, ch.trans, "", int(A.nxt[A.chain_end[A.first]]))
             auto.run(ch.trans, 0, len(ch.trans), auto.start)
             auto.close()
         if sb:
-            StringEntries(np.frombuffer(ch.src, dtype=np.uint8), sb, np.array(ch.bstart), np.array(ch.bend))
+            StringEntries(src, sb, np.array(ch.bstart), np.array(ch.bend))
 
 
 def measure(fns: dict, repeat: int) -> dict:
@@ -247,8 +247,8 @@ def run_kind(kind: str, args, tmpdir: str, baseline) -> None:
         "arrayfs read_all": r.read_all,
         "arrayfs read_all, 1 thread": r1.read_all,
         "arrayfs decoder only": decode_only,
-        "floor A (decompress + 1 pass)": lambda: floor_a(parts),
-        "floor B (A + sequential scans)": lambda: floor_b(parts),
+        "floor A (decompress + 1 pass)": lambda: floor(parts, False),
+        "floor B (A + sequential scans)": lambda: floor(parts, True),
     }
     if baseline is not None:
 

@@ -58,8 +58,8 @@ def decode_transposed_chunk(data, num_records: int, decoded_data_size: int):
         TransposeError: malformed data, or data that disagrees with
             ``num_records`` / ``decoded_data_size``. No more is allocated
             than a small multiple of ``decoded_data_size + num_records +
-            len(data)``; a valid chunk takes under 3x its decoded size
-            at its peak, plus about a MiB.
+            len(data)``; a valid chunk takes about 2x its decoded size
+            at its peak, plus about 3 MiB.
     """
     if num_records < 0 or decoded_data_size < 0:
         fail("negative record count or size")

@@ -20,9 +20,9 @@ block is decoded on its own (records may span blocks). For a block:
 
 Memory: the output and the decompressed buffers (about the decoded size
 each), where the string entries start (4 bytes an entry), the transitions,
-and per block a few dozen bytes per visit: under 3x the decoded size plus
-about a MiB for typical chunks (``tests/test_transpose.py`` holds it to
-4x plus 2 MiB).
+and per block about 190 bytes per visit (3 MiB): about 2x the decoded
+size plus 3 MiB for typical chunks (``tests/test_transpose.py`` holds it
+to 4x plus 4 MiB).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from .varints import U32_LIMIT, encode_varints32, varint_array, varint_lengths
 __all__ = ["decode_vector", "BLOCK_VISITS", "SUB_HEAD_BYTES"]
 
 # Visits decoded together: large enough that numpy's per-call cost (some
-# 150 calls a block) is repaid, small enough that a block's arrays stay in
-# the CPU's cache (measured best between 8 and 16 Ki visits).
-BLOCK_VISITS = 1 << 13
+# 150 calls a block) is repaid, small enough that a block's arrays (about
+# 190 bytes a visit) stay in cache and bound the memory.
+BLOCK_VISITS = 1 << 14
 # Bytes of a submessage head slot: tag right-aligned in 5, length in 5.
 SUB_HEAD_BYTES = 10
 

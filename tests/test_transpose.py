@@ -31,22 +31,29 @@ from hypothesis import strategies as st
 
 import arrayfs
 from arrayfs.errors import ArrayRecordError
-from arrayfs.riegeli import transpose as tp
 from arrayfs.riegeli.transpose import (
     TransposeError,
     decode_records_metadata,
     decode_transposed_chunk,
+    gather,
     parse_records_metadata,
+    transitions,
+    vector,
 )
+from arrayfs.riegeli.transpose import decode as tpd
+from arrayfs.riegeli.transpose.chunk_data import reserve_heads
+from arrayfs.riegeli.transpose.interpreter import decode_scalar
+from arrayfs.riegeli.transpose.strings import StringEntries
+from arrayfs.riegeli.transpose.vector import decode_vector
 
 COMPRESSIONS = ["uncompressed", "brotli:6", "zstd:3", "snappy"]
 # The interpreter and the vectorised decoder, each with its form of the
 # parsed chunk.
-DECODERS = [(tp._parse, tp._decode_scalar), (lambda *a: tp._to_arrays(tp._parse(*a)), tp._decode_vector)]
+DECODERS = [(tpd.parse_for_scalar, decode_scalar), (tpd.parse_for_vector, decode_vector)]
 
 
 def vector_chunk(data, n, d):
-    return tp._to_arrays(tp._parse(data, n, d))
+    return tpd.parse_for_vector(data, n, d)
 
 
 def records_of(values, offsets) -> list[bytes]:
@@ -59,8 +66,8 @@ def records_of(values, offsets) -> list[bytes]:
 def both_decoders(data, n, d):
     """Decode with the interpreter and the vectorised decoder; they must
     agree. Returns the records."""
-    v1, o1 = tp._decode_scalar(tp._parse(data, n, d), n, d)
-    v2, o2 = tp._decode_vector(vector_chunk(data, n, d), n, d)
+    v1, o1 = decode_scalar(tpd.parse_for_scalar(data, n, d), n, d)
+    v2, o2 = decode_vector(vector_chunk(data, n, d), n, d)
     assert bytes(v1) == bytes(v2)
     assert np.array_equal(o1, o2)
     return records_of(v1, o1)
@@ -206,10 +213,10 @@ def test_public_function_contract(sample_chunks):
 
 def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatch):
     records, chunks = sample_chunks["zstd:3"]
-    monkeypatch.setattr(tp, "_MAX_TABLE_STATES", 0)
+    monkeypatch.setattr(transitions, "MAX_TABLE_STATES", 0)
     got = []
     for n, d, data in chunks:
-        got += records_of(*tp._decode_vector(vector_chunk(data, n, d), n, d))
+        got += records_of(*decode_vector(vector_chunk(data, n, d), n, d))
     assert got == records
     # Chains of implicit transitions longer than 64 states (doubling path).
     rng = random.Random(5)
@@ -218,8 +225,120 @@ def test_slow_automaton_and_long_chain_paths(sample_chunks, tmp_path, monkeypatc
     google_write(path, wide, "group_size:1000,transpose:true,uncompressed")
     ((n, d, data),) = transposed_chunks(path)
     c = vector_chunk(data, n, d)
-    assert int(c.chain_len.max()) > 64
-    assert records_of(*tp._decode_vector(c, n, d)) == wide
+    assert int(c.machine.arrays().chain_len.max()) > 64
+    assert records_of(*decode_vector(c, n, d)) == wide
+
+
+@pytest.fixture(scope="module")
+def varied_chunks(tmp_path_factory):
+    """Chunks that stress the vectorised decoder's blocks: nested
+    submessages (deeper than the encoder's recursion limit), long strings
+    (lengths of 1, 2 and 3 bytes), groups, non-proto records, empty
+    records."""
+    rng = random.Random(21)
+    records = (
+        mixed_records(rng, 300)
+        + [deep_record(rng, depth) for depth in range(0, 120, 7)]
+        + [long_string_record(rng) for _ in range(6)]
+        + [b""] * 5
+        + [nonproto_record(rng) for _ in range(20)]
+    )
+    rng.shuffle(records)
+    out = []
+    for comp in ("uncompressed", "zstd:1"):
+        path = tmp_path_factory.mktemp("varied") / f"{comp[:4]}.array_record"
+        google_write(path, records, f"group_size:100000,transpose:true,{comp}")
+        assert google_read_all(path) == records
+        out += transposed_chunks(path)
+    return records, out
+
+
+@pytest.mark.parametrize("block", [1, 7, 100, 5000])
+def test_small_blocks_of_visits(varied_chunks, monkeypatch, block):
+    """Blocks cut where no submessage is open: any block size decodes the
+    same, including blocks of one transition byte (most then end inside a
+    submessage and are carried to the next), records spanning blocks, and
+    gathers done a few items at a time."""
+    records, chunks = varied_chunks
+    monkeypatch.setattr(vector, "BLOCK_VISITS", block)
+    monkeypatch.setattr(transitions, "FIRST_BLOCK_BYTES", min(block, 4096))
+    monkeypatch.setattr(transitions, "MIN_BLOCK_BYTES", min(block, 256))
+    monkeypatch.setattr(gather, "SLICE_ITEMS", max(block, 16))
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_room_for_submessage_heads_grows(varied_chunks, monkeypatch):
+    records, chunks = varied_chunks
+    monkeypatch.setattr(tpd, "_RESERVE", reserve_heads(0))
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_strings_walked_field_by_field(varied_chunks, monkeypatch):
+    """Buffers that are not whole entries are read field by field: forced
+    here for every buffer, the records are the same."""
+    records, chunks = varied_chunks
+    real = StringEntries.__init__
+
+    def irregular(self, *args):
+        real(self, *args)
+        self.regular[:] = False
+
+    monkeypatch.setattr(StringEntries, "__init__", irregular)
+    for n, d, data in chunks:
+        assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
+
+
+def test_threads_share_machines_and_scratch(varied_chunks, sample_chunks):
+    """Chunks decoded on several threads at once (shared machine cache,
+    per-thread scratch) decode as on one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = varied_chunks[1] + sample_chunks["zstd:3"][1]
+    want = [records_of(*decode_transposed_chunk(data, n, d)) for n, d, data in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: records_of(*decode_transposed_chunk(c[2], c[0], c[1])), chunks * 2))
+            assert got == want * 2
+
+
+def json_record(rng, i: int) -> bytes:
+    # Text no proto parser accepts: stored whole, as a non-proto record.
+    import json
+
+    words = "alpha beta gamma delta image label score model shard chunk".split()
+    doc = {"id": i, "text": " ".join(rng.choice(words) for _ in range(rng.randrange(5, 120))), "x": rng.random()}
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("kind", ["protos", "non-protos"])
+def test_memory_of_one_chunk(tmp_path, kind):
+    """Decoding a chunk of a few MB takes at most 4x its decoded size plus
+    a constant at its peak (tracemalloc counts numpy's arrays too): the
+    output, the decompressed buffers, and per block of visits a bounded
+    amount."""
+    import tracemalloc
+
+    rng = random.Random(kind)
+    make = (lambda i: descriptor_record(rng, i)) if kind == "protos" else (lambda i: json_record(rng, i))
+    records, size = [], 0
+    while size < 4_000_000:
+        records.append(make(len(records)))
+        size += len(records[-1])
+    path = tmp_path / "big.array_record"
+    google_write(path, records, "group_size:100000000,transpose:true,zstd:3")
+    ((n, d, data),) = transposed_chunks(path)
+    assert n == len(records) and d == size
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        values, offsets = decode_transposed_chunk(data, n, d)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert records_of(values, offsets) == records
+    assert peak <= 4 * d + (4 << 20), f"peak {peak / d:.2f}x the decoded size"
 
 
 # --------------------------------------------------------------------------

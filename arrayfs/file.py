@@ -56,6 +56,7 @@ from .layout import (
     decode_postscript,
     footer_record_sizes,
 )
+from .options import parse_writer_options
 from .riegeli.blocks import BLOCK_SIZE, is_possible_chunk_boundary
 from .riegeli.chunk import (
     CHUNK_TYPE_NAMES,
@@ -513,6 +514,19 @@ class ArrayRecordFile:
     def chunk_decoded_sizes(self) -> np.ndarray:
         """Decoded bytes of each chunk (``int64``, ``(num_chunks,)``), from the footer."""
         return self._get_index().decoded
+
+    @property
+    def transposed(self) -> bool:
+        """``True`` when the writer options stored in the footer say
+        ``transpose:true`` (chunks of type ``'t'``)."""
+        t = getattr(self, "_transposed", None)
+        if t is None:
+            try:
+                t = parse_writer_options(self.writer_options).transpose
+            except ValueError:
+                t = "transpose:true" in self.writer_options
+            self._transposed = t
+        return t
 
     @property
     def group_size(self):

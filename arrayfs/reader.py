@@ -199,7 +199,9 @@ class ArrayRecordReader:
         if f.group_size == 1:
             # Decompression of the whole batch runs in zstd's own threads.
             return f.read_records(idx, threads=workers if workers > 1 and idx.size >= 256 else 0)
-        if workers <= 1 or idx.size < 256:
+        if workers <= 1 or idx.size < 256 or f.transposed:
+            # The transposed decoder holds the GIL in its scans: threads
+            # would only wait on each other (measured slower than one).
             return f.read_records(idx)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")

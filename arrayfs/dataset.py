@@ -704,7 +704,7 @@ class ArrayRecordDataSource:
             old = self._snap
             by_spec = {s.spec: s for s in old._shards}
             new, added, pending, to_open = [], [], [], []
-            for spec, entry in expand_entries(self._paths, allow_missing=True,
+            for spec, entry in expand_entries(self._paths, allow_missing=True, fresh=True,
                                               storage_options=self._storage_options):
                 prev = by_spec.get(spec)
                 if entry is None:

@@ -47,9 +47,9 @@ def natural_key(path: str):
 has_magic = storage.has_magic
 
 
-def _exists(text: str, storage_options) -> Entry | None:
+def _exists(text: str, storage_options, fresh: bool = False) -> Entry | None:
     try:
-        return storage.stat(text, storage_options)
+        return storage.stat(text, storage_options, fresh=fresh)
     except FileNotFoundError:
         return None
     except OSError:
@@ -58,7 +58,7 @@ def _exists(text: str, storage_options) -> Entry | None:
         return None
 
 
-def _one(entry, storage_options) -> list[tuple[ShardSpec, Entry | None]]:
+def _one(entry, storage_options, fresh: bool) -> list[tuple[ShardSpec, Entry | None]]:
     if hasattr(entry, "filename") and hasattr(entry, "skip") and hasattr(entry, "take"):
         # A TFDS FileInstruction: records [skip, skip + take) of filename.
         skip = int(entry.skip)
@@ -72,7 +72,7 @@ def _one(entry, storage_options) -> list[tuple[ShardSpec, Entry | None]]:
     m = _INSTRUCTION.match(text)
     found = None
     if m:
-        found = _exists(text, storage_options)
+        found = _exists(text, storage_options, fresh)
         if found is None:
             text = m.group("path")
             start = int(m.group("start")) if m.group("start") else None
@@ -80,13 +80,13 @@ def _one(entry, storage_options) -> list[tuple[ShardSpec, Entry | None]]:
     if not remote:
         text = os.path.expanduser(text)
     if found is None and not (has_magic(text) and (remote or not os.path.exists(text))):
-        found = _exists(text, storage_options)
+        found = _exists(text, storage_options, fresh)
     if found is not None and found.is_dir:
-        listed = [e for e in storage.listdir(text, storage_options)
+        listed = [e for e in storage.listdir(text, storage_options, fresh=fresh)
                   if "array_record" in _name(e.path) and not _name(e.path).startswith(".")]
         return [(ShardSpec(e.path), e) for e in sorted(listed, key=lambda e: natural_key(e.path))]
     if found is None and has_magic(text):
-        matched = storage.glob(text, storage_options)
+        matched = storage.glob(text, storage_options, fresh=fresh)
         return [(ShardSpec(e.path, start, stop), e) for e in sorted(matched, key=lambda e: natural_key(e.path))]
     return [(ShardSpec(text, start, stop), found)]
 
@@ -95,11 +95,14 @@ def _name(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
 
 
-def expand_entries(paths, *, allow_missing: bool = False, storage_options=None):
+def expand_entries(paths, *, allow_missing: bool = False, storage_options=None, fresh: bool = False):
     """Expand ``paths`` (one entry or a list; see module docstring) into
     ``[(ShardSpec, Entry or None), ...]`` in order; the
     :class:`arrayfs.storage.Entry` (size, identity, backend info) is there
     when the file was listed or looked up on the way.
+
+    ``fresh`` lists object stores afresh rather than from fsspec's cached
+    listings (a refresh must see new objects).
 
     Raises ``FileNotFoundError`` naming the entry when a literal path or
     URL does not exist or a pattern matches no file, unless
@@ -110,7 +113,7 @@ def expand_entries(paths, *, allow_missing: bool = False, storage_options=None):
         paths = [paths]
     out = []
     for entry in paths:
-        specs = _one(entry, storage_options)
+        specs = _one(entry, storage_options, fresh)
         if not allow_missing:
             name = os.fspath(entry.filename if hasattr(entry, "filename") else entry)
             if not specs:

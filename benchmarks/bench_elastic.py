@@ -23,29 +23,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from _common import best_time, dump_json, machine_info, print_table  # noqa: E402
+from _counting import CountingSource  # noqa: E402
 
 BATCH = 256
-
-
-class CountingSource:
-    """``n`` records; record ``i`` is ``i`` as 8 little-endian bytes."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return int(i).to_bytes(8, "little")
-
-    def __getitems__(self, indices):
-        return [int(i).to_bytes(8, "little") for i in indices]
-
-    def __repr__(self):
-        return f"CountingSource({self.n})"
 
 
 def pipeline(n: int, index: int, count: int):

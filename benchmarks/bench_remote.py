@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     for k in range(args.shards):
         path = os.path.join(workdir, f"train-{k:05d}-of-{args.shards:05d}.array_record")
         with arrayfs.ArrayRecordWriter(path, "group_size:1") as w:
-            for i in range(args.records):
+            for _ in range(args.records):
                 w.write(rng.bytes(500) + bytes(500))
         fs.put_file(path, f"{bucket}/train/{os.path.basename(path)}")
         local.append(path)

@@ -7,6 +7,7 @@ import random
 
 import apache_beam as beam
 import pytest
+from _google import gread
 from apache_beam.io import source_test_utils
 from apache_beam.testing.util import assert_that, equal_to
 from array_record.python.array_record_module import ArrayRecordReader as GoogleReader
@@ -20,11 +21,7 @@ from arrayfs.options import parse_writer_options
 
 
 def google_read(path) -> list[bytes]:
-    r = GoogleReader(str(path))
-    try:
-        return r.read_all()
-    finally:
-        r.close()
+    return gread(path)
 
 
 def google_options(path) -> str:

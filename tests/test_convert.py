@@ -13,7 +13,7 @@ import sys
 import apache_beam as beam
 import numpy as np
 import pytest
-from array_record.python.array_record_module import ArrayRecordReader as GoogleReader
+from _google import gread
 
 import arrayfs
 from arrayfs.beam import ConvertError, ReadRecords, WriteToArrayRecord, convert
@@ -26,11 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(arrayfs.__file__)))
 
 
 def google_read(path) -> list[bytes]:
-    r = GoogleReader(str(path))
-    try:
-        return r.read_all()
-    finally:
-        r.close()
+    return gread(path)
 
 
 def read_shards(shards) -> list[bytes]:

@@ -21,6 +21,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _counting import CountingSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -399,24 +400,6 @@ def test_processes_killed_on_three_hosts_resume_on_two(shard, tmp_path):
 # -- huge N: the state does not grow, and restoring costs no data -----------------
 
 
-class CountingSource:
-    """A data source of ``n`` records where record ``i`` is ``i`` as 8
-    little-endian bytes: lets a test iterate N = 10**9 without the data."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return int(i).to_bytes(8, "little")
-
-    def __getitems__(self, indices):
-        return [int(i).to_bytes(8, "little") for i in indices]
-
-    def __repr__(self):
-        return f"CountingSource({self.n})"
 
 
 def test_state_size_does_not_depend_on_n():

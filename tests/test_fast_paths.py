@@ -10,20 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from _google import google, gwrite
 
 import arrayfs
 
-google = pytest.importorskip("array_record.python.array_record_module")
-
 CODECS = ["zstd:3", "brotli:5", "snappy", "uncompressed"]
 
-
-def gwrite(path, options, records) -> str:
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-    return str(path)
 
 
 def records(n, seed=0):

@@ -16,10 +16,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from _google import gwrite
 
 import arrayfs
-
-google = pytest.importorskip("array_record.python.array_record_module")
 
 
 def run_child(code: str, *args, timeout=300, env=None) -> subprocess.CompletedProcess:
@@ -28,13 +27,6 @@ def run_child(code: str, *args, timeout=300, env=None) -> subprocess.CompletedPr
     assert p.returncode >= 0, f"killed by signal {-p.returncode}: {p.stderr[-2000:]}"
     return p
 
-
-def gwrite(path, options, records) -> str:
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-    return str(path)
 
 
 RECORDS = [np.random.default_rng(i).bytes(900) for i in range(400)]

@@ -18,13 +18,12 @@ import uuid
 import fsspec
 import numpy as np
 import pytest
+from _google import google, gwrite
 from _s3server import FaultProxy
 
 import arrayfs
 from arrayfs.storage import StorageError
 from arrayfs.storage import remote as remote_mod
-
-google = pytest.importorskip("array_record.python.array_record_module")
 
 LAYOUT = [("group_size:1", 120), ("group_size:16,brotli:5", 200), ("group_size:1,snappy", 80), ("group_size:50", 0),
           ("group_size:64,uncompressed", 150)]
@@ -40,13 +39,6 @@ def make_records(n: int, seed: int) -> list[bytes]:
         out[7] = rng.bytes(100_000)  # crosses block boundaries
     return out
 
-
-def gwrite(path, options, records) -> str:
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -341,3 +333,18 @@ def test_nnx_source_reads_shuffled_epochs_from_s3(bucket):
     got = [bytes(el["data"]) for el in src]
     assert sorted(got) == sorted(records) and got != records  # every record once, shuffled
     src.close()
+
+
+def test_refresh_lists_the_bucket_afresh(s3):
+    name = s3.make_bucket(f"arrayfs-r-{uuid.uuid4().hex[:8]}")
+    a = _upload_g1(s3, name, "r-00000.array_record", [b"a%d" % i for i in range(5)])
+    with arrayfs.ArrayRecordDataSource(f"s3://{name}/r-*.array_record",
+                                       storage_options={"endpoint_url": s3.endpoint}) as ds:
+        assert len(ds) == 5
+        b = _upload_g1(s3, name, "r-00001.array_record", [b"b%d" % i for i in range(3)])
+        res = ds.refresh()
+        assert res.added == (b,) and not res.removed
+        assert ds[6] == b"b1"
+        s3.filesystem().rm(a)
+        assert ds.refresh().removed == (a,)
+        assert list(ds) == [b"b0", b"b1", b"b2"]

@@ -34,6 +34,7 @@ __all__ = [
     "decompress_block",
     "block_decompressed_size",
     "decompress_pieces",
+    "zstd_decompress_into",
 ]
 
 NONE = 0
@@ -79,6 +80,37 @@ def zstd_decompress_exact(stream, size: int) -> bytes:
             raise CompressionError(f"zstd frame declares {content_size} decompressed bytes, the block prefix {size}")
         return zstd_decompressor().decompress(stream)
     return _zstd_decompress_unsized(stream, size)
+
+
+def zstd_decompress_into(stream, out, *, exact: bool) -> int:
+    """Decode one zstd frame into the writable buffer ``out`` (a
+    ``memoryview``), with no temporary copy and nothing written beyond it,
+    whatever the frame claims. Returns the bytes written. With ``exact``
+    the frame must hold exactly ``len(out)`` bytes (its declared content
+    size, when it has one, is checked first); without, it may hold more
+    (a prefix is wanted). Raises :class:`CompressionError`."""
+    size = len(out)
+    got = 0
+    more = b""
+    try:
+        if exact:
+            declared = zstandard.frame_content_size(stream)
+            if declared >= 0 and declared != size:
+                raise CompressionError(f"zstd frame declares {declared} decompressed bytes, the block prefix {size}")
+        with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+            while got < size:
+                n = r.readinto(out[got:])
+                if not n:
+                    break
+                got += n
+            if exact and got == size:
+                more = r.read(1)
+    except zstandard.ZstdError as e:
+        raise CompressionError(f"zstd stream is corrupt: {e}") from None
+    if (exact and got != size) or more:
+        raise CompressionError(f"block decoded to {'more than ' if more else ''}{got} bytes, its prefix "
+                               f"declares {size}")
+    return got
 
 
 def _zstd_decompress_unsized(stream, size: int) -> bytes:
@@ -269,15 +301,7 @@ def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
             # Into one buffer of exactly ``want`` bytes: no piece is
             # allocated or copied twice.
             out = bytearray(want)
-            view = memoryview(out)
-            got = 0
-            with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
-                while got < want:
-                    n = r.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-            view.release()
+            got = zstd_decompress_into(stream, memoryview(out), exact=False)
             if got < want:
                 raise CompressionError(f"block ends after {got} of {want} bytes")
             return out

@@ -61,53 +61,54 @@ def _remote_call(url, fn):
         raise StorageError(f"{url}: {type(e).__name__}: {e}") from e
 
 
-def stat(path: str, storage_options=None) -> Entry:
-    """The :class:`Entry` of one file or directory. Raises
-    ``FileNotFoundError`` naming ``path`` when there is none."""
+def stat(path: str, storage_options=None, *, fresh: bool = False) -> Entry:
+    """The :class:`Entry` of one file or directory (``fresh``: not from
+    fsspec's cached listings). Raises ``FileNotFoundError`` naming ``path``
+    when there is none."""
     if not is_remote(path):
         return _local_entry(local_path(path))
     fs, p = filesystem(path, storage_options)
+    if fresh:
+        fs.invalidate_cache(p)
     return _remote_entry(fs, p, _remote_call(path, lambda: fs.info(p)))
+
+
+def _local_files(paths) -> list[Entry]:
+    out = []
+    for p in paths:
+        try:
+            e = _local_entry(p)
+        except FileNotFoundError:
+            continue  # gone between the listing and the stat
+        if not e.is_dir:
+            out.append(e)
+    return out
+
+
+def _remote_files(url: str, storage_options, fresh: bool, listing) -> list[Entry]:
+    """Entries of the files ``listing(fs, path)`` gives as ``(path, info)``
+    pairs; ``fresh`` drops fsspec's cached listings first."""
+    fs, p = filesystem(url, storage_options)
+    if fresh:
+        fs.invalidate_cache()
+    found = _remote_call(url, lambda: listing(fs, p))
+    return [_remote_entry(fs, k, v) for k, v in found if v.get("type", "file") != "directory"]
 
 
 def glob(pattern: str, storage_options=None, *, fresh: bool = False) -> list[Entry]:
     """Files (not directories) matching ``pattern``, unordered. ``fresh``
     drops fsspec's cached listings first (a refresh must see new objects)."""
     if not is_remote(pattern):
-        out = []
-        for p in _glob.glob(local_path(pattern)):
-            try:
-                e = _local_entry(p)
-            except FileNotFoundError:
-                continue
-            if not e.is_dir:
-                out.append(e)
-        return out
-    fs, p = filesystem(pattern, storage_options)
-    if fresh:
-        fs.invalidate_cache()
-    found = _remote_call(pattern, lambda: fs.glob(p, detail=True))
-    return [_remote_entry(fs, k, v) for k, v in found.items() if v.get("type", "file") != "directory"]
+        return _local_files(_glob.glob(local_path(pattern)))
+    return _remote_files(pattern, storage_options, fresh, lambda fs, p: fs.glob(p, detail=True).items())
 
 
 def listdir(path: str, storage_options=None, *, fresh: bool = False) -> list[Entry]:
     """Files directly in directory ``path`` (not subdirectories)."""
     if not is_remote(path):
         d = local_path(path)
-        out = []
-        for name in os.listdir(d):
-            try:
-                e = _local_entry(os.path.join(d, name))
-            except FileNotFoundError:
-                continue
-            if not e.is_dir:
-                out.append(e)
-        return out
-    fs, p = filesystem(path, storage_options)
-    if fresh:
-        fs.invalidate_cache()
-    found = _remote_call(path, lambda: fs.ls(p, detail=True))
-    return [_remote_entry(fs, v["name"], v) for v in found if v.get("type", "file") != "directory"]
+        return _local_files(os.path.join(d, name) for name in os.listdir(d))
+    return _remote_files(path, storage_options, fresh, lambda fs, p: [(v["name"], v) for v in fs.ls(p, detail=True)])
 
 
 def open_source(path: str, storage_options=None, *, entry: Entry | None = None):

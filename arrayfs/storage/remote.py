@@ -25,11 +25,11 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
+from .lru import BoundedLRU
 from .urls import StorageError, filesystem
 
 __all__ = ["RemoteFile", "RetryPolicy", "BlockCache", "BLOCK_CACHE", "object_version", "BLOCK", "set_retry_policy"]
@@ -95,7 +95,7 @@ def _mtime_ns(info: dict) -> int:
             return 0
 
 
-class BlockCache:
+class BlockCache(BoundedLRU):
     """LRU of fetched blocks, bounded in bytes, shared by every remote file.
 
     Keys are ``(url, version, block number)``, so a replaced object never
@@ -103,44 +103,10 @@ class BlockCache:
     """
 
     def __init__(self, max_bytes: int = 64 << 20):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            v = self._items.get(key)
-            if v is not None:
-                self._items.move_to_end(key)
-            return v
+        super().__init__(max_bytes)
 
     def put(self, key, value: bytes) -> None:
-        if len(value) > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old)
-            self._items[key] = value
-            self._bytes += len(value)
-            while self._bytes > self.max_bytes:
-                _, v = self._items.popitem(last=False)
-                self._bytes -= len(v)
-
-    def discard_url(self, url: str) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k[0] == url]:
-                self._bytes -= len(self._items.pop(key))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
+        super().put(key, value, len(value))
 
 
 BLOCK_CACHE = BlockCache()

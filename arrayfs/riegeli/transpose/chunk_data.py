@@ -38,6 +38,7 @@ from ..compression import (
     CompressionError,
     block_decompressed_size,
     decompress_block,
+    zstd_decompress_into,
     zstd_decompressor,
 )
 from .errors import fail
@@ -203,26 +204,11 @@ def _decompress_buckets(ctype: int, data, bucket_pos: list, bucket_len: list, to
 
 
 def _zstd_into(stream, out: memoryview, where: str) -> None:
-    """Decode one zstd frame of exactly ``len(out)`` bytes into ``out``
-    (no temporary copy; nothing beyond ``out`` is written whatever the
-    frame claims)."""
-    size = len(out)
+    """Decode one zstd frame of exactly ``len(out)`` bytes into ``out``."""
     try:
-        declared = zstandard.frame_content_size(stream)
-        if declared >= 0 and declared != size:
-            fail(f"{where}: zstd frame declares {declared} decompressed bytes, the block prefix {size}")
-        got = 0
-        with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
-            while got < size:
-                n = r.readinto(out[got:])
-                if not n:
-                    break
-                got += n
-            more = r.read(1) if got == size else b""
-    except zstandard.ZstdError as e:
-        fail(f"{where}: zstd stream is corrupt: {e}")
-    if got != size or more:
-        fail(f"{where}: block decoded to {'more than' if more else got} bytes, its prefix declares {size}")
+        zstd_decompress_into(stream, out, exact=True)
+    except CompressionError as e:
+        fail(f"{where}: {e}")
 
 
 def _zstd_many(data, frame_pos: np.ndarray, frame_len: np.ndarray, sizes: np.ndarray):

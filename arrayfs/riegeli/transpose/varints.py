@@ -33,26 +33,19 @@ def read_varint32(buf, pos: int, what: str, where: str) -> tuple[int, int]:
     next_pos)``; raises ``TransposeError`` naming ``what`` and ``where``."""
     if pos < len(buf):
         b = buf[pos]
-        if b < 0x80:
+        if b < 0x80:  # the common one-byte case, before any call
             return b, pos + 1
-    result = 0
-    shift = 0
-    p = pos
-    end = len(buf)
-    while True:
-        if p >= end:
+    # Decoded from a 5-byte window: a longer varint does not terminate in it.
+    window = buf[pos : pos + 5]
+    try:
+        result, n = read_varint(window, 0)
+    except VarintError:
+        if len(window) < 5:
             fail(f"{what}: truncated varint at {where} byte {pos}")
-        b = buf[p]
-        p += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if shift >= 35:
-            fail(f"{what}: varint32 at {where} byte {pos} is longer than 5 bytes")
+        fail(f"{what}: varint32 at {where} byte {pos} is longer than 5 bytes")
     if result >= U32_LIMIT:
         fail(f"{what}: varint32 at {where} byte {pos} overflows 32 bits")
-    return result, p
+    return result, pos + n
 
 
 def read_varint64(buf, pos: int, what: str, where: str) -> tuple[int, int]:

@@ -22,6 +22,7 @@ dirs or files]``; with files instead of directories it runs each once
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import resource
@@ -34,8 +35,27 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import atheris  # noqa: E402
+from atheris.version_dependent import CMP_OP_SHIFT_AMOUNT  # noqa: E402
 
 __all__ = ["MEMORY_LIMIT", "TIMEOUT_S", "instrumented", "one_input", "main", "fix_hashes", "riegeli_mutator"]
+
+# atheris traces each comparison in instrumented code through
+# atheris._trace_cmp (looked up at every call), which keeps a reference to
+# numpy results: about 2 KB a run, enough to reach the memory cap within a
+# minute. Comparisons of plain values are traced (that is what guides the
+# search to magic numbers); others are done directly.
+_native_trace_cmp = atheris._trace_cmp
+_TRACED = (int, bytes, str, float, bool, type(None), bytearray)
+_CMP_OPS = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
+
+
+def _trace_cmp(a, b, op, counter, is_const):
+    if type(a) in _TRACED and type(b) in _TRACED:
+        return _native_trace_cmp(a, b, op, counter, is_const)
+    return _CMP_OPS[op if op < 6 else op >> CMP_OP_SHIFT_AMOUNT](a, b)
+
+
+atheris._trace_cmp = _trace_cmp
 
 #: Bytes a process may allocate beyond what it holds when fuzzing starts.
 MEMORY_LIMIT = 256 << 20
@@ -56,17 +76,50 @@ def instrumented():
     return atheris.instrument_imports(include=["arrayfs"])
 
 
-def one_input(check, expected):
+def one_input(check, expected, *, keep_going: str | None = None):
     """``check`` wrapped by the pass rule: ``expected`` exceptions end the
-    input quietly, every other exception propagates."""
+    input quietly, every other exception propagates.
+
+    ``keep_going`` (default: the ``FUZZ_KEEP_GOING`` environment variable),
+    a directory: instead of stopping at the first finding, write each new
+    kind of finding there (its input, and its traceback beside it; one per
+    exception type and raising line) and go on. For long exploratory runs;
+    a hang still stops the run.
+    """
+    keep_going = keep_going if keep_going is not None else os.environ.get("FUZZ_KEEP_GOING")
+    seen: set = set()
 
     def test_one_input(data: bytes) -> None:
         try:
             check(data)
         except expected:
             pass
+        except Exception as e:
+            if not keep_going:
+                raise
+            _record(keep_going, seen, data, e)
 
     return test_one_input
+
+
+def _record(directory: str, seen: set, data: bytes, e: Exception) -> None:
+    import traceback
+    import zlib
+
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "?"
+    kind = (type(e).__name__, where)
+    if kind in seen:
+        return
+    seen.add(kind)
+    os.makedirs(directory, exist_ok=True)
+    name = os.path.join(directory, f"finding-{type(e).__name__}-{where.replace(':', '-')}-"
+                                   f"{zlib.crc32(data):08x}")
+    with open(name, "wb") as f:
+        f.write(data)
+    with open(name + ".txt", "w") as f:
+        f.write("".join(traceback.format_exception(e)))
+    print(f"\n=== finding {kind[0]} at {kind[1]}: {name}\n{e!r}", file=sys.stderr, flush=True)
 
 
 def _vm_size() -> int:

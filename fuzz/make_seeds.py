@@ -120,7 +120,7 @@ def make(out: str) -> dict:
                 buf = f.read()
             put("file", name, buf)
             options_seen.add(options)
-            for k, (off, end, hdr, data) in enumerate(_chunks(buf)):
+            for k, (off, _end, hdr, data) in enumerate(_chunks(buf)):
                 # Header and data; not the padding (zeros) after them.
                 window = buf[off : add_with_overhead(off, CHUNK_HEADER_SIZE + hdr.data_size)]
                 if hdr.chunk_type != PADDING and len(window) <= 80_000:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from zstandard import BufferWithSegments, ZstdError
 
-from .blocks import BLOCK_SIZE, chunk_end, read_logical
+from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, chunk_end, is_possible_chunk_boundary, read_logical
 from .compression import (
     COMPRESSION_NAMES,
     NONE,
@@ -86,12 +86,16 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
     ``verify`` the data hash is checked too.
 
     Raises :class:`TruncatedFileError` when the file ends inside the chunk,
-    :class:`CorruptChunkError` on a hash mismatch or an impossible header
-    (sizes are checked against ``limit`` before anything is read).
+    :class:`CorruptChunkError` on a hash mismatch, an impossible header
+    (sizes are checked against ``limit`` before anything is read) or an
+    ``offset`` where no chunk can begin (inside or right after a block
+    header; spec: "Block header").
     """
     end_of_buf = base + len(buf)
     size = end_of_buf if file_size is None else file_size
     limit = min(end_of_buf, size) if limit is None else limit
+    if not is_possible_chunk_boundary(offset):
+        raise CorruptChunkError("no chunk can begin here: inside or right after a block header", offset=offset)
     raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE, base=base)
     if raw is None or pos > size:
         raise TruncatedFileError("file ends inside a chunk header", offset=offset)
@@ -234,7 +238,9 @@ def decode_single_record(window, offset: int, *, verify: bool):
     path, which raises the precise error.
     """
     r = offset % BLOCK_SIZE
-    if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
+    # r <= BLOCK_HEADER_SIZE: a block header first (r == 0), or no chunk can
+    # begin here (read_chunk says why).
+    if r <= BLOCK_HEADER_SIZE or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
         return None
     header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
     if tc != _SIMPLE_ONE:
@@ -300,7 +306,7 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
         np.frombuffer(buf, dtype=np.uint8), shape=(size - _WINDOW + 1, _WINDOW), strides=(1, 1), writeable=False
     )
     r = offsets % BLOCK_SIZE
-    ok = (r != 0) & (lengths >= _WINDOW) & (positions + _WINDOW <= size)
+    ok = (r > BLOCK_HEADER_SIZE) & (lengths >= _WINDOW) & (positions + _WINDOW <= size)
     rows = windows[np.where(ok, positions, 0)]
     h = parse_chunk_headers(rows)
     data_size = np.minimum(h["data_size"], np.uint64(1 << 40)).astype(np.int64)

@@ -326,6 +326,21 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
     one = b0 < 0x80
     declared = np.where(one, b0, (b0 & 0x7F) | (b1 << 7))
     ok &= (one | (b1 < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
+    # The values block must be one zstd frame of one block, ending where the
+    # chunk data ends (the general path refuses trailing bytes; zstd would
+    # ignore them): its end is read from the frame header and the block
+    # header (RFC 8878, 3.1.1.1 and 3.1.1.2). Other frames take the general path.
+    fs = np.where(ok, vs + np.where(one, 1, 2), 0)
+    fhd = flat[np.minimum(fs + 4, size - 1)].astype(np.int64)
+    single = (fhd >> 5) & 1
+    fcs = np.where((fhd >> 6) == 0, single, 1 << (fhd >> 6))
+    did = np.where((fhd & 3) == 3, 4, fhd & 3)
+    bh = fs + 6 - single + did + fcs
+    bi = np.minimum(bh, size - 3)
+    block = flat[bi].astype(np.int64) | (flat[bi + 1].astype(np.int64) << 8) | (flat[bi + 2].astype(np.int64) << 16)
+    btype = (block >> 1) & 3
+    frame_end = bh + 3 + np.where(btype == 1, 1, block >> 3) + 4 * ((fhd >> 2) & 1)
+    ok &= ((block & 1) == 1) & (btype != 3) & (bh + 3 <= end) & (frame_end == end)
     good = np.flatnonzero(ok)
     if good.size == 0:
         return empty

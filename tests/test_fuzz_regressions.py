@@ -97,6 +97,143 @@ def test_one_record_chunk_just_past_a_block_header_still_reads(compression):
     assert header.num_records == 1
 
 
+# -- fuzz_chunk: bytes after a one-record zstd frame ---------------------------
+#
+# Found by fuzz_chunk: a one-record zstd chunk (hashes valid) whose values
+# block holds a frame followed by 4 stray bytes. The batched path of
+# read_records (single_record_zstd_frames + decompress_zstd_frames) returned
+# the record, zstd ignoring the stray bytes, while read_record's general
+# path refused the chunk: the same file read two ways gave a record and an
+# error. The batched path now takes a frame only when it ends where the
+# chunk data ends, and a frame declaring its size refuses trailing bytes.
+
+FOUND_TRAILING_BYTES = bytes.fromhex(
+    "27010116cf853184d68c511c000000000000007498f53e26ad31ba720100000000000001000000000000007a0b0128b52ffd"
+    "0001090000010128b52ffd0001090000010128b52f0000"
+)
+
+
+def test_found_trailing_bytes_passes_the_target():
+    _passes("chunk", FOUND_TRAILING_BYTES)
+
+
+def _zstd_chunk_with_values(values_block: bytes, record: bytes) -> bytes:
+    """A one-record zstd simple chunk with the given values block (hashes valid)."""
+    from arrayfs.riegeli.compression import compress_block
+
+    sizes_block = compress_block(ZSTD, bytes([len(record)]))
+    data = bytes([ZSTD, len(sizes_block)]) + sizes_block + values_block
+    return encode_chunk_header(data, SIMPLE, 1, len(record)) + data
+
+
+@pytest.mark.parametrize("content_size", [True, False])
+def test_zstd_frame_with_trailing_bytes_is_refused_by_every_path(content_size):
+    import zstandard
+
+    from arrayfs.riegeli.chunk import decode_chunk, decompress_zstd_frames
+    from arrayfs.riegeli.varint import encode_varint
+
+    record = b"a record of some bytes"
+    frame = zstandard.ZstdCompressor(write_content_size=content_size).compress(record)
+    offset = 64
+    good = _zstd_chunk_with_values(encode_varint(len(record)) + frame, record)
+    bad = _zstd_chunk_with_values(encode_varint(len(record)) + frame + b"\x01\x28\xb5\x2f", record)
+
+    def batched(window):
+        sel, segs, sizes = single_record_zstd_frames(
+            window, np.zeros(1, np.int64), np.array([offset], np.int64), np.array([len(window)], np.int64),
+            verify=True)
+        out = decompress_zstd_frames([(window, segs, sizes)]) if len(sel) else []
+        return out[0] if out else None
+
+    assert batched(good) == record
+    assert decode_single_record(good, offset, verify=True) == record
+    assert batched(bad) is None
+    assert decode_single_record(bad, offset, verify=True) is None
+    header, data, _ = read_chunk(bad, offset, base=offset)
+    with pytest.raises(CorruptChunkError):
+        decode_chunk(header, data, offset=offset)
+
+
+# -- sizes a compressed stream cannot hold -------------------------------------
+#
+# Found while reading what fuzz_chunk reported as MemoryError under the
+# harness's 256 MiB cap: a zstd frame may declare any content size and
+# python-zstandard allocates it before decoding; python-snappy does the same
+# with the length at the head of its stream. Both are now checked against
+# the most a stream of that many bytes can decode to, and a MemoryError is
+# no longer reported as "stream is corrupt".
+
+
+def test_zstd_frame_declaring_more_than_it_can_hold_is_refused_before_allocating():
+    import struct
+
+    import zstandard
+
+    from arrayfs.riegeli.compression import CompressionError, decompress_block
+    from arrayfs.riegeli.varint import encode_varint
+
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(b"x" * 10)
+    # Same frame, the content size widened to 8 bytes claiming 8 GiB.
+    forged = frame[:4] + bytes([0xE0]) + struct.pack("<Q", 8 << 30) + frame[6:]
+    assert zstandard.frame_content_size(forged) == 8 << 30
+    with pytest.raises(CompressionError, match="cannot hold"):
+        decompress_block(ZSTD, encode_varint(8 << 30) + forged, max_size=1 << 40)
+
+
+def test_snappy_stream_declaring_more_than_it_can_hold_is_refused_before_allocating():
+    from arrayfs.riegeli.compression import SNAPPY, CompressionError, decompress_block
+    from arrayfs.riegeli.varint import encode_varint
+
+    claim = 1 << 33
+    stream = encode_varint(claim) + b"\x00x"  # a 1-byte literal
+    with pytest.raises(CompressionError, match="cannot hold"):
+        decompress_block(SNAPPY, encode_varint(claim) + stream, max_size=1 << 40)
+
+
+def test_memory_error_is_not_called_a_corrupt_stream(monkeypatch):
+    import snappy
+
+    from arrayfs.riegeli.compression import SNAPPY, compress_block, decompress_block
+
+    block = compress_block(SNAPPY, b"hello hello hello")
+
+    def no_memory(data):
+        raise MemoryError
+
+    monkeypatch.setattr(snappy, "uncompress", no_memory)
+    with pytest.raises(MemoryError):
+        decompress_block(SNAPPY, block, max_size=100)
+
+
+# -- fuzz_chunk: a one-record chunk whose sizes block is corrupt ---------------
+#
+# Found by fuzz_chunk, kept as documented behaviour rather than changed:
+# decode_single_record and the batched zstd path (the group_size:1 read
+# paths) take a lone record's size from the chunk header and never decode
+# its sizes block, so a chunk whose hashes hold but whose sizes block is
+# corrupt is read by them and refused by decode_chunk. Decoding the sizes
+# block would cost a decompression per record on the hot path; the record
+# bytes served are the chunk's values, checked against its hash and size.
+
+FOUND_BAD_SIZES_BLOCK = bytes.fromhex(
+    "270100cd49e91ae7c02cd818000000000000003471d58896b11e00720100000000000001000000000000007a0b0128b52ffd"
+    "2201090000010128b52ffd200109000063"
+)
+
+
+def test_found_bad_sizes_block_passes_the_target():
+    from arrayfs.riegeli.chunk import decode_chunk
+
+    _passes("chunk", FOUND_BAD_SIZES_BLOCK)
+    base = int.from_bytes(FOUND_BAD_SIZES_BLOCK[:3], "little")
+    window = FOUND_BAD_SIZES_BLOCK[3:]
+    assert decode_single_record(window, base, verify=True) == b"c"
+    header, data, _ = read_chunk(window, base, base=base)
+    with pytest.raises(CorruptChunkError, match="sizes"):
+        decode_chunk(header, data, offset=base)
+
+
 # -- every target passes its seeds ---------------------------------------------
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from arrayfs.errors import CorruptChunkError
+from arrayfs.file import ArrayRecordFile
 from arrayfs.riegeli.blocks import BLOCK_SIZE
 from arrayfs.riegeli.chunk import (
     SIMPLE,
@@ -232,6 +233,66 @@ def test_found_bad_sizes_block_passes_the_target():
     header, data, _ = read_chunk(window, base, base=base)
     with pytest.raises(CorruptChunkError, match="sizes"):
         decode_chunk(header, data, offset=base)
+
+
+# -- fuzz_file: a footer whose decoded size disagrees with its chunk ----------
+#
+# Found by fuzz_file's consistency check: in a group_size:1 file, one byte of
+# a footer entry's decoded_data_size changed (footer re-hashed) made
+# record_sizes (from the footer alone: what the mount's stat shows) say 2
+# bytes while read_record served the chunk's 1 byte. Every read path now
+# checks the chunk header's decoded size against the footer's and raises
+# CorruptChunkError naming the chunk when they differ.
+
+
+def _forged_decoded_size(tmp_path, options, records, record_index, new_size):
+    """A Google-written file whose footer says record ``record_index``'s
+    chunk decodes to ``new_size`` bytes: the footer chunk is decoded, its
+    entry changed and written back (uncompressed) in place."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from arrayfs.layout import encode_chunk_footer
+    from arrayfs.riegeli.chunk import decode_chunk
+
+    path = tmp_path / "forged.array_record"
+    w = ArrayRecordWriter(str(path), options)
+    for r in records:
+        w.write(r)
+    w.close()
+    buf = bytearray(path.read_bytes())
+    with ArrayRecordFile(str(path)) as f:
+        footer_offset = f.footer_offset
+        chunk_offset = int(f.index().offsets[record_index])
+    header, data, _ = read_chunk(buf, footer_offset)
+    values, offsets = decode_chunk(header, data, offset=footer_offset)
+    entries = [bytes(values[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    old = encode_chunk_footer(chunk_offset, len(records[record_index]), 1)
+    assert entries[record_index + 1] == old
+    entries[record_index + 1] = encode_chunk_footer(chunk_offset, new_size, 1)
+    data, decoded = encode_simple(entries, NONE)
+    chunk = encode_chunk_header(data, SIMPLE, len(entries), decoded) + data
+    end = len(buf) - BLOCK_SIZE
+    assert footer_offset + len(chunk) <= end and footer_offset // BLOCK_SIZE == (footer_offset + len(chunk)) // BLOCK_SIZE
+    buf[footer_offset:end] = chunk + bytes(end - footer_offset - len(chunk))
+    path.write_bytes(bytes(buf))
+    return path
+
+
+@pytest.mark.parametrize("options", ["group_size:1,uncompressed", "group_size:1,zstd:3", "group_size:1,snappy"])
+def test_footer_decoded_size_must_match_the_chunk(tmp_path, options):
+    records = [b"a", b"bb", b"ccc"] * 10
+    path = _forged_decoded_size(tmp_path, options, records, 1, 3)
+    with ArrayRecordFile(str(path)) as f:
+        assert f.record_sizes(0, f.num_records).tolist()[1] == 3  # what the footer says
+        with pytest.raises(CorruptChunkError, match="footer says the chunk decodes to 3 bytes") as e:
+            f.read_record(1)
+        assert e.value.records == (1, 2) and str(path) in str(e.value)
+        # 30 indices: the batched path (zstd frames decoded together).
+        with pytest.raises(CorruptChunkError, match="decodes to 3 bytes"):
+            f.read_records(np.arange(f.num_records, dtype=np.int64))
+        assert f.read_record(0) == b"a"
+        assert f.read_records(np.arange(2, 30, dtype=np.int64)) == records[2:]
+    _passes("file", path.read_bytes())
 
 
 # -- every target passes its seeds ---------------------------------------------

@@ -63,6 +63,7 @@ def _hook_compares() -> None:
         _native_trace_cmp = current
         atheris._trace_cmp = _trace_cmp
 
+
 #: Bytes a process may allocate beyond what it holds when fuzzing starts.
 MEMORY_LIMIT = 256 << 20
 #: Seconds one input may take.

@@ -1,11 +1,11 @@
 """Fuzz target: open an ArrayRecord file and read every record.
 
 Input: the bytes of a whole file, served by an in-memory
-:class:`arrayfs.storage.ByteSource`. Passes when opening and reading end in
-records or in an :class:`arrayfs.ArrayRecordError`, and what is read agrees
-with itself: the sizes from :meth:`record_sizes` (what the mount's ``stat``
-shows) are the lengths of the records served, and the batched and one-by-one
-reads return the same bytes.
+:class:`arrayfs.storage.ByteSource`. Passes when opening and reading end
+in records or in an :class:`arrayfs.ArrayRecordError` naming the file, and
+what is read agrees with itself: the sizes from :meth:`record_sizes` (what
+the mount's ``stat`` shows) are the lengths of the records served, and the
+batched and one-by-one reads return the same bytes.
 
 Run: ``python fuzz/fuzz_file.py [libFuzzer flags] fuzz/corpus/file``.
 """
@@ -39,8 +39,11 @@ class MemorySource(ByteSource):
         return self._data[offset : offset + length]
 
 
+NAME = "<fuzz input>"
+
+
 def _read_everything(data: bytes) -> None:
-    with ArrayRecordFile(MemorySource(data)) as f:
+    with ArrayRecordFile(MemorySource(data, NAME)) as f:
         n = f.num_records
         idx = f.index()
         assert len(idx.offsets) == f.num_chunks and int(idx.first[-1]) == n, (idx, n)
@@ -61,6 +64,9 @@ def check(data: bytes) -> None:
     except (SourceTruncatedError, SourceChangedError) as e:
         # The file layer turns these into ArrayRecordErrors naming the file.
         raise AssertionError(f"storage error escaped the file layer: {e!r}") from e
+    except ArrayRecordError as e:
+        assert e.path == NAME, f"error does not name the file: {e!r}"
+        raise
 
 
 # A memory source raises no other StorageError; the file layer documents

@@ -435,7 +435,7 @@ class ArrayRecordFile:
         try:
             size0, _ = read_varint(sizes, 0)
             if size0 > header.decoded_data_size:
-                raise CorruptChunkError("footer metadata larger than the footer", offset=off)
+                raise self._error(CorruptChunkError, "footer metadata larger than the footer", offset=off)
             rec0 = decompress_prefix(ctype, values, size0, max_size=header.decoded_data_size)
             return decode_footer_metadata(rec0)
         except (CompressionError, VarintError, LayoutError, IndexError) as e:

@@ -245,13 +245,13 @@ def test_found_bad_sizes_block_passes_the_target():
 # CorruptChunkError naming the chunk when they differ.
 
 
-def _forged_decoded_size(tmp_path, options, records, record_index, new_size):
-    """A Google-written file whose footer says record ``record_index``'s
-    chunk decodes to ``new_size`` bytes: the footer chunk is decoded, its
-    entry changed and written back (uncompressed) in place."""
+def _rewrite_footer(tmp_path, options, records, edit):
+    """A Google-written file whose footer chunk is decoded, passed to
+    ``edit(entries, index)`` (the footer's records: metadata, then one
+    entry per chunk), which returns the new chunk data, and written back
+    in place (hashes valid)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    from arrayfs.layout import encode_chunk_footer
     from arrayfs.riegeli.chunk import decode_chunk
 
     path = tmp_path / "forged.array_record"
@@ -262,20 +262,31 @@ def _forged_decoded_size(tmp_path, options, records, record_index, new_size):
     buf = bytearray(path.read_bytes())
     with ArrayRecordFile(str(path)) as f:
         footer_offset = f.footer_offset
-        chunk_offset = int(f.index().offsets[record_index])
+        index = f.index()
     header, data, _ = read_chunk(buf, footer_offset)
     values, offsets = decode_chunk(header, data, offset=footer_offset)
     entries = [bytes(values[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-    old = encode_chunk_footer(chunk_offset, len(records[record_index]), 1)
-    assert entries[record_index + 1] == old
-    entries[record_index + 1] = encode_chunk_footer(chunk_offset, new_size, 1)
-    data, decoded = encode_simple(entries, NONE)
+    data, decoded = edit(entries, index)
     chunk = encode_chunk_header(data, SIMPLE, len(entries), decoded) + data
     end = len(buf) - BLOCK_SIZE
     assert footer_offset + len(chunk) <= end and footer_offset // BLOCK_SIZE == (footer_offset + len(chunk)) // BLOCK_SIZE
     buf[footer_offset:end] = chunk + bytes(end - footer_offset - len(chunk))
     path.write_bytes(bytes(buf))
     return path
+
+
+def _forged_decoded_size(tmp_path, options, records, record_index, new_size):
+    """A file whose footer says record ``record_index``'s chunk decodes to
+    ``new_size`` bytes (group_size:1)."""
+    from arrayfs.layout import encode_chunk_footer
+
+    def edit(entries, index):
+        chunk_offset = int(index.offsets[record_index])
+        assert entries[record_index + 1] == encode_chunk_footer(chunk_offset, len(records[record_index]), 1)
+        entries[record_index + 1] = encode_chunk_footer(chunk_offset, new_size, 1)
+        return encode_simple(entries, NONE)
+
+    return _rewrite_footer(tmp_path, options, records, edit)
 
 
 @pytest.mark.parametrize("options", ["group_size:1,uncompressed", "group_size:1,zstd:3", "group_size:1,snappy"])
@@ -292,6 +303,29 @@ def test_footer_decoded_size_must_match_the_chunk(tmp_path, options):
             f.read_records(np.arange(f.num_records, dtype=np.int64))
         assert f.read_record(0) == b"a"
         assert f.read_records(np.arange(2, 30, dtype=np.int64)) == records[2:]
+    _passes("file", path.read_bytes())
+
+
+# -- fuzz_file: an error that did not name the file ---------------------------
+#
+# Found by fuzz_file's check that every error names the file: a footer
+# whose sizes block gives its metadata record more bytes than the whole
+# footer decodes to raised "footer metadata larger than the footer" with the
+# offset but without the path.
+
+
+def test_footer_metadata_larger_than_the_footer_names_the_file(tmp_path):
+    from arrayfs.riegeli.varint import encode_varint, encode_varints
+
+    def edit(entries, index):
+        values = b"".join(entries)
+        sizes = encode_varints([len(values) + 1] + [len(e) for e in entries[1:]])
+        return bytes([NONE]) + encode_varint(len(sizes)) + sizes + values, len(values)
+
+    path = _rewrite_footer(tmp_path, "group_size:1,uncompressed", [b"a", b"bb"], edit)
+    with pytest.raises(CorruptChunkError, match="footer metadata larger than the footer") as e:
+        ArrayRecordFile(str(path))
+    assert e.value.path == str(path) and str(path) in str(e.value)
     _passes("file", path.read_bytes())
 
 

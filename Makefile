@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install system-deps demo test bench lint docs clean
+.PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds
 
 # FUSE for the mount: installed with apt when missing (as root, or via sudo).
 system-deps:
@@ -32,11 +32,20 @@ test: ## the test suite (needs /dev/fuse and fusermount for the mount tests)
 bench: ## benchmarks side by side with array_record / grain / ratarmount; prints ratios
 	$(PY) benchmarks/run_all.py
 
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= file chunk transposed footer options tfrecord
+
+fuzz-seeds: ## seed corpora from small Google-written files, into fuzz/corpus/
+	$(PY) fuzz/make_seeds.py
+
+fuzz: fuzz-seeds ## run each atheris fuzz target for FUZZ_SECONDS (default 30); a finding fails
+	FUZZ_SECONDS=$(FUZZ_SECONDS) PYTHON=$(PY) fuzz/run.sh $(FUZZ_TARGETS)
+
 lint:
-	$(VENV)/bin/ruff check arrayfs tests benchmarks examples mount_cli.py
+	$(VENV)/bin/ruff check arrayfs tests benchmarks examples mount_cli.py fuzz
 
 docs:
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf build dist site *.egg-info .pytest_cache
+	rm -rf build dist site *.egg-info .pytest_cache fuzz/artifacts

@@ -435,7 +435,7 @@ class ArrayRecordFile:
         try:
             size0, _ = read_varint(sizes, 0)
             if size0 > header.decoded_data_size:
-                raise CorruptChunkError("footer metadata larger than the footer", offset=off)
+                raise self._error(CorruptChunkError, "footer metadata larger than the footer", offset=off)
             rec0 = decompress_prefix(ctype, values, size0, max_size=header.decoded_data_size)
             return decode_footer_metadata(rec0)
         except (CompressionError, VarintError, LayoutError, IndexError) as e:
@@ -578,8 +578,8 @@ class ArrayRecordFile:
             begin, end = self.chunk_span(i)
             window = self._read(begin, end - begin, records=(i, i + 1))
             rec = decode_single_record(window, begin, verify=self.verify)
-            if rec is not None:
-                return rec
+            if rec is not None and len(rec) == idx.decoded.item(i):
+                return rec  # else the general path names the disagreement
             k = i
         else:
             window = None
@@ -670,6 +670,9 @@ class ArrayRecordFile:
         """
         buf, positions, begins, lengths = self.read_chunk_windows(indices)
         sel, segs, sizes = single_record_zstd_frames(buf, positions, begins, lengths, verify=self.verify)
+        agree = sizes == self._get_index().decoded[indices[sel]]
+        if not agree.all():  # the general path names the disagreement
+            sel, segs, sizes = sel[agree], segs[agree], sizes[agree]
         return sel, (buf, segs, sizes)
 
     def group_by_chunk(self, indices) -> list:
@@ -772,6 +775,15 @@ class ArrayRecordFile:
                 CorruptChunkError,
                 f"footer expects a records chunk of {count} records, found a {kind} chunk "
                 f"of {header.num_records}",
+                offset=begin, records=rng,
+            )
+        # record_sizes (what stat shows) trusts the footer's sizes for
+        # one-record chunks: bytes served must agree with them.
+        expected = self._get_index().decoded.item(k)
+        if header.decoded_data_size != expected:
+            raise self._error(
+                CorruptChunkError,
+                f"footer says the chunk decodes to {expected} bytes, its header says {header.decoded_data_size}",
                 offset=begin, records=rng,
             )
         return header, data

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from zstandard import BufferWithSegments, ZstdError
 
-from .blocks import BLOCK_SIZE, chunk_end, read_logical
+from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, chunk_end, is_possible_chunk_boundary, read_logical
 from .compression import (
     COMPRESSION_NAMES,
     NONE,
@@ -86,12 +86,16 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
     ``verify`` the data hash is checked too.
 
     Raises :class:`TruncatedFileError` when the file ends inside the chunk,
-    :class:`CorruptChunkError` on a hash mismatch or an impossible header
-    (sizes are checked against ``limit`` before anything is read).
+    :class:`CorruptChunkError` on a hash mismatch, an impossible header
+    (sizes are checked against ``limit`` before anything is read) or an
+    ``offset`` where no chunk can begin (inside or right after a block
+    header; spec: "Block header").
     """
     end_of_buf = base + len(buf)
     size = end_of_buf if file_size is None else file_size
     limit = min(end_of_buf, size) if limit is None else limit
+    if not is_possible_chunk_boundary(offset):
+        raise CorruptChunkError("no chunk can begin here: inside or right after a block header", offset=offset)
     raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE, base=base)
     if raw is None or pos > size:
         raise TruncatedFileError("file ends inside a chunk header", offset=offset)
@@ -234,7 +238,9 @@ def decode_single_record(window, offset: int, *, verify: bool):
     path, which raises the precise error.
     """
     r = offset % BLOCK_SIZE
-    if r == 0 or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
+    # r <= BLOCK_HEADER_SIZE: a block header first (r == 0), or no chunk can
+    # begin here (read_chunk says why).
+    if r <= BLOCK_HEADER_SIZE or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
         return None
     header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
     if tc != _SIMPLE_ONE:
@@ -300,7 +306,7 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
         np.frombuffer(buf, dtype=np.uint8), shape=(size - _WINDOW + 1, _WINDOW), strides=(1, 1), writeable=False
     )
     r = offsets % BLOCK_SIZE
-    ok = (r != 0) & (lengths >= _WINDOW) & (positions + _WINDOW <= size)
+    ok = (r > BLOCK_HEADER_SIZE) & (lengths >= _WINDOW) & (positions + _WINDOW <= size)
     rows = windows[np.where(ok, positions, 0)]
     h = parse_chunk_headers(rows)
     data_size = np.minimum(h["data_size"], np.uint64(1 << 40)).astype(np.int64)
@@ -320,6 +326,21 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
     one = b0 < 0x80
     declared = np.where(one, b0, (b0 & 0x7F) | (b1 << 7))
     ok &= (one | (b1 < 0x80)) & (declared == decoded) & (vstart + 2 <= end)
+    # The values block must be one zstd frame of one block, ending where the
+    # chunk data ends (the general path refuses trailing bytes; zstd would
+    # ignore them): its end is read from the frame header and the block
+    # header (RFC 8878, 3.1.1.1 and 3.1.1.2). Other frames take the general path.
+    fs = np.where(ok, vs + np.where(one, 1, 2), 0)
+    fhd = flat[np.minimum(fs + 4, size - 1)].astype(np.int64)
+    single = (fhd >> 5) & 1
+    fcs = np.where((fhd >> 6) == 0, single, 1 << (fhd >> 6))
+    did = np.where((fhd & 3) == 3, 4, fhd & 3)
+    bh = fs + 6 - single + did + fcs
+    bi = np.minimum(bh, size - 3)
+    block = flat[bi].astype(np.int64) | (flat[bi + 1].astype(np.int64) << 8) | (flat[bi + 2].astype(np.int64) << 16)
+    btype = (block >> 1) & 3
+    frame_end = bh + 3 + np.where(btype == 1, 1, block >> 3) + 4 * ((fhd >> 2) & 1)
+    ok &= ((block & 1) == 1) & (btype != 3) & (bh + 3 <= end) & (frame_end == end)
     good = np.flatnonzero(ok)
     if good.size == 0:
         return empty

@@ -78,7 +78,10 @@ def zstd_decompress_exact(stream, size: int) -> bytes:
     if content_size >= 0:
         if content_size != size:
             raise CompressionError(f"zstd frame declares {content_size} decompressed bytes, the block prefix {size}")
-        return zstd_decompressor().decompress(stream)
+        if content_size > _zstd_most(len(stream)):
+            raise CompressionError(f"zstd frame of {len(stream)} bytes cannot hold the {content_size} bytes it declares")
+        # Bytes after the frame are corrupt data, as riegeli reads it.
+        return zstd_decompressor().decompress(stream, allow_extra_data=False)
     return _zstd_decompress_unsized(stream, size)
 
 
@@ -111,6 +114,21 @@ def zstd_decompress_into(stream, out, *, exact: bool) -> int:
         raise CompressionError(f"block decoded to {'more than ' if more else ''}{got} bytes, its prefix "
                                f"declares {size}")
     return got
+
+
+def _zstd_most(n: int) -> int:
+    """The most bytes a zstd frame of ``n`` bytes can decode to: every
+    block takes a 3-byte header and at least one byte, and yields at most
+    128 KiB (RFC 8878, 3.1.1.2), so that a declared size is checked before
+    python-zstandard allocates it."""
+    return (n // 4 + 1) << 17
+
+
+def _snappy_most(n: int) -> int:
+    """The most bytes a raw snappy stream of ``n`` bytes can decode to:
+    the densest element, a 3-byte copy, yields 64 bytes (snappy
+    ``format_description.txt``)."""
+    return 22 * n + 64
 
 
 def _zstd_decompress_unsized(stream, size: int) -> bytes:
@@ -187,12 +205,16 @@ def decompress_block(compression_type: int, block, *, max_size: int):
                 raise CompressionError(
                     f"snappy stream declares {declared} bytes, the block prefix {size}"
                 )
+            if declared > _snappy_most(len(stream)):
+                raise CompressionError(f"snappy stream of {len(stream)} bytes cannot hold the {declared} it declares")
             out = snappy.uncompress(stream)
     except CompressionError:
         raise
     except (zstandard.ZstdError, brotli.error, snappy.UncompressError, VarintError) as e:
         name = COMPRESSION_NAMES[compression_type]
         raise CompressionError(f"{name} stream is corrupt: {e}") from None
+    except MemoryError:
+        raise  # not a verdict on the stream
     except Exception as e:  # python-snappy raises plain Exception on some inputs
         name = COMPRESSION_NAMES[compression_type]
         raise CompressionError(f"{name} stream is corrupt: {type(e).__name__}: {e}") from None

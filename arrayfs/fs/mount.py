@@ -185,7 +185,7 @@ def mount(
             Two are arrayfs's own: ``open_handles`` (decode each record per
             open file handle instead of letting the kernel open files by
             itself) and ``readdirplus=N`` (list directories of at most N
-            entries with attributes; default 1,000,000; 0: never).
+            entries with attributes; default: every directory; 0: never).
         allow_other: let other users read the mount (``allow_other``;
             non-root users need ``user_allow_other`` in /etc/fuse.conf).
         watch: follow shards appearing and vanishing under the sources

@@ -34,6 +34,12 @@ the shard was first seen and the record's index in its file). A record's
 two names (root and ``.shards``) are one inode with ``st_nlink == 2``, like
 a hard link, so ``du`` counts its bytes once and ``tar`` stores it once.
 
+Inode numbers are also the handles of the low-level daemon
+(:meth:`ViewSnapshot.node_of_ino`), so the contents of an inode never
+change: a shard that is rewritten is a new shard (new inodes), and the
+summary has a new inode in every snapshot. Only *names* change meaning on a
+refresh.
+
 Consistency: a :class:`ViewSnapshot` is immutable and reads one pinned
 dataset snapshot; :meth:`FsView.refresh` installs a new one and returns a
 :class:`ViewChange` naming the paths whose meaning changed (for the kernel
@@ -81,9 +87,13 @@ ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD = range(5)
 # _SHARD_DIR_INO + serial; records at (serial + 1) << _RECORD_SHIFT | local,
 # which leaves 40 bits (10^12 records) per file and 2^23 shard serials
 # before the numbers wrap (then collisions are possible, never errors).
-ROOT_INO, SHARDS_INO, SUMMARY_INO = 1, 2, 3
+# The summary's inode is _SUMMARY_INO | generation (bit 63: above every
+# record inode).
+ROOT_INO, SHARDS_INO = 1, 2
+_SUMMARY_INO = 1 << 63
 _SHARD_DIR_INO = 16
 _RECORD_SHIFT = 40
+_LOCAL_MASK = (1 << _RECORD_SHIFT) - 1
 _SERIAL_MASK = (1 << 23) - 1
 
 _DIR_MODE = stat.S_IFDIR | 0o555
@@ -189,6 +199,38 @@ class ViewChange(NamedTuple):
     removed: tuple = ()
     pending: tuple = ()
 
+    def entries(self) -> Iterator[tuple[int, str]]:
+        """``(parent inode, name)`` of every directory entry whose meaning
+        changed, for a daemon that invalidates by inode (libfuse's low-level
+        API), generated lazily: record names first, then shard directory
+        names, and the summary's name last, so that whoever reads the new
+        summary resolves every record name anew. Entries below a vanished
+        shard directory are left out: invalidating the directory's own
+        entry drops them."""
+        lo, hi, widths = self.records
+        for i in range(lo, hi):
+            plain = str(i)
+            yield ROOT_INO, plain
+            for w in widths:
+                if w > len(plain):
+                    yield ROOT_INO, plain.zfill(w)
+        prefix = f"/{SHARDS_NAME}/"
+        for p in self.fixed:
+            if p.startswith(prefix):
+                yield SHARDS_INO, p[len(prefix):]
+        if f"/{SUMMARY_NAME}" in self.fixed:
+            yield ROOT_INO, SUMMARY_NAME
+
+    def inodes(self) -> tuple:
+        """Inodes whose attributes changed (the directories), to invalidate
+        after :meth:`entries`."""
+        out = []
+        if "/" in self.fixed:
+            out.append(ROOT_INO)
+        if f"/{SHARDS_NAME}" in self.fixed:
+            out.append(SHARDS_INO)
+        return tuple(out)
+
     def paths(self) -> Iterator[str]:
         """Every path to invalidate, generated lazily (a refresh that
         shifts a 10-million-record dataset yields tens of millions)."""
@@ -241,6 +283,10 @@ class ViewSnapshot:
                 serials[key] = len(serials)
             self._serials.append(serials[key])
         self._rec_base = [((s + 1) & _SERIAL_MASK) << _RECORD_SHIFT for s in self._serials]
+        # Inode -> shard position (records: by the bits above the local index).
+        self._by_rec_slot = {((s + 1) & _SERIAL_MASK): k for k, s in enumerate(self._serials)}
+        self._by_dir_ino = {_SHARD_DIR_INO + s: k for k, s in enumerate(self._serials)}
+        self.summary_ino = _SUMMARY_INO | (generation & _LOCAL_MASK)
         self._mtimes = [s.mtime_ns for s in self.shards]
         self.mtime_ns = max([changed_ns, *self._mtimes])
         # Shard directory names: the file name, the slice when one is used,
@@ -268,6 +314,34 @@ class ViewSnapshot:
     def _shard_of(self, i: int) -> int:
         return bisect.bisect_right(self._firsts, i) - 1
 
+    def lookup(self, parent: Node, name: str) -> Node:
+        """The node that ``name`` names in directory ``parent`` (one path
+        component). Raises ``FileNotFoundError`` (``ENOENT``) for a name that
+        is not there, ``NotADirectoryError`` when ``parent`` is a file."""
+        kind = parent.kind
+        if kind == ROOT:
+            i = _parse_index(name, 0, self.num_records, self.width)
+            if i >= 0:
+                k = self._shard_of(i)
+                return Node(RECORD, k, i, i - self._firsts[k] + self.shards[k].start)
+            if name == SUMMARY_NAME:
+                return Node(SUMMARY)
+            if name == SHARDS_NAME:
+                return Node(SHARDS)
+        elif kind == SHARD_DIR:
+            k = parent.shard
+            info = self.shards[k]
+            local = _parse_index(name, info.start, info.start + info.num_records, self._local_width[k])
+            if local >= 0:
+                return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        elif kind == SHARDS:
+            k = self._by_name.get(name, -1)
+            if k >= 0:
+                return Node(SHARD_DIR, k)
+        else:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
+        raise _enoent(name)
+
     def resolve(self, path: str) -> Node:
         """The node ``path`` names (``"/"``-separated, absolute, as FUSE
         passes it). Raises ``FileNotFoundError`` (``ENOENT``) for anything
@@ -276,30 +350,35 @@ class ViewSnapshot:
             return Node(ROOT)
         if path[:1] != "/":
             raise _enoent(path)
-        parts = path[1:].split("/")
-        top = parts[0]
-        if len(parts) == 1:
-            i = _parse_index(top, 0, self.num_records, self.width)
-            if i >= 0:
-                k = self._shard_of(i)
-                return Node(RECORD, k, i, i - self._firsts[k] + self.shards[k].start)
-            if top == SUMMARY_NAME:
-                return Node(SUMMARY)
-            if top == SHARDS_NAME:
-                return Node(SHARDS)
-            raise _enoent(path)
-        if top != SHARDS_NAME or len(parts) > 3:
-            raise _enoent(path)
-        k = self._by_name.get(parts[1], -1)
-        if k < 0:
-            raise _enoent(path)
-        if len(parts) == 2:
-            return Node(SHARD_DIR, k)
-        info = self.shards[k]
-        local = _parse_index(parts[2], info.start, info.start + info.num_records, self._local_width[k])
-        if local < 0:
-            raise _enoent(path)
-        return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        node = Node(ROOT)
+        try:
+            for name in path[1:].split("/"):
+                node = self.lookup(node, name)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _enoent(path) from None
+        return node
+
+    def node_of_ino(self, ino: int) -> Node | None:
+        """The node whose inode number is ``ino`` in this snapshot, or
+        ``None`` (a shard no longer here, a summary of another snapshot,
+        a number never given out)."""
+        if ino >= _SUMMARY_INO:
+            return Node(SUMMARY) if ino == self.summary_ino else None
+        if ino >> _RECORD_SHIFT:
+            k = self._by_rec_slot.get(ino >> _RECORD_SHIFT)
+            if k is None:
+                return None
+            local = ino & _LOCAL_MASK
+            info = self.shards[k]
+            if not info.start <= local < info.start + info.num_records:
+                return None
+            return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        if ino == ROOT_INO:
+            return Node(ROOT)
+        if ino == SHARDS_INO:
+            return Node(SHARDS)
+        k = self._by_dir_ino.get(ino)
+        return None if k is None else Node(SHARD_DIR, k)
 
     def record_name(self, index: int) -> str:
         """Root name (zero-padded) of global record ``index``."""
@@ -335,7 +414,7 @@ class ViewSnapshot:
             return Attr(_DIR_MODE, _SHARD_DIR_INO + self._serials[k], 2, 0, self._mtimes[k])
         if kind == SHARDS:
             return Attr(_DIR_MODE, SHARDS_INO, 2 + len(self.shards), 0, self.mtime_ns)
-        return Attr(_FILE_MODE, SUMMARY_INO, 1, len(self.summary()), self.mtime_ns)
+        return Attr(_FILE_MODE, self.summary_ino, 1, len(self.summary()), self.mtime_ns)
 
     def getattr(self, path: str) -> Attr:
         """:meth:`attr` of :meth:`resolve` of ``path``."""
@@ -388,7 +467,7 @@ class ViewSnapshot:
             name, n = fixed[j]
             # The summary's size means reading every shard's footer: only
             # when the listing carries sizes.
-            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, SUMMARY_INO, 1, 0, self.mtime_ns)
+            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
             yield DirBatch([name], a, (a.ino,), None if not sizes else (a.size,), j + 1)
         if kind == SHARDS:
             return
@@ -548,6 +627,9 @@ class FsView:
         self._lock = threading.Lock()
         self._generation = 0
         self.snapshot = self._build(0)
+        # The snapshot before the current one: files opened before a refresh
+        # (by inode, in the low-level daemon) keep reading their record.
+        self.previous: ViewSnapshot | None = None
 
     def _build(self, changed_ns: int) -> ViewSnapshot:
         snap = ViewSnapshot(PinnedSource(self.ds), self._serials, changed_ns=changed_ns, uid=self._uid,
@@ -571,6 +653,7 @@ class FsView:
                     return ViewChange((), (0, 0, ()), (), (), (), result.pending)
                 return None
             new = self._build(time.time_ns())
+            self.previous = old
             self.snapshot = new
             change = diff(old, new)
             return change._replace(added=result.added, removed=result.removed, pending=result.pending)

@@ -26,9 +26,11 @@ __all__ = ["Contents", "DECODED_CACHE_BYTES", "address_of", "oserror"]
 
 log = logging.getLogger("arrayfs.fs")
 
-# Decoded records kept (bytes). Records that fit in one read request are
-# never kept; a record bigger than the budget is kept alone.
-DECODED_CACHE_BYTES = 256 << 20
+# Decoded records kept (bytes). Records of at most _SMALL_RECORD are never
+# kept; a record bigger than the budget is kept alone. Once a record has
+# been read whole the kernel serves it from its page cache, so the LRU only
+# has to hold records while they are being read.
+DECODED_CACHE_BYTES = 64 << 20
 _SMALL_RECORD = 64 << 10
 
 

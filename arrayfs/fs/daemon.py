@@ -61,7 +61,7 @@ import threading
 from ..errors import ArrayRecordError
 from . import lowlevel
 from .contents import DECODED_CACHE_BYTES, Contents, address_of, oserror
-from .view import RECORD, ROOT, SHARD_DIR, SHARDS, SUMMARY, Attr, FsView
+from .view import RECORD, ROOT, ROOT_INO, SHARD_DIR, SUMMARY, SUMMARY_NAME, Attr, FsView
 
 __all__ = [
     "LowLevelOperations",
@@ -221,6 +221,7 @@ class LowLevelOperations(lowlevel.Handler):
         self.max_read = int(max_read)
         self.contents = Contents(decoded_cache_bytes)
         self.session: lowlevel.Session | None = None
+        self._refreshing = False  # see prepare_refresh
         self._files = _Files()
         self._dirs = _Files()
         self._tls = threading.local()
@@ -308,6 +309,8 @@ class LowLevelOperations(lowlevel.Handler):
         view = self.view
         snap = view.snapshot
         node = snap.node_of_ino(ino)
+        if node is not None and node.kind == SUMMARY and self._refreshing:
+            raise oserror(errno.ESTALE)
         if node is None:
             prev = view.previous
             if prev is not None:
@@ -343,6 +346,8 @@ class LowLevelOperations(lowlevel.Handler):
                 self._reply_entry(req, ctypes.addressof(e))
                 return
             raise oserror(errno.ENOENT) from None
+        if node.kind == SUMMARY and self._refreshing:
+            raise oserror(errno.ESTALE)  # see prepare_refresh
         a = self._attr(snap, node, text)
         e, _ = self._scratch()
         self._fill(e.attr, a)
@@ -508,18 +513,37 @@ class LowLevelOperations(lowlevel.Handler):
         """Whether :meth:`invalidate` reaches the kernel (mounted)."""
         return self.session is not None
 
+    def prepare_refresh(self, change) -> None:
+        """Called by :meth:`FsView.refresh` before it installs a new
+        snapshot: from now until :meth:`invalidate` has invalidated every
+        changed name, the summary answers ``ESTALE`` (and the kernel's pages
+        of the old one are dropped), so that whoever reads a summary reads
+        one that agrees with the names."""
+        self._refreshing = True
+        se = self.session
+        if se is not None:
+            for ino in change.stale_inodes():
+                se.invalidate_inode(ino)
+
     def invalidate(self, change) -> int:
-        """Drop what the kernel cached of the names and directories a
-        refresh changed (a :class:`arrayfs.fs.view.ViewChange`), in the order
-        of :meth:`ViewChange.entries`, then the directories' attributes.
+        """Drop what the kernel cached of what a refresh changed (a
+        :class:`arrayfs.fs.view.ViewChange`): the old summary's pages first,
+        then the names in the order of :meth:`ViewChange.entries` (the
+        summary's last), then the directories' attributes.
         Call from a thread that is not serving a request. Returns how many
         entries the kernel had."""
         se = self.session
         if se is None:
+            self._refreshing = False
             return 0
         n = 0
-        for parent, name in change.entries():
-            n += se.invalidate_entry(parent, name.encode("utf-8", "surrogateescape"))
+        try:
+            for parent, name in change.entries():
+                if parent == ROOT_INO and name == SUMMARY_NAME:
+                    self._refreshing = False  # every other name is done
+                n += se.invalidate_entry(parent, name.encode("utf-8", "surrogateescape"))
+        finally:
+            self._refreshing = False
         for ino in change.inodes():
             se.invalidate_inode(ino)
         return n

@@ -190,6 +190,7 @@ class ViewChange(NamedTuple):
     ``shard_records``: ``(dir path, lo, hi, width)`` per vanished shard:
     its record names.
     ``added``/``removed``/``pending``: from :meth:`ArrayRecordDataSource.refresh`.
+    ``old_summary_ino``: the inode of the summary before the refresh (0: none).
     """
 
     fixed: tuple
@@ -198,6 +199,7 @@ class ViewChange(NamedTuple):
     added: tuple = ()
     removed: tuple = ()
     pending: tuple = ()
+    old_summary_ino: int = 0
 
     def entries(self) -> Iterator[tuple[int, str]]:
         """``(parent inode, name)`` of every directory entry whose meaning
@@ -220,6 +222,14 @@ class ViewChange(NamedTuple):
                 yield SHARDS_INO, p[len(prefix):]
         if f"/{SUMMARY_NAME}" in self.fixed:
             yield ROOT_INO, SUMMARY_NAME
+
+    def stale_inodes(self) -> tuple:
+        """Inodes whose cached pages must go *before* any name changes
+        meaning: the old summary's. The kernel would otherwise keep serving
+        the old summary from its page cache while record names already mean
+        what the new one says (its inode is then ``ESTALE`` until the
+        summary's name is invalidated, last)."""
+        return (self.old_summary_ino,) if self.old_summary_ino else ()
 
     def inodes(self) -> tuple:
         """Inodes whose attributes changed (the directories), to invalidate
@@ -549,7 +559,8 @@ class ViewSnapshot:
 
     def summary(self) -> bytes:
         """The ``.arrayfs.json`` contents (UTF-8 JSON, computed once per
-        snapshot): shards with path, mount directory name, record count,
+        snapshot): the snapshot's generation (0, 1, ... one per refresh that
+        changed the view), shards with path, mount directory name, record count,
         first global index, start in the file, exact record bytes, file size,
         mtime and writer options; totals."""
         s = self._summary
@@ -578,6 +589,7 @@ class ViewSnapshot:
                 doc = {
                     "format": "arrayfs-mount",
                     "version": 1,
+                    "generation": self.generation,
                     "num_records": self.num_records,
                     "num_shards": len(self.shards),
                     "total_bytes": total,
@@ -637,9 +649,15 @@ class FsView:
         self._generation += 1
         return snap
 
-    def refresh(self) -> ViewChange | None:
+    def refresh(self, prepare=None) -> ViewChange | None:
         """Refresh the dataset (:meth:`ArrayRecordDataSource.refresh`) and,
         when shards were added or removed, install a new snapshot.
+
+        Args:
+            prepare: called with the :class:`ViewChange` after the new
+                snapshot is built and before it is installed (the daemon
+                retires the old summary there, so that no one reads it once
+                names mean what the new one says).
 
         Returns the :class:`ViewChange`, or ``None`` when nothing changed
         (``pending`` shards, still being written, are then only retried on a
@@ -653,10 +671,12 @@ class FsView:
                     return ViewChange((), (0, 0, ()), (), (), (), result.pending)
                 return None
             new = self._build(time.time_ns())
+            change = diff(old, new)._replace(added=result.added, removed=result.removed, pending=result.pending)
+            if prepare is not None:
+                prepare(change)
             self.previous = old
             self.snapshot = new
-            change = diff(old, new)
-            return change._replace(added=result.added, removed=result.removed, pending=result.pending)
+            return change
 
     # Conveniences over the current snapshot (tests, tools).
 
@@ -704,4 +724,5 @@ def diff(old: ViewSnapshot, new: ViewSnapshot) -> ViewChange:
     for k, (name, key) in enumerate(zip(new.shard_names, nk)):
         if (name, key) not in old_dirs:
             fixed.append(new.shard_path(k))
-    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records))
+    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records),
+                      old_summary_ino=old.summary_ino)

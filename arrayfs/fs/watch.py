@@ -173,7 +173,8 @@ class Watcher:
     def refresh_now(self) -> ViewChange | None:
         """Refresh the view once and invalidate what changed; returns the
         :class:`ViewChange` or ``None``."""
-        change = self.view.refresh()
+        ops = self.operations
+        change = self.view.refresh(prepare=getattr(ops, "prepare_refresh", None))
         if change is None:
             self._pending = ()
             return None
@@ -190,7 +191,6 @@ class Watcher:
             "refreshed: %d shards, %d records (added %s, removed %s)",
             len(snap.shards), snap.num_records, list(change.added), list(change.removed),
         )
-        ops = self.operations
         if ops is not None:
             t = time.monotonic()
             n = ops.invalidate(change)

@@ -116,6 +116,7 @@ def test_direntries_as_the_kernel_reads_them():
 
     ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
     ops.uid, ops.gid = 1234, 5678
+    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
     attr = Attr(stat.S_IFREG | 0o444, (7 << 40) | 99, 2, 1_000_003, 1_700_000_000_123_456_789, 1 << 20)
     e = lowlevel.EntryParam()
     ops._fill(e.attr, attr)

@@ -120,8 +120,9 @@ class Contents:
         the buffer's address for big records and 0 for small ones (their
         ``bytes`` object is passed as is: taking the address costs more than
         it saves). ``what`` names the file in the log line of an error.
-        Raises ``OSError(EIO)`` for a corrupt record (logged with shard,
-        chunk and byte offset), ``OSError(EISDIR)`` for a directory."""
+        Raises ``OSError(EIO)`` for a corrupt record, or a shard that cannot
+        be opened or mapped (logged with shard, chunk and byte offset),
+        ``OSError(EISDIR)`` for a directory."""
         try:
             if node.kind == RECORD:
                 size = snap.source.record_size(node.shard, node.local)
@@ -130,11 +131,14 @@ class Contents:
                     return self._decoded.get(key, lambda: snap.read(node, size))
                 return snap.read(node, size), 0
             return snap.read(node), 0
-        except ArrayRecordError as e:
-            log.error("EIO reading %s: %s: %s", what, snap.describe(node), e)
-            raise oserror(errno.EIO) from None
         except IsADirectoryError:
             raise oserror(errno.EISDIR) from None
+        except (ArrayRecordError, OSError) as e:
+            # OSError: the shard could not be (re)opened or mapped (EMFILE,
+            # ENOMEM, a file deleted before it was reopened): the reader
+            # gets EIO, the log says which shard.
+            log.error("EIO reading %s: %s: %s", what, snap.describe(node), e)
+            raise oserror(errno.EIO) from None
 
     def clear(self) -> None:
         self._decoded.clear()

@@ -92,6 +92,12 @@ SHORT_TIMEOUT = 1.0
 # per entry). ``-o readdirplus=N`` lowers it; 0 turns READDIRPLUS off.
 READDIRPLUS_MAX = 1 << 62
 
+# Threads serving requests (``-o max_threads=N``; ``-o nothreads``: 1).
+# Python runs one request at a time, so more threads only help while one
+# waits outside Python (a record read from disk, a big record decoding in
+# zstd); each extra thread costs GIL hand-overs on every small request.
+THREADS = 2
+
 
 def libfuse_path() -> str | None:
     """Path of the libfuse that mfusepy loads: ``FUSE_LIBRARY_PATH``, else
@@ -225,6 +231,7 @@ class LowLevelOperations(lowlevel.Handler):
         self._files = _Files()
         self._dirs = _Files()
         self._tls = threading.local()
+        self._templates: dict = {}
         lib = lowlevel.library()
         m = lowlevel.structs()
         self._c_stat = m.c_stat
@@ -259,11 +266,21 @@ class LowLevelOperations(lowlevel.Handler):
         return buf
 
     def _fill(self, st, a: Attr) -> None:
-        st.st_mode = a.mode
+        """Write ``a`` into the ``struct stat`` ``st``: a copy of a template
+        for everything records of a shard share, then inode and size."""
+        key = (a.mode, a.nlink, a.mtime_ns, a.blksize)
+        t = self._templates.get(key)
+        if t is None:
+            t = self._template(a)
+        ctypes.memmove(ctypes.addressof(st), t, len(t))
         st.st_ino = a.ino
-        st.st_nlink = a.nlink
         st.st_size = a.size
         st.st_blocks = (a.size + 511) >> 9
+
+    def _template(self, a: Attr) -> bytes:
+        st = self._c_stat()
+        st.st_mode = a.mode
+        st.st_nlink = a.nlink
         st.st_blksize = a.blksize
         st.st_uid = self.uid
         st.st_gid = self.gid
@@ -271,6 +288,11 @@ class LowLevelOperations(lowlevel.Handler):
         for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
             ts.tv_sec = sec
             ts.tv_nsec = ns
+        t = bytes(st)
+        if len(self._templates) > 4096:  # one per shard (mtime) and kind: bounded all the same
+            self._templates.clear()
+        self._templates[(a.mode, a.nlink, a.mtime_ns, a.blksize)] = t
+        return t
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -323,10 +345,7 @@ class LowLevelOperations(lowlevel.Handler):
     def _attr(self, snap, node, what) -> Attr:
         try:
             return snap.attr(node)
-        except ArrayRecordError as e:
-            log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
-            raise oserror(errno.EIO) from None
-        except OSError as e:
+        except (ArrayRecordError, OSError) as e:
             log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
             raise oserror(errno.EIO) from None
 
@@ -387,7 +406,7 @@ class LowLevelOperations(lowlevel.Handler):
 
     def _data(self, ino, fi):
         """``(bytes, address)`` of the whole file being read."""
-        if fi:
+        if fi and not self.no_open:
             fh = self._fi_type.from_address(fi).fh
             h = self._files.get(fh) if fh else None
             if h is not None:
@@ -461,7 +480,7 @@ class LowLevelOperations(lowlevel.Handler):
         base = ctypes.addressof(buf)
         try:
             pos = self._fill_listing(req, snap, node, base, size, off, plus)
-        except ArrayRecordError as e:
+        except (ArrayRecordError, OSError) as e:
             log.error("EIO listing a directory: %s", e)
             raise oserror(errno.EIO) from None
         self._reply_buf(req, base, pos)
@@ -574,8 +593,6 @@ def fuse_kwargs(*, watch: bool, allow_other: bool = False, auto_unmount: bool = 
         "negative_timeout": 0.0 if watch else timeout,
     }
     if v3:
-        # Keep libfuse's worker threads alive (see lowlevel._adopt_thread).
-        kw["max_idle_threads"] = 16
         # Read requests of up to 1 MiB (libfuse 3 negotiates that many
         # pages): a big record comes in a quarter of the requests, and the
         # page cache it fills reads back faster.
@@ -639,11 +656,8 @@ def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, wat
         negative_timeout=float(own.get("negative_timeout", 0.0)),
         max_read=int(fuse_options.get("max_read") or 0),
     )
-    threads = 1 if own.get("nothreads") else None
-    session = lowlevel.Session(
-        ops, mountpoint, items, debug=bool(own.get("debug")), threads=threads,
-        max_threads=int(own.get("max_threads", 10)), max_idle_threads=int(own.get("max_idle_threads", 16)),
-    )
+    threads = 1 if own.get("nothreads") else int(own.get("max_threads", THREADS))
+    session = lowlevel.Session(ops, mountpoint, items, debug=bool(own.get("debug")), threads=threads)
     ops.session = session
     if watcher is not None:
         watcher.operations = ops

@@ -110,13 +110,16 @@ class _Args(ctypes.Structure):
     _fields_ = [("argc", ctypes.c_int), ("argv", ctypes.POINTER(ctypes.c_char_p)), ("allocated", ctypes.c_int)]
 
 
-class _LoopConfigV32(ctypes.Structure):
-    """struct fuse_loop_config of libfuse 3.2 to 3.11 (later: opaque)."""
+class _Buf(ctypes.Structure):
+    """struct fuse_buf (fuse_common.h); ``mem_size`` since 3.17, and room
+    for fields a later release may add (libfuse writes only those it has)."""
 
-    _fields_ = [("clone_fd", ctypes.c_int), ("max_idle_threads", ctypes.c_uint)]
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p), ("fd", ctypes.c_int),
+                ("pos", ctypes.c_int64), ("mem_size", ctypes.c_size_t), ("_reserved", ctypes.c_uint64 * 8)]
 
 
 _lib = None
+_pylib = None
 _structs = None
 _lock = threading.Lock()
 
@@ -133,8 +136,15 @@ def _load():
             m = load_mfusepy()
             if m.fuse_version_major != 3:
                 raise OSError(f"the low-level API needs libfuse 3; mfusepy loaded {m.fuse_version_major}")
-            lib = ctypes.CDLL(libfuse_path())
+            path = libfuse_path()
+            lib = ctypes.CDLL(path)
             _prototypes(lib)
+            # The same library, called with the GIL held: a request is
+            # processed by the thread that received it, without giving the
+            # GIL up and taking it back around every callback.
+            global _pylib
+            _pylib = ctypes.PyDLL(path)
+            _proto(_pylib.fuse_session_process_buf, None, ctypes.c_void_p, ctypes.POINTER(_Buf))
             _structs = m
             _lib = lib
     return _lib, _structs
@@ -146,7 +156,7 @@ def _proto(fn, restype, *argtypes):
 
 
 def _prototypes(lib) -> None:
-    v, sz, i, u, d = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint, ctypes.c_double
+    v, sz, i, d = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_double
     _proto(lib.fuse_reply_err, i, v, i)
     _proto(lib.fuse_reply_none, None, v)
     _proto(lib.fuse_reply_entry, i, v, v)
@@ -163,18 +173,11 @@ def _prototypes(lib) -> None:
     _proto(lib.fuse_session_unmount, None, v)
     _proto(lib.fuse_session_destroy, None, v)
     _proto(lib.fuse_session_exit, None, v)
-    _proto(lib.fuse_session_loop, i, v)
-    _proto(lib.fuse_session_loop_mt, i, v, v)
+    _proto(lib.fuse_session_exited, i, v)
+    _proto(lib.fuse_session_receive_buf, i, v, ctypes.POINTER(_Buf))
     _proto(lib.fuse_set_signal_handlers, i, v)
     _proto(lib.fuse_remove_signal_handlers, None, v)
     _proto(lib.fuse_opt_free_args, None, ctypes.POINTER(_Args))
-    if hasattr(lib, "fuse_loop_cfg_create"):  # 3.12+: an opaque loop configuration
-        _proto(lib.fuse_loop_cfg_create, v)
-        _proto(lib.fuse_loop_cfg_destroy, None, v)
-        _proto(lib.fuse_loop_cfg_set_idle_threads, None, v, u)
-        _proto(lib.fuse_loop_cfg_set_clone_fd, None, v, u)
-        if hasattr(lib, "fuse_loop_cfg_set_max_threads"):
-            _proto(lib.fuse_loop_cfg_set_max_threads, None, v, u)
 
 
 def available() -> bool:
@@ -342,27 +345,27 @@ class Session:
             ``"allow_other"``, ``"auto_unmount"``, ``"default_permissions"``).
             libfuse rejects unknown ones (its message goes to stderr).
         debug: libfuse's ``-d`` (log every request to stderr).
-        threads: ``None`` (default) for the multithreaded loop, ``1`` for the
-            single-threaded one.
-        max_threads: most worker threads of the multithreaded loop (libfuse
-            3.12+; older ones have no bound).
-        max_idle_threads: idle workers kept alive.
+        threads: threads receiving and processing requests (>= 1).
 
-    :meth:`run` mounts, serves until unmounted or until SIGINT/SIGTERM/SIGHUP,
-    and unmounts. :meth:`invalidate_entry` and :meth:`invalidate_inode` may
-    be called from another thread meanwhile (never from inside an operation:
-    the kernel may wait for that operation to finish).
+    The request loop is this module's, not libfuse's: each thread receives
+    a request (``fuse_session_receive_buf``, without the GIL) and processes
+    it (``fuse_session_process_buf``, which calls the handler) holding the
+    GIL throughout, so a request costs one GIL hand-over, and the threads
+    are Python's own. The calling thread is one of them and the only one
+    that takes SIGINT, SIGTERM and SIGHUP (libfuse's handlers end the loop).
+
+    :meth:`run` mounts, serves until unmounted or signalled, and unmounts.
+    :meth:`invalidate_entry` and :meth:`invalidate_inode` may be called from
+    another thread meanwhile (never from inside an operation: the kernel
+    may wait for that operation to finish).
     """
 
-    def __init__(self, handler: Handler, mountpoint: str, options=(), *, debug: bool = False,
-                 threads: int | None = None, max_threads: int = 10, max_idle_threads: int = 16):
+    def __init__(self, handler: Handler, mountpoint: str, options=(), *, debug: bool = False, threads: int = 2):
         lib, self._m = _load()
         self._lib = lib
         self.handler = handler
         self.mountpoint = os.fspath(mountpoint)
-        self.threads = threads
-        self.max_threads = max_threads
-        self.max_idle_threads = max_idle_threads
+        self.threads = max(1, int(threads))
         self._se = None
         self._callbacks = {}
         ops = _Ops()
@@ -401,10 +404,9 @@ class Session:
         return _PROTOTYPES["init"](init)
 
     def run(self) -> int:
-        """Mount and serve until unmounted; returns libfuse's loop result
-        (0, or the number of the signal that ended it). Raises
-        ``RuntimeError`` when libfuse refuses the options or the mount
-        (its reason went to stderr)."""
+        """Mount and serve until unmounted; returns 0, or the number of the
+        signal that ended the loop. Raises ``RuntimeError`` when libfuse
+        refuses the options or the mount (its reason went to stderr)."""
         lib = self._lib
         se = lib.fuse_session_new(ctypes.byref(self._args), ctypes.addressof(self._ops), ctypes.sizeof(self._ops),
                                   None)
@@ -427,29 +429,49 @@ class Session:
             try:
                 return self._loop()
             finally:
-                lib.fuse_session_unmount(se)
+                lib.fuse_session_exit(se)
+                lib.fuse_session_unmount(se)  # other workers' reads end with ENODEV
+                for t in self._workers:
+                    t.join(timeout=5)
         finally:
             if handlers:
                 lib.fuse_remove_signal_handlers(se)
             self._se = None
             lib.fuse_session_destroy(se)
 
+    _workers: list = []
+
     def _loop(self) -> int:
+        self._workers = []
+        for k in range(1, self.threads):
+            t = threading.Thread(target=self._serve, args=(True,), name=f"arrayfs-fuse-{k}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self._serve(False)
+        return 0
+
+    def _serve(self, block_signals: bool) -> None:
+        """Receive and process requests until the session ends."""
+        if block_signals:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         lib, se = self._lib, self._se
-        if self.threads == 1:
-            return lib.fuse_session_loop(se)
-        if hasattr(lib, "fuse_loop_cfg_create"):
-            cfg = lib.fuse_loop_cfg_create()
-            try:
-                lib.fuse_loop_cfg_set_clone_fd(cfg, 0)
-                lib.fuse_loop_cfg_set_idle_threads(cfg, self.max_idle_threads)
-                if hasattr(lib, "fuse_loop_cfg_set_max_threads"):
-                    lib.fuse_loop_cfg_set_max_threads(cfg, self.max_threads)
-                return lib.fuse_session_loop_mt(se, cfg)
-            finally:
-                lib.fuse_loop_cfg_destroy(cfg)
-        cfg = _LoopConfigV32(0, self.max_idle_threads)
-        return lib.fuse_session_loop_mt(se, ctypes.addressof(cfg))
+        receive, process, exited = lib.fuse_session_receive_buf, _pylib.fuse_session_process_buf, lib.fuse_session_exited
+        buf = _Buf()
+        bufp = ctypes.pointer(buf)
+        try:
+            while not exited(se):
+                res = receive(se, bufp)
+                if res == -errno.EINTR or res == -errno.EAGAIN:
+                    continue
+                if res <= 0:  # -ENODEV: unmounted; other errors end the session too
+                    if res < 0 and res != -errno.ENODEV:
+                        log.error("FUSE: reading a request failed: %s", os.strerror(-res))
+                    lib.fuse_session_exit(se)
+                    break
+                process(se, bufp)
+        finally:
+            if buf.mem:
+                _libc_free(buf.mem)
 
     def exit(self) -> None:
         """Ask the loop to end (it ends on the next request or signal)."""
@@ -469,3 +491,8 @@ class Session:
         Returns whether the kernel had it."""
         se = self._se
         return bool(se) and self._lib.fuse_lowlevel_notify_inval_inode(se, ino, 0, 0) == 0
+
+
+_libc_free = ctypes.CDLL(None).free
+_libc_free.argtypes = [ctypes.c_void_p]
+_libc_free.restype = None

@@ -465,52 +465,64 @@ class LowLevelOperations(lowlevel.Handler):
         return len(snap.shards)
 
     def readdir(self, req, ino, size, off, fi):
-        self._listing(req, size, off, fi, False)
+        self._listing(req, size, off, fi, False, False)
 
     def readdirplus(self, req, ino, size, off, fi):
         snap, node = self._dir(fi)
         # Attributes only from the current snapshot: entries of an older one
         # would re-enter the kernel's cache after the refresh invalidated them.
-        plus = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
-        self._listing(req, size, off, fi, plus)
+        attrs = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
+        self._listing(req, size, off, fi, True, attrs)
 
-    def _listing(self, req, size, off, fi, plus):
+    def _listing(self, req, size, off, fi, plus, attrs):
         snap, node = self._dir(fi)
         buf = self._buffer(size)
         base = ctypes.addressof(buf)
         try:
-            pos = self._fill_listing(req, snap, node, base, size, off, plus)
+            pos = self._fill_listing(req, snap, node, base, size, off, plus, attrs)
         except (ArrayRecordError, OSError) as e:
             log.error("EIO listing a directory: %s", e)
             raise oserror(errno.EIO) from None
         self._reply_buf(req, base, pos)
 
-    def _fill_listing(self, req, snap, node, base, size, off, plus) -> int:
+    def _fill_listing(self, req, snap, node, base, size, off, plus, attrs) -> int:
         """Write the entries of ``node`` from offset ``off`` that fit in
-        ``size`` bytes at ``base``; returns the bytes written. The hot loop
-        of listings: per entry only the name, inode (and size) change;
-        everything else is set once per batch of entries."""
+        ``size`` bytes at ``base``; returns the bytes written. ``plus``: in
+        READDIRPLUS format, with each entry's inode and attributes when
+        ``attrs`` (else inode 0: the kernel then takes only name and type).
+        The hot loop of listings: per entry only the name, inode (and size)
+        change; everything else is set once per batch of entries."""
         e, st = self._scratch()
         pos = 0
-        batches = snap.readdir_batches(node, off, sizes=plus)
+        batches = snap.readdir_batches(node, off, sizes=attrs)
         if plus:
             add, target, attr = self._add_direntry_plus, ctypes.addressof(e), e.attr
             e.attr_timeout = self.attr_timeout
             e.entry_timeout = self.entry_timeout
+            e.ino = 0
             for b in batches:
                 self._fill(attr, b.attr)
                 nxt = b.next_offset
-                for name, ino, sz in zip(b.names, b.inos, b.sizes):
-                    # "." and "..": no inode for the kernel to remember.
-                    e.ino = ino if name != "." and name != ".." else 0
-                    attr.st_ino = ino
-                    attr.st_size = sz
-                    attr.st_blocks = (sz + 511) >> 9
-                    n = add(req, base + pos, size - pos, name.encode(), target, nxt)
-                    if n > size - pos:
-                        return pos
-                    pos += n
-                    nxt += 1
+                if attrs:
+                    for name, ino, sz in zip(b.names, b.inos, b.sizes):
+                        # "." and "..": no inode for the kernel to remember.
+                        e.ino = ino if name != "." and name != ".." else 0
+                        attr.st_ino = ino
+                        attr.st_size = sz
+                        attr.st_blocks = (sz + 511) >> 9
+                        n = add(req, base + pos, size - pos, name.encode(), target, nxt)
+                        if n > size - pos:
+                            return pos
+                        pos += n
+                        nxt += 1
+                else:
+                    for name, ino in zip(b.names, b.inos):
+                        attr.st_ino = ino
+                        n = add(req, base + pos, size - pos, name.encode(), target, nxt)
+                        if n > size - pos:
+                            return pos
+                        pos += n
+                        nxt += 1
         else:
             add, target = self._add_direntry, ctypes.addressof(st)
             for b in batches:

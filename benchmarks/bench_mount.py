@@ -348,7 +348,7 @@ def run_rows(args, work) -> dict:
                 r = res[s.name]
                 print(f"-- {s.name}" + (f" (round {rep + 1})" if args.repeat > 1 else ""), flush=True)
 
-                def keep(key, value, higher):
+                def keep(key, value, higher, r=r):
                     old = r.get(key)
                     r[key] = value if old is None else (max(old, value) if higher else min(old, value))
                     return value

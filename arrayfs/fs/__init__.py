@@ -8,6 +8,7 @@ Modules, bottom to top (each imports only those before it):
 - :mod:`arrayfs.fs.contents`: whole-file contents for the daemons (one
   decode per big record, errors as ``EIO``).
 - :mod:`arrayfs.fs.watch`: live refresh (watchdog).
+- :mod:`arrayfs.fs.libfuse`: which libfuse, and mfusepy loaded on it.
 - :mod:`arrayfs.fs.lowlevel`: libfuse 3's low-level API through ctypes
   (the only module that knows libfuse's C ABI beyond mfusepy).
 - :mod:`arrayfs.fs.daemon`: the daemon over the low-level API (libfuse 3),

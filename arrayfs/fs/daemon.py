@@ -51,7 +51,6 @@ What the low-level daemon does beyond passing calls through:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import itertools
 import logging
@@ -61,6 +60,7 @@ import threading
 from ..errors import ArrayRecordError
 from . import lowlevel
 from .contents import DECODED_CACHE_BYTES, Contents, address_of, oserror
+from .libfuse import libfuse_major, libfuse_path, load_mfusepy
 from .view import RECORD, ROOT, ROOT_INO, SHARD_DIR, SUMMARY, SUMMARY_NAME, Attr, FsView
 
 __all__ = [
@@ -76,10 +76,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("arrayfs.fs")
-
-_mfusepy = None
-_mfusepy_path = None
-_mfusepy_lock = threading.Lock()
 
 # Cache timeouts (seconds). Inodes never change, and names are invalidated
 # on refresh (libfuse 3), so entries and attributes may be cached for long;
@@ -97,45 +93,6 @@ READDIRPLUS_MAX = 1 << 62
 # waits outside Python (a record read from disk, a big record decoding in
 # zstd); each extra thread costs GIL hand-overs on every small request.
 THREADS = 2
-
-
-def libfuse_path() -> str | None:
-    """Path of the libfuse that mfusepy loads: ``FUSE_LIBRARY_PATH``, else
-    the library ``FUSE_LIBRARY_NAME`` names, else libfuse 3, else libfuse 2."""
-    if os.environ.get("FUSE_LIBRARY_PATH"):
-        return os.environ["FUSE_LIBRARY_PATH"]
-    if _mfusepy_path is not None:
-        return _mfusepy_path
-    name = os.environ.get("FUSE_LIBRARY_NAME")
-    if name:
-        return ctypes.util.find_library(name)
-    return ctypes.util.find_library("fuse3") or ctypes.util.find_library("fuse")
-
-
-def load_mfusepy():
-    """Import mfusepy on the library :func:`libfuse_path` picks. Raises
-    ``ImportError`` (no mfusepy), ``OSError`` (no libfuse found) or
-    ``AttributeError`` (unusable libfuse version) as mfusepy does."""
-    global _mfusepy, _mfusepy_path
-    with _mfusepy_lock:
-        if _mfusepy is None:
-            path = libfuse_path()
-            saved = os.environ.get("FUSE_LIBRARY_PATH")
-            try:
-                if path and saved is None:
-                    os.environ["FUSE_LIBRARY_PATH"] = path
-                import mfusepy
-            finally:
-                if saved is None:
-                    os.environ.pop("FUSE_LIBRARY_PATH", None)
-            _mfusepy_path = path
-            _mfusepy = mfusepy
-    return _mfusepy
-
-
-def libfuse_major() -> int:
-    """Major version (2 or 3) of the libfuse that mfusepy loaded."""
-    return load_mfusepy().fuse_version_major
 
 
 # Options of fuse_kwargs that libfuse's high-level API takes and that the

@@ -23,7 +23,8 @@ import os
 
 from ..errors import ArrayRecordError
 from .contents import DECODED_CACHE_BYTES, Contents, oserror
-from .daemon import _Files, _Handle, load_mfusepy
+from .daemon import _Files, _Handle
+from .libfuse import load_mfusepy
 from .view import RECORD, SUMMARY, FsView
 
 __all__ = ["ArrayFsOperations", "run"]

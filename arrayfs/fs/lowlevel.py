@@ -38,6 +38,8 @@ import os
 import signal
 import threading
 
+from .libfuse import libfuse_path, load_mfusepy
+
 __all__ = [
     "Handler",
     "Session",
@@ -131,8 +133,6 @@ def _load():
     global _lib, _structs
     with _lock:
         if _lib is None:
-            from .daemon import libfuse_path, load_mfusepy
-
             m = load_mfusepy()
             if m.fuse_version_major != 3:
                 raise OSError(f"the low-level API needs libfuse 3; mfusepy loaded {m.fuse_version_major}")

@@ -19,6 +19,7 @@ with ``ENOTCONN``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import select
@@ -303,6 +304,9 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
 
     options = dict(options)
     own = _own_options(options)
+    # A fatal signal (SIGBUS from a mapped shard truncated under it, SIGSEGV)
+    # leaves a Python traceback in the log (stderr) instead of nothing.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     # Started before libfuse opens /dev/fuse, so the reaper never holds it.
     reaper = _start_reaper(mountpoint, helper) if helper else None
 

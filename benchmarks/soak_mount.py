@@ -238,6 +238,11 @@ class Shards:
     def names(self) -> list:
         return sorted(n for n in os.listdir(self.dir) if n.startswith("shard-") and n.endswith(".array_record"))
 
+    def live(self) -> int:
+        """Shard files that are valid (not truncated)."""
+        truncated = {key.rsplit("|", 2)[0] for key, entry in self.registry.items.items() if entry.get("truncated")}
+        return sum(os.path.join(self.dir, n) not in truncated for n in self.names())
+
     def _tag(self) -> int:
         return self.rnd.getrandbits(63)
 
@@ -290,6 +295,9 @@ class Shards:
         size = os.path.getsize(path)
         self.registry.changed(path)
         os.truncate(path, size // 2)
+        self.registry.add(path, 0)
+        self.registry.items[identity_key(path, size // 2, os.stat(path).st_mtime_ns)]["truncated"] = True
+        self.registry._save()
         return f"truncated {name} in place to {size // 2} bytes"
 
     def corrupt(self):
@@ -398,10 +406,16 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=float, default=3.0, help="seconds between changes")
     ap.add_argument("--workdir", default="/tmp/arrayfs-soak")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--actions", default=",".join(Shards.ACTIONS),
+                    help=f"changes to make, in turn (default: all of {','.join(Shards.ACTIONS)})")
     ap.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines")
     ap.add_argument("--json", metavar="OUT", help="also write the final figures as JSON")
     args = ap.parse_args(argv)
 
+    actions = [a.strip() for a in args.actions.split(",") if a.strip()]
+    unknown = set(actions) - set(Shards.ACTIONS)
+    if unknown or not actions:
+        ap.error(f"--actions: unknown {sorted(unknown)}; choose from {','.join(Shards.ACTIONS)}")
     work = os.path.abspath(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     data, mnt = os.path.join(work, "data"), os.path.join(work, "mnt")
@@ -435,7 +449,14 @@ def main(argv=None) -> int:
         while time.time() < deadline and alive:
             now = time.time()
             if now >= next_change:
-                action = Shards.ACTIONS[changes % len(Shards.ACTIONS)]
+                action = actions[changes % len(actions)]
+                # Keep the dataset about its starting size, so that RSS and
+                # descriptors can stay flat: a new shard replaces a removed one.
+                live = shards.live()
+                if action in ("add", "add_in_place") and live > args.shards + 2 and "delete" in actions:
+                    action = "delete"
+                elif action in ("delete", "truncate") and live < args.shards - 2:
+                    action = "add"
                 what = getattr(shards, action)()
                 changes += 1
                 shards.log.append((round(now - start, 1), what))

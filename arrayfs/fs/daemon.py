@@ -57,6 +57,8 @@ import logging
 import os
 import threading
 
+import numpy as np
+
 from ..errors import ArrayRecordError
 from . import lowlevel
 from .contents import DECODED_CACHE_BYTES, Contents, address_of, oserror
@@ -87,6 +89,10 @@ SHORT_TIMEOUT = 1.0
 # kernel asks READDIRPLUS: all of them (the low-level daemon keeps nothing
 # per entry). ``-o readdirplus=N`` lowers it; 0 turns READDIRPLUS off.
 READDIRPLUS_MAX = 1 << 62
+
+# Smallest READDIRPLUS entry (bytes): struct fuse_direntplus with a
+# one-character name, 8-byte aligned (fuse_kernel.h).
+_MIN_DIRENTPLUS = 152
 
 # Threads serving requests (``-o max_threads=N``; ``-o nothreads``: 1).
 # Python runs one request at a time, so more threads only help while one
@@ -189,6 +195,13 @@ class LowLevelOperations(lowlevel.Handler):
         self._dirs = _Files()
         self._tls = threading.local()
         self._templates: dict = {}
+        # Root names the kernel may have cached, by global index: bit 1 the
+        # padded name, bit 2 the unpadded one (1 byte per record). A refresh
+        # then invalidates only those, not every name whose meaning changed.
+        # Marking (with the snapshot it is for) and the scan of a refresh
+        # hold _seen_lock, so no name is cached with an old meaning unseen.
+        self._seen = np.zeros(0, dtype=np.uint8)
+        self._seen_lock = threading.Lock()
         lib = lowlevel.library()
         m = lowlevel.structs()
         self._c_stat = m.c_stat
@@ -306,22 +319,39 @@ class LowLevelOperations(lowlevel.Handler):
             log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
             raise oserror(errno.EIO) from None
 
+    def _mark(self, lo: int, hi: int, bits: int, n: int) -> None:
+        """Note that root names of records ``[lo, hi)`` may be cached (call
+        holding ``_seen_lock``); ``n``: records in the snapshot."""
+        seen = self._seen
+        if len(seen) < hi:
+            grown = np.zeros(max(hi, n, 2 * len(seen)), dtype=np.uint8)
+            grown[: len(seen)] = seen
+            self._seen = seen = grown
+        seen[lo:hi] |= bits
+
     def lookup(self, req, parent, name):
-        snap = self.view.snapshot
-        pnode = snap.node_of_ino(parent)
-        if pnode is None:
-            raise oserror(errno.ESTALE)
         text = name.decode("utf-8", "surrogateescape")
-        try:
-            node = snap.lookup(pnode, text)
-        except FileNotFoundError:
+        with self._seen_lock:
+            snap = self.view.snapshot
+            pnode = snap.node_of_ino(parent)
+            if pnode is None:
+                raise oserror(errno.ESTALE)
+            try:
+                node = snap.lookup(pnode, text)
+            except FileNotFoundError:
+                node = None
+            if node is not None and node.kind == RECORD and pnode.kind == ROOT:
+                i = node.index
+                bits = (1 if len(text) == snap.width else 0) | (2 if text == str(i) else 0)
+                self._mark(i, i + 1, bits, snap.num_records)
+        if node is None:
             if self.negative_timeout > 0:
                 e, _ = self._scratch()
                 ctypes.memset(ctypes.addressof(e), 0, ctypes.sizeof(e))
                 e.entry_timeout = self.negative_timeout
                 self._reply_entry(req, ctypes.addressof(e))
                 return
-            raise oserror(errno.ENOENT) from None
+            raise oserror(errno.ENOENT)
         if node.kind == SUMMARY and self._refreshing:
             raise oserror(errno.ESTALE)  # see prepare_refresh
         a = self._attr(snap, node, text)
@@ -426,9 +456,16 @@ class LowLevelOperations(lowlevel.Handler):
 
     def readdirplus(self, req, ino, size, off, fi):
         snap, node = self._dir(fi)
-        # Attributes only from the current snapshot: entries of an older one
-        # would re-enter the kernel's cache after the refresh invalidated them.
-        attrs = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
+        with self._seen_lock:
+            # Attributes only from the current snapshot: entries of an older
+            # one would re-enter the kernel's cache after the refresh
+            # invalidated them.
+            attrs = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
+            if attrs and node.kind == ROOT:
+                # The records this reply may hold (an entry takes more than
+                # _MIN_DIRENTPLUS bytes); more is harmless.
+                lo = max(off - 4, 0)
+                self._mark(lo, min(lo + size // _MIN_DIRENTPLUS + 1, snap.num_records), 1, snap.num_records)
         self._listing(req, size, off, fi, True, attrs)
 
     def _listing(self, req, size, off, fi, plus, attrs):
@@ -501,6 +538,23 @@ class LowLevelOperations(lowlevel.Handler):
         """Whether :meth:`invalidate` reaches the kernel (mounted)."""
         return self.session is not None
 
+    def _cached_record_names(self, change) -> list:
+        """Root names of records ``change`` moved that the kernel may have
+        cached: those looked up or listed with attributes (see ``_seen``)."""
+        lo, hi, _ = change.records
+        width = change.old_width
+        with self._seen_lock:  # after the new snapshot is installed: see _seen
+            seen = self._seen[lo:hi].copy()
+        names = []
+        for j in np.flatnonzero(seen).tolist():
+            i, bits = lo + j, int(seen[j])
+            plain = str(i)
+            if bits & 1 and len(plain) < width:
+                names.append(plain.zfill(width))
+            if bits & 2 or len(plain) >= width:
+                names.append(plain)
+        return names
+
     def prepare_refresh(self, change) -> None:
         """Called by :meth:`FsView.refresh` before it installs a new
         snapshot: from now until :meth:`invalidate` has invalidated every
@@ -526,7 +580,9 @@ class LowLevelOperations(lowlevel.Handler):
             return 0
         n = 0
         try:
-            for parent, name in change.entries():
+            for name in self._cached_record_names(change):
+                n += se.invalidate_entry(ROOT_INO, name.encode())
+            for parent, name in change.entries(records=False):
                 if parent == ROOT_INO and name == SUMMARY_NAME:
                     self._refreshing = False  # every other name is done
                 n += se.invalidate_entry(parent, name.encode("utf-8", "surrogateescape"))

@@ -191,6 +191,7 @@ class ViewChange(NamedTuple):
     its record names.
     ``added``/``removed``/``pending``: from :meth:`ArrayRecordDataSource.refresh`.
     ``old_summary_ino``: the inode of the summary before the refresh (0: none).
+    ``old_width``: the padding width of root names before the refresh.
     """
 
     fixed: tuple
@@ -200,17 +201,19 @@ class ViewChange(NamedTuple):
     removed: tuple = ()
     pending: tuple = ()
     old_summary_ino: int = 0
+    old_width: int = 0
 
-    def entries(self) -> Iterator[tuple[int, str]]:
+    def entries(self, records: bool = True) -> Iterator[tuple[int, str]]:
         """``(parent inode, name)`` of every directory entry whose meaning
         changed, for a daemon that invalidates by inode (libfuse's low-level
         API), generated lazily: record names first, then shard directory
         names, and the summary's name last, so that whoever reads the new
         summary resolves every record name anew. Entries below a vanished
         shard directory are left out: invalidating the directory's own
-        entry drops them."""
+        entry drops them. ``records=False``: without the record names (a
+        caller that knows which ones the kernel has)."""
         lo, hi, widths = self.records
-        for i in range(lo, hi):
+        for i in range(lo, hi) if records else ():
             plain = str(i)
             yield ROOT_INO, plain
             for w in widths:
@@ -725,4 +728,4 @@ def diff(old: ViewSnapshot, new: ViewSnapshot) -> ViewChange:
         if (name, key) not in old_dirs:
             fixed.append(new.shard_path(k))
     return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records),
-                      old_summary_ino=old.summary_ino)
+                      old_summary_ino=old.summary_ino, old_width=old.width)

@@ -7,7 +7,8 @@ most ``max_read`` bytes (1 MiB with libfuse 3), so a record of 200 MiB would
 be decoded 200 times; :class:`Contents` decodes a record bigger than one
 request once and keeps it in a small LRU, keyed by the record's inode (whose
 contents never change), with single-flight decoding: concurrent requests for
-one record wait for one decode.
+one record wait for one decode. A record leaves the LRU once its last bytes
+were sent (the kernel's page cache has it then).
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class _Decoded:
                 self._inflight.pop(key, None)
             flight[0].set()
 
+    def discard(self, key) -> None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._bytes -= len(item[0])
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -139,6 +146,12 @@ class Contents:
             # gets EIO, the log says which shard.
             log.error("EIO reading %s: %s: %s", what, snap.describe(node), e)
             raise oserror(errno.EIO) from None
+
+    def read_to_end(self, snap: ViewSnapshot, node: Node) -> None:
+        """The last bytes of record ``node`` were sent: the kernel keeps the
+        record in its page cache, so the decoded copy can go (the LRU would
+        otherwise hold records nobody reads any more, up to its bound)."""
+        self._decoded.discard(snap.record_ino(node.shard, node.local))
 
     def clear(self) -> None:
         self._decoded.clear()

@@ -391,24 +391,22 @@ class LowLevelOperations(lowlevel.Handler):
         info.keep_cache = 1  # an inode's contents never change
         self._reply_open(req, fi)
 
-    def _data(self, ino, fi):
-        """``(bytes, address)`` of the whole file being read."""
+    def read(self, req, ino, size, off, fi):
+        h = None
         if fi and not self.no_open:
             fh = self._fi_type.from_address(fi).fh
             h = self._files.get(fh) if fh else None
-            if h is not None:
-                if h.data is None:
-                    with h.lock:
-                        if h.data is None:
-                            data, address = self.contents.get(h.snap, h.node, ino)
-                            h.address = address
-                            h.data = data
-                return h.data, h.address
-        snap, node = self._node(ino)
-        return self.contents.get(snap, node, ino)
-
-    def read(self, req, ino, size, off, fi):
-        data, address = self._data(ino, fi)
+        if h is not None:
+            if h.data is None:
+                with h.lock:
+                    if h.data is None:
+                        data, address = self.contents.get(h.snap, h.node, ino)
+                        h.address = address
+                        h.data = data
+            data, address = h.data, h.address
+        else:
+            snap, node = self._node(ino)
+            data, address = self.contents.get(snap, node, ino)
         n = len(data) - off
         if n > size:
             n = size
@@ -416,6 +414,8 @@ class LowLevelOperations(lowlevel.Handler):
             self._reply_buf(req, None, 0)
         elif address:
             self._reply_buf(req, address + off, n)
+            if off + n == len(data) and h is None:
+                self.contents.read_to_end(snap, node)
         elif off == 0:
             self._reply_buf(req, data, n)
         else:

@@ -677,3 +677,22 @@ def test_libfuse2_daemon_serves_the_same(tmp_path, dataset, mounter):
     pid = daemon_pid(mnt)
     with open(f"/proc/{pid}/maps") as f:
         assert "libfuse.so.2" in f.read()
+
+
+def test_names_looked_up_in_both_forms_follow_a_shift(tmp_path, mounter):
+    """A shard that sorts first shifts every name: each name the kernel
+    cached (padded or not, looked up or listed) must now read the new record."""
+    d = tmp_path / "data"
+    d.mkdir()
+    write_ours(d / "s-1.array_record", [b"a%d" % i for i in range(6)])
+    write_ours(d / "s-2.array_record", [b"b%d" % i for i in range(6)])
+    mnt = mounter(d / "s-*.array_record")
+    assert (mnt / "3").read_bytes() == b"a3" and (mnt / "03").read_bytes() == b"a3"
+    assert (mnt / "11").read_bytes() == b"b5"
+    assert os.stat(mnt / "7").st_size == 2
+    write_ours(d / "s-0.array_record", [b"zz%d" % i for i in range(5)])
+    assert wait_for(lambda: json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == 17)
+    assert (mnt / "3").read_bytes() == b"zz3" and (mnt / "03").read_bytes() == b"zz3"
+    assert (mnt / "11").read_bytes() == b"b0"
+    assert (mnt / "7").read_bytes() == b"a2" and os.stat(mnt / "7").st_size == 2
+    assert (mnt / "16").read_bytes() == b"b5"

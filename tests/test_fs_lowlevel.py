@@ -18,6 +18,8 @@ import os
 import stat
 import struct
 
+import pytest
+
 from arrayfs.fs import daemon, lowlevel
 
 
@@ -146,3 +148,56 @@ def test_direntries_as_the_kernel_reads_them():
     assert (ino, off, namelen, typ, n) == (16, 3, 7, stat.S_IFDIR >> 12, 32)
     # Too little room: nothing written, the size needed returned.
     assert lowlevel.library().fuse_add_direntry(None, buf, 16, b".shards", ctypes.addressof(st), 3) == 32
+
+
+@pytest.mark.parametrize("plus,attrs", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("width", [1, 6, 7, 13])
+def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
+    """DirentRuns patches copies of libfuse's first entry; every entry must
+    equal what fuse_add_direntry(_plus) writes for it."""
+    import numpy as np
+
+    from arrayfs.fs.view import Attr
+
+    ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
+    ops.uid, ops.gid = 1000, 1000
+    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
+    attr = Attr(stat.S_IFREG | 0o444, 0, 2, 0, 1_700_000_000_000_000_001, 1 << 20)
+    e = lowlevel.EntryParam()
+    st = lowlevel.structs().c_stat()
+    target = e if plus else st
+    ops._fill(e.attr if plus else st, attr)
+    e.attr_timeout, e.entry_timeout = 86400.0, 86400.0
+    first_name = 10 ** (width - 1) - 3 if width > 1 else 0
+    count = 9 if width > 1 else 7
+    first_ino = (5 << 40) | 1234
+    sizes = np.array([0, 1, 511, 512, 513, 10**9, 7, 8, 9][:count], dtype=np.int64)
+    size = 4096
+    runs = lowlevel.DirentRuns()
+    buf = ctypes.create_string_buffer(size)
+    n, k = runs.encode(None, buf, 0, size, first_name, width, first_ino, count, sizes, 41, target, plus, attrs)
+    assert runs.vectorized and k == count
+    ref = ctypes.create_string_buffer(size)
+    pos = 0
+    lib = lowlevel.library()
+    for j in range(count):
+        name = str(first_name + j).zfill(width).encode()
+        if plus:
+            e.ino = first_ino + j if attrs else 0
+            e.attr.st_ino = first_ino + j
+            if attrs:
+                e.attr.st_size = int(sizes[j])
+                e.attr.st_blocks = (int(sizes[j]) + 511) // 512
+            pos += lib.fuse_add_direntry_plus(None, ctypes.addressof(ref) + pos, size - pos, name,
+                                              ctypes.addressof(e), 41 + j)
+        else:
+            st.st_ino = first_ino + j
+            pos += lib.fuse_add_direntry(None, ctypes.addressof(ref) + pos, size - pos, name, ctypes.addressof(st),
+                                         41 + j)
+    assert n == pos and buf.raw[:n] == ref.raw[:pos]
+    # Too little room: whole entries only.
+    small = ctypes.create_string_buffer(size)
+    one = pos // count
+    n2, k2 = lowlevel.DirentRuns().encode(None, small, 0, 3 * one + one // 2, first_name, width, first_ino, count,
+                                          sizes, 41, target, plus, attrs)
+    assert (n2, k2) == (3 * one, 3) and small.raw[:n2] == ref.raw[:n2]

@@ -175,11 +175,11 @@ def test_readdir_is_streamed(tmp_path):
         it = snap.readdir_batches(snap.resolve("/"), 299_990, sizes=True)
         first = next(it)
         head = next(snap.readdir_batches(snap.resolve("/"), 0))
-        while head.names[0] in (".", "..", ".arrayfs.json", ".shards"):
+        while head.name_list()[0] in (".", "..", ".arrayfs.json", ".shards"):
             head = next(snap.readdir_batches(snap.resolve("/"), head.next_offset))
-        assert head.names[0] == "000000" and len(head.names) <= 64
-        assert first.names[0] == "299986" and first.next_offset == 299_991
-        assert len(first.names) == 14
+        assert head.name_list()[0] == "000000" and len(head.name_list()) <= 64
+        assert first.name_list()[0] == "299986" and first.next_offset == 299_991
+        assert len(first.name_list()) == 14
         rest = list(snap.readdir(snap.resolve("/"), 299_990))
         assert [n for n, _, _ in rest] == [str(i) for i in range(299_986, 300_000)]
     finally:

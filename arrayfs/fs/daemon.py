@@ -195,6 +195,7 @@ class LowLevelOperations(lowlevel.Handler):
         self._dirs = _Files()
         self._tls = threading.local()
         self._templates: dict = {}
+        self._runs = lowlevel.DirentRuns()
         # Root names the kernel may have cached, by global index: bit 1 the
         # padded name, bit 2 the unpadded one (1 byte per record). A refresh
         # then invalidates only those, not every name whose meaning changed.
@@ -471,64 +472,56 @@ class LowLevelOperations(lowlevel.Handler):
     def _listing(self, req, size, off, fi, plus, attrs):
         snap, node = self._dir(fi)
         buf = self._buffer(size)
-        base = ctypes.addressof(buf)
         try:
-            pos = self._fill_listing(req, snap, node, base, size, off, plus, attrs)
+            pos = self._fill_listing(req, snap, node, buf, size, off, plus, attrs)
         except (ArrayRecordError, OSError) as e:
             log.error("EIO listing a directory: %s", e)
             raise oserror(errno.EIO) from None
-        self._reply_buf(req, base, pos)
+        self._reply_buf(req, ctypes.addressof(buf), pos)
 
-    def _fill_listing(self, req, snap, node, base, size, off, plus, attrs) -> int:
+    def _fill_listing(self, req, snap, node, buf, size, off, plus, attrs) -> int:
         """Write the entries of ``node`` from offset ``off`` that fit in
-        ``size`` bytes at ``base``; returns the bytes written. ``plus``: in
+        ``size`` bytes of ``buf``; returns the bytes written. ``plus``: in
         READDIRPLUS format, with each entry's inode and attributes when
         ``attrs`` (else inode 0: the kernel then takes only name and type).
-        The hot loop of listings: per entry only the name, inode (and size)
-        change; everything else is set once per batch of entries."""
+        Runs of records are encoded at once (:class:`lowlevel.DirentRuns`);
+        the few other entries one by one."""
         e, st = self._scratch()
+        base = ctypes.addressof(buf)
         pos = 0
-        batches = snap.readdir_batches(node, off, sizes=attrs)
         if plus:
-            add, target, attr = self._add_direntry_plus, ctypes.addressof(e), e.attr
+            target, attr = e, e.attr
             e.attr_timeout = self.attr_timeout
             e.entry_timeout = self.entry_timeout
             e.ino = 0
-            for b in batches:
-                self._fill(attr, b.attr)
-                nxt = b.next_offset
-                if attrs:
-                    for name, ino, sz in zip(b.names, b.inos, b.sizes):
-                        # "." and "..": no inode for the kernel to remember.
-                        e.ino = ino if name != "." and name != ".." else 0
-                        attr.st_ino = ino
+        else:
+            target, attr = st, st
+        for b in snap.readdir_batches(node, off, sizes=attrs):
+            self._fill(attr, b.attr)
+            if b.first_name >= 0:
+                n, k = self._runs.encode(req, buf, pos, size - pos, b.first_name, b.width, b.inos[0], len(b.inos),
+                                         b.sizes, b.next_offset, target, plus, attrs)
+                pos += n
+                if k < len(b.inos):
+                    return pos
+                continue
+            nxt = b.next_offset
+            for name, ino, sz in zip(b.name_list(), b.inos, b.sizes if attrs else b.inos):
+                attr.st_ino = ino
+                if plus:
+                    # "." and "..": no inode for the kernel to remember.
+                    e.ino = ino if attrs and name != "." and name != ".." else 0
+                    if attrs:
                         attr.st_size = sz
                         attr.st_blocks = (sz + 511) >> 9
-                        n = add(req, base + pos, size - pos, name.encode(), target, nxt)
-                        if n > size - pos:
-                            return pos
-                        pos += n
-                        nxt += 1
+                    n = self._add_direntry_plus(req, base + pos, size - pos, name.encode(), ctypes.addressof(e), nxt)
                 else:
-                    for name, ino in zip(b.names, b.inos):
-                        attr.st_ino = ino
-                        n = add(req, base + pos, size - pos, name.encode(), target, nxt)
-                        if n > size - pos:
-                            return pos
-                        pos += n
-                        nxt += 1
-        else:
-            add, target = self._add_direntry, ctypes.addressof(st)
-            for b in batches:
-                self._fill(st, b.attr)
-                nxt = b.next_offset
-                for name, ino in zip(b.names, b.inos):
-                    st.st_ino = ino
-                    n = add(req, base + pos, size - pos, name.encode(), target, nxt)
-                    if n > size - pos:
-                        return pos
-                    pos += n
-                    nxt += 1
+                    n = self._add_direntry(req, base + pos, size - pos, name.encode(), ctypes.addressof(st), nxt)
+                if n > size - pos:
+                    return pos
+                pos += n
+                nxt += 1
+            e.ino = 0
         return pos
 
     # -- refresh ------------------------------------------------------------------------------

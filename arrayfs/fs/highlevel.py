@@ -152,7 +152,7 @@ class ArrayFsOperations(load_mfusepy().Operations):
             for b in snap.readdir_batches(node, offset):
                 mode = b.attr.mode
                 off = b.next_offset
-                for name, ino in zip(b.names, b.inos):
+                for name, ino in zip(b.name_list(), b.inos):
                     yield name, {"st_mode": mode, "st_ino": ino}, off
                     off += 1
         except ArrayRecordError as e:

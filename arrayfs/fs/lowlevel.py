@@ -43,6 +43,7 @@ from .libfuse import libfuse_path, load_mfusepy
 __all__ = [
     "Handler",
     "Session",
+    "DirentRuns",
     "EntryParam",
     "available",
     "library",
@@ -267,6 +268,130 @@ def add_direntry_plus(req: int, buf: int, size: int, name: bytes, entry_address:
     """:func:`add_direntry` with a ``struct fuse_entry_param`` (READDIRPLUS):
     the kernel then knows the entry's inode and attributes."""
     return _lib.fuse_add_direntry_plus(req, buf, size, name, entry_address, off)
+
+
+# -- runs of directory entries ------------------------------------------------
+
+# fuse_kernel.h: offsetof(struct fuse_dirent, name), and the same in
+# struct fuse_direntplus (after a struct fuse_entry_out of 128 bytes).
+# Entries are padded to 8 bytes.
+_NAME_OFFSET = 24
+_NAME_OFFSET_PLUS = 152
+# 64-bit words patched per entry: struct fuse_dirent ino, off (plain); and
+# fuse_entry_out nodeid, attr.ino, attr.size, attr.blocks, dirent ino, off.
+_PLAIN_WORDS = (0, 1)
+_PLUS_WORDS = (0, 5, 6, 7, 16, 17)
+
+
+class DirentRuns:
+    """Encodes a run of directory entries named by consecutive zero-padded
+    numbers, with consecutive inodes and one attribute template (records of
+    one shard), all at once with numpy.
+
+    libfuse writes the first entry of the run (``fuse_add_direntry`` or
+    ``fuse_add_direntry_plus``); the others are copies of it with the name,
+    inode, size and offset changed in place. The first use checks the
+    second entry against libfuse's own encoding of it; if they differ (a
+    libfuse or kernel protocol this layout does not describe), every entry is
+    encoded by libfuse from then on (:attr:`vectorized` is ``False``).
+    """
+
+    def __init__(self):
+        self.vectorized = None  # unknown until checked
+
+    def encode(self, req, buf, pos: int, room: int, first_name: int, width: int, first_ino: int, count: int,
+               sizes, next_offset: int, target, plus: bool, attrs: bool) -> tuple[int, int]:
+        """Write up to ``count`` entries at byte ``pos`` of ``buf`` (a
+        ctypes buffer), in at most ``room`` bytes: names ``first_name + j``
+        padded to ``width`` digits, inodes ``first_ino + j``, sizes
+        ``sizes[j]`` (``int64`` array, with ``attrs``), offsets
+        ``next_offset + j``. ``target``: the ``struct stat`` (plain) or the
+        ``fuse_entry_param`` (plus) holding the shared attributes. Returns
+        ``(bytes written, entries written)``."""
+        base = ctypes.addressof(buf)
+        size = ((_NAME_OFFSET_PLUS if plus else _NAME_OFFSET) + width + 7) & ~7
+        k = min(count, room // size)
+        if k <= 0:
+            return 0, 0
+        first = self._one(req, base + pos, room, first_name, width, first_ino, sizes, 0, next_offset, target,
+                          plus, attrs)
+        if first != size or k == 1:
+            return (first, 1) if first <= room else (0, 0)
+        if self.vectorized is None:
+            self.vectorized = self._check(req, first_name, width, first_ino, sizes, next_offset, target, plus,
+                                          attrs, size)
+        if not self.vectorized:
+            pos0, j = pos + size, 1
+            while j < k:
+                n = self._one(req, base + pos0, room - (pos0 - pos), first_name, width, first_ino, sizes, j,
+                              next_offset, target, plus, attrs)
+                if n > room - (pos0 - pos):
+                    break
+                pos0 += n
+                j += 1
+            return pos0 - pos, j
+        self._fill(buf, pos, size, k, first_name, width, first_ino, sizes, next_offset, plus, attrs)
+        return k * size, k
+
+    @staticmethod
+    def _one(req, address, room, first_name, width, first_ino, sizes, j, next_offset, target, plus, attrs) -> int:
+        name = str(first_name + j).zfill(width).encode()
+        if plus:
+            target.attr.st_ino = first_ino + j
+            if attrs:
+                target.ino = first_ino + j
+                sz = int(sizes[j])
+                target.attr.st_size = sz
+                target.attr.st_blocks = (sz + 511) >> 9
+            return _lib.fuse_add_direntry_plus(req, address, room, name, ctypes.addressof(target), next_offset + j)
+        target.st_ino = first_ino + j
+        return _lib.fuse_add_direntry(req, address, room, name, ctypes.addressof(target), next_offset + j)
+
+    @staticmethod
+    def _fill(buf, pos, size, k, first_name, width, first_ino, sizes, next_offset, plus, attrs) -> None:
+        import numpy as np
+
+        rows = np.frombuffer(buf, dtype=np.uint8, count=k * size, offset=pos).reshape(k, size)
+        rows[1:] = rows[0]
+        words = rows.view("<u8")
+        j = np.arange(k, dtype=np.uint64)
+        inos = np.uint64(first_ino) + j
+        if plus:
+            words[:, 5] = inos
+            words[:, 16] = inos
+            if attrs:
+                words[:, 0] = inos
+                sz = np.asarray(sizes[:k], dtype=np.uint64)
+                words[:, 6] = sz
+                words[:, 7] = (sz + np.uint64(511)) >> np.uint64(9)
+            words[:, 17] = np.uint64(next_offset) + j
+            at = _NAME_OFFSET_PLUS
+        else:
+            words[:, 0] = inos
+            words[:, 1] = np.uint64(next_offset) + j
+            at = _NAME_OFFSET
+        numbers = np.arange(first_name, first_name + k, dtype=np.int64)
+        powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+        rows[:, at : at + width] = (numbers[:, None] // powers % 10 + 48).astype(np.uint8)
+
+    def _check(self, req, first_name, width, first_ino, sizes, next_offset, target, plus, attrs, size) -> bool:
+        """Whether copying and patching gives libfuse's bytes for entry 1."""
+        ours = ctypes.create_string_buffer(2 * size)
+        theirs = ctypes.create_string_buffer(size)
+        saved = bytes(target)
+        try:
+            self._one(req, ctypes.addressof(ours), size, first_name, width, first_ino, sizes, 0, next_offset, target,
+                      plus, attrs)
+            self._fill(ours, 0, size, 2, first_name, width, first_ino, sizes, next_offset, plus, attrs)
+            self._one(req, ctypes.addressof(theirs), size, first_name, width, first_ino, sizes, 1, next_offset,
+                      target, plus, attrs)
+        finally:
+            ctypes.memmove(ctypes.addressof(target), saved, len(saved))
+        ok = ours.raw[size:] == theirs.raw
+        if not ok:
+            log.warning("directory entries: libfuse's encoding differs from the one arrayfs patches; "
+                        "encoding every entry with libfuse")
+        return ok
 
 
 # -- the handler and the session ----------------------------------------------

@@ -166,16 +166,29 @@ def _parse_index(name: str, lo: int, hi: int, width: int) -> int:
 class DirBatch(NamedTuple):
     """Consecutive directory entries sharing one attribute template.
 
-    ``names[j]`` has inode ``inos[j]``, size ``sizes[j]`` (bytes; ``None``
-    when sizes were not asked for) and next offset ``next_offset + j``;
-    every other field is ``attr``'s.
+    Entry ``j`` has name ``name_list()[j]``, inode ``inos[j]``, size
+    ``sizes[j]`` (bytes; ``sizes`` is ``None`` when sizes were not asked
+    for) and next offset ``next_offset + j``; every other field is
+    ``attr``'s. Records come in runs named by consecutive numbers:
+    ``first_name`` (the first entry's number) zero-padded to ``width``
+    digits, with ``names`` ``None`` (built on demand by :meth:`name_list`)
+    and ``sizes`` an ``int64`` array; other entries have ``first_name`` -1.
     """
 
-    names: list
+    names: list | None
     attr: Attr
     inos: object
     sizes: object
     next_offset: int
+    first_name: int = -1
+    width: int = 0
+
+    def name_list(self) -> list:
+        """The entries' names (``str``)."""
+        if self.names is not None:
+            return self.names
+        fmt = f"%0{self.width}d"
+        return [fmt % g for g in range(self.first_name, self.first_name + len(self.inos))]
 
 
 class ViewChange(NamedTuple):
@@ -451,11 +464,11 @@ class ViewSnapshot:
             a = b.attr
             off = b.next_offset
             if b.sizes is None:
-                for name, ino in zip(b.names, b.inos):
+                for name, ino in zip(b.name_list(), b.inos):
                     yield name, a._replace(ino=ino), off
                     off += 1
             else:
-                for name, ino, size in zip(b.names, b.inos, b.sizes):
+                for name, ino, size in zip(b.name_list(), b.inos, [int(x) for x in b.sizes]):
                     yield name, a._replace(ino=ino, size=size), off
                     off += 1
 
@@ -500,7 +513,6 @@ class ViewSnapshot:
         that shard's file."""
         if start >= stop:
             return
-        fmt = f"%0{width}d"
         step = 64
         k = self._shard_of(start)
         i = start
@@ -518,9 +530,9 @@ class ViewSnapshot:
                 j = min(end, i + min(step, batch))
                 step *= 2
                 lo, hi = i + delta, j + delta
-                names = [fmt % g for g in (range(i, j) if local_names is None else range(lo, hi))]
-                sz = self.source.record_sizes(k, lo, hi).tolist() if sizes else None
-                yield DirBatch(names, template, range(rec_base | lo, rec_base | hi), sz, i + base)
+                sz = self.source.record_sizes(k, lo, hi) if sizes else None
+                yield DirBatch(None, template, range(rec_base | lo, rec_base | hi), sz, i + base,
+                               i if local_names is None else lo, width)
                 i = j
             k += 1
 

@@ -463,7 +463,8 @@ def run_listing(args, work) -> list:
     plain_times = {}
     for n in sizes:
         plain_t = None
-        if n <= args.plain_max:
+        estimated = n > args.plain_max
+        if not estimated:
             d = build_plain_dir(work, n)
             shell(f"ls -l '{d}' > /dev/null")  # warm the dentry and inode caches: plain at its best
             plain_t = min(shell(f"ls -l '{d}' > /dev/null") for _ in range(2))
@@ -482,8 +483,7 @@ def run_listing(args, work) -> list:
                 rss3 = rss_mib(pid)
             finally:
                 _umount(mnt)
-            estimated = plain_t is None
-            if estimated and plain_times:
+            if estimated and plain_t is None and plain_times:
                 m = max(plain_times)
                 plain_t = plain_times[m] * n / m
             row = {

@@ -94,6 +94,9 @@ READDIRPLUS_MAX = 1 << 62
 # one-character name, 8-byte aligned (fuse_kernel.h).
 _MIN_DIRENTPLUS = 152
 
+# bytes.translate tables: x -> x | bits.
+_OR = {bits: bytes(x | bits for x in range(256)) for bits in (0, 1, 2, 3)}
+
 # Threads serving requests (``-o max_threads=N``; ``-o nothreads``: 1).
 # Python runs one request at a time, so more threads only help while one
 # waits outside Python (a record read from disk, a big record decoding in
@@ -201,8 +204,9 @@ class LowLevelOperations(lowlevel.Handler):
         # then invalidates only those, not every name whose meaning changed.
         # Marking (with the snapshot it is for) and the scan of a refresh
         # hold _seen_lock, so no name is cached with an old meaning unseen.
-        self._seen = np.zeros(0, dtype=np.uint8)
+        self._seen = bytearray()
         self._seen_lock = threading.Lock()
+        self.track_names = watcher is not None  # without a watcher no name changes meaning
         lib = lowlevel.library()
         m = lowlevel.structs()
         self._c_stat = m.c_stat
@@ -325,26 +329,37 @@ class LowLevelOperations(lowlevel.Handler):
         holding ``_seen_lock``); ``n``: records in the snapshot."""
         seen = self._seen
         if len(seen) < hi:
-            grown = np.zeros(max(hi, n, 2 * len(seen)), dtype=np.uint8)
+            grown = bytearray(max(hi, n, 2 * len(seen)))
             grown[: len(seen)] = seen
             self._seen = seen = grown
-        seen[lo:hi] |= bits
+        if hi == lo + 1:
+            seen[lo] |= bits
+        else:
+            seen[lo:hi] = seen[lo:hi].translate(_OR[bits])
+
+    def _lookup_node(self, parent, text):
+        """``(snapshot, node or None)`` of ``text`` in directory ``parent``."""
+        snap = self.view.snapshot
+        pnode = snap.node_of_ino(parent)
+        if pnode is None:
+            raise oserror(errno.ESTALE)
+        try:
+            node = snap.lookup(pnode, text)
+        except FileNotFoundError:
+            return snap, None
+        if self.track_names and node.kind == RECORD and pnode.kind == ROOT:
+            i = node.index
+            self._mark(i, i + 1, (1 if len(text) == snap.width else 0) | (2 if text == str(i) else 0),
+                       snap.num_records)
+        return snap, node
 
     def lookup(self, req, parent, name):
         text = name.decode("utf-8", "surrogateescape")
-        with self._seen_lock:
-            snap = self.view.snapshot
-            pnode = snap.node_of_ino(parent)
-            if pnode is None:
-                raise oserror(errno.ESTALE)
-            try:
-                node = snap.lookup(pnode, text)
-            except FileNotFoundError:
-                node = None
-            if node is not None and node.kind == RECORD and pnode.kind == ROOT:
-                i = node.index
-                bits = (1 if len(text) == snap.width else 0) | (2 if text == str(i) else 0)
-                self._mark(i, i + 1, bits, snap.num_records)
+        if self.track_names:
+            with self._seen_lock:
+                snap, node = self._lookup_node(parent, text)
+        else:
+            snap, node = self._lookup_node(parent, text)
         if node is None:
             if self.negative_timeout > 0:
                 e, _ = self._scratch()
@@ -462,7 +477,7 @@ class LowLevelOperations(lowlevel.Handler):
             # one would re-enter the kernel's cache after the refresh
             # invalidated them.
             attrs = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
-            if attrs and node.kind == ROOT:
+            if attrs and node.kind == ROOT and self.track_names:
                 # The records this reply may hold (an entry takes more than
                 # _MIN_DIRENTPLUS bytes); more is harmless.
                 lo = max(off - 4, 0)
@@ -537,7 +552,7 @@ class LowLevelOperations(lowlevel.Handler):
         lo, hi, _ = change.records
         width = change.old_width
         with self._seen_lock:  # after the new snapshot is installed: see _seen
-            seen = self._seen[lo:hi].copy()
+            seen = np.frombuffer(bytes(self._seen[lo:hi]), dtype=np.uint8)
         names = []
         for j in np.flatnonzero(seen).tolist():
             i, bits = lo + j, int(seen[j])

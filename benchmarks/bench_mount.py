@@ -460,7 +460,8 @@ def table(res, args):
             elif kind == "rfloor":
                 fl = a.get("read_floor")
                 if fl:
-                    verdicts.append(f"floor {fl:.0f}/s: {fl / av:.1f}x the floor's time")
+                    verdicts.append(f"<= {val:g}x floor ({fl:.0f}/s): {'ok' if fl <= val * av else 'MISSED'}"
+                                    f" ({fl / av:.1f}x)")
             elif kind == "floor":
                 fl = a.get("big_floor")
                 if fl:

@@ -40,12 +40,15 @@ What the low-level daemon does beyond passing calls through:
   which names changed meaning (record names first, the summary last), and
   which directories' attributes changed. Files opened before a refresh keep
   reading their record while it is in the current or the previous snapshot.
-- **Threads.** libfuse's worker threads call into Python through ctypes;
-  each is given a permanent Python thread state on its first call, and
-  libfuse keeps idle workers alive. Python runs one request at a time (the
-  GIL); libfuse's own work (reading requests, writing replies) runs in
-  parallel. ``-o nothreads`` serves from one thread; ``-o max_threads=N``
-  bounds the workers.
+- **Threads.** Two Python threads (``-o max_threads=N``; ``-o nothreads``:
+  one) each receive a request without the GIL and process it with the GIL
+  held (:class:`arrayfs.fs.lowlevel.Session`). Python serves one request at
+  a time; a second thread serves small requests while another waits for
+  the disk or for a codec (which release the GIL). More threads cost more
+  GIL hand-overs than they win.
+- **Refresh cost.** While watching, the daemon notes (one byte per record)
+  which root names the kernel may have cached, so that a refresh which
+  shifts names invalidates those only, not every name after the change.
 """
 
 from __future__ import annotations

@@ -1,34 +1,48 @@
 #!/usr/bin/env python3
 """The FUSE mount against plain files and ratarmount, in one run.
 
-Data: ``--records`` records of ``--size`` random bytes (default 100,000 of
-1,000) written three ways: arrayfs shards (4 files, ``group_size:1``, zstd,
-today's array_record default), the same bytes as plain files in a
-directory, and a tar of those files mounted with ratarmount (its index is
-built before timing). Plus one record of ``--big-mib`` MiB (default 200).
+Two parts; every row prints beside its peers, with the ratio and the goal.
 
-Measured, each on a fresh mount (so the kernel's caches start empty):
+**Mount rows** (``--records`` records of ``--size`` random bytes, default
+100,000 of 1,000, written three ways: arrayfs shards (4 files,
+``group_size:1``, zstd, today's array_record default), the same bytes as
+plain files in a directory, and a tar of those files mounted with
+ratarmount, its index built before timing; plus one record of ``--big-mib``
+MiB, default 200). Each measured on a fresh mount (the kernel's caches of
+the mount start empty; for plain files and the tar, the page cache of the
+files is dropped with ``posix_fadvise(DONTNEED)``):
 
 - open/read/close of every file, 1 thread and 4 threads, files/s: *cold*
-  (fresh mount: the kernel looks every name up) and *warm* (second pass on
-  the same mount);
+  (fresh mount: the kernel looks every name up) and *warm* (second pass);
 - ``ls -l`` of the whole directory (s), fresh mount and again;
-- ``find DIR -maxdepth 1 -type f | xargs cat`` (s), fresh mount
-  (``-maxdepth 1`` because the arrayfs mount also holds ``.shards/``, the
-  same records again);
-- ``cat`` of the big record (s): cold (fresh mount, and the backing file
-  dropped from the page cache with ``posix_fadvise(DONTNEED)``) and warm.
+- ``find DIR -maxdepth 1 -type f | xargs cat`` (s), fresh mount;
+- the *floor* of the cold reads: every record decoded in this process
+  from a cold page cache (records/s): what is left once FUSE is taken away;
+- ``cat`` of the big record (s), cold and warm. Its *floor* is the same
+  record decoded in this process from a cold page cache
+  (``ArrayRecordDataSource[0]``): the file layer's work, which no mount can
+  avoid; the row prints the mount's time over that floor.
 
-Then a table with ratios and the targets: 1 thread >= 2x ratarmount,
-4 threads >= 12k files/s, ``ls -l`` of 100k <= 2 s, big record warm >=
-0.5x plain file. Other load on the machine moves every figure; the script
-prints the load average at start and end.
+**Listing scale** (``--listing 100000,1000000,10000000``): one shard of tiny
+records (13 bytes; ``group_size:1`` and ``group_size:1024``, written with
+Google's writer, the fastest to generate) per size, against a plain
+directory of as many empty files (up to ``--plain-max`` files; above it the
+plain time is extrapolated linearly from the largest plain directory and
+marked ``~``). Per size: ``ls -l`` of a fresh mount (s), its ratio to the
+plain directory (goal: <= 5x), the time per entry (goal: no growth with
+size: linear listing), and the daemon's RSS after mounting, after its
+dataset index is loaded (one ``stat``), and after the listing: the growth
+over the listing per record (goal: <= 200 bytes per record beyond the
+index).
+
+Other load on the machine moves every figure (the load average is printed
+at the start and end); the ratios are what to compare.
 
 Usage::
 
-    python benchmarks/bench_mount.py            # full run (several minutes)
-    python benchmarks/bench_mount.py --quick    # 10,000 records, 50 MiB
-    python benchmarks/bench_mount.py --arrayfs-options nothreads
+    python benchmarks/bench_mount.py                   # mount rows (several minutes)
+    python benchmarks/bench_mount.py --quick           # 10,000 records, 50 MiB, listing at 10^4, 10^5
+    python benchmarks/bench_mount.py --only listing --listing 100000,1000000,10000000
     python benchmarks/bench_mount.py --json bench-out/mount.json
 """
 
@@ -48,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from arrayfs import ArrayRecordWriter  # noqa: E402
+from arrayfs import ArrayRecordDataSource, ArrayRecordWriter  # noqa: E402
 from arrayfs.fs import is_mounted, mount, unmount  # noqa: E402
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -106,6 +120,44 @@ def build(work: str, n: int, size: int, big_mib: int) -> dict:
     return paths
 
 
+def build_listing(work: str, n: int, group_size: int) -> str:
+    """A directory holding one shard of ``n`` 13-byte records (Google's
+    writer, zstd); reused when present."""
+    d = os.path.join(work, f"listing-{n}-g{group_size}")
+    stamp = os.path.join(work, f"listing-{n}-g{group_size}.ready")
+    if os.path.exists(stamp):
+        return d
+    from array_record.python.array_record_module import ArrayRecordWriter as GoogleWriter
+
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    t = time.perf_counter()
+    w = GoogleWriter(os.path.join(d, "tiny.array_record"), f"group_size:{group_size}")
+    for i in range(n):
+        w.write(b"rec%010d" % i)
+    w.close()
+    print(f"wrote {n:,} records (group_size:{group_size}) in {time.perf_counter() - t:.1f} s", flush=True)
+    open(stamp, "w").close()
+    return d
+
+
+def build_plain_dir(work: str, n: int) -> str:
+    """A directory of ``n`` empty files named like the mount's records."""
+    d = os.path.join(work, f"plain-{n}")
+    stamp = os.path.join(work, f"plain-{n}.ready")
+    if os.path.exists(stamp):
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    width = len(str(n - 1))
+    t = time.perf_counter()
+    for i in range(n):
+        os.mknod(os.path.join(d, str(i).zfill(width)), 0o444 | 0o100000)
+    print(f"made {n:,} empty files in {time.perf_counter() - t:.1f} s", flush=True)
+    open(stamp, "w").close()
+    return d
+
+
 # -- mounts ----------------------------------------------------------------------
 
 
@@ -148,6 +200,15 @@ def _drop(path):
             os.close(fd)
 
 
+def rss_mib(pid) -> float:
+    """Resident set size of process ``pid`` (MiB)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class System:
     """One way of serving the files: ``fresh()`` gives a directory whose
     kernel caches are cold."""
@@ -182,12 +243,13 @@ class ArrayFs(System):
         super().__init__("arrayfs", work)
         self.paths = paths
         self.options = options
+        self.pid = None
 
     def fresh(self, big=False):
         _umount(self.mnt)
         src = os.path.dirname(self.paths["big_shard"]) if big else self.paths["shards"]
         _drop(src)
-        mount(src, self.mnt, watch=False, fuse_options=self.options)
+        self.pid = mount(src, self.mnt, watch=False, fuse_options=self.options)
         return self.mnt
 
 
@@ -260,106 +322,267 @@ def names_of(d, n):
     return names
 
 
-def run(args):
-    work = os.path.abspath(args.workdir)
+def read_floor(shards_dir) -> float:
+    """Records/s of decoding every record in this process (one thread, page
+    cache cold): the file layer's share of open/read/close, FUSE aside."""
+    _drop(shards_dir)
+    with ArrayRecordDataSource(shards_dir) as ds:
+        n = len(ds)
+        t = time.perf_counter()
+        for i in range(n):
+            ds[i]
+        return n / (time.perf_counter() - t)
+
+
+def decode_floor(path) -> float:
+    """Seconds to decode the big record in this process, page cache cold:
+    what the file layer costs, mount or not."""
+    _drop(path)
+    with ArrayRecordDataSource(path) as ds:
+        t = time.perf_counter()
+        ds[0]
+        return time.perf_counter() - t
+
+
+ROWS = ("read", "ls", "find", "big")
+
+
+def run_rows(args, work) -> dict:
     n = args.records
-    paths = build(work, n, args.size, args.big_mib)
-    load_start = os.getloadavg()
-    print(f"load average at start: {load_start}", flush=True)
+    paths = build(os.path.join(work, "rows"), n, args.size, args.big_mib)
     print(f"arrayfs mount options: {args.arrayfs_options or '(defaults)'}", flush=True)
     systems = [Plain(work, paths), ArrayFs(work, paths, args.arrayfs_options)]
     if not args.no_ratarmount:
         systems.append(Ratarmount(work, paths))
     res = {s.name: {} for s in systems}
+    rows = set(args.rows)
     try:
-        for s in systems:
-            r = res[s.name]
-            print(f"-- {s.name}", flush=True)
-            d = s.fresh()
-            names = names_of(d, n)
-            s.close() if s.name != "plain" else None
-            for threads in (1, 4):
-                d = s.fresh()
-                r[f"read{threads}_cold"] = read_all(d, names, threads)
-                r[f"read{threads}_warm"] = read_all(d, names, threads)
-                print(f"   read {threads} thread(s): cold {r[f'read{threads}_cold']:.0f} files/s, "
-                      f"warm {r[f'read{threads}_warm']:.0f} files/s", flush=True)
-            d = s.fresh()
-            r["ls_cold"] = shell(f"ls -l '{d}' > /dev/null")
-            r["ls_warm"] = shell(f"ls -l '{d}' > /dev/null")
-            print(f"   ls -l: {r['ls_cold']:.2f} s, again {r['ls_warm']:.2f} s", flush=True)
-            d = s.fresh()
-            r["find"] = shell(f"find '{d}' -maxdepth 1 -type f -print0 | xargs -0 cat > /dev/null")
-            print(f"   find | xargs cat: {r['find']:.2f} s", flush=True)
-            d = s.fresh(big=True)
-            big = os.path.join(d, "0" if s.name == "arrayfs" else "big.bin")
-            r["big_cold"] = shell(f"cat '{big}' > /dev/null")
-            r["big_warm"] = min(shell(f"cat '{big}' > /dev/null") for _ in range(3))
-            mib = args.big_mib
-            print(f"   cat {mib} MiB record: cold {r['big_cold']:.2f} s ({mib / r['big_cold']:.0f} MiB/s), "
-                  f"warm {r['big_warm']:.3f} s ({mib / r['big_warm']:.0f} MiB/s)", flush=True)
-            s.close()
+        for rep in range(args.repeat):
+            for s in systems:
+                r = res[s.name]
+                print(f"-- {s.name}" + (f" (round {rep + 1})" if args.repeat > 1 else ""), flush=True)
+
+                def keep(key, value, higher, r=r):
+                    old = r.get(key)
+                    r[key] = value if old is None else (max(old, value) if higher else min(old, value))
+                    return value
+
+                if "read" in rows:
+                    d = s.fresh()
+                    names = names_of(d, n)
+                    for threads in (1, 4):
+                        d = s.fresh()
+                        cold = keep(f"read{threads}_cold", read_all(d, names, threads), True)
+                        warm = keep(f"read{threads}_warm", read_all(d, names, threads), True)
+                        print(f"   read {threads} thread(s): cold {cold:.0f} files/s, warm {warm:.0f} files/s",
+                              flush=True)
+                    if s.name == "arrayfs":
+                        f = keep("read_floor", read_floor(paths["shards"]), True)
+                        print(f"   floor: decoding every record in-process, 1 thread, cold: {f:.0f} records/s",
+                              flush=True)
+                if "ls" in rows:
+                    d = s.fresh()
+                    a = keep("ls_cold", shell(f"ls -l '{d}' > /dev/null"), False)
+                    b = keep("ls_warm", shell(f"ls -l '{d}' > /dev/null"), False)
+                    print(f"   ls -l: {a:.2f} s, again {b:.2f} s", flush=True)
+                if "find" in rows:
+                    d = s.fresh()
+                    a = keep("find", shell(f"find '{d}' -maxdepth 1 -type f -print0 | xargs -0 cat > /dev/null"),
+                             False)
+                    print(f"   find | xargs cat: {a:.2f} s", flush=True)
+                if "big" in rows:
+                    d = s.fresh(big=True)
+                    big = os.path.join(d, "0" if s.name == "arrayfs" else "big.bin")
+                    cold = keep("big_cold", shell(f"cat '{big}' > /dev/null"), False)
+                    warm = keep("big_warm", min(shell(f"cat '{big}' > /dev/null") for _ in range(3)), False)
+                    mib = args.big_mib
+                    print(f"   cat {mib} MiB record: cold {cold:.2f} s ({mib / cold:.0f} MiB/s), "
+                          f"warm {warm:.3f} s ({mib / warm:.0f} MiB/s)", flush=True)
+                    if s.name == "arrayfs":
+                        f = keep("big_floor", decode_floor(paths["big_shard"]), False)
+                        print(f"   floor: decoding it in-process, cold: {f:.2f} s", flush=True)
+                s.close()
     finally:
         for s in systems:
             s.close()
-    load_end = os.getloadavg()
-    print(f"load average at end: {load_end}")
-    rows = table(res, args)
-    if args.json:
-        from _common import dump_json, machine_info
-
-        dump_json(args.json, {
-            "machine": machine_info(),
-            "loadavg": {"start": load_start, "end": load_end},
-            "records": n, "record_bytes": args.size, "big_mib": args.big_mib,
-            "arrayfs_options": args.arrayfs_options,
-            "rows": rows,
-            "raw": res,
-        })
+    return res
 
 
 def table(res, args):
-    a, p, t = res["arrayfs"], res["plain"], res.get("ratarmount")
+    a, p, t = res["arrayfs"], res["plain"], res.get("ratarmount") or {}
     n = args.records
+    mib = args.big_mib
+    # key, label, higher is better, goals: list of (kind, value)
     rows = [
-        ("open/read/close 1 thread, cold (files/s)", "read1_cold", True, ("rat", 2.0)),
-        ("open/read/close 1 thread, warm (files/s)", "read1_warm", True, ("rat", 2.0)),
-        ("open/read/close 4 threads, cold (files/s)", "read4_cold", True, ("abs", 12000)),
-        ("open/read/close 4 threads, warm (files/s)", "read4_warm", True, ("abs", 12000)),
-        (f"ls -l of {n} entries, fresh mount (s)", "ls_cold", False, ("le", 2.0 * n / 100_000)),
-        (f"ls -l of {n} entries, again (s)", "ls_warm", False, ("le", 2.0 * n / 100_000)),
-        ("find -type f | xargs cat (s)", "find", False, None),
-        (f"cat {args.big_mib} MiB record, cold (s)", "big_cold", False, None),
-        (f"cat {args.big_mib} MiB record, warm (s)", "big_warm", False, ("plain", 0.5)),
+        ("read1_cold", "open/read/close 1 thread, cold (files/s)", True, [("rat", 2.0)]),
+        ("read1_warm", "open/read/close 1 thread, warm (files/s)", True, [("rat", 2.0)]),
+        ("read4_cold", "open/read/close 4 threads, cold (files/s)", True,
+         [("self1", 1.0), ("rat", 1.5), ("rfloor", 1.3)]),
+        ("read4_warm", "open/read/close 4 threads, warm (files/s)", True, [("abs", 12000)]),
+        ("ls_cold", f"ls -l of {n} entries, fresh mount (s)", False, [("plainx", 5.0)]),
+        ("ls_warm", f"ls -l of {n} entries, again (s)", False, [("plainx", 5.0)]),
+        ("find", "find -type f | xargs cat (s)", False, []),
+        ("big_cold", f"cat {mib} MiB record, cold (s)", False, [("rat", 1.0), ("floor", 1.3)]),
+        ("big_warm", f"cat {mib} MiB record, warm (s)", False, [("plain", 0.5)]),
     ]
-    hdr = f"{'measure':46} {'plain':>9} {'arrayfs':>9} {'ratarmt':>9} {'af/plain':>9} {'af/ratar':>9}  target"
+    hdr = (f"{'measure':44} {'plain':>9} {'arrayfs':>9} {'ratarmt':>9} {'af/plain':>8} {'af/ratar':>8}  "
+           "goal")
     out = []
     print()
     print(hdr)
-    print("-" * len(hdr) + "-" * 20)
-    for label, key, higher, target in rows:
-        av, pv, tv = a[key], p[key], (t or {}).get(key)
-        # Ratios are "how many times better arrayfs is": speed / speed.
-        rp = av / pv if higher else pv / av
+    print("-" * (len(hdr) + 40))
+    for key, label, higher, goals in rows:
+        if key not in a:
+            continue
+        av, pv, tv = a[key], p.get(key), t.get(key)
+        # Ratios are "how many times better arrayfs is": speed / speed, or time / time.
+        rp = (av / pv if higher else pv / av) if pv else float("nan")
         rt = (av / tv if higher else tv / av) if tv else float("nan")
         fmt = (lambda v: f"{v:9.0f}") if higher else (lambda v: f"{v:9.3f}")
-        verdict = ""
-        if target:
-            kind, val = target
+        verdicts = []
+        for kind, val in goals:
             if kind == "rat":
-                ok = rt >= val
-                verdict = f">= {val:g}x ratarmount: {'ok' if ok else 'MISSED'}" if tv else ""
+                if tv:
+                    verdicts.append(f">= {val:g}x ratarmount: {'ok' if rt >= val else 'MISSED'}")
+            elif kind == "self1":
+                one = a.get("read1_cold")
+                if one:
+                    verdicts.append(f">= 1-thread cold ({one:.0f}): {'ok' if av >= val * one else 'MISSED'}"
+                                    f" ({av / one:.2f}x)")
             elif kind == "abs":
-                verdict = f">= {val} files/s: {'ok' if av >= val else 'MISSED'}"
-            elif kind == "le":
-                verdict = f"<= {val:g} s: {'ok' if av <= val else 'MISSED'}"
+                verdicts.append(f">= {val} files/s: {'ok' if av >= val else 'MISSED'}")
+            elif kind == "plainx":
+                if pv:
+                    verdicts.append(f"<= {val:g}x plain: {'ok' if av <= val * pv else 'MISSED'} ({av / pv:.2f}x)")
             elif kind == "plain":
-                verdict = f">= {val:g}x plain: {'ok' if rp >= val else 'MISSED'}"
-        print(f"{label:46} {fmt(pv)} {fmt(av)} {fmt(tv) if tv else '      n/a'} {rp:9.2f} {rt:9.2f}  {verdict}")
+                if pv:
+                    verdicts.append(f">= {val:g}x plain: {'ok' if rp >= val else 'MISSED'}")
+            elif kind == "rfloor":
+                fl = a.get("read_floor")
+                if fl:
+                    verdicts.append(f"<= {val:g}x floor ({fl:.0f}/s): {'ok' if fl <= val * av else 'MISSED'}"
+                                    f" ({fl / av:.1f}x)")
+            elif kind == "floor":
+                fl = a.get("big_floor")
+                if fl:
+                    verdicts.append(f"<= {val:g}x floor {fl:.2f} s: {'ok' if av <= val * fl else 'MISSED'}"
+                                    f" ({av / fl:.2f}x)")
+        verdict = "; ".join(verdicts)
+        print(f"{label:44} {fmt(pv) if pv else '      n/a'} {fmt(av)} {fmt(tv) if tv else '      n/a'} "
+              f"{rp:8.2f} {rt:8.2f}  {verdict}")
         out.append({"measurement": label, "plain": pv, "arrayfs": av, "ratarmount": tv,
                     "arrayfs_vs_plain": rp, "arrayfs_vs_ratarmount": rt, "target": verdict})
-    print("(ratios > 1: arrayfs faster)")
+    print("(ratios > 1: arrayfs faster; floors: the same records, or the big record, decoded in this process "
+          "from a cold page cache: the file layer's work without FUSE)")
     return out
+
+
+# -- listing scale -------------------------------------------------------------------------
+
+
+def run_listing(args, work) -> list:
+    sizes = [int(float(x)) for x in args.listing.split(",") if x.strip()]
+    mnt = os.path.join(work, "mnt-listing")
+    os.makedirs(mnt, exist_ok=True)
+    out = []
+    plain_times = {}
+    for n in sizes:
+        plain_t = None
+        estimated = n > args.plain_max
+        if not estimated:
+            d = build_plain_dir(work, n)
+            shell(f"ls -l '{d}' > /dev/null")  # warm the dentry and inode caches: plain at its best
+            plain_t = min(shell(f"ls -l '{d}' > /dev/null") for _ in range(2))
+            plain_times[n] = plain_t
+        for g in args.listing_group_sizes:
+            src = build_listing(work, n, g)
+            _umount(mnt)
+            pid = mount(src, mnt, watch=False)
+            try:
+                rss0 = rss_mib(pid)
+                os.stat(os.path.join(mnt, "0"))  # loads the shard's index
+                rss1 = rss_mib(pid)
+                t = shell(f"ls -l '{mnt}' > /dev/null")
+                rss2 = rss_mib(pid)
+                t2 = shell(f"ls -l '{mnt}' > /dev/null")
+                rss3 = rss_mib(pid)
+            finally:
+                _umount(mnt)
+            if estimated and plain_t is None and plain_times:
+                m = max(plain_times)
+                plain_t = plain_times[m] * n / m
+            row = {
+                "records": n, "group_size": g, "ls_fresh_s": t, "ls_again_s": t2,
+                "plain_s": plain_t, "plain_estimated": estimated,
+                "ratio_to_plain": t / plain_t if plain_t else float("nan"),
+                "us_per_entry": 1e6 * t / n,
+                "rss_mounted_mib": rss0, "rss_index_mib": rss1, "rss_after_ls_mib": rss2, "rss_after_2nd_ls_mib": rss3,
+                "bytes_per_record_over_index": (max(rss2, rss3) - rss1) * 2**20 / n,
+            }
+            out.append(row)
+            print(f"   {n:>11,} records g{g}: ls -l {t:7.2f} s (again {t2:6.2f}), plain "
+                  f"{'~' if estimated else ''}{plain_t or float('nan'):6.2f} s, ratio {row['ratio_to_plain']:5.2f}, "
+                  f"RSS {rss0:.0f} -> {rss1:.0f} (index) -> {rss2:.0f} MiB, "
+                  f"{row['bytes_per_record_over_index']:.1f} B/record", flush=True)
+    print_listing(out)
+    return out
+
+
+def print_listing(rows):
+    print()
+    hdr = (f"{'records':>11} {'group':>6} {'ls -l (s)':>10} {'plain (s)':>10} {'ratio':>6} {'us/entry':>9} "
+           f"{'growth':>7} {'plain gr':>8} {'RSS idx':>8} {'RSS end':>8} {'B/rec':>7}  goals: ratio <= 5, "
+           "B/rec <= 200, growth as plain's")
+    print(hdr)
+    print("-" * len(hdr))
+    prev = {}
+    for r in rows:
+        g = r["group_size"]
+        growth = pgrowth = ""
+        if g in prev:
+            p = prev[g]
+            scale = r["records"] / p["records"]
+            growth = f"{(r['ls_fresh_s'] / p['ls_fresh_s']) / scale:6.2f}x"
+            if r["plain_s"] and p["plain_s"] and not r["plain_estimated"]:
+                pgrowth = f"{(r['plain_s'] / p['plain_s']) / scale:6.2f}x"
+        prev[g] = r
+        plain = f"{'~' if r['plain_estimated'] else ''}{r['plain_s']:.2f}" if r["plain_s"] else "n/a"
+        ok = ("ok" if r["ratio_to_plain"] <= 5 else "MISSED") + "/" + (
+            "ok" if r["bytes_per_record_over_index"] <= 200 else "MISSED")
+        print(f"{r['records']:>11,} {g:>6} {r['ls_fresh_s']:>10.2f} {plain:>10} {r['ratio_to_plain']:>6.2f} "
+              f"{r['us_per_entry']:>9.2f} {growth:>7} {pgrowth:>8} {r['rss_index_mib']:>8.0f} {r['rss_after_ls_mib']:>8.0f} "
+              f"{r['bytes_per_record_over_index']:>7.1f}  {ok}")
+    print("(growth: time ratio over record ratio between sizes, 1.00x is linear; `ls -l` itself sorts, so the "
+          "plain directory's growth is the reference; ~: plain time extrapolated linearly, which understates it; "
+          "RSS in MiB)")
+
+
+def run(args):
+    work = os.path.abspath(args.workdir)
+    os.makedirs(work, exist_ok=True)
+    load_start = os.getloadavg()
+    print(f"load average at start: {load_start}", flush=True)
+    result = {"records": args.records, "record_bytes": args.size, "big_mib": args.big_mib,
+              "arrayfs_options": args.arrayfs_options}
+    rows = None
+    if "rows" in args.only:
+        res = run_rows(args, work)
+        rows = table(res, args)
+        result["rows"] = rows
+        result["raw"] = res
+    if "listing" in args.only:
+        print("\n-- listing scale", flush=True)
+        result["listing"] = run_listing(args, work)
+    load_end = os.getloadavg()
+    print(f"load average at end: {load_end}")
+    if args.json:
+        from _common import dump_json, machine_info
+
+        result["machine"] = machine_info()
+        result["loadavg"] = {"start": load_start, "end": load_end}
+        if rows is None:
+            result["rows"] = []
+        dump_json(args.json, result)
 
 
 def main(argv=None):
@@ -367,16 +590,25 @@ def main(argv=None):
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--size", type=int, default=1000, help="bytes per record")
     ap.add_argument("--big-mib", type=int, default=200, help="size of the big record (MiB)")
-    ap.add_argument("--quick", action="store_true", help="10,000 records and a 50 MiB record")
+    ap.add_argument("--quick", action="store_true", help="10,000 records, a 50 MiB record, listing at 10^4 and 10^5")
     ap.add_argument("--workdir", default="/tmp/arrayfs-bench-mount")
     ap.add_argument("--no-ratarmount", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=("rows", "listing"), default=["rows", "listing"])
+    ap.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="which mount rows to measure")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the mount rows; the best of each is kept")
+    ap.add_argument("--listing", default="100000,1000000", help="record counts of the listing scale table")
+    ap.add_argument("--listing-group-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 1024])
+    ap.add_argument("--plain-max", type=int, default=1_000_000,
+                    help="largest plain directory to create (files); larger ones are extrapolated")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     ap.add_argument("--arrayfs-options", metavar="OPT[,OPT...]",
-                    help="mount options for arrayfs, e.g. nothreads (one FUSE thread: faster for small records)")
+                    help="mount options for arrayfs, e.g. nothreads or max_threads=2")
     args = ap.parse_args(argv)
     if args.quick:
         args.records = min(args.records, 10_000)
         args.big_mib = min(args.big_mib, 50)
+        if args.listing == ap.get_default("listing"):
+            args.listing = "10000,100000"
         if args.workdir == ap.get_default("workdir"):
             args.workdir += "-quick"
     run(args)

@@ -175,11 +175,11 @@ def test_readdir_is_streamed(tmp_path):
         it = snap.readdir_batches(snap.resolve("/"), 299_990, sizes=True)
         first = next(it)
         head = next(snap.readdir_batches(snap.resolve("/"), 0))
-        while head.names[0] in (".", "..", ".arrayfs.json", ".shards"):
+        while head.name_list()[0] in (".", "..", ".arrayfs.json", ".shards"):
             head = next(snap.readdir_batches(snap.resolve("/"), head.next_offset))
-        assert head.names[0] == "000000" and len(head.names) <= 64
-        assert first.names[0] == "299986" and first.next_offset == 299_991
-        assert len(first.names) == 14
+        assert head.name_list()[0] == "000000" and len(head.name_list()) <= 64
+        assert first.name_list()[0] == "299986" and first.next_offset == 299_991
+        assert len(first.name_list()) == 14
         rest = list(snap.readdir(snap.resolve("/"), 299_990))
         assert [n for n, _, _ in rest] == [str(i) for i in range(299_986, 300_000)]
     finally:
@@ -319,3 +319,86 @@ def test_statfs(view, data):
     st = view.snapshot.statfs()
     assert st["f_files"] == len(recs) + 3 + 3
     assert st["f_blocks"] * st["f_bsize"] >= sum(map(len, recs))
+
+
+# -- inodes: the low-level daemon's handles ---------------------------------------------------
+
+
+def test_inodes_name_their_nodes(view, data):
+    _, recs = data
+    snap = view.snapshot
+    seen = {}
+    for path in ["/", "/.shards", "/.arrayfs.json", "/.shards/part-00001.array_record", "/000", "/039",
+                 "/.shards/part-00001.array_record/22", f"/{len(recs) - 1}"]:
+        node = snap.resolve(path)
+        ino = snap.attr(node).ino
+        assert snap.node_of_ino(ino) == node, path
+        seen[ino] = path
+    assert len(seen) == 8  # all distinct
+    # A record's two names are one inode, whose node is the same record.
+    a = snap.resolve("/.shards/part-00001.array_record/22")
+    b = snap.resolve(f"/{40 + 22}")
+    assert a == b and snap.attr(a).ino == snap.attr(b).ino
+    # Every record inode maps back to its record (global index and local index).
+    for i in range(len(recs)):
+        node = snap.resolve(f"/{i}")
+        assert snap.node_of_ino(snap.attr(node).ino) == node
+    # Numbers never given out are unknown.
+    for ino in (0, 4, 15, 16 + 10_000, (1 << 40) * 5000, snap.summary_ino + 1, (1 << 63) | 12345):
+        assert snap.node_of_ino(ino) is None, ino
+    # A local index outside the shard's records (in range of the 40 bits) is unknown too.
+    first = snap.attr(snap.resolve("/000")).ino
+    assert snap.node_of_ino(first + 40) is None
+
+
+def test_lookup_is_resolve_one_name_at_a_time(view, data):
+    _, recs = data
+    snap = view.snapshot
+    root = snap.resolve("/")
+    shards = snap.lookup(root, ".shards")
+    assert shards.kind == SHARDS
+    d = snap.lookup(shards, "part-00002.array_record")
+    assert d.kind == SHARD_DIR and d.shard == 2
+    rec = snap.lookup(d, "07")
+    assert rec == snap.resolve("/.shards/part-00002.array_record/07") == snap.lookup(root, str(63 + 7))
+    assert snap.lookup(root, ".arrayfs.json").kind == SUMMARY
+    for parent, name in [(root, "x"), (root, ""), (root, "0000"), (shards, "nope"), (d, "50"), (d, "007")]:
+        with pytest.raises(FileNotFoundError):
+            snap.lookup(parent, name)
+    with pytest.raises(NotADirectoryError):
+        snap.lookup(rec, "0")
+
+
+def test_refresh_new_inodes_only_for_new_contents(tmp_path):
+    d = tmp_path
+    _write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(5)])
+    _write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(5)])
+    ds = ArrayRecordDataSource(str(d / "*.array_record"))
+    try:
+        v = FsView(ds)
+        s0 = v.snapshot
+        ino_b0 = s0.attr(s0.resolve("/5")).ino
+        ino_a0 = s0.attr(s0.resolve("/0")).ino
+        sum0 = s0.summary_ino
+        # Rewrite shard 0 with other contents: a new shard, new inodes.
+        _write_ours(d / "s-00000.array_record", [b"A%d" % i for i in range(3)])
+        change = v.refresh()
+        s1 = v.snapshot
+        assert v.previous is s0
+        assert s1.summary_ino != sum0 and s1.node_of_ino(sum0) is None
+        assert s1.node_of_ino(ino_a0) is None  # the old shard's records are gone...
+        assert s0.node_of_ino(ino_a0) == s0.resolve("/0")  # ...but the old snapshot has them
+        # Shard 1's records moved from /5.. to /3.. and kept their inodes.
+        assert s1.attr(s1.resolve("/3")).ino == ino_b0
+        assert s1.node_of_ino(ino_b0) == s1.resolve("/3")
+        # Entries to invalidate: every shifted record name, both shard
+        # directories' entries (rewritten: a new directory), and the
+        # summary's name last; then the directories' attributes.
+        entries = list(change.entries())
+        assert entries[-1] == (1, ".arrayfs.json")
+        names = {name for parent, name in entries if parent == 1}
+        assert {str(i) for i in range(10)} <= names
+        assert (2, "s-00000.array_record") in entries
+        assert change.inodes() == (1, 2)
+    finally:
+        ds.close()

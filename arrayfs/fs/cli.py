@@ -88,9 +88,10 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground (logs on stderr; Ctrl-C unmounts)")
     p.add_argument("-o", dest="options", action="append", metavar="OPT[,OPT...]",
-                   help="mount options (repeatable): libfuse's (e.g. attr_timeout=60, nothreads) and "
-                   "arrayfs's own: open_handles (decode per open file handle), readdirplus=N (list "
-                   "directories of at most N entries with attributes; 0: never)")
+                   help="mount options (repeatable): libfuse's (e.g. allow_other, max_read=N) and "
+                   "arrayfs's own: attr_timeout=S, entry_timeout=S, max_threads=N, nothreads, open_handles "
+                   "(decode per open file handle), readdirplus=N (list directories of at most N entries "
+                   "with attributes; 0: never)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (non-root: needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,

@@ -1,616 +1,607 @@
-"""The FUSE daemon: a thin mfusepy adapter over :mod:`arrayfs.fs.view`.
+"""The FUSE daemon: serves an :class:`arrayfs.fs.view.FsView` through libfuse.
 
-libfuse's high-level API, multithreaded, read-only. What it does beyond
-passing calls through:
+With libfuse 3 (every current Linux) the daemon speaks libfuse's low-level
+API (:mod:`arrayfs.fs.lowlevel`): the kernel addresses files by inode number
+and the view computes what an inode is (:meth:`ViewSnapshot.node_of_ino`),
+so the daemon keeps nothing per name, however many the kernel has seen.
+With libfuse 2 it falls back to mfusepy's high-level API
+(:mod:`arrayfs.fs.highlevel`), addressed by path.
 
-- **Few round trips per file.** Where the kernel allows it (libfuse 3 and
-  ``FUSE_CAP_NO_OPEN_SUPPORT``, Linux >= 4.19), the first ``open`` answers
-  ``ENOSYS``: the kernel then opens files without asking the daemon (no
-  OPEN, no RELEASE request) and keeps their page cache across opens. Reading
-  a small file costs one READ the first time and nothing after; this
-  matters because each request is a round trip between two processes.
-- **One decode per record read.** A record bigger than one read request
-  (the kernel splits reads into requests of at most 128 KiB, or 1 MiB with
-  libfuse 3 where arrayfs asks for ``max_read=1048576``) is decoded once: READs by path share a small LRU of decoded records (keyed
-  by snapshot and record; concurrent READs of one record wait for a single
-  decode). In *handle mode* (libfuse 2, old kernels, or
-  ``open_handles=True``) ``open()`` returns a handle, the first ``read()``
-  decodes into it, later reads slice it and ``release()`` drops it.
-- **Streamed listings with file types.** ``readdir`` answers from the
-  offset the kernel passes (a 10-million-record root is never listed in
-  memory) and gives each entry's type and inode, so ``find -type f`` needs
-  no ``stat``. With libfuse 3, a ``READDIRPLUS`` request of a directory of
-  at most :data:`READDIRPLUS_MAX` entries is answered with full attributes,
-  so the kernel needs no ``LOOKUP`` per entry afterwards (``ls -l``).
+What the low-level daemon does beyond passing calls through:
+
+- **Nothing per record.** An inode number encodes the shard (the order it
+  was first seen) and the record's index in its file; the contents of an
+  inode never change (a rewritten shard is a new shard, the summary has a
+  new inode per snapshot). ``FORGET`` is answered by libfuse without
+  calling Python. ``ls -l`` of 10 million records leaves the daemon's
+  memory where it was.
+- **Few round trips per file.** Where the kernel allows it
+  (``FUSE_CAP_NO_OPEN_SUPPORT``, Linux >= 4.19) the first ``open`` answers
+  ``ENOSYS``: the kernel then opens files without asking (no OPEN, no
+  RELEASE request) and keeps their page cache across opens. A small record
+  costs a LOOKUP and a READ the first time and nothing after.
+- **Listings with attributes, at any size.** ``READDIRPLUS`` is answered
+  with every entry's inode and attributes (the kernel is asked to use it for
+  every chunk of a listing, not only the first), so ``ls -l`` needs no
+  LOOKUP per entry. Listings are streamed from the offset the kernel passes.
+  A directory opened before a refresh lists its old snapshot, but then
+  without attributes, so that no entry of the old snapshot lands in the
+  kernel's cache after the refresh invalidated it.
+- **Reads without copies.** A read is answered from the decoded record
+  itself (``fuse_reply_buf`` writes it to the kernel). A record bigger than
+  one read request (``max_read``, 1 MiB) is decoded once
+  (:class:`arrayfs.fs.contents.Contents`).
 - **Errors.** A corrupt record is ``EIO`` and one log line naming shard,
-  chunk and byte offset; the daemon goes on. Names that are not records are
-  ``ENOENT``; every call that would write is ``EROFS`` (the mount is also
-  mounted ``ro``).
-- **Snapshots.** Each call takes the view's current snapshot once; an open
-  directory (and in handle mode an open file) keeps the snapshot it was
-  opened on. A shard deleted while being read stays mapped while a snapshot
-  that holds it is in use.
-- **Threads.** libfuse's worker threads call into Python through ctypes;
-  each is given a permanent Python thread state on its first call
-  (:func:`_adopt_thread`), which makes a small request markedly cheaper
-  (about 1.5x less daemon CPU per request in our measurements).
-  ``-o nothreads`` serves from one thread: cheaper still per request, but a
-  slow decode (a record of hundreds of MiB) then holds up every other
-  request.
-- **Invalidation.** With libfuse 3, :meth:`ArrayFsOperations.invalidate`
-  calls ``fuse_invalidate_path`` (and, for root names,
-  ``fuse_lowlevel_notify_inval_entry``) for each path a refresh changed, so
-  long cache timeouts stay correct while watching. libfuse 2 has no path-based
-  invalidation: :func:`fuse_kwargs` then uses 1-second timeouts and keeps
-  the page cache only within an open while watching.
-
-mfusepy picks its libfuse at import; :func:`load_mfusepy` prefers libfuse 3
-(for invalidation, readdirplus and no-open) unless ``FUSE_LIBRARY_PATH`` or
-``FUSE_LIBRARY_NAME`` says otherwise.
+  chunk and byte offset; the daemon goes on. Unknown names are ``ENOENT``;
+  an inode that no longer exists (its shard left on a refresh, and the
+  snapshot before) is ``ESTALE``; the mount is read-only (``ro``: the kernel
+  answers ``EROFS`` to every write).
+- **Refreshes.** :meth:`LowLevelOperations.invalidate` tells the kernel
+  which names changed meaning (record names first, the summary last), and
+  which directories' attributes changed. Files opened before a refresh keep
+  reading their record while it is in the current or the previous snapshot.
+- **Threads.** Two Python threads (``-o max_threads=N``; ``-o nothreads``:
+  one) each receive a request without the GIL and process it with the GIL
+  held (:class:`arrayfs.fs.lowlevel.Session`). Python serves one request at
+  a time; a second thread serves small requests while another waits for
+  the disk or for a codec (which release the GIL). More threads cost more
+  GIL hand-overs than they win.
+- **Refresh cost.** While watching, the daemon notes (one byte per record)
+  which root names the kernel may have cached, so that a refresh which
+  shifts names invalidates those only, not every name after the change.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import itertools
 import logging
 import os
 import threading
-from collections import OrderedDict
+
+import numpy as np
 
 from ..errors import ArrayRecordError
-from .view import RECORD, ROOT, SHARD_DIR, SUMMARY, Attr, FsView
+from . import lowlevel
+from .contents import DECODED_CACHE_BYTES, Contents, address_of, oserror
+from .libfuse import libfuse_major, libfuse_path, load_mfusepy
+from .view import RECORD, ROOT, ROOT_INO, SHARD_DIR, SUMMARY, SUMMARY_NAME, Attr, FsView
 
-__all__ = ["ArrayFsOperations", "load_mfusepy", "run", "fuse_kwargs", "libfuse_major", "READDIRPLUS_MAX"]
+__all__ = [
+    "LowLevelOperations",
+    "load_mfusepy",
+    "libfuse_major",
+    "libfuse_path",
+    "run",
+    "fuse_kwargs",
+    "READDIRPLUS_MAX",
+    "LONG_TIMEOUT",
+    "SHORT_TIMEOUT",
+]
 
 log = logging.getLogger("arrayfs.fs")
 
-_mfusepy = None
-_mfusepy_lock = threading.Lock()
-
-# libfuse 3: fuse_readdir_flags FUSE_READDIR_PLUS and fuse_fill_dir_flags
-# FUSE_FILL_DIR_PLUS; fuse_conn_info capabilities (fuse_common.h).
-_READDIR_PLUS = 1
-_FILL_DIR_PLUS = 2
-_CAP_READDIRPLUS_AUTO = 1 << 14
-_CAP_NO_OPEN_SUPPORT = 1 << 17
-
-# Cache timeouts (seconds). A snapshot never changes, so entries and
-# attributes may be cached for long; while watching without path
-# invalidation (libfuse 2) they must expire soon.
+# Cache timeouts (seconds). Inodes never change, and names are invalidated
+# on refresh (libfuse 3), so entries and attributes may be cached for long;
+# while watching without invalidation (libfuse 2) they must expire soon.
 LONG_TIMEOUT = 86400.0
 SHORT_TIMEOUT = 1.0
 
-# Directories up to this many entries are listed with full attributes when
-# the kernel asks READDIRPLUS (``ls -l`` then needs no LOOKUP per entry).
-# Every entry so listed costs about 1 KiB of (reclaimable) kernel memory and
-# a libfuse node until the kernel forgets it, so larger directories are
-# listed with names and types only.
-READDIRPLUS_MAX = 1_000_000
+# Directories up to this many entries are listed with attributes when the
+# kernel asks READDIRPLUS: all of them (the low-level daemon keeps nothing
+# per entry). ``-o readdirplus=N`` lowers it; 0 turns READDIRPLUS off.
+READDIRPLUS_MAX = 1 << 62
 
-# Decoded records kept for READs by path (bytes). Records that fit in one
-# read request are never kept; a record bigger than the budget is kept alone.
-DECODED_CACHE_BYTES = 256 << 20
-_SMALL_RECORD = 64 << 10
+# Smallest READDIRPLUS entry (bytes): struct fuse_direntplus with a
+# one-character name, 8-byte aligned (fuse_kernel.h).
+_MIN_DIRENTPLUS = 152
 
+# bytes.translate tables: x -> x | bits.
+_OR = {bits: bytes(x | bits for x in range(256)) for bits in (0, 1, 2, 3)}
 
-def load_mfusepy():
-    """Import mfusepy, preferring libfuse 3. Raises ``ImportError`` (no
-    mfusepy), ``OSError`` (no libfuse found) or ``AttributeError``
-    (unusable libfuse version) as mfusepy does."""
-    global _mfusepy
-    with _mfusepy_lock:
-        if _mfusepy is None:
-            saved = os.environ.get("FUSE_LIBRARY_PATH")
-            try:
-                if saved is None and "FUSE_LIBRARY_NAME" not in os.environ:
-                    lib3 = ctypes.util.find_library("fuse3")
-                    if lib3:
-                        os.environ["FUSE_LIBRARY_PATH"] = lib3
-                import mfusepy
-            finally:
-                if saved is None:
-                    os.environ.pop("FUSE_LIBRARY_PATH", None)
-            _mfusepy = mfusepy
-    return _mfusepy
+# Threads serving requests (``-o max_threads=N``; ``-o nothreads``: 1).
+# Python runs one request at a time, so more threads only help while one
+# waits outside Python (a record read from disk, a big record decoding in
+# zstd); each extra thread costs GIL hand-overs on every small request.
+THREADS = 2
 
 
-def libfuse_major() -> int:
-    """Major version (2 or 3) of the libfuse that mfusepy loaded."""
-    return load_mfusepy().fuse_version_major
+# Options of fuse_kwargs that libfuse's high-level API takes and that the
+# low-level daemon applies itself.
+_HIGH_LEVEL_ONLY = {
+    "foreground", "use_ino", "entry_timeout", "attr_timeout", "negative_timeout", "kernel_cache",
+    "auto_cache", "max_idle_threads", "max_threads", "nothreads", "debug", "readdir_ino", "remember",
+}
 
 
-def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
+class _Files:
+    """Open files (handle mode) and open directories: id -> state."""
+
+    def __init__(self):
+        self._items: dict = {}
+        self._ids = itertools.count(1)
+
+    def add(self, value) -> int:
+        fh = next(self._ids)
+        self._items[fh] = value
+        return fh
+
+    def get(self, fh):
+        return self._items.get(fh)
+
+    def pop(self, fh):
+        return self._items.pop(fh, None)
+
+    def clear(self):
+        self._items.clear()
+
+    def __len__(self):
+        return len(self._items)
 
 
-def _erofs(*_args, **_kwargs):
-    raise _oserror(errno.EROFS)
-
-
-def _address(data: bytes) -> int:
-    """Address of the buffer of ``data`` (kept alive by the caller)."""
-    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
-
-
-class _FileHandle:
+class _Handle:
     """An open file in handle mode: its snapshot and node, then (from the
     first read) the decoded contents and their address."""
 
-    __slots__ = ("snap", "node", "attr", "data", "address", "lock")
+    __slots__ = ("snap", "node", "data", "address", "lock")
 
-    def __init__(self, snap, node, attr: Attr):
+    def __init__(self, snap, node):
         self.snap = snap
         self.node = node
-        self.attr = attr
         self.data = None
         self.address = 0
         self.lock = threading.Lock()
 
 
-class _Decoded:
-    """LRU of decoded records (bytes, bounded) with single-flight decoding:
-    concurrent requests for one key wait for one decode."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict = OrderedDict()  # key -> (data, address)
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._inflight: dict = {}
-        self.decodes = 0
-
-    def get(self, key, decode):
-        """``(data, address)`` for ``key``, calling ``decode()`` at most once
-        while the entry stays cached. Exceptions of ``decode`` propagate to
-        every waiter."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                return item
-            flight = self._inflight.get(key)
-            if flight is None:
-                flight = self._inflight[key] = [threading.Event(), None, None]
-                leader = True
-            else:
-                leader = False
-        if not leader:
-            flight[0].wait()
-            if flight[2] is not None:
-                raise flight[2]
-            return flight[1]
-        try:
-            data = decode()
-            item = (data, _address(data))
-            flight[1] = item
-            self.decodes += 1
-            with self._lock:
-                self._items[key] = item
-                self._bytes += len(data)
-                while self._bytes > self.max_bytes and len(self._items) > 1:
-                    _, (old, _) = self._items.popitem(last=False)
-                    self._bytes -= len(old)
-            return item
-        except BaseException as e:
-            flight[2] = e
-            raise
-        finally:
-            with self._lock:
-                self._inflight.pop(key, None)
-            flight[0].set()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-def _operations_base():
-    return load_mfusepy().Operations
-
-
-class ArrayFsOperations(_operations_base()):
-    """mfusepy ``Operations`` over an :class:`FsView`.
+class LowLevelOperations(lowlevel.Handler):
+    """The file system served through libfuse 3's low-level API.
 
     Args:
-        view: the view to serve (its current snapshot is read per call).
+        view: the view to serve (its current snapshot is read per request).
         on_ready: called with no arguments from libfuse's ``init``, once the
             mount is live (background mode uses it to let the parent exit).
         watcher: an object with ``start()`` and ``stop()`` (the live
             refresh), started on ``init`` and stopped on ``destroy``.
-        open_handles: always use handle mode (see the module docstring),
-            even where the kernel supports no-open.
+        open_handles: answer ``open`` with a handle holding the snapshot and
+            the decoded record (even where the kernel supports no-open).
         readdirplus_max: directories with more entries are listed without
-            attributes (see :data:`READDIRPLUS_MAX`); 0 turns readdirplus off.
+            attributes; 0 turns READDIRPLUS off.
         decoded_cache_bytes: bound of the decoded-record LRU (bytes).
+        entry_timeout, attr_timeout: how long the kernel may cache names and
+            attributes (seconds); negative_timeout: unknown names (0: not cached).
+        max_read: the ``-o max_read`` given to libfuse (bytes; 0: none).
 
-    Raises in callbacks (turned into ``-errno`` by mfusepy): ``ENOENT``,
-    ``ENOTDIR``, ``EISDIR``, ``EROFS``, ``EIO`` (corrupt record), ``EBADF``,
-    ``ENOSYS`` (``open`` in no-open mode: the kernel's cue to stop asking).
+    Every request gets one answer; errors are ``ENOENT``, ``ENOTDIR``,
+    ``EISDIR``, ``EROFS``, ``EIO`` (corrupt record, logged), ``ESTALE``,
+    ``EBADF``, ``ENOSYS`` (``open`` in no-open mode: the kernel's cue to
+    stop asking).
     """
 
-    use_ns = True
-
     def __init__(self, view: FsView, *, on_ready=None, watcher=None, open_handles: bool = False,
-                 readdirplus_max: int = READDIRPLUS_MAX, decoded_cache_bytes: int = DECODED_CACHE_BYTES):
+                 readdirplus_max: int = READDIRPLUS_MAX, decoded_cache_bytes: int = DECODED_CACHE_BYTES,
+                 entry_timeout: float = LONG_TIMEOUT, attr_timeout: float = LONG_TIMEOUT,
+                 negative_timeout: float = 0.0, max_read: int = 0):
         self.view = view
         self.uid = view.snapshot.uid
         self.gid = view.snapshot.gid
-        self._files: dict[int, _FileHandle] = {}
-        self._dirs: dict[int, tuple] = {}
-        self._ids = itertools.count(1)
         self._on_ready = on_ready
         self._watcher = watcher
-        self._fuse_ptr = None
-        self._invalidate_path = None
         self.open_handles = open_handles
         self.no_open = False  # decided in init from the kernel's capabilities
         self.readdirplus_max = readdirplus_max
-        self.max_read = 0  # bytes; set by run() from ``-o max_read``
-        self.decoded = _Decoded(decoded_cache_bytes)
-        self.mfusepy = load_mfusepy()
+        self.entry_timeout = float(entry_timeout)
+        self.attr_timeout = float(attr_timeout)
+        self.negative_timeout = float(negative_timeout)
+        self.max_read = int(max_read)
+        self.contents = Contents(decoded_cache_bytes)
+        self.session: lowlevel.Session | None = None
+        self._refreshing = False  # see prepare_refresh
+        self._files = _Files()
+        self._dirs = _Files()
+        self._tls = threading.local()
+        self._templates: dict = {}
+        self._runs = lowlevel.DirentRuns()
+        # Root names the kernel may have cached, by global index: bit 1 the
+        # padded name, bit 2 the unpadded one (1 byte per record). A refresh
+        # then invalidates only those, not every name whose meaning changed.
+        # Marking (with the snapshot it is for) and the scan of a refresh
+        # hold _seen_lock, so no name is cached with an old meaning unseen.
+        self._seen = bytearray()
+        self._seen_lock = threading.Lock()
+        self.track_names = watcher is not None  # without a watcher no name changes meaning
+        lib = lowlevel.library()
+        m = lowlevel.structs()
+        self._c_stat = m.c_stat
+        self._c_statvfs = m.c_statvfs
+        self._fi_type = m.fuse_file_info
+        self._reply_err = lib.fuse_reply_err
+        self._reply_buf = lib.fuse_reply_buf
+        self._reply_entry = lib.fuse_reply_entry
+        self._reply_attr = lib.fuse_reply_attr
+        self._reply_open = lib.fuse_reply_open
+        self._add_direntry = lib.fuse_add_direntry
+        self._add_direntry_plus = lib.fuse_add_direntry_plus
 
-    # -- life cycle -------------------------------------------------------------
+    # -- per-thread scratch structures (libfuse reads them after the GIL is
+    # released, so they cannot be shared between worker threads) -------------
 
-    def init_with_config(self, conn, config):
-        m = self.mfusepy
-        self._fuse_ptr = ctypes.c_void_p(m._libfuse.fuse_get_context().contents.fuse)
-        if m.fuse_version_major == 3:
-            fn = getattr(m._libfuse, "fuse_invalidate_path", None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-                fn.restype = ctypes.c_int
-                self._invalidate_path = fn
-            if conn is not None:
-                if self.max_read:
-                    # libfuse 3 refuses to start unless init agrees with -o max_read.
-                    conn.max_read = self.max_read
-                if self.readdirplus_max > 0:
-                    # Without the "auto" heuristic the kernel asks READDIRPLUS
-                    # for every chunk of a listing, so ``ls -l`` needs no
-                    # LOOKUP per entry (it asks only the first chunk otherwise).
-                    conn.want &= ~_CAP_READDIRPLUS_AUTO
-                self.no_open = bool(conn.capable & _CAP_NO_OPEN_SUPPORT) and not self.open_handles
-        log.debug("libfuse %d.%d, no-open %s", m.fuse_version_major, m.fuse_version_minor, self.no_open)
+    def _scratch(self):
+        t = self._tls
+        try:
+            return t.entry, t.stat
+        except AttributeError:
+            t.entry = lowlevel.EntryParam()
+            t.stat = self._c_stat()
+            t.buf = ctypes.create_string_buffer(0)
+            return t.entry, t.stat
+
+    def _buffer(self, size: int):
+        t = self._tls
+        buf = getattr(t, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = t.buf = ctypes.create_string_buffer(max(size, 1 << 16))
+        return buf
+
+    def _fill(self, st, a: Attr) -> None:
+        """Write ``a`` into the ``struct stat`` ``st``: a copy of a template
+        for everything records of a shard share, then inode and size."""
+        key = (a.mode, a.nlink, a.mtime_ns, a.blksize)
+        t = self._templates.get(key)
+        if t is None:
+            t = self._template(a)
+        ctypes.memmove(ctypes.addressof(st), t, len(t))
+        st.st_ino = a.ino
+        st.st_size = a.size
+        st.st_blocks = (a.size + 511) >> 9
+
+    def _template(self, a: Attr) -> bytes:
+        st = self._c_stat()
+        st.st_mode = a.mode
+        st.st_nlink = a.nlink
+        st.st_blksize = a.blksize
+        st.st_uid = self.uid
+        st.st_gid = self.gid
+        sec, ns = divmod(a.mtime_ns, 1_000_000_000)
+        for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
+            ts.tv_sec = sec
+            ts.tv_nsec = ns
+        t = bytes(st)
+        if len(self._templates) > 4096:  # one per shard (mtime) and kind: bounded all the same
+            self._templates.clear()
+        self._templates[(a.mode, a.nlink, a.mtime_ns, a.blksize)] = t
+        return t
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def init(self, conn):
+        if conn is not None:
+            if self.max_read:
+                # libfuse refuses to start unless init agrees with -o max_read.
+                conn.max_read = self.max_read
+            if self.readdirplus_max > 0:
+                # Without the "auto" heuristic the kernel asks READDIRPLUS for
+                # every chunk of a listing, so ``ls -l`` needs no LOOKUP per
+                # entry (it asks only for the first chunk otherwise).
+                conn.want = (conn.want | (conn.capable & lowlevel.CAP_READDIRPLUS)) & ~lowlevel.CAP_READDIRPLUS_AUTO
+            else:
+                conn.want &= ~(lowlevel.CAP_READDIRPLUS | lowlevel.CAP_READDIRPLUS_AUTO)
+            self.no_open = bool(conn.capable & lowlevel.CAP_NO_OPEN_SUPPORT) and not self.open_handles
+        log.debug("libfuse 3 low-level, no-open %s", self.no_open)
         if self._watcher is not None:
             self._watcher.start()
         if self._on_ready is not None:
             self._on_ready()
 
-    def destroy(self, path):
+    def destroy(self):
         if self._watcher is not None:
             self._watcher.stop()
         self._files.clear()
         self._dirs.clear()
-        self.decoded.clear()
+        self.contents.clear()
+
+    # -- inodes ---------------------------------------------------------------------------
+
+    def _node(self, ino: int):
+        """``(snapshot, node)`` of inode ``ino``: from the current snapshot,
+        or for a record (and its shard directory) from the previous one.
+        Raises ``ESTALE``."""
+        view = self.view
+        snap = view.snapshot
+        node = snap.node_of_ino(ino)
+        if node is not None and node.kind == SUMMARY and self._refreshing:
+            raise oserror(errno.ESTALE)
+        if node is None:
+            prev = view.previous
+            if prev is not None:
+                node = prev.node_of_ino(ino)
+                if node is not None and node.kind != SUMMARY:
+                    return prev, node
+            raise oserror(errno.ESTALE)
+        return snap, node
+
+    def _attr(self, snap, node, what) -> Attr:
+        try:
+            return snap.attr(node)
+        except (ArrayRecordError, OSError) as e:
+            log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
+            raise oserror(errno.EIO) from None
+
+    def _mark(self, lo: int, hi: int, bits: int, n: int) -> None:
+        """Note that root names of records ``[lo, hi)`` may be cached (call
+        holding ``_seen_lock``); ``n``: records in the snapshot."""
+        seen = self._seen
+        if len(seen) < hi:
+            grown = bytearray(max(hi, n, 2 * len(seen)))
+            grown[: len(seen)] = seen
+            self._seen = seen = grown
+        if hi == lo + 1:
+            seen[lo] |= bits
+        else:
+            seen[lo:hi] = seen[lo:hi].translate(_OR[bits])
+
+    def _lookup_node(self, parent, text):
+        """``(snapshot, node or None)`` of ``text`` in directory ``parent``."""
+        snap = self.view.snapshot
+        pnode = snap.node_of_ino(parent)
+        if pnode is None:
+            raise oserror(errno.ESTALE)
+        try:
+            node = snap.lookup(pnode, text)
+        except FileNotFoundError:
+            return snap, None
+        if self.track_names and node.kind == RECORD and pnode.kind == ROOT:
+            i = node.index
+            self._mark(i, i + 1, (1 if len(text) == snap.width else 0) | (2 if text == str(i) else 0),
+                       snap.num_records)
+        return snap, node
+
+    def lookup(self, req, parent, name):
+        text = name.decode("utf-8", "surrogateescape")
+        if self.track_names:
+            with self._seen_lock:
+                snap, node = self._lookup_node(parent, text)
+        else:
+            snap, node = self._lookup_node(parent, text)
+        if node is None:
+            if self.negative_timeout > 0:
+                e, _ = self._scratch()
+                ctypes.memset(ctypes.addressof(e), 0, ctypes.sizeof(e))
+                e.entry_timeout = self.negative_timeout
+                self._reply_entry(req, ctypes.addressof(e))
+                return
+            raise oserror(errno.ENOENT)
+        if node.kind == SUMMARY and self._refreshing:
+            raise oserror(errno.ESTALE)  # see prepare_refresh
+        a = self._attr(snap, node, text)
+        e, _ = self._scratch()
+        self._fill(e.attr, a)
+        e.ino = a.ino
+        e.attr_timeout = self.attr_timeout
+        e.entry_timeout = self.entry_timeout
+        self._reply_entry(req, ctypes.addressof(e))
+
+    def getattr(self, req, ino, fi):
+        snap, node = self._node(ino)
+        a = self._attr(snap, node, ino)
+        _, st = self._scratch()
+        self._fill(st, a)
+        self._reply_attr(req, ctypes.addressof(st), self.attr_timeout)
+
+    def statfs(self, req, ino):
+        st = self._c_statvfs()
+        for key, value in self.view.snapshot.statfs().items():
+            if hasattr(st, key):
+                setattr(st, key, value)
+        lowlevel.reply_statfs(req, st)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def open(self, req, ino, fi):
+        snap, node = self._node(ino)
+        if node.kind != RECORD and node.kind != SUMMARY:
+            raise oserror(errno.EISDIR)
+        info = self._fi_type.from_address(fi)
+        if info.flags & os.O_ACCMODE != os.O_RDONLY or info.flags & (os.O_TRUNC | os.O_APPEND):
+            raise oserror(errno.EROFS)
+        if self.no_open:
+            raise oserror(errno.ENOSYS)  # the kernel opens files by itself from now on
+        info.fh = self._files.add(_Handle(snap, node))
+        info.keep_cache = 1  # an inode's contents never change
+        self._reply_open(req, fi)
+
+    def read(self, req, ino, size, off, fi):
+        h = None
+        if fi and not self.no_open:
+            fh = self._fi_type.from_address(fi).fh
+            h = self._files.get(fh) if fh else None
+        if h is not None:
+            if h.data is None:
+                with h.lock:
+                    if h.data is None:
+                        data, address = self.contents.get(h.snap, h.node, ino)
+                        h.address = address
+                        h.data = data
+            data, address = h.data, h.address
+        else:
+            snap, node = self._node(ino)
+            data, address = self.contents.get(snap, node, ino)
+        n = len(data) - off
+        if n > size:
+            n = size
+        if n <= 0:
+            self._reply_buf(req, None, 0)
+        elif address:
+            self._reply_buf(req, address + off, n)
+            if off + n == len(data) and h is None:
+                self.contents.read_to_end(snap, node)
+        elif off == 0:
+            self._reply_buf(req, data, n)
+        else:
+            self._reply_buf(req, address_of(data) + off, n)
+
+    def release(self, req, ino, fi):
+        self._files.pop(self._fi_type.from_address(fi).fh)
+        self._reply_err(req, 0)
+
+    # -- directories ------------------------------------------------------------------------
+
+    def opendir(self, req, ino, fi):
+        snap, node = self._node(ino)
+        if node.kind == RECORD or node.kind == SUMMARY:
+            raise oserror(errno.ENOTDIR)
+        self._fi_type.from_address(fi).fh = self._dirs.add((snap, node))
+        self._reply_open(req, fi)
+
+    def releasedir(self, req, ino, fi):
+        self._dirs.pop(self._fi_type.from_address(fi).fh)
+        self._reply_err(req, 0)
+
+    def _dir(self, fi):
+        d = self._dirs.get(self._fi_type.from_address(fi).fh) if fi else None
+        if d is None:
+            raise oserror(errno.EBADF)
+        return d
+
+    def _entries_count(self, snap, node) -> int:
+        if node.kind == ROOT:
+            return snap.num_records
+        if node.kind == SHARD_DIR:
+            return snap.shards[node.shard].num_records
+        return len(snap.shards)
+
+    def readdir(self, req, ino, size, off, fi):
+        self._listing(req, size, off, fi, False, False)
+
+    def readdirplus(self, req, ino, size, off, fi):
+        snap, node = self._dir(fi)
+        with self._seen_lock:
+            # Attributes only from the current snapshot: entries of an older
+            # one would re-enter the kernel's cache after the refresh
+            # invalidated them.
+            attrs = snap is self.view.snapshot and self._entries_count(snap, node) <= self.readdirplus_max
+            if attrs and node.kind == ROOT and self.track_names:
+                # The records this reply may hold (an entry takes more than
+                # _MIN_DIRENTPLUS bytes); more is harmless.
+                lo = max(off - 4, 0)
+                self._mark(lo, min(lo + size // _MIN_DIRENTPLUS + 1, snap.num_records), 1, snap.num_records)
+        self._listing(req, size, off, fi, True, attrs)
+
+    def _listing(self, req, size, off, fi, plus, attrs):
+        snap, node = self._dir(fi)
+        buf = self._buffer(size)
+        try:
+            pos = self._fill_listing(req, snap, node, buf, size, off, plus, attrs)
+        except (ArrayRecordError, OSError) as e:
+            log.error("EIO listing a directory: %s", e)
+            raise oserror(errno.EIO) from None
+        self._reply_buf(req, ctypes.addressof(buf), pos)
+
+    def _fill_listing(self, req, snap, node, buf, size, off, plus, attrs) -> int:
+        """Write the entries of ``node`` from offset ``off`` that fit in
+        ``size`` bytes of ``buf``; returns the bytes written. ``plus``: in
+        READDIRPLUS format, with each entry's inode and attributes when
+        ``attrs`` (else inode 0: the kernel then takes only name and type).
+        Runs of records are encoded at once (:class:`lowlevel.DirentRuns`);
+        the few other entries one by one."""
+        e, st = self._scratch()
+        base = ctypes.addressof(buf)
+        pos = 0
+        if plus:
+            target, attr = e, e.attr
+            e.attr_timeout = self.attr_timeout
+            e.entry_timeout = self.entry_timeout
+            e.ino = 0
+        else:
+            target, attr = st, st
+        for b in snap.readdir_batches(node, off, sizes=attrs):
+            self._fill(attr, b.attr)
+            if b.first_name >= 0:
+                n, k = self._runs.encode(req, buf, pos, size - pos, b.first_name, b.width, b.inos[0], len(b.inos),
+                                         b.sizes, b.next_offset, target, plus, attrs)
+                pos += n
+                if k < len(b.inos):
+                    return pos
+                continue
+            nxt = b.next_offset
+            for name, ino, sz in zip(b.name_list(), b.inos, b.sizes if attrs else b.inos):
+                attr.st_ino = ino
+                if plus:
+                    # "." and "..": no inode for the kernel to remember.
+                    e.ino = ino if attrs and name != "." and name != ".." else 0
+                    if attrs:
+                        attr.st_size = sz
+                        attr.st_blocks = (sz + 511) >> 9
+                    n = self._add_direntry_plus(req, base + pos, size - pos, name.encode(), ctypes.addressof(e), nxt)
+                else:
+                    n = self._add_direntry(req, base + pos, size - pos, name.encode(), ctypes.addressof(st), nxt)
+                if n > size - pos:
+                    return pos
+                pos += n
+                nxt += 1
+            e.ino = 0
+        return pos
+
+    # -- refresh ------------------------------------------------------------------------------
 
     @property
     def can_invalidate(self) -> bool:
-        """Whether :meth:`invalidate` reaches the kernel (libfuse 3, mounted)."""
-        return self._invalidate_path is not None and self._fuse_ptr is not None
+        """Whether :meth:`invalidate` reaches the kernel (mounted)."""
+        return self.session is not None
 
-    def invalidate(self, paths) -> int:
-        """Drop the kernel's caches of each path in ``paths`` (an iterable
-        of ``str``) that libfuse knows: attributes and page cache
-        (``fuse_invalidate_path``) and, for names in the root, the directory
-        entry (``fuse_lowlevel_notify_inval_entry``), so that the next
-        access looks the name up again. Unknown paths cost a hash lookup.
-        Call from a thread that is not serving a FUSE request. Returns how
-        many paths were invalidated; 0 without libfuse 3."""
-        fn, ptr = self._invalidate_path, self._fuse_ptr
-        if fn is None or ptr is None:
+    def _cached_record_names(self, change) -> list:
+        """Root names of records ``change`` moved that the kernel may have
+        cached: those looked up or listed with attributes (see ``_seen``)."""
+        lo, hi, _ = change.records
+        width = change.old_width
+        with self._seen_lock:  # after the new snapshot is installed: see _seen
+            seen = np.frombuffer(bytes(self._seen[lo:hi]), dtype=np.uint8)
+        names = []
+        for j in np.flatnonzero(seen).tolist():
+            i, bits = lo + j, int(seen[j])
+            plain = str(i)
+            if bits & 1 and len(plain) < width:
+                names.append(plain.zfill(width))
+            if bits & 2 or len(plain) >= width:
+                names.append(plain)
+        return names
+
+    def prepare_refresh(self, change) -> None:
+        """Called by :meth:`FsView.refresh` before it installs a new
+        snapshot: from now until :meth:`invalidate` has invalidated every
+        changed name, the summary answers ``ESTALE`` (and the kernel's pages
+        of the old one are dropped), so that whoever reads a summary reads
+        one that agrees with the names."""
+        self._refreshing = True
+        se = self.session
+        if se is not None:
+            for ino in change.stale_inodes():
+                se.invalidate_inode(ino)
+
+    def invalidate(self, change) -> int:
+        """Drop what the kernel cached of what a refresh changed (a
+        :class:`arrayfs.fs.view.ViewChange`): the old summary's pages first,
+        then the names in the order of :meth:`ViewChange.entries` (the
+        summary's last), then the directories' attributes.
+        Call from a thread that is not serving a request. Returns how many
+        entries the kernel had."""
+        se = self.session
+        if se is None:
+            self._refreshing = False
             return 0
-        lib = self.mfusepy._libfuse
-        inval_entry = getattr(lib, "fuse_lowlevel_notify_inval_entry", None)
-        session = None
-        if inval_entry is not None and hasattr(lib, "fuse_get_session"):
-            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
-            lib.fuse_get_session.restype = ctypes.c_void_p
-            inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
-            inval_entry.restype = ctypes.c_int
-            session = lib.fuse_get_session(ptr)
         n = 0
-        for p in paths:
-            b = p.encode("utf-8", "surrogateescape")
-            if fn(ptr, b) != 0:
-                continue  # libfuse has no node for it: the kernel has nothing cached
-            n += 1
-            if session and b.count(b"/") == 1 and len(b) > 1:
-                inval_entry(session, 1, b[1:], len(b) - 1)  # 1: FUSE_ROOT_ID
+        try:
+            for name in self._cached_record_names(change):
+                n += se.invalidate_entry(ROOT_INO, name.encode())
+            for parent, name in change.entries(records=False):
+                if parent == ROOT_INO and name == SUMMARY_NAME:
+                    self._refreshing = False  # every other name is done
+                n += se.invalidate_entry(parent, name.encode("utf-8", "surrogateescape"))
+        finally:
+            self._refreshing = False
+        for ino in change.inodes():
+            se.invalidate_inode(ino)
         return n
-
-    # -- attributes ---------------------------------------------------------------
-
-    def attr(self, path, fh=None) -> Attr:
-        """:class:`Attr` of open file ``fh`` (handle mode) or of ``path``."""
-        if fh:
-            h = self._files.get(fh)
-            if h is not None:
-                return h.attr
-        if path is None:
-            d = self._dirs.get(fh)
-            if d is None:
-                raise _oserror(errno.EBADF)
-            return d[0].attr(d[1])
-        snap = self.view.snapshot
-        node = snap.resolve(path)
-        try:
-            return snap.attr(node)
-        except ArrayRecordError as e:
-            log.error("EIO on stat of %s: %s: %s", path, snap.describe(node), e)
-            raise _oserror(errno.EIO) from None
-
-    def getattr(self, path, fh=None):
-        return self.attr(path, fh).as_dict(self.uid, self.gid)
-
-    def statfs(self, path):
-        return self.view.snapshot.statfs()
-
-    # -- files ----------------------------------------------------------------------
-
-    def _contents(self, snap, node, path):
-        """``(bytes, address)`` of file ``node``: decoded once while cached
-        (records of more than one read request) or now (small records)."""
-        try:
-            if node.kind == RECORD:
-                size = snap.source.record_size(node.shard, node.local)
-                if size > _SMALL_RECORD:
-                    return self.decoded.get((snap.generation, node.index), lambda: snap.read(node, size))
-                data = snap.read(node, size)
-            else:
-                data = snap.read(node)
-            # Small contents are copied from the bytes object itself (see
-            # _FUSE.read): taking their address costs more than it saves.
-            return data, 0
-        except ArrayRecordError as e:
-            log.error("EIO reading %s: %s: %s", path, snap.describe(node), e)
-            raise _oserror(errno.EIO) from None
-
-    def open(self, path, flags):
-        if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_APPEND):
-            raise _oserror(errno.EROFS)
-        snap = self.view.snapshot
-        node = snap.resolve(path)
-        if node.kind != RECORD and node.kind != SUMMARY:
-            raise _oserror(errno.EISDIR)
-        if self.no_open:
-            raise _oserror(errno.ENOSYS)  # the kernel opens files by itself from now on
-        try:
-            attr = snap.attr(node)
-        except ArrayRecordError as e:
-            log.error("EIO on open of %s: %s: %s", path, snap.describe(node), e)
-            raise _oserror(errno.EIO) from None
-        fh = next(self._ids)
-        self._files[fh] = _FileHandle(snap, node, attr)
-        return fh
-
-    def read_view(self, path, fh):
-        """``(bytes, address)`` of the whole file being read (``address`` 0:
-        use the bytes object itself): the handle's
-        contents (decoded on its first read) or, without a handle, the
-        contents of ``path`` in the current snapshot."""
-        h = self._files.get(fh) if fh else None
-        if h is None:
-            if path is None:
-                raise _oserror(errno.EBADF)
-            snap = self.view.snapshot
-            return self._contents(snap, snap.resolve(path), path)
-        if h.data is None:
-            with h.lock:
-                if h.data is None:
-                    data, address = self._contents(h.snap, h.node, path)
-                    h.address = address
-                    h.data = data
-        return h.data, h.address
-
-    def read(self, path, size, offset, fh):
-        data, _ = self.read_view(path, fh)
-        return data[offset : offset + size]
-
-    def release(self, path, fh):
-        self._files.pop(fh, None)
-        return 0
-
-    # -- directories -------------------------------------------------------------------
-
-    def opendir(self, path):
-        snap = self.view.snapshot
-        node = snap.resolve(path)
-        if node.kind == RECORD or node.kind == SUMMARY:
-            raise _oserror(errno.ENOTDIR)
-        fh = next(self._ids)
-        self._dirs[fh] = (snap, node)
-        return fh
-
-    def _dir(self, fh):
-        d = self._dirs.get(fh)
-        if d is None:
-            raise _oserror(errno.EBADF)
-        return d
-
-    def batches(self, fh, offset, plus=False):
-        """:class:`arrayfs.fs.view.DirBatch` es of open directory ``fh`` from
-        ``offset``; exact record sizes when ``plus``."""
-        snap, node = self._dir(fh)
-        try:
-            yield from snap.readdir_batches(node, offset, sizes=plus)
-        except ArrayRecordError as e:
-            log.error("EIO listing a directory: %s", e)
-            raise _oserror(errno.EIO) from None
-
-    def use_plus(self, fh) -> bool:
-        """Whether a READDIRPLUS of open directory ``fh`` gets full
-        attributes: only when the directory has at most
-        ``readdirplus_max`` entries."""
-        snap, node = self._dir(fh)
-        if node.kind == ROOT:
-            n = snap.num_records
-        elif node.kind == SHARD_DIR:
-            n = snap.shards[node.shard].num_records
-        else:
-            n = len(snap.shards)
-        return n <= self.readdirplus_max
-
-    def readdir_with_offset(self, path, offset, fh):
-        snap, node = self._dir(fh)
-        for name, a, off in snap.readdir(node, offset):
-            yield name, {"st_mode": a.mode, "st_ino": a.ino}, off
-
-    def releasedir(self, path, fh):
-        self._dirs.pop(fh, None)
-        return 0
-
-    # -- everything that would write ------------------------------------------------------
-
-    chmod = chown = mkdir = mknod = rmdir = unlink = symlink = link = rename = _erofs
-    truncate = write = create = utimens = setxattr = removexattr = fallocate = _erofs
-
-
-_adopted: set = set()
-_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
-_get_ident = threading.get_ident
-
-
-def _adopt_thread() -> None:
-    if os.environ.get("ARRAYFS_NO_ADOPT"):
-        return
-    """Give the calling libfuse worker thread a permanent Python thread state.
-
-    A ctypes callback on a thread Python did not create gets a fresh thread
-    state per call (created, then destroyed on return), which costs more
-    than a small request itself. One extra ``PyGILState_Ensure`` that is
-    never released keeps the state for the thread's life, so later
-    callbacks only take the GIL. libfuse keeps its workers (``max_idle_threads``).
-    """
-    tid = _get_ident()
-    if tid not in _adopted:
-        _PyGILState_Ensure()
-        _adopted.add(tid)
-
-
-def _stat_filler(m):
-    """A fast ``Attr`` -> ``struct stat`` writer for this platform's c_stat
-    (mfusepy's generic one walks a dict per call)."""
-    if not hasattr(m.c_stat, "st_mtimespec"):
-        def fill(st, a: Attr, uid, gid):
-            m.set_st_attrs(st, a.as_dict(uid, gid), use_ns=True)
-        return fill
-
-    def fill(st, a: Attr, uid, gid):
-        st.st_mode = a.mode
-        st.st_ino = a.ino
-        st.st_nlink = a.nlink
-        st.st_size = a.size
-        st.st_blocks = (a.size + 511) >> 9
-        st.st_blksize = a.blksize
-        st.st_uid = uid
-        st.st_gid = gid
-        sec, ns = divmod(a.mtime_ns, 1_000_000_000)
-        for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
-            ts.tv_sec = sec
-            ts.tv_nsec = ns
-
-    return fill
-
-
-def _fuse_class():
-    m = load_mfusepy()
-
-    class _FUSE(m.FUSE):
-        """mfusepy's FUSE with the hot paths done directly: ``getattr``
-        (fills ``struct stat`` from an :class:`Attr`), ``read`` (copies
-        straight from the decoded bytes into libfuse's buffer), ``open``,
-        ``release``, and ``readdir`` (streams batches; full attributes for
-        readdirplus)."""
-
-        _fill = staticmethod(_stat_filler(m))
-
-        def _wrapper(self, func, *args, **kwargs):
-            _adopt_thread()
-            return super()._wrapper(func, *args, **kwargs)
-
-        def fgetattr(self, path, buf, fip):
-            ops = self.operations
-            fh = fip.contents.fh if fip else None
-            a = ops.attr(None if path is None else path.decode(self.encoding, self.errors), fh)
-            ctypes.memset(buf, 0, ctypes.sizeof(m.c_stat))
-            self._fill(buf.contents, a, ops.uid, ops.gid)
-            return 0
-
-        def open(self, path, fip):
-            fi = fip.contents
-            ops = self.operations
-            fi.fh = fh = ops.open(path.decode(self.encoding, self.errors), fi.flags)
-            h = ops._files.get(fh)
-            if h is not None and h.node.kind == SUMMARY:
-                # The summary changes on refresh; read it past a size the
-                # kernel may still have cached (libfuse 2 cannot invalidate).
-                fi.direct_io = 1
-            return 0
-
-        def read(self, path, buf, size, offset, fip):
-            data, address = self.operations.read_view(
-                None if path is None else path.decode(self.encoding, self.errors), fip.contents.fh
-            )
-            n = min(size, len(data) - offset)
-            if n <= 0:
-                return 0
-            if address:
-                ctypes.memmove(buf, address + offset, n)
-            else:
-                ctypes.memmove(buf, data if offset == 0 else data[offset : offset + n], n)
-            return n
-
-        def release(self, path, fip):
-            self.operations._files.pop(fip.contents.fh, None)
-            return 0
-
-        def _entries(self, buf, filler, offset, fip, plus):
-            # The hot loop of listings: per entry only the name, inode (and
-            # size) change; everything else is set once per batch.
-            ops = self.operations
-            st = m.c_stat()
-            stp = ctypes.pointer(st)
-            fill, uid, gid = self._fill, ops.uid, ops.gid
-            enc, errs = self.encoding, self.errors
-            v3 = m.fuse_version_major == 3
-            flags = _FILL_DIR_PLUS if plus else 0
-            for b in ops.batches(fip.contents.fh, offset, plus):
-                fill(st, b.attr, uid, gid)
-                off = b.next_offset
-                if plus:
-                    for name, ino, size in zip(b.names, b.inos, b.sizes):
-                        st.st_ino = ino
-                        st.st_size = size
-                        st.st_blocks = (size + 511) >> 9
-                        if filler(buf, name.encode(enc, errs), stp, off, flags):
-                            return 0
-                        off += 1
-                elif v3:
-                    for name, ino in zip(b.names, b.inos):
-                        st.st_ino = ino
-                        if filler(buf, name.encode(enc, errs), stp, off, 0):
-                            return 0
-                        off += 1
-                else:
-                    for name, ino in zip(b.names, b.inos):
-                        st.st_ino = ino
-                        if filler(buf, name.encode(enc, errs), stp, off):
-                            return 0
-                        off += 1
-            return 0
-
-        def readdir_fuse_2(self, path, buf, filler, offset, fip):
-            return self._entries(buf, filler, offset, fip, False)
-
-        def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
-            plus = bool(flags & _READDIR_PLUS) and self.operations.use_plus(fip.contents.fh)
-            return self._entries(buf, filler, offset, fip, plus)
-
-    return _FUSE
 
 
 def fuse_kwargs(*, watch: bool, allow_other: bool = False, auto_unmount: bool = True, extra=None) -> dict:
@@ -638,8 +629,6 @@ def fuse_kwargs(*, watch: bool, allow_other: bool = False, auto_unmount: bool = 
         "negative_timeout": 0.0 if watch else timeout,
     }
     if v3:
-        # Keep libfuse's worker threads alive (see _adopt_thread).
-        kw["max_idle_threads"] = 16
         # Read requests of up to 1 MiB (libfuse 3 negotiates that many
         # pages): a big record comes in a quarter of the requests, and the
         # page cache it fills reads back faster.
@@ -658,8 +647,22 @@ def fuse_kwargs(*, watch: bool, allow_other: bool = False, auto_unmount: bool = 
     return kw
 
 
+def _low_level_options(kw: dict) -> tuple[list, dict]:
+    """Split :func:`fuse_kwargs` into libfuse ``-o`` items and the settings
+    the low-level daemon applies itself."""
+    items, own = [], {}
+    for key, value in kw.items():
+        if key in _HIGH_LEVEL_ONLY:
+            own[key] = value
+        elif value is True:
+            items.append(key)
+        elif value is not False and value is not None:
+            items.append(f"{key}={value}")
+    return items, own
+
+
 def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, watcher=None,
-        open_handles: bool = False, readdirplus_max: int = READDIRPLUS_MAX) -> ArrayFsOperations:
+        open_handles: bool = False, readdirplus_max: int = READDIRPLUS_MAX):
     """Mount ``view`` at ``mountpoint`` and serve until unmounted (blocks).
 
     Args:
@@ -668,16 +671,34 @@ def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, wat
         watcher: started on init, stopped on unmount (see
             :mod:`arrayfs.fs.watch`); it is given the operations object as
             ``watcher.operations`` before the mount, to invalidate through.
-        open_handles, readdirplus_max: see :class:`ArrayFsOperations`.
+        open_handles, readdirplus_max: see :class:`LowLevelOperations`.
 
-    Returns the operations object once unmounted. Raises ``RuntimeError``
-    when libfuse fails to mount (its message went to stderr).
+    Returns the operations object once unmounted: a
+    :class:`LowLevelOperations` with libfuse 3, an
+    :class:`arrayfs.fs.highlevel.ArrayFsOperations` with libfuse 2. Raises
+    ``RuntimeError`` when libfuse refuses the options or the mount (its
+    message went to stderr).
     """
-    ops = ArrayFsOperations(view, on_ready=on_ready, watcher=watcher, open_handles=open_handles,
-                            readdirplus_max=readdirplus_max)
-    if fuse_options.get("max_read"):
-        ops.max_read = int(fuse_options["max_read"])
+    if libfuse_major() != 3:
+        from . import highlevel
+
+        return highlevel.run(view, mountpoint, fuse_options=fuse_options, on_ready=on_ready, watcher=watcher,
+                             open_handles=open_handles)
+    items, own = _low_level_options(fuse_options)
+    ops = LowLevelOperations(
+        view, on_ready=on_ready, watcher=watcher, open_handles=open_handles, readdirplus_max=readdirplus_max,
+        entry_timeout=float(own.get("entry_timeout", LONG_TIMEOUT)),
+        attr_timeout=float(own.get("attr_timeout", LONG_TIMEOUT)),
+        negative_timeout=float(own.get("negative_timeout", 0.0)),
+        max_read=int(fuse_options.get("max_read") or 0),
+    )
+    threads = 1 if own.get("nothreads") else int(own.get("max_threads", THREADS))
+    session = lowlevel.Session(ops, mountpoint, items, debug=bool(own.get("debug")), threads=threads)
+    ops.session = session
     if watcher is not None:
         watcher.operations = ops
-    _fuse_class()(ops, mountpoint, **fuse_options)
+    try:
+        session.run()
+    finally:
+        ops.session = None
     return ops

@@ -19,6 +19,7 @@ with ``ENOTCONN``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import select
@@ -185,7 +186,7 @@ def mount(
             Two are arrayfs's own: ``open_handles`` (decode each record per
             open file handle instead of letting the kernel open files by
             itself) and ``readdirplus=N`` (list directories of at most N
-            entries with attributes; default 1,000,000; 0: never).
+            entries with attributes; default: every directory; 0: never).
         allow_other: let other users read the mount (``allow_other``;
             non-root users need ``user_allow_other`` in /etc/fuse.conf).
         watch: follow shards appearing and vanishing under the sources
@@ -303,6 +304,9 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
 
     options = dict(options)
     own = _own_options(options)
+    # A fatal signal (SIGBUS from a mapped shard truncated under it, SIGSEGV)
+    # leaves a Python traceback in the log (stderr) instead of nothing.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     # Started before libfuse opens /dev/fuse, so the reaper never holds it.
     reaper = _start_reaper(mountpoint, helper) if helper else None
 

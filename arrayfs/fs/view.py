@@ -34,6 +34,12 @@ the shard was first seen and the record's index in its file). A record's
 two names (root and ``.shards``) are one inode with ``st_nlink == 2``, like
 a hard link, so ``du`` counts its bytes once and ``tar`` stores it once.
 
+Inode numbers are also the handles of the low-level daemon
+(:meth:`ViewSnapshot.node_of_ino`), so the contents of an inode never
+change: a shard that is rewritten is a new shard (new inodes), and the
+summary has a new inode in every snapshot. Only *names* change meaning on a
+refresh.
+
 Consistency: a :class:`ViewSnapshot` is immutable and reads one pinned
 dataset snapshot; :meth:`FsView.refresh` installs a new one and returns a
 :class:`ViewChange` naming the paths whose meaning changed (for the kernel
@@ -81,9 +87,13 @@ ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD = range(5)
 # _SHARD_DIR_INO + serial; records at (serial + 1) << _RECORD_SHIFT | local,
 # which leaves 40 bits (10^12 records) per file and 2^23 shard serials
 # before the numbers wrap (then collisions are possible, never errors).
-ROOT_INO, SHARDS_INO, SUMMARY_INO = 1, 2, 3
+# The summary's inode is _SUMMARY_INO | generation (bit 63: above every
+# record inode).
+ROOT_INO, SHARDS_INO = 1, 2
+_SUMMARY_INO = 1 << 63
 _SHARD_DIR_INO = 16
 _RECORD_SHIFT = 40
+_LOCAL_MASK = (1 << _RECORD_SHIFT) - 1
 _SERIAL_MASK = (1 << 23) - 1
 
 _DIR_MODE = stat.S_IFDIR | 0o555
@@ -156,16 +166,29 @@ def _parse_index(name: str, lo: int, hi: int, width: int) -> int:
 class DirBatch(NamedTuple):
     """Consecutive directory entries sharing one attribute template.
 
-    ``names[j]`` has inode ``inos[j]``, size ``sizes[j]`` (bytes; ``None``
-    when sizes were not asked for) and next offset ``next_offset + j``;
-    every other field is ``attr``'s.
+    Entry ``j`` has name ``name_list()[j]``, inode ``inos[j]``, size
+    ``sizes[j]`` (bytes; ``sizes`` is ``None`` when sizes were not asked
+    for) and next offset ``next_offset + j``; every other field is
+    ``attr``'s. Records come in runs named by consecutive numbers:
+    ``first_name`` (the first entry's number) zero-padded to ``width``
+    digits, with ``names`` ``None`` (built on demand by :meth:`name_list`)
+    and ``sizes`` an ``int64`` array; other entries have ``first_name`` -1.
     """
 
-    names: list
+    names: list | None
     attr: Attr
     inos: object
     sizes: object
     next_offset: int
+    first_name: int = -1
+    width: int = 0
+
+    def name_list(self) -> list:
+        """The entries' names (``str``)."""
+        if self.names is not None:
+            return self.names
+        fmt = f"%0{self.width}d"
+        return [fmt % g for g in range(self.first_name, self.first_name + len(self.inos))]
 
 
 class ViewChange(NamedTuple):
@@ -180,6 +203,8 @@ class ViewChange(NamedTuple):
     ``shard_records``: ``(dir path, lo, hi, width)`` per vanished shard:
     its record names.
     ``added``/``removed``/``pending``: from :meth:`ArrayRecordDataSource.refresh`.
+    ``old_summary_ino``: the inode of the summary before the refresh (0: none).
+    ``old_width``: the padding width of root names before the refresh.
     """
 
     fixed: tuple
@@ -188,6 +213,49 @@ class ViewChange(NamedTuple):
     added: tuple = ()
     removed: tuple = ()
     pending: tuple = ()
+    old_summary_ino: int = 0
+    old_width: int = 0
+
+    def entries(self, records: bool = True) -> Iterator[tuple[int, str]]:
+        """``(parent inode, name)`` of every directory entry whose meaning
+        changed, for a daemon that invalidates by inode (libfuse's low-level
+        API), generated lazily: record names first, then shard directory
+        names, and the summary's name last, so that whoever reads the new
+        summary resolves every record name anew. Entries below a vanished
+        shard directory are left out: invalidating the directory's own
+        entry drops them. ``records=False``: without the record names (a
+        caller that knows which ones the kernel has)."""
+        lo, hi, widths = self.records
+        for i in range(lo, hi) if records else ():
+            plain = str(i)
+            yield ROOT_INO, plain
+            for w in widths:
+                if w > len(plain):
+                    yield ROOT_INO, plain.zfill(w)
+        prefix = f"/{SHARDS_NAME}/"
+        for p in self.fixed:
+            if p.startswith(prefix):
+                yield SHARDS_INO, p[len(prefix):]
+        if f"/{SUMMARY_NAME}" in self.fixed:
+            yield ROOT_INO, SUMMARY_NAME
+
+    def stale_inodes(self) -> tuple:
+        """Inodes whose cached pages must go *before* any name changes
+        meaning: the old summary's. The kernel would otherwise keep serving
+        the old summary from its page cache while record names already mean
+        what the new one says (its inode is then ``ESTALE`` until the
+        summary's name is invalidated, last)."""
+        return (self.old_summary_ino,) if self.old_summary_ino else ()
+
+    def inodes(self) -> tuple:
+        """Inodes whose attributes changed (the directories), to invalidate
+        after :meth:`entries`."""
+        out = []
+        if "/" in self.fixed:
+            out.append(ROOT_INO)
+        if f"/{SHARDS_NAME}" in self.fixed:
+            out.append(SHARDS_INO)
+        return tuple(out)
 
     def paths(self) -> Iterator[str]:
         """Every path to invalidate, generated lazily (a refresh that
@@ -241,6 +309,10 @@ class ViewSnapshot:
                 serials[key] = len(serials)
             self._serials.append(serials[key])
         self._rec_base = [((s + 1) & _SERIAL_MASK) << _RECORD_SHIFT for s in self._serials]
+        # Inode -> shard position (records: by the bits above the local index).
+        self._by_rec_slot = {((s + 1) & _SERIAL_MASK): k for k, s in enumerate(self._serials)}
+        self._by_dir_ino = {_SHARD_DIR_INO + s: k for k, s in enumerate(self._serials)}
+        self.summary_ino = _SUMMARY_INO | (generation & _LOCAL_MASK)
         self._mtimes = [s.mtime_ns for s in self.shards]
         self.mtime_ns = max([changed_ns, *self._mtimes])
         # Shard directory names: the file name, the slice when one is used,
@@ -268,6 +340,34 @@ class ViewSnapshot:
     def _shard_of(self, i: int) -> int:
         return bisect.bisect_right(self._firsts, i) - 1
 
+    def lookup(self, parent: Node, name: str) -> Node:
+        """The node that ``name`` names in directory ``parent`` (one path
+        component). Raises ``FileNotFoundError`` (``ENOENT``) for a name that
+        is not there, ``NotADirectoryError`` when ``parent`` is a file."""
+        kind = parent.kind
+        if kind == ROOT:
+            i = _parse_index(name, 0, self.num_records, self.width)
+            if i >= 0:
+                k = self._shard_of(i)
+                return Node(RECORD, k, i, i - self._firsts[k] + self.shards[k].start)
+            if name == SUMMARY_NAME:
+                return Node(SUMMARY)
+            if name == SHARDS_NAME:
+                return Node(SHARDS)
+        elif kind == SHARD_DIR:
+            k = parent.shard
+            info = self.shards[k]
+            local = _parse_index(name, info.start, info.start + info.num_records, self._local_width[k])
+            if local >= 0:
+                return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        elif kind == SHARDS:
+            k = self._by_name.get(name, -1)
+            if k >= 0:
+                return Node(SHARD_DIR, k)
+        else:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
+        raise _enoent(name)
+
     def resolve(self, path: str) -> Node:
         """The node ``path`` names (``"/"``-separated, absolute, as FUSE
         passes it). Raises ``FileNotFoundError`` (``ENOENT``) for anything
@@ -276,30 +376,35 @@ class ViewSnapshot:
             return Node(ROOT)
         if path[:1] != "/":
             raise _enoent(path)
-        parts = path[1:].split("/")
-        top = parts[0]
-        if len(parts) == 1:
-            i = _parse_index(top, 0, self.num_records, self.width)
-            if i >= 0:
-                k = self._shard_of(i)
-                return Node(RECORD, k, i, i - self._firsts[k] + self.shards[k].start)
-            if top == SUMMARY_NAME:
-                return Node(SUMMARY)
-            if top == SHARDS_NAME:
-                return Node(SHARDS)
-            raise _enoent(path)
-        if top != SHARDS_NAME or len(parts) > 3:
-            raise _enoent(path)
-        k = self._by_name.get(parts[1], -1)
-        if k < 0:
-            raise _enoent(path)
-        if len(parts) == 2:
-            return Node(SHARD_DIR, k)
-        info = self.shards[k]
-        local = _parse_index(parts[2], info.start, info.start + info.num_records, self._local_width[k])
-        if local < 0:
-            raise _enoent(path)
-        return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        node = Node(ROOT)
+        try:
+            for name in path[1:].split("/"):
+                node = self.lookup(node, name)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _enoent(path) from None
+        return node
+
+    def node_of_ino(self, ino: int) -> Node | None:
+        """The node whose inode number is ``ino`` in this snapshot, or
+        ``None`` (a shard no longer here, a summary of another snapshot,
+        a number never given out)."""
+        if ino >= _SUMMARY_INO:
+            return Node(SUMMARY) if ino == self.summary_ino else None
+        if ino >> _RECORD_SHIFT:
+            k = self._by_rec_slot.get(ino >> _RECORD_SHIFT)
+            if k is None:
+                return None
+            local = ino & _LOCAL_MASK
+            info = self.shards[k]
+            if not info.start <= local < info.start + info.num_records:
+                return None
+            return Node(RECORD, k, self._firsts[k] + local - info.start, local)
+        if ino == ROOT_INO:
+            return Node(ROOT)
+        if ino == SHARDS_INO:
+            return Node(SHARDS)
+        k = self._by_dir_ino.get(ino)
+        return None if k is None else Node(SHARD_DIR, k)
 
     def record_name(self, index: int) -> str:
         """Root name (zero-padded) of global record ``index``."""
@@ -335,7 +440,7 @@ class ViewSnapshot:
             return Attr(_DIR_MODE, _SHARD_DIR_INO + self._serials[k], 2, 0, self._mtimes[k])
         if kind == SHARDS:
             return Attr(_DIR_MODE, SHARDS_INO, 2 + len(self.shards), 0, self.mtime_ns)
-        return Attr(_FILE_MODE, SUMMARY_INO, 1, len(self.summary()), self.mtime_ns)
+        return Attr(_FILE_MODE, self.summary_ino, 1, len(self.summary()), self.mtime_ns)
 
     def getattr(self, path: str) -> Attr:
         """:meth:`attr` of :meth:`resolve` of ``path``."""
@@ -359,11 +464,11 @@ class ViewSnapshot:
             a = b.attr
             off = b.next_offset
             if b.sizes is None:
-                for name, ino in zip(b.names, b.inos):
+                for name, ino in zip(b.name_list(), b.inos):
                     yield name, a._replace(ino=ino), off
                     off += 1
             else:
-                for name, ino, size in zip(b.names, b.inos, b.sizes):
+                for name, ino, size in zip(b.name_list(), b.inos, [int(x) for x in b.sizes]):
                     yield name, a._replace(ino=ino, size=size), off
                     off += 1
 
@@ -388,7 +493,7 @@ class ViewSnapshot:
             name, n = fixed[j]
             # The summary's size means reading every shard's footer: only
             # when the listing carries sizes.
-            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, SUMMARY_INO, 1, 0, self.mtime_ns)
+            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
             yield DirBatch([name], a, (a.ino,), None if not sizes else (a.size,), j + 1)
         if kind == SHARDS:
             return
@@ -408,7 +513,6 @@ class ViewSnapshot:
         that shard's file."""
         if start >= stop:
             return
-        fmt = f"%0{width}d"
         step = 64
         k = self._shard_of(start)
         i = start
@@ -426,9 +530,9 @@ class ViewSnapshot:
                 j = min(end, i + min(step, batch))
                 step *= 2
                 lo, hi = i + delta, j + delta
-                names = [fmt % g for g in (range(i, j) if local_names is None else range(lo, hi))]
-                sz = self.source.record_sizes(k, lo, hi).tolist() if sizes else None
-                yield DirBatch(names, template, range(rec_base | lo, rec_base | hi), sz, i + base)
+                sz = self.source.record_sizes(k, lo, hi) if sizes else None
+                yield DirBatch(None, template, range(rec_base | lo, rec_base | hi), sz, i + base,
+                               i if local_names is None else lo, width)
                 i = j
             k += 1
 
@@ -470,7 +574,8 @@ class ViewSnapshot:
 
     def summary(self) -> bytes:
         """The ``.arrayfs.json`` contents (UTF-8 JSON, computed once per
-        snapshot): shards with path, mount directory name, record count,
+        snapshot): the snapshot's generation (0, 1, ... one per refresh that
+        changed the view), shards with path, mount directory name, record count,
         first global index, start in the file, exact record bytes, file size,
         mtime and writer options; totals."""
         s = self._summary
@@ -499,6 +604,7 @@ class ViewSnapshot:
                 doc = {
                     "format": "arrayfs-mount",
                     "version": 1,
+                    "generation": self.generation,
                     "num_records": self.num_records,
                     "num_shards": len(self.shards),
                     "total_bytes": total,
@@ -548,6 +654,9 @@ class FsView:
         self._lock = threading.Lock()
         self._generation = 0
         self.snapshot = self._build(0)
+        # The snapshot before the current one: files opened before a refresh
+        # (by inode, in the low-level daemon) keep reading their record.
+        self.previous: ViewSnapshot | None = None
 
     def _build(self, changed_ns: int) -> ViewSnapshot:
         snap = ViewSnapshot(PinnedSource(self.ds), self._serials, changed_ns=changed_ns, uid=self._uid,
@@ -555,9 +664,15 @@ class FsView:
         self._generation += 1
         return snap
 
-    def refresh(self) -> ViewChange | None:
+    def refresh(self, prepare=None) -> ViewChange | None:
         """Refresh the dataset (:meth:`ArrayRecordDataSource.refresh`) and,
         when shards were added or removed, install a new snapshot.
+
+        Args:
+            prepare: called with the :class:`ViewChange` after the new
+                snapshot is built and before it is installed (the daemon
+                retires the old summary there, so that no one reads it once
+                names mean what the new one says).
 
         Returns the :class:`ViewChange`, or ``None`` when nothing changed
         (``pending`` shards, still being written, are then only retried on a
@@ -571,9 +686,12 @@ class FsView:
                     return ViewChange((), (0, 0, ()), (), (), (), result.pending)
                 return None
             new = self._build(time.time_ns())
+            change = diff(old, new)._replace(added=result.added, removed=result.removed, pending=result.pending)
+            if prepare is not None:
+                prepare(change)
+            self.previous = old
             self.snapshot = new
-            change = diff(old, new)
-            return change._replace(added=result.added, removed=result.removed, pending=result.pending)
+            return change
 
     # Conveniences over the current snapshot (tests, tools).
 
@@ -621,4 +739,5 @@ def diff(old: ViewSnapshot, new: ViewSnapshot) -> ViewChange:
     for k, (name, key) in enumerate(zip(new.shard_names, nk)):
         if (name, key) not in old_dirs:
             fixed.append(new.shard_path(k))
-    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records))
+    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records),
+                      old_summary_ino=old.summary_ino, old_width=old.width)

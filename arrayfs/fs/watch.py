@@ -12,22 +12,21 @@ directory component). Events are debounced (a writer produces many); then
   and postscript last; arrayfs's writer writes under a hidden name and
   renames), and the watcher retries every ``retry`` seconds while such a
   file is pending, so it appears once complete.
-- Kernel caches: with libfuse 3 every path whose meaning changed (the
-  directories, the summary, record names that now name another record or
-  nothing) is invalidated with ``fuse_invalidate_path`` (attributes and
-  page cache) and, for root names, ``fuse_lowlevel_notify_inval_entry``
-  (the directory entry), so the mount keeps its long cache timeouts. Names
-  under ``.shards/`` of a vanished shard keep their kernel directory entry
-  until it expires, but every access to them (stat, open, read, listing)
-  answers ``ENOENT``. With libfuse 2, which cannot invalidate by path,
-  the daemon mounts with 1-second entry/attribute timeouts and
-  no page cache across opens while watching (see
-  :func:`arrayfs.fs.daemon.fuse_kwargs`): changes then show within about
-  a second.
-- Readers are never disturbed: a file open before a refresh keeps reading
-  the record it opened (its handle holds the decoded bytes), a listing in
-  progress finishes on its snapshot, and a removed shard stays mapped until
-  no handle uses it.
+- Kernel caches: with libfuse 3 every directory entry whose meaning
+  changed (record names that now name another record or nothing, shard
+  directories that vanished or appeared, the summary) is invalidated with
+  ``fuse_lowlevel_notify_inval_entry``, record names first and the summary
+  last, then the directories' attributes with
+  ``fuse_lowlevel_notify_inval_inode``; the contents of an inode never
+  change, so no page cache needs dropping and the mount keeps its long
+  cache timeouts. With libfuse 2, which cannot invalidate, the daemon
+  mounts with 1-second entry/attribute timeouts and no page cache across
+  opens while watching (see :func:`arrayfs.fs.daemon.fuse_kwargs`):
+  changes then show within about a second.
+- Readers are not disturbed more than they must be: a file open before a
+  refresh keeps reading its record while that record's shard is in the
+  current or the previous snapshot (then ``ESTALE``), and a listing in
+  progress finishes on its snapshot.
 """
 
 from __future__ import annotations
@@ -94,7 +93,8 @@ class Watcher:
 
     Attributes:
         operations: set by :func:`arrayfs.fs.daemon.run`; its
-            ``invalidate(paths)`` drops the kernel's caches of changed paths.
+            ``invalidate(change)`` drops the kernel's caches of what a
+            refresh changed.
         refreshes: number of refreshes that changed the view.
 
     ``start()``/``stop()`` are idempotent; :meth:`refresh_now` may be called
@@ -173,7 +173,8 @@ class Watcher:
     def refresh_now(self) -> ViewChange | None:
         """Refresh the view once and invalidate what changed; returns the
         :class:`ViewChange` or ``None``."""
-        change = self.view.refresh()
+        ops = self.operations
+        change = self.view.refresh(prepare=getattr(ops, "prepare_refresh", None))
         if change is None:
             self._pending = ()
             return None
@@ -190,9 +191,8 @@ class Watcher:
             "refreshed: %d shards, %d records (added %s, removed %s)",
             len(snap.shards), snap.num_records, list(change.added), list(change.removed),
         )
-        ops = self.operations
         if ops is not None:
             t = time.monotonic()
-            n = ops.invalidate(change.paths())
+            n = ops.invalidate(change)
             log.debug("invalidated %d cached paths in %.3f s", n, time.monotonic() - t)
         return change

@@ -1,0 +1,203 @@
+"""What arrayfs.fs.lowlevel and arrayfs.fs.highlevel rely on in libfuse 3
+and mfusepy, checked against the installed libraries.
+
+These tests fail loudly, before any mount, when a libfuse or mfusepy
+release changes a structure layout, a symbol or a public name the daemons
+use. The layouts are libfuse's (``include/fuse_common.h``,
+``include/fuse_lowlevel.h``, ``include/fuse_kernel.h`` of 3.x); where
+libfuse has code that reads a structure without a request
+(``fuse_add_direntry``, ``fuse_add_direntry_plus``), it is called and its
+output is parsed as the kernel would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import os
+import stat
+import struct
+
+import pytest
+
+from arrayfs.fs import daemon, lowlevel
+
+
+def test_libfuse_3_is_the_one_loaded():
+    # CI installs libfuse 3 (and 2): the low-level daemon must be the one tested.
+    assert daemon.libfuse_major() == 3 and lowlevel.available()
+
+
+def test_mfusepy_public_names_used():
+    m = daemon.load_mfusepy()
+    for name in ("Operations", "FUSE", "fuse_version_major", "fuse_version_minor", "c_stat", "c_statvfs",
+                 "fuse_file_info", "fuse_conn_info"):
+        assert hasattr(m, name), f"mfusepy no longer has {name}"
+    assert "raw_fi" in inspect.signature(m.FUSE.__init__).parameters
+    # The Operations methods highlevel.ArrayFsOperations overrides, with the
+    # arguments mfusepy passes them.
+    expected = {
+        "getattr": ["path", "fh"], "open": ["path", "flags"], "read": ["path", "size", "offset", "fh"],
+        "release": ["path", "fh"], "opendir": ["path"], "readdir_with_offset": ["path", "offset", "fh"],
+        "releasedir": ["path", "fh"], "statfs": ["path"], "init_with_config": None, "destroy": ["path"],
+    }
+    for name, params in expected.items():
+        assert callable(getattr(m.Operations, name, None)), name
+        if params is not None:
+            got = list(inspect.signature(getattr(m.Operations, name)).parameters)[1:]
+            assert got == params, (name, got)
+
+
+def test_libfuse3_exports_every_function_used():
+    lib = lowlevel.library()
+    for name in ("fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
+                 "fuse_reply_buf", "fuse_reply_statfs", "fuse_add_direntry", "fuse_add_direntry_plus",
+                 "fuse_lowlevel_notify_inval_entry", "fuse_lowlevel_notify_inval_inode", "fuse_session_new",
+                 "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_exit",
+                 "fuse_session_loop", "fuse_session_loop_mt", "fuse_set_signal_handlers",
+                 "fuse_remove_signal_handlers", "fuse_opt_free_args"):
+        assert hasattr(lib, name), name
+
+
+def test_operations_table_order():
+    # struct fuse_lowlevel_ops (fuse_lowlevel.h), 3.0 onwards.
+    ops = lowlevel.OPERATIONS
+    for i, name in [(0, "init"), (2, "lookup"), (3, "forget"), (4, "getattr"), (14, "open"), (15, "read"),
+                    (18, "release"), (20, "opendir"), (21, "readdir"), (22, "releasedir"), (24, "statfs"),
+                    (38, "forget_multi"), (41, "readdirplus")]:
+        assert ops[i] == name
+    assert ctypes.sizeof(lowlevel._Ops) == 42 * ctypes.sizeof(ctypes.c_void_p)
+    assert ctypes.sizeof(lowlevel._Args) == (24 if ctypes.sizeof(ctypes.c_void_p) == 8 else 12)
+
+
+def test_file_info_and_conn_info_layouts():
+    m = lowlevel.structs()
+    fi = m.fuse_file_info
+    assert fi.flags.offset == 0 and fi.fh.offset == 16 and fi.lock_owner.offset == 24
+    info = fi()
+    info.keep_cache = 1
+    assert struct.unpack_from("<I", bytes(info), 4)[0] == 1 << 2  # third bit after flags
+    info = fi()
+    info.direct_io = 1
+    assert struct.unpack_from("<I", bytes(info), 4)[0] == 1 << 1
+    ci = m.fuse_conn_info
+    for name, offset in [("proto_major", 0), ("proto_minor", 4), ("max_write", 8), ("max_read", 12),
+                         ("max_readahead", 16), ("capable", 20), ("want", 24)]:
+        assert getattr(ci, name).offset == offset, name
+
+
+def test_stat_and_statvfs_match_libc(tmp_path):
+    m = lowlevel.structs()
+    libc = ctypes.CDLL(None, use_errno=True)
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 12345)
+    st = m.c_stat()
+    assert libc.stat(os.fsencode(p), ctypes.byref(st)) == 0
+    ref = os.stat(p)
+    assert (st.st_ino, st.st_size, st.st_mode, st.st_nlink, st.st_uid, st.st_blocks) == (
+        ref.st_ino, ref.st_size, ref.st_mode, ref.st_nlink, ref.st_uid, ref.st_blocks)
+    assert st.st_mtimespec.tv_sec * 10**9 + st.st_mtimespec.tv_nsec == ref.st_mtime_ns
+    vfs = m.c_statvfs()
+    assert libc.statvfs(os.fsencode(tmp_path), ctypes.byref(vfs)) == 0
+    ref = os.statvfs(tmp_path)
+    assert (vfs.f_bsize, vfs.f_blocks, vfs.f_namemax) == (ref.f_bsize, ref.f_blocks, ref.f_namemax)
+
+
+def _fuse_attr(buf: bytes, at: int) -> dict:
+    # struct fuse_attr (fuse_kernel.h)
+    f = struct.unpack_from("<6Q10I", buf, at)
+    keys = ("ino", "size", "blocks", "atime", "mtime", "ctime", "atimensec", "mtimensec", "ctimensec", "mode",
+            "nlink", "uid", "gid", "rdev", "blksize", "flags")
+    return dict(zip(keys, f))
+
+
+def test_direntries_as_the_kernel_reads_them():
+    """libfuse's own encoders read our entry parameters and stat as the
+    kernel's fuse_direntplus and fuse_dirent: every field arrives."""
+    from arrayfs.fs.view import Attr
+
+    ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
+    ops.uid, ops.gid = 1234, 5678
+    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
+    attr = Attr(stat.S_IFREG | 0o444, (7 << 40) | 99, 2, 1_000_003, 1_700_000_000_123_456_789, 1 << 20)
+    e = lowlevel.EntryParam()
+    ops._fill(e.attr, attr)
+    e.ino = attr.ino
+    e.generation = 0
+    e.attr_timeout = 86400.0
+    e.entry_timeout = 1.5
+    buf = ctypes.create_string_buffer(4096)
+    n = lowlevel.library().fuse_add_direntry_plus(None, buf, 4096, b"0000123", ctypes.addressof(e), 77)
+    raw = buf.raw[:n]
+    nodeid, gen, entry_valid, attr_valid, entry_nsec, attr_nsec = struct.unpack_from("<4Q2I", raw, 0)
+    assert (nodeid, gen, entry_valid, attr_valid, entry_nsec) == (attr.ino, 0, 1, 86400, 500_000_000)
+    a = _fuse_attr(raw, 40)
+    assert a["ino"] == attr.ino and a["size"] == attr.size and a["blocks"] == (attr.size + 511) // 512
+    assert a["mode"] == attr.mode and a["nlink"] == 2 and (a["uid"], a["gid"]) == (1234, 5678)
+    assert a["blksize"] == 1 << 20
+    assert (a["mtime"], a["mtimensec"]) == divmod(attr.mtime_ns, 10**9) == (a["ctime"], a["ctimensec"])
+    dirent = 40 + 88
+    ino, off, namelen, typ = struct.unpack_from("<2Q2I", raw, dirent)
+    assert (ino, off, namelen, typ) == (attr.ino, 77, 7, stat.S_IFREG >> 12)
+    assert raw[dirent + 24 : dirent + 24 + namelen] == b"0000123"
+    # The plain entry (READDIR) reads the struct stat alone.
+    st = lowlevel.structs().c_stat()
+    ops._fill(st, attr._replace(mode=stat.S_IFDIR | 0o555, ino=16))
+    n = lowlevel.library().fuse_add_direntry(None, buf, 4096, b".shards", ctypes.addressof(st), 3)
+    ino, off, namelen, typ = struct.unpack_from("<2Q2I", buf.raw, 0)
+    assert (ino, off, namelen, typ, n) == (16, 3, 7, stat.S_IFDIR >> 12, 32)
+    # Too little room: nothing written, the size needed returned.
+    assert lowlevel.library().fuse_add_direntry(None, buf, 16, b".shards", ctypes.addressof(st), 3) == 32
+
+
+@pytest.mark.parametrize("plus,attrs", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("width", [1, 6, 7, 13])
+def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
+    """DirentRuns patches copies of libfuse's first entry; every entry must
+    equal what fuse_add_direntry(_plus) writes for it."""
+    import numpy as np
+
+    from arrayfs.fs.view import Attr
+
+    ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
+    ops.uid, ops.gid = 1000, 1000
+    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
+    attr = Attr(stat.S_IFREG | 0o444, 0, 2, 0, 1_700_000_000_000_000_001, 1 << 20)
+    e = lowlevel.EntryParam()
+    st = lowlevel.structs().c_stat()
+    target = e if plus else st
+    ops._fill(e.attr if plus else st, attr)
+    e.attr_timeout, e.entry_timeout = 86400.0, 86400.0
+    first_name = 10 ** (width - 1) - 3 if width > 1 else 0
+    count = 9 if width > 1 else 7
+    first_ino = (5 << 40) | 1234
+    sizes = np.array([0, 1, 511, 512, 513, 10**9, 7, 8, 9][:count], dtype=np.int64)
+    size = 4096
+    runs = lowlevel.DirentRuns()
+    buf = ctypes.create_string_buffer(size)
+    n, k = runs.encode(None, buf, 0, size, first_name, width, first_ino, count, sizes, 41, target, plus, attrs)
+    assert runs.vectorized and k == count
+    ref = ctypes.create_string_buffer(size)
+    pos = 0
+    lib = lowlevel.library()
+    for j in range(count):
+        name = str(first_name + j).zfill(width).encode()
+        if plus:
+            e.ino = first_ino + j if attrs else 0
+            e.attr.st_ino = first_ino + j
+            if attrs:
+                e.attr.st_size = int(sizes[j])
+                e.attr.st_blocks = (int(sizes[j]) + 511) // 512
+            pos += lib.fuse_add_direntry_plus(None, ctypes.addressof(ref) + pos, size - pos, name,
+                                              ctypes.addressof(e), 41 + j)
+        else:
+            st.st_ino = first_ino + j
+            pos += lib.fuse_add_direntry(None, ctypes.addressof(ref) + pos, size - pos, name, ctypes.addressof(st),
+                                         41 + j)
+    assert n == pos and buf.raw[:n] == ref.raw[:pos]
+    # Too little room: whole entries only.
+    small = ctypes.create_string_buffer(size)
+    one = pos // count
+    n2, k2 = lowlevel.DirentRuns().encode(None, small, 0, 3 * one + one // 2, first_name, width, first_ino, count,
+                                          sizes, 41, target, plus, attrs)
+    assert (n2, k2) == (3 * one, 3) and small.raw[:n2] == ref.raw[:n2]

@@ -64,10 +64,16 @@ def force_unmount(path) -> None:
 
 
 def wait_for(cond, timeout=15.0, step=0.05):
+    """Poll ``cond`` until true. ESTALE is "not yet": a file opened just
+    before a refresh retired it (the summary) reads as ESTALE, by design."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():
-            return True
+        try:
+            if cond():
+                return True
+        except OSError as e:
+            if e.errno != errno.ESTALE:
+                raise
         time.sleep(step)
     return cond()
 
@@ -698,8 +704,6 @@ def test_names_looked_up_in_both_forms_follow_a_shift(tmp_path, mounter):
     assert (mnt / "16").read_bytes() == b"b5"
 
 
-@pytest.mark.xfail(strict=True, reason="reads of a shard truncated in place go through mmap and raise SIGBUS in the "
-                   "daemon until the file layer reads with pread (issue 12); remove this marker then")
 @pytest.mark.parametrize("watch", ["--no-watch", "--watch"])
 def test_shard_truncated_in_place_is_eio_and_the_daemon_lives(tmp_path, mounter, watch):
     d = tmp_path / "data"
@@ -724,3 +728,85 @@ def test_shard_truncated_in_place_is_eio_and_the_daemon_lives(tmp_path, mounter,
         assert (mnt / "0").read_bytes() == b[0]
     else:
         assert (mnt / "45").read_bytes() == b[5]
+
+
+def test_mount_of_a_bucket_follows_it_and_a_refusing_store_reads_as_eio(s3, tmp_path, mounter):
+    """``arrayfs mount s3://...``: records read as on local disk, a shard
+    uploaded later shows up by polling, and while the store refuses every
+    request a read is EIO naming the object in the log, the daemon lives,
+    and the same read succeeds once the store is back."""
+    from _s3server import FaultProxy
+
+    name = s3.make_bucket(f"arrayfs-m-{os.getpid()}-{time.monotonic_ns() % 10**6}")
+    fs = s3.filesystem()
+    a = records(21, 30, big_at={4, 20})
+    b = records(22, 10)
+    write_google(tmp_path / "a.array_record", a)
+    write_ours(tmp_path / "b.array_record", b, "group_size:4,zstd:3")
+    fs.put_file(str(tmp_path / "a.array_record"), f"{name}/d/s-0.array_record")
+    proxy = FaultProxy(s3.endpoint)
+    log = tmp_path / "daemon.log"
+    try:
+        mnt = mounter(f"s3://{name}/d/s-*.array_record", "--poll-interval", "0.5", "--log-file", log,
+                      "--storage-option", f"endpoint_url={proxy.endpoint}",
+                      "--storage-option", 'config_kwargs={"retries": {"max_attempts": 1}}')
+        assert (mnt / "04").read_bytes() == a[4]
+        assert len([n for n in os.listdir(mnt) if n[0] != "."]) == 30
+        assert os.stat(mnt / "20").st_size == len(a[20])
+        fs.put_file(str(tmp_path / "b.array_record"), f"{name}/d/s-1.array_record")
+        assert wait_for(lambda: json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == 40)
+        assert (mnt / "35").read_bytes() == b[5]
+        proxy.refuse = True
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            (mnt / "20").read_bytes()  # never read: neither the kernel nor the daemon has its bytes
+        assert e.value.errno == errno.EIO and time.monotonic() - t0 < 90
+        assert daemon_pid(mnt) is not None
+        proxy.refuse = False
+        assert (mnt / "20").read_bytes() == a[20]
+        assert (mnt / "39").read_bytes() == b[9]
+        assert f"s3://{name}/d/s-0.array_record" in log.read_text()
+        force_unmount(mnt)  # before the proxy goes: the daemon polls through it
+    finally:
+        proxy.stop()
+
+
+def test_mount_of_5000_shards_under_a_256_descriptor_limit(tmp_path):
+    """The daemon keeps a bounded pool of shard descriptors: under
+    ``ulimit -n 256`` it mounts, lists and reads 5,000 shards."""
+    import resource
+
+    d = tmp_path / "many"
+    d.mkdir()
+    n, per = 5000, 3
+    for k in range(n):
+        with ArrayRecordWriter(str(d / f"m-{k:05d}.array_record"), "group_size:1") as w:
+            for j in range(per):
+                w.write(b"shard %d record %d" % (k, j))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    p = subprocess.run([*CLI, "mount", str(d / "m-*.array_record"), str(mnt)], capture_output=True, text=True,
+                       timeout=300, preexec_fn=limit)
+    try:
+        assert p.returncode == 0, p.stderr
+        pid = daemon_pid(mnt)
+        with open(f"/proc/{pid}/limits") as f:
+            assert any(line.startswith("Max open files") and line.split()[3] == "256" for line in f)
+        names = [x for x in os.listdir(mnt) if x[0] != "."]
+        assert len(names) == n * per
+        assert len(os.listdir(mnt / ".shards")) == n
+        rng = random.Random(5)
+        peak = 0
+        for _ in range(1500):
+            i = rng.randrange(n * per)
+            assert (mnt / names[i]).read_bytes() == b"shard %d record %d" % divmod(int(names[i]), per)
+            if _ % 100 == 0:
+                peak = max(peak, len(os.listdir(f"/proc/{pid}/fd")))
+        assert (mnt / ".shards" / "m-04999.array_record" / "2").read_bytes() == b"shard 4999 record 2"
+        assert 0 < peak <= 256
+    finally:
+        force_unmount(mnt)

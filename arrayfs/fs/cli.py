@@ -19,6 +19,7 @@ examples:
   ls mnt | head; cat mnt/42 | head -c 100; cat mnt/.arrayfs.json
   arrayfs mount -f data/ mnt                        # foreground; Ctrl-C unmounts
   arrayfs mount 'a.array_record[0:1000]' b.array_record mnt -o max_read=1048576
+  arrayfs mount 's3://bucket/train-*.array_record' mnt --storage-option anon=true
   arrayfs unmount mnt
 
 layout: mnt/<global index, zero-padded>  mnt/.shards/<shard file>/<index in file>
@@ -38,6 +39,7 @@ def _error(msg: str) -> int:
 
 def cmd_mount(args) -> int:
     """Handler of ``arrayfs mount``; returns the exit code."""
+    from ..cli import CliError, storage_options
     from .mount import MountError, mount
 
     try:
@@ -50,7 +52,11 @@ def cmd_mount(args) -> int:
             watch=args.watch,
             verify=args.verify,
             log_file=args.log_file,
+            storage_options=storage_options(args),
+            poll_interval=args.poll_interval,
         )
+    except CliError as e:
+        return _error(str(e))
     except MountError as e:
         return _error(str(e))
     except KeyboardInterrupt:
@@ -73,6 +79,8 @@ def add_subcommands(subparsers) -> None:
     """Register ``mount`` and ``unmount`` on an ``argparse`` subparsers
     object; each parser's ``func`` default is its handler (``func(args) ->
     exit code``)."""
+    from ..cli import add_storage_option
+
     p = subparsers.add_parser(
         "mount",
         help="mount ArrayRecord shards as a read-only directory of records",
@@ -96,6 +104,9 @@ def add_subcommands(subparsers) -> None:
                    help="let other users read the mount (non-root: needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
                    help="show shards that appear or vanish under SRC without remounting (default: on)")
+    p.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="while watching, list object-store sources again every SECONDS (default: 60)")
+    add_storage_option(p)
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip chunk data hash checks (faster; corruption may go unnoticed)")
     p.add_argument("--log-file", metavar="FILE",

@@ -131,11 +131,13 @@ def _check_mountpoint(mountpoint: str, options: dict) -> None:
 
 
 def _absolute_sources(sources) -> list:
+    from ..storage import is_remote
+
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
     out = []
     for s in sources:
-        if isinstance(s, (str, bytes, os.PathLike)):
+        if isinstance(s, (str, bytes, os.PathLike)) and not is_remote(os.fsdecode(os.fspath(s))):
             # The daemon changes directory to "/"; refresh re-expands these.
             out.append(os.path.abspath(os.path.expanduser(os.fsdecode(s))))
         else:
@@ -143,12 +145,18 @@ def _absolute_sources(sources) -> list:
     return out
 
 
-def _open_dataset(sources, verify: bool):
+def _has_remote(sources) -> bool:
+    from ..storage import is_remote
+
+    return any(isinstance(s, (str, bytes, os.PathLike)) and is_remote(os.fsdecode(os.fspath(s))) for s in sources)
+
+
+def _open_dataset(sources, verify: bool, storage_options=None):
     from ..dataset import ArrayRecordDataSource
     from ..errors import ArrayRecordError
 
     try:
-        ds = ArrayRecordDataSource(sources, verify=verify)
+        ds = ArrayRecordDataSource(sources, verify=verify, storage_options=storage_options)
     except FileNotFoundError as e:
         raise MountError(f"no shard matched: {e.args[-1] if e.args else e}") from None
     except ArrayRecordError as e:
@@ -172,11 +180,14 @@ def mount(
     verify: bool = True,
     log_file=None,
     ready_timeout: float = 60.0,
+    storage_options: dict | None = None,
+    poll_interval: float = 60.0,
 ):
     """Mount ArrayRecord shards as a read-only directory of records.
 
     Args:
-        sources: a path, glob pattern, directory or ``"path[a:b]"`` read
+        sources: a path, URL (``s3://``, ``gs://``, ``https://``, any fsspec
+            protocol), glob pattern, directory or ``"path[a:b]"`` read
             instruction, or a list of these (see :mod:`arrayfs.paths`).
         mountpoint: an existing, empty directory.
         foreground: serve in this process until unmounted (blocks); else
@@ -190,12 +201,18 @@ def mount(
         allow_other: let other users read the mount (``allow_other``;
             non-root users need ``user_allow_other`` in /etc/fuse.conf).
         watch: follow shards appearing and vanishing under the sources
-            (see :mod:`arrayfs.fs.watch`).
+            (see :mod:`arrayfs.fs.watch`): local directories through
+            inotify, object stores by listing them again every
+            ``poll_interval`` seconds.
         verify: check chunk hashes on read (a corrupt record reads as EIO).
         log_file: where the background daemon logs (errors, EIO with shard
             and chunk); default: discarded. In foreground mode logs go to
             stderr.
         ready_timeout: seconds to wait for a background mount to be ready.
+        storage_options: fsspec options for URL sources (credentials,
+            ``endpoint_url``, ...); default: the backend's environment.
+        poll_interval: seconds between listings of remote sources while
+            watching (object stores send no change notifications).
 
     Returns:
         In background mode the daemon's process id (``int``) once the mount
@@ -209,22 +226,30 @@ def mount(
     _own_options(dict(options))  # validate now, not in the daemon
     mountpoint = os.path.abspath(os.fspath(mountpoint))
     _check_mountpoint(mountpoint, options)
+    if not poll_interval > 0:
+        raise MountError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
     sources = _absolute_sources(sources)
-    ds = _open_dataset(sources, verify)
+    ds = _open_dataset(sources, verify, storage_options)
+    serve = dict(watch=watch, options=options, allow_other=allow_other, helper=helper, poll_interval=poll_interval)
     if foreground:
         _setup_logging(None)
         ready = []
         try:
-            return _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
-                          on_ready=lambda: ready.append(True))
+            return _serve(ds, mountpoint, on_ready=lambda: ready.append(True), **serve)
         except RuntimeError as e:
             if ready:
                 # libfuse's loop returns non-zero when a signal (SIGINT,
                 # SIGTERM, SIGHUP) ended it; it has unmounted: a clean exit.
                 return 0
             raise MountError(f"libfuse could not mount {mountpoint} (error {e})") from None
-    return _daemonize(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
-                      log_file=log_file, ready_timeout=ready_timeout)
+    reopen = None
+    if _has_remote(sources):
+        # An fsspec filesystem's event loop and connection pool do not
+        # survive fork: the dataset opened here proved the sources sound,
+        # the daemon opens its own.
+        ds.close()
+        ds, reopen = None, lambda: _open_dataset(sources, verify, storage_options)
+    return _daemonize(ds, mountpoint, log_file=log_file, ready_timeout=ready_timeout, reopen=reopen, **serve)
 
 
 def _setup_logging(stream) -> None:
@@ -295,7 +320,7 @@ def _start_reaper(mountpoint: str, helper: str):
         return None
 
 
-def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None) -> int:
+def _serve(ds, mountpoint, *, watch, options, allow_other, helper, poll_interval=60.0, on_ready=None) -> int:
     """Run the FUSE loop on ``ds`` until unmounted; close ``ds`` after."""
     import warnings
 
@@ -319,7 +344,7 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
         if watch:
             from .watch import Watcher
 
-            watcher = Watcher(view)
+            watcher = Watcher(view, poll_interval=poll_interval)
         kw = daemon.fuse_kwargs(watch=watch, allow_other=allow_other, auto_unmount=helper is not None,
                                 extra=options)
         daemon.run(view, mountpoint, fuse_options=kw, on_ready=on_ready, watcher=watcher, **own)
@@ -334,7 +359,7 @@ def _serve(ds, mountpoint, *, watch, options, allow_other, helper, on_ready=None
                 pass
 
 
-def _daemonize(ds, mountpoint, *, watch, options, allow_other, helper, log_file, ready_timeout) -> int:
+def _daemonize(ds, mountpoint, *, log_file, ready_timeout, reopen=None, **serve) -> int:
     r, w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -346,15 +371,15 @@ def _daemonize(ds, mountpoint, *, watch, options, allow_other, helper, log_file,
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)  # the daemon is re-parented to init: no zombie for our caller
-            code = _daemon_main(ds, mountpoint, w, watch=watch, options=options, allow_other=allow_other,
-                                helper=helper, log_file=log_file)
+            code = _daemon_main(ds, mountpoint, w, log_file=log_file, reopen=reopen, **serve)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     os.close(w)
     os.waitpid(pid, 0)
-    ds.close()  # the daemon has its own copy of the mappings
+    if ds is not None:
+        ds.close()  # the daemon has its own descriptors
     try:
         msg = _read_status(r, ready_timeout)
     finally:
@@ -385,7 +410,7 @@ def _read_status(fd, timeout) -> str:
     return buf.decode("utf-8", "replace").strip()
 
 
-def _daemon_main(ds, mountpoint, status_fd, *, watch, options, allow_other, helper, log_file) -> int:
+def _daemon_main(ds, mountpoint, status_fd, *, log_file, reopen=None, **serve) -> int:
     """Body of the background daemon. Reports ``ok <pid>`` or ``error <msg>``
     on ``status_fd`` (one line) and returns the exit code."""
     os.chdir("/")
@@ -415,9 +440,13 @@ def _daemon_main(ds, mountpoint, status_fd, *, watch, options, allow_other, help
         report(f"ok {os.getpid()}")
 
     try:
-        _serve(ds, mountpoint, watch=watch, options=options, allow_other=allow_other, helper=helper,
-               on_ready=on_ready)
+        if reopen is not None:
+            ds = reopen()
+        _serve(ds, mountpoint, on_ready=on_ready, **serve)
         code = 0
+    except MountError as e:
+        code = 1
+        report(f"error {e}")
     except BaseException as e:  # report whatever kept the mount from starting
         code = 1
         if not reported:

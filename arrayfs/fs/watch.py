@@ -6,6 +6,8 @@ name: a directory source itself, the parent of a file, the directory part of
 a glob pattern before its first wildcard (recursively when a wildcard is in a
 directory component). Events are debounced (a writer produces many); then
 :meth:`FsView.refresh` re-expands the sources and installs a new snapshot.
+Object stores send no change notifications: when a source is a URL the
+sources are listed afresh every ``poll_interval`` seconds instead.
 
 - A half-written shard is not shown: the dataset's refresh leaves out a file
   that is not yet a valid ArrayRecord file (Google's writer writes the footer
@@ -39,6 +41,7 @@ import threading
 import time
 
 from ..paths import has_magic
+from ..storage import is_remote
 from .view import FsView, ViewChange
 
 __all__ = ["Watcher", "watch_dirs"]
@@ -51,13 +54,16 @@ _INSTRUCTION = re.compile(r"^(?P<path>.+)\[-?\d*:-?\d*\]$")
 def watch_dirs(sources) -> list[tuple[str, bool]]:
     """``(directory, recursive)`` pairs to watch for ``sources`` (the
     dataset's ``paths``: paths, patterns, directories, read instructions);
-    only directories that exist, no duplicates."""
+    only directories that exist, no duplicates; URLs are left out (they are
+    polled)."""
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
     out: dict[str, bool] = {}
     for entry in sources:
         if hasattr(entry, "filename"):  # a TFDS FileInstruction
             entry = entry.filename
+        if is_remote(os.fsdecode(os.fspath(entry))):
+            continue
         text = os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(entry))))
         m = _INSTRUCTION.match(text)
         if m and not os.path.exists(text):
@@ -90,6 +96,8 @@ class Watcher:
             refreshing; at most ``4 * debounce`` after the first event.
         retry: seconds between refresh attempts while a shard is pending
             (present but not yet a valid ArrayRecord file).
+        poll_interval: seconds between refreshes when a source is a URL
+            (``s3://``, ``gs://``, ...), whatever the local events.
 
     Attributes:
         operations: set by :func:`arrayfs.fs.daemon.run`; its
@@ -101,10 +109,13 @@ class Watcher:
     directly (tests).
     """
 
-    def __init__(self, view: FsView, *, debounce: float = 0.2, retry: float = 1.0):
+    def __init__(self, view: FsView, *, debounce: float = 0.2, retry: float = 1.0, poll_interval: float = 60.0):
         self.view = view
         self.debounce = debounce
         self.retry = retry
+        self.poll = poll_interval if any(
+            isinstance(p, (str, bytes, os.PathLike)) and is_remote(os.fsdecode(os.fspath(p))) for p in view.ds.paths
+        ) else None
         self.operations = None
         self.refreshes = 0
         self._event = threading.Event()
@@ -154,7 +165,8 @@ class Watcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            fired = self._event.wait(self.retry if self._pending else None)
+            waits = [t for t in (self.retry if self._pending else None, self.poll) if t is not None]
+            fired = self._event.wait(min(waits) if waits else None)
             if self._stop.is_set():
                 return
             if fired:

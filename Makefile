@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds
+.PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds soak
 
 # FUSE for the mount: installed with apt when missing (as root, or via sudo).
 system-deps:
@@ -40,6 +40,11 @@ fuzz-seeds: ## seed corpora from small Google-written files, into fuzz/corpus/
 
 fuzz: fuzz-seeds ## run each atheris fuzz target for FUZZ_SECONDS (default 30); a finding fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) PYTHON=$(PY) fuzz/run.sh $(FUZZ_TARGETS)
+
+SOAK_MINUTES ?= 1
+
+soak: ## readers cat records through a watching mount while its shards change; wrong bytes or a dead daemon fail
+	$(PY) benchmarks/soak_mount.py --minutes $(SOAK_MINUTES)
 
 lint:
 	$(VENV)/bin/ruff check arrayfs tests benchmarks examples mount_cli.py fuzz

@@ -28,6 +28,8 @@ BENCHMARKS = {
     "transpose": ("bench_transpose.py", False),
     "elastic": ("bench_elastic.py", True),
     "convert": ("bench_convert.py", True),
+    "remote": ("bench_remote.py", True),
+    "scale": ("bench_scale.py", True),
 }
 
 

@@ -402,3 +402,38 @@ def test_refresh_new_inodes_only_for_new_contents(tmp_path):
         assert change.inodes() == (1, 2)
     finally:
         ds.close()
+
+
+def test_big_records_decode_once_and_leave_once_read(view, data):
+    """The mount's decoded-record LRU: a big record read by many requests
+    at once is decoded once, even when it is bigger than the whole budget
+    (it is then kept alone); it leaves once its last bytes were sent."""
+    import threading
+
+    from arrayfs.fs.contents import Contents
+
+    _, recs = data
+    snap = view.snapshot
+    node = snap.resolve("/16")  # the 200,000-byte record of shard 0
+    assert len(recs[16]) == 200_000
+    contents = Contents(max_bytes=100_000)
+    got, errors = [], []
+
+    def read():
+        try:
+            got.append(contents.get(snap, node, "16")[0])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 8 and all(g == recs[16] for g in got)
+    assert contents.decodes == 1
+    assert contents.get(snap, node, "16")[0] == recs[16] and contents.decodes == 1
+    contents.read_to_end(snap, node)
+    assert contents.get(snap, node, "16")[0] == recs[16] and contents.decodes == 2
+    small = snap.resolve("/0")
+    assert contents.get(snap, small, "0") == (recs[0], 0) and contents.decodes == 2

@@ -18,9 +18,9 @@ import errno
 import logging
 import os
 import threading
-from collections import OrderedDict
 
 from ..errors import ArrayRecordError
+from ..storage.lru import BoundedLRU
 from .view import RECORD, Node, ViewSnapshot
 
 __all__ = ["Contents", "DECODED_CACHE_BYTES", "address_of", "oserror"]
@@ -45,12 +45,11 @@ def address_of(data: bytes) -> int:
 
 
 class _Decoded:
-    """LRU of decoded records (bytes, bounded) with single-flight decoding."""
+    """Decoded records in a :class:`BoundedLRU` (the newest kept whatever
+    its size), decoded once however many requests wait for one."""
 
     def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict = OrderedDict()  # key -> (data, address)
-        self._bytes = 0
+        self._lru = BoundedLRU(max_bytes, keep_newest=True)
         self._lock = threading.Lock()
         self._inflight: dict = {}
         self.decodes = 0
@@ -59,33 +58,27 @@ class _Decoded:
         """``(data, address)`` for ``key``, calling ``decode()`` at most once
         while the entry stays cached. Exceptions of ``decode`` propagate to
         every waiter."""
+        item = self._lru.get(key)
+        if item is not None:
+            return item
         with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-                return item
             flight = self._inflight.get(key)
-            if flight is None:
+            leader = flight is None
+            if leader:
                 flight = self._inflight[key] = [threading.Event(), None, None]
-                leader = True
-            else:
-                leader = False
         if not leader:
             flight[0].wait()
             if flight[2] is not None:
                 raise flight[2]
             return flight[1]
         try:
-            data = decode()
-            item = (data, address_of(data))
+            item = self._lru.get(key)  # decoded while this thread looked
+            if item is None:
+                data = decode()
+                item = (data, address_of(data))
+                self.decodes += 1
+                self._lru.put(key, item, len(data))
             flight[1] = item
-            self.decodes += 1
-            with self._lock:
-                self._items[key] = item
-                self._bytes += len(data)
-                while self._bytes > self.max_bytes and len(self._items) > 1:
-                    _, (old, _) = self._items.popitem(last=False)
-                    self._bytes -= len(old)
             return item
         except BaseException as e:
             flight[2] = e
@@ -96,15 +89,10 @@ class _Decoded:
             flight[0].set()
 
     def discard(self, key) -> None:
-        with self._lock:
-            item = self._items.pop(key, None)
-            if item is not None:
-                self._bytes -= len(item[0])
+        self._lru.pop(key)
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
+        self._lru.clear()
 
 
 class Contents:

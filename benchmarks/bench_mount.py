@@ -524,17 +524,17 @@ def run_listing(args, work) -> list:
                   f"{'~' if estimated else ''}{plain_t or float('nan'):6.2f} s, ratio {row['ratio_to_plain']:5.2f}, "
                   f"RSS {rss0:.0f} -> {rss1:.0f} (index) -> {rss2:.0f} MiB, "
                   f"{row['bytes_per_record_over_index']:.1f} B/record", flush=True)
-    print_listing(out)
+    args.listing_lines = print_listing(out)
     return out
 
 
-def print_listing(rows):
-    print()
+def print_listing(rows) -> list:
+    """Print the listing scale table; returns its lines."""
+    lines = []
     hdr = (f"{'records':>11} {'group':>6} {'ls -l (s)':>10} {'plain (s)':>10} {'ratio':>6} {'us/entry':>9} "
            f"{'growth':>7} {'plain gr':>8} {'RSS idx':>8} {'RSS end':>8} {'B/rec':>7}  goals: ratio <= 5, "
            "B/rec <= 200, growth as plain's")
-    print(hdr)
-    print("-" * len(hdr))
+    lines += [hdr, "-" * len(hdr)]
     prev = {}
     for r in rows:
         g = r["group_size"]
@@ -549,12 +549,15 @@ def print_listing(rows):
         plain = f"{'~' if r['plain_estimated'] else ''}{r['plain_s']:.2f}" if r["plain_s"] else "n/a"
         ok = ("ok" if r["ratio_to_plain"] <= 5 else "MISSED") + "/" + (
             "ok" if r["bytes_per_record_over_index"] <= 200 else "MISSED")
-        print(f"{r['records']:>11,} {g:>6} {r['ls_fresh_s']:>10.2f} {plain:>10} {r['ratio_to_plain']:>6.2f} "
-              f"{r['us_per_entry']:>9.2f} {growth:>7} {pgrowth:>8} {r['rss_index_mib']:>8.0f} {r['rss_after_ls_mib']:>8.0f} "
-              f"{r['bytes_per_record_over_index']:>7.1f}  {ok}")
-    print("(growth: time ratio over record ratio between sizes, 1.00x is linear; `ls -l` itself sorts, so the "
-          "plain directory's growth is the reference; ~: plain time extrapolated linearly, which understates it; "
-          "RSS in MiB)")
+        lines.append(f"{r['records']:>11,} {g:>6} {r['ls_fresh_s']:>10.2f} {plain:>10} {r['ratio_to_plain']:>6.2f} "
+                     f"{r['us_per_entry']:>9.2f} {growth:>7} {pgrowth:>8} {r['rss_index_mib']:>8.0f} {r['rss_after_ls_mib']:>8.0f} "
+                     f"{r['bytes_per_record_over_index']:>7.1f}  {ok}")
+    lines.append("(growth: time ratio over record ratio between sizes, 1.00x is linear; `ls -l` itself sorts, so the "
+                 "plain directory's growth is the reference; ~: plain time extrapolated linearly, which understates it; "
+                 "RSS in MiB)")
+    print()
+    print("\n".join(lines))
+    return lines
 
 
 def run(args):
@@ -583,6 +586,14 @@ def run(args):
         if rows is None:
             result["rows"] = []
         dump_json(args.json, result)
+    if args.markdown and getattr(args, "listing_lines", None):
+        load = ", ".join(f"{x:.2f}" for x in load_end)
+        with open(args.markdown, "w") as f:
+            f.write(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} CPUs (load average "
+                    f"at the end {load}) by `benchmarks/bench_mount.py --only listing --listing {args.listing}`: "
+                    "`ls -l` of a fresh mount of one shard of N 13-byte records against a plain directory "
+                    "of N empty files (tmpfs or disk, dentries warm), and the daemon's RSS.\n\n```text\n")
+            f.write("\n".join(args.listing_lines) + "\n```\n")
 
 
 def main(argv=None):
@@ -601,6 +612,7 @@ def main(argv=None):
     ap.add_argument("--plain-max", type=int, default=1_000_000,
                     help="largest plain directory to create (files); larger ones are extrapolated")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    ap.add_argument("--markdown", metavar="OUT", help="write the listing scale table as markdown to OUT")
     ap.add_argument("--arrayfs-options", metavar="OPT[,OPT...]",
                     help="mount options for arrayfs, e.g. nothreads or max_threads=2")
     args = ap.parse_args(argv)

@@ -13,12 +13,20 @@ Two tables, each at three sizes, every measurement in its own child process
   its footer index then), the mean of 100 random reads after it, and peak
   RSS, for arrayfs's ``ArrayRecordReader`` and Google's.
 
+* the NNX source over a virtual dataset of 10^3, 10^6 and 10^8 records
+  (``--source-records``; record ``i`` computed on read, so no index and no
+  data): construction time, first batch of 256, peak RSS and checkpoint
+  bytes, which must not depend on N.
+
 Between consecutive sizes each row prints the growth ratio (10x the size: a
 ratio near 10 is linear growth, above it super-linear). The writer's table
 (peak RSS and ``close()`` time at 10^5..10^7 records) is
 ``bench_writer.py --scale``; ``--writer`` runs it here too.
 
-    .venv/bin/python benchmarks/bench_scale.py [--quick] [--dir DIR] [--json OUT] [--writer]
+    .venv/bin/python benchmarks/bench_scale.py [--quick] [--dir DIR] [--json OUT] [--writer] [--markdown OUT]
+
+``--markdown`` writes the printed tables, with the machine and date, as the
+page ``docs/benchmarks.md`` includes.
 """
 
 from __future__ import annotations
@@ -33,6 +41,25 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _common import dump_json, machine_info  # noqa: E402
+
+SOURCE_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from _counting import CountingSource
+from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule, Pipeline
+n = int(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+config = ArrayRecordSourceConfig(seed=0, num_epochs=1, shuffle_files=True, shard_index=3, shard_count=8)
+p = Pipeline(source=ArrayRecordSourceModule(config, CountingSource(n)), stages=[], batch_size=256, prefetch=0)
+built = time.perf_counter() - t0
+t0 = time.perf_counter()
+next(p)
+first = time.perf_counter() - t0
+state = json.dumps(p.get_state())
+print(json.dumps({"construct_s": built, "first_batch_s": first, "state_bytes": len(state),
+                  "peak_rss_over_imports_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base}))
+"""
 
 CHILD = r"""
 import json, os, random, resource, sys, time
@@ -165,8 +192,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default=os.path.join("bench-out", "scale-data"), help="where the data sets go (kept)")
     ap.add_argument("--shards", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    ap.add_argument("--source-records", type=int, nargs="+", default=[1000, 1_000_000, 100_000_000])
     ap.add_argument("--writer", action="store_true", help="also run bench_writer.py --scale")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--markdown", help="write the tables (and the writer's, with --writer) as markdown here")
     args = ap.parse_args(argv)
     if args.quick:
         args.shards = [s for s in args.shards if s <= 1000]
@@ -193,13 +222,39 @@ def main(argv=None) -> int:
         ("open_s", "open", "s"), ("first_read_s", "first read", "s"), ("next_read_ms", "random read", "ms"),
         ("peak_rss_mb", "peak RSS", "MB"),
     ])
+    results["source"] = {}
+    for n in args.source_records:
+        p = subprocess.run([sys.executable, "-c", SOURCE_CHILD, str(n), os.path.join(HERE, "..", "tests")],
+                           capture_output=True, text=True, timeout=600)
+        results["source"][n] = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0
+                                else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]})
+    lines.append("\n== NNX source, host 3 of 8, over a virtual dataset of N records (no index: its own cost)")
+    lines.append(f"{'':<28}" + "".join(f"{n:>14,}" for n in args.source_records))
+    for key, label, unit in (("construct_s", "construction", "s"), ("first_batch_s", "first batch of 256", "s"),
+                             ("peak_rss_over_imports_mb", "peak RSS over imports", "MB"),
+                             ("state_bytes", "checkpoint (JSON bytes)", "")):
+        cells = "".join(f"{('ERR' if 'error' in r else fmt(r[key], unit)):>14}"
+                        for r in (results["source"][n] for n in args.source_records))
+        lines.append(f"{label:<28}{cells}")
     print("\n".join(lines))
     if args.json:
         dump_json(args.json, {"machine": machine_info(), **{k: {str(n): v for n, v in r.items()}
                                                             for k, r in results.items()}})
     if args.writer:
-        subprocess.run([sys.executable, os.path.join(HERE, "bench_writer.py"), "--scale",
-                        "--sizes", *map(str, args.records)], check=False)
+        p = subprocess.run([sys.executable, os.path.join(HERE, "bench_writer.py"), "--scale",
+                            "--sizes", *map(str, args.records)], check=False, capture_output=True, text=True)
+        print(p.stdout, end="")
+        print(p.stderr, end="", file=sys.stderr)
+        lines += ["", "== writer (bench_writer.py --scale)", *p.stdout.rstrip().splitlines()]
+    if args.markdown:
+        m = machine_info()
+        with open(args.markdown, "w") as f:
+            load = ", ".join(f"{x:.2f}" for x in m.get("load_average", ()))
+            f.write(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {m.get('cpu_count', '?')} CPUs "
+                    f"({m.get('cpu', '')}; load average at the end {load}), by "
+                    f"`benchmarks/bench_scale.py{' --writer' if args.writer else ''}`; growth: the ratio "
+                    f"between consecutive sizes (10x apart).\n\n```text\n")
+            f.write("\n".join(line for line in lines if line is not None).strip("\n") + "\n```\n")
     return 0
 
 

@@ -52,6 +52,10 @@ def main(argv=None) -> int:
         out = os.path.join(args.out, f"{name}.json")
         if takes_json:
             cmd += ["--json", out]
+        if name == "mount" and args.docs:
+            cmd += ["--markdown", os.path.join(HERE, "..", "docs", "benchmarks", "listing.md")]
+        if name == "scale" and args.docs:
+            cmd += ["--writer", "--markdown", os.path.join(HERE, "..", "docs", "benchmarks", "scale.md")]
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd)

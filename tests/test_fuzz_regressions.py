@@ -365,3 +365,35 @@ def test_target_refuses_what_is_not_documented(name):
 
     with pytest.raises(IndexError):
         _target_harness().one_input(boom, t.EXPECTED, keep_going="")(b"")
+
+
+# Found by fuzz_chunk (10-minute run): a transposed chunk whose header
+# claims 42 TiB of records had the vector decoder allocate them up front
+# (MemoryError). The output and the offsets now start at what the chunk's
+# own bytes can make and grow only as records really decode.
+
+
+@pytest.mark.parametrize("forge", ["size", "count"])
+def test_transposed_chunk_claiming_huge_sizes_is_refused_without_allocating(tmp_path, forge):
+    import random
+    import tracemalloc
+
+    from _transpose_helpers import google_write, mixed_records, transposed_chunks
+
+    from arrayfs.riegeli.transpose import TransposeError, decode_transposed_chunk
+
+    records = mixed_records(random.Random(7), 3000)
+    path = tmp_path / "t.array_record"
+    google_write(path, records, "group_size:3000,transpose:true,zstd:3")
+    (n, d, data), = transposed_chunks(path)
+    values, offsets = decode_transposed_chunk(data, n, d)  # the real thing decodes
+    assert bytes(values[offsets[5] : offsets[6]]) == records[5]
+    n2, d2 = (n, 46_179_488_366_613) if forge == "size" else (1 << 40, d)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransposeError):
+            decode_transposed_chunk(data, n2, d2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 20, peak

@@ -58,6 +58,10 @@ __all__ = ["decode_vector", "BLOCK_VISITS", "SUB_HEAD_BYTES"]
 BLOCK_VISITS = 1 << 14
 # Bytes of a submessage head slot: tag right-aligned in 5, length in 5.
 SUB_HEAD_BYTES = 10
+# First output allocation: the larger of 16 MiB and 64x the chunk's
+# decompressed buffers and transitions, at most the declared size.
+_FIRST_OUT = 16 << 20
+_FIRST_RATIO = 64
 
 
 class _Decoder:
@@ -97,9 +101,18 @@ class _Decoder:
         self.lens_pos = self.lens_end = 0
         if lb >= 0:
             self.lens_pos, self.lens_end = ch.bstart[lb], ch.bend[lb]
-        self.out = np.empty(decoded_data_size, dtype=np.uint8)
-        self.offsets = np.empty(num_records + 1, dtype=np.int64)
-        self.offsets[num_records] = decoded_data_size
+        # The header's size is a claim: the output starts at what the
+        # chunk's own bytes can plausibly make and grows (from the end, where
+        # it is written) only as records really decode, so a forged size
+        # costs no allocation.
+        plausible = _FIRST_RATIO * (src.size + len(ch.trans))
+        self.cap = min(decoded_data_size, max(_FIRST_OUT, plausible))
+        self.out = np.empty(self.cap, dtype=np.uint8)
+        # Offsets likewise (8 bytes a record: a smaller start), filled from
+        # the end: offsets[ocap] is the end.
+        self.ocap = min(num_records, max(1 << 16, plausible // _FIRST_RATIO))
+        self.offsets = np.empty(self.ocap + 1, dtype=np.int64)
+        self.offsets[self.ocap] = decoded_data_size
         self.written = 0  # bytes written, from the end of the output
         self.records = 0  # records closed
         self.last_close = 0  # bytes written when the last record closed
@@ -164,9 +177,11 @@ class _Decoder:
             total += int(hx[-1])
             sub = (starts, hx)
 
-        end = self.d - self.written
-        if total > end:
+        if total > self.d - self.written:
             fail(f"records exceed the {self.d} bytes the chunk header declares")
+        if total > self.cap - self.written:
+            self._grow_out(self.written + total)
+        end = self.cap - self.written
 
         if rc is not None and rc.size:
             r0 = self.records
@@ -176,12 +191,27 @@ class _Decoder:
                 at += sub[1].take(np.searchsorted(sub[0], rc))
             at += self.written
             self.last_close = int(at[-1])
-            np.subtract(self.d, at[::-1], out=self.offsets[self.n - r0 - k : self.n - r0])
+            if r0 + k > self.ocap:
+                self._grow_offsets(r0 + k)
+            np.subtract(self.d, at[::-1], out=self.offsets[self.ocap - r0 - k : self.ocap - r0])
             self.records = r0 + k
 
         if total:
             gather_bytes(self.src, seg_src, seg_len, self.out[end - total : end])
         self.written += total
+
+    def _grow_offsets(self, need: int) -> None:
+        cap = min(self.n, max(need, 2 * self.ocap))
+        offsets = np.empty(cap + 1, dtype=np.int64)
+        offsets[cap - self.records :] = self.offsets[self.ocap - self.records :]
+        self.offsets, self.ocap = offsets, cap
+
+    def _grow_out(self, need: int) -> None:
+        cap = min(self.d, max(need, 2 * self.cap))
+        out = np.empty(cap, dtype=np.uint8)
+        if self.written:
+            out[cap - self.written :] = self.out[self.cap - self.written :]
+        self.out, self.cap = out, cap
 
     def _fields(self, W, cnt):
         """Fields read from buffers: ``(hb, ln, ds)``, the visits that read

@@ -397,3 +397,20 @@ def test_transposed_chunk_claiming_huge_sizes_is_refused_without_allocating(tmp_
     finally:
         tracemalloc.stop()
     assert peak < 256 << 20, peak
+
+
+# Found by fuzz_chunk in CI's 30-second run right after the change above:
+# header sizes of 2^63 and more overflowed the int64 offsets.
+_HUGE_HEADER_CHUNKS = [
+    "wgAAAUb6W+nfKgVVAAAAAAAAAGe2A1n9hj+5dAIAAAAAAAAqAAAAAAAA32IlJRskAABEt7lpkUEDNXorhCQKQD6WLhm9f0S/clMmZxWOIMCNAA"
+    "KLAIAEBAMIiwOAq6qqPwAAgD8DEhsRAACkEVpmaKQijFhSjBV1JwKLAIAEBwM=",
+    "VgEAyHxcPDybLRkwAAAAAAAAAItJnwX+gHBKdAEAAAAAAAAAAOcDKAAAmgAfAwQCBAkBAQQJBwMIEhUCCB4ABwgMCQsKAAAAAwIBBggIq6oqQOfn"
+    "5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5+fn5whyZWNvcmQtOA==",
+]
+
+
+@pytest.mark.parametrize("b64", _HUGE_HEADER_CHUNKS)
+def test_found_transposed_header_sizes_past_int64_pass_the_target(b64):
+    import base64
+
+    _passes("chunk", base64.b64decode(b64))

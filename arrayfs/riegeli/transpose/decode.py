@@ -63,6 +63,8 @@ def decode_transposed_chunk(data, num_records: int, decoded_data_size: int):
     """
     if num_records < 0 or decoded_data_size < 0:
         fail("negative record count or size")
+    if num_records >= 1 << 63 or decoded_data_size >= 1 << 63:
+        fail(f"{num_records} records of {decoded_data_size} bytes: past what a file can hold")
     if decoded_data_size + 16 * num_records <= SCALAR_MAX_WORK:
         return decode_scalar(parse_for_scalar(data, num_records, decoded_data_size), num_records, decoded_data_size)
     return decode_vector(parse_for_vector(data, num_records, decoded_data_size), num_records, decoded_data_size)

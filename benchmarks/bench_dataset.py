@@ -49,6 +49,9 @@ from arrayfs.riegeli.chunk import read_chunk
 from arrayfs.riegeli.hashing import highway_hash64
 from arrayfs.riegeli.varint import read_varint
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import map_file  # noqa: E402
+
 try:
     from array_record.python import array_record_data_source as google_ds
     from array_record.python import array_record_module as google
@@ -134,6 +137,7 @@ class Floor:
 
     def __init__(self, paths):
         self.files = [ArrayRecordFile(p) for p in paths]
+        self.maps = [map_file(p) for p in paths]
         self.firsts = np.concatenate([[0], np.cumsum([f.num_records for f in self.files])])
         self.dctx = zstandard.ZstdDecompressor()
 
@@ -141,13 +145,13 @@ class Floor:
         out = []
         for i in np.asarray(indices).tolist():
             k = int(np.searchsorted(self.firsts, i, side="right")) - 1
-            f = self.files[k]
+            f, mm = self.files[k], self.maps[k]
             off = int(f.index()[0][i - int(self.firsts[k])])
-            header, data, _ = read_chunk(f._mm, off, verify=False)
+            header, data, _ = read_chunk(mm, off, verify=False)
             assert data[0] == ord("z") and header.num_records == 1
             sizes_len, pos = read_varint(data, 1)
             size, fpos = read_varint(data, pos + sizes_len)
-            head = bytes(f._mm[off + 8 : off + 40])
+            head = bytes(mm[off + 8 : off + 40])
             out.append((head, data, data[fpos:], size))
         return out
 

@@ -242,9 +242,9 @@ class DatasetSnapshot:
         if self._core.closed:
             raise ValueError("read from a closed ArrayRecordDataSource (or a snapshot of one)")
 
-    def _resolve(self, index) -> tuple[_Shard, int]:
-        """``(shard, index in its file)`` of global ``index``; raises like
-        ``__getitem__``."""
+    def _resolve(self, index) -> tuple[int, _Shard, int]:
+        """``(position in shards, shard, index in its file)`` of global
+        ``index``; raises like ``__getitem__``."""
         if self._core.closed:
             self._check_open()
         try:
@@ -256,17 +256,16 @@ class DatasetSnapshot:
             raise IndexError(f"record index {i} out of range [0, {total})")
         k = bisect.bisect_right(self._firsts, i) - 1
         shard = self._shards[k]
-        return shard, i - self._firsts[k] + shard.start
+        return k, shard, i - self._firsts[k] + shard.start
 
     def locate(self, index) -> tuple[str, int]:
         """``(shard path, local index in that file)`` of global ``index``."""
-        shard, local = self._resolve(index)
+        _, shard, local = self._resolve(index)
         return shard.spec.path, local
 
     def shard_of(self, index: int) -> int:
         """Position in :attr:`shards` of the shard holding global ``index``."""
-        self._resolve(index)
-        return bisect.bisect_right(self._firsts, index) - 1
+        return self._resolve(index)[0]
 
     def file(self, k: int) -> ArrayRecordFile:
         """The :class:`arrayfs.file.ArrayRecordFile` of shard ``k`` (owned
@@ -312,8 +311,7 @@ class DatasetSnapshot:
 
     def record_size(self, index) -> int:
         """Size in bytes of the record at global ``index``."""
-        shard, local = self._resolve(index)
-        k = bisect.bisect_right(self._firsts, operator.index(index)) - 1
+        k, _, local = self._resolve(index)
         return int(self.record_sizes(k, local, local + 1)[0])
 
     def shard_record_bytes(self, k: int) -> int:
@@ -360,7 +358,7 @@ class DatasetSnapshot:
             if isinstance(index, slice):
                 index = range(*index.indices(len(self)))
             return self.__getitems__(index)
-        shard, local = self._resolve(index)
+        _, shard, local = self._resolve(index)
         f = shard.file
         if f.group_size == 1:
             return f.read_record(local)
@@ -572,14 +570,6 @@ class ArrayRecordDataSource:
         self._core = _Core(verify, cache_bytes, max_workers)
         self._refresh_lock = threading.Lock()
         _LIVE.add(self)
-
-    @property
-    def _verify(self) -> bool:
-        return self._core.verify
-
-    @property
-    def _closed(self) -> bool:
-        return self._core.closed
 
     def _open_all(self, found):
         opts = self._storage_options

@@ -89,10 +89,8 @@ _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
 #: 2 ms); bigger ones on first use, so that opening 16 shards of 200,000
 #: chunks does not decode 3.2 million footer entries nobody may read.
 EAGER_FOOTER_CHUNKS = 16384
-# Bytes read from the end at open: the postscript block plus the footer of
-# a file of up to a few thousand chunks, in the same read. Object stores get
-# more (a request costs more than bytes).
-_TAIL_LOCAL = 2 * BLOCK_SIZE
+# Bytes read from the end of an object at open: the postscript block plus
+# the footer of a file of up to a few thousand chunks, in one request.
 _TAIL_REMOTE = 4 * BLOCK_SIZE
 # Bytes of the last block read locally at open: the postscript chunk (a 40
 # byte header and about 100 bytes of data) with room to spare.
@@ -584,25 +582,18 @@ class ArrayRecordFile:
             rec = decode_single_record(window, begin, verify=self.verify)
             if rec is not None and len(rec) == idx.decoded.item(i):
                 return rec  # else the general path names the disagreement
-            k = i
+            values, offsets = self.decode_chunk(i, window=window)
+            j = 0
         else:
-            window = None
             k = self.chunk_of(i)
             header, data = self.read_chunk_header(k)
+            j = i - self.chunk_first(k)
             if header.chunk_type == SIMPLE:
-                return self._record_of_simple(k, header, data, i - self.chunk_first(k))
-            window = None
-        values, offsets = self.decode_chunk(k, window=window)
-        j = i - self.chunk_first(k)
+                return self._record_of_simple(k, header, data, j)
+            values, offsets = self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
-
-    def read_range(self, offset: int, length: int) -> bytes:
-        """``length`` raw bytes of the file at ``offset`` (block headers
-        and all). Raises :class:`TruncatedFileError` past the end,
-        :class:`FileChangedError` when the file changed since open."""
-        return self._read(offset, length)
 
     def read_ranges(self, ranges) -> list:
         """Raw bytes of each ``(begin, end)`` in ``ranges``, fetched as one

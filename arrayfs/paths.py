@@ -24,7 +24,7 @@ from typing import NamedTuple
 from . import storage
 from .storage import Entry, is_remote
 
-__all__ = ["ShardSpec", "natural_key", "expand_paths", "expand_entries", "has_magic"]
+__all__ = ["ShardSpec", "natural_key", "expand_paths", "expand_entries", "has_magic", "has_remote"]
 
 _INSTRUCTION = re.compile(r"^(?P<path>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _DIGITS = re.compile(r"(\d+)")
@@ -45,6 +45,15 @@ def natural_key(path: str):
 
 
 has_magic = storage.has_magic
+
+
+def has_remote(entries) -> bool:
+    """``True`` when any of ``entries`` (what a dataset's ``paths`` take)
+    is a URL served by fsspec; a TFDS ``FileInstruction`` by its
+    ``filename``."""
+    if isinstance(entries, (str, bytes, os.PathLike)) or hasattr(entries, "filename"):
+        entries = [entries]
+    return any(is_remote(getattr(e, "filename", e)) for e in entries)
 
 
 def _exists(text: str, storage_options, fresh: bool = False) -> Entry | None:

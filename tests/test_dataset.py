@@ -37,6 +37,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _google import gwrite
 
 import arrayfs
 from arrayfs.file import ArrayRecordFile
@@ -92,15 +93,6 @@ def make_records(n: int, seed: int) -> list[bytes]:
             rec = (tag * 400)[: int(rng.integers(len(tag), 3000))]
         out.append(rec)
     return out
-
-
-def gwrite(path, options: str, records) -> str:
-    """Write ``records`` with Google's writer; returns the path as ``str``."""
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,10 @@ class _Decoded:
                 self._inflight.pop(key, None)
             flight[0].set()
 
+    def cached(self, key):
+        """``(data, address)`` when ``key`` is cached, else ``None``."""
+        return self._lru.get(key)
+
     def discard(self, key) -> None:
         self._lru.pop(key)
 
@@ -120,9 +124,14 @@ class Contents:
         ``OSError(EISDIR)`` for a directory."""
         try:
             if node.kind == RECORD:
+                # A big record is read in many requests: from the cache,
+                # without asking its size again.
+                key = snap.record_ino(node.shard, node.local)
+                item = self._decoded.cached(key)
+                if item is not None:
+                    return item
                 size = snap.source.record_size(node.shard, node.local)
                 if size > _SMALL_RECORD:
-                    key = snap.record_ino(node.shard, node.local)
                     return self._decoded.get(key, lambda: snap.read(node, size))
                 return snap.read(node, size), 0
             return snap.read(node), 0

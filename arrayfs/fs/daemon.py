@@ -544,11 +544,6 @@ class LowLevelOperations(lowlevel.Handler):
 
     # -- refresh ------------------------------------------------------------------------------
 
-    @property
-    def can_invalidate(self) -> bool:
-        """Whether :meth:`invalidate` reaches the kernel (mounted)."""
-        return self.session is not None
-
     def _cached_record_names(self, change) -> list:
         """Root names of records ``change`` moved that the kernel may have
         cached: those looked up or listed with attributes (see ``_seen``)."""
@@ -682,8 +677,7 @@ def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, wat
     if libfuse_major() != 3:
         from . import highlevel
 
-        return highlevel.run(view, mountpoint, fuse_options=fuse_options, on_ready=on_ready, watcher=watcher,
-                             open_handles=open_handles)
+        return highlevel.run(view, mountpoint, fuse_options=fuse_options, on_ready=on_ready, watcher=watcher)
     items, own = _low_level_options(fuse_options)
     ops = LowLevelOperations(
         view, on_ready=on_ready, watcher=watcher, open_handles=open_handles, readdirplus_max=readdirplus_max,

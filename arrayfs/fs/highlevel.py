@@ -51,7 +51,6 @@ class ArrayFsOperations(load_mfusepy().Operations):
     """
 
     use_ns = True
-    can_invalidate = False
     no_open = False
 
     def __init__(self, view: FsView, *, on_ready=None, watcher=None, decoded_cache_bytes: int = DECODED_CACHE_BYTES,
@@ -169,10 +168,10 @@ class ArrayFsOperations(load_mfusepy().Operations):
     truncate = write = create = utimens = setxattr = removexattr = fallocate = _erofs
 
 
-def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, watcher=None,
-        open_handles: bool = True) -> ArrayFsOperations:
+def run(view: FsView, mountpoint: str, *, fuse_options: dict, on_ready=None, watcher=None) -> ArrayFsOperations:
     """Mount ``view`` with mfusepy and serve until unmounted (blocks); see
-    :func:`arrayfs.fs.daemon.run`."""
+    :func:`arrayfs.fs.daemon.run`. Files are always decoded per open handle
+    here (the high-level API opens by path)."""
     m = load_mfusepy()
     ops = ArrayFsOperations(view, on_ready=on_ready, watcher=watcher,
                             keep_cache=bool(fuse_options.get("kernel_cache")))

@@ -137,18 +137,12 @@ def _absolute_sources(sources) -> list:
         sources = [sources]
     out = []
     for s in sources:
-        if isinstance(s, (str, bytes, os.PathLike)) and not is_remote(os.fsdecode(os.fspath(s))):
+        if isinstance(s, (str, bytes, os.PathLike)) and not is_remote(s):
             # The daemon changes directory to "/"; refresh re-expands these.
             out.append(os.path.abspath(os.path.expanduser(os.fsdecode(s))))
         else:
             out.append(s)
     return out
-
-
-def _has_remote(sources) -> bool:
-    from ..storage import is_remote
-
-    return any(isinstance(s, (str, bytes, os.PathLike)) and is_remote(os.fsdecode(os.fspath(s))) for s in sources)
 
 
 def _open_dataset(sources, verify: bool, storage_options=None):
@@ -242,8 +236,10 @@ def mount(
                 # SIGTERM, SIGHUP) ended it; it has unmounted: a clean exit.
                 return 0
             raise MountError(f"libfuse could not mount {mountpoint} (error {e})") from None
+    from ..paths import has_remote
+
     reopen = None
-    if _has_remote(sources):
+    if has_remote(sources):
         # An fsspec filesystem's event loop and connection pool do not
         # survive fork: the dataset opened here proved the sources sound,
         # the daemon opens its own.

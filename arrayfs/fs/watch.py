@@ -40,7 +40,7 @@ import re
 import threading
 import time
 
-from ..paths import has_magic
+from ..paths import has_magic, has_remote
 from ..storage import is_remote
 from .view import FsView, ViewChange
 
@@ -62,7 +62,7 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
     for entry in sources:
         if hasattr(entry, "filename"):  # a TFDS FileInstruction
             entry = entry.filename
-        if is_remote(os.fsdecode(os.fspath(entry))):
+        if is_remote(entry):
             continue
         text = os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(entry))))
         m = _INSTRUCTION.match(text)
@@ -113,9 +113,7 @@ class Watcher:
         self.view = view
         self.debounce = debounce
         self.retry = retry
-        self.poll = poll_interval if any(
-            isinstance(p, (str, bytes, os.PathLike)) and is_remote(os.fsdecode(os.fspath(p))) for p in view.ds.paths
-        ) else None
+        self.poll = poll_interval if has_remote(view.ds.paths) else None
         self.operations = None
         self.refreshes = 0
         self._event = threading.Event()

@@ -26,7 +26,10 @@ class StorageError(OSError):
 
 
 def scheme(path) -> str | None:
-    """The URL scheme of ``path`` in lower case, or ``None`` for a plain path."""
+    """The URL scheme of ``path`` (``str``, ``bytes`` or path-like) in lower
+    case, or ``None`` for a plain path or anything else."""
+    if isinstance(path, (bytes, os.PathLike)):
+        path = os.fsdecode(os.fspath(path))
     if not isinstance(path, str):
         return None
     m = _SCHEME.match(path)

@@ -73,6 +73,7 @@ from .riegeli.chunk import (
     single_record_zstd_frames,
 )
 from .riegeli.compression import CompressionError, decompress_block, decompress_pieces, decompress_prefix
+from .riegeli.stream import decode_single_record_stream
 from .riegeli.varint import VarintError, read_varint
 from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_source
 
@@ -594,6 +595,24 @@ class ArrayRecordFile:
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def read_big_record(self, i: int, out=None):
+        """Record ``i`` when it is alone in its chunk, with reading, hashing
+        and decompressing overlapped (:mod:`arrayfs.riegeli.stream`), into
+        ``out`` (a writable buffer of the record's size) or a new
+        ``bytearray``; returns that buffer. For records of many MiB; checks
+        what :meth:`read_record` checks. Raises ``ValueError`` when the
+        chunk holds other records too."""
+        k = self.chunk_of(i)
+        if self.chunk_records(k) != (i, i + 1):
+            raise ValueError(f"{self.path}: record {i} is not alone in its chunk")
+        begin, end = self.chunk_span(k)
+        try:
+            return decode_single_record_stream(lambda off, n: self._read(off, n, records=(i, i + 1)), begin, end,
+                                               size=int(self._get_index().decoded.item(k)), verify=self.verify,
+                                               out=out)
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=begin, records=(i, i + 1)) from None
 
     def read_ranges(self, ranges) -> list:
         """Raw bytes of each ``(begin, end)`` in ``ranges``, fetched as one

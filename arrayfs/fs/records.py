@@ -107,7 +107,7 @@ class Records:
                 if snap.largest_record(node.shard) > _SMALL:
                     size = snap.record_size(node.shard, node.local)
                     if size > _SMALL:
-                        return self._single_flight(key, size, lambda: snap.read(node))
+                        return self._single_flight(key, size, snap, node)
             return snap.read(node), 0
         except IsADirectoryError:
             raise oserror(errno.EISDIR) from None
@@ -118,7 +118,7 @@ class Records:
             log.error("EIO reading %s: %s: %s", what, snap.describe(node), e)
             raise oserror(errno.EIO) from None
 
-    def _single_flight(self, key, size, decode):
+    def _single_flight(self, key, size, snap, node):
         with self._lock:
             flight = self._inflight.get(key)
             leader = flight is None
@@ -132,7 +132,11 @@ class Records:
         try:
             item = self._lru.get(key)  # decoded while this thread looked
             if item is None:
-                item = self._shared(key, size, decode) if self.directory and size > SHARED_MIN else self._own(decode)
+                stream = size > SHARED_MIN and snap.alone_in_chunk(node)
+                if self.directory and size > SHARED_MIN:
+                    item = self._shared(key, size, snap, node, stream)
+                else:
+                    item = _with_address(self._decode(size, snap, node, stream))
                 self._lru.put(key, item, size)
             flight[1] = item
             return item
@@ -144,17 +148,21 @@ class Records:
                 self._inflight.pop(key, None)
             flight[0].set()
 
-    def _own(self, decode):
-        data = decode()
+    def _decode(self, size, snap, node, stream, out=None):
         self.decodes += 1
-        return data, address_of(data)
+        if not stream:
+            return snap.read(node)
+        out = bytearray(size) if out is None else out
+        snap.read_into(node, out)
+        return out
 
     def _path(self, key) -> str:
         return os.path.join(self.directory, f"{key:x}")
 
-    def _shared(self, key, size, decode):
+    def _shared(self, key, size, snap, node, stream):
         """The record from the shared directory, decoded by this process
-        when no other has published it (one decoder per key stripe)."""
+        (straight into the file, when alone in its chunk) when no other
+        has published it: one decoder per key stripe."""
         path = self._path(key)
         item = _map(path, size)
         if item is not None:
@@ -169,18 +177,28 @@ class Records:
             item = _map(path, size)
             if item is not None:
                 return item
-            data = decode()
-            self.decodes += 1
             tmp = f"{path}.{os.getpid()}"
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.rename(tmp, path)
-                self._trim(path)
-            except OSError as e:  # tmpfs full: serve from this process alone
+                out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    os.ftruncate(out, size)
+                    m = mmap.mmap(out, size)
+                finally:
+                    os.close(out)
+            except OSError as e:  # tmpfs full: decode for this process alone
                 log.warning("cannot share a decoded record (%s): %s", path, e)
                 _unlink(tmp)
-            return data, address_of(data)
+                return _with_address(self._decode(size, snap, node, stream))
+            try:
+                data = self._decode(size, snap, node, stream, out=m)
+                if data is not m:
+                    m[:] = data
+                os.rename(tmp, path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+            self._trim(path)
+            return _with_address(m)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -212,6 +230,14 @@ class Records:
         """Remove the shared directory (the coordinator, at unmount)."""
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _with_address(data) -> tuple:
+    """``(data, address)``: bytes as they are, other buffers (a
+    ``bytearray``, a mapping) as a numpy array viewing them."""
+    if not isinstance(data, bytes):
+        data = np.frombuffer(data, dtype=np.uint8)
+    return data, address_of(data)
 
 
 def _map(path: str, size: int):

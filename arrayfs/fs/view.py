@@ -100,6 +100,10 @@ _RECORD_SHIFT = 40
 _LOCAL_MASK = (1 << _RECORD_SHIFT) - 1
 _SERIAL_MASK = (1 << 23) - 1
 _TREE_SHIFT = 56
+# Record sizes kept per snapshot: blocks of 2**_SIZE_BLOCK, at most
+# _SIZE_BLOCKS of them (32 MiB of int64).
+_SIZE_BLOCK = 12
+_SIZE_BLOCKS = 1024
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
@@ -383,6 +387,8 @@ class ViewSnapshot:
         self.subtrees = tuple(cls(self, t, _SUMMARY_INO | ((t + 1) << _TREE_SHIFT)) for t, cls in enumerate(subtrees))
         self._tree_by_name = {tree.name: tree for tree in self.subtrees}
         self._largest: dict = {}
+        self._group1: dict = {}
+        self._size_blocks: dict = {}
         self._summary = None
         self._summary_lock = threading.Lock()
 
@@ -479,8 +485,27 @@ class ViewSnapshot:
         return self._rec_base[k] | local
 
     def record_size(self, k: int, local: int) -> int:
-        """Size in bytes of file-local record ``local`` of shard ``k``."""
-        return int(self.data.record_sizes(k, local, local + 1)[0])
+        """Size in bytes of file-local record ``local`` of shard ``k``.
+        Where sizes need no reading (one record per chunk: the footer has
+        them) they are fetched a block at a time and kept, bounded: a
+        lookup then costs no call into the dataset."""
+        if not self._footer_sizes(k):
+            return int(self.data.record_sizes(k, local, local + 1)[0])
+        key = (k, local >> _SIZE_BLOCK)
+        block = self._size_blocks.get(key)
+        if block is None:
+            lo = local & ~((1 << _SIZE_BLOCK) - 1)
+            block = self.data.record_sizes(k, lo, min(lo + (1 << _SIZE_BLOCK), self.data.file(k).num_records))
+            if len(self._size_blocks) >= _SIZE_BLOCKS:
+                self._size_blocks.pop(next(iter(self._size_blocks)))
+            self._size_blocks[key] = block
+        return block.item(local & ((1 << _SIZE_BLOCK) - 1))
+
+    def _footer_sizes(self, k: int) -> bool:
+        g = self._group1.get(k)
+        if g is None:
+            g = self._group1[k] = self.data.file(k).group_size == 1
+        return g
 
     def largest_record(self, k: int) -> int:
         """A bound (bytes) on the size of every record of shard ``k``: its
@@ -635,6 +660,18 @@ class ViewSnapshot:
         if kind == SUBTREE:
             return self.subtrees[node.shard].read(node)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+
+    def alone_in_chunk(self, node: Node) -> bool:
+        """Whether record ``node`` is the only record of its chunk (it can
+        then be decoded into a buffer: :meth:`read_into`)."""
+        f = self.data.file(node.shard)
+        return f.chunk_records(f.chunk_of(node.local)) == (node.local, node.local + 1)
+
+    def read_into(self, node: Node, out) -> None:
+        """Decode record ``node``, alone in its chunk, into the writable
+        buffer ``out`` of its size, reading, hashing and decompressing at
+        once (:meth:`arrayfs.file.ArrayRecordFile.read_big_record`)."""
+        self.data.file(node.shard).read_big_record(node.local, out)
 
     def describe(self, node: Node) -> str:
         """Where a record lives, for log messages: shard, chunk, byte offset."""

@@ -52,11 +52,11 @@ def test_mfusepy_public_names_used():
 
 def test_libfuse3_exports_every_function_used():
     lib = lowlevel.library()
-    for name in ("fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
+    for name in ("fuse_reply_err", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
                  "fuse_reply_buf", "fuse_reply_statfs", "fuse_add_direntry", "fuse_add_direntry_plus",
                  "fuse_lowlevel_notify_inval_entry", "fuse_lowlevel_notify_inval_inode", "fuse_session_new",
-                 "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_exit",
-                 "fuse_session_exited", "fuse_session_fd", "fuse_session_receive_buf", "fuse_session_process_buf"):
+                 "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_fd",
+                 "fuse_session_receive_buf", "fuse_session_process_buf"):
         assert hasattr(lib, name), name
 
 

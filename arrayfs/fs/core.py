@@ -288,9 +288,10 @@ class Core:
 
     def _prepare(self, change) -> None:
         self._flag[0] = 1
-        if self.notifier is not None:
-            for ino in change.stale_inodes():
-                self.notifier.invalidate_inode(ino)
+        if self.notifier is not None and change.old_summary_ino:
+            # The old summary's pages go before any name changes meaning: its
+            # inode is ESTALE from now until the summary's name is invalidated.
+            self.notifier.invalidate_inode(change.old_summary_ino)
 
     def _invalidate(self, change, old_seen) -> int:
         """Drop what the kernel cached of what changed: root names it may

@@ -39,10 +39,6 @@ class Fuse3(lowlevel.Handler):
         self._stat = lowlevel.StatWriter(core.uid, core.gid)
         self._runs = lowlevel.DirentRuns()
         self._tls = threading.local()
-        lib = lowlevel.library()
-        self._reply_entry, self._reply_attr, self._reply_buf = lib.fuse_reply_entry, lib.fuse_reply_attr, \
-            lib.fuse_reply_buf
-        self._add, self._add_plus = lib.fuse_add_direntry, lib.fuse_add_direntry_plus
 
     def _scratch(self):
         """This thread's ``fuse_entry_param`` and ``struct stat`` (libfuse
@@ -81,13 +77,13 @@ class Fuse3(lowlevel.Handler):
             a = core.attr(found[0], found[1], text)
             self._stat.fill(e.attr, a)
             e.ino, e.attr_timeout, e.entry_timeout = a.ino, self._attr_timeout, self._entry_timeout
-        self._reply_entry(req, ctypes.addressof(e))
+        lowlevel.reply_entry(req, e)
 
     def getattr(self, req, ino, fi):
         snap, node = self.core.node(ino)
         _, st = self._scratch()
         self._stat.fill(st, self.core.attr(snap, node, ino))
-        self._reply_attr(req, ctypes.addressof(st), self._attr_timeout)
+        lowlevel.reply_attr(req, st, self._attr_timeout)
 
     def statfs(self, req, ino):
         lowlevel.reply_statfs(req, self.core.statfs())
@@ -104,13 +100,13 @@ class Fuse3(lowlevel.Handler):
         data, address = core.contents(snap, node, ino)
         n = min(len(data) - off, size)
         if n <= 0:
-            self._reply_buf(req, None, 0)
+            lowlevel.reply_buf(req, None, 0)
         elif address:
-            self._reply_buf(req, address + off, n)
+            lowlevel.reply_buf(req, address + off, n)
             if off + n == len(data):
                 core.sent(snap, node)
         else:
-            self._reply_buf(req, data if off == 0 else address_of(data) + off, n)
+            lowlevel.reply_buf(req, data if off == 0 else address_of(data) + off, n)
 
     def opendir(self, req, ino, fi):
         core = self.core
@@ -135,7 +131,7 @@ class Fuse3(lowlevel.Handler):
             pos = self._fill(req, batches, buf, size, plus, attrs, e, st)
         except (ArrayRecordError, OSError) as err:
             raise core.listing_error(err) from None
-        self._reply_buf(req, ctypes.addressof(buf), pos)
+        lowlevel.reply_buf(req, ctypes.addressof(buf), pos)
 
     def _fill(self, req, batches, buf, size, plus, attrs, e, st) -> int:
         """Write the entries that fit in ``size`` bytes of ``buf``; returns
@@ -166,9 +162,9 @@ class Fuse3(lowlevel.Handler):
                     e.ino = ino if attrs and name != "." and name != ".." else 0
                     if attrs:
                         attr.st_size, attr.st_blocks = sz, (sz + 511) >> 9
-                    n = self._add_plus(req, base + pos, size - pos, name.encode(), ctypes.addressof(e), nxt)
+                    n = lowlevel.add_direntry_plus(req, base + pos, size - pos, name.encode(), ctypes.addressof(e), nxt)
                 else:
-                    n = self._add(req, base + pos, size - pos, name.encode(), ctypes.addressof(st), nxt)
+                    n = lowlevel.add_direntry(req, base + pos, size - pos, name.encode(), ctypes.addressof(st), nxt)
                 if n > size - pos:
                     return pos
                 pos += n

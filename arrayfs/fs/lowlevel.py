@@ -62,7 +62,6 @@ __all__ = [
     "CAP_READDIRPLUS",
     "CAP_READDIRPLUS_AUTO",
     "CAP_NO_OPEN_SUPPORT",
-    "CAP_ASYNC_READ",
 ]
 
 log = logging.getLogger("arrayfs.fs")
@@ -116,12 +115,9 @@ def libfuse_major() -> int:
 
 
 # fuse_common.h capability bits (struct fuse_conn_info .capable / .want).
-CAP_ASYNC_READ = 1 << 0
 CAP_READDIRPLUS = 1 << 13
 CAP_READDIRPLUS_AUTO = 1 << 14
 CAP_NO_OPEN_SUPPORT = 1 << 17
-
-FUSE_ROOT_ID = 1
 
 _c_req = ctypes.c_void_p
 _c_ino = ctypes.c_uint64
@@ -146,10 +142,8 @@ _PROTOTYPES = {
     "getattr": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "open": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "read": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "release": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "opendir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "readdir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "releasedir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "statfs": ctypes.CFUNCTYPE(None, _c_req, _c_ino),
     "readdirplus": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
 }
@@ -213,7 +207,6 @@ def _proto(fn, restype, *argtypes):
 def _prototypes(lib) -> None:
     v, sz, i, d = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_double
     _proto(lib.fuse_reply_err, i, v, i)
-    _proto(lib.fuse_reply_none, None, v)
     _proto(lib.fuse_reply_entry, i, v, v)
     _proto(lib.fuse_reply_attr, i, v, v, d)
     _proto(lib.fuse_reply_open, i, v, v)
@@ -227,8 +220,6 @@ def _prototypes(lib) -> None:
     _proto(lib.fuse_session_mount, i, v, ctypes.c_char_p)
     _proto(lib.fuse_session_unmount, None, v)
     _proto(lib.fuse_session_destroy, None, v)
-    _proto(lib.fuse_session_exit, None, v)
-    _proto(lib.fuse_session_exited, i, v)
     _proto(lib.fuse_session_receive_buf, i, v, ctypes.POINTER(_Buf))
     _proto(lib.fuse_session_fd, i, v)
 
@@ -519,16 +510,16 @@ class Handler:
         getattr(req, ino, fi)                    # fi: address of fuse_file_info or 0
         open(req, ino, fi)                       # answer with reply_open(req, fi, fh)
         read(req, ino, size, off, fi)
-        release(req, ino, fi)
         opendir(req, ino, fi)
         readdir(req, ino, size, off, fi)
         readdirplus(req, ino, size, off, fi)
-        releasedir(req, ino, fi)
         statfs(req, ino)
+
+    ``release`` and ``releasedir`` are answered by libfuse itself.
     """
 
-    init = destroy = lookup = getattr = open = read = release = None
-    opendir = readdir = readdirplus = releasedir = statfs = None
+    init = destroy = lookup = getattr = open = read = None
+    opendir = readdir = readdirplus = statfs = None
 
 
 def _request_callback(name, method):

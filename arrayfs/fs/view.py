@@ -62,24 +62,8 @@ from typing import Iterator, NamedTuple
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
 from ..paths import has_remote
 
-__all__ = [
-    "FsView",
-    "ViewSnapshot",
-    "Subtree",
-    "ShardKey",
-    "ViewChange",
-    "Node",
-    "Attr",
-    "DirBatch",
-    "ROOT",
-    "SHARDS",
-    "SHARD_DIR",
-    "SUMMARY",
-    "RECORD",
-    "SUBTREE",
-    "SUMMARY_NAME",
-    "SHARDS_NAME",
-]
+__all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
+           "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
 
 SUMMARY_NAME = ".arrayfs.json"
 SHARDS_NAME = ".shards"
@@ -152,22 +136,6 @@ class Attr(NamedTuple):
     size: int
     mtime_ns: int
     blksize: int = 4096
-
-    def as_dict(self, uid: int = 0, gid: int = 0) -> dict:
-        """The attributes as an ``os.stat``-style dict (times in ns)."""
-        return {
-            "st_mode": self.mode,
-            "st_ino": self.ino,
-            "st_nlink": self.nlink,
-            "st_size": self.size,
-            "st_blocks": (self.size + 511) // 512,
-            "st_blksize": self.blksize,
-            "st_mtime": self.mtime_ns,
-            "st_ctime": self.mtime_ns,
-            "st_atime": self.mtime_ns,
-            "st_uid": uid,
-            "st_gid": gid,
-        }
 
 
 def _enoent(path) -> FileNotFoundError:
@@ -261,23 +229,10 @@ class ViewChange(NamedTuple):
         if f"/{SUMMARY_NAME}" in self.fixed:
             yield ROOT_INO, SUMMARY_NAME
 
-    def stale_inodes(self) -> tuple:
-        """Inodes whose cached pages must go *before* any name changes
-        meaning: the old summary's. The kernel would otherwise keep serving
-        the old summary from its page cache while record names already mean
-        what the new one says (its inode is then ``ESTALE`` until the
-        summary's name is invalidated, last)."""
-        return (self.old_summary_ino,) if self.old_summary_ino else ()
-
     def inodes(self) -> tuple:
         """Inodes whose attributes changed (the directories), to invalidate
         after :meth:`entries`."""
-        out = []
-        if "/" in self.fixed:
-            out.append(ROOT_INO)
-        if f"/{SHARDS_NAME}" in self.fixed:
-            out.append(SHARDS_INO)
-        return tuple(out)
+        return tuple(ino for ino, p in ((ROOT_INO, "/"), (SHARDS_INO, f"/{SHARDS_NAME}")) if p in self.fixed)
 
 
 class Subtree:
@@ -300,8 +255,7 @@ class Subtree:
     def __init__(self, snap: "ViewSnapshot", position: int, ino_base: int):
         self.snap, self.position, self.ino_base = snap, position, ino_base
 
-    def root(self) -> "Node":
-        """The node of the subtree's own directory."""
+    def root(self) -> "Node":  # the node of the subtree's own directory
         raise NotImplementedError
 
     def lookup(self, parent: "Node", name: str) -> "Node":
@@ -311,9 +265,8 @@ class Subtree:
         raise NotImplementedError
 
     def readdir(self, node: "Node", offset: int, sizes: bool) -> Iterator[tuple]:
-        """``(name, attr, next offset)`` of the entries of directory
-        ``node`` from ``offset`` on (``.`` and ``..`` are the view's: the
-        first entry here has offset 2)."""
+        """``(name, attr, next offset)`` of directory ``node``'s entries from
+        ``offset`` on (``.`` and ``..`` are the view's: the first here is 2)."""
         raise NotImplementedError
 
     def read(self, node: "Node") -> bytes:
@@ -470,10 +423,6 @@ class ViewSnapshot:
             return Node(SHARDS)
         k = self._by_dir_ino.get(ino)
         return None if k is None else Node(SHARD_DIR, k)
-
-    def record_name(self, index: int) -> str:
-        """Root name (zero-padded) of global record ``index``."""
-        return str(index).zfill(self.width)
 
     def shard_path(self, k: int) -> str:
         """Path of shard ``k``'s directory in the mount."""

@@ -213,3 +213,49 @@ def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
     n2, k2 = lowlevel.DirentRuns().encode(None, small, 0, 3 * one + one // 2, first_name, width, first_ino, count,
                                           sizes, 41, target, plus, attrs)
     assert (n2, k2) == (3 * one, 3) and small.raw[:n2] == ref.raw[:n2]
+
+
+def test_lookups_in_one_directory_run_in_parallel(tmp_path):
+    """The kernel takes LOOKUPs of one directory at once only when INIT's
+    reply says FUSE_PARALLEL_DIROPS, which libfuse before 3.17 never does
+    by itself (lowlevel patches that reply): two lookups must be in the
+    handler together."""
+    import threading
+
+    met = threading.Barrier(2, timeout=5)
+    outcome = []
+
+    class Both(lowlevel.Handler):
+        ready = False
+
+        def init(self, conn):
+            conn.max_read = 0
+            self.ready = True
+
+        def lookup(self, req, parent, name):
+            try:
+                met.wait()
+                outcome.append("together")
+            except threading.BrokenBarrierError:
+                outcome.append("one at a time")
+            raise OSError(errno.ENOENT, "no")
+
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    handler = Both()
+    session = lowlevel.Session(handler, str(mnt), ["ro"])
+    session.mount()
+    server = threading.Thread(target=session.serve, kwargs={"threads": 2, "stop": lambda: False}, daemon=True)
+    try:
+        session.serve(stop=lambda: handler.ready)  # INIT
+        server.start()
+        lookers = [threading.Thread(target=os.path.exists, args=(mnt / name,)) for name in ("a", "b")]
+        for t in lookers:
+            t.start()
+        for t in lookers:
+            t.join(20)
+        assert outcome == ["together", "together"], outcome
+    finally:
+        session.unmount()
+        server.join(10)
+        session.close()

@@ -118,6 +118,10 @@ def libfuse_major() -> int:
 CAP_READDIRPLUS = 1 << 13
 CAP_READDIRPLUS_AUTO = 1 << 14
 CAP_NO_OPEN_SUPPORT = 1 << 17
+CAP_PARALLEL_DIROPS = 1 << 18
+# fuse_kernel.h: FUSE_PARALLEL_DIROPS in struct fuse_init_out .flags (at byte 12).
+_INIT_PARALLEL_DIROPS = 1 << 18
+_INIT_FLAGS_AT = 12
 
 _c_req = ctypes.c_void_p
 _c_ino = ctypes.c_uint64
@@ -157,6 +161,20 @@ class _Args(ctypes.Structure):
     """struct fuse_args (fuse_opt.h)."""
 
     _fields_ = [("argc", ctypes.c_int), ("argv", ctypes.POINTER(ctypes.c_char_p)), ("allocated", ctypes.c_int)]
+
+
+class _CustomIO(ctypes.Structure):
+    """struct fuse_custom_io (fuse_lowlevel.h, 3.14 to 3.16)."""
+
+    _fields_ = [("writev", ctypes.c_void_p), ("read", ctypes.c_void_p), ("splice_receive", ctypes.c_void_p),
+                ("splice_send", ctypes.c_void_p)]
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_WRITEV = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int, ctypes.c_void_p)
 
 
 class _Buf(ctypes.Structure):
@@ -222,6 +240,8 @@ def _prototypes(lib) -> None:
     _proto(lib.fuse_session_destroy, None, v)
     _proto(lib.fuse_session_receive_buf, i, v, ctypes.POINTER(_Buf))
     _proto(lib.fuse_session_fd, i, v)
+    _proto(lib.fuse_session_custom_io, i, v, ctypes.POINTER(_CustomIO), i)
+    _proto(lib.fuse_version, i)
 
 
 def available() -> bool:
@@ -598,7 +618,9 @@ class Session:
 
         def init(_userdata, conn):
             try:
-                method(conn_type.from_address(conn) if conn else None)
+                c = conn_type.from_address(conn) if conn else None
+                method(c)
+                self._parallel_dirops = c is not None and bool(c.capable & c.want & CAP_PARALLEL_DIROPS)
             except BaseException:  # noqa: BLE001 - init must not unwind into libfuse
                 log.exception("FUSE init failed")
 
@@ -617,6 +639,36 @@ class Session:
             lib.fuse_session_destroy(se)
             raise RuntimeError(f"libfuse could not mount {self.mountpoint}")
         self._se = se
+        if lib.fuse_version() < 317:
+            self._patch_init_reply()
+
+    def _patch_init_reply(self) -> None:
+        """libfuse before 3.17 never passes ``FUSE_PARALLEL_DIROPS`` to the
+        kernel, whatever ``want`` says (upstream's fix: "Pass
+        FUSE_PARALLEL_DIROPS to kernel"), and the kernel then takes every
+        LOOKUP of a directory one at a time: readers opening files of one
+        directory would wait for each other, however many workers serve.
+        The reply to INIT, the first this session sends, goes through
+        libfuse's custom I/O hook here and gets the flag when the kernel
+        offered it and ``want`` kept it; then the hook becomes libc's own
+        ``read`` and ``writev`` again (no Python per request)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        writev = libc.writev
+        writev.argtypes, writev.restype = [ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int], ctypes.c_ssize_t
+        plain = _CustomIO(ctypes.cast(libc.writev, ctypes.c_void_p), ctypes.cast(libc.read, ctypes.c_void_p))
+
+        def first_reply(fd, iov, count, _userdata):
+            if count > 1 and iov[1].len >= _INIT_FLAGS_AT + 4 and getattr(self, "_parallel_dirops", False):
+                flags = ctypes.c_uint32.from_address(iov[1].base + _INIT_FLAGS_AT)
+                flags.value |= _INIT_PARALLEL_DIROPS
+            self._lib.fuse_session_custom_io(self._se, ctypes.byref(plain), fd)
+            return writev(fd, iov, count)
+
+        self._first_reply = _WRITEV(first_reply)  # kept alive while libfuse may call it
+        self._plain_io = plain
+        io = _CustomIO(ctypes.cast(self._first_reply, ctypes.c_void_p), ctypes.cast(libc.read, ctypes.c_void_p))
+        if self._lib.fuse_session_custom_io(self._se, ctypes.byref(io), self.fd) != 0:
+            log.warning("libfuse's custom I/O refused: lookups in one directory will be serialized")
 
     @property
     def fd(self) -> int:
@@ -639,7 +691,8 @@ class Session:
         ``stop()`` is true when asked (after each request, and when a signal
         interrupts the wait: returns ``False``)."""
         done = threading.Event()
-        if threads > 1 and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        wake = threads > 1 and threading.current_thread() is threading.main_thread()
+        if wake and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, lambda *_: None)  # only to interrupt a waiting thread
         extra = [threading.Thread(target=self._serve, args=(stop, done), daemon=True) for _ in range(threads - 1)]
         for t in extra:
@@ -649,8 +702,9 @@ class Session:
         finally:
             done.set()
             for t in extra:
-                while t.is_alive():  # wake it from its wait until it sees the stop
-                    signal.pthread_kill(t.ident, signal.SIGUSR1)
+                while t.is_alive():  # wake it from its wait until it sees the stop (else: the session's end)
+                    if wake:
+                        signal.pthread_kill(t.ident, signal.SIGUSR1)
                     t.join(0.01)
 
     def _serve(self, stop, done) -> bool:

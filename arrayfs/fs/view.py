@@ -84,8 +84,8 @@ _RECORD_SHIFT = 40
 _LOCAL_MASK = (1 << _RECORD_SHIFT) - 1
 _SERIAL_MASK = (1 << 23) - 1
 _TREE_SHIFT = 56
-# Record sizes kept per snapshot: blocks of 2**_SIZE_BLOCK, at most
-# _SIZE_BLOCKS of them (32 MiB of int64).
+# Record sizes kept per snapshot: blocks of 2**_SIZE_BLOCK records of
+# one-record chunks, or a chunk's records; at most _SIZE_BLOCKS blocks.
 _SIZE_BLOCK = 12
 _SIZE_BLOCKS = 1024
 
@@ -435,20 +435,28 @@ class ViewSnapshot:
 
     def record_size(self, k: int, local: int) -> int:
         """Size in bytes of file-local record ``local`` of shard ``k``.
-        Where sizes need no reading (one record per chunk: the footer has
-        them) they are fetched a block at a time and kept, bounded: a
-        lookup then costs no call into the dataset."""
-        if not self._footer_sizes(k):
-            return int(self.data.record_sizes(k, local, local + 1)[0])
-        key = (k, local >> _SIZE_BLOCK)
-        block = self._size_blocks.get(key)
-        if block is None:
-            lo = local & ~((1 << _SIZE_BLOCK) - 1)
-            block = self.data.record_sizes(k, lo, min(lo + (1 << _SIZE_BLOCK), self.data.file(k).num_records))
+        Sizes are fetched a block at a time and kept, bounded: a chunk's
+        records (its sizes block is decoded once), or 4,096 records of
+        one-record chunks (the footer has their sizes); a lookup then costs
+        no call into the dataset."""
+        f = self.data.file(k)
+        if self._footer_sizes(k):
+            block = local >> _SIZE_BLOCK
+            lo = block << _SIZE_BLOCK
+            hi = min(lo + (1 << _SIZE_BLOCK), f.num_records)
+        else:
+            block = -1 - f.chunk_of(local)
+            lo, hi = f.chunk_records(-1 - block)
+        sizes = self._size_blocks.get((k, block))
+        if sizes is None:
+            sizes = self.data.record_sizes(k, lo, hi)
             if len(self._size_blocks) >= _SIZE_BLOCKS:
-                self._size_blocks.pop(next(iter(self._size_blocks)))
-            self._size_blocks[key] = block
-        return block.item(local & ((1 << _SIZE_BLOCK) - 1))
+                try:  # the oldest goes (another thread may have taken it)
+                    del self._size_blocks[next(iter(self._size_blocks))]
+                except (KeyError, RuntimeError):
+                    pass
+            self._size_blocks[(k, block)] = sizes
+        return sizes.item(local - lo)
 
     def _footer_sizes(self, k: int) -> bool:
         g = self._group1.get(k)

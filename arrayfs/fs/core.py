@@ -1,33 +1,27 @@
 """The mount's core: every decision a FUSE binding needs, no libfuse.
 
-The bindings (:mod:`arrayfs.fs.fuse3`, :mod:`arrayfs.fs.fuse2`) translate
+The bindings (:mod:`arrayfs.fs.fuse3`, :mod:`arrayfs.fs.fuse2`) turn
 libfuse's calls into calls of :class:`Core` and its answers (or the
-``OSError`` it raises) back; the core holds the rest:
+``OSError`` it raises) back. The core decides:
 
-- **Nodes.** Files are addressed by inode (libfuse 3) or path (libfuse 2)
-  in the current :class:`~arrayfs.fs.view.ViewSnapshot`; a record's inode
-  is also found in the snapshot before it, so a file open across a
-  refresh keeps reading its record; anything older is ``ESTALE``.
-- **Handles without state.** A file or directory handle is the
-  generation of the snapshot it was opened in (plus one), so any worker
-  process can serve any request: nothing is kept per open file but
-  caches.
-- **Checks.** Opening for writing is ``EROFS``, a directory as a file
-  ``EISDIR``, a file as a directory ``ENOTDIR``; where the kernel can open
-  files by itself the first ``open`` is ``ENOSYS`` (no OPEN or RELEASE
-  request after that, and pages are kept across opens).
-- **Errors.** A record that cannot be read is ``EIO`` and one log line
-  naming shard, chunk and byte offset; unknown names are ``ENOENT``.
-- **Refresh.** :meth:`Core.refresh` installs a new snapshot so that, at
-  every moment, the names, the summary and the bytes a reader gets agree:
-  from the moment a new snapshot is built until every name that changed
-  meaning is invalidated in the kernel, the summary answers ``ESTALE``
-  (and its old pages are dropped first); the worker processes are
-  replaced by ones holding the new snapshot (the ``switch`` hook) before
-  the names are invalidated, so no process answers with an old meaning
-  after that. Which root names the kernel may have cached is noted in
-  memory the processes share (:class:`SeenNames`), so a refresh that
-  shifts names invalidates those only.
+- **Nodes.** By inode (libfuse 3) or path (libfuse 2) in the current
+  :class:`~arrayfs.fs.view.ViewSnapshot`; a record's inode also in the one
+  before (a file open across a refresh keeps its record); else ``ESTALE``.
+- **Handles without state.** A handle is the generation of the snapshot it
+  was opened in, plus one: any worker process serves any request.
+- **Checks.** Writing is ``EROFS``, a directory as a file ``EISDIR``, a
+  file as a directory ``ENOTDIR``; where the kernel can open files by
+  itself the first ``open`` is ``ENOSYS`` (no OPEN or RELEASE after that).
+- **Errors.** An unreadable record is ``EIO`` and one log line naming
+  shard, chunk and byte offset; an unknown name ``ENOENT``.
+- **Refresh** (:meth:`Core.refresh`), so that at every moment the names,
+  the summary and the bytes agree: from the moment a new snapshot is built
+  until every name that changed meaning is invalidated in the kernel, the
+  summary is ``ESTALE`` (its old pages dropped first); the workers are
+  replaced by ones holding the new snapshot (``switch``) before names are
+  invalidated, so none answers with an old meaning after; the root names
+  the kernel may have cached are noted in memory the processes share
+  (:class:`SeenNames`), so only those are invalidated.
 """
 
 from __future__ import annotations

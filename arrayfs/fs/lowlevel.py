@@ -1,25 +1,21 @@
 """libfuse through ctypes: the one module that knows libfuse's C layout.
 
-mfusepy binds libfuse's *high-level* API, where libfuse keeps a node (about
-200 bytes) for every name the kernel has looked up, resolves every request
-to a path under one global lock, and copies every read into a buffer of its
-own. A mount whose records are immutable files named by computed inode
-numbers needs none of that: with the *low-level* API (libfuse 3) the kernel
-talks in inode numbers, the daemon keeps no state per name, and a read is
-answered straight from the decoded record.
+mfusepy binds libfuse's *high-level* API, which keeps a node per name the
+kernel looked up, resolves every request to a path under one lock and
+copies every read. With the *low-level* API (libfuse 3) the kernel talks
+in inode numbers, the daemon keeps nothing per name, and a read is
+answered from the decoded record itself.
 
-This module holds everything of libfuse's ABI arrayfs uses (sources:
-libfuse ``include/fuse_lowlevel.h``, ``include/fuse_common.h``,
-``include/fuse_kernel.h`` and ``lib/fuse_versionscript`` of 3.x; the layout
-of ``struct fuse_lowlevel_ops`` only grows at its end, so a prefix of it is
-valid for every 3.x): which libfuse is loaded and mfusepy on it; ``struct
-stat``, ``struct statvfs``, ``struct fuse_file_info`` and ``struct
-fuse_conn_info`` as mfusepy defines them; ``struct fuse_args``, ``struct
-fuse_entry_param``, ``struct fuse_buf``, the operations table and the
-prototypes of the functions called; the replies; the kernel's
-``FUSE_DEV_IOC_CLONE``. ``tests/test_fs_lowlevel.py`` checks the layouts
-and every symbol against the installed libfuse, so an incompatible libfuse
-or mfusepy fails there, loudly, before any mount.
+This module holds all of libfuse's ABI arrayfs uses (libfuse
+``include/fuse_lowlevel.h``, ``fuse_common.h``, ``fuse_kernel.h`` and
+``lib/fuse_versionscript`` of 3.x; ``struct fuse_lowlevel_ops`` only grows
+at its end): which libfuse, and mfusepy loaded on it (whose ``struct stat``,
+``statvfs``, ``fuse_file_info`` and ``fuse_conn_info`` it takes); ``struct
+fuse_args``, ``fuse_entry_param``, ``fuse_buf``, ``fuse_custom_io``, the
+operations table and the prototypes called; the replies; the kernel's
+``FUSE_DEV_IOC_CLONE``. ``tests/test_fs_lowlevel.py`` checks them against
+the installed libfuse and kernel, so an incompatible one fails there,
+before any mount.
 
 Use: subclass :class:`Handler`, implement the operations you serve (an
 operation left as ``None`` is answered by libfuse itself: ``ENOSYS``, or
@@ -396,13 +392,11 @@ def add_direntry_plus(req: int, buf: int, size: int, name: bytes, entry_address:
 
 # fuse_kernel.h: offsetof(struct fuse_dirent, name), and the same in
 # struct fuse_direntplus (after a struct fuse_entry_out of 128 bytes).
-# Entries are padded to 8 bytes.
+# Entries are padded to 8 bytes. The 64-bit words patched per entry:
+# fuse_dirent ino, off (0, 1); plus: fuse_entry_out nodeid, attr.ino,
+# attr.size, attr.blocks, dirent ino, off (0, 5, 6, 7, 16, 17).
 _NAME_OFFSET = 24
 _NAME_OFFSET_PLUS = 152
-# 64-bit words patched per entry: struct fuse_dirent ino, off (plain); and
-# fuse_entry_out nodeid, attr.ino, attr.size, attr.blocks, dirent ino, off.
-_PLAIN_WORDS = (0, 1)
-_PLUS_WORDS = (0, 5, 6, 7, 16, 17)
 
 
 class DirentRuns:

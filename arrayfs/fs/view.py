@@ -26,25 +26,18 @@ Every name that is not one of these (``-1``, ``abc``, ``00x``, an index
 ``ENOENT``. Names never reach the host file system, so no path can escape
 the dataset.
 
-Attributes: records are read-only regular files (``0444``), directories
-``0555``; ``st_size`` is the exact record size in bytes (from the footer:
-no decoding for ``group_size:1``, only the sizes block otherwise);
-``st_mtime`` is the shard file's modification time; inode numbers are
-stable for a record across remounts and refreshes (derived from the order
-the shard was first seen and the record's index in its file). A record's
-two names (root and ``.shards``) are one inode with ``st_nlink == 2``, like
-a hard link, so ``du`` counts its bytes once and ``tar`` stores it once.
-
-Inode numbers are also what libfuse 3's low-level API addresses files by
-(:meth:`ViewSnapshot.node_of_ino`), so the contents of an inode never
-change: a shard that is rewritten is a new shard (new inodes), and the
-summary has a new inode in every snapshot. Only *names* change meaning on a
-refresh.
-
-Consistency: a :class:`ViewSnapshot` is immutable and reads one
-:class:`arrayfs.dataset.DatasetSnapshot`; :meth:`FsView.refresh` installs a
-new one and returns a :class:`ViewChange` naming the names whose meaning
-changed (for the kernel cache invalidation of the core).
+Attributes: records are read-only files (``0444``), directories ``0555``;
+``st_size`` is the exact record size (from the footer: no decoding for
+``group_size:1``, only the sizes block otherwise); ``st_mtime`` is the
+shard's. A record's two names are one inode with ``st_nlink == 2``, so
+``du`` counts it once and ``tar`` stores it once. Inode numbers (what
+libfuse 3 addresses files by: :meth:`ViewSnapshot.node_of_ino`) derive from
+the order a shard was first seen and the record's index in its file, so
+they are stable, and an inode's contents never change: a rewritten shard is
+a new shard, the summary has a new inode per snapshot; only *names* change
+meaning on a refresh. A :class:`ViewSnapshot` is immutable;
+:meth:`FsView.refresh` installs a new one and returns a :class:`ViewChange`
+(the names whose meaning changed).
 """
 
 from __future__ import annotations
@@ -643,63 +636,31 @@ class ViewSnapshot:
 
     def summary(self) -> bytes:
         """The ``.arrayfs.json`` contents (UTF-8 JSON, computed once per
-        snapshot): the snapshot's generation (0, 1, ... one per refresh that
-        changed the view), shards with path, mount directory name, record count,
-        first global index, start in the file, exact record bytes, file size,
-        mtime and writer options; totals."""
-        s = self._summary
-        if s is not None:
-            return s
+        snapshot): the generation (0, then one more per refresh that changed
+        the view), shards with path, mount directory name, record count,
+        first global index, start in the file, exact record bytes, file
+        size, mtime and writer options; totals."""
         with self._summary_lock:
             if self._summary is None:
-                shards = []
-                total = 0
-                for k, info in enumerate(self.shards):
-                    nbytes = self.data.shard_record_bytes(k)
-                    total += nbytes
-                    shards.append(
-                        {
-                            "name": self.shard_names[k],
-                            "path": info.path,
-                            "num_records": info.num_records,
-                            "first_index": info.first_index,
-                            "start": info.start,
-                            "total_bytes": nbytes,
-                            "file_size": info.size_bytes,
-                            "mtime_ns": info.mtime_ns,
-                            "writer_options": info.writer_options,
-                        }
-                    )
-                doc = {
-                    "format": "arrayfs-mount",
-                    "version": 1,
-                    "generation": self.generation,
-                    "num_records": self.num_records,
-                    "num_shards": len(self.shards),
-                    "total_bytes": total,
-                    "name_width": self.width,
-                    "shards": shards,
-                }
+                shards = [{"name": self.shard_names[k], "path": s.path, "num_records": s.num_records,
+                           "first_index": s.first_index, "start": s.start,
+                           "total_bytes": self.data.shard_record_bytes(k), "file_size": s.size_bytes,
+                           "mtime_ns": s.mtime_ns, "writer_options": s.writer_options}
+                          for k, s in enumerate(self.shards)]
+                doc = {"format": "arrayfs-mount", "version": 1, "generation": self.generation,
+                       "num_records": self.num_records, "num_shards": len(self.shards),
+                       "total_bytes": sum(s["total_bytes"] for s in shards), "name_width": self.width,
+                       "shards": shards}
                 self._summary = (json.dumps(doc, indent=2) + "\n").encode()
             return self._summary
 
     def statfs(self) -> dict:
-        """``statvfs`` fields: sizes in 4 KiB blocks of the summary's total
-        bytes, file count, name length limit, read-only flag."""
-        total = json.loads(self.summary())["total_bytes"]
-        bsize = 4096
-        return {
-            "f_bsize": bsize,
-            "f_frsize": bsize,
-            "f_blocks": (total + bsize - 1) // bsize,
-            "f_bfree": 0,
-            "f_bavail": 0,
-            "f_files": self.num_records + len(self.shards) + 3,
-            "f_ffree": 0,
-            "f_favail": 0,
-            "f_namemax": _MAX_NAME,
-            "f_flag": os.ST_RDONLY,
-        }
+        """``statvfs`` fields: the summary's total bytes in 4 KiB blocks,
+        the file count, the name length limit, read-only."""
+        blocks = (json.loads(self.summary())["total_bytes"] + 4095) // 4096
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": 0, "f_bavail": 0,
+                "f_files": self.num_records + len(self.shards) + 3, "f_ffree": 0, "f_favail": 0,
+                "f_namemax": _MAX_NAME, "f_flag": os.ST_RDONLY}
 
 
 class FsView:

@@ -306,18 +306,6 @@ def read_all(d, names, readers, how="threads") -> float:
     split round-robin between ``readers`` threads or processes); files/s."""
     paths = [os.path.join(d, n) for n in names]
     parts = [paths[i::readers] for i in range(readers)]
-    if how == "processes":
-        ctx = mp.get_context("fork")
-        t = time.perf_counter()
-        procs = [ctx.Process(target=_read_files, args=(p,)) for p in parts]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        dt = time.perf_counter() - t
-        if any(p.exitcode for p in procs):
-            raise RuntimeError(f"a reader process failed reading {d}")
-        return len(paths) / dt
     errors = []
 
     def work(part):
@@ -326,15 +314,19 @@ def read_all(d, names, readers, how="threads") -> float:
         except OSError as e:
             errors.append(e)
 
+    if how == "processes":
+        ctx = mp.get_context("fork")
+        workers = [ctx.Process(target=_read_files, args=(p,)) for p in parts]
+    else:
+        workers = [threading.Thread(target=work, args=(p,)) for p in parts]
     t = time.perf_counter()
-    ts = [threading.Thread(target=work, args=(p,)) for p in parts]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     dt = time.perf_counter() - t
-    if errors:
-        raise errors[0]
+    if errors or any(getattr(w, "exitcode", 0) for w in workers):
+        raise RuntimeError(f"a reader failed reading {d}: {errors[:1]}")
     return len(paths) / dt
 
 

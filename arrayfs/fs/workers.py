@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 
 __all__ = ["Workers", "RETIRED"]
 
@@ -62,7 +63,11 @@ class Workers:
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads (the
+            # watcher's): a worker only serves, it touches none of their locks.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid:
             return pid
         code = 1

@@ -1,21 +1,15 @@
 """File contents for the core: each big record decoded once, errors as ``EIO``.
 
-The kernel reads a big file in requests of at most ``max_read`` bytes
-(1 MiB), several at once (read-ahead), and with several worker processes
-they land in different processes. A record of 200 MiB must still be read,
-hashed and decompressed once, not once per request or per worker:
-
-- a record bigger than one small request (64 KiB) is kept, decoded, in a
-  per-process LRU keyed by its inode (whose contents never change), with
-  single-flight decoding: threads asking for one record wait for one decode;
-- a record of more than :data:`SHARED_MIN` is also shared between the
-  worker processes through a file in a private tmpfs directory: one
-  process decodes it (a lock per key stripe, ``flock``) and publishes it by
-  rename; the others map it. Pages are handed to the kernel from the
-  decoded buffer or the mapping itself (no copy in user space).
-
-A record leaves both caches once its last bytes were sent: the kernel's
-page cache has it then.
+The kernel reads a big file in requests of at most 1 MiB, several at once
+(read-ahead), and they land in different worker processes; a 200 MiB
+record must still be read, hashed and decompressed once. A record of more
+than 64 KiB is kept decoded in a per-process LRU keyed by its inode (whose
+contents never change), decoded once however many threads ask; one of more
+than :data:`SHARED_MIN` is decoded by one worker for all, into a file in a
+private tmpfs directory (one decoder per key stripe, ``flock``; published
+by rename), which the others map. Pages go to the kernel from the decoded
+buffer or the mapping itself. A record leaves both caches once its last
+bytes were sent (the kernel's page cache has it then).
 """
 
 from __future__ import annotations
@@ -99,15 +93,14 @@ class Records:
         be read (logged with shard, chunk and byte offset), ``EISDIR`` for a
         directory."""
         try:
-            if node.kind == RECORD:
+            if node.kind == RECORD and snap.largest_record(node.shard) > _SMALL:
                 key = snap.record_ino(node.shard, node.local)
                 item = self._lru.get(key)
                 if item is not None:
                     return item
-                if snap.largest_record(node.shard) > _SMALL:
-                    size = snap.record_size(node.shard, node.local)
-                    if size > _SMALL:
-                        return self._single_flight(key, size, snap, node)
+                size = snap.record_size(node.shard, node.local)
+                if size > _SMALL:
+                    return self._single_flight(key, size, snap, node)
             return snap.read(node), 0
         except IsADirectoryError:
             raise oserror(errno.EISDIR) from None

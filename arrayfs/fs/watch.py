@@ -3,29 +3,14 @@
 
 A watchdog observer (inotify on Linux) watches the directories the sources
 name: a directory source itself, the parent of a file, the directory part of
-a glob pattern before its first wildcard (recursively when a wildcard is in a
-directory component). Events are debounced (a writer produces many); then
-:meth:`FsView.refresh` re-expands the sources and installs a new snapshot.
-Object stores send no change notifications: when a source is a URL the
-sources are listed afresh every ``poll_interval`` seconds instead.
-
-- A half-written shard is not shown: the dataset's refresh leaves out a file
-  that is not yet a valid ArrayRecord file (Google's writer writes the footer
-  and postscript last; arrayfs's writer writes under a hidden name and
-  renames), and the watcher retries every ``retry`` seconds while such a
-  file is pending, so it appears once complete.
-- Kernel caches: with libfuse 3 every directory entry whose meaning
-  changed is invalidated, in an order that keeps readers consistent (see
-  :meth:`arrayfs.fs.core.Core.refresh`); the contents of an inode never
-  change, so the mount keeps its long cache timeouts. With libfuse 2,
-  which cannot invalidate, a watching mount uses 1-second entry and
-  attribute timeouts and no page cache across opens (see
-  :class:`arrayfs.fs.options.MountOptions`): changes show within about a
-  second.
-- Readers are not disturbed more than they must be: a file open before a
-  refresh keeps reading its record while that record's shard is in the
-  current or the previous snapshot (then ``ESTALE``), and a listing in
-  progress finishes on its snapshot.
+a glob pattern before its first wildcard (recursively when a wildcard is in
+a directory component). Events are debounced (a writer makes many), then the
+view is refreshed (:meth:`arrayfs.fs.core.Core.refresh`: the kernel's
+caches and the worker processes follow). Object stores send no change
+notifications: URL sources are listed afresh every ``poll_interval``
+seconds instead. A half-written shard is not shown (the dataset's refresh
+leaves out a file that is not yet valid ArrayRecord); it is retried every
+``retry`` seconds, so it appears once complete.
 """
 
 from __future__ import annotations

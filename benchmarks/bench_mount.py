@@ -216,12 +216,19 @@ def _drop(path):
 
 
 def rss_mib(pid) -> float:
-    """Resident set size of process ``pid`` (MiB)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Memory of the daemon whose coordinator is ``pid``: the proportional
+    set size (shared pages counted once) of it and its worker processes
+    (its children with its command line), MiB."""
+    from soak_mount import daemon_processes
+
+    total = 0.0
+    for p in daemon_processes(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        except (OSError, StopIteration):
+            pass
+    return total
 
 
 class System:
@@ -610,7 +617,7 @@ def run_listing(args, work) -> list:
             out.append(row)
             print(f"   {n:>11,} records g{g}: ls -l {t:7.2f} s (again {t2:6.2f}), plain "
                   f"{'~' if estimated else ''}{plain_t or float('nan'):6.2f} s, ratio {row['ratio_to_plain']:5.2f}, "
-                  f"RSS {rss0:.0f} -> {rss1:.0f} (index) -> {rss2:.0f} MiB, "
+                  f"PSS {rss0:.0f} -> {rss1:.0f} (index) -> {rss2:.0f} MiB, "
                   f"{row['bytes_per_record_over_index']:.1f} B/record", flush=True)
     args.listing_lines = print_listing(out)
     return out
@@ -620,7 +627,7 @@ def print_listing(rows) -> list:
     """Print the listing scale table; returns its lines."""
     lines = []
     hdr = (f"{'records':>11} {'group':>6} {'ls -l (s)':>10} {'plain (s)':>10} {'ratio':>6} {'us/entry':>9} "
-           f"{'growth':>7} {'plain gr':>8} {'RSS idx':>8} {'RSS end':>8} {'B/rec':>7}  goals: ratio <= 5, "
+           f"{'growth':>7} {'plain gr':>8} {'PSS idx':>8} {'PSS end':>8} {'B/rec':>7}  goals: ratio <= 5, "
            "B/rec <= 200, growth as plain's")
     lines += [hdr, "-" * len(hdr)]
     prev = {}
@@ -642,7 +649,7 @@ def print_listing(rows) -> list:
                      f"{r['bytes_per_record_over_index']:>7.1f}  {ok}")
     lines.append("(growth: time ratio over record ratio between sizes, 1.00x is linear; `ls -l` itself sorts, so the "
                  "plain directory's growth is the reference; ~: plain time extrapolated linearly, which understates it; "
-                 "RSS in MiB)")
+                 "PSS of the daemon's processes in MiB)")
     print()
     print("\n".join(lines))
     return lines
@@ -688,7 +695,7 @@ def run(args):
             f.write(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} CPUs (load average "
                     f"at the end {load}) by `benchmarks/bench_mount.py --only listing --listing {args.listing}`: "
                     "`ls -l` of a fresh mount of one shard of N 13-byte records against a plain directory "
-                    "of N empty files (tmpfs or disk, dentries warm), and the daemon's RSS.\n\n```text\n")
+                    "of N empty files (tmpfs or disk, dentries warm), and the daemon's memory (PSS of its processes).\n\n```text\n")
             f.write("\n".join(args.listing_lines) + "\n```\n")
 
 

@@ -206,7 +206,13 @@ def run(core: Core, mountpoint: str, *, on_ready=None, watcher=None) -> None:
             return session.serve(opts.threads, stop)
 
         workers = Workers(opts.workers, work)
-        core.notifier, core.switch = session, workers.replace
+
+        def switch():
+            core.view.snapshot.preload()  # shared with the workers, not decoded in each
+            workers.replace()
+
+        core.notifier, core.switch = session, switch
+        core.view.snapshot.preload()
         workers.start()
         while not stopping.is_set() and workers.check():
             if watcher is not None:

@@ -80,7 +80,7 @@ _TREE_SHIFT = 56
 # Record sizes kept per snapshot: blocks of 2**_SIZE_BLOCK records of
 # one-record chunks, or a chunk's records; at most _SIZE_BLOCKS blocks.
 _SIZE_BLOCK = 12
-_SIZE_BLOCKS = 1024
+_SIZE_BLOCKS = 256
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
@@ -456,6 +456,13 @@ class ViewSnapshot:
         if g is None:
             g = self._group1[k] = self.data.file(k).group_size == 1
         return g
+
+    def preload(self) -> None:
+        """Decode every shard's chunk index now (footers of huge shards are
+        otherwise decoded on first use): a process about to fork workers
+        then shares the indexes with them instead of each decoding its own."""
+        for k in range(len(self.shards)):
+            self.largest_record(k)
 
     def largest_record(self, k: int) -> int:
         """A bound (bytes) on the size of every record of shard ``k``: its

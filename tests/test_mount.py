@@ -593,6 +593,12 @@ def _names(mnt):
     return sorted(n for n in os.listdir(mnt) if not n.startswith("."))
 
 
+def refreshed(mnt, n) -> bool:
+    """Whether the mount's summary (readable again: the refresh is fully
+    applied, every name means what it says) counts ``n`` records."""
+    return json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == n
+
+
 @pytest.mark.parametrize("libfuse", ["3", "2"])
 def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     env = None
@@ -610,7 +616,7 @@ def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     # A shard appears: Google's writer writes in place, so it is invisible
     # while incomplete, then shows up.
     write_google(d / "s-00001.array_record", [b"b%d" % i for i in range(7)])
-    assert wait_for(lambda: len(_names(mnt)) == 12), _names(mnt)
+    assert wait_for(lambda: refreshed(mnt, 12)), _names(mnt)
     assert _names(mnt) == [f"{i:02d}" for i in range(12)]
     assert (mnt / "07").read_bytes() == b"b2" and os.stat(mnt / "7").st_size == 2
     assert wait_for(lambda: json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == 12)
@@ -623,11 +629,11 @@ def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     time.sleep(1.5)
     assert len(_names(mnt)) == 12
     os.replace(d / "tmp.bin", part)
-    assert wait_for(lambda: len(_names(mnt)) == 15)
+    assert wait_for(lambda: refreshed(mnt, 15))
     assert (mnt / "14").read_bytes() == b"c2"
     # A shard vanishes: its records leave, later names shift down.
     os.unlink(d / "s-00000.array_record")
-    assert wait_for(lambda: len(_names(mnt)) == 10)
+    assert wait_for(lambda: refreshed(mnt, 10))
     assert (mnt / "0").read_bytes() == b"b0"
     assert (mnt / "9").read_bytes() == b"c2"
     with pytest.raises(FileNotFoundError):
@@ -666,11 +672,11 @@ def test_open_file_reads_its_record_until_its_shard_is_two_refreshes_gone(tmp_pa
     fb = open(mnt / "3", "rb")
     try:
         os.unlink(d / "s-00000.array_record")
-        assert wait_for(lambda: len(_names(mnt)) == 5)
+        assert wait_for(lambda: refreshed(mnt, 5))
         assert (mnt / "2").read_bytes() == b"b2"  # the name now means another record
         assert fa.read() == recs[2]  # the open file still reads its own
         write_ours(d / "s-00002.array_record", [b"c%d" % i for i in range(5)])
-        assert wait_for(lambda: len(_names(mnt)) == 10)
+        assert wait_for(lambda: refreshed(mnt, 10))
         with pytest.raises(OSError) as e:
             fb.read()
         assert e.value.errno == errno.ESTALE

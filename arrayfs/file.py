@@ -599,8 +599,8 @@ class ArrayRecordFile:
     def read_big_record(self, i: int, out=None):
         """Record ``i`` when it is alone in its chunk, with reading, hashing
         and decompressing overlapped (:mod:`arrayfs.riegeli.stream`), into
-        ``out`` (a writable buffer of the record's size) or a new
-        ``bytearray``; returns that buffer. For records of many MiB; checks
+        ``out`` (a writable buffer of the record's size) or new anonymous
+        memory; returns that buffer. For records of many MiB; checks
         what :meth:`read_record` checks. Raises ``ValueError`` when the
         chunk holds other records too."""
         k = self.chunk_of(i)

@@ -145,7 +145,7 @@ class Records:
         self.decodes += 1
         if not stream:
             return snap.read(node)
-        out = bytearray(size) if out is None else out
+        out = mmap.mmap(-1, size) if out is None else out  # not a bytearray: no zeroing pass first
         snap.read_into(node, out)
         return out
 
@@ -173,15 +173,16 @@ class Records:
             tmp = f"{path}.{os.getpid()}"
             try:
                 out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                try:
-                    os.ftruncate(out, size)
-                    m = mmap.mmap(out, size)
-                finally:
-                    os.close(out)
+                os.ftruncate(out, size)
+                m = mmap.mmap(out, size)
             except OSError as e:  # tmpfs full: decode for this process alone
                 log.warning("cannot share a decoded record (%s): %s", path, e)
                 _unlink(tmp)
                 return _with_address(self._decode(size, snap, node, stream))
+            # Making tmpfs pages is slow page by page: a thread allocates
+            # them ahead of the decoder, while it waits for bytes to read.
+            ahead = threading.Thread(target=_allocate, args=(out, size), daemon=True)
+            ahead.start()
             try:
                 data = self._decode(size, snap, node, stream, out=m)
                 if data is not m:
@@ -190,6 +191,9 @@ class Records:
             except BaseException:
                 _unlink(tmp)
                 raise
+            finally:
+                ahead.join()
+                os.close(out)
             self._trim(path)
             return _with_address(m)
         finally:
@@ -249,6 +253,14 @@ def _map(path: str, size: int):
     # The array keeps the mapping alive as long as anyone holds it.
     data = np.frombuffer(m, dtype=np.uint8)
     return data, data.ctypes.data
+
+
+def _allocate(fd: int, size: int, step: int = 16 << 20) -> None:
+    try:
+        for off in range(0, size, step):
+            os.posix_fallocate(fd, off, min(step, size - off))
+    except OSError:  # the decoder's own page faults make them then
+        pass
 
 
 def _unlink(path: str) -> None:

@@ -21,6 +21,7 @@ The format facts are the container's own functions: block headers
 from __future__ import annotations
 
 import ctypes
+import mmap
 import queue
 import struct
 import threading
@@ -98,12 +99,15 @@ def decode_single_record_stream(read, begin: int, end: int, *, size: int, verify
 
     ``read(offset, length) -> bytes`` reads physical bytes (it raises what
     the byte source raises). The record goes into ``out`` (a writable
-    buffer of ``size`` bytes) when given, else into a new ``bytearray``;
-    returns that buffer. Raises :class:`CorruptChunkError` for a bad block
+    buffer of ``size`` bytes) when given, else into new anonymous memory (a
+    ``mmap.mmap``: its pages are made as they are written, on this thread,
+    while the others read and hash; a ``bytearray`` would zero them all
+    first); returns that buffer. Raises :class:`CorruptChunkError` for a bad block
     header, chunk header or data hash (with ``verify``), a chunk that is
     not one record of ``size`` bytes, or values that do not decode to it.
     """
-    out = bytearray(size) if out is None else out
+    if out is None:
+        out = mmap.mmap(-1, size) if size else bytearray()
     pieces: queue.Queue = queue.Queue(_AHEAD)
     stop = threading.Event()
 

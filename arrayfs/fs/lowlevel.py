@@ -538,17 +538,15 @@ class Handler:
 
 def _request_callback(name, method):
     """Wrap ``method(req, *args)`` as a libfuse callback that always answers."""
-    fuse_reply_err = _lib.fuse_reply_err
 
     def callback(req, *args):
         try:
             method(req, *args)
         except OSError as e:
-            code = e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EIO
-            fuse_reply_err(req, code)
+            reply_err(req, e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EIO)
         except BaseException:  # noqa: BLE001 - a request must be answered, the daemon must live
             log.exception("FUSE %s failed", name)
-            fuse_reply_err(req, errno.EIO)
+            reply_err(req, errno.EIO)
 
     return _PROTOTYPES[name](callback)
 

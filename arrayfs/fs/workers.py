@@ -47,13 +47,6 @@ class Workers:
         self._pids: set = set()
         self.ended = False
 
-    def __len__(self) -> int:
-        return len(self._pids)
-
-    @property
-    def pids(self) -> tuple:
-        return tuple(sorted(self._pids))
-
     def start(self) -> None:
         """Fork workers until there are ``count``."""
         while len(self._pids) < self.count:

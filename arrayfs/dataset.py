@@ -479,6 +479,8 @@ class DatasetSnapshot:
                 blocks.append((shard, np.arange(a, min(a + step, shard.start + shard.num_records), dtype=np.int64)))
         if not blocks:
             return
+        # Object stores: every block's chunks fetched ahead, within the read-ahead budget (issue 22).
+        ahead = [s.file.prefetch_records([(int(i[0]), int(i[-1]) + 1)]) for s, i in blocks] if remote else ()  # noqa: F841
 
         def read(block):
             shard, idx = block

@@ -71,6 +71,12 @@ def s3_config(storage_options) -> dict | None:
     return cfg
 
 
+# obstore's calls never complete in a process forked after obstore ran (its
+# runtime's threads stay in the parent): such a child (the mount's daemon)
+# reads through fsspec, which starts afresh after a fork.
+_USED_IN = None
+
+
 class _BotocoreCredentials:
     """obstore credential provider from botocore's credential chain."""
 
@@ -144,8 +150,11 @@ def transport(url: str, storage_options=None, *, required: bool = False):
             raise StorageError(f"{url}: obstore cannot serve this URL: {reason}")
         return None
 
+    global _USED_IN
     if scheme(url) not in ("s3", "s3a"):
         return no("only s3:// URLs")
+    if _USED_IN is not None and _USED_IN != os.getpid():
+        return no("obstore cannot run in a process forked after it ran")
     try:
         from obstore.store import S3Store
     except ImportError:
@@ -163,6 +172,7 @@ def transport(url: str, storage_options=None, *, required: bool = False):
     client = {"allow_http": True} if str(cfg.get("endpoint", "")).startswith("http://") else {}
     client["pool_max_idle_per_host"] = str(max(aio.max_requests(), 16))
     fs, _ = filesystem(url, storage_options)
+    _USED_IN = os.getpid()
     store = S3Store(bucket, config=cfg, client_options=client, retry_config={"max_retries": 0},
                     credential_provider=provider)
     return ObstoreTransport(store, bucket, fs)

@@ -401,6 +401,10 @@ class DatasetSnapshot:
         firsts = self.firsts
         many = len(shards) > 1
         sk = np.searchsorted(firsts, idx, side="right") - 1 if many else np.zeros(idx.size, np.int64)
+        # Object stores: the chunks of every shard in the batch in flight at once (issue 22).
+        ahead = [  # noqa: F841
+            shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
+            for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
         frames, frame_slots, singles, grouped = [], [], [], []
         for s in (np.unique(sk).tolist() if many else [0]):
             sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)

@@ -22,8 +22,7 @@ from _google import google, gwrite
 from _s3server import FaultProxy
 
 import arrayfs
-from arrayfs.storage import StorageError
-from arrayfs.storage import backends
+from arrayfs.storage import StorageError, backends
 from arrayfs.storage import remote as remote_mod
 
 LAYOUT = [("group_size:1", 120), ("group_size:16,brotli:5", 200), ("group_size:1,snappy", 80), ("group_size:50", 0),

@@ -9,7 +9,7 @@ not yet read add up to at most :func:`budget` bytes (default 64 MiB,
 ``ARRAYFS_READAHEAD_BYTES``); the rest wait in one FIFO across all files, so
 shards prefetched in order are fetched in order. A read covered by pieces
 is served from them (waiting for those still in flight), and a piece is
-dropped once reads have covered it, or when its :class:`Prefetch` handle is
+dropped once reads have taken as many bytes as were asked of it, or when its :class:`Prefetch` handle is
 closed or collected. Memory stays at the budget, however long the scan.
 """
 
@@ -50,12 +50,12 @@ def in_use() -> int:
 
 
 class _Piece:
-    __slots__ = ("source", "a", "b", "future", "read_to", "dead", "auto")
+    __slots__ = ("source", "a", "b", "future", "need", "dead", "auto")
 
-    def __init__(self, source, a, b):
+    def __init__(self, source, a, b, need=None):
         self.source, self.a, self.b = source, a, b
         self.future = None
-        self.read_to = a
+        self.need = b - a if need is None else need  # bytes reads must take before it is dropped
         self.dead = False
         self.auto = False  # started by a source's own sequential read-ahead
 
@@ -101,12 +101,15 @@ class Prefetch:
     """The handle of one :meth:`.base.ByteSource.prefetch` call: its pieces
     live until read, :meth:`close`, or until the handle is collected."""
 
-    def __init__(self, source=None, ranges=()):
+    def __init__(self, source=None, ranges=(), needs=None):
         self._pieces = []
         if source is None or not _budget:
             return
-        for a, b in ranges:
+        for j, (a, b) in enumerate(ranges):
             a, b = int(a), int(b)
+            if needs is not None and b - a <= PIECE_BYTES:
+                self._pieces.append(_Piece(source, a, b, needs[j]))
+                continue
             while b > a:
                 e = min(b, a + PIECE_BYTES)
                 self._pieces.append(_Piece(source, a, e))
@@ -172,8 +175,8 @@ def serve(pieces, a: int, b: int):
     done = []
     with _lock:
         for p in cover:
-            p.read_to = max(p.read_to, min(b, p.b))
-            if p.read_to >= p.b:
+            p.need -= min(b, p.b) - max(a, p.a)
+            if p.need <= 0:
                 done.append(p)
     if done:
         _drop(done)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from . import aio, readahead
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
-from .transport import BEYOND, MISSING, PERMANENT, REPLACED
+from .transport import BEYOND, MISSING, REPLACED
 from .urls import StorageError
 
 __all__ = ["RemoteFile", "RetryPolicy", "object_version", "set_retry_policy", "GAP", "AUTO_WINDOW"]
@@ -45,6 +45,9 @@ GAP = 16 << 10
 #: Largest automatic read-ahead window of one file (bytes).
 AUTO_WINDOW = 16 << 20
 _AUTO_FIRST = 256 << 10
+# Prefetched ranges this small (a batch's records) are merged like a batch's
+# requests, into pieces of at most this many bytes.
+_MERGE_SMALL = 256 << 10
 # The tail read at open (postscript and footer) is kept to serve later
 # footer reads, when it is no bigger than this.
 _TAIL_KEEP = 1 << 20
@@ -424,7 +427,20 @@ class RemoteFile(ByteSource):
         if self._closed:
             return readahead.Prefetch()
         ranges = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
-        return readahead.Prefetch(self, [(a, b) for a, b in ranges if b > a])
+        ranges = [(a, b) for a, b in ranges if b > a]
+        needs = None
+        if ranges and all(b - a <= _MERGE_SMALL for a, b in ranges):
+            # A batch's records: neighbours share a request, as in read_ranges;
+            # a piece lives until its records' bytes were read, in any order.
+            merged = plan(ranges, piece=_MERGE_SMALL)
+            starts = [m[0] for m in merged]
+            needs = [0] * len(merged)
+            import bisect
+
+            for a, b in set(ranges):
+                needs[bisect.bisect_right(starts, a) - 1] += b - a
+            ranges = merged
+        return readahead.Prefetch(self, ranges, needs)
 
     def check(self) -> None:
         info = self._metadata()

@@ -401,6 +401,10 @@ class DatasetSnapshot:
         firsts = self.firsts
         many = len(shards) > 1
         sk = np.searchsorted(firsts, idx, side="right") - 1 if many else np.zeros(idx.size, np.int64)
+        # Object stores: the chunks of every shard in the batch in flight at once (issue 22).
+        ahead = [  # noqa: F841
+            shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
+            for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
         frames, frame_slots, singles, grouped = [], [], [], []
         for s in (np.unique(sk).tolist() if many else [0]):
             sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
@@ -479,6 +483,8 @@ class DatasetSnapshot:
                 blocks.append((shard, np.arange(a, min(a + step, shard.start + shard.num_records), dtype=np.int64)))
         if not blocks:
             return
+        # Object stores: every block's chunks fetched ahead, within the read-ahead budget (issue 22).
+        ahead = [s.file.prefetch_records([(int(i[0]), int(i[-1]) + 1)]) for s, i in blocks] if remote else ()  # noqa: F841
 
         def read(block):
             shard, idx = block

@@ -600,6 +600,15 @@ class ArrayRecordFile:
         batch (see :meth:`arrayfs.storage.ByteSource.read_ranges`)."""
         return self._read_ranges(ranges)
 
+    def prefetch_records(self, ranges):
+        """Start fetching the chunks of each ``(lo, hi)`` record range (in
+        the order they will be read) ahead of the reads: object stores only
+        (see :meth:`arrayfs.storage.ByteSource.prefetch`). Returns the handle;
+        dropping it gives up what was not read."""
+        spans = [(self.chunk_span(self.chunk_of(lo))[0], self.chunk_span(self.chunk_of(hi - 1))[1])
+                 for lo, hi in ranges if hi > lo]
+        return self._source.prefetch(spans)
+
     def read_chunk_windows(self, chunks: np.ndarray) -> tuple:
         """The byte windows of ``chunks`` (``int64``: chunk ``k``'s bytes
         from its offset to the next chunk's) read as one batch:

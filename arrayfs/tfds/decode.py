@@ -1,0 +1,395 @@
+"""Decoding a serialized ``tf.train.Example`` by a TFDS feature tree, to
+exactly what TFDS's NumPy path (``tfds.data_source``) returns.
+
+Facts from TFDS's ``core/example_serializer.py`` (how features are
+written), ``core/example_parser.py`` (``ExampleParserNp``),
+``core/features/top_level_feature.py`` (``_decode_feature``), and each
+feature's ``decode_example_np`` / ``decode_batch_example_np``:
+
+* Nested ``FeaturesDict`` keys are joined with ``/`` in the Example.
+  ``int`` and ``bool`` tensors are stored as ``int64_list`` (``uint64``
+  bitcast), floating ones as ``float_list`` (``float32``), strings,
+  images and ``encoding="bytes"|"zlib"`` tensors as ``bytes_list``.
+* A value of shape ``()`` (outside any ``Sequence``) comes back as a
+  Python scalar (``int``, ``float``, ``bool``, ``bytes``: numpy's
+  ``.item()``); others as arrays of the declared dtype and shape.
+* Inside one ``Sequence`` a feature comes back as a Python ``list`` of its
+  elements (numpy scalars for scalar features; arrays otherwise); a
+  ``Sequence`` of dicts as a dict of such lists.
+* ``Sequence`` in ``Sequence`` is stored as ``<key>/ragged_flat_values`` and
+  ``<key>/ragged_row_lengths_<i>`` and comes back as nested lists of
+  arrays.
+* A ``Tensor`` with two or more unknown dimensions is stored as
+  ``<key>/value`` (bytes) and ``<key>/shape`` (``int32``).
+* ``Text`` is ``bytes`` (not ``str``); ``ClassLabel`` its ``int``.
+* ``Image``: Pillow opens the stored bytes; ``(h, w)`` and ``(h, w, 1)``
+  results are repeated to the declared channels; ``float32`` images are
+  the decoded ``uint8`` viewed as ``float32``.
+
+Where TFDS fails on valid data (an empty two-unknown-dimension tensor: it
+cuts the stored shape to the value's byte length) this decodes it. A
+malformed record raises :class:`~arrayfs.encoding.RecordDecodeError`
+(decoder ``"tfds"``) naming the feature.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+
+from ..encoding.errors import RecordDecodeError
+from ..encoding.example import feature_values, parse_features
+from .features import (
+    ClassLabelSpec,
+    DictSpec,
+    FeatureSpec,
+    ImageSpec,
+    SequenceSpec,
+    TensorSpec,
+    TextSpec,
+    UnsupportedFeatureError,
+)
+
+__all__ = ["compile_features"]
+
+_U64_MASK = (1 << 64) - 1
+_PIL_FORMATS = {b"\x89PNG": ("PNG",), b"\xff\xd8\xff": ("JPEG",), b"GIF8": ("GIF",)}
+_INT_KINDS = "iub"
+
+
+def _fail(path: str, reason: str):
+    raise RecordDecodeError("tfds", f"feature {path!r}: {reason}")
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("decoding TFDS images needs Pillow; install it with: pip install 'arrayfs[tfds]'") from None
+    return Image
+
+
+def _image_decoder(spec: ImageSpec):
+    if spec.dtype not in (np.uint8, np.float32):
+        raise UnsupportedFeatureError(spec.path, spec.class_name,
+                                      f"has dtype {spec.dtype} (Pillow decodes uint8 and float32 images only)")
+    Image = _pil()
+    channels = spec.shape[-1]
+    as_float = spec.dtype == np.float32
+    path = spec.path
+
+    def decode(data: bytes) -> np.ndarray:
+        # A format hint spares Pillow trying every plugin's signature.
+        formats = _PIL_FORMATS.get(data[:4]) or _PIL_FORMATS.get(data[:3])
+        try:
+            with Image.open(io.BytesIO(data), formats=formats) as im:
+                arr = np.asarray(im, dtype=np.uint8)
+        except Exception as e:  # Pillow raises many types for bad data
+            _fail(path, f"not a decodable image ({type(e).__name__}: {e})")
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], channels or 1, axis=-1)
+        elif arr.ndim == 3 and arr.shape[2] == 1 and channels:
+            arr = np.repeat(arr, channels, axis=-1)
+        return arr.view(np.float32) if as_float else arr
+
+    return decode
+
+
+def _list_kind(dtype: np.dtype) -> str:
+    if dtype.kind == "O":
+        return "bytes_list"
+    if dtype.kind in _INT_KINDS:
+        return "int64_list"
+    if dtype.kind == "f" or dtype.name == "bfloat16":
+        return "float_list"
+    raise TypeError(dtype)
+
+
+def _convert(values: np.ndarray, dtype: np.dtype, path: str) -> np.ndarray:
+    """Stored 1-D values (int64, float32 or object) as ``dtype``."""
+    if dtype.kind == "O":
+        return values if values.dtype.kind == "O" else values.astype(object)
+    if dtype == np.uint64 and values.dtype == np.int64:
+        return values.view(np.uint64)
+    if dtype == np.bool_:
+        return values.astype(np.bool_)
+    if values.dtype.kind == "O":
+        if values.size:
+            _fail(path, f"stored as bytes, declared {dtype}")
+        return np.empty(0, dtype=dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _numpy_shape(shape) -> tuple:
+    return tuple(-1 if d is None else d for d in shape)
+
+
+def _reshape(arr: np.ndarray, shape: tuple, path: str) -> np.ndarray:
+    try:
+        return arr.reshape(_numpy_shape(shape))
+    except ValueError:
+        _fail(path, f"{arr.size} values do not make shape {shape}")
+
+
+def _ragged(values: np.ndarray, row_lengths: list, shape: tuple, path: str):
+    """Nested lists of slices of ``values``: the innermost known dimension
+    first, then one level per unknown dimension that has row lengths."""
+    if shape and shape[-1] is None:
+        groupings = list(reversed(row_lengths))
+    else:
+        groupings, k = [], len(row_lengths) - 1
+        for d in reversed(shape):
+            if d is None:
+                if k < 0:
+                    break
+                groupings.append(row_lengths[k])
+                k -= 1
+            else:
+                groupings.append([d] * (len(values) // d) if d else [])
+    out = values
+    for lengths in groupings:
+        parts, i = [], 0
+        for n in lengths:
+            if n < 0 or i + n > len(out):
+                _fail(path, f"ragged row lengths {lengths[:8]} do not fit {len(out)} values")
+            parts.append(out[i : i + n])
+            i += n
+        out = parts
+    return out
+
+
+class _Leaf:
+    """One stored feature: reads its key(s) from a parsed Example."""
+
+    __slots__ = ("path", "key", "spec", "rank", "lengths", "read")
+
+    def __init__(self, spec: FeatureSpec, lengths: tuple, display: bool):
+        self.spec = spec
+        self.path = spec.path
+        self.key = spec.path
+        self.lengths = lengths
+        self.rank = len(lengths)
+        if isinstance(spec, ImageSpec):
+            self.read = self._image(spec, display)
+        elif isinstance(spec, TensorSpec) and spec.dynamic:
+            self.read = self._dynamic(spec)
+        else:
+            self.read = self._tensor(spec)
+
+    def _missing(self, optional: bool):
+        if optional:
+            return None
+        _fail(self.path, "missing from the record")
+
+    def _values(self, fmap, key: str, dtype: np.dtype):
+        feature = fmap.get(key)
+        if feature is None:
+            return None
+        values = feature_values(feature, key)
+        if values.size and _list_kind(dtype) != feature.WhichOneof("kind"):
+            _fail(self.path, f"stored as {feature.WhichOneof('kind')}, declared {dtype}")
+        return _convert(values, dtype, self.path)
+
+    def _image(self, spec: ImageSpec, display: bool):
+        if self.rank > 1:
+            raise UnsupportedFeatureError(spec.path, spec.class_name, "inside a Sequence of Sequence is not supported "
+                                          "(TFDS's NumPy path cannot decode it either)")
+        decode = (lambda data: data) if display else _image_decoder(spec)
+        path, key, rank, lengths = self.path, self.key, self.rank, self.lengths
+
+        def read(fmap):
+            feature = fmap.get(key)
+            if feature is None:
+                return self._missing(False)
+            if feature.WhichOneof("kind") != "bytes_list":
+                _fail(path, f"an image stored as {feature.WhichOneof('kind')}")
+            values = feature.bytes_list.value
+            if rank == 0:
+                if len(values) != 1:
+                    _fail(path, f"{len(values)} values for one image")
+                return decode(values[0])
+            if lengths[0] is not None and len(values) != lengths[0]:
+                _fail(path, f"{len(values)} images in a Sequence of length {lengths[0]}")
+            return [decode(v) for v in values]
+
+        return read
+
+    def _dynamic(self, spec: TensorSpec):
+        if self.rank:
+            raise UnsupportedFeatureError(spec.path, spec.class_name, "with two unknown dimensions inside a Sequence "
+                                          "is not supported")
+        path, static, dtype, zipped = self.path, spec.shape, spec.dtype, spec.encoding == "zlib"
+
+        def read(fmap):
+            value = self._values(fmap, f"{path}/value", np.dtype(object))
+            shape = self._values(fmap, f"{path}/shape", np.dtype(np.int32))
+            if value is None or shape is None:
+                return self._missing(spec.optional)
+            if value.size != 1 or shape.size != len(static):
+                _fail(path, f"{value.size} values and a shape of {shape.size} dimensions for a tensor of shape {static}")
+            merged = tuple(int(s) if d is None else d for d, s in zip(static, shape.tolist()))
+            return _decode_bytes(value[0], dtype, merged, zipped, path)
+
+        return read
+
+    def _tensor(self, spec):
+        rank, lengths, path, key = self.rank, self.lengths, self.path, self.key
+        optional = getattr(spec, "optional", False)
+        if isinstance(spec, TextSpec):
+            stored, own_shape, element = np.dtype(object), (), None
+        elif isinstance(spec, ClassLabelSpec):
+            stored, own_shape, element = np.dtype(np.int64), (), None
+        elif spec.encoding != "none":
+            if rank > 1:
+                raise UnsupportedFeatureError(path, spec.class_name, f"with encoding={spec.encoding!r} inside a "
+                                              "Sequence of Sequence is not supported (nor by TFDS's NumPy path)")
+            dtype, shape, zipped = spec.dtype, spec.shape, spec.encoding == "zlib"
+            stored, own_shape = np.dtype(object), ()
+
+            def element(data):
+                return _decode_bytes(data, dtype, shape, zipped, path)
+        else:
+            stored, own_shape = spec.dtype, spec.shape
+            element = None
+        serialized = lengths + own_shape
+        reshape_to = _numpy_shape(own_shape)
+
+        if rank == 0 and not own_shape:
+            kind = _list_kind(stored)
+            item = _scalar_reader(stored, path)
+
+            def read(fmap):
+                feature = fmap.get(key)
+                if feature is None:
+                    return self._missing(optional)
+                if feature.WhichOneof("kind") != kind:
+                    _fail(path, f"stored as {feature.WhichOneof('kind')}, declared {stored}")
+                value = item(feature)
+                return value if element is None else element(value)
+
+            return read
+
+        if rank > 1:
+            def read(fmap):
+                flat_key = f"{key}/ragged_flat_values"
+                values = self._values(fmap, flat_key, stored)
+                if values is None:
+                    return self._missing(optional)
+                row_lengths, i = [], 0
+                while f"{key}/ragged_row_lengths_{i}" in fmap:
+                    row_lengths.append(feature_values(fmap[f"{key}/ragged_row_lengths_{i}"], key).tolist())
+                    i += 1
+                if not row_lengths:
+                    return _reshape(values, serialized, path)
+                return _ragged(values, row_lengths, serialized, path)
+
+            return read
+
+        if serialized.count(None) > 1:
+            raise UnsupportedFeatureError(path, spec.class_name, f"has shape {serialized} with more than one unknown "
+                                          "dimension and no encoding (TFDS cannot write it)")
+
+        def read(fmap):
+            values = self._values(fmap, key, stored)
+            if values is None:
+                return self._missing(optional)
+            arr = _reshape(values, serialized, path)
+            if rank == 0:
+                return arr
+            if element is not None:
+                return [element(v) for v in arr]
+            if own_shape:
+                return [v.reshape(reshape_to) for v in arr]
+            return list(arr)
+
+        return read
+
+
+def _scalar_reader(stored: np.dtype, path: str):
+    """``feature -> Python scalar`` for a value of shape ``()``: numpy's
+    ``.item()`` of the stored list converted to ``stored``."""
+    if stored.kind == "O":
+        def item(feature):
+            values = feature.bytes_list.value
+            if len(values) != 1:
+                _fail(path, f"{len(values)} values for a scalar")
+            return values[0]
+    elif stored == np.int64 or stored == np.uint64 or stored == np.bool_:
+        cast = bool if stored == np.bool_ else (lambda v: v & _U64_MASK) if stored == np.uint64 else int
+
+        def item(feature):
+            values = feature.int64_list.value
+            if len(values) != 1:
+                _fail(path, f"{len(values)} values for a scalar")
+            return cast(values[0])
+    elif stored == np.float32 or stored == np.float64:
+        unpack = struct.Struct("<f").unpack_from
+
+        def item(feature):
+            raw = feature.float_list
+            if len(raw) == 6 and raw[0] == 0x0A and raw[1] == 4:
+                return unpack(raw, 2)[0]
+            values = feature_values(feature, path)
+            if values.size != 1:
+                _fail(path, f"{values.size} values for a scalar")
+            return float(values[0])
+    else:
+        def item(feature):
+            values = _convert(feature_values(feature, path), stored, path)
+            if values.size != 1:
+                _fail(path, f"{values.size} values for a scalar")
+            return values.item()
+    return item
+
+
+def _decode_bytes(data: bytes, dtype: np.dtype, shape: tuple, zipped: bool, path: str) -> np.ndarray:
+    """A ``Tensor`` with ``encoding="bytes"`` (``zipped``: ``"zlib"``)."""
+    if zipped:
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as e:
+            _fail(path, f"zlib data does not decompress: {e}")
+    if len(data) % dtype.itemsize:
+        _fail(path, f"{len(data)} bytes are not a whole number of {dtype} values")
+    return _reshape(np.frombuffer(data, dtype=dtype), shape, path)
+
+
+def _compile(spec: FeatureSpec, lengths: tuple, display: bool):
+    """``fmap -> decoded value`` for ``spec`` under Sequences of
+    ``lengths``; the list of leaves it reads."""
+    if isinstance(spec, DictSpec):
+        parts = [(name, _compile(child, lengths, display)) for name, child in spec.children.items()]
+        readers = [(name, r) for name, (r, _) in parts]
+        leaves = [leaf for _, (_, ls) in parts for leaf in ls]
+
+        def read(fmap):
+            return {name: r(fmap) for name, r in readers}
+
+        return read, leaves
+    if isinstance(spec, SequenceSpec):
+        return _compile(spec.feature, lengths + (spec.length,), display)
+    leaf = _Leaf(spec, lengths, display)
+    return leaf.read, [leaf]
+
+
+def compile_features(spec: FeatureSpec, *, display: bool = False):
+    """``(decode, leaves)``: ``decode(record bytes) -> nested value`` and the
+    stored features it reads. ``display`` keeps images as their stored
+    bytes (for ``arrayfs cat`` and ``.decoded/``).
+
+    Raises:
+        UnsupportedFeatureError: a feature that cannot be decoded (at
+            compile time, not per record).
+    """
+    if not isinstance(spec, DictSpec):
+        raise UnsupportedFeatureError("<root>", spec.class_name, "as the top feature (not a FeaturesDict) is not "
+                                      "supported")
+    read, leaves = _compile(spec, (), display)
+
+    def decode(record):
+        return read(parse_features(record))
+
+    return decode, leaves

@@ -56,7 +56,6 @@ from .features import (
 __all__ = ["compile_features"]
 
 _U64_MASK = (1 << 64) - 1
-_PIL_FORMATS = {b"\x89PNG": ("PNG",), b"\xff\xd8\xff": ("JPEG",), b"GIF8": ("GIF",)}
 _INT_KINDS = "iub"
 
 
@@ -72,21 +71,62 @@ def _pil():
     return Image
 
 
+# Pillow modes whose bytes are 8-bit samples, and their channel counts.
+_BYTE_MODES = {"L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def _opener(Image):
+    """``data -> PIL image``: the plugin class named by the signature
+    (Image.open's search through every plugin costs more than decoding a
+    small image), else ``Image.open``."""
+    from PIL import GifImagePlugin, JpegImagePlugin, PngImagePlugin
+
+    by_signature = ((b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
+                    (b"GIF87a", GifImagePlugin.GifImageFile), (b"GIF89a", GifImagePlugin.GifImageFile))
+
+    def open_image(data):
+        for signature, cls in by_signature:
+            if data.startswith(signature):
+                return cls(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
+
+    return open_image
+
+
+def _max_pixels():
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _pixels(im) -> np.ndarray:
+    """The image's samples as ``uint8``, as ``np.asarray(im, dtype=uint8)``
+    gives them (read-only), without its detour through a dict."""
+    w, h = im.size
+    limit = _max_pixels()
+    if limit and w * h > 2 * limit:
+        raise ValueError(f"a {w}x{h} image is over Pillow's decompression-bomb limit")
+    channels = _BYTE_MODES.get(im.mode)
+    if channels is None:
+        return np.asarray(im, dtype=np.uint8)
+    im.load()
+    arr = np.frombuffer(im.tobytes(), dtype=np.uint8)
+    return arr.reshape((h, w) if channels == 1 else (h, w, channels))
+
+
 def _image_decoder(spec: ImageSpec):
     if spec.dtype not in (np.uint8, np.float32):
         raise UnsupportedFeatureError(spec.path, spec.class_name,
                                       f"has dtype {spec.dtype} (Pillow decodes uint8 and float32 images only)")
-    Image = _pil()
+    open_image = _opener(_pil())
     channels = spec.shape[-1]
     as_float = spec.dtype == np.float32
     path = spec.path
 
     def decode(data: bytes) -> np.ndarray:
-        # A format hint spares Pillow trying every plugin's signature.
-        formats = _PIL_FORMATS.get(data[:4]) or _PIL_FORMATS.get(data[:3])
         try:
-            with Image.open(io.BytesIO(data), formats=formats) as im:
-                arr = np.asarray(im, dtype=np.uint8)
+            with open_image(data) as im:
+                arr = _pixels(im)
         except Exception as e:  # Pillow raises many types for bad data
             _fail(path, f"not a decodable image ({type(e).__name__}: {e})")
         if arr.ndim == 2:
@@ -127,9 +167,9 @@ def _numpy_shape(shape) -> tuple:
     return tuple(-1 if d is None else d for d in shape)
 
 
-def _reshape(arr: np.ndarray, shape: tuple, path: str) -> np.ndarray:
+def _reshape(arr: np.ndarray, shape: tuple, path: str, numpy_shape=None) -> np.ndarray:
     try:
-        return arr.reshape(_numpy_shape(shape))
+        return arr.reshape(numpy_shape if numpy_shape is not None else _numpy_shape(shape))
     except ValueError:
         _fail(path, f"{arr.size} values do not make shape {shape}")
 
@@ -255,6 +295,7 @@ class _Leaf:
             stored, own_shape = spec.dtype, spec.shape
             element = None
         serialized = lengths + own_shape
+        serialized_np = _numpy_shape(serialized)
         reshape_to = _numpy_shape(own_shape)
 
         if rank == 0 and not own_shape:
@@ -296,7 +337,7 @@ class _Leaf:
             values = self._values(fmap, key, stored)
             if values is None:
                 return self._missing(optional)
-            arr = _reshape(values, serialized, path)
+            arr = _reshape(values, serialized, path, serialized_np)
             if rank == 0:
                 return arr
             if element is not None:

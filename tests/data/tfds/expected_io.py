@@ -25,7 +25,7 @@ def describe(value, key: str, arrays: bytearray):
         kind = "list" if isinstance(value, list) else "tuple"
         return {kind: [describe(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]}
     if isinstance(value, np.ndarray):
-        if value.dtype == object:
+        if value.dtype.kind == "O":
             return {"object_array": [describe(v, f"{key}/{i}", arrays) for i, v in enumerate(value.ravel())],
                     "shape": list(value.shape)}
         return {"ndarray": _put(arrays, value), "dtype": value.dtype.str, "shape": list(value.shape)}
@@ -119,7 +119,7 @@ def assert_same(got, want, where: str = "") -> None:
     elif isinstance(want, np.ndarray):
         assert got.dtype == want.dtype, f"{where}: dtype {got.dtype} != {want.dtype}"
         assert got.shape == want.shape, f"{where}: shape {got.shape} != {want.shape}"
-        if want.dtype == object:
+        if want.dtype.kind == "O":
             for i, (g, w) in enumerate(zip(got.ravel(), want.ravel())):
                 assert_same(g, w, f"{where}[{i}]")
         else:

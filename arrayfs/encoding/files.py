@@ -67,9 +67,12 @@ def _is_numeric(value) -> bool:
         return True
     if isinstance(value, np.ndarray):
         return value.dtype.kind in "biuf"
-    if isinstance(value, (list, tuple)):
-        return len(value) > 0 and all(_is_numeric(v) and not isinstance(v, (list, tuple)) for v in value) \
-            and len({np.shape(v) for v in value}) == 1
+    if isinstance(value, (list, tuple)) and value:
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged
+            return False
+        return arr.dtype.kind in "biuf"
     return False
 
 

@@ -55,7 +55,8 @@ def _npy_shape(data: bytes) -> list | None:
     try:
         f = io.BytesIO(data)
         version = np.lib.format.read_magic(f)
-        shape, _, _ = np.lib.format._read_array_header(f, version)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
     except Exception:  # not a well-formed header: no shape
         return None
     return list(shape)

@@ -33,7 +33,7 @@ bench: ## benchmarks side by side with array_record / grain / ratarmount; prints
 	$(PY) benchmarks/run_all.py
 
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= file chunk transposed footer options tfrecord
+FUZZ_TARGETS ?= file chunk transposed footer options tfrecord example
 
 fuzz-seeds: ## seed corpora from small Google-written files, into fuzz/corpus/
 	$(PY) fuzz/make_seeds.py

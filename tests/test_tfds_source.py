@@ -284,6 +284,9 @@ def test_malformed_records_name_the_feature():
         (lambda f: f["rows16"].bytes_list.value.__setitem__(0, b"not zlib"), "'rows16': zlib data"),
         (lambda f: f["blob/shape"].int64_list.value.append(3), "'blob'"),
         (lambda f: f["ragged/ragged_row_lengths_0"].int64_list.value.append(99), "'ragged': ragged row lengths"),
+        (lambda f: f["ragged/ragged_row_lengths_0"].CopyFrom(type(f["label"])(float_list={"value": [1.0]})),
+         "'ragged': stored as float_list"),
+        (lambda f: f["moments"].int64_list.value.__setitem__(0, 2**31), "'moments': a value outside the range of int32"),
     ]
     for fn, match in cases:
         with pytest.raises(RecordDecodeError, match=match) as e:

@@ -57,6 +57,7 @@ __all__ = ["compile_features"]
 
 _U64_MASK = (1 << 64) - 1
 _INT_KINDS = "iub"
+_INT64 = np.dtype(np.int64)
 
 
 def _fail(path: str, reason: str):
@@ -160,6 +161,14 @@ def _convert(values: np.ndarray, dtype: np.dtype, path: str) -> np.ndarray:
         if values.size:
             _fail(path, f"stored as bytes, declared {dtype}")
         return np.empty(0, dtype=dtype)
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore", over="ignore"):  # a signalling NaN's bits, float16 overflow to inf
+            return values.astype(dtype, copy=False)
+    if dtype.itemsize < 8 and values.size:
+        # TFDS (np.array of Python ints) refuses a value the dtype cannot hold.
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max:
+            _fail(path, f"a value outside the range of {dtype}")
     return values.astype(dtype, copy=False)
 
 
@@ -321,7 +330,7 @@ class _Leaf:
                     return self._missing(optional)
                 row_lengths, i = [], 0
                 while f"{key}/ragged_row_lengths_{i}" in fmap:
-                    row_lengths.append(feature_values(fmap[f"{key}/ragged_row_lengths_{i}"], key).tolist())
+                    row_lengths.append(self._values(fmap, f"{key}/ragged_row_lengths_{i}", _INT64).tolist())
                     i += 1
                 if not row_lengths:
                     return _reshape(values, serialized, path)

@@ -42,7 +42,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from None
 
 __all__ = ["Example", "Feature", "Features", "BytesList", "FloatList", "Int64List",
-           "decode_example", "encode_example", "parse_features"]
+           "decode_example", "encode_example", "parse_features", "feature_values", "packed_floats"]
 
 _PACKAGE = "arrayfs.tfexample"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -104,8 +104,14 @@ _EMPTY_OBJECT = np.empty(0, dtype=object)
 _EMPTY_OBJECT.flags.writeable = False
 
 
-def _packed_floats(raw: bytes, key: str) -> np.ndarray:
-    """The ``float32`` values of a serialized ``FloatList``, a copy."""
+def packed_floats(raw: bytes, key: str, *, copy: bool = True) -> np.ndarray:
+    """The ``float32`` values of a serialized ``FloatList`` (as
+    :func:`parse_features` leaves it): a writable copy, or with ``copy=False``
+    possibly a read-only view of ``raw``.
+
+    Raises:
+        RecordDecodeError: ``raw`` is not a ``FloatList``, naming ``key``.
+    """
     if not raw:
         return np.empty(0, dtype=np.float32)
     # The usual form: tag 0x0a, a varint length, then exactly that many bytes.
@@ -118,7 +124,8 @@ def _packed_floats(raw: bytes, key: str) -> np.ndarray:
             shift += 7
             if b < 0x80:
                 if pos + length == len(raw) and length % 4 == 0:
-                    return np.frombuffer(raw, dtype="<f4", offset=pos).astype(np.float32)
+                    view = np.frombuffer(raw, dtype="<f4", offset=pos)
+                    return view.astype(np.float32) if copy else view
                 break
     try:
         values = FloatList.FromString(raw).value
@@ -152,7 +159,7 @@ def feature_values(feature, key: str) -> np.ndarray:
         values = feature.int64_list.value
         return np.fromiter(values, dtype=np.int64, count=len(values))
     if kind == "float_list":
-        return _packed_floats(feature.float_list, key)
+        return packed_floats(feature.float_list, key)
     if kind == "bytes_list":
         values = feature.bytes_list.value
         out = np.empty(len(values), dtype=object)

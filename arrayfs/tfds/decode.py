@@ -41,7 +41,7 @@ import zlib
 import numpy as np
 
 from ..encoding.errors import RecordDecodeError
-from ..encoding.example import feature_values, parse_features
+from ..encoding.example import feature_values, packed_floats, parse_features
 from .features import (
     ClassLabelSpec,
     DictSpec,
@@ -110,8 +110,7 @@ def _pixels(im) -> np.ndarray:
     channels = _BYTE_MODES.get(im.mode)
     if channels is None:
         return np.asarray(im, dtype=np.uint8)
-    im.load()
-    arr = np.frombuffer(im.tobytes(), dtype=np.uint8)
+    arr = np.frombuffer(im.tobytes(), dtype=np.uint8)  # tobytes loads the image
     return arr.reshape((h, w) if channels == 1 else (h, w, channels))
 
 
@@ -149,27 +148,57 @@ def _list_kind(dtype: np.dtype) -> str:
     raise TypeError(dtype)
 
 
-def _convert(values: np.ndarray, dtype: np.dtype, path: str) -> np.ndarray:
-    """Stored 1-D values (int64, float32 or object) as ``dtype``."""
-    if dtype.kind == "O":
-        return values if values.dtype.kind == "O" else values.astype(object)
-    if dtype == np.uint64 and values.dtype == np.int64:
-        return values.view(np.uint64)
-    if dtype == np.bool_:
-        return values.astype(np.bool_)
-    if values.dtype.kind == "O":
+def _list_reader(dtype: np.dtype, path: str):
+    """``feature -> 1-D array of dtype``: the stored list (``int64``,
+    ``float32`` or bytes) converted as TFDS's ``np.array(values, dtype)``
+    does, after checking that the list is of the kind ``dtype`` is stored
+    as (an empty feature of any kind is an empty array)."""
+    kind = _list_kind(dtype)
+
+    def other_kind(feature):
+        found = feature.WhichOneof("kind")
+        if found is None:
+            return np.empty(0, dtype=dtype)
+        values = feature_values(feature, path)
         if values.size:
-            _fail(path, f"stored as bytes, declared {dtype}")
+            _fail(path, f"stored as {found}, declared {dtype}")
         return np.empty(0, dtype=dtype)
-    if values.dtype.kind == "f":
-        with np.errstate(invalid="ignore", over="ignore"):  # a signalling NaN's bits, float16 overflow to inf
-            return values.astype(dtype, copy=False)
-    if dtype.itemsize < 8 and values.size:
-        # TFDS (np.array of Python ints) refuses a value the dtype cannot hold.
-        info = np.iinfo(dtype)
-        if values.min() < info.min or values.max() > info.max:
-            _fail(path, f"a value outside the range of {dtype}")
-    return values.astype(dtype, copy=False)
+
+    if kind == "bytes_list":
+        def read(feature):
+            if feature.WhichOneof("kind") != kind:
+                return other_kind(feature)
+            values = feature.bytes_list.value
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
+    elif kind == "float_list":
+        def read(feature):
+            if feature.WhichOneof("kind") != kind:
+                return other_kind(feature)
+            values = packed_floats(feature.float_list, path, copy=False)
+            with np.errstate(invalid="ignore", over="ignore"):  # a signalling NaN's bits; float16 overflow to inf
+                return values.astype(dtype)
+    else:
+        narrow = np.iinfo(dtype) if dtype.kind in "iu" and dtype.itemsize < 8 else None
+
+        def read(feature):
+            if feature.WhichOneof("kind") != kind:
+                return other_kind(feature)
+            values = feature.int64_list.value
+            arr = np.fromiter(values, dtype=np.int64, count=len(values))
+            if dtype == np.int64:
+                return arr
+            if dtype == np.uint64:
+                return arr.view(np.uint64)
+            if dtype == np.bool_:
+                return arr.astype(np.bool_)
+            # TFDS (np.array of Python ints) refuses a value the dtype cannot hold.
+            if arr.size and (arr.min() < narrow.min or arr.max() > narrow.max):
+                _fail(path, f"a value outside the range of {dtype}")
+            return arr.astype(dtype)
+
+    return read
 
 
 def _numpy_shape(shape) -> tuple:
@@ -237,10 +266,7 @@ class _Leaf:
         feature = fmap.get(key)
         if feature is None:
             return None
-        values = feature_values(feature, key)
-        if values.size and _list_kind(dtype) != feature.WhichOneof("kind"):
-            _fail(self.path, f"stored as {feature.WhichOneof('kind')}, declared {dtype}")
-        return _convert(values, dtype, self.path)
+        return _list_reader(dtype, self.path)(feature)
 
     def _image(self, spec: ImageSpec, display: bool):
         if self.rank > 1:
@@ -322,6 +348,8 @@ class _Leaf:
 
             return read
 
+        values_of = _list_reader(stored, path)
+
         if rank > 1:
             def read(fmap):
                 flat_key = f"{key}/ragged_flat_values"
@@ -343,10 +371,10 @@ class _Leaf:
                                           "dimension and no encoding (TFDS cannot write it)")
 
         def read(fmap):
-            values = self._values(fmap, key, stored)
-            if values is None:
+            feature = fmap.get(key)
+            if feature is None:
                 return self._missing(optional)
-            arr = _reshape(values, serialized, path, serialized_np)
+            arr = _reshape(values_of(feature), serialized, path, serialized_np)
             if rank == 0:
                 return arr
             if element is not None:
@@ -387,8 +415,10 @@ def _scalar_reader(stored: np.dtype, path: str):
                 _fail(path, f"{values.size} values for a scalar")
             return float(values[0])
     else:
+        values_of = _list_reader(stored, path)
+
         def item(feature):
-            values = _convert(feature_values(feature, path), stored, path)
+            values = values_of(feature)
             if values.size != 1:
                 _fail(path, f"{values.size} values for a scalar")
             return values.item()

@@ -46,9 +46,8 @@ ROOT = os.path.dirname(HERE)
 FIXTURE = os.path.join(ROOT, "tests", "data", "tfds")
 sys.path.insert(0, HERE)
 sys.path.insert(0, FIXTURE)
-from _common import dump_json, machine_info, print_table  # noqa: E402
-
 import expected_io  # noqa: E402
+from _common import dump_json, machine_info, print_table  # noqa: E402
 
 BATCH = 256
 GOAL = 2.0
@@ -182,11 +181,11 @@ def main(argv=None) -> int:
     results = {k: [] for k in ("ours_direct", "tfds_direct", "ours_grain", "tfds_grain")}
     for r in range(args.rounds):
         batches = [rng.integers(0, n, BATCH) for _ in range(args.batches)]
-        results["ours_direct"].append(time_ours(lambda k: ours.__getitems__(batches[k]), args.batches))
+        results["ours_direct"].append(time_ours(lambda k, b=batches: ours.__getitems__(b[k]), args.batches))
         results["tfds_direct"].append(peer.ask(op="time", mode="direct", indices=[b.tolist() for b in batches]))
         seed = 1000 + r
         ds = grain.MapDataset.source(ours).shuffle(seed=seed).batch(BATCH, batch_fn=list)
-        results["ours_grain"].append(time_ours(lambda k: ds[k], args.batches))
+        results["ours_grain"].append(time_ours(lambda k, d=ds: d[k], args.batches))
         results["tfds_grain"].append(peer.ask(op="time", mode="grain", seed=seed, batch=BATCH, batches=args.batches,
                                               indices=[]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(

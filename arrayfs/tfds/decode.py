@@ -34,6 +34,7 @@ malformed record raises :class:`~arrayfs.encoding.RecordDecodeError`
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -94,45 +95,47 @@ def _opener(Image):
     return open_image
 
 
-def _max_pixels():
-    from PIL import Image
-
-    return Image.MAX_IMAGE_PIXELS
-
-
-def _pixels(im) -> np.ndarray:
-    """The image's samples as ``uint8``, as ``np.asarray(im, dtype=uint8)``
-    gives them (read-only), without its detour through a dict."""
+def _pixels(im, channels, Image) -> np.ndarray:
+    """The image's samples as TFDS's Pillow path makes them:
+    ``np.asarray(im, dtype=uint8)`` (read-only), a grayscale ``(h, w)``
+    repeated to the declared ``channels`` (a new, writable array), without
+    ``__array_interface__``'s detour through a dict."""
     w, h = im.size
-    limit = _max_pixels()
+    limit = Image.MAX_IMAGE_PIXELS  # read per image: a user may lower it
     if limit and w * h > 2 * limit:
         raise ValueError(f"a {w}x{h} image is over Pillow's decompression-bomb limit")
-    channels = _BYTE_MODES.get(im.mode)
-    if channels is None:
-        return np.asarray(im, dtype=np.uint8)
-    arr = np.frombuffer(im.tobytes(), dtype=np.uint8)  # tobytes loads the image
-    return arr.reshape((h, w) if channels == 1 else (h, w, channels))
+    stored = _BYTE_MODES.get(im.mode)
+    if stored is None:
+        arr = np.asarray(im, dtype=np.uint8)
+    elif stored == 1 and (channels or 1) == 1:
+        # What np.repeat(x[..., None], 1) gives, without its cost: a writable copy.
+        return np.frombuffer(bytearray(im.tobytes()), dtype=np.uint8).reshape(h, w, 1)
+    else:
+        arr = np.frombuffer(im.tobytes(), dtype=np.uint8)  # tobytes loads the image
+        arr = arr.reshape((h, w) if stored == 1 else (h, w, stored))
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], channels or 1, axis=-1)
+    if arr.ndim == 3 and arr.shape[2] == 1 and channels:
+        return np.repeat(arr, channels, axis=-1)
+    return arr
 
 
 def _image_decoder(spec: ImageSpec):
     if spec.dtype not in (np.uint8, np.float32):
         raise UnsupportedFeatureError(spec.path, spec.class_name,
                                       f"has dtype {spec.dtype} (Pillow decodes uint8 and float32 images only)")
-    open_image = _opener(_pil())
+    Image = _pil()
+    open_image = _opener(Image)
     channels = spec.shape[-1]
     as_float = spec.dtype == np.float32
     path = spec.path
 
     def decode(data: bytes) -> np.ndarray:
         try:
-            with open_image(data) as im:
-                arr = _pixels(im)
+            # No `with`: the image reads from a BytesIO, nothing to close.
+            arr = _pixels(open_image(data), channels, Image)
         except Exception as e:  # Pillow raises many types for bad data
             _fail(path, f"not a decodable image ({type(e).__name__}: {e})")
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], channels or 1, axis=-1)
-        elif arr.ndim == 3 and arr.shape[2] == 1 and channels:
-            arr = np.repeat(arr, channels, axis=-1)
         return arr.view(np.float32) if as_float else arr
 
     return decode
@@ -148,6 +151,7 @@ def _list_kind(dtype: np.dtype) -> str:
     raise TypeError(dtype)
 
 
+@functools.lru_cache(maxsize=4096)
 def _list_reader(dtype: np.dtype, path: str):
     """``feature -> 1-D array of dtype``: the stored list (``int64``,
     ``float32`` or bytes) converted as TFDS's ``np.array(values, dtype)``
@@ -194,8 +198,10 @@ def _list_reader(dtype: np.dtype, path: str):
             if dtype == np.bool_:
                 return arr.astype(np.bool_)
             # TFDS (np.array of Python ints) refuses a value the dtype cannot hold.
-            if arr.size and (arr.min() < narrow.min or arr.max() > narrow.max):
-                _fail(path, f"a value outside the range of {dtype}")
+            if len(values):
+                lo, hi = (min(values), max(values)) if len(values) <= 32 else (arr.min(), arr.max())
+                if lo < narrow.min or hi > narrow.max:
+                    _fail(path, f"a value outside the range of {dtype}")
             return arr.astype(dtype)
 
     return read

@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from _tfds_fixture import expected, shards
+from _tfds_fixture import VERSION_DIR, expected, shards
 
 from arrayfs import ArrayRecordDataSource
 from arrayfs.encoding import DECODERS, RecordDecodeError, decode_example, encode_example, get_decoder
@@ -143,3 +143,31 @@ def test_nnx_source_decodes_examples(tmp_path):
     assert len(got) == 16
     assert sorted(int(g["label"][0]) for g in got) == sorted(w["label"] for w in expected()["test"])
     src.close()
+
+
+def test_missing_extras_name_the_extra(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['google.protobuf'] = None\n"
+        "try:\n"
+        "    import arrayfs.encoding.example\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "pip install 'arrayfs[tfds]'" in out.stdout, out.stdout + out.stderr
+    code = (
+        "import sys\n"
+        "import arrayfs.encoding.example\n"
+        "sys.modules['PIL'] = None\n"
+        "from arrayfs.tfds import decoder\n"
+        "try:\n"
+        f"    decoder({VERSION_DIR!r})\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Pillow" in out.stdout and "pip install 'arrayfs[tfds]'" in out.stdout, out.stdout + out.stderr

@@ -52,8 +52,9 @@ def read_text(path: str, storage_options=None) -> str | None:
 
 def _subdirs(path: str, storage_options) -> list[str]:
     if not storage.is_remote(path):
+        local = storage.local_path(path)
         try:
-            return [n for n in os.listdir(storage.local_path(path)) if os.path.isdir(os.path.join(path, n))]
+            return [n for n in os.listdir(local) if os.path.isdir(os.path.join(local, n))]
         except FileNotFoundError:
             return []
     fs, p = storage.filesystem(path, storage_options)

@@ -12,6 +12,10 @@ scalars, of images and of dicts, a ``Sequence`` of ``Sequence``, and
 nested ``FeaturesDict``. The data are scikit-learn's digits (shipped
 inside scikit-learn: nothing is downloaded).
 
+A rebuild gives the same records in value (and the same ``expected.*``)
+but not byte for byte: protobuf writes an Example's feature map in an order
+that changes from process to process.
+
 Run: ``python tests/data/tfds/make_fixture.py [--data-dir DIR]
 [--train N --test N] [--no-expected]``. With the defaults it rewrites
 ``tests/data/tfds/arrayfs_digits/1.0.0/`` and ``expected.{json,npz}``.

@@ -268,12 +268,6 @@ class _Leaf:
             return None
         _fail(self.path, "missing from the record")
 
-    def _values(self, fmap, key: str, dtype: np.dtype):
-        feature = fmap.get(key)
-        if feature is None:
-            return None
-        return _list_reader(dtype, self.path)(feature)
-
     def _image(self, spec: ImageSpec, display: bool):
         if self.rank > 1:
             raise UnsupportedFeatureError(spec.path, spec.class_name, "inside a Sequence of Sequence is not supported "
@@ -304,11 +298,14 @@ class _Leaf:
                                           "is not supported")
         path, static, dtype, zipped = self.path, spec.shape, spec.dtype, spec.encoding == "zlib"
 
+        value_key, shape_key = f"{path}/value", f"{path}/shape"
+        value_of, shape_of = _list_reader(np.dtype(object), path), _list_reader(np.dtype(np.int32), path)
+
         def read(fmap):
-            value = self._values(fmap, f"{path}/value", np.dtype(object))
-            shape = self._values(fmap, f"{path}/shape", np.dtype(np.int32))
+            value, shape = fmap.get(value_key), fmap.get(shape_key)
             if value is None or shape is None:
                 return self._missing(spec.optional)
+            value, shape = value_of(value), shape_of(shape)
             if value.size != 1 or shape.size != len(static):
                 _fail(path, f"{value.size} values and a shape of {shape.size} dimensions for a tensor of shape {static}")
             merged = tuple(int(s) if d is None else d for d, s in zip(static, shape.tolist()))
@@ -357,14 +354,17 @@ class _Leaf:
         values_of = _list_reader(stored, path)
 
         if rank > 1:
+            flat_key = f"{key}/ragged_flat_values"
+            lengths_of = _list_reader(_INT64, path)
+
             def read(fmap):
-                flat_key = f"{key}/ragged_flat_values"
-                values = self._values(fmap, flat_key, stored)
-                if values is None:
+                feature = fmap.get(flat_key)
+                if feature is None:
                     return self._missing(optional)
+                values = values_of(feature)
                 row_lengths, i = [], 0
-                while f"{key}/ragged_row_lengths_{i}" in fmap:
-                    row_lengths.append(self._values(fmap, f"{key}/ragged_row_lengths_{i}", _INT64).tolist())
+                while (lengths := fmap.get(f"{key}/ragged_row_lengths_{i}")) is not None:
+                    row_lengths.append(lengths_of(lengths).tolist())
                     i += 1
                 if not row_lengths:
                     return _reshape(values, serialized, path)

@@ -18,6 +18,7 @@ from arrayfs.encoding import (
     RecordDecodeError,
     decoded_tree,
     describe_bytes,
+    json_line,
     encode_example,
     encode_msgpack,
     sniff_content,
@@ -94,6 +95,9 @@ def test_to_json_of_tfds_example(fixture):
     assert out["mean"] == pytest.approx(want["mean"]) and isinstance(out["mean"], float)
     assert [t["type"] for t in out["thumbs"]] == ["png", "png"]
     assert to_json(records[0]) == out  # auto
+    line = json_line(out)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and json.loads(line) == out
+    assert "–".encode() in line  # text as itself, not \u escapes
 
 
 def test_to_json_with_tfds_features_is_nested(fixture):

@@ -23,9 +23,9 @@ A top-level msgpack/JSON value that is not a map is returned as
 ``allow_pickle=False``: a record can never run code.
 
 For tools: :func:`sniff_format` guesses a record format from the first
-records, :func:`to_json` turns a decoded record into what ``arrayfs cat
---decode`` prints, and :func:`decoded_tree` into the files of a mount's
-``.decoded/<name>/`` directory.
+records, :func:`to_json` turns a record into the object ``arrayfs cat
+--decode`` prints (:func:`json_line` its bytes), and :func:`decoded_tree`
+into the files of a mount's ``.decoded/<name>/`` directory.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from .basic import decode_json, decode_msgpack, decode_npy, decode_npz, decode_raw, encode_msgpack, encode_npz
 from .errors import RecordDecodeError
 from .files import DecodedFile, decoded_tree
-from .render import describe_bytes, to_json
+from .render import describe_bytes, json_line, to_json
 from .sniff import FORMATS, sniff_content, sniff_format
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "sniff_content",
     "FORMATS",
     "to_json",
+    "json_line",
     "describe_bytes",
     "decoded_tree",
     "DecodedFile",

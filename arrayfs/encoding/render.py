@@ -19,7 +19,7 @@ import numpy as np
 from .errors import RecordDecodeError
 from .sniff import sniff_content, sniff_format
 
-__all__ = ["to_json", "json_value", "describe_bytes", "as_text", "msgpack_values"]
+__all__ = ["to_json", "json_line", "json_value", "describe_bytes", "as_text", "msgpack_values"]
 
 # Pillow modes -> channels of the decoded image.
 _CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "I;16": 1, "I;16B": 1, "I;16L": 1,
@@ -207,3 +207,17 @@ def to_json(record, decode: str | Callable = "auto"):
     if decode == "raw":
         return describe_bytes(record)
     raise ValueError(f"decode must be 'auto', 'example', 'msgpack', 'json', 'raw' or a callable, got {decode!r}")
+
+
+def json_line(obj) -> bytes:
+    """The one text form of a :func:`to_json` object: compact UTF-8 JSON
+    (non-ASCII text as itself) and a newline, what ``arrayfs cat`` prints per
+    record and ``.decoded/<name>.json`` holds (so ``stat`` sizes are exact).
+
+    Raises:
+        ValueError: ``obj`` holds a non-finite float (``to_json`` never
+            makes one).
+    """
+    import json
+
+    return (json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")

@@ -81,8 +81,7 @@ class TfdsDataSource:
             if len(indices):
                 raise IndexError(f"indices out of range for an empty split {self.split!r}")
             return []
-        decode = self.features
-        return [decode(r) for r in self.records.__getitems__(indices)]
+        return self.features.decode_batch(self.records.__getitems__(indices))
 
     def __iter__(self):
         if self.records is not None:

@@ -22,9 +22,7 @@ feature's ``decode_example_np`` / ``decode_batch_example_np``:
 * A ``Tensor`` with two or more unknown dimensions is stored as
   ``<key>/value`` (bytes) and ``<key>/shape`` (``int32``).
 * ``Text`` is ``bytes`` (not ``str``); ``ClassLabel`` its ``int``.
-* ``Image``: Pillow opens the stored bytes; ``(h, w)`` and ``(h, w, 1)``
-  results are repeated to the declared channels; ``float32`` images are
-  the decoded ``uint8`` viewed as ``float32``.
+* ``Image``: see :mod:`arrayfs.tfds.images`.
 
 Where TFDS fails on valid data (an empty two-unknown-dimension tensor: it
 cuts the stored shape to the value's byte length) this decodes it. A
@@ -35,7 +33,6 @@ malformed record raises :class:`~arrayfs.encoding.RecordDecodeError`
 from __future__ import annotations
 
 import functools
-import io
 import struct
 import zlib
 
@@ -53,6 +50,7 @@ from .features import (
     TextSpec,
     UnsupportedFeatureError,
 )
+from .images import image_decoder
 
 __all__ = ["compile_features"]
 
@@ -63,82 +61,6 @@ _INT64 = np.dtype(np.int64)
 
 def _fail(path: str, reason: str):
     raise RecordDecodeError("tfds", f"feature {path!r}: {reason}")
-
-
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("decoding TFDS images needs Pillow; install it with: pip install 'arrayfs[tfds]'") from None
-    return Image
-
-
-# Pillow modes whose bytes are 8-bit samples, and their channel counts.
-_BYTE_MODES = {"L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-
-
-def _opener(Image):
-    """``data -> PIL image``: the plugin class named by the signature
-    (Image.open's search through every plugin costs more than decoding a
-    small image), else ``Image.open``."""
-    from PIL import GifImagePlugin, JpegImagePlugin, PngImagePlugin
-
-    by_signature = ((b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
-                    (b"GIF87a", GifImagePlugin.GifImageFile), (b"GIF89a", GifImagePlugin.GifImageFile))
-
-    def open_image(data):
-        for signature, cls in by_signature:
-            if data.startswith(signature):
-                return cls(io.BytesIO(data))
-        return Image.open(io.BytesIO(data))
-
-    return open_image
-
-
-def _pixels(im, channels, Image) -> np.ndarray:
-    """The image's samples as TFDS's Pillow path makes them:
-    ``np.asarray(im, dtype=uint8)`` (read-only), a grayscale ``(h, w)``
-    repeated to the declared ``channels`` (a new, writable array), without
-    ``__array_interface__``'s detour through a dict."""
-    w, h = im.size
-    limit = Image.MAX_IMAGE_PIXELS  # read per image: a user may lower it
-    if limit and w * h > 2 * limit:
-        raise ValueError(f"a {w}x{h} image is over Pillow's decompression-bomb limit")
-    stored = _BYTE_MODES.get(im.mode)
-    if stored is None:
-        arr = np.asarray(im, dtype=np.uint8)
-    elif stored == 1 and (channels or 1) == 1:
-        # What np.repeat(x[..., None], 1) gives, without its cost: a writable copy.
-        return np.frombuffer(bytearray(im.tobytes()), dtype=np.uint8).reshape(h, w, 1)
-    else:
-        arr = np.frombuffer(im.tobytes(), dtype=np.uint8)  # tobytes loads the image
-        arr = arr.reshape((h, w) if stored == 1 else (h, w, stored))
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], channels or 1, axis=-1)
-    if arr.ndim == 3 and arr.shape[2] == 1 and channels:
-        return np.repeat(arr, channels, axis=-1)
-    return arr
-
-
-def _image_decoder(spec: ImageSpec):
-    if spec.dtype not in (np.uint8, np.float32):
-        raise UnsupportedFeatureError(spec.path, spec.class_name,
-                                      f"has dtype {spec.dtype} (Pillow decodes uint8 and float32 images only)")
-    Image = _pil()
-    open_image = _opener(Image)
-    channels = spec.shape[-1]
-    as_float = spec.dtype == np.float32
-    path = spec.path
-
-    def decode(data: bytes) -> np.ndarray:
-        try:
-            # No `with`: the image reads from a BytesIO, nothing to close.
-            arr = _pixels(open_image(data), channels, Image)
-        except Exception as e:  # Pillow raises many types for bad data
-            _fail(path, f"not a decodable image ({type(e).__name__}: {e})")
-        return arr.view(np.float32) if as_float else arr
-
-    return decode
 
 
 def _list_kind(dtype: np.dtype) -> str:
@@ -272,7 +194,7 @@ class _Leaf:
         if self.rank > 1:
             raise UnsupportedFeatureError(spec.path, spec.class_name, "inside a Sequence of Sequence is not supported "
                                           "(TFDS's NumPy path cannot decode it either)")
-        decode = (lambda data: data) if display else _image_decoder(spec)
+        decode = (lambda data: data) if display else image_decoder(spec)
         path, key, rank, lengths = self.path, self.key, self.rank, self.lengths
 
         def read(fmap):

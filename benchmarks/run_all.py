@@ -30,6 +30,7 @@ BENCHMARKS = {
     "convert": ("bench_convert.py", True),
     "remote": ("bench_remote.py", True),
     "scale": ("bench_scale.py", True),
+    "tfds": ("bench_tfds.py", True),  # needs the TensorFlow venv: make tfds-fixture
 }
 
 

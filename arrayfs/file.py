@@ -261,8 +261,11 @@ class ArrayRecordFile:
         try:
             return src.read_ranges(ranges)
         except (SourceTruncatedError, SourceChangedError) as e:
-            raise _storage_error(e, self.path, at if at is not None else getattr(e, "offset", None), None,
-                                 self.size) from None
+            if at is None:
+                at = getattr(e, "offset", None)
+            if at is None and ranges:
+                at = ranges[0][0]
+            raise _storage_error(e, self.path, at, None, self.size) from None
 
     # -- opening -----------------------------------------------------------
 
@@ -626,7 +629,8 @@ class ArrayRecordFile:
         try:
             buf, run_base = src.read_joined(run_begin, run_end)
         except (SourceTruncatedError, SourceChangedError) as e:
-            raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
+            at = getattr(e, "offset", None)
+            raise _storage_error(e, self.path, int(run_begin[0]) if at is None else at, None, self.size) from None
         run = np.searchsorted(run_first, chunks, side="right") - 1
         positions = run_base[run] + (begins - run_begin[run])
         return buf, positions, begins, lengths

@@ -603,19 +603,22 @@ class ArrayRecordFile:
         batch (see :meth:`arrayfs.storage.ByteSource.read_ranges`)."""
         return self._read_ranges(ranges)
 
-    def read_chunk_windows(self, chunks: np.ndarray) -> tuple:
+    def read_chunk_windows(self, chunks: np.ndarray, *, view=None) -> tuple:
         """The byte windows of ``chunks`` (``int64``: chunk ``k``'s bytes
         from its offset to the next chunk's) read as one batch:
         ``(buf, positions, begins, lengths)`` with window ``j`` at
         ``buf[positions[j]:positions[j] + lengths[j]]`` (``int64`` arrays).
         Runs of consecutive chunks are read as one range (a sequential scan
-        is one read per run, however many chunks)."""
+        is one read per run, however many chunks). With ``view`` (the
+        source's :meth:`map_view`) nothing is read: the windows are in it."""
         offsets = self._get_index().offsets
         n = len(offsets)
         begins = offsets[chunks]
         nxt = chunks + 1
         ends = np.where(nxt < n, offsets[np.minimum(nxt, n - 1)], self.footer_offset)
         lengths = ends - begins
+        if view is not None:
+            return view, begins, begins, lengths
         steps = np.diff(chunks)
         uniq = chunks if (steps > 0).all() else np.unique(chunks)
         cut = np.flatnonzero(np.diff(uniq) != 1) + 1
@@ -657,7 +660,7 @@ class ArrayRecordFile:
             raise e.located(path=self.path, offset=begin, records=rng) from None
         return bytes(values[a:b])
 
-    def single_record_frames(self, indices):
+    def single_record_frames(self, indices, *, view=None):
         """For batched reads of ``group_size:1`` zstd files across shards.
 
         ``indices`` (``int64`` array of valid local indices). Returns
@@ -667,7 +670,7 @@ class ArrayRecordFile:
         positions must be read with :meth:`read_record`. Requires
         ``group_size == 1``.
         """
-        buf, positions, begins, lengths = self.read_chunk_windows(indices)
+        buf, positions, begins, lengths = self.read_chunk_windows(indices, view=view)
         sel, segs, sizes = single_record_zstd_frames(buf, positions, begins, lengths, verify=self.verify)
         agree = sizes == self._get_index().decoded[indices[sel]]
         if not agree.all():  # the general path names the disagreement
@@ -710,9 +713,16 @@ class ArrayRecordFile:
                 for a in range(0, len(indices), _SCAN_BLOCK):
                     out.extend(self.read_records(indices[a : a + _SCAN_BLOCK], threads=threads))
                 return out
-            sel, group = self.single_record_frames(indices)
-            out: list = [None] * len(indices)
-            recs = decompress_zstd_frames([group], threads=threads)
+            src = self._source
+            view = src.map_view() if src is not None else None
+            try:
+                sel, group = self.single_record_frames(indices, view=view)
+                out: list = [None] * len(indices)
+                recs = decompress_zstd_frames([group], threads=threads)
+                del group
+            finally:
+                if view is not None:
+                    src.end_view()
             if recs:
                 for slot, rec in zip(sel.tolist(), recs):
                     out[slot] = rec

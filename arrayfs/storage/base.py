@@ -91,6 +91,15 @@ class ByteSource:
         buf = parts[0] if len(parts) == 1 else b"".join(parts)
         return buf, positions
 
+    def map_view(self):
+        """A buffer of the whole file for zero-copy reads, valid until
+        :meth:`end_view` (which must follow), or ``None`` when the source
+        has none (the default: read with :meth:`read_joined`)."""
+        return None
+
+    def end_view(self) -> None:
+        """Ends a :meth:`map_view` that returned a buffer."""
+
     def check(self) -> None:
         """Raise :class:`SourceChangedError` if the file changed since it
         was opened (one ``fstat`` or one metadata request)."""

@@ -138,7 +138,7 @@ class LocalFile(ByteSource):
             return None
         m = lease.enter()
         if m is None:
-            self.map_mode = "pread"
+            self._lease_gone()
             return None
         try:
             return m[offset : offset + length]
@@ -156,8 +156,19 @@ class LocalFile(ByteSource):
             return None
         m = lease.enter()
         if m is None:
-            self.map_mode = "pread"
+            self._lease_gone()
         return m
+
+    def _lease_gone(self) -> None:
+        """Read with pread from now on; in a forked child, through the
+        descriptor the lease was on (the file may have left its path)."""
+        self.map_mode = "pread"
+        lease = self._lease
+        fd = lease.take_orphan() if lease is not None else -1
+        if fd >= 0:
+            self._first_fd = fd
+            self._pool.acquire(self)
+            self._pool.release(self)
 
     def end_view(self) -> None:
         if self._map is None and self._lease is not None:
@@ -351,6 +362,8 @@ class LocalFile(ByteSource):
         file needs no descriptor: the map keeps it."""
         if self._map is not None or (self._lease is not None and self._lease.live):
             return True
+        if self._lease is not None:
+            self._lease_gone()
         return self._pool.pin(self)
 
     def close(self) -> None:

@@ -288,18 +288,21 @@ class Lease:
         self._cv = threading.Condition(threading.Lock())
         self._inflight = 0
         self.live = False
-        fd, self.fd = self.fd, -1
+        # The descriptor is kept for the file to read with pread
+        # (:meth:`take_orphan`): it still reaches the file if it was removed.
+        self.orphan_fd, self.fd = self.fd, -1
         m, self.map = self.map, None
         if m is not None:
             try:
                 m.close()
             except (BufferError, ValueError):
                 pass
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+
+    def take_orphan(self) -> int:
+        """The descriptor a forked child inherited (``-1`` if none or taken)."""
+        with self._cv:
+            fd, self.orphan_fd = getattr(self, "orphan_fd", -1), -1
+        return fd
 
 
 def _after_fork_in_child() -> None:

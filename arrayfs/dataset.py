@@ -543,7 +543,7 @@ class ArrayRecordDataSource:
             chunks of more than one record are cached: they are the ones
             sequential or nearby reads decode again.
         max_workers: threads for decoding chunks of a batch or read-ahead in
-            parallel (default: CPU count, at most 8). The codecs release the
+            parallel (default: the CPU count). The codecs release the
             GIL.
         storage_options: fsspec options for URLs (credentials,
             ``endpoint_url``, ...); the backend's usual environment
@@ -565,7 +565,7 @@ class ArrayRecordDataSource:
                  storage_options: dict | None = None):
         entries = [paths] if isinstance(paths, (str, bytes, os.PathLike)) or hasattr(paths, "filename") else list(paths)
         self._setup([e if hasattr(e, "filename") else os.fspath(e) for e in entries], verify, cache_bytes,
-                    max_workers or min(8, os.cpu_count() or 1), storage_options)
+                    max_workers or os.cpu_count() or 1, storage_options)
         found = expand_entries(self._paths, storage_options=storage_options)
         self._snap = DatasetSnapshot(self._core, self._open_all(found))
 

@@ -102,6 +102,15 @@ class ByteSource:
 
         return Prefetch()
 
+    def map_view(self):
+        """A buffer of the whole file for zero-copy reads, valid until
+        :meth:`end_view` (which must follow), or ``None`` when the source
+        has none (the default: read with :meth:`read_joined`)."""
+        return None
+
+    def end_view(self) -> None:
+        """Ends a :meth:`map_view` that returned a buffer."""
+
     def check(self) -> None:
         """Raise :class:`SourceChangedError` if the file changed since it
         was opened (one ``fstat`` or one metadata request)."""

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds soak
+.PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds soak tfds-fixture
 
 # FUSE for the mount: installed with apt when missing (as root, or via sudo).
 system-deps:
@@ -33,13 +33,26 @@ bench: ## benchmarks side by side with array_record / grain / ratarmount; prints
 	$(PY) benchmarks/run_all.py
 
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= file chunk transposed footer options tfrecord
+FUZZ_TARGETS ?= file chunk transposed footer options tfrecord example
 
 fuzz-seeds: ## seed corpora from small Google-written files, into fuzz/corpus/
 	$(PY) fuzz/make_seeds.py
 
 fuzz: fuzz-seeds ## run each atheris fuzz target for FUZZ_SECONDS (default 30); a finding fails
 	FUZZ_SECONDS=$(FUZZ_SECONDS) PYTHON=$(PY) fuzz/run.sh $(FUZZ_TARGETS)
+
+# TensorFlow and TFDS live in a venv of their own: arrayfs never needs them,
+# only the fixture's builder and the benchmark's peer do.
+TFDS_VENV ?= .venv-tfds
+
+$(TFDS_VENV)/bin/python:
+	$(PYTHON) -m venv $(TFDS_VENV)
+	$(TFDS_VENV)/bin/pip install -q --upgrade pip
+	$(TFDS_VENV)/bin/pip install -q tensorflow-cpu tensorflow-datasets array-record grain scikit-learn pillow
+
+tfds-fixture: $(TFDS_VENV)/bin/python ## rebuild tests/data/tfds with TensorFlow Datasets (own venv) and re-check arrayfs against it
+	$(TFDS_VENV)/bin/python tests/data/tfds/make_fixture.py
+	$(PY) -m pytest -q tests/test_tfds_source.py tests/test_example.py tests/test_example_views.py
 
 SOAK_MINUTES ?= 1
 

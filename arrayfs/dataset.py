@@ -401,6 +401,10 @@ class DatasetSnapshot:
         firsts = self.firsts
         many = len(shards) > 1
         sk = np.searchsorted(firsts, idx, side="right") - 1 if many else np.zeros(idx.size, np.int64)
+        # Object stores: the chunks of every shard in the batch in flight at once (issue 22).
+        ahead = [  # noqa: F841
+            shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
+            for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
         frames, frame_slots, singles, grouped = [], [], [], []
         for s in (np.unique(sk).tolist() if many else [0]):
             sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
@@ -479,6 +483,8 @@ class DatasetSnapshot:
                 blocks.append((shard, np.arange(a, min(a + step, shard.start + shard.num_records), dtype=np.int64)))
         if not blocks:
             return
+        # Object stores: every block's chunks fetched ahead, within the read-ahead budget (issue 22).
+        ahead = [s.file.prefetch_records([(int(i[0]), int(i[-1]) + 1)]) for s, i in blocks] if remote else ()  # noqa: F841
 
         def read(block):
             shard, idx = block
@@ -537,7 +543,7 @@ class ArrayRecordDataSource:
             chunks of more than one record are cached: they are the ones
             sequential or nearby reads decode again.
         max_workers: threads for decoding chunks of a batch or read-ahead in
-            parallel (default: CPU count, at most 8). The codecs release the
+            parallel (default: the CPU count). The codecs release the
             GIL.
         storage_options: fsspec options for URLs (credentials,
             ``endpoint_url``, ...); the backend's usual environment
@@ -559,7 +565,7 @@ class ArrayRecordDataSource:
                  storage_options: dict | None = None):
         entries = [paths] if isinstance(paths, (str, bytes, os.PathLike)) or hasattr(paths, "filename") else list(paths)
         self._setup([e if hasattr(e, "filename") else os.fspath(e) for e in entries], verify, cache_bytes,
-                    max_workers or min(8, os.cpu_count() or 1), storage_options)
+                    max_workers or os.cpu_count() or 1, storage_options)
         found = expand_entries(self._paths, storage_options=storage_options)
         self._snap = DatasetSnapshot(self._core, self._open_all(found))
 

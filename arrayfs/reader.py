@@ -62,7 +62,7 @@ class ArrayRecordReader:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self._options = parse_reader_options(options)
         mp = self._options.max_parallelism
-        self._workers = min(4, os.cpu_count() or 1) if mp is None else mp
+        self._workers = (os.cpu_count() or 1) if mp is None else mp
         self._file = ArrayRecordFile(path, verify=verify, storage_options=storage_options)
         self._pos = 0
         self._cached = (-1, None, None)  # (chunk, values, offsets) for read()
@@ -154,8 +154,29 @@ class ArrayRecordReader:
         self._check_open()
         f = self._file
         step = max(f.group_size or 1, 256)
-        for a in range(0, f.num_records, step):
-            yield from f.read_records(np.arange(a, min(a + step, f.num_records), dtype=np.int64))
+        blocks = [np.arange(a, min(a + step, f.num_records), dtype=np.int64) for a in range(0, f.num_records, step)]
+        workers = self._workers
+        if workers <= 1 or len(blocks) <= 1 or f.group_size == 1 or f.transposed:
+            # One-record chunks: a batch is many small library calls, which
+            # threads only slow down (see docs/benchmarks.md).
+            for b in blocks:
+                yield from f.read_records(b)
+            return
+        # Chunks decode on the pool, at most max_parallelism blocks ahead.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
+        pending = collections.deque(self._pool.submit(f.read_records, b) for b in blocks[:workers])
+        nxt = workers
+        try:
+            while pending:
+                done = pending.popleft()
+                if nxt < len(blocks):
+                    pending.append(self._pool.submit(f.read_records, blocks[nxt]))
+                    nxt += 1
+                yield from done.result()
+        finally:
+            for p in pending:
+                p.cancel()
 
     def __enter__(self):
         return self

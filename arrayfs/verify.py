@@ -24,8 +24,11 @@ anywhere in a shard is worth knowing about.
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -263,6 +266,19 @@ def verify_file(path, *, progress=None, storage_options=None) -> tuple[ShardRepo
             # chunk only where a batch has a problem.
             _single_record_chunks(f, np.asarray(offsets, dtype=np.int64), np.asarray(nexts, dtype=np.int64),
                                   np.asarray(decoded_sizes, dtype=np.int64), spans, check_chunk, step)
+        elif n > 1 and (os.cpu_count() or 1) > 1:
+            # Chunks of many records: hashes and decompression release the
+            # GIL, so chunks are checked on a pool, at most one per worker
+            # in flight (bounded memory), progress in file order.
+            workers = os.cpu_count() or 1
+            with ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-verify") as pool:
+                pending: collections.deque = collections.deque()
+                for k in range(n):
+                    pending.append((k, pool.submit(check_chunk, k)))
+                    while len(pending) > workers or (k == n - 1 and pending):
+                        j, fut = pending.popleft()
+                        fut.result()
+                        step(nexts[j] - offsets[j])
         else:
             for k in range(n):
                 check_chunk(k)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,11 +68,12 @@ class ArrayRecordWriter:
             ``transpose:true`` raises ``ValueError`` (writing transposed
             chunks is not supported). ``max_parallelism:N`` compresses
             chunks on N threads, ``max_parallelism:auto`` on one per CPU;
-            the footer stores the number used. The default is 1: Google's
-            Python writer has no thread pool and stores
-            ``max_parallelism:1`` whatever it is given, so with options
-            that leave it out both writers store the same string (and,
-            uncompressed, write the same bytes).
+            the footer stores the number given. Without it chunks are
+            compressed on one thread per CPU (the codecs release the GIL)
+            and the footer stores ``max_parallelism:1``, as Google's Python
+            writer stores whatever it is given, so with options that leave
+            it out both writers store the same string (and, uncompressed,
+            write the same bytes).
         storage_options: passed to fsspec for a URL ``path`` (credentials,
             endpoint); ignored for local paths and streams.
 
@@ -133,6 +135,9 @@ class ArrayRecordWriter:
         self._closed = False
         self._stop = False  # closed or failed: write() takes its slow path
         workers = self._options.max_parallelism
+        if not re.search(r"(^|,)\s*max_parallelism\s*:", options):
+            workers = os.cpu_count() or 1
+        self._workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-writer") if workers > 1 else None
         self._inflight: collections.deque = collections.deque()
         try:
@@ -281,7 +286,7 @@ class ArrayRecordWriter:
                 else:
                     self._inflight.append((encoded, self._pool.submit(self._encoder.compress, encoded)))
             # Keep at most two batches per worker in flight, written in order.
-            limit = 0 if final else 2 * self._options.max_parallelism
+            limit = 0 if final else 2 * self._workers
             while len(self._inflight) > limit:
                 encoded, future = self._inflight.popleft()
                 future.result()

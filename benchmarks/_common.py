@@ -4,6 +4,36 @@ Every timing is wall-clock (``time.perf_counter``) in this one process, the
 best of several rounds (the least disturbed by the rest of the machine).
 Rates are items (records, bytes) per second; a ratio ``ours / theirs`` above
 1 means arrayfs is faster.
+
+The JSON a benchmark writes with ``--json OUT`` (read by ``plot.py``, which
+draws one panel per area, and by ``run_all.py``, which prints every row with
+its goal) is one object::
+
+    {
+      "machine": {...} | "text",      # machine_info() or a description
+      "date": "2026-12-06",           # optional (the file's mtime otherwise)
+      "bench": "remote",              # optional: the area (default: the file
+                                      #   name: reader, dataset, writer, source,
+                                      #   mount, remote, tfds, transpose, scale)
+      "rows": [
+        {
+          "name": "S3, random batches of 256",   # or "measurement"/"workload"
+          "peer": "naive reader",     # what it is compared with ("floor: ..."
+                                      #   for a floor row: hatched in the plot)
+          "ours": 37.6, "theirs": 12.7, "unit": "rec/s",   # optional figures
+          "ratio": 2.97,              # ours / theirs as the target reads it
+          "target": ">= 20",          # or "<= 1.3 (ours/floor)"; no target:
+                                      #   not a headline row (no bar)
+          "higher_is_better": true    # optional; default from the target
+        }
+      ]
+    }
+
+``bench_reader.py``/``bench_writer.py`` rows add ``kind``/``label``/
+``status``, ``bench_dataset.py`` rows use ``measurement`` and
+``theirs_or_floor``; ``plot.py`` reads those, ``bench_source.py``'s and
+``bench_mount.py``'s own keys too. A row comparing unlike things (a remote
+figure against a local one) must carry no target: it is a cost, not a goal.
 """
 
 from __future__ import annotations

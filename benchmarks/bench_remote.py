@@ -1,21 +1,30 @@
-"""arrayfs on object storage: a real S3-protocol server on loopback (moto in
-server mode) behind a proxy that adds ``--latency`` seconds (default 20 ms)
-to every request, as a distant bucket would.
+"""arrayfs on object storage, against a store that is not the wall.
 
-Uploads ``--shards`` shards (default 64) of ``--records`` 1,000-byte records
-each, ``group_size:1,zstd:3``, then measures in one run:
+The store: nginx (Debian's ``nginx-light`` with ``libnginx-mod-http-echo``;
+installed with apt-get when missing and run as root) answering S3's
+path-style ranged GETs and HEADs from a directory of shards, and
+ListObjectsV2 from a static listing whose ETags are nginx's own (so
+``If-Match`` is checked for real). Every request waits ``--latency``
+seconds (default 20 ms, ``echo_sleep``) before it is served, as a distant
+bucket would. The store's own rate of ranged GETs is measured first and
+printed (goal of the set-up: >= 2,000/s).
 
-* open: requests and seconds to open all shards (goal: at most 2 requests
-  per shard, overlapped);
-* random batches of 256 (cold: the block cache is emptied before each):
-  arrayfs ``__getitems__`` against one ranged request per record issued
-  serially (how a naive reader works), and against the same data read
-  locally (goal: >= 20x the serial baseline);
-* in-order iteration: records/s remote against local (goal: within 2x of
-  local; read-ahead hides the latency).
+Shards: ``--shards`` (64) of ``--records`` (1,000) incompressible 1 KB
+records, ``group_size:1``, and one ``group_size:1024`` shard of ``--big-mb``
+(100) MB. One run prints the issue's goals table:
 
-The S3 server (``moto_server``) and the proxy each run in a process of
-their own, so that neither takes the benchmark's GIL.
+* requests to open the 64 shards (<= 65: the listing and a tail each);
+* random batches of 256 against the floor (the same chunks' byte ranges as
+  one concurrent call, the same bound of requests in flight, same client;
+  <= 1.3x the time) and against a serial reader (one request per record;
+  >= 20x);
+* in-order iteration and ``read_all`` against the same shards on local disk
+  (>= 0.5x local's throughput), with peak RSS during the scans (flat:
+  within 100 MB of the start);
+* the mount: 8 readers ``cat`` 1,000 random records against the dataset's
+  own batches of the same records (<= 2x the time);
+* obstore against s3fs (the ``fsspec`` backend) on the batch row and the
+  floor.
 
     .venv/bin/python benchmarks/bench_remote.py [--quick] [--latency 0.02] [--json OUT]
 """
@@ -23,252 +32,510 @@ their own, so that neither takes the benchmark's GIL.
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 
 from _common import dump_json, machine_info  # noqa: E402
-from _s3server import start_s3  # noqa: E402
 
-_PROXY_CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[2])
-from _s3server import FaultProxy
-p = FaultProxy(sys.argv[1])
-print(p.endpoint, flush=True)
-for line in sys.stdin:
-    cmd, _, arg = line.strip().partition(" ")
-    if cmd == "reset":
-        p.reset()
-    elif cmd == "latency":
-        p.latency = float(arg)
-    elif cmd == "stats":
-        with p._lock:
-            print(json.dumps({"requests": p.requests, "gets": p.gets}), flush=True)
-            continue
-    print("ok", flush=True)
+import arrayfs  # noqa: E402
+from arrayfs.storage import aio, backends  # noqa: E402
+
+BUCKET = "arrayfs-bench"
+_ECHO = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+_NGINX_CONF = """
+load_module {echo};
+daemon off;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  log_format counted '$request_method $request_uri';
+  access_log {d}/access.log counted;
+  sendfile on;
+  keepalive_requests 1000000;
+  client_body_temp_path {d}/tmp;
+  proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp;
+  scgi_temp_path {d}/tmp;
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location ~ ^/{bucket}/?$ {{
+      echo_sleep {latency};
+      echo_exec @list;
+    }}
+    location @list {{
+      root {d};
+      default_type application/xml;
+      try_files /list.xml =404;
+    }}
+    location / {{
+      echo_sleep {latency};
+      echo_exec @object;
+    }}
+    location @object {{
+      root {d}/root;
+    }}
+  }}
+}}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ensure_nginx() -> None:
+    if shutil.which("nginx") and os.path.exists(_ECHO):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("bench_remote needs nginx and its echo module: apt-get install nginx-light "
+                         "libnginx-mod-http-echo")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "libnginx-mod-http-echo"], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
 
 
-def start_moto() -> tuple:
-    """``moto_server`` on loopback in its own process: ``(process, endpoint)``."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(endpoint + "/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, endpoint
+class NginxStore:
+    """nginx answering S3 GET/HEAD/ListObjectsV2 for ``root/BUCKET/...``
+    after ``latency`` seconds; ``endpoint`` is its URL."""
 
+    def __init__(self, workdir: str, latency: float):
+        _ensure_nginx()
+        self.dir = workdir
+        os.makedirs(os.path.join(workdir, "tmp"), exist_ok=True)
+        import socket
 
-class ProxyProcess:
-    """``tests/_s3server.FaultProxy`` in a child process, driven over a pipe."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        with open(os.path.join(workdir, "nginx.conf"), "w") as f:
+            f.write(_NGINX_CONF.format(echo=_ECHO, d=workdir, port=port, bucket=BUCKET, latency=latency))
+        self.write_listing()
+        self.proc = subprocess.Popen(["nginx", "-c", os.path.join(workdir, "nginx.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import urllib.request
 
-    def __init__(self, upstream: str):
-        self.proc = subprocess.Popen([sys.executable, "-c", _PROXY_CHILD, upstream, os.path.join(HERE, "..", "tests")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.endpoint = self.proc.stdout.readline().strip()
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.endpoint + f"/{BUCKET}", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
 
-    def _ask(self, line: str) -> str:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline()
+    def object_path(self, key: str) -> str:
+        p = os.path.join(self.dir, "root", BUCKET, key)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
 
-    def reset(self) -> None:
-        self._ask("reset")
+    def write_listing(self) -> None:
+        """ListObjectsV2 of every object, with nginx's own ETags."""
+        base = os.path.join(self.dir, "root", BUCKET)
+        parts = []
+        for dirpath, _, names in os.walk(base):
+            for n in sorted(names):
+                p = os.path.join(dirpath, n)
+                st = os.stat(p)
+                key = os.path.relpath(p, base)
+                etag = f'"{int(st.st_mtime):x}-{st.st_size:x}"'
+                when = datetime.fromtimestamp(int(st.st_mtime), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                parts.append(f"<Contents><Key>{key}</Key><LastModified>{when}</LastModified>"
+                             f"<ETag>{etag.replace(chr(34), '&quot;')}</ETag><Size>{st.st_size}</Size>"
+                             "<StorageClass>STANDARD</StorageClass></Contents>")
+        xml = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/'
+               f'2006-03-01/"><Name>{BUCKET}</Name><Prefix></Prefix><KeyCount>{len(parts)}</KeyCount>'
+               f"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{''.join(parts)}</ListBucketResult>")
+        with open(os.path.join(self.dir, "list.xml"), "w") as f:
+            f.write(xml)
 
-    def set_latency(self, seconds: float) -> None:
-        self._ask(f"latency {seconds}")
-
-    def stats(self) -> dict:
-        return json.loads(self._ask("stats"))
+    def log_lines(self) -> list:
+        with open(os.path.join(self.dir, "access.log")) as f:
+            return f.read().splitlines()
 
     def stop(self) -> None:
-        self.proc.stdin.close()
+        self.proc.terminate()
         self.proc.wait(timeout=10)
 
-import arrayfs  # noqa: E402
-from arrayfs.storage import remote as remote_mod  # noqa: E402
+
+def _obstore(endpoint):
+    from obstore.store import S3Store
+
+    return S3Store(BUCKET, config={"endpoint": endpoint, "region": "us-east-1", "skip_signature": True},
+                   client_options={"allow_http": True, "pool_max_idle_per_host": "512"},
+                   retry_config={"max_retries": 0})
+
+
+def store_rate(endpoint, keys, sizes, n=4000, in_flight=256) -> float:
+    """Ranged GETs of 1 KB per second the store serves, ``in_flight`` at once
+    (obstore: a Rust client, so the client is not the limit)."""
+    import obstore
+
+    st = _obstore(endpoint)
+    rng = np.random.default_rng(5)
+
+    async def main():
+        sem = asyncio.Semaphore(in_flight)
+
+        async def one(k, a):
+            async with sem:
+                return await obstore.get_range_async(st, k, start=a, end=a + 1000)
+
+        jobs = [(keys[j], int(rng.integers(0, sizes[j] - 1000))) for j in rng.integers(0, len(keys), n + 500)]
+        await asyncio.gather(*[one(k, a) for k, a in jobs[:500]])
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one(k, a) for k, a in jobs[500:]])
+        return n / (time.perf_counter() - t0)
+
+    return asyncio.run(main())
+
+
+def floor_obstore(endpoint, reqs, bound) -> float:
+    """Seconds to fetch ``reqs`` (``(key, start, end)``) as one concurrent
+    call, ``bound`` in flight, with obstore."""
+    import obstore
+
+    st = _obstore(endpoint)
+
+    async def main():
+        sem = asyncio.Semaphore(bound)
+
+        async def one(k, a, b):
+            async with sem:
+                return await obstore.get_range_async(st, k, start=a, end=b)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one(*r) for r in reqs])
+        return time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
+def floor_s3fs(fs, reqs, bound) -> float:
+    """The same with s3fs's ``cat_ranges`` (``batch_size`` = bound)."""
+    t0 = time.perf_counter()
+    fs.cat_ranges([f"{BUCKET}/{k}" for k, _, _ in reqs], [a for _, a, _ in reqs], [b for _, _, b in reqs],
+                  batch_size=bound)
+    return time.perf_counter() - t0
+
+
+class RSSWatch:
+    """Peak resident set of this process while it runs (sampled every 20 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._p = psutil.Process()
+        self.start = self.peak = self._p.memory_info().rss
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._p.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._p.memory_info().rss)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 1e6
+
+
+def spans_of(snap, local, idx):
+    """``(key, start, end)`` of each record's chunk (the floor's requests)."""
+    out = []
+    for i in idx.tolist():
+        k = snap.shard_of(i)
+        a, e = snap.file(k).chunk_span(i - int(snap.firsts[k]))
+        out.append((f"train/{os.path.basename(local[k])}", a, e))
+    return out
+
+
+def cold(ds) -> None:
+    """Forget the tail each shard read at open, so that every record of a
+    batch is a request (as the floor's are)."""
+    snap = ds.snapshot()
+    for k in range(len(ds.shards)):
+        snap.file(k)._source._tail = None
+
+
+def time_batches(ds, batches) -> float:
+    total = 0.0
+    for b in batches:
+        cold(ds)
+        t0 = time.perf_counter()
+        ds.__getitems__(b)
+        total += time.perf_counter() - t0
+    return total
+
+
+def mount_rows(pattern, opts, ds, n_reads, readers, workdir):
+    """Seconds for ``readers`` threads to read ``n_reads`` random records
+    through a mount of ``pattern``, and for the dataset's own batches."""
+    mnt = os.path.join(workdir, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    cli = [sys.executable, "-m", "arrayfs.fs.cli", "mount", pattern, mnt, "--no-watch"]
+    for k, v in opts.items():
+        cli += ["--storage-option", f"{k}={v}"]
+    p = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise SystemExit(f"mount failed: {p.stderr}")
+    try:
+        names = sorted(n for n in os.listdir(mnt) if n[0] != ".")
+        rng = np.random.default_rng(11)
+        idx = rng.choice(len(names), n_reads, replace=False)
+        paths = [os.path.join(mnt, names[i]) for i in idx.tolist()]
+
+        def cat(p):
+            with open(p, "rb") as f:
+                return f.read()
+
+        with ThreadPoolExecutor(readers) as pool:
+            t0 = time.perf_counter()
+            got = list(pool.map(cat, paths))
+            t_mount = time.perf_counter() - t0
+        cold(ds)
+        t0 = time.perf_counter()
+        want = []
+        for a in range(0, n_reads, 256):
+            want.extend(ds.__getitems__(idx[a : a + 256]))
+        t_ds = time.perf_counter() - t0
+        assert got == want
+        return t_mount, t_ds
+    finally:
+        for _ in range(50):
+            if subprocess.run(["fusermount3", "-u", mnt], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="16 shards of 500 records")
+    ap.add_argument("--quick", action="store_true", help="16 shards of 500 records, a 20 MB big shard")
     ap.add_argument("--shards", type=int, default=64)
     ap.add_argument("--records", type=int, default=1000, help="records per shard")
+    ap.add_argument("--big-mb", type=int, default=100, help="MB of the group_size:1024 shard")
     ap.add_argument("--latency", type=float, default=0.02, help="seconds added to every request")
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.shards, args.records, args.batches = 16, 500, 5
+        args.shards, args.records, args.batches, args.big_mb = 16, 500, 5, 20
     print(machine_info())
-    moto, endpoint = start_moto()
-    os.environ["ARRAYFS_TEST_S3_ENDPOINT"] = endpoint
-    server = start_s3()
-    proxy = ProxyProcess(server.endpoint)
-    fs = server.filesystem()
-    bucket = server.make_bucket("arrayfs-bench")
-    rng = np.random.default_rng(0)
-    workdir = tempfile.mkdtemp(prefix="arrayfs-bench-remote-")
-    local = []
-    for k in range(args.shards):
-        path = os.path.join(workdir, f"train-{k:05d}-of-{args.shards:05d}.array_record")
-        with arrayfs.ArrayRecordWriter(path, "group_size:1") as w:
-            for _ in range(args.records):
-                w.write(rng.bytes(500) + bytes(500))
-        fs.put_file(path, f"{bucket}/train/{os.path.basename(path)}")
-        local.append(path)
-    pattern = f"s3://{bucket}/train/train-*.array_record"
-    opts = {"endpoint_url": proxy.endpoint}
-    proxy.set_latency(args.latency)
-    results = {"latency_s": args.latency, "shards": args.shards, "records_per_shard": args.records}
-    rows = []
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(k, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    workdir = tempfile.mkdtemp(prefix="remote-bench-")
+    os.chmod(workdir, 0o755)  # nginx workers read the shards as another user
+    store = None
+    try:
+        rng = np.random.default_rng(0)
+        staging = NginxStore.__new__(NginxStore)
+        staging.dir = workdir
+        local = []
+        for k in range(args.shards):
+            path = staging.object_path(f"train/train-{k:05d}-of-{args.shards:05d}.array_record")
+            with arrayfs.ArrayRecordWriter(path, "group_size:1") as w:
+                for _ in range(args.records):
+                    w.write(rng.bytes(1000))
+            local.append(path)
+        big = staging.object_path("big/big-00000-of-00001.array_record")
+        n_big = args.big_mb * 1000
+        with arrayfs.ArrayRecordWriter(big, "group_size:1024") as w:
+            for _ in range(n_big // 1000):
+                blob = rng.bytes(1000 * 1000)
+                for j in range(1000):
+                    w.write(blob[j * 1000 : (j + 1) * 1000])
+        store = NginxStore(workdir, args.latency)
+        ep = store.endpoint
+        opts = {"endpoint_url": ep}
+        pattern = f"s3://{BUCKET}/train/train-*.array_record"
+        big_url = f"s3://{BUCKET}/big/big-00000-of-00001.array_record"
+        results = {"latency_s": args.latency, "shards": args.shards, "records_per_shard": args.records,
+                   "store": "nginx (S3 GET/HEAD/ListObjectsV2), echo_sleep latency", "max_requests": aio.max_requests()}
+        rows = []
 
-    # -- open ------------------------------------------------------------------
-    proxy.reset()
-    remote_mod.BLOCK_CACHE.clear()
-    t0 = time.perf_counter()
-    ds = arrayfs.ArrayRecordDataSource(pattern, storage_options=opts)
-    t_open = time.perf_counter() - t0
-    st = proxy.stats()
-    req = sum(st["requests"].values())
-    per_object = [v for k, v in st["gets"].items() if k.endswith(".array_record")]
-    most = max(per_object) if per_object else 0
-    results["open"] = {"seconds": t_open, "requests": req, "requests_per_shard": req / args.shards,
-                       "by_method": st["requests"], "most_gets_per_object": most}
-    rows.append((f"open: requests per shard ({req} in all, by method {st['requests']})",
-                 f"{req / args.shards:.2f}", "<= 2", req <= 2 * args.shards + 1))
-    rows.append(("open: seconds (serial would be >= "
-                 f"{args.shards * args.latency:.1f} s)", f"{t_open:.2f}", "overlapped",
-                 t_open < args.shards * args.latency))
-    n = len(ds)
-    loc = arrayfs.ArrayRecordDataSource(local)
+        # -- the store itself -------------------------------------------------------
+        keys = [f"train/{os.path.basename(p)}" for p in local]
+        rate = store_rate(ep, keys, [os.path.getsize(p) for p in local])
+        results["store_gets_per_s"] = rate
+        print(f"\nstore: {rate:,.0f} ranged GETs/s of 1 KB with {args.latency * 1000:.0f} ms added "
+              "(256 in flight, obstore)")
+        rows.append(("store: ranged GETs/s (256 in flight)", f"{rate:,.0f}", ">= 2,000", rate >= 2000))
 
-    # -- random batches of 256 -----------------------------------------------------
-    batches = [rng.integers(0, n, 256) for _ in range(args.batches)]
-    t_remote = 0.0
-    for b in batches:
-        remote_mod.BLOCK_CACHE.clear()
+        # -- open ---------------------------------------------------------------------
+        opened = {}
+        for be in ("obstore", "fsspec"):
+            backends.set_backend(be)
+            before = len(store.log_lines())
+            t0 = time.perf_counter()
+            d = arrayfs.ArrayRecordDataSource(pattern, storage_options=opts)
+            t_open = time.perf_counter() - t0
+            lines = store.log_lines()[before:]
+            opened[be] = (d, t_open, lines)
+        backends.set_backend("auto")
+        ds, t_open, lines = opened["obstore"]
+        by_method: dict = {}
+        per_obj: dict = {}
+        for line in lines:
+            m, _, uri = line.partition(" ")
+            by_method[m] = by_method.get(m, 0) + 1
+            if uri.endswith(".array_record"):
+                per_obj[uri] = per_obj.get(uri, 0) + 1
+        req = len(lines)
+        results["open"] = {"seconds": t_open, "requests": req, "requests_per_shard": req / args.shards,
+                           "by_method": by_method, "most_gets_per_object": max(per_obj.values()),
+                           "fsspec_requests": len(opened["fsspec"][2]), "fsspec_seconds": opened["fsspec"][1]}
+        rows.append((f"open {args.shards} shards: requests ({by_method}; fsspec backend: "
+                     f"{len(opened['fsspec'][2])})", str(req), f"<= {args.shards + 1}", req <= args.shards + 1))
+        rows.append((f"open {args.shards} shards: seconds (fsspec backend {opened['fsspec'][1]:.2f} s)",
+                     f"{t_open:.2f}", "info", None))
+        ds_fsspec = opened["fsspec"][0]
+        n = len(ds)
+        loc = arrayfs.ArrayRecordDataSource(local)
+        snap = loc.snapshot()
+
+        # -- random batches of 256 -------------------------------------------------------
+        batches = [rng.integers(0, n, 256) for _ in range(args.batches)]
+        for b in batches[:2]:  # connections warm, as in a training loop
+            ds.__getitems__(b)
+            ds_fsspec.__getitems__(b)
+        t_ob = [time_batches(ds, batches) for _ in range(3)]
+        t_fs = [time_batches(ds_fsspec, batches) for _ in range(3)]
+        for b in batches:
+            cold(ds)
+            assert ds.__getitems__(b) == loc.__getitems__(b)
+        reqs = [spans_of(snap, local, b) for b in batches]
+        bound = aio.max_requests()
+        import s3fs
+
+        sfs = s3fs.S3FileSystem(endpoint_url=ep, skip_instance_cache=True)
+        f_ob = [sum(floor_obstore(ep, r, bound) for r in reqs) for _ in range(3)]
+        f_fs = [sum(floor_s3fs(sfs, r, bound) for r in reqs) for _ in range(3)]
+        t_remote, t_fsspec = float(np.median(t_ob)), float(np.median(t_fs))
+        t_floor, t_floor_fs = float(np.median(f_ob)), float(np.median(f_fs))
+        # The serial reader: one ranged request per record, one after another.
+        naive_n = 64
         t0 = time.perf_counter()
-        got = ds.__getitems__(b)
-        t_remote += time.perf_counter() - t0
-        assert got == loc.__getitems__(b)
-    t0 = time.perf_counter()
-    for b in batches:
-        loc.__getitems__(b)
-    t_local = time.perf_counter() - t0
-    # The naive reader: one ranged request per record, one after another.
-    snap = loc.snapshot()
-    rfs = server.filesystem(proxy.endpoint)
-    naive_n = min(64, 256 * args.batches)
-    idx = batches[0][:naive_n]
-    t0 = time.perf_counter()
-    for i in idx.tolist():
-        k = snap.shard_of(i)
-        f = snap.file(k)
-        local_i = i - int(snap.firsts[k])
-        a, e = f.chunk_span(local_i)
-        rfs.cat_file(f"{bucket}/train/{os.path.basename(local[k])}", start=a, end=e)
-    t_naive = (time.perf_counter() - t0) / naive_n * 256 * args.batches
-    # The floor: the same chunks' byte ranges as one concurrent fsspec call
-    # per batch (s3fs gathers them on its event loop), no decoding: what
-    # this store, through this proxy, can serve at best.
-    t_floor = 0.0
-    for b in batches:
-        paths, starts, ends = [], [], []
-        for i in b.tolist():
-            k = snap.shard_of(i)
-            a, e = snap.file(k).chunk_span(i - int(snap.firsts[k]))
-            paths.append(f"{bucket}/train/{os.path.basename(local[k])}")
-            starts.append(a)
-            ends.append(e)
+        for k, a, e in reqs[0][:naive_n]:
+            sfs.cat_file(f"{BUCKET}/{k}", start=a, end=e)
+        t_naive = (time.perf_counter() - t0) / naive_n * 256 * args.batches
+        recs = 256 * args.batches
         t0 = time.perf_counter()
-        rfs.cat_ranges(paths, starts, ends)
-        t_floor += time.perf_counter() - t0
-    recs = 256 * args.batches
-    r_remote, r_local, r_naive = recs / t_remote, recs / t_local, recs / t_naive
-    r_floor = recs / t_floor
-    results["batches"] = {"remote_rps": r_remote, "local_rps": r_local, "serial_naive_rps": r_naive,
-                          "floor_rps": r_floor}
-    rows.append(("random batch of 256: vs serial naive", f"{r_remote / r_naive:.1f}x", ">= 20x",
-                 r_remote / r_naive >= 20))
-    rows.append(("random batch of 256: arrayfs time / floor time (concurrent fsspec cat_ranges)",
-                 f"{t_remote / t_floor:.2f}", "<= 1.3", t_remote / t_floor <= 1.3))
-    rows.append(("random batch of 256: remote / local", f"{r_remote / r_local:.3f}x", "info", None))
+        for b in batches:
+            loc.__getitems__(b)
+        t_local = time.perf_counter() - t0
+        results["batches"] = {"remote_rps": recs / t_remote, "local_rps": recs / t_local,
+                              "serial_naive_rps": recs / t_naive, "floor_rps": recs / t_floor,
+                              "fsspec_rps": recs / t_fsspec, "floor_s3fs_rps": recs / t_floor_fs,
+                              "seconds": {"obstore": t_ob, "fsspec": t_fs, "floor_obstore": f_ob,
+                                          "floor_s3fs": f_fs}}
+        rows.append(("random batch of 256: time / floor's (same ranges, one concurrent call, "
+                     f"{bound} in flight)", f"{t_remote / t_floor:.2f}x", "<= 1.3x", t_remote / t_floor <= 1.3))
+        rows.append(("random batch of 256: speed / serial reader's", f"{t_naive / t_remote:.1f}x", ">= 20x",
+                     t_naive / t_remote >= 20))
+        rows.append(("random batch of 256: obstore backend speed / fsspec (s3fs) backend's",
+                     f"{t_fsspec / t_remote:.2f}x", ">= 1.5x to adopt", t_fsspec / t_remote >= 1.5))
+        rows.append(("floor: obstore speed / s3fs cat_ranges'", f"{t_floor_fs / t_floor:.2f}x", "info", None))
 
-    # -- in-order iteration --------------------------------------------------------
-    remote_mod.BLOCK_CACHE.clear()
-    t0 = time.perf_counter()
-    count = sum(1 for _ in ds)
-    t_iter_remote = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    count_local = sum(1 for _ in loc)
-    t_iter_local = time.perf_counter() - t0
-    assert count == count_local == n
-    # Its floor: every shard's bytes fetched at once (fsspec, concurrent), then
-    # the same iteration over local copies: transfer plus decoding, no overlap.
-    t0 = time.perf_counter()
-    rfs.cat([f"{bucket}/train/{os.path.basename(p)}" for p in local])
-    t_fetch = time.perf_counter() - t0
-    results["iteration"] = {"remote_rps": n / t_iter_remote, "local_rps": n / t_iter_local,
-                            "fetch_all_s": t_fetch}
-    ratio = t_iter_remote / t_iter_local
-    rows.append(("in-order iteration: remote time / local time", f"{ratio:.2f}", "<= 2", ratio <= 2))
-    rows.append(("in-order iteration: remote time / (fetch every shard concurrently + local time)",
-                 f"{t_iter_remote / (t_fetch + t_iter_local):.2f}", "<= 1.3",
-                 t_iter_remote / (t_fetch + t_iter_local) <= 1.3))
+        # -- scans ------------------------------------------------------------------------
+        def scan(label, fn_remote, fn_local, nbytes):
+            fn_local()  # page cache warm: local is the best case
+            t0 = time.perf_counter()
+            c_local = fn_local()
+            t_l = time.perf_counter() - t0
+            with RSSWatch() as w:
+                t0 = time.perf_counter()
+                c_remote = fn_remote()
+                t_r = time.perf_counter() - t0
+            assert c_remote == c_local
+            ratio = t_l / t_r
+            rows.append((f"{label}: throughput / local disk's ({nbytes / t_r / 1e6:,.0f} vs "
+                         f"{nbytes / t_l / 1e6:,.0f} MB/s)", f"{ratio:.2f}x", ">= 0.5x", ratio >= 0.5))
+            rows.append((f"{label}: peak RSS growth", f"{w.growth_mb:.0f} MB", "<= 100 MB", w.growth_mb <= 100))
+            return t_r, t_l, w.growth_mb
 
-    print(f"\n{args.shards} shards x {args.records} records of 1,000 B, {args.latency * 1000:.0f} ms per request")
-    print(f"random batches: remote {r_remote:,.0f} rec/s, local {r_local:,.0f} rec/s, "
-          f"serial naive {r_naive:,.1f} rec/s, floor (concurrent ranged GETs alone) {r_floor:,.0f} rec/s")
-    print(f"iteration: remote {n / t_iter_remote:,.0f} rec/s, local {n / t_iter_local:,.0f} rec/s")
-    print()
-    w = max(len(r[0]) for r in rows)
-    for name, value, goal, ok in rows:
-        verdict = "" if ok is None else ("met" if ok else "MISSED")
-        print(f"{name:<{w}}  {value:>10}  goal {goal:<10} {verdict}")
-    results["printed"] = [{"name": r[0], "value": r[1], "goal": r[2], "met": r[3]} for r in rows]
-    # Rows against a peer, in the form benchmarks/plot.py reads.
-    results["rows"] = [
-        {"name": "S3, random batches of 256 (rec/s)", "peer": "naive reader (a request per record)",
-         "ours": r_remote, "theirs": r_naive, "ratio": r_remote / r_naive, "target": ">= 20"},
-        {"name": "S3, random batches of 256 (s)", "peer": "floor: concurrent ranged GETs", "unit": "s",
-         "ours": t_remote, "theirs": t_floor, "ratio": t_remote / t_floor, "target": "<= 1.3"},
-        {"name": "S3, random batches of 256 (rec/s)", "peer": "arrayfs on local disk",
-         "ours": r_remote, "theirs": r_local, "ratio": r_remote / r_local},
-        {"name": "S3, in-order iteration (s)", "peer": "arrayfs on local disk", "unit": "s",
-         "ours": t_iter_remote, "theirs": t_iter_local, "ratio": ratio, "target": "<= 2"},
-    ]
-    if args.json:
-        dump_json(args.json, results)
-    ds.close()
-    loc.close()
-    proxy.stop()
-    server.stop()
-    moto.terminate()
-    moto.wait(timeout=10)
+        shard_bytes = sum(os.path.getsize(p) for p in local)
+        t_iter_remote, t_iter_local, rss_iter = scan(
+            f"in-order iteration, {args.shards} shards", lambda: sum(len(r) for r in ds),
+            lambda: sum(len(r) for r in loc), shard_bytes)
+        big_bytes = os.path.getsize(big)
+        bds = arrayfs.ArrayRecordDataSource(big_url, storage_options=opts)
+        blocal = arrayfs.ArrayRecordDataSource(big)
+        t_big, t_big_l, rss_big = scan(f"in-order iteration, {args.big_mb} MB group_size:1024 shard",
+                                       lambda: sum(len(r) for r in bds), lambda: sum(len(r) for r in blocal),
+                                       big_bytes)
+
+        def read_all(path, o=None):
+            with arrayfs.ArrayRecordReader(path, storage_options=o) as r:
+                return sum(len(x) for x in r.read_all())
+
+        t_ra, t_ra_l, rss_ra = scan(f"read_all, {args.big_mb} MB group_size:1024 shard",
+                                    lambda: read_all(big_url, opts), lambda: read_all(big), big_bytes)
+        results["iteration"] = {"remote_rps": n / t_iter_remote, "local_rps": n / t_iter_local,
+                                "rss_growth_mb": rss_iter,
+                                "big_remote_mbps": big_bytes / t_big / 1e6, "big_local_mbps": big_bytes / t_big_l / 1e6,
+                                "big_rss_growth_mb": rss_big, "read_all_remote_mbps": big_bytes / t_ra / 1e6,
+                                "read_all_local_mbps": big_bytes / t_ra_l / 1e6, "read_all_rss_growth_mb": rss_ra}
+
+        # -- the mount ---------------------------------------------------------------------
+        t_mount, t_dsb = mount_rows(pattern, opts, ds, 1000, 8, workdir)
+        results["mount"] = {"seconds": t_mount, "dataset_seconds": t_dsb, "reads": 1000, "readers": 8}
+        rows.append(("mount: cat of 1,000 random records, 8 readers: time / dataset batches'",
+                     f"{t_mount / t_dsb:.2f}x ({t_mount:.2f} vs {t_dsb:.2f} s)", "<= 2x", t_mount / t_dsb <= 2))
+
+        print(f"\n{args.shards} shards x {args.records} records of 1,000 B and one {args.big_mb} MB "
+              f"group_size:1024 shard, {args.latency * 1000:.0f} ms per request, {bound} requests in flight")
+        print(f"random batches: obstore {recs / t_remote:,.0f} rec/s, fsspec {recs / t_fsspec:,.0f} rec/s, "
+              f"floor {recs / t_floor:,.0f} (s3fs {recs / t_floor_fs:,.0f}) rec/s, serial {recs / t_naive:,.1f} "
+              f"rec/s, local {recs / t_local:,.0f} rec/s")
+        print()
+        w = max(len(r[0]) for r in rows)
+        for name, value, goal, ok in rows:
+            verdict = "" if ok is None else ("met" if ok else "MISSED")
+            print(f"{name:<{w}}  {value:>22}  goal {goal:<16} {verdict}")
+        results["printed"] = [{"name": r[0], "value": r[1], "goal": r[2], "met": r[3]} for r in rows]
+        results["rows"] = [
+            {"name": "S3, random batches of 256 (rec/s)", "peer": "serial reader (a request per record)",
+             "ours": recs / t_remote, "theirs": recs / t_naive, "ratio": t_naive / t_remote, "target": ">= 20"},
+            {"name": "S3, random batches of 256 (s)", "peer": "floor: the same ranges, one concurrent call",
+             "unit": "s", "ours": t_remote, "theirs": t_floor, "ratio": t_remote / t_floor, "target": "<= 1.3"},
+            {"name": "S3, random batches of 256 (rec/s)", "peer": "arrayfs through s3fs (fsspec backend)",
+             "ours": recs / t_remote, "theirs": recs / t_fsspec, "ratio": t_fsspec / t_remote, "target": ">= 1.5"},
+            {"name": "S3, in-order iteration (rec/s)", "peer": "arrayfs on local disk",
+             "ours": n / t_iter_remote, "theirs": n / t_iter_local, "ratio": t_iter_local / t_iter_remote,
+             "target": ">= 0.5"},
+            {"name": "S3, read_all of a 100 MB shard (MB/s)", "peer": "arrayfs on local disk",
+             "ours": big_bytes / t_ra / 1e6, "theirs": big_bytes / t_ra_l / 1e6, "ratio": t_ra_l / t_ra,
+             "target": ">= 0.5"},
+            {"name": "S3 mount, 1,000 random cats by 8 readers (s)", "peer": "the dataset's own batches",
+             "unit": "s", "ours": t_mount, "theirs": t_dsb, "ratio": t_mount / t_dsb, "target": "<= 2"},
+        ]
+        if args.json:
+            dump_json(args.json, results)
+        for d in (ds, ds_fsspec, loc, bds, blocal):
+            d.close()
+    finally:
+        if store is not None:
+            store.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -4,8 +4,10 @@
 Reads the files the benchmarks write with ``--json OUT`` (by default every
 ``docs/benchmarks/*.json``) and writes:
 
-* ``docs/img/benchmarks.png``: one horizontal bar per workload, the ratio of
-  arrayfs to its peer on a log scale, with the workload's target marked;
+* ``docs/img/benchmarks.png``: one panel per area (reader, dataset, writer,
+  source, mount, remote), a horizontal bar per headline row (a row with a
+  goal), the ratio of arrayfs to its peer or its floor on a log scale, with
+  the goal marked;
 * ``docs/benchmarks/table.md``: the same figures as a Markdown table, with the
   machine and date of each run (``docs/benchmarks.md`` includes it).
 
@@ -14,6 +16,9 @@ smaller) arrayfs is than the peer, so that > 1 always means arrayfs is better
 and each target reads "at least". A benchmark that reports a time ratio
 ``ours / theirs`` with a target ``<= t`` is shown as ``theirs / ours`` with
 target ``>= 1 / t``.
+
+``--goals`` prints every row with its goal instead (``make bench`` ends
+with it). The JSON schema is documented in ``benchmarks/_common.py``.
 
 Understood inputs, recognised by their content:
 
@@ -227,7 +232,7 @@ def _parse_source(data: dict, run: Run) -> None:
     if "grain_batches_per_s" in data:
         g = _num(data["grain_batches_per_s"])
         run.rows.append(Row(run.bench, f"{label} vs Grain MapDataset", "Grain + array_record",
-                            _fmt(ours, "batches/s"), _fmt(g, "batches/s"), ours / g if g else float("nan"), 3.0))
+                            _fmt(ours, "batches/s"), _fmt(g, "batches/s"), ours / g if g else float("nan"), 8.0))  # issue 19
     dr = data.get("datarax")
     if isinstance(dr, dict) and "iterate_batches_per_s" in dr:
         d = _num(dr["iterate_batches_per_s"])
@@ -332,6 +337,8 @@ def load(path: str) -> Run:
         parser, bench = _parse_generic, stem
     else:
         raise ValueError(f"{path}: not a benchmark result this script knows (no 'rows' and no known keys)")
+    if stem in AREAS and bench != stem and parser is not _parse_generic:
+        bench = stem  # writer.json shares the reader's row format
     bench = data.get("bench", bench) if isinstance(data, dict) else bench
     quick = data.get("quick")
     if quick is None and isinstance(data.get("args"), dict):
@@ -378,17 +385,46 @@ def write_table(runs: list, path: str) -> None:
         f.write("\n".join(lines))
 
 
+#: Panel of each benchmark's rows (other benchmark names get their own panel).
+AREAS = {"reader": "reader", "transpose": "reader", "dataset": "dataset", "scale": "dataset",
+         "elastic": "source", "tfds": "dataset", "writer": "writer", "convert": "writer", "source": "source",
+         "mount": "mount", "listing": "mount", "remote": "remote"}
+PANEL_ORDER = ["reader", "dataset", "writer", "source", "mount", "remote"]
+
+
+def headline(rows: list) -> list:
+    """The rows worth a bar: those with a goal, comparing like with like
+    (a remote figure against a local one is a cost, not a race)."""
+    out = []
+    for r in rows:
+        if r.target is None or not math.isfinite(r.advantage) or r.advantage <= 0:
+            continue
+        if r.bench == "remote" and "local" in f"{r.peer} {r.workload}".lower():
+            continue
+        out.append(r)
+    return out
+
+
+def _is_floor(r: Row) -> bool:
+    return "floor" in f"{r.peer} {r.workload}".lower()
+
+
 def write_png(runs: list, path: str) -> None:
-    """Horizontal bars of arrayfs's advantage per workload (log scale), the
-    target of each workload as a vertical tick, parity (1x) as a line."""
+    """One panel per area (reader, dataset, writer, source, mount, remote):
+    a horizontal bar per headline row, arrayfs's advantage on a log scale,
+    the goal as a black tick and parity (1x) as a line; rows against the
+    peer in solid colour and rows against the floor hatched beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for run in runs for r in run.rows if math.isfinite(r.advantage) and r.advantage > 0]
+    panels: dict = {}
+    for run in runs:
+        for r in headline(run.rows):
+            panels.setdefault(AREAS.get(r.bench, r.bench), []).append(r)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not rows:
+    if not panels:
         fig, ax = plt.subplots(figsize=(8, 1.6))
         ax.axis("off")
         ax.text(0.5, 0.5, "No benchmark results yet (benchmarks/plot.py reads docs/benchmarks/*.json)",
@@ -396,47 +432,68 @@ def write_png(runs: list, path: str) -> None:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return
-    n = len(rows)
-    fig, ax = plt.subplots(figsize=(11, 0.45 * n + 1.8))
-    ys = list(range(n))[::-1]
+    names = [a for a in PANEL_ORDER if a in panels] + sorted(a for a in panels if a not in PANEL_ORDER)
+    for a in names:  # the peer's row first, the floor's right under it
+        panels[a].sort(key=lambda r: (r.workload.split(":")[0] if ":" in r.workload else r.workload, _is_floor(r)))
+    heights = [len(panels[a]) * 0.42 + 0.9 for a in names]
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
     colours = {True: "#2e7d32", False: "#c62828", None: "#78909c"}
-    vals = [r.advantage for r in rows]
-    # Bars grow from parity (1x): right when arrayfs is ahead, left when behind.
-    ax.barh(ys, [v - 1.0 for v in vals], left=1.0, color=[colours[r.met] for r in rows], height=0.62)
-    for y, r in zip(ys, rows):
-        if r.target is not None:
-            ax.plot([r.target, r.target], [y - 0.42, y + 0.42], color="black", linewidth=2.2)
-        right = max(r.advantage, r.target or 0.0, 1.0)
-        ax.text(right * 1.08, y, f"{r.advantage:.2f}x vs {r.peer}", va="center", fontsize=8)
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    lo = min(vals + [r.target for r in rows if r.target] + [1.0])
-    hi = max(vals + [r.target for r in rows if r.target] + [1.0])
-    ax.set_xlim(lo / 1.6, hi * 12)
+    allv = [v for a in names for r in panels[a] for v in (r.advantage, r.target or 1.0)] + [1.0]
+    lo, hi = min(allv) / 1.6, max(allv) * 12
     from matplotlib.ticker import FuncFormatter
 
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_yticks(ys)
-    ax.set_yticklabels([f"{r.workload}  [{r.bench}]" for r in rows], fontsize=8)
-    ax.set_xlabel("arrayfs advantage over the peer (log scale; > 1x: arrayfs faster or smaller)")
+    for ax, a in zip(axes[:, 0], names):
+        rows = panels[a]
+        ys = list(range(len(rows)))[::-1]
+        for y, r in zip(ys, rows):
+            ax.barh(y, r.advantage - 1.0, left=1.0, color=colours[r.met], height=0.62,
+                    hatch="//" if _is_floor(r) else None, edgecolor="white" if _is_floor(r) else None)
+            ax.plot([r.target, r.target], [y - 0.42, y + 0.42], color="black", linewidth=2.2)
+            right = max(r.advantage, r.target, 1.0)
+            ax.text(right * 1.08, y, f"{r.advantage:.2f}x vs {r.peer} (goal {r.target:.2g}x)", va="center", fontsize=7.5)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.set_yticks(ys)
+        ax.set_yticklabels([r.workload for r in rows], fontsize=8)
+        ax.set_title(a, fontsize=9, loc="left", fontweight="bold")
+        ax.grid(axis="x", which="both", alpha=0.25)
+    axes[-1, 0].set_xlabel("arrayfs advantage (log scale; > 1x: arrayfs faster or smaller; hatched: against the "
+                           "single-threaded floor, as floor time / arrayfs time)")
     dates = sorted({run.date for run in runs})
     machines = sorted({run.machine for run in runs if run.machine})
-    title = "arrayfs vs peers" + (f", {dates[0]}" if len(dates) == 1 else f", {dates[0]} to {dates[-1]}")
+    title = "arrayfs vs peers and floors" + (f", {dates[0]}" if len(dates) == 1 else f", {dates[0]} to {dates[-1]}")
     if len(machines) == 1:
         title += f"\n{machines[0]}"
-    ax.set_title(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=colours[True], label="target met"),
-                       Patch(color=colours[False], label="target missed"),
-                       Patch(color=colours[None], label="no target"),
-                       Line2D([], [], color="black", linewidth=2.2, label="target")],
-              loc="lower right", fontsize=8, framealpha=0.9)
-    ax.grid(axis="x", which="both", alpha=0.25)
+    axes[0, 0].legend(handles=[Patch(color=colours[True], label="goal met"),
+                               Patch(color=colours[False], label="goal missed"),
+                               Line2D([], [], color="black", linewidth=2.2, label="goal")],
+                      loc="lower right", fontsize=7, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def print_goals(runs: list) -> int:
+    """Every row that has a goal, area by area; returns how many missed."""
+    missed = 0
+    print(f"{'area':8}  {'workload':62}  {'peer':30}  {'advantage':>9}  {'goal':>7}  ")
+    for run in sorted(runs, key=lambda r: PANEL_ORDER.index(AREAS.get(r.bench, "remote"))
+                      if AREAS.get(r.bench, "remote") in PANEL_ORDER else 99):
+        for r in run.rows:
+            if r.target is None:
+                continue
+            ok = r.met
+            missed += ok is False
+            print(f"{AREAS.get(r.bench, r.bench):8}  {r.workload[:62]:62}  {r.peer[:30]:30}  {r.advantage:8.2f}x  "
+                  f"{r.target:6.2f}x  {'met' if ok else 'MISSED'}")
+    return missed
 
 
 def main(argv=None) -> int:
@@ -446,6 +503,7 @@ def main(argv=None) -> int:
     ap.add_argument("inputs", nargs="*", help="benchmark JSON files (default: docs/benchmarks/*.json)")
     ap.add_argument("--png", default=DEFAULT_PNG, help="figure to write (default docs/img/benchmarks.png)")
     ap.add_argument("--table", default=DEFAULT_TABLE, help="Markdown table to write (default docs/benchmarks/table.md)")
+    ap.add_argument("--goals", action="store_true", help="only print every row with its goal (no files written)")
     args = ap.parse_args(argv)
     paths = args.inputs or sorted(glob.glob(DEFAULT_INPUTS))
     runs = []
@@ -454,6 +512,10 @@ def main(argv=None) -> int:
             runs.append(load(p))
         except (OSError, ValueError, AttributeError) as e:
             print(f"plot.py: skipping {p}: {e}", file=sys.stderr)
+    if args.goals:
+        missed = print_goals(runs)
+        print(f"\n{missed} goal(s) missed (advantage = arrayfs over the peer; for floor rows, floor time / ours)")
+        return 0
     write_table(runs, args.table)
     write_png(runs, args.png)
     rows = sum(len(r.rows) for r in runs)

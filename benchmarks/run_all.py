@@ -25,11 +25,12 @@ BENCHMARKS = {
     "dataset": ("bench_dataset.py", True),
     "source": ("bench_source.py", True),
     "mount": ("bench_mount.py", True),
-    "transpose": ("bench_transpose.py", False),
+    "transpose": ("bench_transpose.py", True),
     "elastic": ("bench_elastic.py", True),
     "convert": ("bench_convert.py", True),
     "remote": ("bench_remote.py", True),
     "scale": ("bench_scale.py", True),
+    "tfds": ("bench_tfds.py", True),  # needs the TensorFlow venv: make tfds-fixture
 }
 
 
@@ -71,6 +72,10 @@ def main(argv=None) -> int:
                 with open(src, "rb") as f, open(os.path.join(docs, f"{name}.json"), "wb") as g:
                     g.write(f.read())
         subprocess.call([sys.executable, os.path.join(HERE, "plot.py")])
+    outs = [os.path.join(args.out, f"{n}.json") for n in BENCHMARKS if os.path.exists(os.path.join(args.out, f"{n}.json"))]
+    if outs:
+        print("\n=== goals (issue 19): every row with its goal, from this run's JSON\n", flush=True)
+        subprocess.call([sys.executable, os.path.join(HERE, "plot.py"), "--goals", *outs])
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -408,9 +408,16 @@ def daemon_stats(pid) -> tuple:
 def daemon_files(pid, data_dir) -> dict:
     """What the descriptors of the daemon's processes point at: shard
     files in the data directory (``shards``), such files already deleted
-    (``deleted``), other."""
-    out = {"shards": 0, "deleted": 0, "other": 0}
+    (``deleted``), other; and ``mapped_deleted``: deleted shard files a
+    process still maps (a map keeps a file's space as a descriptor does)."""
+    out = {"shards": 0, "deleted": 0, "other": 0, "mapped_deleted": 0}
     for p in daemon_processes(pid):
+        try:
+            with open(f"/proc/{p}/maps") as f:
+                out["mapped_deleted"] += len({line.split(None, 5)[-1] for line in f
+                                              if data_dir in line and line.rstrip().endswith("(deleted)")})
+        except OSError:
+            pass
         try:
             names = os.listdir(f"/proc/{p}/fd")
         except OSError:
@@ -565,8 +572,8 @@ def main(argv=None) -> int:
               f"(at the end: {held['shards']} shard files, {held['deleted']} deleted shard files, {held['other']} "
               f"other; {len(shards.names())} shard files in the directory)")
     if settled is not None:
-        print(f"descriptors of deleted shards after two more refreshes: {settled['deleted']} (goal 0); "
-              f"of shard files: {settled['shards']}")
+        print(f"descriptors of deleted shards after two more refreshes: {settled['deleted']} (goal 0), maps of "
+              f"them: {settled['mapped_deleted']}; descriptors of shard files: {settled['shards']}")
     print("daemon lived" if alive else "DAEMON DIED (see the daemon log; a SIGBUS here is a truncated shard read "
           "through mmap)")
     if os.path.exists(bad_log):
@@ -580,7 +587,8 @@ def main(argv=None) -> int:
             json.dump({"minutes": args.minutes, "readers": args.readers, "totals": t, "changes": shards.log,
                        "daemon_first": first, "daemon_last": last, "alive": alive, "files_at_end": held,
                        "files_settled": settled, "stats": stats}, f, indent=1)
-    ok = alive and t["wrong"] == 0 and t["garbage"] == 0 and settled is not None and settled["deleted"] == 0
+    ok = (alive and t["wrong"] == 0 and t["garbage"] == 0 and settled is not None
+          and settled["deleted"] == settled["mapped_deleted"] == 0)
     return 0 if ok else 1
 
 

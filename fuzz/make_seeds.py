@@ -28,7 +28,8 @@ from arrayfs.riegeli.header import METADATA, PADDING  # noqa: E402
 from arrayfs.riegeli.varint import encode_varints  # noqa: E402
 from arrayfs.tfrecord import encode_tfrecord  # noqa: E402
 
-TARGETS = ("file", "chunk", "transposed", "footer", "options", "tfrecord")
+TARGETS = ("file", "chunk", "transposed", "footer", "options", "tfrecord", "example")
+TFDS_FIXTURE = os.path.join(os.path.dirname(HERE), "tests", "data", "tfds", "arrayfs_digits", "1.0.0")
 
 
 def _proto(i: int) -> bytes:
@@ -165,6 +166,19 @@ def make(out: str) -> dict:
     tf["bad_crc"] = bytes(bad)
     for name, data in tf.items():
         put("tfrecord", name, data)
+    # Examples: records TensorFlow Datasets wrote (the TFDS test fixture),
+    # and hand-made ones with each list kind, an unpacked float list and
+    # an empty feature.
+    from arrayfs import ArrayRecordDataSource
+    from arrayfs.encoding import encode_example
+
+    with ArrayRecordDataSource(TFDS_FIXTURE) as ds:
+        for i in range(0, len(ds), 4):
+            put("example", f"tfds-{i}", ds[i])
+    put("example", "kinds", encode_example({"i": [1, -2], "f": [0.5], "b": [b"x", b""], "s": "text"}))
+    put("example", "unpacked-floats", b"\x0a\x10\x0a\x0e\x0a\x01x\x12\x09\x12\x07\x0d\x00\x00\xc0\x3f\x0d\x00")
+    put("example", "empty-feature", b"\x0a\x07\x0a\x05\x0a\x01e\x12\x00")
+    put("example", "empty", b"")
     return counts
 
 

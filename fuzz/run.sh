@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(file chunk transposed footer options tfrecord)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(file chunk transposed footer options tfrecord example)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for t in "${TARGETS[@]}"; do
   [ -d "fuzz/corpus/$t" ] || "$PYTHON" fuzz/make_seeds.py

@@ -1,5 +1,6 @@
 """A real S3-protocol server on loopback for tests and benchmarks, and a
-small fault-injecting proxy in front of it.
+small fault-injecting proxy in front of it (of any HTTP store: the GCS
+emulator's too).
 
 The server is moto in server mode: started here in a thread
 (``ThreadedMotoServer(port=0)``), or, when ``ARRAYFS_TEST_S3_ENDPOINT`` is
@@ -136,6 +137,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.requests: dict = {}
         self.gets: dict = {}
+        self.lines: list = []  # "METHOD path?query" of every request
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.proxy = self
@@ -146,6 +148,7 @@ class FaultProxy:
     def _count(self, method: str, path: str) -> None:
         with self._lock:
             self.requests[method] = self.requests.get(method, 0) + 1
+            self.lines.append(f"{method} {path}")
             if method == "GET":
                 key = urllib.parse.urlsplit(path).path
                 self.gets[key] = self.gets.get(key, 0) + 1
@@ -163,6 +166,7 @@ class FaultProxy:
         with self._lock:
             self.requests.clear()
             self.gets.clear()
+            self.lines.clear()
 
     @property
     def total(self) -> int:

@@ -29,7 +29,7 @@ from arrayfs.riegeli.chunk import (
 from arrayfs.riegeli.compression import NONE, ZSTD
 
 FUZZ = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz")
-TARGETS = ("file", "chunk", "transposed", "footer", "options", "tfrecord")
+TARGETS = ("file", "chunk", "transposed", "footer", "options", "tfrecord", "example")
 
 
 def _target(name):

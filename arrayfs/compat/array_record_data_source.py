@@ -10,8 +10,10 @@ needs no reader pool, and the options only tune the wheel's C++ buffers.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
+import re
 import typing
 from typing import Protocol, Sequence, SupportsIndex, TypeVar, Union
 
@@ -54,6 +56,15 @@ PathLikeOrFileInstruction = Union[str, os.PathLike, FileInstruction]
 ArrayRecordDataSourcePaths = Union[PathLikeOrFileInstruction, Sequence[PathLikeOrFileInstruction]]
 
 
+def _file_name(path) -> str:
+    """The name the wheel hashes for one element of ``paths``."""
+    if isinstance(path, FileInstruction):
+        return os.fspath(path.filename)
+    name = os.fspath(path)
+    m = re.fullmatch(r"(.*)\[(\d+):(\d+)\]", name)
+    return m.group(1) if m else name
+
+
 class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
     """The wheel's constructor signature over arrayfs's dataset.
 
@@ -79,6 +90,28 @@ class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
         if reader_options:
             parse_reader_options(",".join(f"{k}:{v}" for k, v in reader_options.items()))
         super().__init__(paths)
+        self._repr_names = [_file_name(p) for p in paths]
+
+    def __repr__(self) -> str:
+        """``ArrayRecordDataSource(hash_of_paths=<40 hex>)``, the wheel's
+        repr for the same ``paths``: SHA-1 over each file name as given
+        (a ``[start:stop]`` suffix dropped, a ``FileInstruction``'s
+        ``filename``), so that a Grain checkpoint taken with the wheel
+        restores here and the other way round (array_record
+        ``python/array_record_data_source.py``, ``__repr__``)."""
+        h = hashlib.sha1()
+        for name in self._repr_names:
+            h.update(name.encode())
+        return f"ArrayRecordDataSource(hash_of_paths={h.hexdigest()})"
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._repr_names = state["repr_names"]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["repr_names"] = self._repr_names
+        return state
 
     def __exit__(self, *exc):
         # The wheel's source closes its readers on exit and opens them again

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .decode import DECODERS
+from .decode import DATASET_DECODERS, DECODERS
 
 __all__ = ["ArrayRecordSourceConfig"]
 
@@ -57,8 +57,12 @@ class ArrayRecordSourceConfig:
             up to ``shard_count - 1`` more of what was left, so that the new
             hosts' shares are equal too; no element is read twice.
         decode: ``None`` (``{"data": uint8 array}``), ``"msgpack"``,
-            ``"json"``, ``"npy"``, ``"npz"``, or a callable
-            ``bytes -> dict of arrays``; see :mod:`arrayfs.nnx.decode`.
+            ``"json"``, ``"npy"``, ``"npz"``, ``"example"`` (a
+            ``tf.train.Example`` -> ``{feature: 1-D array}``), ``"tfds"``
+            (an Example decoded by the ``features.json`` beside the shards,
+            to what ``tfds.data_source`` returns; see :mod:`arrayfs.tfds`),
+            or a callable ``bytes -> dict of arrays``; see
+            :mod:`arrayfs.encoding`.
         verify: passed to the dataset when the module opens paths: check
             chunk hashes on read (slower, catches corruption).
 
@@ -100,9 +104,10 @@ class ArrayRecordSourceConfig:
                     f"shard_index must be an integer in [0, {self.shard_count}), "
                     f"got {self.shard_index!r}"
                 )
-        if not (self.decode is None or callable(self.decode) or self.decode in DECODERS):
+        names = [*DECODERS, *DATASET_DECODERS]
+        if not (self.decode is None or callable(self.decode) or self.decode in names):
             raise ValueError(
-                f"decode must be None, a callable or one of {sorted(DECODERS)}, "
+                f"decode must be None, a callable or one of {sorted(names)}, "
                 f"got {self.decode!r}"
             )
 

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from .config import ArrayRecordSourceConfig
-from .decode import decode_raw, get_decoder
+from .decode import decode_raw, decoder_for
 from .order import MAX_RESIZES, EpochOrder, longest_slice, remaining_after, resume_levels
 
 __all__ = ["ArrayRecordSourceModule", "IterationState", "STATE_FORMAT"]
@@ -200,7 +200,7 @@ class ArrayRecordSourceModule(nnx.Module):
                     f"{num_records} (drop_remainder={config.drop_remainder}) and num_epochs=-1 "
                     "would never yield; use fewer hosts or more records"
                 )
-            core = _Core(dataset, owns, order, get_decoder(config.decode), _fingerprint(dataset))
+            core = _Core(dataset, owns, order, decoder_for(config.decode, dataset), _fingerprint(dataset))
         except BaseException:
             if owns:
                 dataset.close()

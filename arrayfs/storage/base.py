@@ -91,6 +91,26 @@ class ByteSource:
         buf = parts[0] if len(parts) == 1 else b"".join(parts)
         return buf, positions
 
+    def prefetch(self, ranges):
+        """Hint that the byte ranges ``[(start, end), ...]`` will be read
+        soon, in that order: object stores start fetching them within the
+        read-ahead budget (:mod:`.readahead`) and serve the reads they
+        cover; local files need no hint. Returns a
+        :class:`.readahead.Prefetch` handle: closing or dropping it gives up
+        what was not read."""
+        from .readahead import Prefetch
+
+        return Prefetch()
+
+    def map_view(self):
+        """A buffer of the whole file for zero-copy reads, valid until
+        :meth:`end_view` (which must follow), or ``None`` when the source
+        has none (the default: read with :meth:`read_joined`)."""
+        return None
+
+    def end_view(self) -> None:
+        """Ends a :meth:`map_view` that returned a buffer."""
+
     def check(self) -> None:
         """Raise :class:`SourceChangedError` if the file changed since it
         was opened (one ``fstat`` or one metadata request)."""

@@ -1,4 +1,4 @@
-"""Local files read with ``pread``: no mapping, so no ``SIGBUS``.
+"""Local files: a memory map where nothing can truncate the file, else ``pread``.
 
 A shard truncated or rewritten in place while a reader has it open is an
 ordinary accident (``rsync --inplace``, ``cp`` over a file, a foreign
@@ -6,6 +6,13 @@ writer). Reads through a memory map of such a file kill the process with
 ``SIGBUS``; ``pread`` returns short instead, and an ``fstat`` after each
 read catches a rewrite that kept the size. A read therefore returns the
 file's bytes as they were at open, or raises.
+
+A file is mapped only when it cannot change while mapped (see
+:mod:`.mapping`: a read-only file system, an immutable file, or a read
+lease whose break this process handles); :attr:`LocalFile.map_mode` says
+which. Mapped reads are copies out of the map (no system call, no
+identity check: nothing can have changed), and :meth:`LocalFile.map_view`
+lends the map itself to the batch and scan paths.
 
 Descriptors come from the process-wide :data:`.handles.POOL`, so any number
 of files can be open while only a bounded number of descriptors are.
@@ -19,6 +26,7 @@ import numpy as np
 
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
 from .handles import POOL
+from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map_policy, take_slot
 
 __all__ = ["LocalFile"]
 
@@ -40,13 +48,21 @@ class LocalFile(ByteSource):
         check: ``fstat`` after every read to catch a file rewritten in place
             with the same size (a read costs one more system call).
         pool: the descriptor pool (default: the process-wide one).
+        mmap: which mapping modes may be used (see
+            :func:`.mapping.map_policy`; default ``$ARRAYFS_MMAP`` or
+            ``auto``; ``"never"``: always ``pread``).
+
+    Attributes:
+        map_mode: ``"readonly-fs"``, ``"immutable"`` or ``"lease"`` while
+            the file is read through a map, else ``"pread"`` (a broken
+            lease turns it to ``"pread"``).
 
     Raises:
         OSError: the file cannot be opened (``FileNotFoundError``, ...),
             with the path as ``filename``.
     """
 
-    def __init__(self, path: str, *, check: bool = True, pool=POOL):
+    def __init__(self, path: str, *, check: bool = True, pool=POOL, mmap: str | None = None):
         self.name = path
         self.check_reads = check
         self._pool = pool
@@ -54,19 +70,109 @@ class LocalFile(ByteSource):
         self._refs = 0
         self._closing = False
         self._pinned = False
+        self._map = None  # a map no one can truncate (read-only fs, immutable file)
+        self._lease = None
+        self.map_mode = "pread"
         fd = pool.open(path, _O_FLAGS)
         try:
             st = os.fstat(fd)
+            self.size = st.st_size
+            self.mtime_ns = st.st_mtime_ns
+            self.identity = _identity(st)
+            if self._try_map(fd, st, mmap):
+                return
         except BaseException:
             os.close(fd)
             raise
-        self.size = st.st_size
-        self.mtime_ns = st.st_mtime_ns
-        self.identity = _identity(st)
         # Hand the descriptor to the pool as if it had opened it.
         self._first_fd = fd
         pool.acquire(self)
         pool.release(self)
+
+    def _try_map(self, fd: int, st, policy) -> bool:
+        """Map the file when :mod:`.mapping` allows and the budget of
+        mapped files (half the pool's bound: a map holds descriptors the
+        pool cannot close) has room; ``True`` when ``fd`` was taken over by
+        a lease."""
+        mode = choose_mode(fd, st, map_policy(policy))
+        if mode is None or not take_slot(max(1, self._pool.max_open // 2)):
+            return False
+        self._slot = True
+        try:
+            if mode != "lease":
+                self._map = map_file(fd, st.st_size)
+                self.map_mode = mode
+                return False
+            lease = Lease(fd, st.st_size)
+        except OSError as e:
+            self._give_slot()
+            if mode != "lease" or lease_refused(e):
+                return False
+            raise
+        except ValueError:
+            self._give_slot()
+            return False
+        if _identity(os.fstat(fd)) != self.identity:
+            # Changed between the fstat and the lease: the pread path's
+            # identity check reports it on the first read.
+            lease.release(close_fd=False)
+            self._give_slot()
+            return False
+        self._lease = lease
+        self.map_mode = "lease"
+        return True
+
+    def _give_slot(self) -> None:
+        if getattr(self, "_slot", False):
+            self._slot = False
+            give_slot()
+
+    def _mapped(self, offset: int, length: int):
+        """Bytes ``[offset, offset + length)`` copied out of the map, or
+        ``None`` when the file is not (or no longer) mapped."""
+        m = self._map
+        if m is not None:
+            return m[offset : offset + length]
+        lease = self._lease
+        if lease is None:
+            return None
+        m = lease.enter()
+        if m is None:
+            self._lease_gone()
+            return None
+        try:
+            return m[offset : offset + length]
+        finally:
+            lease.leave()
+
+    def map_view(self):
+        """The whole file's map for zero-copy reads, held until
+        :meth:`end_view`, or ``None`` when the file is read with ``pread``.
+        Slices of it must not outlive :meth:`end_view`."""
+        if self._map is not None:
+            return self._map
+        lease = self._lease
+        if lease is None:
+            return None
+        m = lease.enter()
+        if m is None:
+            self._lease_gone()
+        return m
+
+    def _lease_gone(self) -> None:
+        """Read with pread from now on; in a forked child, through the
+        descriptor the lease was on (the file may have left its path)."""
+        self.map_mode = "pread"
+        lease = self._lease
+        fd = lease.take_orphan() if lease is not None else -1
+        if fd >= 0:
+            self._first_fd = fd
+            self._pool.acquire(self)
+            self._pool.release(self)
+
+    def end_view(self) -> None:
+        if self._map is None and self._lease is not None:
+            self._lease.leave()
 
     def _reopen(self) -> int:
         fd = getattr(self, "_first_fd", -1)
@@ -118,6 +224,10 @@ class LocalFile(ByteSource):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
             self._check_range(offset, length)
+        if self.map_mode != "pread":
+            data = self._mapped(offset, length)
+            if data is not None:
+                return data
         pool = self._pool
         # The pool's acquire/release, inlined for the common case of an open
         # descriptor: this is the hot path of every single-record read.
@@ -147,6 +257,16 @@ class LocalFile(ByteSource):
         apart (see the base class); one ``fstat`` for the whole batch."""
         if not ranges:
             return []
+        if self.map_mode != "pread":
+            m = self.map_view()
+            if m is not None:
+                try:
+                    for a, b in ranges:
+                        if a < 0 or b < a or b > self.size:
+                            self._check_range(a, b - a)
+                    return [m[a:b] for a, b in ranges]
+                finally:
+                    self.end_view()
         size = self.size
         gap = _COALESCE_GAP
         starts, ends, member = [], [], []  # groups, and each range's group
@@ -196,6 +316,8 @@ class LocalFile(ByteSource):
         n = len(starts)
         if n == 0:
             return b"", np.zeros(0, dtype=np.int64)
+        if self._map is not None and (starts >= 0).all() and (ends <= self.size).all() and (ends >= starts).all():
+            return self._map, np.asarray(starts, dtype=np.int64).copy()
         if (starts < 0).any() or (ends < starts).any() or (ends > self.size).any():
             j = int(np.flatnonzero((starts < 0) | (ends < starts) | (ends > self.size))[0])
             self._check_range(int(starts[j]), int(ends[j] - starts[j]))
@@ -223,6 +345,8 @@ class LocalFile(ByteSource):
         return out
 
     def check(self) -> None:
+        if self._map is not None or (self._lease is not None and self._lease.live):
+            return  # nothing can change it while it is mapped
         fd = self._pool.acquire(self)
         try:
             st = os.fstat(fd)
@@ -234,11 +358,26 @@ class LocalFile(ByteSource):
     def pin(self) -> bool:
         """Keep the descriptor open (never evicted) until :meth:`close`, so
         that reads go on after the file is removed or replaced at its path.
-        Returns ``False`` when the descriptor was already closed."""
+        Returns ``False`` when the descriptor was already closed. A mapped
+        file needs no descriptor: the map keeps it."""
+        if self._map is not None or (self._lease is not None and self._lease.live):
+            return True
+        if self._lease is not None:
+            self._lease_gone()
         return self._pool.pin(self)
 
     def close(self) -> None:
         if not self._closing:
+            m, self._map = self._map, None
+            lease, self._lease = self._lease, None
+            if m is not None:
+                try:
+                    m.close()
+                except (BufferError, ValueError):  # a view is still exported: unmapped when it goes
+                    pass
+            if lease is not None:
+                lease.release()
+            self._give_slot()
             self._pool.discard(self)
 
     @property

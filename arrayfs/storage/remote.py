@@ -1,48 +1,56 @@
-"""Objects in fsspec file systems (``s3://``, ``gs://``, ``https://``,
+"""Objects in object stores (``s3://``, ``gs://``, ``https://``,
 ``memory://``, ...) as byte sources.
 
-Reads are ranged requests through the backend's own file objects
-(``fs.open(path, "rb", cache_type="none")``), so each backend's consistency
-check applies: s3fs sends ``If-Match: <ETag>`` and raises ``FileExpired``
-once the object is replaced, gcsfs pins the generation it opened. Around
-them:
-
-* a bounded, process-wide cache of 64 KiB blocks (:data:`BLOCK_CACHE`), so
-  the postscript, the footer and neighbouring records share requests;
-* batches: the blocks a batch of ranges needs are coalesced into runs (one
-  request per run of adjacent blocks, small gaps filled) and fetched
-  concurrently on a thread pool;
-* retries: a failing request is retried with exponential back-off up to
+* Opening costs no request when the listing gave the object's size and
+  version (ETag or generation); the file layer's tail read is then the one
+  request of a shard.
+* Every GET is pinned to that version (``If-Match`` on S3, ``generation``
+  on GCS), so a replaced object is :class:`.base.SourceChangedError`,
+  never a mix of versions.
+* A batch of ranges becomes requests for exactly those bytes; neighbours
+  less than :data:`GAP` bytes apart share a request, and ranges over
+  :data:`.readahead.PIECE_BYTES` are split. All of a batch's requests are
+  in flight at once, up to :func:`.aio.max_requests` per process.
+* Read-ahead: explicit (:meth:`RemoteFile.prefetch`), and automatic once
+  reads run sequentially (a window that doubles up to
+  :data:`AUTO_WINDOW`), within :mod:`.readahead`'s budget.
+* Retries: a failing request is retried with exponential back-off up to
   :attr:`RetryPolicy.attempts` times within :attr:`RetryPolicy.deadline`
   seconds, then raises :class:`StorageError` naming the URL and the range;
   missing objects, refused permissions and replaced objects are not retried.
+
+The requests go through a *transport*: obstore (:mod:`.obstore_backend`)
+where it serves the scheme and the ``storage_options``, else fsspec
+(:mod:`.transport`); see :func:`.backends.transport_for`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
-import os
-import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import aio, readahead
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
-from .lru import BoundedLRU
-from .urls import StorageError, filesystem
+from .transport import BEYOND, MISSING, REPLACED
+from .urls import StorageError
 
-__all__ = ["RemoteFile", "RetryPolicy", "BlockCache", "BLOCK_CACHE", "object_version", "BLOCK", "set_retry_policy"]
+__all__ = ["RemoteFile", "RetryPolicy", "object_version", "set_retry_policy", "GAP", "AUTO_WINDOW"]
 
-#: Bytes per cached block: Riegeli's own block size.
-BLOCK = 1 << 16
-# Ranges at least this long bypass the cache: a scan's read-ahead or a
-# 200 MiB record would only evict everything else. Fetched exactly, in one
-# request.
-_DIRECT = 512 << 10
-# Missing blocks closer than this many blocks are fetched in one request.
-_GAP_BLOCKS = 2
-_MAX_REQUESTS = 32
+#: Ranges closer than this (bytes) are fetched in one request: a request
+#: costs a round trip, a few KiB more of transfer costs microseconds.
+GAP = 16 << 10
+#: Largest automatic read-ahead window of one file (bytes).
+AUTO_WINDOW = 16 << 20
+_AUTO_FIRST = 256 << 10
+# Prefetched ranges this small (a batch's records) are merged like a batch's
+# requests, into pieces of at most this many bytes.
+_MERGE_SMALL = 256 << 10
+# The tail read at open (postscript and footer) is kept to serve later
+# footer reads, when it is no bigger than this.
+_TAIL_KEEP = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -95,120 +103,172 @@ def _mtime_ns(info: dict) -> int:
             return 0
 
 
-class BlockCache(BoundedLRU):
-    """LRU of fetched blocks, bounded in bytes, shared by every remote file.
-
-    Keys are ``(url, version, block number)``, so a replaced object never
-    hits the blocks of its predecessor.
-    """
-
-    def __init__(self, max_bytes: int = 64 << 20):
-        super().__init__(max_bytes)
-
-    def put(self, key, value: bytes) -> None:
-        super().put(key, value, len(value))
+class _Failed(Exception):
+    def __init__(self, kind, error, attempts, start, end):
+        super().__init__(kind)
+        self.kind, self.error, self.attempts, self.start, self.end = kind, error, attempts, start, end
 
 
-BLOCK_CACHE = BlockCache()
-_pool = None
-_pool_lock = threading.Lock()
-_pool_pid = None
+async def _all(coros):
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
 
 
-def _io_pool() -> ThreadPoolExecutor:
-    """Threads for concurrent requests (they wait on the network, not the
-    CPU). A forked child makes its own."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        with _pool_lock:
-            if _pool is None or _pool_pid != os.getpid():
-                _pool = ThreadPoolExecutor(_MAX_REQUESTS, thread_name_prefix="arrayfs-remote")
-                _pool_pid = os.getpid()
-    return _pool
-
-
-def _permanent(e: BaseException) -> bool:
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError,
-                      TypeError)):
-        return True
-    return type(e).__name__ == "FileExpired"
+def plan(ranges, gap: int = GAP, piece: int = readahead.PIECE_BYTES):
+    """Requests for a batch of byte ranges: ``[(start, end), ...]`` sorted,
+    ranges less than ``gap`` bytes apart merged (while the merged request
+    stays within ``piece`` bytes), longer ranges split into ``piece``-byte
+    requests. Empty ranges need no request."""
+    spans = sorted((a, b) for a, b in ranges if b > a)
+    out = []
+    for a, b in spans:
+        if out and a <= out[-1][1] + gap and max(b, out[-1][1]) - out[-1][0] <= piece:
+            if b > out[-1][1]:
+                out[-1][1] = b
+            continue
+        if out and a < out[-1][1]:  # overlaps a request that cannot grow: fetch the rest
+            a = out[-1][1]
+            if b <= a:
+                continue
+        while b - a > piece:
+            out.append([a, a + piece])
+            a += piece
+        out.append([a, b])
+    return [tuple(r) for r in out]
 
 
 class RemoteFile(ByteSource):
-    """One object behind an fsspec URL (see :class:`.base.ByteSource`).
+    """One object in an object store (see :class:`.base.ByteSource`).
 
     Args:
         url: the object's URL, e.g. ``s3://bucket/train-00000.array_record``.
-        storage_options: fsspec options for the backend (credentials,
-            ``endpoint_url``, ...).
+        storage_options: options for the backend (credentials,
+            ``endpoint_url``, ...; see ``docs/object-storage.md``).
         info: the object's fsspec ``info`` dict when already known (from a
             listing): opening then costs no request.
-        fs: the fsspec file system, when known (with ``path``).
-        path: the object's path within ``fs``.
-        cache: the block cache (default: the process-wide one).
+        transport: the transport to use (default: :func:`.backends.transport_for`),
+            with ``key``, the object's path within it.
         retry: a :class:`RetryPolicy`.
 
     Raises:
         FileNotFoundError: no object at ``url`` (naming it).
+        IsADirectoryError: ``url`` is a directory.
         StorageError: the store cannot be reached or refuses the request.
     """
 
     remote = True
 
-    def __init__(self, url: str, *, storage_options=None, info=None, fs=None, path=None, cache=BLOCK_CACHE,
+    def __init__(self, url: str, *, storage_options=None, info=None, transport=None, key=None,
                  retry: RetryPolicy | None = None):
         self.name = url
-        if fs is None:
-            fs, path = filesystem(url, storage_options)
-        self._fs = fs
-        self._path = path
-        self._cache = cache
+        if transport is None:
+            from .backends import transport_for
+
+            transport, key = transport_for(url, storage_options)
+        self._t = transport
+        self._key = key
         self.retry = retry or _default_retry
-        self._files: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self._lock = threading.Lock()
+        self._pieces: list = []  # read-ahead pieces of this file
+        self._tail = None  # (offset, bytes) of the tail read at open
+        self._auto = None  # (next offset, window, handle): sequential read-ahead
+        self._auto_hits = 0
+        self.requests = 0  # GETs made, for tests and benchmarks
         if info is None:
-            info = self._call(lambda: fs.info(path), "look up")
+            info = self._metadata()
         if info.get("type", "file") == "directory":
             raise IsADirectoryError(errno.EISDIR, "is a directory, not an ArrayRecord object", url)
         self.size = int(info["size"])
         self.version = object_version(info)
+        self.pin_to = transport.pin_of(info)
         self.mtime_ns = _mtime_ns(info)
         self.identity = (self.size, self.version)
-        self.requests = 0  # ranged requests made, for tests and benchmarks
+
+    @property
+    def backend(self) -> str:
+        """``"obstore"`` or ``"fsspec"``: what makes the requests."""
+        return self._t.name
 
     # -- requests ------------------------------------------------------------------
 
-    def _call(self, fn, what: str, start=None, end=None):
-        """``fn()`` with retries; errors name the URL (and the range)."""
+    def _metadata(self) -> dict:
+        """The object's info dict, fresh (one metadata request, retried)."""
         policy = self.retry
         t0 = time.monotonic()
-        where = f"bytes [{start}, {end})" if start is not None else ""
         for attempt in range(policy.attempts):
             try:
-                return fn()
+                self._t.invalidate(self._key)
+                return self._t.info(self._key)
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.name) from None
-            except (SourceChangedError, SourceTruncatedError):
-                raise
             except Exception as e:
-                if type(e).__name__ == "FileExpired":
-                    raise self._replaced() from None
-                if _permanent(e) or attempt + 1 >= policy.attempts:
-                    raise self._failed(e, what, where, attempt + 1) from e
+                kind = self._t.classify(e, False)
                 sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
-                if time.monotonic() - t0 + sleep > policy.deadline:
-                    raise self._failed(e, what, where, attempt + 1) from e
+                if (kind != "retry" or attempt + 1 >= policy.attempts
+                        or time.monotonic() - t0 + sleep > policy.deadline):
+                    raise self._failed(e, "look up", "", attempt + 1) from e
                 time.sleep(sleep)
         raise AssertionError("unreachable")
 
-    def _replaced(self) -> SourceChangedError:
-        """The error for an object replaced since it was opened, saying
-        whether it is shorter now (one metadata request to find out)."""
+    async def _get(self, start: int, end: int):
+        """Bytes ``[start, end)`` in one request, retried; raises
+        :class:`_Failed` (turned into the public errors by :meth:`_run`)."""
+        policy = self.retry
+        t0 = time.monotonic()
+        sem = aio.limit()
+        for attempt in range(policy.attempts):
+            try:
+                async with sem:
+                    data = await self._t.get(self._key, start, end, self.pin_to)
+                break
+            except Exception as e:
+                kind = self._t.classify(e, self.pin_to is not None)
+                sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
+                if (kind != "retry" or attempt + 1 >= policy.attempts
+                        or time.monotonic() - t0 + sleep > policy.deadline):
+                    raise _Failed(kind, e, attempt + 1, start, end) from e
+                await asyncio.sleep(sleep)
+        self.requests += 1
+        if len(data) != end - start:
+            raise _Failed("short", len(data), 1, start, end)
+        return data
+
+    def _errors(self, f: _Failed) -> Exception:
+        """The public error for a failed request."""
+        if f.kind == "short":
+            return SourceTruncatedError(
+                f"{self.name}: the object ends before byte {f.end} (a read of bytes [{f.start}, {f.end}) returned "
+                f"{f.error}; it was {self.size} bytes when opened: truncated or replaced since)",
+                name=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
+            )
+        if f.kind in (MISSING, REPLACED, BEYOND):
+            return self._replaced(f.kind)
+        where = f"bytes [{f.start}, {f.end})"
+        return self._failed(f.error, "read", where, f.attempts)
+
+    def _replaced(self, kind=REPLACED) -> Exception:
+        """The error for an object replaced, removed or cut short since it
+        was opened (one metadata request to tell which)."""
         try:
-            self._fs.invalidate_cache(self._path)
-            size = int(self._fs.info(self._path)["size"])
+            info = self._metadata()
+        except FileNotFoundError:
+            return SourceChangedError(f"{self.name}: the object was removed since it was opened",
+                                      name=self.name, truncated=True, size=0)
         except Exception:
-            size = None
+            info = None
+        size = int(info["size"]) if info is not None else None
+        if info is not None and (size, object_version(info)) == self.identity:
+            if kind == MISSING:
+                return FileNotFoundError(errno.ENOENT, "no such object", self.name)
+            if kind == BEYOND:
+                return SourceTruncatedError(f"{self.name}: a read reaches past the end of the object",
+                                            name=self.name, offset=self.size, length=0, size=self.size)
         now = f" ({size} bytes now, {self.size} when opened)" if size is not None else ""
         return SourceChangedError(
             f"{self.name}: the object was replaced since it was opened (its ETag or generation changed){now}",
@@ -219,49 +279,35 @@ class RemoteFile(ByteSource):
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         err = StorageError(f"{self.name}: cannot {what}{' ' + where if where else ''}{tries}: {detail}")
-        if isinstance(e, PermissionError):
+        if isinstance(e, PermissionError) or type(e).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
             err.errno = errno.EACCES
         return err
 
-    def _fetch(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` in one request (retried)."""
-
-        def once():
-            try:
-                f = self._files.get_nowait()
-            except queue.Empty:
-                f = self._fs.open(self._path, "rb", cache_type="none")
-                # The backend pins the version its file object saw at open
-                # (s3fs: If-Match on its ETag); it must be the one we opened.
-                details = getattr(f, "details", None)
-                if isinstance(details, dict) and self.version is not None:
-                    seen = object_version(details)
-                    if seen is not None and seen != self.version:
-                        f.close()
-                        raise self._replaced() from None
-            try:
-                f.seek(start)
-                data = f.read(end - start)
-            except BaseException:
-                try:
-                    f.close()
-                except Exception:
-                    pass
-                raise
-            self._files.put(f)
-            return data
-
+    def _run(self, requests) -> list:
+        """The bytes of each ``(start, end)`` request, all in flight at once."""
         if self._closed:
             raise ValueError(f"{self.name}: read from a closed file")
-        data = self._call(once, "read", start, end)
-        self.requests += 1
-        if len(data) != end - start:
-            raise SourceTruncatedError(
-                f"{self.name}: the object ends before byte {end} (a read of bytes [{start}, {end}) returned "
-                f"{len(data)}; it was {self.size} bytes when opened: truncated or replaced since)",
-                name=self.name, offset=start, length=end - start, size=start + len(data),
-            )
-        return data
+        try:
+            if len(requests) == 1:
+                return [aio.run(self._get(*requests[0]), self._t.loop)]
+            return aio.run(_all([self._get(a, b) for a, b in requests]), self._t.loop)
+        except _Failed as f:
+            raise self._errors(f) from None
+
+    def _start_fetch(self, a: int, b: int):
+        """A future of bytes ``[a, b)`` (for :mod:`.readahead`)."""
+        return aio.submit(self._get(a, b), self._t.loop)
+
+    def _adopt(self, pieces) -> None:
+        with self._lock:
+            self._pieces.extend(pieces)
+
+    def _forget(self, piece) -> None:
+        with self._lock:
+            try:
+                self._pieces.remove(piece)
+            except ValueError:
+                pass
 
     # -- ByteSource ------------------------------------------------------------------
 
@@ -274,62 +320,130 @@ class RemoteFile(ByteSource):
         for a, b in ranges:
             if a < 0 or b < a or b > self.size:
                 self._check_range(a, b - a)
-        key = (self.name, self.version)
-        cache = self._cache
-        blocks: dict = {}
-        direct = []
-        want = set()
+        out = [None] * len(ranges)
+        todo = []
+        tail = self._tail
+        pieces = self._pieces
+        explicit = False  # served by read-ahead a caller asked for
         for j, (a, b) in enumerate(ranges):
-            if b - a >= _DIRECT:
-                direct.append(j)
-            elif b > a:
-                want.update(range(a // BLOCK, (b - 1) // BLOCK + 1))
-        missing = []
-        for n in sorted(want):
-            v = cache.get((*key, n))
-            if v is None:
-                missing.append(n)
-            else:
-                blocks[n] = v
-        runs = []
-        for n in missing:
-            if runs and n - runs[-1][1] <= _GAP_BLOCKS:
-                runs[-1][1] = n
-            else:
-                runs.append([n, n])
-        jobs = [(r[0] * BLOCK, min((r[1] + 1) * BLOCK, self.size)) for r in runs]
-        jobs += [ranges[j] for j in direct]
-        if len(jobs) == 1:
-            results = [self._fetch(*jobs[0])]
-        elif jobs:
-            results = list(_io_pool().map(lambda r: self._fetch(*r), jobs))
-        else:
-            results = []
-        for (a, b), data in zip(jobs[: len(runs)], results):
-            mv = memoryview(data)
-            for n in range(a // BLOCK, (b - 1) // BLOCK + 1):
-                piece = bytes(mv[n * BLOCK - a : min((n + 1) * BLOCK, b) - a])
-                blocks[n] = piece
-                cache.put((*key, n), piece)
-        direct_data = dict(zip(direct, results[len(runs):]))
-        out = []
-        for j, (a, b) in enumerate(ranges):
-            if j in direct_data:
-                out.append(direct_data[j])
-            elif b == a:
-                out.append(b"")
-            else:
-                n0, n1 = a // BLOCK, (b - 1) // BLOCK
-                if n0 == n1:
-                    out.append(blocks[n0][a - n0 * BLOCK : b - n0 * BLOCK])
+            if b == a:
+                out[j] = b""
+            elif tail is not None and a >= tail[0]:
+                out[j] = tail[1][a - tail[0] : b - tail[0]]
+            elif pieces:
+                try:
+                    got = readahead.serve(list(pieces), a, b)
+                except _Failed as f:
+                    raise self._errors(f) from None
+                if got is None:
+                    todo.append(j)
                 else:
-                    parts = [blocks[n] for n in range(n0, n1 + 1)]
-                    joined = b"".join(parts)
-                    out.append(joined[a - n0 * BLOCK : b - n0 * BLOCK])
+                    out[j] = got[0]
+                    explicit = explicit or any(not getattr(p, "auto", False) for p in got[1])
+            else:
+                todo.append(j)
+        if todo:
+            self._fetch_into(ranges, todo, out)
+        if not explicit and readahead.budget():
+            self._sequential(min(r[0] for r in ranges), max(r[1] for r in ranges))
         return out
 
+    def _fetch_into(self, ranges, todo, out) -> None:
+        wanted = [ranges[j] for j in todo]
+        requests = plan(wanted)
+        datas = self._run(requests)
+        if len(requests) == 1 and len(todo) == 1 and requests[0] == tuple(wanted[0]):
+            out[todo[0]] = datas[0]
+        else:
+            starts = [r[0] for r in requests]
+            import bisect
+
+            for j in todo:
+                a, b = ranges[j]
+                k = bisect.bisect_right(starts, a) - 1
+                ra, rb = requests[k]
+                if b <= rb:
+                    d = datas[k]
+                    out[j] = d if (a, b) == (ra, rb) else bytes(memoryview(d)[a - ra : b - ra])
+                else:  # spans split requests
+                    parts = []
+                    pos = a
+                    while pos < b:
+                        ra, rb = requests[k]
+                        parts.append(memoryview(datas[k])[pos - ra : min(b, rb) - ra])
+                        pos = min(b, rb)
+                        k += 1
+                    out[j] = b"".join(parts)
+        lo = min(ranges[j][0] for j in todo)
+        hi = max(ranges[j][1] for j in todo)
+        if hi == self.size and hi - lo <= _TAIL_KEEP and self._tail is None and len(requests) == 1:
+            self._tail = (lo, datas[0])
+
+    def _sequential(self, lo: int, hi: int) -> None:
+        """Automatic read-ahead: once a read starts where the one before
+        ended, fetch the bytes after it, in a window that doubles (up to
+        :data:`AUTO_WINDOW` bytes) each time reads come within half a
+        window of its end; a read elsewhere starts over."""
+        with self._lock:
+            st = self._auto
+            if st is None or not (st[0] - GAP <= lo <= max(st[0], st[2]) + GAP):
+                old = st[3] if st is not None else []
+                self._auto = [hi, 0, hi, []]
+                start = None
+            else:
+                nxt, window, end, handles = st
+                st[0] = max(nxt, hi)
+                start = None
+                if window == 0:
+                    window = max(_AUTO_FIRST, 2 * (hi - lo))
+                    start = hi
+                elif end - hi < window // 2:
+                    window = 2 * window
+                    start = max(end, hi)
+                window = min(window, AUTO_WINDOW, readahead.budget())
+                st[1] = window
+                if start is not None and start < self.size:
+                    st[2] = min(self.size, start + window)
+                    stop = st[2]
+                else:
+                    start = None
+                old = []
+        for h in old:
+            h.close()
+        if start is not None:
+            handle = self.prefetch([(start, stop)])
+            for p in handle._pieces:
+                p.auto = True
+            with self._lock:
+                if self._auto is not None:
+                    self._auto[3] = [h for h in self._auto[3] if h.nbytes] + [handle]
+
+    def prefetch(self, ranges) -> readahead.Prefetch:
+        """Start fetching ``ranges`` (``(start, end)`` byte pairs, in the
+        order they will be read) ahead of the reads, within the process's
+        read-ahead budget; reads they cover are served from them. Returns
+        the :class:`.readahead.Prefetch` handle (close it, or drop it, to
+        give up what was not read)."""
+        if self._closed:
+            return readahead.Prefetch()
+        ranges = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
+        ranges = [(a, b) for a, b in ranges if b > a]
+        needs = None
+        if ranges and all(b - a <= _MERGE_SMALL for a, b in ranges):
+            # A batch's records: neighbours share a request, as in read_ranges;
+            # a piece lives until its records' bytes were read, in any order.
+            merged = plan(ranges, piece=_MERGE_SMALL)
+            starts = [m[0] for m in merged]
+            needs = [0] * len(merged)
+            import bisect
+
+            for a, b in set(ranges):
+                needs[bisect.bisect_right(starts, a) - 1] += b - a
+            ranges = merged
+        return readahead.Prefetch(self, ranges, needs)
+
     def check(self) -> None:
-        info = self._call(lambda: self._fs.info(self._path), "look up")
+        info = self._metadata()
         if (int(info["size"]), object_version(info)) != self.identity:
             size = int(info["size"])
             raise SourceChangedError(
@@ -340,15 +454,11 @@ class RemoteFile(ByteSource):
 
     def close(self) -> None:
         self._closed = True
-        while True:
-            try:
-                f = self._files.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                f.close()
-            except Exception:
-                pass
+        self._tail = None
+        with self._lock:
+            pieces, self._pieces = list(self._pieces), []
+        if pieces:
+            readahead._drop(pieces)
 
     @property
     def closed(self) -> bool:

@@ -68,6 +68,12 @@ def filesystem(url: str, storage_options: dict | None = None):
             f"{url}: reading URLs needs fsspec; install it with: pip install 'arrayfs[remote]'"
         ) from None
     proto = scheme(url)
+    if proto in ("gs", "gcs"):
+        # gcsfs 2026.x probes every new bucket's type over gRPC (for zonal and
+        # hierarchical-namespace buckets); where gRPC is not served (an
+        # emulator, a proxy) that probe waits 60 s. Off unless asked for: it
+        # is read when gcsfs is first imported.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     try:
         fsspec.get_filesystem_class(proto)
     except ValueError:

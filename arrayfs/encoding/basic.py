@@ -1,38 +1,19 @@
-"""How examples become record bytes and back: encoders (msgpack, npz) for
-writers such as ``arrayfs convert --from parquet``, and decoders
-``bytes`` of one record -> ``dict`` of numpy arrays for readers such as the
-NNX source. numpy and msgpack only (no JAX).
-
-A decoder is chosen by :func:`get_decoder` from the ``decode`` setting of
-:class:`~arrayfs.nnx.config.ArrayRecordSourceConfig`:
-
-| ``decode`` | record is decoded as |
-| --- | --- |
-| ``None`` | ``{"data": np.frombuffer(record, np.uint8)}``: shape ``(len(record),)``, dtype ``uint8``, a read-only view of the record's bytes (no copy) |
-| ``"msgpack"`` | a msgpack map; values become arrays with ``np.asarray``, except ``bytes`` (``uint8`` arrays) and maps in the msgpack-numpy layout ``{"nd": True, "type": dtype.str, "shape": [...], "data": raw bytes}`` (the exact array), which :func:`encode_msgpack` writes |
-| ``"json"`` | a JSON object (UTF-8); values through ``np.asarray`` |
-| ``"npy"`` | one ``.npy`` file -> ``{"data": array}`` |
-| ``"npz"`` | one ``.npz`` file -> one entry per member array |
-| callable | ``fn(record: bytes) -> Mapping[str, array-like]``; values go through ``np.asarray`` |
-
-A top-level msgpack/JSON value that is not a map is returned as
-``{"data": np.asarray(value)}``. ``.npy``/``.npz`` are read with
-``allow_pickle=False``: a record can never run code.
-"""
+"""The decoders and encoders of plain record formats: raw bytes, msgpack,
+JSON, ``.npy`` and ``.npz`` (numpy and msgpack only). The table of
+``decode`` names is in :mod:`arrayfs.encoding`."""
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from .errors import RecordDecodeError
+
 __all__ = [
-    "DECODERS",
-    "Decoder",
-    "get_decoder",
     "decode_raw",
     "decode_msgpack",
     "decode_json",
@@ -40,23 +21,7 @@ __all__ = [
     "decode_npz",
     "encode_msgpack",
     "encode_npz",
-    "RecordDecodeError",
 ]
-
-Decoder = Callable[[bytes], dict]
-
-
-class RecordDecodeError(ValueError):
-    """A record's bytes are not valid for the configured decoder.
-
-    Attributes:
-        decoder: the decoder's name (``"msgpack"``, ...).
-    """
-
-    def __init__(self, decoder: str, reason: str):
-        self.decoder = decoder
-        super().__init__(f"cannot decode record as {decoder}: {reason}")
-
 
 def decode_raw(record: bytes) -> dict:
     """``{"data": uint8 array of shape (len(record),)}``, a view of ``record``."""
@@ -164,49 +129,6 @@ def decode_npz(record: bytes) -> dict:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise RecordDecodeError("npz", str(exc)) from exc
-
-
-DECODERS: dict[str, Decoder] = {
-    "msgpack": decode_msgpack,
-    "json": decode_json,
-    "npy": decode_npy,
-    "npz": decode_npz,
-}
-
-
-def _wrap_callable(fn: Callable) -> Decoder:
-    name = getattr(fn, "__name__", repr(fn))
-
-    def decode(record: bytes) -> dict:
-        out = fn(record)
-        if not isinstance(out, Mapping):
-            raise RecordDecodeError(
-                name, f"decoder returned {type(out).__name__}, expected a dict of arrays"
-            )
-        return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in out.items()}
-
-    decode.__name__ = name
-    return decode
-
-
-def get_decoder(decode: str | Callable | None) -> Decoder:
-    """The decoder for a ``decode`` setting (``None``, a name, or a callable).
-
-    Raises:
-        ValueError: an unknown name or a non-callable value.
-    """
-    if decode is None:
-        return decode_raw
-    if isinstance(decode, str):
-        try:
-            return DECODERS[decode]
-        except KeyError:
-            raise ValueError(
-                f"decode must be None, a callable or one of {sorted(DECODERS)}, got {decode!r}"
-            ) from None
-    if callable(decode):
-        return _wrap_callable(decode)
-    raise ValueError(f"decode must be None, a str or a callable, got {type(decode).__name__}")
 
 
 def encode_msgpack(example: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,240 @@
+"""One record as the files of a mount's ``.decoded/<name>/`` directory,
+as plain data: a ``dict`` whose keys are file names and whose values are
+``bytes`` (a file: exactly its contents, so its size is ``len``) or a
+nested ``dict`` (a directory). No FUSE here; the mount serves this tree.
+
+The rules, per feature (an Example's feature, a key of a msgpack/JSON map,
+or a leaf of a TFDS record):
+
+* a single ``bytes`` value whose signature says png, jpg, gif, webp, wav,
+  flac or npy: ``<feature>.<ext>`` holding exactly the stored bytes (an
+  image viewer, ``file``, ``identify`` and ``ffprobe`` open it as any such
+  file);
+* another single ``bytes`` or text value: ``<feature>``, its bytes (text
+  as UTF-8);
+* numbers (any count, any shape): ``<feature>``, a text file with one value
+  per line in C order (floats in their shortest round-trip form; ``float32``
+  ones as ``float32``; booleans as ``0``/``1``); no values: an empty file;
+* a list of several binary or text values: a directory ``<feature>/``
+  holding ``0``, ``1``, ... by the same rules (``0.png`` ...);
+* a map (a nested TFDS ``FeaturesDict``, a Sequence of dicts): a
+  directory of its keys;
+* with ``class_names`` (TFDS ``ClassLabel`` features): besides
+  ``<feature>`` with the integer(s), ``<feature>.name`` with the name(s),
+  one per line.
+
+An Example key holding ``/`` (TFDS flattens nested features that way)
+becomes nested directories. A name that is empty, ``.`` or ``..``, or that
+would clash with one already there, has ``/`` and ``%`` escaped as
+``%2F`` and ``%25`` and, if still clashing, ``~1``, ``~2``... appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from .errors import RecordDecodeError
+from .sniff import sniff_content, sniff_format
+
+__all__ = ["decoded_tree", "DecodedFile", "tree_size"]
+
+#: A file's contents in a decoded tree.
+DecodedFile = bytes
+
+
+def _format_number(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "1" if x else "0"
+    if isinstance(x, np.floating):
+        return str(x)  # numpy's shortest form for the value's own precision
+    return repr(x.item() if isinstance(x, np.generic) else x)
+
+
+def _numbers_file(values) -> bytes:
+    arr = np.asarray(values)
+    flat = arr.ravel()
+    if arr.dtype.kind == "f":
+        items = [_format_number(v) for v in flat]  # numpy scalars keep their precision
+    else:
+        items = [_format_number(v) for v in flat.tolist()]
+    return "".join(f"{v}\n" for v in items).encode()
+
+
+def _is_numeric(value) -> bool:
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf"
+    if isinstance(value, (list, tuple)) and value:
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged
+            return False
+        return arr.dtype.kind in "biuf"
+    return False
+
+
+def _blob(value) -> bytes | None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    return None
+
+
+def _unique(directory: dict, name: str) -> str:
+    if name in ("", ".", "..") or "/" in name or name in directory:
+        name = name.replace("%", "%25").replace("/", "%2F") or "%"
+        if name in (".", ".."):
+            name = name.replace(".", "%2E")
+    base, k = name, 0
+    while name in directory:
+        k += 1
+        name = f"{base}~{k}"
+    return name
+
+
+def _put_file(directory: dict, name: str, data: bytes) -> str:
+    ext = sniff_content(data)
+    name = _unique(directory, f"{name}.{ext}" if ext else name)
+    directory[name] = data
+    return name
+
+
+def _put(directory: dict, name: str, value) -> None:
+    """Add ``value`` under ``name`` to ``directory`` by the module's rules."""
+    if value is None:
+        return  # an optional feature that is absent has no file
+    if isinstance(value, Mapping):
+        sub: dict = {}
+        for k, v in value.items():
+            _put(sub, str(k), v)
+        directory[_unique(directory, name)] = sub
+        return
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        value = value.ravel().tolist()
+    blob = _blob(value)
+    if blob is not None:
+        _put_file(directory, name, blob)
+    elif _is_numeric(value):
+        directory[_unique(directory, name)] = _numbers_file(value)
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            directory[_unique(directory, name)] = b""
+        elif len(value) == 1 and _blob(value[0]) is not None:
+            _put_file(directory, name, _blob(value[0]))
+        else:
+            sub = {}
+            for i, v in enumerate(value):
+                _put(sub, str(i), v)
+            directory[_unique(directory, name)] = sub
+    else:
+        raise TypeError(f"feature {name!r}: cannot show a {type(value).__name__} as a file")
+
+
+def _subdir(tree: dict, dirs: list) -> dict | None:
+    where = tree
+    for d in dirs:
+        if d in ("", ".", ".."):
+            return None
+        nxt = where.setdefault(d, {})
+        if not isinstance(nxt, dict):
+            return None
+        where = nxt
+    return where
+
+
+def _example_tree(record: bytes) -> dict:
+    from .example import feature_values, parse_features
+
+    tree: dict = {}
+    for key, feature in parse_features(record).items():
+        *dirs, leaf = key.split("/")
+        where = _subdir(tree, dirs) if leaf else None
+        if where is None:
+            where, leaf = tree, key
+        _put(where, leaf, feature_values(feature, key))
+    return tree
+
+
+def _map_tree(obj) -> dict:
+    tree: dict = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _put(tree, str(k), v)
+    else:
+        _put(tree, "data", obj)
+    return tree
+
+
+def decoded_tree(record, decode: str | Callable = "auto", *, class_names: Mapping | None = None) -> dict:
+    """The ``.decoded/<name>/`` directory of one record (see the module
+    docstring): ``{file name: bytes | dict}``.
+
+    Args:
+        record: the record's bytes.
+        decode: ``"auto"`` (sniffed from this record), ``"example"``,
+            ``"msgpack"``, ``"json"``, ``"raw"`` (one file ``data`` or
+            ``data.<ext>``), or a callable ``bytes -> nested dict`` such as
+            :meth:`arrayfs.tfds.TfdsFeatures.decode_for_display` (images kept
+            as their stored bytes).
+        class_names: ``{feature path ("label", "meta/kind"): [names]}``:
+            those features also get ``<feature>.name`` files
+            (:meth:`arrayfs.tfds.TfdsFeatures.class_names`).
+
+    Raises:
+        RecordDecodeError: the record is not of the format named.
+    """
+    if callable(decode):
+        tree = _map_tree(decode(record))
+    else:
+        if decode == "auto":
+            decode = sniff_format([record])
+        if decode == "example":
+            tree = _example_tree(record)
+        elif decode == "msgpack":
+            from .render import msgpack_values
+
+            tree = _map_tree(msgpack_values(record))
+        elif decode == "json":
+            import json
+
+            try:
+                tree = _map_tree(json.loads(record))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RecordDecodeError("json", str(exc)) from exc
+        elif decode == "raw":
+            tree = {}
+            _put_file(tree, "data", bytes(record))
+        else:
+            raise ValueError(f"decode must be 'auto', 'example', 'msgpack', 'json', 'raw' or a callable, "
+                             f"got {decode!r}")
+    for path, names in (class_names or {}).items():
+        _add_names(tree, path.split("/"), list(names))
+    return tree
+
+
+def _add_names(tree: dict, parts: list, names: list) -> None:
+    *dirs, leaf = parts
+    where = tree
+    for d in dirs:
+        where = where.get(d)
+        if not isinstance(where, dict):
+            return
+    data = where.get(leaf)
+    if not isinstance(data, bytes):
+        return
+    lines = data.decode().split()
+    out = []
+    for line in lines:
+        k = int(line)
+        out.append(names[k] if 0 <= k < len(names) else "")
+    where[_unique(where, f"{leaf}.name")] = "".join(f"{n}\n" for n in out).encode()
+
+
+def tree_size(tree: dict) -> int:
+    """Bytes in all files of a decoded tree."""
+    return sum(tree_size(v) if isinstance(v, dict) else len(v) for v in tree.values())
+

@@ -1,0 +1,106 @@
+"""Ranged GETs through fsspec: one coroutine per request, pinned to the
+version the listing saw.
+
+s3fs's file objects pin a version with ``If-Match: <ETag>``, but they take
+the ETag from a ``HEAD`` made when each file object opens
+(``AbstractBufferedFile.details``), which was the second request of every
+shard. Here the ETag (S3) or generation (GCS) comes from the listing and
+goes with every GET: ``If-Match`` on S3 (a replaced object answers 412),
+``generation=`` on GCS (a replaced object answers 404, or its old bytes on
+a versioned bucket). Other fsspec backends (``memory://``, ``https://``,
+...) get plain ranged reads.
+
+A transport answers ``get(key, start, end, pin)`` (a coroutine on
+:attr:`loop`), ``info(key)`` (an fsspec-style info dict, one metadata
+request) and :meth:`classify` of its errors; :mod:`.obstore_backend` is the
+other one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+from . import aio
+
+__all__ = ["FsspecTransport", "MISSING", "REPLACED", "PERMANENT", "RETRY", "BEYOND"]
+
+# What an error means for a read (see classify()).
+MISSING, REPLACED, PERMANENT, RETRY, BEYOND = "missing", "replaced", "permanent", "retry", "beyond"
+
+
+def _is_precondition(e: BaseException) -> bool:
+    text = str(e)
+    return (type(e).__name__ in ("FileExpired", "PreconditionError")
+            or "PreconditionFailed" in text or "pre-conditions" in text or "412" in text.split(":")[0])
+
+
+class FsspecTransport:
+    """Ranged GETs through an fsspec file system ``fs``."""
+
+    name = "fsspec"
+
+    def __init__(self, fs):
+        self.fs = fs
+        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.protocol = proto
+        self.kind = "s3" if proto in ("s3", "s3a") else "gcs" if proto in ("gs", "gcs") else "other"
+        self.loop = fs.loop if getattr(fs, "async_impl", False) else aio.default_loop()
+
+    def key_of(self, url: str) -> str:
+        """The object's path within :attr:`fs` (``bucket/key``)."""
+        return self.fs._strip_protocol(url)
+
+    def pin_of(self, info: dict):
+        """What to pin each GET to: the ETag on S3, the generation on GCS."""
+        if self.kind == "s3":
+            return info.get("ETag") or info.get("etag")
+        if self.kind == "gcs":
+            g = info.get("generation")
+            return str(g) if g not in (None, "") else None
+        return None
+
+    def info(self, key: str) -> dict:
+        return self.fs.info(key)
+
+    def invalidate(self, key: str) -> None:
+        self.fs.invalidate_cache(key)
+
+    async def get(self, key: str, start: int, end: int, pin) -> bytes:
+        fs = self.fs
+        if self.kind == "s3":
+            bucket, path, vers = fs.split_path(key)
+            kw = {"Range": f"bytes={start}-{end - 1}"}
+            if pin:
+                kw["IfMatch"] = pin
+            if vers:
+                kw["VersionId"] = vers
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=path, **kw, **fs.req_kw)
+            try:
+                return await resp["Body"].read()
+            finally:
+                resp["Body"].close()
+        if self.kind == "gcs":
+            kw = {"generation": pin} if pin else {}
+            return await fs._cat_file(key, start=start, end=end, **kw)
+        if getattr(fs, "async_impl", False):
+            return await fs._cat_file(key, start=start, end=end)
+        return await asyncio.to_thread(fs.cat_file, key, start=start, end=end)
+
+    def classify(self, e: BaseException, pinned: bool) -> str:
+        """What ``e`` from :meth:`get` means: :data:`MISSING` (no object; on
+        GCS with a generation pinned, also a replaced one), :data:`REPLACED`
+        (a precondition failed), :data:`BEYOND` (the range starts past the
+        end), :data:`PERMANENT` (no retry helps), else :data:`RETRY`."""
+        if isinstance(e, FileNotFoundError):
+            return MISSING
+        if _is_precondition(e):
+            return REPLACED
+        if isinstance(e, OSError) and e.errno == errno.EINVAL and "pre-conditions" in str(e):
+            return REPLACED
+        text = str(e)
+        if "InvalidRange" in text or "416" in text.split(":")[0] or "Requested Range Not Satisfiable" in text:
+            return BEYOND
+        if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError)):
+            return PERMANENT
+        return RETRY

@@ -1,0 +1,187 @@
+"""What the CLI and the mount will show of a record: ``sniff_format``
+(``--decode auto``), ``to_json`` (``arrayfs cat --decode``) and
+``decoded_tree`` (``.decoded/<name>/``), on the TFDS-built fixture and on
+records of every other format."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import msgpack
+import numpy as np
+import pytest
+from _tfds_fixture import VERSION_DIR, expected
+from PIL import Image
+
+from arrayfs.encoding import (
+    RecordDecodeError,
+    decoded_tree,
+    describe_bytes,
+    encode_example,
+    encode_msgpack,
+    json_line,
+    sniff_content,
+    sniff_format,
+    to_json,
+)
+from arrayfs.encoding.files import tree_size
+from arrayfs.tfds import data_source
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    src = data_source(VERSION_DIR, split="train")
+    return src, [src.records[i] for i in range(8)]
+
+
+def _png(shape=(5, 7), mode="L") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(np.prod(shape), dtype=np.uint8).reshape(shape), mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_sniff_format(fixture):
+    _, records = fixture
+    assert sniff_format(records) == "example"
+    assert sniff_format([json.dumps({"a": 1}).encode(), b" [1, 2]"]) == "json"
+    assert sniff_format([encode_msgpack({"a": np.arange(3)}), msgpack.packb({"b": b"x"})]) == "msgpack"
+    assert sniff_format([b"\x00\x01binary", b"more"]) == "raw"
+    assert sniff_format([]) == "raw" and sniff_format([b"", b""]) == "raw"
+    # One record of another kind among Examples: not all of them are Examples.
+    assert sniff_format(records[:3] + [b"plain text"]) == "raw"
+    # Random bytes that happen to parse as some protobuf are not Examples.
+    assert sniff_format([b"\x08\x96\x01"]) == "raw"
+    assert sniff_format([encode_example({"x": [1.5]})]) == "example"
+
+
+def test_sniff_content_signatures():
+    assert sniff_content(_png()) == "png"
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 2)).save(buf, "JPEG")
+    assert sniff_content(buf.getvalue()) == "jpg"
+    for fmt, ext in (("GIF", "gif"), ("WEBP", "webp")):
+        buf = io.BytesIO()
+        Image.new("RGB", (3, 2)).save(buf, fmt)
+        assert sniff_content(buf.getvalue()) == ext
+    npy = io.BytesIO()
+    np.save(npy, np.zeros((2, 3)))
+    assert sniff_content(npy.getvalue()) == "npy"
+    assert sniff_content(b"RIFF\x24\x00\x00\x00WAVEfmt ") == "wav" and sniff_content(b"fLaC\x00") == "flac"
+    assert sniff_content(b"hello") is None and sniff_content(b"") is None
+
+
+def test_describe_bytes():
+    assert describe_bytes(_png((5, 7))) == {"bytes": len(_png((5, 7))), "type": "png", "shape": [5, 7, 1]}
+    rgb = _png((4, 6, 3), "RGB")
+    assert describe_bytes(rgb)["shape"] == [4, 6, 3]
+    npy = io.BytesIO()
+    np.save(npy, np.zeros((2, 3), np.float32))
+    assert describe_bytes(npy.getvalue()) == {"bytes": len(npy.getvalue()), "type": "npy", "shape": [2, 3]}
+    assert describe_bytes(b"\x00\x01") == {"bytes": 2, "type": "binary"}
+    assert describe_bytes(b"\x89PNG\r\n\x1a\ntruncated") == {"bytes": 17, "type": "png"}  # no shape, no error
+
+
+def test_to_json_of_tfds_example(fixture):
+    src, records = fixture
+    want = expected()["train"][0]
+    out = to_json(records[0], "example")
+    assert json.loads(json.dumps(out)) == out  # plain JSON
+    assert out["label"] == want["label"] and out["meta/index"] == want["meta"]["index"]
+    assert out["text"] == want["text"].decode() and out["meta/source"] == "sklearn.datasets.load_digits"
+    assert out["image"] == {"bytes": len(records[0]) and out["image"]["bytes"], "type": "png", "shape": [8, 8, 1]}
+    assert out["meta/inner/photo"]["type"] == "jpg" and out["meta/inner/photo"]["shape"][1:] == [8, 3]
+    assert isinstance(out["pixels"], list) and len(out["pixels"]) == 64
+    assert out["mean"] == pytest.approx(want["mean"]) and isinstance(out["mean"], float)
+    assert [t["type"] for t in out["thumbs"]] == ["png", "png"]
+    assert to_json(records[0]) == out  # auto
+    line = json_line(out)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and json.loads(line) == out
+    assert "–".encode() in line  # text as itself, not \u escapes
+
+
+def test_to_json_with_tfds_features_is_nested(fixture):
+    src, records = fixture
+    want = expected()["train"][3]
+    out = to_json(records[3], src.features.decode_for_display)
+    assert json.loads(json.dumps(out)) == out
+    assert out["label"] == want["label"] and out["text"] == want["text"].decode()
+    assert out["meta"]["inner"]["odd"] == want["meta"]["inner"]["odd"]
+    assert out["image"]["type"] == "png" and out["image"]["shape"] == [8, 8, 1]
+    assert out["pixels"] == want["pixels"].tolist() and out["checksum"] == want["checksum"]
+    assert out["strokes"] == {"kind": [int(k) for k in want["strokes"]["kind"]],
+                              "x": [float(x) for x in want["strokes"]["x"]]}
+    assert out["ragged"] == [r.tolist() for r in want["ragged"]]
+
+
+def test_to_json_of_other_formats():
+    arr = np.arange(6, dtype=np.int16).reshape(2, 3)
+    rec = encode_msgpack({"a": arr, "s": "text", "b": b"\x00\x9f", "f": float("nan"), "l": [1, 2]})
+    assert to_json(rec, "msgpack") == {"a": [[0, 1, 2], [3, 4, 5]], "s": "text", "b": {"bytes": 2, "type": "binary"},
+                                      "f": "nan", "l": [1, 2]}
+    assert to_json(b'{"x": [1, {"y": null}]}', "json") == {"x": [1, {"y": None}]}
+    assert to_json(_png(), "raw")["type"] == "png"
+    assert to_json(encode_example({"inf": [np.inf, -np.inf], "one": [7]})) == {"inf": ["inf", "-inf"], "one": 7}
+    with pytest.raises(RecordDecodeError):
+        to_json(b"\xc1", "msgpack")
+    with pytest.raises(RecordDecodeError):
+        to_json(b"{", "json")
+    with pytest.raises(ValueError, match="decode must be"):
+        to_json(b"", "xml")
+
+
+def test_decoded_tree_of_an_example(fixture):
+    _, records = fixture
+    want = expected()["train"][1]
+    tree = decoded_tree(records[1], "example")
+    assert tree["image.png"].startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(tree["image.png"]))), want["image"][..., 0])
+    assert tree["label"] == f"{want['label']}\n".encode()
+    assert tree["text"] == want["text"]
+    assert set(tree["thumbs"]) == {"0.png", "1.png"}
+    assert tree["meta"]["inner"]["photo.jpg"].startswith(b"\xff\xd8\xff")
+    assert tree["meta"]["index"] == f"{want['meta']['index']}\n".encode()
+    pixels = np.array(tree["pixels"].decode().split(), dtype=np.float32)  # shortest float32 forms
+    assert np.array_equal(pixels, want["pixels"].astype(np.float32).ravel())
+    assert tree_size(tree) == sum(len(v) for v in _files(tree))
+
+
+def _files(tree):
+    for v in tree.values():
+        if isinstance(v, dict):
+            yield from _files(v)
+        else:
+            yield v
+
+
+def test_decoded_tree_with_tfds_features_and_class_names(fixture):
+    src, records = fixture
+    want = expected()["train"][2]
+    tree = decoded_tree(records[2], src.features.decode_for_display, class_names=src.features.class_names())
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert tree["label"] == f"{want['label']}\n".encode() and tree["label.name"] == f"{names[want['label']]}\n".encode()
+    kinds = [int(k) for k in want["strokes"]["kind"]]
+    assert tree["strokes"]["kind"] == "".join(f"{k}\n" for k in kinds).encode()
+    assert tree["strokes"]["kind.name"] == "".join(f"{k}\n" for k in kinds).encode()
+    assert tree["image.png"].startswith(b"\x89PNG") and tree["meta"]["inner"]["photo.jpg"][:3] == b"\xff\xd8\xff"
+    assert tree["moments"] == "".join(f"{v}\n" for v in want["moments"].ravel().tolist()).encode()
+    assert tree["checksum"] == f"{want['checksum']}\n".encode()
+    assert tree["meta"]["inner"]["odd"] == (b"1\n" if want["meta"]["inner"]["odd"] else b"0\n")
+    assert tree["mean"] == f"{np.float32(want['mean'])}\n".encode()
+
+
+def test_decoded_tree_of_other_formats():
+    rec = msgpack.packb({"photo": _png(), "note": "hi", "nums": [1, 2, 3], "blobs": [b"\x00", b"\x01"],
+                        "nested": {"k": 1.5}, "bad/name": b"x", "..": b"y"})
+    tree = decoded_tree(rec, "msgpack")
+    assert tree["photo.png"] == _png() and tree["note"] == b"hi" and tree["nums"] == b"1\n2\n3\n"
+    assert tree["blobs"] == {"0": b"\x00", "1": b"\x01"} and tree["nested"] == {"k": b"1.5\n"}
+    assert tree["bad%2Fname"] == b"x" and tree["%2E%2E"] == b"y"
+    assert decoded_tree(json.dumps({"a": [[1, 2], [3, 4]], "e": []}).encode(), "json") == {"a": b"1\n2\n3\n4\n",
+                                                                                          "e": b""}
+    assert decoded_tree(_png(), "raw") == {"data.png": _png()}
+    assert decoded_tree(b"\x00\x01", "auto") == {"data": b"\x00\x01"}
+    clash = encode_example({"a": [1], "a/b": [2]})
+    # A feature and a directory of the same name: both stay, under distinct names.
+    tree = decoded_tree(clash, "example")
+    assert tree in ({"a": {"b": b"2\n"}, "a~1": b"1\n"}, {"a": b"1\n", "a%2Fb": b"2\n"})

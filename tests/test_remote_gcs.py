@@ -1,0 +1,149 @@
+"""``gs://`` for real: gcsfs against a GCS-protocol emulator on loopback
+(``tests/_gcsserver.py``; CI starts it): the dataset, the reader, the
+writer's upload, the mount, one request per shard at open with every read
+pinned to the listed generation, and 503s retried. Google's wheel writes the
+shards that are uploaded and reads what arrayfs uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+
+import numpy as np
+import pytest
+from _gcsserver import start_gcs
+from _google import google, gwrite
+from _s3server import FaultProxy
+
+import arrayfs
+
+
+def noise(n: int, size: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [b"%d:" % i + rng.bytes(int(rng.integers(0, size))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    server = start_gcs()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(gcs, tmp_path_factory):
+    """Google-written shards in a bucket: ``(pattern, records, name)``."""
+    d = tmp_path_factory.mktemp("gcs-src")
+    name = gcs.make_bucket(f"arrayfs-{uuid.uuid4().hex[:10]}")
+    fs = gcs.filesystem()
+    records = []
+    for k, options in enumerate(["group_size:1", "group_size:32,brotli:3", "group_size:1,snappy"]):
+        recs = noise(300, 3000, k)
+        p = gwrite(d / f"train-{k:05d}-of-00003.array_record", options, recs)
+        fs.put_file(str(p), f"{name}/data/{os.path.basename(p)}")
+        records.extend(recs)
+    return f"gs://{name}/data/train-*.array_record", records, name
+
+
+def test_dataset_and_reader_on_gcs_read_what_google_wrote(gcs, bucket):
+    pattern, records, name = bucket
+    with arrayfs.ArrayRecordDataSource(pattern, storage_options=gcs.storage_options) as ds:
+        assert len(ds) == len(records)
+        rng = np.random.default_rng(1)
+        for i in rng.integers(0, len(records), 40).tolist():
+            assert ds[i] == records[i]
+        idx = rng.integers(0, len(records), 256)
+        assert ds.__getitems__(idx) == [records[i] for i in idx]
+        assert list(ds) == records
+    url = f"gs://{name}/data/train-00001-of-00003.array_record"
+    with arrayfs.ArrayRecordReader(url, storage_options=gcs.storage_options) as r:
+        assert r.read_all() == records[300:600]
+        assert r.read([299, 0, 31, 32]) == [records[300 + i] for i in (299, 0, 31, 32)]
+        assert r.writer_options_string().startswith("group_size:32")
+
+
+def test_writer_uploads_to_gcs_on_close_and_google_reads_it(gcs, tmp_path):
+    name = gcs.make_bucket(f"arrayfs-w-{uuid.uuid4().hex[:8]}")
+    url = f"gs://{name}/out/w.array_record"
+    recs = noise(500, 2000, 7)
+    w = arrayfs.ArrayRecordWriter(url, "group_size:8,zstd:1", storage_options=gcs.storage_options)
+    for r in recs:
+        w.write(r)
+    fs = gcs.filesystem()
+    assert not fs.exists(url), "nothing appears before close()"
+    w.close()
+    fs.get_file(url, str(tmp_path / "w.array_record"))
+    g = google.ArrayRecordReader(str(tmp_path / "w.array_record"))
+    assert g.read_all() == recs
+    g.close()
+
+
+def test_open_is_one_request_per_shard_and_reads_pin_the_listed_generation(gcs, bucket):
+    pattern, records, name = bucket
+    proxy = FaultProxy(gcs.endpoint)
+    try:
+        opts = {"endpoint_url": proxy.endpoint, "token": "anon"}
+        with arrayfs.ArrayRecordDataSource(pattern, storage_options=opts) as ds:
+            opened = [line for line in proxy.lines if line.startswith("GET /download/")]
+            assert len(opened) == 3, proxy.lines  # the tail of each; size and generation came with the listing
+            assert len(proxy.lines) == 4, proxy.lines  # + the listing
+            gens = {s.path.rsplit("/", 1)[1]: ds.snapshot().file(k)._source.pin_to for k, s in enumerate(ds.shards)}
+            proxy.reset()
+            assert ds.__getitems__(list(range(0, len(records), 7))) == records[::7]
+            reads = [urllib.parse.unquote(line) for line in proxy.lines]
+            assert reads and all(line.startswith("GET ") for line in reads)
+            for line in reads:
+                shard = next(n for n in gens if n in line)
+                assert f"generation={gens[shard]}" in line, line
+            proxy.fail_next = 3
+            assert ds[len(records) - 1] == records[-1] and ds[1] == records[1]
+            assert proxy.fail_next == 0  # 503s retried
+    finally:
+        proxy.stop()
+
+
+def test_mount_of_a_gcs_bucket(gcs, bucket, tmp_path):
+    pattern, records, _ = bucket
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cli = [sys.executable, "-m", "arrayfs.fs.cli", "mount", pattern, str(mnt), "--no-watch",
+           "--storage-option", f"endpoint_url={gcs.endpoint}", "--storage-option", "token=anon"]
+    p = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    try:
+        names = sorted(n for n in os.listdir(mnt) if n[0] != ".")
+        assert len(names) == len(records)
+        for i in (0, 299, 300, 650, len(records) - 1):
+            assert (mnt / names[i]).read_bytes() == records[i]
+            assert os.stat(mnt / names[i]).st_size == len(records[i])
+    finally:
+        for _ in range(50):
+            if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+
+
+def test_gcs_urls_skip_gcsfs_grpc_bucket_probe_unless_asked(gcs, bucket):
+    """gcsfs 2026.x's experimental class probes each bucket's type over
+    gRPC, which waits 60 s where gRPC is not served; arrayfs turns it off
+    (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``) unless the user set it."""
+    pattern, records, _ = bucket
+    code = ("import os, sys, arrayfs\n"
+            "ds = arrayfs.ArrayRecordDataSource(sys.argv[1], storage_options={'endpoint_url': sys.argv[2], "
+            "'token': 'anon'})\n"
+            "import gcsfs\n"
+            "print(len(ds), os.environ['GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'], gcsfs.GCSFileSystem.__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"}
+    p = subprocess.run([sys.executable, "-c", code, pattern, gcs.endpoint], capture_output=True, text=True,
+                       env=env, timeout=50)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(len(records)), "false", "GCSFileSystem"]
+    env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "true"  # the user's choice stands
+    code2 = "import os, arrayfs.storage as s; s.filesystem('gs://b/x'); print(os.environ['GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'])"
+    p = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, timeout=50)
+    assert p.returncode == 0 and p.stdout.strip() == "true", p.stderr

@@ -1,0 +1,91 @@
+"""The storage layer's request planning and read-ahead, on fsspec's
+``memory://`` store (a real fsspec backend, no network): exact ranges
+coalesced only within the gap, read-ahead within its byte budget, reads
+served from it without requests, memory given back when read or dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+
+from arrayfs.storage import readahead
+from arrayfs.storage.listing import open_source
+from arrayfs.storage.remote import GAP, plan
+
+
+@pytest.fixture()
+def obj():
+    data = np.random.default_rng(0).bytes(3 << 20)
+    url = f"memory://arrayfs-ra-{uuid.uuid4().hex[:8]}/blob"
+    fsspec.filesystem("memory").pipe_file(url, data)
+    yield url, data
+    fsspec.filesystem("memory").rm(url)
+
+
+def test_plan_fetches_exact_ranges_and_merges_only_close_neighbours():
+    assert plan([(100, 200)]) == [(100, 200)]
+    assert plan([(5000, 6000), (0, 1000)]) == [(0, 6000)]  # 4 KB apart: one request
+    assert plan([(0, 1000), (1000 + GAP + 1, 1000 + GAP + 10)]) == [(0, 1000), (1000 + GAP + 1, 1000 + GAP + 10)]
+    assert plan([(0, 1000), (3000, 4000)]) == [(0, 4000)]
+    assert plan([(0, 10), (5, 20), (20, 20)]) == [(0, 20)]
+    assert plan([(0, 20 << 20)], piece=8 << 20) == [(0, 8 << 20), (8 << 20, 16 << 20), (16 << 20, 20 << 20)]
+
+
+def test_batch_reads_are_exact_and_counted(obj):
+    url, data = obj
+    src = open_source(url)
+    ranges = [(10, 20), (2_000_000, 2_001_000), (30, 40), (1_000_000, 1_000_001)]
+    assert src.read_ranges(ranges) == [data[a:b] for a, b in ranges]
+    assert src.requests == 3  # (10, 20) and (30, 40) share one
+    src.close()
+
+
+def test_prefetched_ranges_serve_reads_without_requests_and_give_the_budget_back(obj):
+    url, data = obj
+    src = open_source(url)
+    spans = [(k * 100_000, (k + 1) * 100_000) for k in range(20)]
+    h = src.prefetch(spans)
+    assert 0 < readahead.in_use() <= readahead.budget()
+    for a, b in spans:
+        assert src.read(a, b - a) == data[a:b]
+    assert src.requests == 10  # the pieces' own (neighbours in pairs, within 256 KiB), none more
+    assert readahead.in_use() == 0 and h.nbytes == 0
+    src.close()
+
+
+def test_read_ahead_stays_within_its_budget_and_dropping_the_handle_frees_it(obj):
+    url, data = obj
+    old = readahead.budget()
+    readahead.set_budget(300_000)
+    try:
+        src = open_source(url)
+        spans = [(k * 100_000, (k + 1) * 100_000) for k in range(25)]
+        h = src.prefetch(spans)
+        assert readahead.in_use() <= 300_000
+        for a, b in spans[:10]:  # reading admits the next pieces
+            assert src.read(a, b - a) == data[a:b]
+            assert readahead.in_use() <= 300_000
+        assert h.nbytes == 15 * 100_000
+        del h
+        gc.collect()
+        assert readahead.in_use() == 0
+        src.close()
+    finally:
+        readahead.set_budget(old)
+
+
+def test_sequential_reads_start_read_ahead_by_themselves(obj):
+    url, data = obj
+    src = open_source(url)
+    step = 4096
+    for a in range(0, 2_000_000, step):
+        assert src.read(a, step) == data[a : a + step]
+    reads = 2_000_000 // step
+    assert src.requests < reads // 10, src.requests  # the windows grew; most reads were already there
+    src.close()
+    assert readahead.in_use() == 0

@@ -1,0 +1,330 @@
+"""``arrayfs.tfds.data_source`` and ``decode="tfds"`` against what TFDS's own
+``tfds.data_source`` returned for every record of a dataset TFDS built
+(``tests/data/tfds/``; no TensorFlow needed here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import uuid
+
+import numpy as np
+import pytest
+from _tfds_fixture import DATA, VERSION_DIR, assert_same, expected, shards
+
+import arrayfs.tfds as tfds_
+from arrayfs.encoding import RecordDecodeError, encode_example
+from arrayfs.tfds import UnsupportedFeatureError, data_source
+from arrayfs.tfds.splits import SplitInfo, parse_split
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_record_is_what_tfds_returned(split):
+    want = expected()[split]
+    src = data_source(VERSION_DIR, split=split)
+    assert len(src) == len(want)
+    for i, w in enumerate(want):
+        assert_same(src[i], w, f"{split}[{i}]")
+    batch = src.__getitems__(np.arange(len(want))[::-1])
+    for i, got in enumerate(batch):
+        assert_same(got, want[len(want) - 1 - i], f"{split} batched [{i}]")
+    for i, got in enumerate(src):
+        assert_same(got, want[i], f"{split} iterated [{i}]")
+    src.close()
+
+
+def test_fixture_covers_every_feature_kind():
+    src = data_source(VERSION_DIR, split="train")
+    classes = {e["class"] for e in src.features.summary()}
+    assert classes == {"Image", "ClassLabel", "Text", "Tensor", "Scalar"}
+    summary = {e["feature"]: e for e in src.features.summary()}
+    assert summary["thumbs"]["sequence"] == [2] and summary["strokes/kind"]["sequence"] == [None]
+    assert summary["ragged"]["sequence"] == [None, None] and summary["meta/inner/photo"]["encoding"] == "jpeg"
+    assert summary["blob"]["encoding"] == "bytes" and summary["rows16"]["encoding"] == "zlib"
+    # Some records have empty sequences and some full ones.
+    want = expected()["train"]
+    assert any(len(w["ragged"]) and len(w["ragged"][-1]) for w in want) and any(not w["row_sums"] for w in want)
+
+
+def test_by_name_under_data_dir_and_tfds_data_dir(monkeypatch):
+    want = expected()["test"]
+    for name in ("arrayfs_digits", "arrayfs_digits:1.0.0"):
+        src = data_source(name, split="test", data_dir=DATA)
+        assert_same(src[3], want[3])
+    monkeypatch.setenv("TFDS_DATA_DIR", DATA)
+    assert len(data_source("arrayfs_digits", split="test")) == 16
+    with pytest.raises(FileNotFoundError, match="no prepared version"):
+        data_source("no_such_dataset", split="train", data_dir=DATA)
+    with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+        data_source(os.path.join(DATA, "nowhere"), split="train")
+
+
+def test_split_none_and_split_trees():
+    every = data_source(VERSION_DIR)
+    assert list(every) == ["train", "test"] and [len(s) for s in every.values()] == [64, 16]
+    pair = data_source(VERSION_DIR, split=["train[:10]", "test"])
+    assert isinstance(pair, list) and [len(s) for s in pair] == [10, 16]
+    tup = data_source(VERSION_DIR, split=("test",))
+    assert isinstance(tup, tuple) and len(tup[0]) == 16
+    named = data_source(VERSION_DIR, split={"a": "train[-4:]", "b": "test[1shard]"})
+    assert [len(named["a"]), len(named["b"])] == [4, 8]
+    assert_same(named["a"][0], expected()["train"][60])
+    assert_same(named["b"][0], expected()["test"][8])
+
+
+@pytest.mark.parametrize("spec,rows", [
+    ("train[:80%]", [("train", 0, 51)]),  # round(0.8 * 64) = 51
+    ("train[80%:]", [("train", 51, 64)]),
+    ("train[-10%:]", [("train", 58, 64)]),  # round(-6.4) = -6
+    ("train[10:20]+test[-4:]", [("train", 10, 20), ("test", 12, 16)]),
+    ("train[1shard:]", [("train", 32, 64)]),
+    ("train[:-1shard]", [("train", 0, 32)]),
+    ("all", [("train", 0, 64), ("test", 0, 16)]),
+    ("test[5:2]", [("test", 5, 5)]),
+])
+def test_split_slices(spec, rows):
+    src = data_source(VERSION_DIR, split=spec)
+    want = [r for split, a, b in rows for r in expected()[split][a:b]]
+    assert len(src) == len(want)
+    for i, w in enumerate(want):
+        assert_same(src[i], w, f"{spec}[{i}]")
+
+
+def test_split_rules_on_a_bigger_split():
+    splits = {"train": SplitInfo("train", (400, 350, 250), ("a", "b", "c")), "val": SplitInfo("val", (7,), ("v",))}
+    assert parse_split("train[:33%]", splits)[0][1:] == (0, 330)
+    assert parse_split("train[:0.5%]", splits)[0][1:] == (0, 5)  # round(5.0)
+    assert parse_split("train[:50%](pct1_dropremainder)", splits)[0][1:] == (0, 500)
+    assert parse_split("train[2shard]", splits)[0][1:] == (750, 1000)
+    assert parse_split("train[1_0:20] + val", splits) == [("train", 10, 20), ("val", 0, 7)]
+    with pytest.raises(ValueError, match="fewer than 100"):
+        parse_split("val[:50%](pct1_dropremainder)", splits)
+    for bad in ("train[:1001]", "nope", "train[5]", "train[:101%]", "all[:5]", "train[a:b]", "train[1:2:3]"):
+        with pytest.raises(ValueError):
+            parse_split(bad, splits)
+
+
+def test_pickles_and_reopens(tmp_path):
+    src = data_source(VERSION_DIR, split="train[5:9]")
+    copy = pickle.loads(pickle.dumps(src))
+    assert repr(copy) == repr(src) and len(copy) == 4
+    for i in range(4):
+        assert_same(copy[i], expected()["train"][5 + i])
+
+
+def test_grain_map_dataset_and_data_loader():
+    import grain
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # DataLoader reads absl flags
+
+    src = data_source(VERSION_DIR, split="test")
+    ds = grain.MapDataset.source(src).map(lambda el: (el["label"], el["image"]))
+    got = [ds[i] for i in range(len(ds))]
+    for (label, image), w in zip(got, expected()["test"]):
+        assert label == w["label"] and np.array_equal(image, w["image"])
+    loader = grain.DataLoader(data_source=src, sampler=grain.samplers.IndexSampler(
+        num_records=len(src), shuffle=False, num_epochs=1, shard_options=grain.sharding.NoSharding()),
+        operations=[], worker_count=1)
+    labels = [el["label"] for el in loader]  # decoded in a worker process: the source was pickled
+    assert labels == [w["label"] for w in expected()["test"]]
+
+
+def test_nnx_source_with_decode_tfds_and_with_the_data_source():
+    from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule
+
+    config = ArrayRecordSourceConfig(decode="tfds", shard_index=0, shard_count=1, num_epochs=1)
+    want = expected()["train"]
+    module = ArrayRecordSourceModule(config, shards("train"))
+    for i, got in enumerate(module):
+        assert_same(got, want[i], f"[{i}]")
+    module.close()
+    src = data_source(VERSION_DIR, split="train")
+    module = ArrayRecordSourceModule(config, src.paths)
+    assert_same(next(iter(module)), want[0])
+    module.close()
+    for decode in (None, "tfds"):
+        module = ArrayRecordSourceModule(ArrayRecordSourceConfig(decode=decode, shard_index=0, shard_count=1,
+                                                                 num_epochs=1), src)
+        assert_same(list(module)[7], want[7])
+
+
+def test_decode_tfds_trains_a_model():
+    import jax
+    import optax
+    from flax import nnx
+
+    from arrayfs.nnx import ArrayRecordSourceConfig, ArrayRecordSourceModule, from_source
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(64, 32, rngs=rngs)
+            self.out = nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jax.nn.relu(self.hidden(x)))
+
+    def collate(elements):
+        image = np.stack([e["image"] for e in elements]).reshape(len(elements), -1) / 255.0
+        return {"image": image.astype(np.float32), "label": np.array([e["label"] for e in elements])}
+
+    model = MLP(nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(0.05)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, image, label):
+        def loss_fn(p):
+            return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(image), label).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    config = ArrayRecordSourceConfig(decode="tfds", num_epochs=15, shuffle_files=True, seed=1,
+                                     shard_index=0, shard_count=1)
+    pattern = os.path.join(VERSION_DIR, "arrayfs_digits-train.array_record-*")
+    losses = []
+    with from_source(ArrayRecordSourceModule(config, pattern), 16, drop_remainder=True, collate=collate) as batches:
+        for batch in batches:
+            params, opt_state, loss = step(params, opt_state, batch["image"], batch["label"])
+            losses.append(float(loss))
+    assert len(losses) == 15 * 4
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])  # it learns
+
+
+def _copy_fixture(tmp_path, edit_features=None, edit_info=None):
+    target = tmp_path / "ds" / "1.0.0"
+    shutil.copytree(VERSION_DIR, target)
+    for name, edit in (("features.json", edit_features), ("dataset_info.json", edit_info)):
+        if edit:
+            doc = json.loads((target / name).read_text())
+            edit(doc)
+            (target / name).write_text(json.dumps(doc))
+    return str(target)
+
+
+def test_unsupported_feature_names_the_feature_and_class(tmp_path):
+    def to_video(doc):
+        photo = doc["featuresDict"]["features"]["meta"]["featuresDict"]["features"]["inner"]["featuresDict"][
+            "features"]["photo"]
+        photo["pythonClassName"] = "tensorflow_datasets.core.features.video_feature.Video"
+
+    d = _copy_fixture(tmp_path, to_video)
+    with pytest.raises(UnsupportedFeatureError, match=r"'meta/inner/photo' of class .*video_feature\.Video") as e:
+        data_source(d, split="train")
+    assert e.value.feature == "meta/inner/photo" and e.value.class_name.endswith("Video")
+
+    def nested_image(doc):
+        doc["featuresDict"]["features"]["thumbs"] = {
+            "pythonClassName": "tensorflow_datasets.core.features.sequence_feature.Sequence",
+            "sequence": {"feature": doc["featuresDict"]["features"]["thumbs"], "length": "-1"}}
+
+    with pytest.raises(UnsupportedFeatureError, match="'thumbs'.*Sequence of Sequence"):
+        data_source(_copy_fixture(tmp_path / "2", nested_image), split="train")
+
+
+def test_tfrecord_only_dataset_is_refused(tmp_path):
+    d = _copy_fixture(tmp_path, edit_info=lambda doc: doc.update(fileFormat="tfrecord"))
+    with pytest.raises(ValueError, match="stored as tfrecord"):
+        data_source(d, split="train")
+
+
+def _legacy(feature: dict) -> dict:
+    """The proto-JSON form of a feature in the older ``type``/``content`` form."""
+    cls = feature["pythonClassName"]
+    if "featuresDict" in feature:
+        content = {k: _legacy(v) for k, v in feature["featuresDict"]["features"].items()}
+    elif "sequence" in feature:
+        content = {"feature": _legacy(feature["sequence"]["feature"]), "length": int(feature["sequence"]["length"])}
+        content["length"] = None if content["length"] < 0 else content["length"]
+    elif "image" in feature:
+        im = feature["image"]
+        content = {"shape": [None if int(d) < 0 else int(d) for d in im["shape"]["dimensions"]], "dtype": im["dtype"],
+                   "encoding_format": im.get("encodingFormat")}
+    elif "tensor" in feature:
+        t = feature["tensor"]
+        content = {"shape": [None if int(d) < 0 else int(d) for d in t["shape"].get("dimensions", [])],
+                   "dtype": t["dtype"], "encoding": t.get("encoding", "none")}
+    elif "classLabel" in feature:
+        content = {"num_classes": int(feature["classLabel"]["numClasses"])}
+    else:
+        content = {}
+    return {"type": cls, "content": content}
+
+
+def test_legacy_features_json_decodes_alike(tmp_path):
+    d = _copy_fixture(tmp_path, lambda doc: (doc.clear(), doc.update(_legacy(json.loads(
+        open(os.path.join(VERSION_DIR, "features.json")).read())))))
+    src = data_source(d, split="test")
+    for i, w in enumerate(expected()["test"]):
+        assert_same(src[i], w, f"legacy [{i}]")
+
+
+def test_malformed_records_name_the_feature():
+    features = tfds_.decoder(VERSION_DIR)
+    good = data_source(VERSION_DIR, split="train").records[0]
+    from arrayfs.encoding.example import Example
+
+    def edited(fn):
+        msg = Example.FromString(good)
+        fn(msg.features.feature)
+        return msg.SerializeToString()
+
+    cases = [
+        (lambda f: f.__delitem__("label"), "'label': missing from the record"),
+        (lambda f: f["image"].bytes_list.value.__setitem__(0, b"\x89PNG\r\n\x1a\nnot really"), "'image': not a decodable"),
+        (lambda f: f["label"].CopyFrom(type(f["label"])(float_list={"value": [1.0]})), "'label': stored as float_list"),
+        (lambda f: f["pixels"].float_list.value.append(0.0) if False else f["pixels"].CopyFrom(
+            type(f["pixels"])(float_list={"value": [0.0] * 63})), "'pixels': 63 values do not make shape"),
+        (lambda f: f["rows16"].bytes_list.value.__setitem__(0, b"not zlib"), "'rows16': zlib data"),
+        (lambda f: f["blob/shape"].int64_list.value.append(3), "'blob'"),
+        (lambda f: f["ragged/ragged_row_lengths_0"].int64_list.value.append(99), "'ragged': ragged row lengths"),
+        (lambda f: f["ragged/ragged_row_lengths_0"].CopyFrom(type(f["label"])(float_list={"value": [1.0]})),
+         "'ragged': stored as float_list"),
+        (lambda f: f["moments"].int64_list.value.__setitem__(0, 2**31), "'moments': a value outside the range of int32"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(RecordDecodeError, match=match) as e:
+            features(edited(fn))
+        assert e.value.decoder == "tfds"
+    with pytest.raises(RecordDecodeError, match="example"):
+        features(b"\xff\xff")
+    assert features(encode_example({"unrelated": 1}) + good)["label"] == expected()["train"][0]["label"]
+
+
+def test_decoder_from_a_shard_path_and_its_extras():
+    features = tfds_.decoder(shards("test")[0])
+    assert features.class_names()["label"][:3] == ["zero", "one", "two"]
+    assert features.class_names()["strokes/kind"] == ["0", "1", "2"]
+    copy = pickle.loads(pickle.dumps(features))
+    record = data_source(VERSION_DIR, split="test").records[2]
+    assert_same(copy(record), expected()["test"][2])
+    shown = features.decode_for_display(record)
+    assert shown["image"].startswith(b"\x89PNG") and all(t.startswith(b"\x89PNG") for t in shown["thumbs"])
+    assert shown["label"] == expected()["test"][2]["label"]
+
+
+@pytest.fixture()
+def s3_dataset(s3):
+    name = s3.make_bucket(f"arrayfs-tfds-{uuid.uuid4().hex[:8]}")
+    fs = s3.filesystem()
+    for file in os.listdir(VERSION_DIR):
+        fs.put(os.path.join(VERSION_DIR, file), f"{name}/arrayfs_digits/1.0.0/{file}")
+    return f"s3://{name}", {"endpoint_url": s3.endpoint}
+
+
+def test_object_storage(s3_dataset):
+    bucket, opts = s3_dataset
+    src = data_source(f"{bucket}/arrayfs_digits/1.0.0", split="test[4:12]", storage_options=opts)
+    for i, w in enumerate(expected()["test"][4:12]):
+        assert_same(src[i], w, f"s3 [{i}]")
+    named = data_source("arrayfs_digits", split="train", data_dir=bucket, storage_options=opts)
+    assert_same(named.__getitems__([63])[0], expected()["train"][63])
+    features = tfds_.decoder(f"{bucket}/arrayfs_digits/1.0.0/arrayfs_digits-test.array_record-00000-of-00002",
+                             storage_options=opts)
+    assert features.class_names()["label"][9] == "nine"

@@ -253,6 +253,7 @@ def test_a_subtree_plugs_in_under_the_root(tmp_path):
 
 
 def _fds_on(path) -> int:
+    """Descriptors and maps of this process on ``path`` (deleted or not)."""
     n = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -260,6 +261,8 @@ def _fds_on(path) -> int:
         except OSError:
             continue
         n += target.startswith(str(path))
+    with open("/proc/self/maps") as f:
+        n += sum(str(path) in line for line in f)
     return n
 
 
@@ -278,7 +281,7 @@ def test_a_deleted_shard_gives_its_descriptor_back_once_no_snapshot_uses_it(tmp_
         view.refresh()
         held.append(view.snapshot)
         # The snapshot before still serves files opened before the refresh.
-        assert _fds_on(gone) == 1 and view.previous.read(view.previous.resolve("/0")) == b"a"
+        assert _fds_on(gone) >= 1 and view.previous.read(view.previous.resolve("/0")) == b"a"
         _write(tmp_path / "s-3.array_record", [b"c"])
         view.refresh()
         assert _fds_on(gone) == 0

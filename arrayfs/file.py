@@ -29,13 +29,11 @@ import threading
 
 import numpy as np
 
-from .batch import BatchReads
+from .batch import BatchReads, _storage_error
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
-    FileChangedError,
     NotArrayRecordError,
-    TruncatedFileError,
 )
 from .footer import EAGER_FOOTER_CHUNKS, SIGNATURE_BYTES, ChunkIndex, FooterIndex, _Index
 from .riegeli.chunk import (
@@ -55,24 +53,6 @@ from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_
 __all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
-
-
-def _storage_error(e: Exception, path: str, offset, records=None, opened_size=None) -> Exception:
-    """The ArrayRecord error for a storage failure during a read."""
-    if isinstance(e, SourceTruncatedError):
-        since = (f" (it had {opened_size} bytes when opened: truncated since)"
-                 if opened_size is not None and e.size < opened_size else "")
-        return TruncatedFileError(
-            f"the file ends at byte {e.size}, the read needs bytes up to {e.offset + e.length}{since}",
-            path=path, offset=offset, records=records,
-        )
-    if isinstance(e, SourceChangedError):
-        cls = TruncatedFileError if e.truncated else FileChangedError
-        reason = str(e)
-        if reason.startswith(path + ": "):
-            reason = reason[len(path) + 2 :]
-        return cls(reason, path=path, offset=offset, records=records)
-    return e
 
 
 class ArrayRecordFile(FooterIndex, BatchReads):

@@ -98,3 +98,11 @@ def register(sub, kit) -> None:
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     u.add_argument("-z", "--lazy", action="store_true", help="detach now even if files are open in it")
     u.set_defaults(func=cmd_unmount)
+
+
+if __name__ == "__main__":  # python -m arrayfs.fs.cli mount ...: the one command line, as `arrayfs mount ...`
+    import sys
+
+    from ..cli import main
+
+    sys.exit(main())

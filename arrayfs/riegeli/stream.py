@@ -14,7 +14,7 @@ returned before the hash is checked, so a corrupt chunk gives no bytes.
 The format facts are the container's own functions: block headers
 (:func:`.blocks.parse_block_header`), the chunk header
 (:func:`.header.parse_chunk_header`), the simple chunk's layout
-(:func:`.chunk.decode_record_sizes`), bounded decompression
+(:func:`.simple.decode_record_sizes`), bounded decompression
 (:mod:`.compression`).
 """
 
@@ -29,11 +29,11 @@ import threading
 import zstandard
 
 from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, chunk_end, parse_block_header
-from .chunk import decode_record_sizes
 from .compression import NONE, ZSTD, CompressionError, decompress_block, zstd_decompressor
 from .errors import CorruptChunkError
 from .hashing import RIEGELI_HASH_KEY, highway_hash64
 from .header import CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_header
+from .simple import decode_record_sizes
 from .varint import VarintError, read_varint
 
 __all__ = ["decode_single_record_stream", "PIECE"]

@@ -495,10 +495,12 @@ class DatasetSnapshot:
             for b in blocks:
                 yield from read(b)
             return
-        pool = core.get_pool() if not remote else _remote_pool()
-        ahead = _REMOTE_AHEAD if remote else core.max_workers
-        pending = [pool.submit(read, b) for b in blocks[:ahead]]
-        nxt = ahead
+        # Object stores too: the bytes come from the read-ahead above, the
+        # pool only decodes.
+        pool = core.get_pool()
+        depth = core.max_workers
+        pending = [pool.submit(read, b) for b in blocks[:depth]]
+        nxt = depth
         try:
             while pending:
                 done = pending.pop(0)

@@ -54,7 +54,11 @@ def test_prefetched_ranges_serve_reads_without_requests_and_give_the_budget_back
     for a, b in spans:
         assert src.read(a, b - a) == data[a:b]
     assert src.requests == 10  # the pieces' own (neighbours in pairs, within 256 KiB), none more
-    assert readahead.in_use() == 0 and h.nbytes == 0
+    assert h.nbytes == 0  # all read: spent, kept until their room is wanted
+    a, b = spans[3]
+    assert src.read(a, b - a) == data[a:b] and src.requests == 10  # read twice, fetched once
+    h.close()
+    assert readahead.in_use() == 0
     src.close()
 
 
@@ -70,6 +74,7 @@ def test_read_ahead_stays_within_its_budget_and_dropping_the_handle_frees_it(obj
         for a, b in spans[:10]:  # reading admits the next pieces
             assert src.read(a, b - a) == data[a:b]
             assert readahead.in_use() <= 300_000
+        assert src.requests == 5  # neighbours in pairs
         assert h.nbytes == 15 * 100_000
         del h
         gc.collect()

@@ -123,7 +123,8 @@ class ObstoreTransport:
         if pin:
             options["if_match"] = pin
         result = await obstore.get_async(self.store, key.split("/", 1)[1], options=options)
-        return bytes(await result.bytes_async())
+        # obstore's own buffer (no copy): readers copy out what they take.
+        return await result.bytes_async()
 
     def classify(self, e: BaseException, pinned: bool) -> str:
         name = type(e).__name__

@@ -52,8 +52,7 @@ _PARALLEL_MIN = 64
 _ITER_BLOCK = 1024
 # Fewest records of one shard in a batch worth the vectorised zstd path.
 _FRAMES_MIN = 16
-# Object stores: read-ahead depth when iterating, and shards opened at once.
-_REMOTE_AHEAD = 16
+# Object stores: shards opened at once.
 _REMOTE_OPENERS = 16
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -468,8 +467,9 @@ class DatasetSnapshot:
 
     def __iter__(self):
         """All records in global order, reading the next blocks of records
-        on the thread pool while the current one is consumed (deeper for
-        object stores, where a block is a request)."""
+        on the thread pool while the current one is consumed (object
+        stores: the bytes of the blocks ahead fetched within the read-ahead
+        budget, see :mod:`arrayfs.storage.readahead`)."""
         self._check_open()
         blocks = []
         remote = False
@@ -491,7 +491,7 @@ class DatasetSnapshot:
             return shard.file.read_records(idx, decode=lambda k: self._chunk(shard, k))
 
         core = self._core
-        if (core.max_workers <= 1 and not remote) or len(blocks) == 1:
+        if core.max_workers <= 1 or len(blocks) == 1:
             for b in blocks:
                 yield from read(b)
             return

@@ -64,7 +64,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
-  log_format counted '$request_method $request_uri';
+  log_format counted '$request_method $request_uri $http_user_agent';
   access_log {d}/access.log counted;
   sendfile on;
   keepalive_requests 1000000;

@@ -386,3 +386,28 @@ def test_mount_workers_read_through_obstore_one_request_per_record(s3, tmp_path)
             assert proxy.total == 0  # the kernel's page cache
     finally:
         proxy.stop()
+
+
+def test_a_forked_child_reads_the_shards_its_parent_opened(s3, backend):
+    """A child forked after its parent read a bucket (PyTorch's DataLoader
+    workers) reads the same open shards: with a client of its own (fsspec
+    when obstore ran in the parent, whose runtime the child lacks), never
+    hanging on the parent's event loop or runtime."""
+    import multiprocessing
+
+    name = s3.make_bucket(f"arrayfs-fk-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 12)
+    url = _upload_g1(s3, name, "f.array_record", recs)
+    with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": s3.endpoint}) as ds:
+        assert ds[5] == recs[5]
+        h = ds.snapshot().file(0)._source.prefetch([(0, 300_000)])  # in flight at the fork
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_child_reads, (ds, [1, 700, 2999])).get(timeout=60)
+        h.close()
+        assert got == ([recs[1], recs[700], recs[2999]], "fsspec")
+        assert ds[6] == recs[6]
+
+
+def _child_reads(ds, picks):
+    return [ds[i] for i in picks], ds.snapshot().file(0)._source.backend

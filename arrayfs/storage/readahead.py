@@ -42,6 +42,8 @@ _WAITING, _STARTED, _SPENT, _DEAD = 0, 1, 2, 3
 _lock = threading.Lock()
 _budget = int(os.environ.get("ARRAYFS_READAHEAD_BYTES", str(64 << 20)) or (64 << 20))
 _in_use = 0  # bytes of pieces started and not dropped (in flight, unread or spent)
+_flight = 0  # bytes of pieces whose requests have not ended
+_window = PIECE_BYTES  # bytes allowed in flight now (slow start, see _pump)
 _spent_bytes = 0
 _spent: OrderedDict = OrderedDict()  # spent pieces, least recently read first
 _waiting: deque = deque()  # pieces not started yet, in prefetch order
@@ -50,9 +52,12 @@ _waiting: deque = deque()  # pieces not started yet, in prefetch order
 def _after_fork() -> None:
     # A forked child has none of its parent's requests in flight (the event
     # loop's thread stayed in the parent): it starts with nothing held.
-    global _lock, _in_use, _spent_bytes, _spent, _waiting
+    global _lock, _flush_lock, _in_use, _spent_bytes, _spent, _waiting, _flight, _window
     _lock = threading.Lock()
-    _in_use = _spent_bytes = 0
+    _flush_lock = threading.Lock()
+    _queued.clear()
+    _in_use = _spent_bytes = _flight = 0
+    _window = PIECE_BYTES
     _spent = OrderedDict()
     _waiting = deque()
 
@@ -94,8 +99,9 @@ class _Piece:
 def _start(piece, go: list) -> None:
     """Mark ``piece`` started and add it to ``go`` for :func:`_launch`
     (``_lock`` held)."""
-    global _in_use
+    global _in_use, _flight
     _in_use += piece.b - piece.a
+    _flight += piece.b - piece.a
     piece.state = _STARTED
     piece.future = Future()
     go.append((piece.source, piece.a, piece.b, piece.future))
@@ -120,7 +126,14 @@ def _release(p) -> None:
 def _pump(go: list) -> None:
     """Start waiting pieces while the budget allows, making room by
     dropping spent pieces, oldest first, beyond the reserve (``_lock``
-    held)."""
+    held).
+
+    Slow start: the bytes in flight are held to a window that begins at
+    :data:`PIECE_BYTES` and grows by each piece that lands (doubling per
+    round trip), up to the budget, from the time read-ahead was last idle.
+    Pieces share the network: with the whole budget asked at once, the
+    first would land only when nearly all had, and the reader would wait
+    for all of them."""
     reserve = _budget >> 3
     while _waiting:
         p = _waiting[0]
@@ -130,6 +143,8 @@ def _pump(go: list) -> None:
         if not _budget:
             return
         n = p.b - p.a
+        if _flight and _flight + n > _window:
+            return
         while _in_use and _in_use + n > _budget and _spent and _spent_bytes > reserve:
             _release(next(iter(_spent)))
         if _in_use and _in_use + n > _budget:
@@ -138,33 +153,65 @@ def _pump(go: list) -> None:
         _start(p, go)
 
 
+_flush_lock = threading.Lock()
+_queued: dict = {}  # event loop -> requests waiting for it to start them
+
+
 def _launch(go: list) -> None:
-    """Start the requests of ``go`` (``(source, a, b, future)``), one
-    hand-over per event loop."""
+    """Start the requests of ``go`` (``(source, a, b, future)``). The loop
+    is woken once for all the requests handed to it before it runs: a
+    batch's prefetches of many shards cost one wake-up, not one each."""
     if not go:
         return
-    by_loop: dict = {}
     for item in go:
-        by_loop.setdefault(item[0]._io_loop(), []).append(item)
-    for loop, items in by_loop.items():
-        loop.call_soon_threadsafe(_start_all, items)
+        loop = item[0]._io_loop()
+        with _flush_lock:
+            waiting = _queued.get(loop)
+            if waiting is None:
+                waiting = _queued[loop] = []
+                wake = True
+            else:
+                wake = False
+            waiting.append(item)
+        if wake:
+            loop.call_soon_threadsafe(_start_all, loop)
 
 
-def _start_all(items) -> None:
+def _start_all(loop) -> None:
+    with _flush_lock:
+        items = _queued.pop(loop, ())
     for source, a, b, fut in items:
-        if not fut.cancelled():
+        if fut.cancelled():
+            _landed(b - a)
+        else:
             asyncio.ensure_future(_fill(source, a, b, fut))
+
+
+def _landed(nbytes: int) -> None:
+    """A piece's request ended: the window grows, waiting pieces may start."""
+    global _flight, _window
+    go: list = []
+    with _lock:
+        _flight -= nbytes
+        if _flight <= 0 and not _waiting:
+            _flight, _window = 0, PIECE_BYTES  # idle: the next scan starts slow
+        else:
+            _window = min(max(_budget, PIECE_BYTES), _window + nbytes)
+            _pump(go)
+    _launch(go)
 
 
 async def _fill(source, a, b, fut: Future) -> None:
     try:
         data = await source._get(a, b, skip=fut.cancelled)
     except BaseException as e:  # noqa: BLE001 - handed to the reader
+        _landed(b - a)
         if fut.set_running_or_notify_cancel():
             fut.set_exception(e)
         if not isinstance(e, Exception):
             raise
         return
+    _landed(b - a)
     if fut.set_running_or_notify_cancel():
         fut.set_result(data)
 

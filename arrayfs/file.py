@@ -53,6 +53,9 @@ from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_
 __all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
+# Chunks of an object store adding up to more bytes than this are decoded
+# as their read-ahead lands, not fetched all at once first.
+_REMOTE_BATCH_BYTES = 16 << 20
 
 
 class ArrayRecordFile(FooterIndex, BatchReads):
@@ -302,6 +305,11 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         if len(chunks) <= 1:
             return [self.decode_chunk(k) for k in chunks]
         spans = [self.chunk_span(k) for k in chunks]
+        if self.remote and sum(b - a for a, b in spans) > _REMOTE_BATCH_BYTES:
+            # Many MB of an object store: read ahead within its byte budget,
+            # decoded as they land rather than all held first (issue 22).
+            ahead = self._source.prefetch(spans)  # noqa: F841
+            return [self.decode_chunk(k) for k in chunks]
         windows = self._read_ranges(spans)
         return [self.decode_chunk(k, window=w) for k, w in zip(chunks, windows)]
 

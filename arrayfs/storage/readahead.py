@@ -32,7 +32,7 @@ import weakref
 from collections import OrderedDict, deque
 from concurrent.futures import CancelledError, Future
 
-__all__ = ["Prefetch", "budget", "set_budget", "PIECE_BYTES", "in_use"]
+__all__ = ["Prefetch", "budget", "set_budget", "PIECE_BYTES", "piece_bytes", "in_use", "in_flight"]
 
 #: Largest piece: a longer range is fetched as several concurrent requests.
 PIECE_BYTES = 8 << 20
@@ -85,6 +85,18 @@ def in_use() -> int:
     return _in_use
 
 
+def piece_bytes() -> int:
+    """Largest piece now: :data:`PIECE_BYTES`, or an eighth of a smaller
+    budget (at least 64 KiB), so that the pieces readers wait for keep
+    memory near the budget."""
+    return max(64 << 10, min(PIECE_BYTES, _budget >> 3))
+
+
+def in_flight() -> int:
+    """Bytes of read-ahead requests started and not ended, now (for tests)."""
+    return _flight
+
+
 class _Piece:
     __slots__ = ("source", "a", "b", "future", "need", "state", "auto", "__weakref__")
 
@@ -123,6 +135,15 @@ def _release(p) -> None:
     p.source._forget(p)
 
 
+def _make_room(nbytes: int) -> None:
+    """Drop spent pieces, least recently read first, while ``nbytes`` more
+    would exceed the budget, keeping the newest up to an eighth of it
+    (``_lock`` held)."""
+    reserve = _budget >> 3
+    while _in_use and _in_use + nbytes > _budget and _spent and _spent_bytes > reserve:
+        _release(next(iter(_spent)))
+
+
 def _pump(go: list) -> None:
     """Start waiting pieces while the budget allows, making room by
     dropping spent pieces, oldest first, beyond the reserve (``_lock``
@@ -134,7 +155,6 @@ def _pump(go: list) -> None:
     Pieces share the network: with the whole budget asked at once, the
     first would land only when nearly all had, and the reader would wait
     for all of them."""
-    reserve = _budget >> 3
     while _waiting:
         p = _waiting[0]
         if p.state != _WAITING:
@@ -145,8 +165,7 @@ def _pump(go: list) -> None:
         n = p.b - p.a
         if _flight and _flight + n > _window:
             return
-        while _in_use and _in_use + n > _budget and _spent and _spent_bytes > reserve:
-            _release(next(iter(_spent)))
+        _make_room(n)
         if _in_use and _in_use + n > _budget:
             return
         _waiting.popleft()
@@ -235,13 +254,14 @@ class Prefetch:
         self._pieces = []
         if source is None or not _budget:
             return
+        most = piece_bytes()
         for j, (a, b) in enumerate(ranges):
             a, b = int(a), int(b)
-            if needs is not None and b - a <= PIECE_BYTES:
+            if needs is not None and b - a <= most:
                 self._pieces.append(_Piece(source, a, b, needs[j]))
                 continue
             while b > a:
-                e = min(b, a + PIECE_BYTES)
+                e = min(b, a + most)
                 self._pieces.append(_Piece(source, a, e))
                 a = e
         if not self._pieces:
@@ -293,7 +313,8 @@ def serve(pieces, a: int, b: int):
         if pos < b or not cover:
             return None
         for p in cover:
-            if p.state == _WAITING:
+            if p.state == _WAITING:  # a reader needs it now: past the window and the budget
+                _make_room(p.b - p.a)
                 _start(p, go)
         futures = [p.future for p in cover]
     _launch(go)
@@ -321,7 +342,8 @@ def serve(pieces, a: int, b: int):
                     spent = True
             elif p.state == _SPENT:
                 _spent.move_to_end(p)
-        if spent and _waiting:
+        if spent:
+            _make_room(0)
             _pump(go)
     _launch(go)
     if len(parts) == 1:

@@ -148,6 +148,23 @@ def plan(ranges, gap: int = GAP, piece: int = readahead.PIECE_BYTES):
     return [tuple(r) for r in out]
 
 
+def _needs(ranges, pieces) -> list:
+    """Bytes of ``ranges`` (duplicates once) within each of ``pieces``
+    (sorted, disjoint, covering them)."""
+    import bisect
+
+    starts = [p[0] for p in pieces]
+    needs = [0] * len(pieces)
+    for a, b in set(ranges):
+        k = max(bisect.bisect_right(starts, a) - 1, 0)
+        while k < len(pieces) and pieces[k][0] < b:
+            lo, hi = max(a, pieces[k][0]), min(b, pieces[k][1])
+            if hi > lo:
+                needs[k] += hi - lo
+            k += 1
+    return needs
+
+
 class RemoteFile(ByteSource):
     """One object in an object store (see :class:`.base.ByteSource`).
 
@@ -471,19 +488,13 @@ class RemoteFile(ByteSource):
             self._transport()
         ranges = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
         ranges = [(a, b) for a, b in ranges if b > a]
-        needs = None
-        if ranges and all(b - a <= _MERGE_SMALL for a, b in ranges):
-            # A batch's records: neighbours share a request, as in read_ranges;
-            # a piece lives until its records' bytes were read, in any order.
-            merged = plan(ranges, piece=_MERGE_SMALL)
-            starts = [m[0] for m in merged]
-            needs = [0] * len(merged)
-            import bisect
-
-            for a, b in set(ranges):
-                needs[bisect.bisect_right(starts, a) - 1] += b - a
-            ranges = merged
-        return readahead.Prefetch(self, ranges, needs)
+        # Neighbours share a request, as in read_ranges: a batch's records in
+        # pieces of at most _MERGE_SMALL (they land sooner), a scan's chunks
+        # in pieces of up to PIECE_BYTES. A piece is spent once its ranges'
+        # bytes were read, in any order.
+        small = all(b - a <= _MERGE_SMALL for a, b in ranges)
+        merged = plan(ranges, piece=min(_MERGE_SMALL, readahead.piece_bytes()) if small else readahead.piece_bytes())
+        return readahead.Prefetch(self, merged, _needs(ranges, merged))
 
     def check(self) -> None:
         info = self._metadata()

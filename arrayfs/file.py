@@ -298,20 +298,29 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         header, data = self.read_chunk_header(k, window=window)
         return self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
 
-    def decode_chunks(self, chunks) -> list:
+    def decode_chunks(self, chunks):
         """``[decode_chunk(k) for k in chunks]`` with the chunks' bytes
-        fetched as one batch (one request round for an object store)."""
+        fetched as one batch (one request round for an object store); more
+        than :data:`_REMOTE_BATCH_BYTES` of an object store come as an
+        iterator instead, read ahead and decoded as they are taken."""
         chunks = list(chunks)
         if len(chunks) <= 1:
             return [self.decode_chunk(k) for k in chunks]
         spans = [self.chunk_span(k) for k in chunks]
         if self.remote and sum(b - a for a, b in spans) > _REMOTE_BATCH_BYTES:
-            # Many MB of an object store: read ahead within its byte budget,
-            # decoded as they land rather than all held first (issue 22).
-            ahead = self._source.prefetch(spans)  # noqa: F841
-            return [self.decode_chunk(k) for k in chunks]
+            return self._decode_ahead(chunks, spans)
         windows = self._read_ranges(spans)
         return [self.decode_chunk(k, window=w) for k, w in zip(chunks, windows)]
+
+    def _decode_ahead(self, chunks, spans):
+        # Many MB of an object store: read ahead within its byte budget and
+        # decoded one by one as the caller takes them, not all held (issue 22).
+        ahead = self._source.prefetch(spans)
+        try:
+            for k in chunks:
+                yield self.decode_chunk(k)
+        finally:
+            ahead.close()
 
     def chunk_record_sizes(self, k: int) -> np.ndarray:
         """Sizes in bytes (``int64``, shape ``(records in chunk,)``) of the

@@ -152,3 +152,16 @@ def test_read_all_of_a_big_object_reads_ahead_within_the_budget(monkeypatch):
         t.join()
         readahead.set_budget(old)
         fsspec.filesystem("memory").rm(url)
+
+
+def test_interleaved_sequential_readers_each_keep_their_read_ahead(obj):
+    url, data = obj
+    src = open_source(url)
+    step, half = 4096, 1_500_000
+    for a in range(0, 1_000_000, step):  # two readers in turn, each in order
+        for base in (0, half):
+            assert src.read(base + a, step) == data[base + a : base + a + step]
+    reads = 2 * 1_000_000 // step
+    assert src.requests < reads // 10, src.requests
+    src.close()
+    assert readahead.in_use() == 0

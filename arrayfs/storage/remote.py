@@ -46,6 +46,8 @@ GAP = 16 << 10
 #: Largest automatic read-ahead window of one file (bytes).
 AUTO_WINDOW = 16 << 20
 _AUTO_FIRST = 256 << 10
+# Sequential streams of one file followed at once.
+_STREAMS = 8
 # Prefetched ranges this small (a batch's records) are merged like a batch's
 # requests, into pieces of at most this many bytes.
 _MERGE_SMALL = 256 << 10
@@ -203,7 +205,7 @@ class RemoteFile(ByteSource):
         self._lock = threading.Lock()
         self._pieces: list = []  # read-ahead pieces of this file
         self._tail = None  # (offset, bytes) of the tail read at open
-        self._auto = None  # (next offset, window, handle): sequential read-ahead
+        self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles] per stream
         self.requests = 0  # GETs made, for tests and benchmarks
         if info is None:
             info = self._metadata()
@@ -234,7 +236,7 @@ class RemoteFile(ByteSource):
 
     def _after_fork(self) -> None:
         self._pieces = []
-        self._auto = None
+        self._auto = []
         if self._own_transport:
             from .backends import transport_for
 
@@ -438,20 +440,26 @@ class RemoteFile(ByteSource):
             self._tail = (lo, _as_bytes(datas[0]))
 
     def _sequential(self, lo: int, hi: int) -> None:
-        """Automatic read-ahead: once a read starts where the one before
-        ended, fetch the bytes after it, in a window that doubles (up to
+        """Automatic read-ahead: once a read starts where one before ended,
+        fetch the bytes after it, in a window that doubles (up to
         :data:`AUTO_WINDOW` bytes) each time reads come within half a
-        window of its end; a read elsewhere starts over."""
+        window of its end. Up to :data:`_STREAMS` such streams are followed
+        at once (threads reading parts of one file, several readers of a
+        mount); a read that continues none starts a new one."""
         with self._lock:
-            st = self._auto
-            if st is None or not (st[0] - GAP <= lo <= max(st[0], st[2]) + GAP):
-                old = st[3] if st is not None else []
-                self._auto = [hi, 0, hi, []]
-                start = None
+            streams = self._auto  # least recently continued first
+            st = next((s for s in reversed(streams) if s[0] - GAP <= lo <= max(s[0], s[2]) + GAP), None)
+            start, old = None, []
+            if st is None:
+                streams.append([hi, 0, hi, []])
+                if len(streams) > _STREAMS:
+                    old = streams.pop(0)[3]
             else:
-                nxt, window, end, handles = st
+                if streams[-1] is not st:
+                    streams.remove(st)
+                    streams.append(st)
+                nxt, window, end, _ = st
                 st[0] = max(nxt, hi)
-                start = None
                 if window == 0:
                     window = max(_AUTO_FIRST, 2 * (hi - lo))
                     start = hi
@@ -461,11 +469,9 @@ class RemoteFile(ByteSource):
                 window = min(window, AUTO_WINDOW, readahead.budget())
                 st[1] = window
                 if start is not None and start < self.size:
-                    st[2] = min(self.size, start + window)
-                    stop = st[2]
+                    st[2] = stop = min(self.size, start + window)
                 else:
                     start = None
-                old = []
         for h in old:
             h.close()
         if start is not None:
@@ -473,8 +479,7 @@ class RemoteFile(ByteSource):
             for p in handle._pieces:
                 p.auto = True
             with self._lock:
-                if self._auto is not None:
-                    self._auto[3] = [h for h in self._auto[3] if h.nbytes] + [handle]
+                st[3] = [h for h in st[3] if h.nbytes] + [handle]
 
     def prefetch(self, ranges) -> readahead.Prefetch:
         """Start fetching ``ranges`` (``(start, end)`` byte pairs, in the
@@ -509,6 +514,7 @@ class RemoteFile(ByteSource):
     def close(self) -> None:
         self._closed = True
         self._tail = None
+        self._auto = []
         with self._lock:
             pieces, self._pieces = list(self._pieces), []
         if pieces:

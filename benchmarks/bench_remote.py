@@ -578,7 +578,7 @@ def main(argv=None) -> int:
         local_mbps = big_bytes / t_big_l / 1e6
         shared = 1 / (1 / bw + 1 / local_mbps)
         results["store_mbps"] = bw
-        rows.append(("store: MB/s of the 100 MB shard whole, 8 MiB ranges, 64 in flight (obstore)", f"{bw:,.0f}",
+        rows.append((f"store: MB/s of the {args.big_mb} MB shard whole, 8 MiB ranges, 64 in flight (obstore)", f"{bw:,.0f}",
                      "info", None))
         rows.append(("  in-order iteration of it / the 2-core floor: 1 / (1/store + 1/local decoding) = "
                      f"{shared:,.0f} MB/s, {shared / local_mbps:.2f}x local", f"{big_bytes / t_big / 1e6 / shared:.2f}x",

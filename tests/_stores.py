@@ -1,5 +1,5 @@
 """What the loopback object stores of the tests share (``_s3server.py``:
-moto; ``_gcsserver.py``: gcp-storage-emulator): a server started here or
+moto; ``_gcsserver.py``: fake-gcs-server): a server started here or
 named by an environment variable (CI starts them before the tests), its
 buckets, a mount of a bucket through the command line, and the reads every
 store must serve as local disk does.

@@ -133,3 +133,30 @@ def test_gcs_urls_skip_gcsfs_grpc_bucket_probe_unless_asked(gcs, bucket):
     code2 = "import os, arrayfs.storage as s; s.filesystem('gs://b/x'); print(os.environ['GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'])"
     p = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, env=env, timeout=50)
     assert p.returncode == 0 and p.stdout.strip() == "true", p.stderr
+
+
+def test_object_replaced_after_open_is_an_error_not_mixed_bytes(gcs):
+    """Reads are pinned to the generation the listing gave: once the object
+    is replaced, the store answers 404 to them and the read is a
+    FileChangedError naming the URL, never bytes of the new object."""
+    name = gcs.make_bucket(f"arrayfs-c-{uuid.uuid4().hex[:8]}")
+    fs = gcs.filesystem()
+    old, new = noise(400, 4000, 20), noise(400, 4000, 21)
+
+    def upload(recs):
+        with fs.open(f"{name}/c.array_record", "wb") as f:
+            with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
+                for r in recs:
+                    w.write(r)
+
+    upload(old)
+    url = f"gs://{name}/c.array_record"
+    with arrayfs.ArrayRecordDataSource(url, storage_options=gcs.storage_options) as ds:
+        assert ds[0] == old[0]
+        upload(new)
+        with pytest.raises(arrayfs.FileChangedError) as e:
+            ds[1]  # outside the tail read at open
+        assert url in str(e.value)
+        res = ds.refresh()
+        assert res.added == (url,) and res.removed == (url,)
+        assert ds[1] == new[1]

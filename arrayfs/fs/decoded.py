@@ -261,17 +261,17 @@ class DecodedTree(Subtree):
         order) its directory, then its JSON. Sizes only when asked for
         (each decodes its record)."""
         snap = self.snap
-        g = (offset - 2) // 2
-        if g >= snap.num_records:
+        start = (offset - 2) // 2
+        if start >= snap.num_records:
             return
         nxt = offset + 1
         which = (offset - 2) % 2
-        for k in range(bisect_right(self._firsts, g) - 1, len(snap.shards)):
+        for k in range(bisect_right(self._firsts, start) - 1, len(snap.shards)):
             info = snap.shards[k]
             first = self._firsts[k]
             delta = info.start - first
             mtime = info.mtime_ns
-            for g in range(max(g, first), first + info.num_records):
+            for g in range(max(start, first), first + info.num_records):
                 local = g + delta
                 name = self._name(k, local)
                 if which == _DIR:

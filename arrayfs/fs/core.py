@@ -158,7 +158,13 @@ class Core:
         try:
             return snap, snap.resolve(path)
         except (ArrayRecordError, ValueError) as e:  # a subtree that decodes to look names up
-            raise self._eio("looking up", path, e) from None
+            node = Node(ROOT)
+            for name in path[1:].split("/"):  # the deepest directory found names the record
+                try:
+                    node = snap.lookup(node, name)
+                except (ArrayRecordError, OSError, ValueError):
+                    break
+            raise self._eio("looking up", f"{path} in {snap.describe(node)}", e) from None
 
     def snapshot(self, fh: int) -> ViewSnapshot:
         """The snapshot a handle was opened in; ``ESTALE`` once it is
@@ -267,8 +273,11 @@ class Core:
             self.seen.padded[lo: min(lo + size // _MIN_DIRENTPLUS + 1, self.seen.n)] = 1
         return snap.readdir_batches(node, offset, sizes=attrs), attrs
 
-    def listing_error(self, e: Exception) -> OSError:
-        log.error("EIO listing a directory: %s", e)
+    def listing_error(self, e: Exception, snap: ViewSnapshot | None = None, node: Node | None = None) -> OSError:
+        """``EIO`` for a listing that failed, logged (naming what the
+        directory shows, when ``snap`` and ``node`` are given)."""
+        where = f" {snap.describe(node)}" if snap is not None and node is not None and node.kind == SUBTREE else ""
+        log.error("EIO listing a directory%s: %s", where, e)
         return oserror(errno.EIO)
 
     @staticmethod

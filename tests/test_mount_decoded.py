@@ -21,9 +21,10 @@ import subprocess
 import msgpack
 import numpy as np
 import pytest
+import test_mount
 from _tfds_fixture import VERSION_DIR, expected
 from PIL import Image
-from test_mount import daemon_pid, mounter, refreshed, run_cli, wait_for, write_ours  # noqa: F401 - mounter: fixture
+from test_mount import daemon_pid, refreshed, run_cli, wait_for, write_ours
 
 from arrayfs import ArrayRecordDataSource
 from arrayfs.display import choose_display
@@ -33,6 +34,7 @@ from arrayfs.fs.decoded import DecodedRecordError, decoded_subtree
 from arrayfs.fs.options import MountOptions
 from arrayfs.fs.view import FsView
 
+mounter = test_mount.mounter  # the fixture: mounts through the command line, unmounts in teardown
 TRAIN = os.path.join(VERSION_DIR, "arrayfs_digits-train.array_record-*")
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

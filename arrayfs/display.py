@@ -7,8 +7,7 @@ the first records with :func:`arrayfs.encoding.sniff_format`) and, for a
 TFDS dataset, its features (``features.json`` beside the first shard, read
 by :func:`arrayfs.tfds.decoder`). The display then gives each record as
 the JSON line ``cat`` prints (:meth:`RecordDisplay.json_bytes`) and as the
-files of ``.decoded/<name>/`` (:meth:`RecordDisplay.tree`), from one
-decode of the record (:meth:`RecordDisplay.json_and_tree`).
+files of ``.decoded/<name>/`` (:meth:`RecordDisplay.tree`).
 
 It sits above the encodings and :mod:`arrayfs.tfds` and below the command
 line and the mount, which both use it, so that ``cat`` and the mount show
@@ -88,15 +87,6 @@ class RecordDisplay:
         (:func:`~arrayfs.encoding.decoded_tree`). Raises as :meth:`json_value`,
         and ``TypeError`` for a value no file can show."""
         return decoded_tree(record, self.decode, class_names=self.class_names)
-
-    def json_and_tree(self, record) -> tuple[bytes, dict]:
-        """``(json_bytes(record), tree(record))``, decoding a TFDS record
-        once for both. Raises as :meth:`tree`."""
-        if not callable(self.decode):
-            return self.json_bytes(record), self.tree(record)
-        value = self.decode(record)
-        return json_line(to_json(record, lambda _: value)), decoded_tree(
-            record, lambda _: value, class_names=self.class_names)
 
 
 def _first_records(dataset, limit: int) -> list:

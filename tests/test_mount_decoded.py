@@ -73,9 +73,13 @@ class Counting:
     def __init__(self, display):
         self.inner, self.calls = display, 0
 
-    def json_and_tree(self, record):
+    def json_bytes(self, record):
         self.calls += 1
-        return self.inner.json_and_tree(record)
+        return self.inner.json_bytes(record)
+
+    def tree(self, record):
+        self.calls += 1
+        return self.inner.tree(record)
 
 
 @pytest.fixture(scope="module")
@@ -338,13 +342,19 @@ def test_a_record_that_does_not_decode_is_eio_and_the_daemon_lives(tmp_path, mou
     assert f"{path} record 1" in text and "cannot decode record as msgpack" in text and "Traceback" not in text
 
 
+def libfuse_env(libfuse: str) -> dict | None:
+    """The environment of a mount through libfuse ``libfuse`` ("3": the
+    default one; "2": mfusepy's high-level binding)."""
+    if libfuse == "3":
+        return None
+    if not ctypes.util.find_library("fuse") or not shutil.which("fusermount"):
+        pytest.skip("libfuse 2 (libfuse.so.2 and fusermount) not installed")
+    return dict(os.environ, FUSE_LIBRARY_NAME="fuse")
+
+
 @pytest.mark.parametrize("libfuse", ["3", "2"])
 def test_watch_refreshes_the_decoded_names(tmp_path, mounter, libfuse):
-    env = None
-    if libfuse == "2":
-        if not ctypes.util.find_library("fuse") or not shutil.which("fusermount"):
-            pytest.skip("libfuse 2 (libfuse.so.2 and fusermount) not installed")
-        env = dict(os.environ, FUSE_LIBRARY_NAME="fuse")
+    env = libfuse_env(libfuse)
     d = tmp_path / "data"
     d.mkdir()
     write_ours(d / "s-00001.array_record", [json.dumps({"v": f"b{i}"}).encode() for i in range(3)])
@@ -367,9 +377,7 @@ def test_watch_refreshes_the_decoded_names(tmp_path, mounter, libfuse):
 
 
 def test_libfuse2_serves_the_tfds_fixture(mounter):
-    if not ctypes.util.find_library("fuse") or not shutil.which("fusermount"):
-        pytest.skip("libfuse 2 (libfuse.so.2 and fusermount) not installed")
-    mnt = mounter("--no-watch", "--decode", "auto", TRAIN, env=dict(os.environ, FUSE_LIBRARY_NAME="fuse"))
+    mnt = mounter("--no-watch", "--decode", "auto", TRAIN, env=libfuse_env("2"))
     want = expected()["train"]
     for i in (3, 40):
         d = mnt / ".decoded" / f"{i:02d}"

@@ -72,18 +72,19 @@ class DecodedRecordError(ValueError):
 
 
 class _Decoded(NamedTuple):
-    """One record's nodes: ``items[0]`` the record's directory, ``items[1]``
-    its JSON, ``items[part]`` a file (``bytes``) or a directory (``dict``
-    name -> part); or the ``error`` that kept them from being made."""
+    """A record's JSON (``value``: ``bytes``) or its files (``value``: a
+    list, ``value[0]`` the record's directory, ``value[part]`` for parts
+    from 2 a file's ``bytes`` or a directory's ``dict`` name -> part), or
+    the ``error`` that kept it from being made."""
 
-    items: list | None
+    value: object
     error: str | None = None
 
 
-def _flatten(json_bytes: bytes, tree: dict) -> tuple[list, int]:
-    """The ``items`` of :class:`_Decoded` and their bytes."""
-    items: list = [None, json_bytes]
-    nbytes = len(json_bytes) + 2 * _ENTRY_BYTES
+def _flatten(tree: dict) -> tuple[list, int]:
+    """The list of :class:`_Decoded` for a record's files, and its bytes."""
+    items: list = [None, None]
+    nbytes = 2 * _ENTRY_BYTES
 
     def walk(directory: dict) -> dict:
         nonlocal nbytes
@@ -132,32 +133,38 @@ class DecodedTree(Subtree):
     def _record_node(self, k: int, local: int) -> Node:
         return Node(RECORD, k, self._firsts[k] + local - self.snap.shards[k].start, local)
 
-    def _items(self, node: Node) -> list:
-        """The decoded nodes of ``node``'s record. Raises
+    def _decoded(self, node: Node, which: int):
+        """The JSON (``which`` 1) or the files (0: :func:`_flatten`'s list)
+        of ``node``'s record, each made when first asked for. Raises
         :class:`DecodedRecordError` (cached: a record's bytes never change),
         or what reading the record raises (:class:`ArrayRecordError`,
         ``OSError``: not cached, the shard may come back)."""
         k, local = node.index, node.local
-        key = self.snap.record_ino(k, local)
+        key = (self.snap.record_ino(k, local), which)
         lru = self._lru()
         found = lru.get(key)
         if found is None:
             record = self.snap.read(self._record_node(k, local))
             try:
-                json_bytes, tree = self.display.json_and_tree(record)
-                items, nbytes = _flatten(json_bytes, tree)
-                if len(items) > 1 << self._bits[k]:
-                    found = _Decoded(None, f"{len(items)} decoded files are more than this mount numbers for a "
-                                           f"record of this shard ({1 << self._bits[k]})")
+                if which == _JSON:
+                    value = self.display.json_bytes(record)
+                    found, nbytes = _Decoded(value), len(value) + _ENTRY_BYTES
                 else:
+                    items, nbytes = _flatten(self.display.tree(record))
                     found = _Decoded(items)
+                    if len(items) > 1 << self._bits[k]:
+                        found = _Decoded(None, f"{len(items)} decoded files are more than this mount numbers for "
+                                               f"a record of this shard ({1 << self._bits[k]})")
             except Exception as e:  # noqa: BLE001 - any value of a record's bytes: EIO, never a dead daemon
                 nbytes = _ENTRY_BYTES
-                found = _Decoded(None, f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e))
+                found = _Decoded(None, str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
             lru.put(key, found, nbytes)
         if found.error is not None:
             raise DecodedRecordError(found.error)
-        return found.items
+        return found.value
+
+    def _items(self, node: Node) -> list:
+        return self._decoded(node, _DIR)
 
     # -- nodes --------------------------------------------------------------------------
 
@@ -217,6 +224,8 @@ class DecodedTree(Subtree):
         return node.part != _JSON and isinstance(self._item(node), dict)
 
     def _item(self, node: Node):
+        if node.part == _JSON:
+            return self._decoded(node, _JSON)
         items = self._items(node)
         if node.part >= len(items):
             raise FileNotFoundError(errno.ENOENT, "no such decoded file")
@@ -278,7 +287,7 @@ class DecodedTree(Subtree):
                     yield name, Attr(_DIR_MODE, self._ino(self._node(k, local, _DIR)), 1, 0, mtime), nxt
                     nxt += 1
                 node = self._node(k, local, _JSON)
-                size = len(self._items(node)[_JSON]) if sizes else 0
+                size = len(self._decoded(node, _JSON)) if sizes else 0
                 yield f"{name}.json", Attr(_FILE_MODE, self._ino(node), 1, size, mtime), nxt
                 nxt += 1
                 which = _DIR
@@ -286,7 +295,7 @@ class DecodedTree(Subtree):
     def read(self, node: Node) -> bytes:
         if self.is_dir(node):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        return self._items(node)[node.part]
+        return self._item(node)
 
     def describe(self, node: Node) -> str:
         if node.index < 0:

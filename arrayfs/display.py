@@ -24,7 +24,7 @@ from .encoding.files import decoded_tree
 from .encoding.render import json_line, to_json
 from .encoding.sniff import SNIFF_RECORDS, sniff_format
 
-__all__ = ["MODES", "RecordDisplay", "choose_display", "FORMAT_NAMES"]
+__all__ = ["MODES", "RecordDisplay", "choose_display", "FORMAT_NAMES", "SNIFF_BYTES"]
 
 #: ``--decode`` settings, ``"auto"`` first.
 MODES = ("auto", "example", "tfds", "msgpack", "json", "raw")
@@ -89,8 +89,20 @@ class RecordDisplay:
         return decoded_tree(record, self.decode, class_names=self.class_names)
 
 
+#: Bytes of records :func:`choose_display` reads at most to sniff them.
+SNIFF_BYTES = 64 << 20
+
+
 def _first_records(dataset, limit: int) -> list:
-    n = min(limit, len(dataset))
+    """The first ``limit`` records, fewer when more would pass
+    :data:`SNIFF_BYTES` (a dataset of huge records is not read to sniff it)."""
+    n, total = 0, 0
+    sizes = getattr(dataset, "record_size", None)
+    while n < min(limit, len(dataset)):
+        total += sizes(n) if sizes is not None else 0
+        if total > SNIFF_BYTES:
+            break
+        n += 1
     return list(dataset.__getitems__(list(range(n)))) if n else []
 
 
@@ -113,7 +125,9 @@ def choose_display(mode: str, dataset, *, storage_options=None, limit: int = SNI
 
     Args:
         mode: one of :data:`MODES`. ``"auto"`` sniffs the first ``limit``
-            records (:func:`~arrayfs.encoding.sniff_format`) and, when they
+            records (:func:`~arrayfs.encoding.sniff_format`; at most
+            :data:`SNIFF_BYTES` of them: records past that are not read,
+            and none read is ``"raw"``) and, when they
             are Examples and a TFDS ``features.json`` is beside the first
             shard, shows them by it (as ``"tfds"``); a ``features.json``
             arrayfs cannot use leaves them plain Examples (``note`` says

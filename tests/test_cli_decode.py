@@ -171,3 +171,15 @@ def test_info_describes_shards_whose_first_record_is_corrupt(tmp_path):
     assert info["format"]["format"] is None and str(path) in info["format"]["error"]
     assert info["num_records"] == 2
     assert "record format  unknown (the first records cannot be read: " in run("info", path).stdout.decode()
+
+
+def test_auto_reads_at_most_sniff_bytes_of_records(tmp_path, monkeypatch):
+    import arrayfs.display as display
+
+    path = _write(tmp_path / "a.array_record", [b'{"a": 1}', b"\x00" * 5000, b'{"a": 2}'])
+    with arrayfs.ArrayRecordDataSource(str(path)) as ds:
+        assert display.choose_display("auto", ds).format == "raw"  # the binary record is sniffed too
+        monkeypatch.setattr(display, "SNIFF_BYTES", 1000)
+        assert display.choose_display("auto", ds).format == "json"  # it is past the budget: not read
+        monkeypatch.setattr(display, "SNIFF_BYTES", 5)
+        assert display.choose_display("auto", ds) == display.RecordDisplay("raw", "raw", sniffed="raw")

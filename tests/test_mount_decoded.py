@@ -32,7 +32,7 @@ from arrayfs.encoding import encode_example, encode_msgpack, json_line
 from arrayfs.fs.core import Core
 from arrayfs.fs.decoded import DecodedRecordError, decoded_subtree
 from arrayfs.fs.options import MountOptions
-from arrayfs.fs.view import FsView
+from arrayfs.fs.view import FsView, ViewSnapshot
 
 mounter = test_mount.mounter  # the fixture: mounts through the command line, unmounts in teardown
 TRAIN = os.path.join(VERSION_DIR, "arrayfs_digits-train.array_record-*")
@@ -209,7 +209,7 @@ def test_a_record_with_more_files_than_its_inodes_number_is_eio(tmp_path):
     with ArrayRecordDataSource(str(path)) as ds:
         view = FsView(ds, subtrees=(decoded_subtree(choose_display("msgpack", ds), cache_bytes=0),))
         tree = view.snapshot.subtrees[0]
-        tree._bits = (4,)  # 16 nodes per record, as for a shard of 2**36 records
+        tree._bits = (4,)  # 16 nodes per record, as for a shard of 2**32 records
         assert view.read("/.decoded/0/a") == b"1\n"
         with pytest.raises(DecodedRecordError, match="22 decoded files"):
             view.listdir("/.decoded/1")
@@ -421,3 +421,21 @@ def test_decode_settings_that_cannot_work_are_one_line_errors(tmp_path):
     p = run_cli("mount", "--decode", "xml", path, mnt)
     assert p.returncode == 2 and "invalid choice" in p.stderr
     assert not os.listdir(mnt)
+
+
+def test_shards_whose_serials_wrap_onto_one_slot_are_eio_not_each_other(tmp_path):
+    for k in range(3):
+        write_ours(tmp_path / f"s-{k}.array_record", [b'{"k": %d}' % k])
+    with ArrayRecordDataSource(str(tmp_path / "s-*.array_record")) as ds:
+        view = FsView(ds, subtrees=(decoded_subtree(choose_display("json", ds)),))
+        # As if shard 2's serial came 2**20 - 1 serials after shard 0's.
+        view._serials[view.snapshot.keys[2]] = (1 << 20) - 1
+        view.snapshot = ViewSnapshot(ds.snapshot(), view._serials, subtrees=view._subtrees)
+        snap = view.snapshot
+        assert view.read("/.decoded/1/k") == b"1\n"
+        for name in ("/.decoded/0", "/.decoded/2.json"):
+            with pytest.raises(DecodedRecordError, match="remount"):
+                snap.resolve(name)
+        tree = snap.subtrees[0]
+        assert tree._slots[0] == tree._slots[2]
+        assert snap.node_of_ino(tree.ino_base | tree._slots[0] << 36 | 0 << tree._bits[0]) is None

@@ -25,14 +25,17 @@ below ``<name>/`` and on ``<name>.json``, with one log line naming the
 shard and the record; the record itself, at the root, reads as ever.
 
 Inode numbers (within the subtree's ``2**56``): 0 is ``.decoded/``; a
-record's nodes are ``slot << 40 | local << bits | part``, where ``slot``
-(16 bits) stands for the shard (from its serial in the view, wrapping like
-the view's after 65,535 shards), ``local`` is the record's index in its
-file, ``bits`` is ``40`` minus the bits of the shard's largest index, and
-``part`` numbers the record's nodes: 0 ``<name>/``, 1 ``<name>.json``,
-then its files and directories depth first in listing order. A record
-with more nodes than ``2**bits`` (a million for a shard of a million
-records) is ``EIO``.
+record's nodes are ``slot << 36 | local << bits | part``, where ``slot``
+(20 bits) stands for the shard (its serial in the view, which numbers the
+shards in the order it first saw them, wrapping after 1,048,575), ``local``
+is the record's index in its file, ``bits`` is ``36`` minus the bits of the
+shard's largest index, and ``part`` numbers the record's nodes: 0
+``<name>/``, 1 ``<name>.json``, then its files and directories depth first
+in listing order. A record with more nodes than ``2**bits`` (65,536 for a
+shard of a million records, 512 for one of 100 million) is ``EIO``, and so
+are the decoded files of two shards of one snapshot whose serials wrapped
+onto one slot (a watching mount that saw more than a million shards come
+and go: remount).
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ DECODED_CACHE_BYTES = 32 << 20
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
-_SLOT_SHIFT = 40
-_SLOT_SPAN = (1 << 16) - 1
+_SLOT_SHIFT = 36
+_SLOT_SPAN = (1 << 20) - 1
 _REST_MASK = (1 << _SLOT_SHIFT) - 1
 _TREE_MASK = (1 << 56) - 1
 _ENTRY_BYTES = 96  # bookkeeping counted per node in the cache bound
@@ -115,9 +118,14 @@ class DecodedTree(Subtree):
     def __init__(self, snap, position, ino_base):
         super().__init__(snap, position, ino_base)
         self._firsts = snap.firsts.tolist()
-        self._slots = tuple((snap.record_ino(k, 0) >> _SLOT_SHIFT) % _SLOT_SPAN + 1 for k in range(len(snap.shards)))
-        self._by_slot = {slot: k for k, slot in enumerate(self._slots)}
+        self._slots = tuple(snap.shard_serial(k) % _SLOT_SPAN + 1 for k in range(len(snap.shards)))
+        self._by_slot = {}
+        for k, slot in enumerate(self._slots):
+            self._by_slot[slot] = k if slot not in self._by_slot else -1  # -1: two shards, so neither
         self._bits = tuple(_SLOT_SHIFT - max(1, (s.start + s.num_records - 1).bit_length()) for s in snap.shards)
+        for k, bits in enumerate(self._bits):
+            if bits < 2:  # more than 2**34 records in the file: no room for a record's parts
+                self._by_slot[self._slots[k]] = -1
 
     # -- the decoded records ---------------------------------------------------------
 
@@ -192,6 +200,9 @@ class DecodedTree(Subtree):
                 rec = None
             if rec is None or rec.kind != RECORD:
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            if self._by_slot[self._slots[rec.shard]] != rec.shard:
+                raise DecodedRecordError("this mount cannot number the decoded files of this shard (more than a "
+                                         "million shards seen, or more than 2**34 records in it): remount")
             return self._node(rec.shard, rec.local, part)
         if parent.part == _JSON:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
@@ -207,8 +218,8 @@ class DecodedTree(Subtree):
         n = ino & _TREE_MASK
         if n == 0:
             return self.root()
-        k = self._by_slot.get(n >> _SLOT_SHIFT)
-        if k is None:
+        k = self._by_slot.get(n >> _SLOT_SHIFT, -1)
+        if k < 0:
             return None
         bits = self._bits[k]
         rest = n & _REST_MASK

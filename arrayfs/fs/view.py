@@ -440,6 +440,12 @@ class ViewSnapshot:
 
     # -- attributes ------------------------------------------------------------
 
+    def shard_serial(self, k: int) -> int:
+        """Shard ``k``'s serial number in its :class:`FsView`: the order in
+        which the view first saw it (the same in every snapshot holding it;
+        inode numbers derive from it)."""
+        return self._serials[k]
+
     def record_ino(self, k: int, local: int) -> int:
         return self._rec_base[k] | local
 

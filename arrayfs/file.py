@@ -182,12 +182,20 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         chunk costs a fraction of it. Callers that read neighbours should
         decode whole chunks and cache them (see :meth:`read_records`).
         """
-        idx = self._get_index()
+        idx = self._index or self._get_index()
         if idx.group_size == 1:
-            begin, end = self.chunk_span(i)
-            window = self._read(begin, end - begin, records=(i, i + 1))
-            rec = decode_single_record(window, begin, verify=self.verify)
-            if rec is not None and len(rec) == idx.decoded.item(i):
+            offsets = idx.offsets
+            begin = offsets.item(i)
+            end = offsets.item(i + 1) if i + 1 < self.num_chunks else self.footer_offset
+            src = self._source
+            if src is None:
+                raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+            try:
+                window = src.read(begin, end - begin)
+            except (SourceTruncatedError, SourceChangedError) as e:
+                raise _storage_error(e, self.path, begin, (i, i + 1), self.size) from None
+            rec = decode_single_record(window, begin, self.verify, idx.decoded.item(i))
+            if rec is not None:
                 return rec  # else the general path names the disagreement
             values, offsets = self.decode_chunk(i, window=window)
             j = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from zstandard import BufferWithSegments, ZstdError
+from zstandard import frame_content_size as _frame_content_size
 
 from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE
 from .compression import (
@@ -21,15 +22,17 @@ from .compression import (
     NONE,
     ZSTD,
     CompressionError,
+    _local,
     compress_block,
     decompress_block,
     zstd_decompress_exact,
     zstd_decompressor,
 )
+from .compression import zstd_decompressor as _zstd_decompressor
 from .errors import CorruptChunkError
-from .hashing import _hash64, buffer_pointer
+from .hashing import _from_buffer, _hash64, buffer_pointer
 from .hashing import _key as _hash_key
-from .header import CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_headers, peek_chunk_header, type_and_count
+from .header import _HEADER, CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_headers, type_and_count
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 _SIMPLE_ONE = type_and_count(SIMPLE, 1)
+_unpack_header = _HEADER.unpack_from
 # A varint64 record size takes at most 10 bytes: bounds the sizes block.
 _MAX_VARINT_BYTES = 10
 
@@ -138,55 +142,74 @@ def encode_simple(records, compression_type: int, *, level=None, window_log=None
     return data, len(values)
 
 
-def decode_single_record(window, offset: int, *, verify: bool):
+def decode_single_record(window, offset: int, verify: bool, decoded: int | None = None):
     """Fast path for a chunk of exactly one record lying within one block.
 
-    ``window`` holds the file's physical bytes from the chunk's ``offset``
-    on, at least to its end. Checks the header hash (and the data hash with
-    ``verify``) and returns the record as ``bytes``, decoding only the
-    values block: the size of a lone record is the chunk's
-    ``decoded_data_size``. Returns ``None`` whenever the chunk is not this
+    ``window`` (``bytes``) holds the file's physical bytes from the chunk's
+    ``offset`` on, at least to its end. Checks the header hash (and the
+    data hash with ``verify``) and returns the record as ``bytes``,
+    decoding only the values block: the size of a lone record is the
+    chunk's ``decoded_data_size`` (which must equal ``decoded`` when
+    given: the footer's). Returns ``None`` whenever the chunk is not this
     simple case or anything is off, so that the caller takes the general
-    path, which raises the precise error.
+    path, which raises the precise error. This is the hot path of every
+    single-record read: few Python operations, one C call per hash and
+    one for the frame.
     """
     r = offset % BLOCK_SIZE
     # r <= BLOCK_HEADER_SIZE: a block header first (r == 0), or no chunk can
     # begin here (read_chunk says why).
-    if r <= BLOCK_HEADER_SIZE or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
+    if r <= BLOCK_HEADER_SIZE or len(window) < CHUNK_HEADER_SIZE + 3:
         return None
-    header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
-    if tc != _SIMPLE_ONE:
-        return None
+    header_hash, data_size, data_hash, tc, size = _unpack_header(window)
     end = CHUNK_HEADER_SIZE + data_size
-    if data_size < 3 or r + end > BLOCK_SIZE or end > len(window):
+    # r + end <= BLOCK_SIZE: no block header inside the chunk.
+    if tc != _SIMPLE_ONE or data_size < 3 or r + end > BLOCK_SIZE or end > len(window) or (
+            decoded is not None and size != decoded):
         return None
-    ptr = buffer_pointer(window)
+    ptr = _from_buffer(window)
     if _hash64(ptr + 8, 32, _hash_key) != header_hash or (
         verify and _hash64(ptr + CHUNK_HEADER_SIZE, data_size, _hash_key) != data_hash
     ):
         return None
-    del ptr
-    mv = memoryview(window)
     ctype = window[CHUNK_HEADER_SIZE]
     sizes_len = window[CHUNK_HEADER_SIZE + 1]
-    if sizes_len >= 0x80:
-        return None
     vstart = CHUNK_HEADER_SIZE + 2 + sizes_len
-    if vstart > end:
+    if sizes_len >= 0x80 or vstart + 1 > end:
         return None
+    if ctype == ZSTD:
+        # The values block: varint64 of the record's size (1 or 2 bytes for
+        # records under 16 KiB), then one zstd frame that must declare it.
+        b0 = window[vstart]
+        if b0 < 0x80:
+            n, p = b0, vstart + 1
+        elif vstart + 2 <= end and window[vstart + 1] < 0x80:
+            n, p = (b0 & 0x7F) | (window[vstart + 1] << 7), vstart + 2
+        else:
+            n, p = -1, vstart
+        # The declared content size is what zstd allocates: it must be the
+        # record's, and one that a frame this long can hold (_zstd_most).
+        if n == size and _frame_content_size(frame := memoryview(window)[p:end]) == size \
+                and size <= ((end - p) // 4 + 1) << 17:
+            try:
+                out = (getattr(_local, "zstd", None) or _zstd_decompressor()).decompress(frame, allow_extra_data=False)
+            except ZstdError:
+                return None
+            return out if len(out) == size else None
+    mv = memoryview(window)
     if ctype == NONE:
-        return bytes(mv[vstart:end]) if end - vstart == decoded else None
+        return bytes(mv[vstart:end]) if end - vstart == size else None
     try:
         n, p = read_varint(window, vstart)
-        if n != decoded or p > end:
+        if n != size or p > end:
             return None
         if ctype == ZSTD:
-            out = zstd_decompress_exact(mv[p:end], decoded)
+            out = zstd_decompress_exact(mv[p:end], size)
         else:
-            out = decompress_block(ctype, mv[vstart:end], max_size=decoded)
+            out = decompress_block(ctype, mv[vstart:end], max_size=size)
     except (CompressionError, ZstdError, VarintError):
         return None
-    return out if len(out) == decoded else None
+    return out if len(out) == size else None
 
 
 # Bytes gathered per chunk: the header, the compression byte and the

@@ -136,14 +136,10 @@ class LocalFile(ByteSource):
         lease = self._lease
         if lease is None:
             return None
-        m = lease.enter()
-        if m is None:
+        data = lease.copy(offset, offset + length)
+        if data is None:
             self._lease_gone()
-            return None
-        try:
-            return m[offset : offset + length]
-        finally:
-            lease.leave()
+        return data
 
     def map_view(self):
         """The whole file's map for zero-copy reads, held until
@@ -224,6 +220,12 @@ class LocalFile(ByteSource):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
             self._check_range(offset, length)
+        lease = self._lease
+        if lease is not None:
+            # Lease.copy inlined: this is the hot path of single-record reads.
+            with lease._lock:
+                if lease.live:
+                    return lease.map[offset : offset + length]
         if self.map_mode != "pread":
             data = self._mapped(offset, length)
             if data is not None:

@@ -245,7 +245,10 @@ class Lease:
         w = _get_watcher()
         self.fd = fd
         self.live = False
-        self._cv = threading.Condition(threading.Lock())
+        # Readers take the plain lock (a C call); the condition over it is
+        # for release() alone, which waits for views in flight.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._inflight = 0
         self.broken = threading.Event()
         fcntl.fcntl(fd, _F_SETSIG, w.sig)
@@ -262,17 +265,25 @@ class Lease:
     def enter(self):
         """The map, counted as in use until :meth:`leave`; ``None`` once the
         lease is broken or released (read with ``pread`` then)."""
-        with self._cv:
+        with self._lock:
             if not self.live:
                 return None
             self._inflight += 1
             return self.map
 
     def leave(self) -> None:
-        with self._cv:
+        with self._lock:
             self._inflight -= 1
             if self._inflight == 0 and not self.live:
                 self._cv.notify_all()
+
+    def copy(self, offset: int, end: int):
+        """Bytes ``[offset, end)`` of the map, copied under the lock (so a
+        release waits for the copy), or ``None`` once the lease is gone."""
+        with self._lock:
+            if self.live:
+                return self.map[offset:end]
+        return None
 
     def poll(self) -> None:
         """Called by the watcher on every lease signal: release the lease
@@ -326,7 +337,8 @@ class Lease:
         was reading when it forked), the same file is mapped again over it,
         through the new description, so that no mapping keeps the leased
         one alive either."""
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._inflight = 0
         self.live = False
         fd, self.fd = self.fd, -1

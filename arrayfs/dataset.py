@@ -37,7 +37,8 @@ from .cache import ChunkCache
 from .errors import ArrayRecordError, FileChangedError
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_entries
-from .riegeli.chunk import decompress_zstd_frames
+from .batch import helper_pool, place
+from .riegeli.simple import check_frame_hashes, decode_zstd_frames
 from .storage import StorageError, is_remote
 from .storage import stat as stat_path
 
@@ -405,35 +406,48 @@ class DatasetSnapshot:
         ahead = [  # noqa: F841
             shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
             for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
-        frames, frame_slots, singles, grouped = [], [], [], []
-        for s in (np.unique(sk).tolist() if many else [0]):
-            sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
-            shard = shards[s]
-            f = shard.file
-            local = idx[sel] - firsts[s] + shard.start
-            if f.group_size == 1 and sel.size < _FRAMES_MIN:
-                # A few records of this shard: the scalar fast path costs less
-                # than the vectorised set-up.
-                singles.extend((f, slot, i) for slot, i in zip(sel.tolist(), local.tolist()))
-            elif f.group_size == 1:
-                got, group = f.single_record_frames(local)
-                frames.append(group)
-                frame_slots.append(sel[got])
-                missed = np.ones(sel.size, dtype=bool)
-                missed[got] = False
-                singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
-            else:
-                grouped.append((shard, sel, local))
-        if frames:
-            recs = decompress_zstd_frames(frames, threads=core.max_workers if idx.size >= _PARALLEL_MIN else 0)
-            if recs is None:  # a corrupt frame: read one by one to name it
-                singles.extend(
-                    (shards[s].file, slot, int(idx[slot] - firsts[s] + shards[s].start))
-                    for slots in frame_slots for slot, s in zip(slots.tolist(), sk[slots].tolist())
-                )
-            else:
-                for slot, rec in zip(np.concatenate(frame_slots).tolist(), recs):
-                    out[slot] = rec
+        frames, frame_slots, checks, singles, grouped = [], [], [], [], []
+        views = []
+        try:
+            for s in (np.unique(sk).tolist() if many else [0]):
+                sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
+                shard = shards[s]
+                f = shard.file
+                local = idx[sel] - firsts[s] + shard.start
+                if f.group_size == 1 and sel.size < _FRAMES_MIN:
+                    # A few records of this shard: the scalar fast path costs less
+                    # than the vectorised set-up.
+                    singles.extend((f, slot, i) for slot, i in zip(sel.tolist(), local.tolist()))
+                elif f.group_size == 1:
+                    src = f._source
+                    view = src.map_view() if src is not None else None
+                    if view is not None:
+                        views.append(src)
+                    got, group, located, buf = f.single_record_frames(local, view=view)
+                    frames.append(group)
+                    checks.append((buf, located))
+                    frame_slots.append(sel[got])
+                    missed = np.ones(sel.size, dtype=bool)
+                    missed[got] = False
+                    singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
+                else:
+                    grouped.append((shard, sel, local))
+            if frames:
+                verify = core.verify
+                recs, oks = decode_zstd_frames(
+                    frames, helper=helper_pool(core.max_workers) if idx.size >= _PARALLEL_MIN else None,
+                    check=lambda: [check_frame_hashes(b, fr, verify=verify) for b, fr in checks])
+                del frames, checks
+        finally:
+            for src in views:
+                src.end_view()
+        if frame_slots:
+            slots = np.concatenate(frame_slots)
+            placed = place(idx.size, slots, recs, np.concatenate(oks))
+            bad = slots[placed[slots] == None]  # noqa: E711 (elementwise): read one by one to name it
+            singles.extend((shards[s].file, slot, int(idx[slot] - firsts[s] + shards[s].start))
+                           for slot, s in zip(bad.tolist(), sk[bad].tolist()))
+            out = placed.tolist()
         for f, slot, i in singles:
             out[slot] = f.read_record(i)
         if grouped:

@@ -33,11 +33,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .batch import helper_pool, place
 from .cache import ChunkCache
 from .errors import ArrayRecordError, FileChangedError
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_entries
-from .batch import helper_pool, place
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames
 from .storage import StorageError, is_remote
 from .storage import stat as stat_path

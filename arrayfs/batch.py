@@ -174,19 +174,43 @@ class BatchReads:
             for j in np.flatnonzero(out == None).tolist():  # noqa: E711 (elementwise, in numpy)
                 out[j] = read(int(indices[j]))  # other codecs, or the precise error
             return out.tolist()
+        return self.read_grouped(indices, decode=decode)
+
+    def read_grouped(self, indices, *, decode=None, pool=None) -> list[bytes]:
+        """Records at ``indices`` (``int64`` array of valid local indices) of
+        a file of multi-record chunks, in that order: each chunk involved is
+        decoded once, in place from the map, and with no ``decode`` only as
+        far as the last record wanted from it; with ``pool`` (an executor)
+        chunks decode on its threads (the hash and the codec release the
+        GIL) while this thread cuts the records of the chunks already done.
+        ``decode(k)`` replaces the decoding (the dataset's cached one)."""
         groups = self.group_by_chunk(indices)
-        wanted = [k for k, _ in groups]
+        first = self._get_index().chunk_first() if self.group_size is None else None
+        g = self.group_size
+        starts = [int(first[k]) if first is not None else k * g for k, _ in groups]
+        locals_ = [indices[grp] - a for (_, grp), a in zip(groups, starts)]
         if decode is None:
-            decoded = self.decode_chunks(wanted)
+            tasks = [(k, int(loc.max()) + 1) for (k, _), loc in zip(groups, locals_)]
+
+            def run(task):
+                return self.decode_chunk_in_place(*task)
         else:
-            decoded = map(decode, wanted)
-        out = [None] * len(indices)
-        for (k, grp), (values, offsets) in zip(groups, decoded):
-            local = indices[grp] - self.chunk_first(k)
+            tasks = [k for k, _ in groups]
+            run = decode
+        if pool is not None and len(tasks) > 1:
+            decoded = pool.map(run, tasks)
+        else:
+            decoded = map(run, tasks)
+        out = np.empty(len(indices), dtype=object)
+        for (k, grp), local, (values, offsets) in zip(groups, locals_, decoded):
             if len(offsets) == 2 and isinstance(values, bytes):
-                for slot in grp.tolist():
-                    out[slot] = values
+                out[grp] = [values] * len(grp)
                 continue
-            for slot, a, b in zip(grp.tolist(), offsets[local].tolist(), offsets[local + 1].tolist()):
-                out[slot] = bytes(values[a:b])
-        return out
+            get = values.__getitem__ if isinstance(values, bytes) else memoryview(values).__getitem__
+            recs = list(map(get, map(slice, offsets[local].tolist(), offsets[local + 1].tolist())))
+            if not isinstance(values, bytes):
+                recs = list(map(bytes, recs))
+            r = np.empty(len(recs), dtype=object)
+            r[:] = recs
+            out[grp] = r
+        return out.tolist()

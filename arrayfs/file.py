@@ -304,6 +304,56 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         header, data = self.read_chunk_header(k, window=window)
         return self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
 
+    def decode_chunk_in_place(self, k: int, upto: int | None = None):
+        """:meth:`decode_chunk` of chunk ``k`` reading its bytes in place
+        from the file's map when it has one (no copy: the hash and the codec
+        read the map; a plain read otherwise), and with ``upto`` (records
+        from the chunk's first) decompressing a simple chunk's values only
+        as far as record ``upto - 1`` ends: ``values`` then holds that
+        prefix, ``offsets`` every record's. The data hash, when checked,
+        covers the whole chunk. ``values`` never refers to the map."""
+        src = self._source
+        view = src.map_view() if src is not None else None
+        try:
+            window = None
+            if view is not None:
+                begin, end = self.chunk_span(k)
+                window = memoryview(view)[begin:end]
+            header, data = self.read_chunk_header(k, window=window)
+            begin = self.chunk_span(k)[0]
+            if upto is not None and header.chunk_type == SIMPLE and upto < header.num_records:
+                values, offsets = self._decode_prefix(k, header, data, upto)
+            else:
+                values, offsets = self._decode(header, data, begin, self.chunk_records(k))
+            if view is not None and not isinstance(values, bytes):
+                values = bytes(values)
+            del window, data
+        finally:
+            if view is not None:
+                src.end_view()
+        return values, offsets
+
+    def _decode_prefix(self, k: int, header, data, upto: int):
+        """``(values prefix, offsets)`` of simple chunk ``k``: the values up
+        to the end of record ``upto - 1``."""
+        begin = self.chunk_span(k)[0]
+        rng = self.chunk_records(k)
+        try:
+            ctype, sizes, values_block = decode_record_sizes(data, header.num_records, header.decoded_data_size,
+                                                             offset=begin)
+            offsets = np.zeros(header.num_records + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:], dtype=np.int64)
+            if int(offsets[-1]) != header.decoded_data_size or int(sizes.max()) > header.decoded_data_size:
+                raise CorruptChunkError(
+                    f"record sizes sum to {int(offsets[-1])} bytes, the header says {header.decoded_data_size}",
+                    offset=begin)
+            values = decompress_prefix(ctype, values_block, int(offsets[upto]), max_size=header.decoded_data_size)
+        except CompressionError as e:
+            raise self._error(CorruptChunkError, f"record values: {e}", offset=begin, records=rng) from None
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=begin, records=rng) from None
+        return values, offsets
+
     def decode_chunks(self, chunks) -> list:
         """``[decode_chunk(k) for k in chunks]`` with the chunks' bytes
         fetched as one batch (one request round for an object store)."""

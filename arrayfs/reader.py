@@ -223,16 +223,15 @@ class ArrayRecordReader:
         if f.group_size == 1:
             # Decompression of the whole batch runs in zstd's own threads.
             return f.read_records(idx, threads=workers if workers > 1 and idx.size >= 256 else 0)
-        if workers <= 1 or idx.size < 256 or f.transposed:
+        if workers <= 1 or f.transposed:
             # The transposed decoder holds the GIL in its scans: threads
             # would only wait on each other (measured slower than one).
             return f.read_records(idx)
+        # Each chunk decodes on the pool, in place and only as far as its
+        # last record wanted; this thread cuts the records of those done.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
-        out: list[bytes] = []
-        for part in self._pool.map(f.read_records, np.array_split(idx, workers)):
-            out.extend(part)
-        return out
+        return f.read_grouped(idx, pool=self._pool)
 
     def _check_open(self):
         if self._file.closed:

@@ -436,7 +436,7 @@ OVERLAP_MIN = 64
 #: calling thread checks every frame's hashes and decompresses the rest:
 #: the hashes cost about half a frame's decompression, so the helper
 #: takes a little more than half (``benchmarks/zstd_entry_points.py``).
-HELPER_SHARE = 0.6
+HELPER_SHARE = 0.85
 
 
 def _decompress_loop(buf, segs, sizes) -> list:

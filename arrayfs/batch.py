@@ -202,7 +202,7 @@ class BatchReads:
         else:
             decoded = map(run, tasks)
         out = np.empty(len(indices), dtype=object)
-        for (k, grp), local, (values, offsets) in zip(groups, locals_, decoded):
+        for (_, grp), local, (values, offsets) in zip(groups, locals_, decoded):
             if len(offsets) == 2 and isinstance(values, bytes):
                 out[grp] = [values] * len(grp)
                 continue

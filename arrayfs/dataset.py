@@ -38,7 +38,7 @@ from .cache import ChunkCache
 from .errors import ArrayRecordError, FileChangedError
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_entries
-from .riegeli.simple import check_frame_hashes, decode_zstd_frames
+from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import StorageError, is_remote
 from .storage import stat as stat_path
 
@@ -233,6 +233,7 @@ class DatasetSnapshot:
             for s, first in zip(self._shards, firsts)
         )
         self.identities = tuple(tuple(s.identity) for s in self._shards)
+        self._starts = np.array([s.start for s in self._shards], dtype=np.int64)
 
     # -- sizes and places --------------------------------------------------------
 
@@ -407,17 +408,31 @@ class DatasetSnapshot:
             shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
             for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
         frames, frame_slots, checks, singles, grouped = [], [], [], [], []
-        views = []
+        views, few = [], []
         try:
-            for s in (np.unique(sk).tolist() if many else [0]):
-                sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
+            # One sort by shard, then a slice of it per shard: no pass over
+            # the whole batch per shard.
+            if many:
+                order = np.argsort(sk, kind="stable")
+                by_shard = sk[order]
+                cut = np.flatnonzero(by_shard[1:] != by_shard[:-1]) + 1
+                heads = np.concatenate(([0], cut))
+                tails = np.concatenate((cut, [idx.size]))
+                local_all = (idx - firsts[sk] + self._starts[sk])[order]
+                parts = zip(by_shard[heads].tolist(), heads.tolist(), tails.tolist())
+            else:
+                order = np.arange(idx.size)
+                local_all = idx + shards[0].start
+                parts = [(0, 0, idx.size)]
+            for s, a, b in parts:
+                sel = order[a:b]
+                local = local_all[a:b]
                 shard = shards[s]
                 f = shard.file
-                local = idx[sel] - firsts[s] + shard.start
                 if f.group_size == 1 and sel.size < _FRAMES_MIN:
-                    # A few records of this shard: the scalar fast path costs less
-                    # than the vectorised set-up.
-                    singles.extend((f, slot, i) for slot, i in zip(sel.tolist(), local.tolist()))
+                    # A few records of this shard: their chunks are copied
+                    # out and gathered with those of the other shards.
+                    few.append((f, sel, local.tolist()))
                 elif f.group_size == 1:
                     src = f._source
                     view = src.map_view() if src is not None else None
@@ -432,6 +447,8 @@ class DatasetSnapshot:
                     singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
                 else:
                     grouped.append((shard, sel, local))
+            if few:
+                self._gather(few, frames, checks, frame_slots, singles)
             if frames:
                 verify = core.verify
                 recs, oks = decode_zstd_frames(
@@ -453,6 +470,39 @@ class DatasetSnapshot:
         if grouped:
             self._read_grouped(grouped, out)
         return out
+
+    @staticmethod
+    def _gather(few, frames, checks, frame_slots, singles) -> None:
+        """The chunk windows of shards with few records in a batch (``few``:
+        ``(file, slots, local indices)``), copied out (one read each) and
+        joined into one buffer located at once: one set-up for the batch,
+        not one per shard. Adds to the caller's lists (see
+        :meth:`_read_batch`)."""
+        windows, begins, decoded, owner = [], [], [], []
+        for f, _, loc in few:
+            windows_f, begins_f, decoded_f = f.record_windows(loc)
+            windows += windows_f
+            begins += begins_f
+            decoded += decoded_f
+        buf = b"".join(windows)
+        lengths = np.array(list(map(len, windows)), dtype=np.int64)
+        positions = np.zeros(len(windows), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=positions[1:])
+        begins = np.array(begins, dtype=np.int64)
+        decoded = np.array(decoded, dtype=np.int64)
+        slots = np.concatenate([item[1] for item in few])
+        located = locate_zstd_frames(buf, positions, begins, lengths)
+        agree = located.sizes == decoded[located.sel]
+        if not agree.all():  # the general path names the disagreement
+            located = type(located)(*(a[agree] for a in located))
+        frames.append((buf, located.segments, located.sizes))
+        checks.append((buf, located))
+        frame_slots.append(slots[located.sel])
+        missed = np.ones(len(windows), dtype=bool)
+        missed[located.sel] = False
+        if missed.any():
+            owner = [(f, i) for f, _, loc in few for i in loc]
+            singles.extend((owner[j][0], int(slots[j]), owner[j][1]) for j in np.flatnonzero(missed).tolist())
 
     def _read_grouped(self, grouped, out) -> None:
         """Fill ``out`` from shards with multi-record chunks; each chunk is

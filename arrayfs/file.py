@@ -210,6 +210,30 @@ class ArrayRecordFile(FooterIndex, BatchReads):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
 
+    def record_windows(self, records: list) -> tuple:
+        """For a few records ``records`` (``list[int]`` of valid local
+        indices) of a ``group_size:1`` file: ``(windows, begins, decoded)``,
+        each record's chunk bytes (from its offset to the next chunk's, one
+        read each: a copy out of the map, or a ``pread``), the chunks' file
+        offsets and the footer's decoded sizes (``list[int]``). For batches
+        spread over many shards, gathered into one buffer by the caller."""
+        idx = self._index or self._get_index()
+        src = self._source
+        if src is None:
+            raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        item, dec = idx.offsets.item, idx.decoded.item
+        n, footer, read = self.num_chunks, self.footer_offset, src.read
+        windows, begins, decoded = [], [], []
+        try:
+            for i in records:
+                a = item(i)
+                windows.append(read(a, (item(i + 1) if i + 1 < n else footer) - a))
+                begins.append(a)
+                decoded.append(dec(i))
+        except (SourceTruncatedError, SourceChangedError) as e:
+            raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
+        return windows, begins, decoded
+
     def read_ranges(self, ranges) -> list:
         """Raw bytes of each ``(begin, end)`` in ``ranges``, fetched as one
         batch (see :meth:`arrayfs.storage.ByteSource.read_ranges`)."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
 from .handles import POOL
-from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map_policy, take_slot
+from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map_policy, slots_left, take_slot
 
 __all__ = ["LocalFile"]
 
@@ -94,8 +94,11 @@ class LocalFile(ByteSource):
         mapped files (half the pool's bound: a map holds descriptors the
         pool cannot close) has room; ``True`` when ``fd`` was taken over by
         a lease."""
+        limit = max(1, self._pool.max_open // 2)
+        if not slots_left(limit):
+            return False  # the budget is spent: no system call to choose a mode
         mode = choose_mode(fd, st, map_policy(policy))
-        if mode is None or not take_slot(max(1, self._pool.max_open // 2)):
+        if mode is None or not take_slot(limit):
             return False
         self._slot = True
         try:

@@ -75,11 +75,21 @@ _MAP_FIXED = 0x10
 _LINUX = sys.platform.startswith("linux")
 
 
+_policies: dict = {}
+
+
 def map_policy(value: str | None = None) -> frozenset:
     """The modes allowed by ``value`` (default: ``$ARRAYFS_MMAP``, or
     ``auto``). Raises ``ValueError`` for an unknown mode."""
     if value is None:
         value = os.environ.get("ARRAYFS_MMAP", "auto")
+    got = _policies.get(value)
+    if got is None:
+        got = _policies[value] = _parse_policy(value)
+    return got
+
+
+def _parse_policy(value: str) -> frozenset:
     value = value.strip().lower()
     if value in ("", "auto", "1", "yes"):
         return frozenset(MODES)
@@ -138,6 +148,12 @@ def map_file(fd: int, size: int) -> mmap.mmap:
 
 _slots_lock = threading.Lock()
 _slots = 0
+
+
+def slots_left(limit: int) -> bool:
+    """Whether fewer than ``limit`` files are mapped now (a hint, checked
+    before the system calls that choose a mode; :func:`take_slot` decides)."""
+    return _slots < limit
 
 
 def take_slot(limit: int) -> bool:

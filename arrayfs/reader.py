@@ -156,12 +156,19 @@ class ArrayRecordReader:
         """Iterate over all records from the first, a chunk at a time."""
         self._check_open()
         f = self._file
+        workers = self._workers
+        if f.group_size == 1:
+            # One-record chunks: blocks of 4,096 records, a share of each
+            # decompressed on the helper thread in one C call (see
+            # read_records); 1 KB calls handed between threads one by one
+            # only slow down (docs/benchmarks.md).
+            for a in range(0, f.num_records, 4096):
+                yield from f.read_records(np.arange(a, min(a + 4096, f.num_records), dtype=np.int64),
+                                          threads=workers)
+            return
         step = max(f.group_size or 1, 256)
         blocks = [np.arange(a, min(a + step, f.num_records), dtype=np.int64) for a in range(0, f.num_records, step)]
-        workers = self._workers
-        if workers <= 1 or len(blocks) <= 1 or f.group_size == 1 or f.transposed:
-            # One-record chunks: a batch is many small library calls, which
-            # threads only slow down (see docs/benchmarks.md).
+        if workers <= 1 or len(blocks) <= 1 or f.transposed:
             for b in blocks:
                 yield from f.read_records(b)
             return

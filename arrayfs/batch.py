@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .errors import FileChangedError, TruncatedFileError
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import SourceChangedError, SourceTruncatedError
 
@@ -60,6 +61,24 @@ def place(n: int, slots: np.ndarray, recs: list, ok: np.ndarray) -> np.ndarray:
     return out
 
 
+def _storage_error(e: Exception, path: str, offset, records=None, opened_size=None) -> Exception:
+    """The ArrayRecord error for a storage failure during a read."""
+    if isinstance(e, SourceTruncatedError):
+        since = (f" (it had {opened_size} bytes when opened: truncated since)"
+                 if opened_size is not None and e.size < opened_size else "")
+        return TruncatedFileError(
+            f"the file ends at byte {e.size}, the read needs bytes up to {e.offset + e.length}{since}",
+            path=path, offset=offset, records=records,
+        )
+    if isinstance(e, SourceChangedError):
+        cls = TruncatedFileError if e.truncated else FileChangedError
+        reason = str(e)
+        if reason.startswith(path + ": "):
+            reason = reason[len(path) + 2 :]
+        return cls(reason, path=path, offset=offset, records=records)
+    return e
+
+
 class BatchReads:
     """The batched reads of :class:`arrayfs.file.ArrayRecordFile` (a mixin:
     uses its index, ``read_record``, ``decode_chunks`` and source)."""
@@ -94,8 +113,6 @@ class BatchReads:
             buf, run_base = src.read_joined(run_begin, run_end)
         except (SourceTruncatedError, SourceChangedError) as e:
             at = getattr(e, "offset", None)
-            from .file import _storage_error
-
             raise _storage_error(e, self.path, int(run_begin[0]) if at is None else at, None, self.size) from None
         run = np.searchsorted(run_first, chunks, side="right") - 1
         positions = run_base[run] + (begins - run_begin[run])

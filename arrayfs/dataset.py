@@ -805,6 +805,19 @@ class ArrayRecordDataSource:
                     s._file.pin()
             return RefreshResult(tuple(added), tuple(s.spec.path for s in gone), tuple(pending))
 
+    def release(self, snapshot: DatasetSnapshot, keep=()) -> int:
+        """Close the files of ``snapshot``'s shards that neither the current
+        snapshot nor any snapshot in ``keep`` uses: a caller done with an
+        old snapshot gives back the descriptors of shards deleted or
+        replaced since, now rather than at garbage collection. Reads of
+        those shards through ``snapshot`` raise ``ValueError`` afterwards.
+        Returns how many shards were closed."""
+        live = {id(s) for snap in (self._snap, *keep) for s in snap._shards}
+        gone = [s for s in snapshot._shards if id(s) not in live and not s._closed]
+        for s in gone:
+            s.close()
+        return len(gone)
+
     def _open_some(self, jobs) -> list:
         verify, opts = self._core.verify, self._storage_options
 

@@ -29,13 +29,11 @@ import threading
 
 import numpy as np
 
-from .batch import BatchReads
+from .batch import BatchReads, _storage_error
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
-    FileChangedError,
     NotArrayRecordError,
-    TruncatedFileError,
 )
 from .footer import EAGER_FOOTER_CHUNKS, SIGNATURE_BYTES, ChunkIndex, FooterIndex, _Index
 from .riegeli.chunk import (
@@ -49,29 +47,12 @@ from .riegeli.chunk import (
     read_chunk,
 )
 from .riegeli.compression import CompressionError, decompress_prefix
+from .riegeli.stream import decode_single_record_stream
 from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_source
 
 __all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
-
-
-def _storage_error(e: Exception, path: str, offset, records=None, opened_size=None) -> Exception:
-    """The ArrayRecord error for a storage failure during a read."""
-    if isinstance(e, SourceTruncatedError):
-        since = (f" (it had {opened_size} bytes when opened: truncated since)"
-                 if opened_size is not None and e.size < opened_size else "")
-        return TruncatedFileError(
-            f"the file ends at byte {e.size}, the read needs bytes up to {e.offset + e.length}{since}",
-            path=path, offset=offset, records=records,
-        )
-    if isinstance(e, SourceChangedError):
-        cls = TruncatedFileError if e.truncated else FileChangedError
-        reason = str(e)
-        if reason.startswith(path + ": "):
-            reason = reason[len(path) + 2 :]
-        return cls(reason, path=path, offset=offset, records=records)
-    return e
 
 
 class ArrayRecordFile(FooterIndex, BatchReads):
@@ -233,6 +214,24 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         except (SourceTruncatedError, SourceChangedError) as e:
             raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
         return windows, begins, decoded
+
+    def read_big_record(self, i: int, out=None):
+        """Record ``i`` when it is alone in its chunk, with reading, hashing
+        and decompressing overlapped (:mod:`arrayfs.riegeli.stream`), into
+        ``out`` (a writable buffer of the record's size) or new anonymous
+        memory; returns that buffer. For records of many MiB; checks
+        what :meth:`read_record` checks. Raises ``ValueError`` when the
+        chunk holds other records too."""
+        k = self.chunk_of(i)
+        if self.chunk_records(k) != (i, i + 1):
+            raise ValueError(f"{self.path}: record {i} is not alone in its chunk")
+        begin, end = self.chunk_span(k)
+        try:
+            return decode_single_record_stream(lambda off, n: self._read(off, n, records=(i, i + 1)), begin, end,
+                                               size=int(self._get_index().decoded.item(k)), verify=self.verify,
+                                               out=out)
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=begin, records=(i, i + 1)) from None
 
     def read_ranges(self, ranges) -> list:
         """Raw bytes of each ``(begin, end)`` in ``ranges``, fetched as one

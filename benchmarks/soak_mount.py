@@ -32,9 +32,16 @@ tag, and lists the records corrupted in it. Each read is checked so:
    whose shard left the view) are expected and counted.
 
 Each minute it prints reads, errors by kind, wrong bytes, garbage, the
-daemon's RSS and open descriptors, and whether it lives; at the end the
-same against the first minute's figures. Exit status: 0 when the daemon
-lived and there were no wrong bytes and no garbage, else 1.
+daemon's memory (PSS of the coordinator and its worker processes, so
+shared pages count once) and open descriptors (all processes; those of
+deleted shard files apart), and whether it lives; at the end the same
+against the first minute's figures. Then, with the readers stopped, it
+makes two more changes (two refreshes: a deleted shard leaves the snapshot
+before the current one only at the second) and counts the descriptors
+still open on deleted shard files: the goal is 0.
+
+Exit status: 0 when the daemon lived and there were no wrong bytes, no
+garbage and no descriptor of a deleted shard left, else 1.
 """
 
 from __future__ import annotations
@@ -355,38 +362,99 @@ class Shards:
 # -- the daemon ----------------------------------------------------------------------------
 
 
-def daemon_stats(pid) -> tuple:
-    """``(RSS MiB, open descriptors)`` of the daemon, or ``None`` if it is gone."""
+def daemon_processes(pid) -> list:
+    """The daemon's coordinator ``pid`` and its worker processes (its
+    children forked from it: same command line; not its unmount helpers)."""
+    out = [pid]
     try:
-        with open(f"/proc/{pid}/status") as f:
-            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return out
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if parent == pid and f.read() == cmdline:
+                        out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def daemon_stats(pid) -> tuple:
+    """``(PSS MiB, open descriptors, worker processes)`` of the daemon (all
+    its processes), or ``None`` if it is gone."""
+    try:
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 return None
-        return rss, fds
-    except (OSError, StopIteration):
+    except OSError:
         return None
+    pss = fds = 0
+    procs = daemon_processes(pid)
+    for p in procs:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                pss += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+            fds += len(os.listdir(f"/proc/{p}/fd"))
+        except (OSError, StopIteration):
+            pass
+    return pss, fds, len(procs) - 1
 
 
 def daemon_files(pid, data_dir) -> dict:
-    """What the daemon's descriptors point at: shard files in the data
-    directory (``shards``), such files already deleted (``deleted``), other."""
-    out = {"shards": 0, "deleted": 0, "other": 0}
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return out
-    for fd in names:
+    """What the descriptors of the daemon's processes point at: shard
+    files in the data directory (``shards``), such files already deleted
+    (``deleted``), other; and ``mapped_deleted``: deleted shard files a
+    process still maps (a map keeps a file's space as a descriptor does)."""
+    out = {"shards": 0, "deleted": 0, "other": 0, "mapped_deleted": 0}
+    for p in daemon_processes(pid):
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{p}/maps") as f:
+                out["mapped_deleted"] += len({line.split(None, 5)[-1] for line in f
+                                              if data_dir in line and line.rstrip().endswith("(deleted)")})
+        except OSError:
+            pass
+        try:
+            names = os.listdir(f"/proc/{p}/fd")
         except OSError:
             continue
-        if target.startswith(data_dir):
-            out["deleted" if target.endswith(" (deleted)") else "shards"] += 1
-        else:
-            out["other"] += 1
+        for fd in names:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(data_dir):
+                out["deleted" if target.endswith(" (deleted)") else "shards"] += 1
+            else:
+                out["other"] += 1
     return out
+
+
+def settle(shards, mnt, pid, data) -> dict:
+    """Two more changes, one refresh each, then what the daemon's
+    descriptors point at: a shard deleted before them has left both
+    snapshots the daemon keeps, so none may point at a deleted file."""
+    summary = os.path.join(mnt, ".arrayfs.json")
+
+    def generation():
+        while True:
+            try:
+                with open(summary, "rb") as f:
+                    return json.loads(f.read())["generation"]
+            except OSError:  # ESTALE while a refresh is applied
+                time.sleep(0.05)
+
+    for _ in range(2):
+        g = generation()
+        shards.add()
+        deadline = time.time() + 30
+        while generation() == g and time.time() < deadline:
+            time.sleep(0.1)
+    return daemon_files(pid, data)
 
 
 def totals(counters, readers) -> dict:
@@ -466,11 +534,13 @@ def main(argv=None) -> int:
                 alive = st is not None and is_mounted(mnt) is not None
                 stats.append(st)
                 t = totals(counters, args.readers)
+                held = daemon_files(pid, data)
                 print(f"[{(now - start) / 60:5.1f} min] reads {t['reads']:,} (stable {t['stable']:,}), "
                       f"EIO {t['eio']:,} (allowed {t['expected_eio']:,}), ENOENT {t['enoent']:,}, "
                       f"ESTALE {t['estale']:,}, other errors {t['other_errors']:,}, errors while stable "
                       f"{t['stable_errors']:,}, wrong bytes {t['wrong']:,}, garbage {t['garbage']:,}; daemon "
-                      + (f"RSS {st[0]:.1f} MiB, {st[1]} fds" if st else "DEAD") + f"; {changes} changes",
+                      + (f"PSS {st[0]:.1f} MiB, {st[1]} fds ({held['deleted']} on deleted shards), {st[2]} workers"
+                         if st else "DEAD") + f"; {changes} changes",
                       flush=True)
                 next_report = now + args.report_every
             time.sleep(0.05)
@@ -482,6 +552,7 @@ def main(argv=None) -> int:
                 p.kill()
         last = daemon_stats(pid)
         held = daemon_files(pid, data)
+        settled = settle(shards, mnt, pid, data) if alive else None
         if is_mounted(mnt):
             try:
                 unmount(mnt, lazy=True)
@@ -497,9 +568,12 @@ def main(argv=None) -> int:
     print(f"stable reads {t['stable']:,}, unstable {t['unstable']:,}; errors while stable {t['stable_errors']:,}; "
           f"WRONG BYTES {t['wrong']:,}; GARBAGE {t['garbage']:,}")
     if first and last:
-        print(f"daemon RSS {first[0]:.1f} -> {last[0]:.1f} MiB, open fds {first[1]} -> {last[1]} (at the end: "
-              f"{held['shards']} shard files, {held['deleted']} deleted shard files, {held['other']} other; "
-              f"{len(shards.names())} shard files in the directory)")
+        print(f"daemon PSS {first[0]:.1f} -> {last[0]:.1f} MiB, open fds {first[1]} -> {last[1]}, {last[2]} workers "
+              f"(at the end: {held['shards']} shard files, {held['deleted']} deleted shard files, {held['other']} "
+              f"other; {len(shards.names())} shard files in the directory)")
+    if settled is not None:
+        print(f"descriptors of deleted shards after two more refreshes: {settled['deleted']} (goal 0), maps of "
+              f"them: {settled['mapped_deleted']}; descriptors of shard files: {settled['shards']}")
     print("daemon lived" if alive else "DAEMON DIED (see the daemon log; a SIGBUS here is a truncated shard read "
           "through mmap)")
     if os.path.exists(bad_log):
@@ -511,9 +585,10 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"minutes": args.minutes, "readers": args.readers, "totals": t, "changes": shards.log,
-                       "daemon_first": first, "daemon_last": last, "alive": alive,
-                       "stats": stats}, f, indent=1)
-    ok = alive and t["wrong"] == 0 and t["garbage"] == 0
+                       "daemon_first": first, "daemon_last": last, "alive": alive, "files_at_end": held,
+                       "files_settled": settled, "stats": stats}, f, indent=1)
+    ok = (alive and t["wrong"] == 0 and t["garbage"] == 0 and settled is not None
+          and settled["deleted"] == settled["mapped_deleted"] == 0)
     return 0 if ok else 1
 
 

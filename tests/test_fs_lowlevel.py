@@ -1,5 +1,5 @@
-"""What arrayfs.fs.lowlevel and arrayfs.fs.highlevel rely on in libfuse 3
-and mfusepy, checked against the installed libraries.
+"""What arrayfs.fs.lowlevel and arrayfs.fs.fuse2 rely on in libfuse 3, the
+kernel and mfusepy, checked against the installed libraries.
 
 These tests fail loudly, before any mount, when a libfuse or mfusepy
 release changes a structure layout, a symbol or a public name the daemons
@@ -13,6 +13,8 @@ output is parsed as the kernel would.
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import inspect
 import os
 import stat
@@ -20,21 +22,21 @@ import struct
 
 import pytest
 
-from arrayfs.fs import daemon, lowlevel
+from arrayfs.fs import lowlevel
 
 
 def test_libfuse_3_is_the_one_loaded():
-    # CI installs libfuse 3 (and 2): the low-level daemon must be the one tested.
-    assert daemon.libfuse_major() == 3 and lowlevel.available()
+    # CI installs libfuse 3 (and 2): the low-level binding must be the one tested.
+    assert lowlevel.libfuse_major() == 3 and lowlevel.available()
 
 
 def test_mfusepy_public_names_used():
-    m = daemon.load_mfusepy()
+    m = lowlevel.load_mfusepy()
     for name in ("Operations", "FUSE", "fuse_version_major", "fuse_version_minor", "c_stat", "c_statvfs",
                  "fuse_file_info", "fuse_conn_info"):
         assert hasattr(m, name), f"mfusepy no longer has {name}"
     assert "raw_fi" in inspect.signature(m.FUSE.__init__).parameters
-    # The Operations methods highlevel.ArrayFsOperations overrides, with the
+    # The Operations methods fuse2.Fuse2 overrides, with the
     # arguments mfusepy passes them.
     expected = {
         "getattr": ["path", "fh"], "open": ["path", "flags"], "read": ["path", "size", "offset", "fh"],
@@ -50,13 +52,27 @@ def test_mfusepy_public_names_used():
 
 def test_libfuse3_exports_every_function_used():
     lib = lowlevel.library()
-    for name in ("fuse_reply_err", "fuse_reply_none", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
+    for name in ("fuse_reply_err", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
                  "fuse_reply_buf", "fuse_reply_statfs", "fuse_add_direntry", "fuse_add_direntry_plus",
                  "fuse_lowlevel_notify_inval_entry", "fuse_lowlevel_notify_inval_inode", "fuse_session_new",
-                 "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_exit",
-                 "fuse_session_loop", "fuse_session_loop_mt", "fuse_set_signal_handlers",
-                 "fuse_remove_signal_handlers", "fuse_opt_free_args"):
+                 "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_fd",
+                 "fuse_session_receive_buf", "fuse_session_process_buf"):
         assert hasattr(lib, name), name
+
+
+def test_the_kernel_knows_the_clone_ioctl():
+    """FUSE_DEV_IOC_CLONE is _IOR(229, 0, uint32_t): a device that knows it
+    refuses to clone a descriptor that is no FUSE session (EINVAL; EPERM on
+    newer kernels); a number it does not know would be ENOTTY. The clone
+    itself is used by every mount test (the worker processes)."""
+    assert lowlevel._DEV_IOC_CLONE == (2 << 30) | (4 << 16) | (229 << 8) | 0
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, lowlevel._DEV_IOC_CLONE, ctypes.c_uint32(fd))
+        assert e.value.errno in (errno.EINVAL, errno.EPERM)
+    finally:
+        os.close(fd)
 
 
 def test_operations_table_order():
@@ -116,12 +132,10 @@ def test_direntries_as_the_kernel_reads_them():
     kernel's fuse_direntplus and fuse_dirent: every field arrives."""
     from arrayfs.fs.view import Attr
 
-    ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
-    ops.uid, ops.gid = 1234, 5678
-    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
+    ops = lowlevel.StatWriter(1234, 5678)
     attr = Attr(stat.S_IFREG | 0o444, (7 << 40) | 99, 2, 1_000_003, 1_700_000_000_123_456_789, 1 << 20)
     e = lowlevel.EntryParam()
-    ops._fill(e.attr, attr)
+    ops.fill(e.attr, attr)
     e.ino = attr.ino
     e.generation = 0
     e.attr_timeout = 86400.0
@@ -142,7 +156,7 @@ def test_direntries_as_the_kernel_reads_them():
     assert raw[dirent + 24 : dirent + 24 + namelen] == b"0000123"
     # The plain entry (READDIR) reads the struct stat alone.
     st = lowlevel.structs().c_stat()
-    ops._fill(st, attr._replace(mode=stat.S_IFDIR | 0o555, ino=16))
+    ops.fill(st, attr._replace(mode=stat.S_IFDIR | 0o555, ino=16))
     n = lowlevel.library().fuse_add_direntry(None, buf, 4096, b".shards", ctypes.addressof(st), 3)
     ino, off, namelen, typ = struct.unpack_from("<2Q2I", buf.raw, 0)
     assert (ino, off, namelen, typ, n) == (16, 3, 7, stat.S_IFDIR >> 12, 32)
@@ -159,14 +173,12 @@ def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
 
     from arrayfs.fs.view import Attr
 
-    ops = daemon.LowLevelOperations.__new__(daemon.LowLevelOperations)
-    ops.uid, ops.gid = 1000, 1000
-    ops._templates, ops._c_stat = {}, lowlevel.structs().c_stat
+    ops = lowlevel.StatWriter(1000, 1000)
     attr = Attr(stat.S_IFREG | 0o444, 0, 2, 0, 1_700_000_000_000_000_001, 1 << 20)
     e = lowlevel.EntryParam()
     st = lowlevel.structs().c_stat()
     target = e if plus else st
-    ops._fill(e.attr if plus else st, attr)
+    ops.fill(e.attr if plus else st, attr)
     e.attr_timeout, e.entry_timeout = 86400.0, 86400.0
     first_name = 10 ** (width - 1) - 3 if width > 1 else 0
     count = 9 if width > 1 else 7
@@ -201,3 +213,49 @@ def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
     n2, k2 = lowlevel.DirentRuns().encode(None, small, 0, 3 * one + one // 2, first_name, width, first_ino, count,
                                           sizes, 41, target, plus, attrs)
     assert (n2, k2) == (3 * one, 3) and small.raw[:n2] == ref.raw[:n2]
+
+
+def test_lookups_in_one_directory_run_in_parallel(tmp_path):
+    """The kernel takes LOOKUPs of one directory at once only when INIT's
+    reply says FUSE_PARALLEL_DIROPS, which libfuse before 3.17 never does
+    by itself (lowlevel patches that reply): two lookups must be in the
+    handler together."""
+    import threading
+
+    met = threading.Barrier(2, timeout=5)
+    outcome = []
+
+    class Both(lowlevel.Handler):
+        ready = False
+
+        def init(self, conn):
+            conn.max_read = 0
+            self.ready = True
+
+        def lookup(self, req, parent, name):
+            try:
+                met.wait()
+                outcome.append("together")
+            except threading.BrokenBarrierError:
+                outcome.append("one at a time")
+            raise OSError(errno.ENOENT, "no")
+
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    handler = Both()
+    session = lowlevel.Session(handler, str(mnt), ["ro"])
+    session.mount()
+    server = threading.Thread(target=session.serve, kwargs={"threads": 2, "stop": lambda: False}, daemon=True)
+    try:
+        session.serve(stop=lambda: handler.ready)  # INIT
+        server.start()
+        lookers = [threading.Thread(target=os.path.exists, args=(mnt / name,)) for name in ("a", "b")]
+        for t in lookers:
+            t.start()
+        for t in lookers:
+            t.join(20)
+        assert outcome == ["together", "together"], outcome
+    finally:
+        session.unmount()
+        server.join(10)
+        session.close()

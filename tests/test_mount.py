@@ -1,6 +1,6 @@
 """Real FUSE mounts of real shards (Google's array_record writer and ours).
 
-Every mount is made through the command line (``python -m arrayfs.fs.cli``)
+Every mount is made through the command line (``python -m arrayfs``)
 or the Python API and always unmounted in teardown (``fusermount -u``, then
 lazily), so a failing test leaves no mount behind. Skipped only where FUSE
 cannot work at all (no /dev/fuse or no fusermount); CI installs fuse3 and
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 array_record_module = pytest.importorskip("array_record.python.array_record_module")
 
-CLI = [sys.executable, "-m", "arrayfs.fs.cli"]
+CLI = [sys.executable, "-m", "arrayfs"]
 BIG = 300_000  # bytes: more than two 128 KiB read requests
 
 
@@ -82,22 +82,38 @@ def run_cli(*args, env=None, timeout=60):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def daemon_pid(mnt) -> int | None:
-    """Process id of the arrayfs daemon serving ``mnt`` (from /proc)."""
-    mnt = os.path.abspath(mnt)
+def daemon_pids(mnt) -> dict:
+    """Processes of the arrayfs daemon serving ``mnt`` (from /proc): pid ->
+    parent pid; the coordinator and its worker processes."""
+    mnt = os.fsencode(os.path.abspath(mnt))
+    out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if b"arrayfs.fs.cli" in b" ".join(args) and b"mount" in args and os.fsencode(mnt) in [
+        if b"arrayfs" in args and b"mount" in args and fields[0] != "Z" and mnt in [
             os.fsencode(os.path.abspath(a.decode())) for a in args if a
         ]:
-            return int(pid)
-    return None
+            out[int(pid)] = int(fields[1])
+    return out
+
+
+def daemon_pid(mnt) -> int | None:
+    """Process id of the daemon's coordinator serving ``mnt``."""
+    pids = daemon_pids(mnt)
+    return next((pid for pid, parent in pids.items() if parent not in pids), None)
+
+
+def worker_pids(mnt) -> list:
+    """Process ids of the daemon's worker processes."""
+    pids = daemon_pids(mnt)
+    return sorted(pid for pid, parent in pids.items() if parent in pids)
 
 
 def records(seed, n, big_at=()):
@@ -525,40 +541,49 @@ def test_foreground_api_and_open_handles_mode(tmp_path, dataset):
         force_unmount(mnt)
 
 
-@pytest.mark.parametrize("handles", [False, True], ids=["no-open", "open-handles"])
-def test_big_record_is_decoded_once(tmp_path, dataset, handles):
-    """In-process mount (a thread) to count decodes of a big record read
-    with many 128 KiB requests, in both file modes."""
-    from arrayfs.fs import daemon
-    from arrayfs.fs.view import FsView
-
+@pytest.mark.parametrize("options", ["workers=3", "workers=2,open_handles", "workers=1,max_threads=2"])
+def test_workers_serve_in_parallel_and_a_dead_one_is_replaced(dataset, mounter, options):
+    """The worker processes read from clones of the FUSE device: several
+    readers at once (a big record in many requests) get the right bytes; a
+    worker killed is replaced and the mount goes on."""
     d, recs = dataset
+    mnt = mounter("--no-watch", "-o", options, d)
+    want = int(options.split(",")[0].split("=")[1])
+    assert wait_for(lambda: len(worker_pids(mnt)) == want)
+    errors = []
+
+    def read(k):
+        try:
+            for i in range(k, len(recs), 3):
+                assert (mnt / f"{i:03d}").read_bytes() == recs[i], i
+            with open(mnt / "041", "rb") as f:
+                f.seek(1000 * k)
+                assert f.read() == recs[41][1000 * k:]
+        except BaseException as e:  # noqa: BLE001 - collected for the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    victim = worker_pids(mnt)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: victim not in worker_pids(mnt) and len(worker_pids(mnt)) == want)
+    assert (mnt / "042").read_bytes() == recs[42]
+    assert daemon_pid(mnt) is not None
+
+
+def test_libfuse2_refuses_what_it_cannot_honour(dataset, tmp_path):
+    d, _ = dataset
+    env = dict(os.environ, FUSE_LIBRARY_NAME="fuse")
     mnt = tmp_path / "m"
     mnt.mkdir()
-    ds = ArrayRecordDataSource(str(d / "*.array_record"))
-    view = FsView(ds)
-    calls = []
-    snap = view.snapshot
-    real = snap.read
-    snap.read = lambda node, expected=None: calls.append(node.index) or real(node, expected)
-    kw = daemon.fuse_kwargs(watch=False, auto_unmount=False, extra={"max_read": 131072})
-    result = {}
-
-    def serve():
-        result["ops"] = daemon.run(view, str(mnt), fuse_options=kw, open_handles=handles)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        assert wait_for(lambda: is_mounted(mnt))
-        out = subprocess.run(["dd", f"if={mnt}/041", "bs=4096", "status=none"], capture_output=True, check=True)
-        assert out.stdout == recs[41]
-        assert calls.count(41) == 1
-    finally:
-        force_unmount(mnt)
-        t.join(timeout=15)
-        ds.close()
-    assert result["ops"].no_open == (not handles and daemon.libfuse_major() == 3)
+    for option, words in (("readdirplus=10", "readdirplus needs libfuse 3"), ("workers=2", "workers=N needs")):
+        p = run_cli("mount", "--no-watch", "-o", option, d, mnt, env=env)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1 and words in p.stderr, p.stderr
+        assert not is_mounted(mnt)
 
 
 # -- live refresh -------------------------------------------------------------------------------
@@ -566,6 +591,12 @@ def test_big_record_is_decoded_once(tmp_path, dataset, handles):
 
 def _names(mnt):
     return sorted(n for n in os.listdir(mnt) if not n.startswith("."))
+
+
+def refreshed(mnt, n) -> bool:
+    """Whether the mount's summary (readable again: the refresh is fully
+    applied, every name means what it says) counts ``n`` records."""
+    return json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == n
 
 
 @pytest.mark.parametrize("libfuse", ["3", "2"])
@@ -585,7 +616,7 @@ def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     # A shard appears: Google's writer writes in place, so it is invisible
     # while incomplete, then shows up.
     write_google(d / "s-00001.array_record", [b"b%d" % i for i in range(7)])
-    assert wait_for(lambda: len(_names(mnt)) == 12), _names(mnt)
+    assert wait_for(lambda: refreshed(mnt, 12)), _names(mnt)
     assert _names(mnt) == [f"{i:02d}" for i in range(12)]
     assert (mnt / "07").read_bytes() == b"b2" and os.stat(mnt / "7").st_size == 2
     assert wait_for(lambda: json.loads((mnt / ".arrayfs.json").read_bytes())["num_records"] == 12)
@@ -598,11 +629,11 @@ def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     time.sleep(1.5)
     assert len(_names(mnt)) == 12
     os.replace(d / "tmp.bin", part)
-    assert wait_for(lambda: len(_names(mnt)) == 15)
+    assert wait_for(lambda: refreshed(mnt, 15))
     assert (mnt / "14").read_bytes() == b"c2"
     # A shard vanishes: its records leave, later names shift down.
     os.unlink(d / "s-00000.array_record")
-    assert wait_for(lambda: len(_names(mnt)) == 10)
+    assert wait_for(lambda: refreshed(mnt, 10))
     assert (mnt / "0").read_bytes() == b"b0"
     assert (mnt / "9").read_bytes() == b"c2"
     with pytest.raises(FileNotFoundError):
@@ -641,11 +672,11 @@ def test_open_file_reads_its_record_until_its_shard_is_two_refreshes_gone(tmp_pa
     fb = open(mnt / "3", "rb")
     try:
         os.unlink(d / "s-00000.array_record")
-        assert wait_for(lambda: len(_names(mnt)) == 5)
+        assert wait_for(lambda: refreshed(mnt, 5))
         assert (mnt / "2").read_bytes() == b"b2"  # the name now means another record
         assert fa.read() == recs[2]  # the open file still reads its own
         write_ours(d / "s-00002.array_record", [b"c%d" % i for i in range(5)])
-        assert wait_for(lambda: len(_names(mnt)) == 10)
+        assert wait_for(lambda: refreshed(mnt, 10))
         with pytest.raises(OSError) as e:
             fb.read()
         assert e.value.errno == errno.ESTALE
@@ -804,8 +835,8 @@ def test_mount_of_5000_shards_under_a_256_descriptor_limit(tmp_path):
         for _ in range(1500):
             i = rng.randrange(n * per)
             assert (mnt / names[i]).read_bytes() == b"shard %d record %d" % divmod(int(names[i]), per)
-            if _ % 100 == 0:
-                peak = max(peak, len(os.listdir(f"/proc/{pid}/fd")))
+            if _ % 100 == 0:  # every process of the daemon: the coordinator and each worker
+                peak = max([peak] + [len(os.listdir(f"/proc/{p}/fd")) for p in daemon_pids(mnt)])
         assert (mnt / ".shards" / "m-04999.array_record" / "2").read_bytes() == b"shard 4999 record 2"
         assert 0 < peak <= 256
     finally:

@@ -1,6 +1,6 @@
 """``arrayfs convert``: the command-line side of :func:`arrayfs.beam.convert`.
 
-The main command line (:mod:`arrayfs.cli`) calls :func:`add_subcommands`.
+The main command line (:mod:`arrayfs.cli`) calls :func:`register`.
 This module imports nothing from Beam until the command runs, so that the
 other ``arrayfs`` commands start fast and work without ``arrayfs[beam]``.
 
@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 
-__all__ = ["add_subcommands", "cmd_convert", "KINDS"]
+__all__ = ["register", "cmd_convert", "KINDS"]
 
 # Repeated from arrayfs.beam.inputs (which imports Beam) for argparse; a
 # test checks that the two agree.
@@ -68,8 +68,9 @@ def _keep_unknown_flags(parser) -> None:
     parser.parse_known_args = parse_known_args
 
 
-def add_subcommands(subparsers) -> None:
-    """Register ``convert`` on an ``argparse`` subparsers object; its
+def register(subparsers, kit=None) -> None:
+    """Register ``convert`` on an ``argparse`` subparsers object (the
+    command line's hook; ``kit``, its helpers, is not needed here); its
     ``func`` default is :func:`cmd_convert` (``func(args) -> exit code``)."""
     p = subparsers.add_parser(
         "convert",

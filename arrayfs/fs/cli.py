@@ -1,24 +1,22 @@
-"""``arrayfs mount`` and ``arrayfs unmount``: the command-line side of the mount.
+"""``arrayfs mount`` and ``arrayfs unmount``: the mount's commands.
 
-The main command line (:mod:`arrayfs.cli`) calls :func:`add_subcommands`;
-``python -m arrayfs.fs.cli mount ...`` runs the same two commands alone.
-Handlers return exit codes (0 ok, 1 error, 130 interrupted) and print one
-line on error.
+The command line (:mod:`arrayfs.cli`) calls :func:`register` with its kit
+(:mod:`arrayfs.cli.common`); errors are raised as ``kit.Error`` and end in
+the command line's one error path.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-__all__ = ["add_subcommands", "cmd_mount", "cmd_unmount", "main"]
+__all__ = ["register"]
 
 MOUNT_EXAMPLE = """\
 examples:
   arrayfs mount 'data/train-*.array_record' mnt     # every record as mnt/<index>
   ls mnt | head; cat mnt/42 | head -c 100; cat mnt/.arrayfs.json
   arrayfs mount -f data/ mnt                        # foreground; Ctrl-C unmounts
-  arrayfs mount 'a.array_record[0:1000]' b.array_record mnt -o max_read=1048576
+  arrayfs mount 'a.array_record[0:1000]' b.array_record mnt -o workers=4
   arrayfs mount 's3://bucket/train-*.array_record' mnt --storage-option anon=true
   arrayfs unmount mnt
 
@@ -32,56 +30,31 @@ example:
 """
 
 
-def _error(msg: str) -> int:
-    print(f"arrayfs: error: {msg}", file=sys.stderr)
-    return 1
+def register(sub, kit) -> None:
+    """Add ``mount`` and ``unmount`` to the ``argparse`` subparsers ``sub``;
+    each parser's ``func`` default is its handler."""
 
+    def cmd_mount(args) -> int:
+        from .mount import MountError, mount
 
-def cmd_mount(args) -> int:
-    """Handler of ``arrayfs mount``; returns the exit code."""
-    from ..cli import CliError, storage_options
-    from .mount import MountError, mount
+        try:
+            mount(args.sources, args.mountpoint, foreground=args.foreground, fuse_options=args.options,
+                  allow_other=args.allow_other, watch=args.watch, verify=args.verify, log_file=args.log_file,
+                  storage_options=kit.storage_options(args), poll_interval=args.poll_interval)
+        except MountError as e:
+            raise kit.Error(str(e)) from None
+        return 0
 
-    try:
-        mount(
-            args.sources,
-            args.mountpoint,
-            foreground=args.foreground,
-            fuse_options=args.options,
-            allow_other=args.allow_other,
-            watch=args.watch,
-            verify=args.verify,
-            log_file=args.log_file,
-            storage_options=storage_options(args),
-            poll_interval=args.poll_interval,
-        )
-    except CliError as e:
-        return _error(str(e))
-    except MountError as e:
-        return _error(str(e))
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    def cmd_unmount(args) -> int:
+        from .mount import MountError, unmount
 
+        try:
+            unmount(args.mountpoint, lazy=args.lazy)
+        except MountError as e:
+            raise kit.Error(str(e)) from None
+        return 0
 
-def cmd_unmount(args) -> int:
-    """Handler of ``arrayfs unmount`` (and ``arrayfs -u``); returns the exit code."""
-    from .mount import MountError, unmount
-
-    try:
-        unmount(args.mountpoint, lazy=args.lazy)
-    except MountError as e:
-        return _error(str(e))
-    return 0
-
-
-def add_subcommands(subparsers) -> None:
-    """Register ``mount`` and ``unmount`` on an ``argparse`` subparsers
-    object; each parser's ``func`` default is its handler (``func(args) ->
-    exit code``)."""
-    from ..cli import add_storage_option
-
-    p = subparsers.add_parser(
+    p = sub.add_parser(
         "mount",
         help="mount ArrayRecord shards as a read-only directory of records",
         description="Mount ArrayRecord shards as a read-only directory: every record of the "
@@ -97,7 +70,8 @@ def add_subcommands(subparsers) -> None:
                    help="stay in the foreground (logs on stderr; Ctrl-C unmounts)")
     p.add_argument("-o", dest="options", action="append", metavar="OPT[,OPT...]",
                    help="mount options (repeatable): libfuse's (e.g. allow_other, max_read=N) and "
-                   "arrayfs's own: attr_timeout=S, entry_timeout=S, max_threads=N, nothreads, open_handles "
+                   "arrayfs's own: workers=N (processes serving requests; default: the CPU count), "
+                   "max_threads=N, nothreads, attr_timeout=S, entry_timeout=S, open_handles "
                    "(decode per open file handle), readdirplus=N (list directories of at most N entries "
                    "with attributes; 0: never)")
     p.add_argument("--allow-other", action="store_true",
@@ -106,14 +80,14 @@ def add_subcommands(subparsers) -> None:
                    help="show shards that appear or vanish under SRC without remounting (default: on)")
     p.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
                    help="while watching, list object-store sources again every SECONDS (default: 60)")
-    add_storage_option(p)
+    kit.add_storage_option(p)
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip chunk data hash checks (faster; corruption may go unnoticed)")
     p.add_argument("--log-file", metavar="FILE",
                    help="background mode: append the daemon's log (errors, EIO details) to FILE")
     p.set_defaults(func=cmd_mount)
 
-    u = subparsers.add_parser(
+    u = sub.add_parser(
         "unmount",
         aliases=["umount"],
         help="unmount an arrayfs mount",
@@ -126,20 +100,9 @@ def add_subcommands(subparsers) -> None:
     u.set_defaults(func=cmd_unmount)
 
 
-def main(argv=None) -> int:
-    """``python -m arrayfs.fs.cli {mount,unmount} ...`` (also ``-u MOUNTPOINT``)."""
-    parser = argparse.ArgumentParser(prog="arrayfs", description="Mount ArrayRecord datasets.")
-    parser.add_argument("-u", dest="unmount_point", metavar="MOUNTPOINT", help="unmount MOUNTPOINT")
-    sub = parser.add_subparsers(dest="command")
-    add_subcommands(sub)
-    args = parser.parse_args(argv)
-    if args.unmount_point:
-        return cmd_unmount(argparse.Namespace(mountpoint=args.unmount_point, lazy=False))
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    return args.func(args)
+if __name__ == "__main__":  # python -m arrayfs.fs.cli mount ...: the one command line, as `arrayfs mount ...`
+    import sys
 
+    from ..cli import main
 
-if __name__ == "__main__":
     sys.exit(main())

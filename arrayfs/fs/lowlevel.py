@@ -1,25 +1,21 @@
-"""libfuse 3's low-level API through ctypes: the part mfusepy does not bind.
+"""libfuse through ctypes: the one module that knows libfuse's C layout.
 
-mfusepy binds libfuse's *high-level* API, where libfuse keeps a node (about
-200 bytes) for every name the kernel has looked up or been given by
-``READDIRPLUS``, resolves every request to a path under one global lock, and
-copies every read into a buffer of its own. A mount whose records are
-immutable files named by computed inode numbers needs none of that: with the
-low-level API the kernel talks in inode numbers, the daemon keeps no state
-per name (``ls -l`` of 10 million records costs the daemon nothing that
-lasts), and a read is answered straight from the decoded record.
+mfusepy binds libfuse's *high-level* API, which keeps a node per name the
+kernel looked up, resolves every request to a path under one lock and
+copies every read. With the *low-level* API (libfuse 3) the kernel talks
+in inode numbers, the daemon keeps nothing per name, and a read is
+answered from the decoded record itself.
 
-This module is the only one in arrayfs that knows libfuse's C ABI beyond
-what mfusepy exposes (sources: libfuse ``include/fuse_lowlevel.h``,
-``include/fuse_common.h`` and ``lib/fuse_versionscript`` of 3.x; the layout
-of ``struct fuse_lowlevel_ops`` only grows at its end, so a prefix of it is
-valid for every 3.x). It takes ``struct stat``, ``struct statvfs``,
-``struct fuse_file_info`` and ``struct fuse_conn_info`` from mfusepy (public
-names there, per platform and libfuse version) and defines the rest:
-``struct fuse_args``, ``struct fuse_entry_param``, the operations table,
-and the prototypes of the functions it calls. ``tests/test_fs_lowlevel.py``
-checks those layouts and every symbol against the installed libfuse, so an
-incompatible libfuse or mfusepy fails there, loudly, before any mount.
+This module holds all of libfuse's ABI arrayfs uses (libfuse
+``include/fuse_lowlevel.h``, ``fuse_common.h``, ``fuse_kernel.h`` and
+``lib/fuse_versionscript`` of 3.x; ``struct fuse_lowlevel_ops`` only grows
+at its end): which libfuse, and mfusepy loaded on it (whose ``struct stat``,
+``statvfs``, ``fuse_file_info`` and ``fuse_conn_info`` it takes); ``struct
+fuse_args``, ``fuse_entry_param``, ``fuse_buf``, ``fuse_custom_io``, the
+operations table and the prototypes called; the replies; the kernel's
+``FUSE_DEV_IOC_CLONE``. ``tests/test_fs_lowlevel.py`` checks them against
+the installed libfuse and kernel, so an incompatible one fails there,
+before any mount.
 
 Use: subclass :class:`Handler`, implement the operations you serve (an
 operation left as ``None`` is answered by libfuse itself: ``ENOSYS``, or
@@ -32,19 +28,23 @@ that ``errno``; any other exception is logged and answered ``EIO``).
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import errno
+import fcntl
 import logging
 import os
 import signal
 import threading
 
-from .libfuse import libfuse_path, load_mfusepy
-
 __all__ = [
+    "libfuse_path",
+    "load_mfusepy",
+    "libfuse_major",
     "Handler",
     "Session",
     "DirentRuns",
     "EntryParam",
+    "StatWriter",
     "available",
     "library",
     "reply_err",
@@ -58,18 +58,66 @@ __all__ = [
     "CAP_READDIRPLUS",
     "CAP_READDIRPLUS_AUTO",
     "CAP_NO_OPEN_SUPPORT",
-    "CAP_ASYNC_READ",
 ]
 
 log = logging.getLogger("arrayfs.fs")
 
+# -- which libfuse -------------------------------------------------------------
+
+_mfusepy = None
+_mfusepy_path = None
+_mfusepy_lock = threading.Lock()
+
+
+def libfuse_path() -> str | None:
+    """Path of the libfuse to use: ``FUSE_LIBRARY_PATH``, else the library
+    ``FUSE_LIBRARY_NAME`` names, else libfuse 3, else libfuse 2 (mfusepy's
+    own default is the other way round)."""
+    if os.environ.get("FUSE_LIBRARY_PATH"):
+        return os.environ["FUSE_LIBRARY_PATH"]
+    if _mfusepy_path is not None:
+        return _mfusepy_path
+    name = os.environ.get("FUSE_LIBRARY_NAME")
+    if name:
+        return ctypes.util.find_library(name)
+    return ctypes.util.find_library("fuse3") or ctypes.util.find_library("fuse")
+
+
+def load_mfusepy():
+    """mfusepy, imported on the library :func:`libfuse_path` picks, so that
+    its structures and this module's calls describe one library. Raises
+    ``ImportError`` (no mfusepy), ``OSError`` (no libfuse) or
+    ``AttributeError`` (unusable libfuse) as mfusepy does."""
+    global _mfusepy, _mfusepy_path
+    with _mfusepy_lock:
+        if _mfusepy is None:
+            path = libfuse_path()
+            saved = os.environ.get("FUSE_LIBRARY_PATH")
+            try:
+                if path and saved is None:
+                    os.environ["FUSE_LIBRARY_PATH"] = path
+                import mfusepy
+            finally:
+                if saved is None:
+                    os.environ.pop("FUSE_LIBRARY_PATH", None)
+            _mfusepy_path = path
+            _mfusepy = mfusepy
+    return _mfusepy
+
+
+def libfuse_major() -> int:
+    """Major version (2 or 3) of the libfuse in use."""
+    return load_mfusepy().fuse_version_major
+
+
 # fuse_common.h capability bits (struct fuse_conn_info .capable / .want).
-CAP_ASYNC_READ = 1 << 0
 CAP_READDIRPLUS = 1 << 13
 CAP_READDIRPLUS_AUTO = 1 << 14
 CAP_NO_OPEN_SUPPORT = 1 << 17
-
-FUSE_ROOT_ID = 1
+CAP_PARALLEL_DIROPS = 1 << 18
+# fuse_kernel.h: FUSE_PARALLEL_DIROPS in struct fuse_init_out .flags (at byte 12).
+_INIT_PARALLEL_DIROPS = 1 << 18
+_INIT_FLAGS_AT = 12
 
 _c_req = ctypes.c_void_p
 _c_ino = ctypes.c_uint64
@@ -94,10 +142,8 @@ _PROTOTYPES = {
     "getattr": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "open": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "read": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "release": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "opendir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "readdir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "releasedir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
     "statfs": ctypes.CFUNCTYPE(None, _c_req, _c_ino),
     "readdirplus": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
 }
@@ -113,6 +159,20 @@ class _Args(ctypes.Structure):
     _fields_ = [("argc", ctypes.c_int), ("argv", ctypes.POINTER(ctypes.c_char_p)), ("allocated", ctypes.c_int)]
 
 
+class _CustomIO(ctypes.Structure):
+    """struct fuse_custom_io (fuse_lowlevel.h, 3.14 to 3.16)."""
+
+    _fields_ = [("writev", ctypes.c_void_p), ("read", ctypes.c_void_p), ("splice_receive", ctypes.c_void_p),
+                ("splice_send", ctypes.c_void_p)]
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_WRITEV = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int, ctypes.c_void_p)
+
+
 class _Buf(ctypes.Structure):
     """struct fuse_buf (fuse_common.h); ``mem_size`` since 3.17, and room
     for fields a later release may add (libfuse writes only those it has)."""
@@ -125,6 +185,8 @@ _lib = None
 _pylib = None
 _structs = None
 _lock = threading.Lock()
+# ioctl(fd, FUSE_DEV_IOC_CLONE, &session_fd) (fuse_kernel.h: _IOR(229, 0, uint32_t)).
+_DEV_IOC_CLONE = 0x8004E500
 
 
 def _load():
@@ -159,7 +221,6 @@ def _proto(fn, restype, *argtypes):
 def _prototypes(lib) -> None:
     v, sz, i, d = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_double
     _proto(lib.fuse_reply_err, i, v, i)
-    _proto(lib.fuse_reply_none, None, v)
     _proto(lib.fuse_reply_entry, i, v, v)
     _proto(lib.fuse_reply_attr, i, v, v, d)
     _proto(lib.fuse_reply_open, i, v, v)
@@ -173,12 +234,10 @@ def _prototypes(lib) -> None:
     _proto(lib.fuse_session_mount, i, v, ctypes.c_char_p)
     _proto(lib.fuse_session_unmount, None, v)
     _proto(lib.fuse_session_destroy, None, v)
-    _proto(lib.fuse_session_exit, None, v)
-    _proto(lib.fuse_session_exited, i, v)
     _proto(lib.fuse_session_receive_buf, i, v, ctypes.POINTER(_Buf))
-    _proto(lib.fuse_set_signal_handlers, i, v)
-    _proto(lib.fuse_remove_signal_handlers, None, v)
-    _proto(lib.fuse_opt_free_args, None, ctypes.POINTER(_Args))
+    _proto(lib.fuse_session_fd, i, v)
+    _proto(lib.fuse_session_custom_io, i, v, ctypes.POINTER(_CustomIO), i)
+    _proto(lib.fuse_version, i)
 
 
 def available() -> bool:
@@ -225,6 +284,44 @@ def EntryParam():
     return _entry_param_class()
 
 
+class StatWriter:
+    """Writes attributes into a ``struct stat``: a copy of a template for
+    what the records of one shard share (mode, link count, mtime, block
+    size, owner), then inode, size and blocks. ``attr`` is anything with
+    ``mode, ino, nlink, size, mtime_ns, blksize`` (an
+    :class:`arrayfs.fs.view.Attr`)."""
+
+    def __init__(self, uid: int, gid: int):
+        self.uid, self.gid = uid, gid
+        self._c_stat = structs().c_stat
+        self._templates: dict = {}
+
+    def fill(self, st, a) -> None:
+        t = self._templates.get((a.mode, a.nlink, a.mtime_ns, a.blksize))
+        if t is None:
+            t = self._template(a)
+        ctypes.memmove(ctypes.addressof(st), t, len(t))
+        st.st_ino = a.ino
+        st.st_size = a.size
+        st.st_blocks = (a.size + 511) >> 9
+
+    def _template(self, a) -> bytes:
+        st = self._c_stat()
+        st.st_mode, st.st_nlink, st.st_blksize, st.st_uid, st.st_gid = a.mode, a.nlink, a.blksize, self.uid, self.gid
+        sec, ns = divmod(a.mtime_ns, 1_000_000_000)
+        for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
+            ts.tv_sec, ts.tv_nsec = sec, ns
+        t = bytes(st)
+        if len(self._templates) > 4096:  # one per shard (mtime) and kind: bounded all the same
+            self._templates.clear()
+        self._templates[(a.mode, a.nlink, a.mtime_ns, a.blksize)] = t
+        return t
+
+    def new(self):
+        """A zeroed ``struct stat``."""
+        return self._c_stat()
+
+
 # -- replies (each answers a request once; the return value is libfuse's:
 # 0, or -errno when the kernel no longer waits for the answer) -----------------
 
@@ -243,8 +340,24 @@ def reply_attr(req: int, stat, timeout: float) -> int:
     return _lib.fuse_reply_attr(req, ctypes.addressof(stat), timeout)
 
 
-def reply_open(req: int, fi_address: int) -> int:
-    return _lib.fuse_reply_open(req, fi_address)
+def reply_open(req: int, fi: int, fh: int, *, keep_cache: bool = True, direct_io: bool = False) -> int:
+    """Answer an ``open``/``opendir`` (``fi``: the address libfuse passed)
+    with handle ``fh``; ``keep_cache``: the file's pages stay cached across
+    opens."""
+    info = _structs.fuse_file_info.from_address(fi)
+    info.fh = fh
+    info.keep_cache = keep_cache
+    info.direct_io = direct_io
+    return _lib.fuse_reply_open(req, fi)
+
+
+def file_info(fi: int):
+    """``(flags, fh)`` of the ``struct fuse_file_info`` at address ``fi``
+    (``(0, 0)`` for a null address)."""
+    if not fi:
+        return 0, 0
+    info = _structs.fuse_file_info.from_address(fi)
+    return info.flags, info.fh
 
 
 def reply_buf(req: int, data, size: int) -> int:
@@ -253,8 +366,13 @@ def reply_buf(req: int, data, size: int) -> int:
     return _lib.fuse_reply_buf(req, data, size)
 
 
-def reply_statfs(req: int, statvfs) -> int:
-    return _lib.fuse_reply_statfs(req, ctypes.addressof(statvfs))
+def reply_statfs(req: int, fields: dict) -> int:
+    """Answer a ``statfs`` with ``struct statvfs`` fields (``f_bsize``...)."""
+    st = _structs.c_statvfs()
+    for key, value in fields.items():
+        if hasattr(st, key):
+            setattr(st, key, value)
+    return _lib.fuse_reply_statfs(req, ctypes.addressof(st))
 
 
 def add_direntry(req: int, buf: int, size: int, name: bytes, stat_address: int, off: int) -> int:
@@ -274,13 +392,11 @@ def add_direntry_plus(req: int, buf: int, size: int, name: bytes, entry_address:
 
 # fuse_kernel.h: offsetof(struct fuse_dirent, name), and the same in
 # struct fuse_direntplus (after a struct fuse_entry_out of 128 bytes).
-# Entries are padded to 8 bytes.
+# Entries are padded to 8 bytes. The 64-bit words patched per entry:
+# fuse_dirent ino, off (0, 1); plus: fuse_entry_out nodeid, attr.ino,
+# attr.size, attr.blocks, dirent ino, off (0, 5, 6, 7, 16, 17).
 _NAME_OFFSET = 24
 _NAME_OFFSET_PLUS = 152
-# 64-bit words patched per entry: struct fuse_dirent ino, off (plain); and
-# fuse_entry_out nodeid, attr.ino, attr.size, attr.blocks, dirent ino, off.
-_PLAIN_WORDS = (0, 1)
-_PLUS_WORDS = (0, 5, 6, 7, 16, 17)
 
 
 class DirentRuns:
@@ -406,91 +522,67 @@ class Handler:
         destroy()
         lookup(req, parent, name)
         getattr(req, ino, fi)                    # fi: address of fuse_file_info or 0
-        open(req, ino, fi)                       # answer with reply_open(req, fi)
+        open(req, ino, fi)                       # answer with reply_open(req, fi, fh)
         read(req, ino, size, off, fi)
-        release(req, ino, fi)
         opendir(req, ino, fi)
         readdir(req, ino, size, off, fi)
         readdirplus(req, ino, size, off, fi)
-        releasedir(req, ino, fi)
         statfs(req, ino)
+
+    ``release`` and ``releasedir`` are answered by libfuse itself.
     """
 
-    init = destroy = lookup = getattr = open = read = release = None
-    opendir = readdir = readdirplus = releasedir = statfs = None
-
-
-_adopted: set = set()
-_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
-_get_ident = threading.get_ident
-
-
-def _adopt_thread() -> None:
-    """Give the calling libfuse worker thread a permanent Python thread state.
-
-    A ctypes callback on a thread Python did not create gets a fresh thread
-    state per call (created, then destroyed on return), which costs more
-    than a small request itself. One extra ``PyGILState_Ensure`` that is
-    never released keeps the state for the thread's life, so later
-    callbacks only take the GIL. libfuse keeps idle workers alive
-    (``max_idle_threads``), so few threads are ever adopted.
-    """
-    tid = _get_ident()
-    if tid not in _adopted:
-        _PyGILState_Ensure()
-        _adopted.add(tid)
+    init = destroy = lookup = getattr = open = read = None
+    opendir = readdir = readdirplus = statfs = None
 
 
 def _request_callback(name, method):
     """Wrap ``method(req, *args)`` as a libfuse callback that always answers."""
-    fuse_reply_err = _lib.fuse_reply_err
 
     def callback(req, *args):
-        _adopt_thread()
         try:
             method(req, *args)
         except OSError as e:
-            code = e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EIO
-            fuse_reply_err(req, code)
+            reply_err(req, e.errno if isinstance(e.errno, int) and e.errno > 0 else errno.EIO)
         except BaseException:  # noqa: BLE001 - a request must be answered, the daemon must live
             log.exception("FUSE %s failed", name)
-            fuse_reply_err(req, errno.EIO)
+            reply_err(req, errno.EIO)
 
     return _PROTOTYPES[name](callback)
 
 
 class Session:
-    """A mounted low-level FUSE session serving a :class:`Handler`.
+    """A low-level FUSE session serving a :class:`Handler`.
 
     Args:
         handler: the file system.
         mountpoint: an existing directory.
         options: libfuse mount and session options (``-o`` items such as
-            ``"ro"``, ``"fsname=x"``, ``"max_read=1048576"``,
-            ``"allow_other"``, ``"auto_unmount"``, ``"default_permissions"``).
-            libfuse rejects unknown ones (its message goes to stderr).
+            ``"ro"``, ``"fsname=x"``, ``"max_read=1048576"``). libfuse
+            rejects unknown ones (its message goes to stderr).
         debug: libfuse's ``-d`` (log every request to stderr).
-        threads: threads receiving and processing requests (>= 1).
 
-    The request loop is this module's, not libfuse's: each thread receives
-    a request (``fuse_session_receive_buf``, without the GIL) and processes
-    it (``fuse_session_process_buf``, which calls the handler) holding the
-    GIL throughout, so a request costs one GIL hand-over, and the threads
-    are Python's own. The calling thread is one of them and the only one
-    that takes SIGINT, SIGTERM and SIGHUP (libfuse's handlers end the loop).
+    :meth:`mount` mounts; :meth:`serve` receives and processes requests in
+    the calling thread (and more threads), until the session ends or a
+    stop is asked; :meth:`unmount` and :meth:`close` end it. The loop is
+    this module's, not libfuse's: each thread receives a request
+    (``fuse_session_receive_buf``, without the GIL) and processes it
+    (``fuse_session_process_buf``, which calls the handler) holding the GIL
+    throughout, so a request costs one GIL hand-over. Signals interrupt a
+    waiting thread (``EINTR``): the loop then asks ``stop()``.
 
-    :meth:`run` mounts, serves until unmounted or signalled, and unmounts.
-    :meth:`invalidate_entry` and :meth:`invalidate_inode` may be called from
-    another thread meanwhile (never from inside an operation: the kernel
-    may wait for that operation to finish).
+    A forked process calls :meth:`clone` first: it then reads requests
+    from a queue of its own (``FUSE_DEV_IOC_CLONE``) and answers them there,
+    so processes serve one mount in parallel. :meth:`invalidate_entry` and
+    :meth:`invalidate_inode` may be called from any thread that is not
+    serving a request (the kernel may wait for requests to finish).
     """
 
-    def __init__(self, handler: Handler, mountpoint: str, options=(), *, debug: bool = False, threads: int = 2):
+    def __init__(self, handler: Handler, mountpoint: str, options=(), *, debug: bool = False):
         lib, self._m = _load()
         self._lib = lib
         self.handler = handler
         self.mountpoint = os.fspath(mountpoint)
-        self.threads = max(1, int(threads))
         self._se = None
         self._callbacks = {}
         ops = _Ops()
@@ -507,12 +599,9 @@ class Session:
             self._callbacks[name] = fn
             setattr(ops, name, ctypes.cast(fn, ctypes.c_void_p).value)
         self._ops = ops
-        argv = [b"arrayfs"]
-        if debug:
-            argv.append(b"-d")
-        opts = ",".join(options)
-        if opts:
-            argv += [b"-o", opts.encode()]
+        argv = [b"arrayfs"] + ([b"-d"] if debug else [])
+        if options:
+            argv += [b"-o", ",".join(options).encode()]
         self._argv = (ctypes.c_char_p * len(argv))(*argv)
         self._args = _Args(len(argv), self._argv, 0)
 
@@ -520,89 +609,127 @@ class Session:
         conn_type = self._m.fuse_conn_info
 
         def init(_userdata, conn):
-            _adopt_thread()
             try:
-                method(conn_type.from_address(conn) if conn else None)
+                c = conn_type.from_address(conn) if conn else None
+                method(c)
+                self._parallel_dirops = c is not None and bool(c.capable & c.want & CAP_PARALLEL_DIROPS)
             except BaseException:  # noqa: BLE001 - init must not unwind into libfuse
                 log.exception("FUSE init failed")
 
         return _PROTOTYPES["init"](init)
 
-    def run(self) -> int:
-        """Mount and serve until unmounted; returns 0, or the number of the
-        signal that ended the loop. Raises ``RuntimeError`` when libfuse
-        refuses the options or the mount (its reason went to stderr)."""
+    def mount(self) -> None:
+        """Create the session and mount it. Raises ``RuntimeError`` when
+        libfuse refuses the options or the mount (its reason went to
+        stderr)."""
         lib = self._lib
         se = lib.fuse_session_new(ctypes.byref(self._args), ctypes.addressof(self._ops), ctypes.sizeof(self._ops),
                                   None)
         if not se:
             raise RuntimeError("libfuse refused the mount options")
-        self._se = se
-        handlers = False
-        try:
-            # libfuse installs its handlers only over SIG_DFL; Python's own
-            # SIGINT handler could never run while this thread is in C.
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-            except ValueError:  # not the main thread
-                pass
-            if lib.fuse_set_signal_handlers(se) != 0:
-                raise RuntimeError("libfuse could not install its signal handlers")
-            handlers = True
-            if lib.fuse_session_mount(se, os.fsencode(self.mountpoint)) != 0:
-                raise RuntimeError(f"libfuse could not mount {self.mountpoint}")
-            try:
-                return self._loop()
-            finally:
-                lib.fuse_session_exit(se)
-                lib.fuse_session_unmount(se)  # other workers' reads end with ENODEV
-                for t in self._workers:
-                    t.join(timeout=5)
-        finally:
-            if handlers:
-                lib.fuse_remove_signal_handlers(se)
-            self._se = None
+        if lib.fuse_session_mount(se, os.fsencode(self.mountpoint)) != 0:
             lib.fuse_session_destroy(se)
+            raise RuntimeError(f"libfuse could not mount {self.mountpoint}")
+        self._se = se
+        if lib.fuse_version() < 317:
+            self._patch_init_reply()
 
-    _workers: list = []
+    def _patch_init_reply(self) -> None:
+        """libfuse before 3.17 never passes ``FUSE_PARALLEL_DIROPS`` to the
+        kernel, whatever ``want`` says (upstream's fix: "Pass
+        FUSE_PARALLEL_DIROPS to kernel"), and the kernel then takes every
+        LOOKUP of a directory one at a time: readers opening files of one
+        directory would wait for each other, however many workers serve.
+        The reply to INIT, the first this session sends, goes through
+        libfuse's custom I/O hook here and gets the flag when the kernel
+        offered it and ``want`` kept it; then the hook becomes libc's own
+        ``read`` and ``writev`` again (no Python per request)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        writev = libc.writev
+        writev.argtypes, writev.restype = [ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int], ctypes.c_ssize_t
+        plain = _CustomIO(ctypes.cast(libc.writev, ctypes.c_void_p), ctypes.cast(libc.read, ctypes.c_void_p))
 
-    def _loop(self) -> int:
-        self._workers = []
-        for k in range(1, self.threads):
-            t = threading.Thread(target=self._serve, args=(True,), name=f"arrayfs-fuse-{k}", daemon=True)
+        def first_reply(fd, iov, count, _userdata):
+            if count > 1 and iov[1].len >= _INIT_FLAGS_AT + 4 and getattr(self, "_parallel_dirops", False):
+                flags = ctypes.c_uint32.from_address(iov[1].base + _INIT_FLAGS_AT)
+                flags.value |= _INIT_PARALLEL_DIROPS
+            self._lib.fuse_session_custom_io(self._se, ctypes.byref(plain), fd)
+            return writev(fd, iov, count)
+
+        self._first_reply = _WRITEV(first_reply)  # kept alive while libfuse may call it
+        self._plain_io = plain
+        io = _CustomIO(ctypes.cast(self._first_reply, ctypes.c_void_p), ctypes.cast(libc.read, ctypes.c_void_p))
+        if self._lib.fuse_session_custom_io(self._se, ctypes.byref(io), self.fd) != 0:
+            log.warning("libfuse's custom I/O refused: lookups in one directory will be serialized")
+
+    @property
+    def fd(self) -> int:
+        """The session's ``/dev/fuse`` descriptor."""
+        return self._lib.fuse_session_fd(self._se)
+
+    def clone(self) -> None:
+        """In a forked process: read this session's requests from a clone of
+        the device of its own, put in place of the session's descriptor."""
+        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, _DEV_IOC_CLONE, ctypes.c_uint32(self.fd))
+            os.dup2(fd, self.fd)
+        finally:
+            os.close(fd)
+
+    def serve(self, threads: int = 1, stop=lambda: False) -> bool:
+        """Receive and process requests in this thread and ``threads - 1``
+        more until the session ends (unmounted: returns ``True``) or
+        ``stop()`` is true when asked (after each request, and when a signal
+        interrupts the wait: returns ``False``)."""
+        done = threading.Event()
+        wake = threads > 1 and threading.current_thread() is threading.main_thread()
+        if wake and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, lambda *_: None)  # only to interrupt a waiting thread
+        extra = [threading.Thread(target=self._serve, args=(stop, done), daemon=True) for _ in range(threads - 1)]
+        for t in extra:
             t.start()
-            self._workers.append(t)
-        self._serve(False)
-        return 0
+        try:
+            return self._serve(stop, done)
+        finally:
+            done.set()
+            for t in extra:
+                while t.is_alive():  # wake it from its wait until it sees the stop (else: the session's end)
+                    if wake:
+                        signal.pthread_kill(t.ident, signal.SIGUSR1)
+                    t.join(0.01)
 
-    def _serve(self, block_signals: bool) -> None:
-        """Receive and process requests until the session ends."""
-        if block_signals:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    def _serve(self, stop, done) -> bool:
         lib, se = self._lib, self._se
-        receive, process, exited = lib.fuse_session_receive_buf, _pylib.fuse_session_process_buf, lib.fuse_session_exited
+        receive, process = lib.fuse_session_receive_buf, _pylib.fuse_session_process_buf
         buf = _Buf()
         bufp = ctypes.pointer(buf)
         try:
-            while not exited(se):
+            while not done.is_set() and not stop():
                 res = receive(se, bufp)
-                if res == -errno.EINTR or res == -errno.EAGAIN:
-                    continue
-                if res <= 0:  # -ENODEV: unmounted; other errors end the session too
-                    if res < 0 and res != -errno.ENODEV:
+                if res > 0:
+                    process(se, bufp)
+                elif res != -errno.EINTR and res != -errno.EAGAIN:
+                    if res < 0:  # 0: unmounted (ENODEV); other errors end the session too
                         log.error("FUSE: reading a request failed: %s", os.strerror(-res))
-                    lib.fuse_session_exit(se)
-                    break
-                process(se, bufp)
+                    done.set()
+                    return True
+            return False
         finally:
             if buf.mem:
                 _libc_free(buf.mem)
 
-    def exit(self) -> None:
-        """Ask the loop to end (it ends on the next request or signal)."""
-        se = self._se
+    def unmount(self) -> None:
+        """Unmount (a no-op once the kernel has let go). Serving processes
+        then see the session end."""
+        if self._se:
+            self._lib.fuse_session_unmount(self._se)
+
+    def close(self) -> None:
+        """Destroy the session (after :meth:`unmount`)."""
+        se, self._se = self._se, None
         if se:
-            self._lib.fuse_session_exit(se)
+            self._lib.fuse_session_destroy(se)
 
     def invalidate_entry(self, parent: int, name: bytes) -> bool:
         """Make the kernel forget directory entry ``name`` of inode

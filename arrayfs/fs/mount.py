@@ -10,8 +10,7 @@ through a pipe), so ``arrayfs mount ... && ls mnt`` works; a failure in the
 daemon before that point (libfuse refusing the mount) comes back as a
 ``MountError`` carrying libfuse's message.
 
-The daemon unmounts cleanly on SIGINT, SIGTERM and SIGHUP (libfuse's
-handlers end the loop; the kernel mount goes with it), and mounts with
+The daemon unmounts cleanly on SIGINT, SIGTERM and SIGHUP, and mounts with
 ``auto_unmount`` where the ``fusermount`` helper supports it, so a daemon that
 dies (``kill -9``, a crash) leaves no mount behind that would hang readers
 with ``ENOTCONN``.
@@ -30,53 +29,15 @@ import sys
 import tempfile
 import time
 
-__all__ = ["MountError", "mount", "unmount", "parse_fuse_options", "is_mounted", "check_fuse"]
+from .options import MountError, MountOptions
+
+__all__ = ["MountError", "MountOptions", "mount", "unmount", "is_mounted", "check_fuse"]
 
 log = logging.getLogger("arrayfs.fs")
 
 
-class MountError(RuntimeError):
-    """A mount or unmount that cannot be done; the message is one line
-    meant for the user."""
-
-
-def parse_fuse_options(options) -> dict:
-    """``-o`` options as mfusepy keyword arguments.
-
-    Args:
-        options: ``None``, a comma-separated string (``"a,b=1"``), a list of
-            such strings, or a ``dict`` (returned as a copy).
-
-    Returns ``{"a": True, "b": "1"}`` style dict (flags map to ``True``).
-    Raises :class:`MountError` for ``rw`` (arrayfs mounts are read-only) or
-    an empty key.
-    """
-    if options is None:
-        return {}
-    if isinstance(options, dict):
-        out = dict(options)
-    else:
-        if isinstance(options, str):
-            options = [options]
-        out = {}
-        for text in options:
-            for item in text.split(","):
-                item = item.strip()
-                if not item:
-                    continue
-                key, eq, value = item.partition("=")
-                key = key.strip()
-                if not key:
-                    raise MountError(f"bad FUSE option {item!r}")
-                out[key] = value if eq else True
-    if out.get("rw"):
-        raise MountError("arrayfs mounts are read-only: drop the 'rw' option")
-    out.pop("rw", None)
-    return out
-
-
 def _fusermount() -> str | None:
-    from .daemon import libfuse_major
+    from .lowlevel import libfuse_major
 
     names = ("fusermount3", "fusermount") if libfuse_major() == 3 else ("fusermount", "fusermount3")
     for name in names:
@@ -95,7 +56,7 @@ def check_fuse() -> str:
             "container --device /dev/fuse --cap-add SYS_ADMIN)"
         )
     try:
-        from .daemon import load_mfusepy
+        from .lowlevel import load_mfusepy
 
         load_mfusepy()
     except ImportError:
@@ -108,7 +69,7 @@ def check_fuse() -> str:
     return helper
 
 
-def _check_mountpoint(mountpoint: str, options: dict) -> None:
+def _check_mountpoint(mountpoint: str, nonempty: bool) -> None:
     try:
         st = os.stat(mountpoint)
     except FileNotFoundError:
@@ -125,9 +86,8 @@ def _check_mountpoint(mountpoint: str, options: dict) -> None:
         entries = os.listdir(mountpoint)
     except OSError as e:
         raise MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
-    if entries and not options.get("nonempty"):
+    if entries and not nonempty:
         raise MountError(f"mountpoint {mountpoint} is not empty")
-    options.pop("nonempty", None)  # libfuse 3 rejects it; the check above is the point of it
 
 
 def _absolute_sources(sources) -> list:
@@ -186,12 +146,11 @@ def mount(
         mountpoint: an existing, empty directory.
         foreground: serve in this process until unmounted (blocks); else
             fork a daemon and return once the mount is ready.
-        fuse_options: extra libfuse options (see :func:`parse_fuse_options`),
-            e.g. ``"max_read=131072"``; they override arrayfs's defaults.
-            Two are arrayfs's own: ``open_handles`` (decode each record per
-            open file handle instead of letting the kernel open files by
-            itself) and ``readdirplus=N`` (list directories of at most N
-            entries with attributes; default: every directory; 0: never).
+        fuse_options: ``-o`` options (``"a,b=1"``, a list of such strings, or
+            a ``dict``), e.g. ``"workers=4"`` or ``"max_read=131072"``;
+            arrayfs's own (``workers``, ``max_threads``, ``open_handles``,
+            ``readdirplus``, timeouts; see :class:`MountOptions`) and
+            libfuse's, which override arrayfs's defaults.
         allow_other: let other users read the mount (``allow_other``;
             non-root users need ``user_allow_other`` in /etc/fuse.conf).
         watch: follow shards appearing and vanishing under the sources
@@ -215,16 +174,18 @@ def mount(
     Raises:
         MountError: anything that prevents the mount, as one line.
     """
-    options = parse_fuse_options(fuse_options)
     helper = check_fuse()
-    _own_options(dict(options))  # validate now, not in the daemon
+    from .lowlevel import libfuse_major
+
+    options = MountOptions.parse(fuse_options, api=libfuse_major(), watch=watch, allow_other=allow_other,
+                                 auto_unmount=helper is not None)
     mountpoint = os.path.abspath(os.fspath(mountpoint))
-    _check_mountpoint(mountpoint, options)
+    _check_mountpoint(mountpoint, options.nonempty)
     if not poll_interval > 0:
         raise MountError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
     sources = _absolute_sources(sources)
     ds = _open_dataset(sources, verify, storage_options)
-    serve = dict(watch=watch, options=options, allow_other=allow_other, helper=helper, poll_interval=poll_interval)
+    serve = dict(options=options, helper=helper, poll_interval=poll_interval)
     if foreground:
         _setup_logging(None)
         ready = []
@@ -232,8 +193,8 @@ def mount(
             return _serve(ds, mountpoint, on_ready=lambda: ready.append(True), **serve)
         except RuntimeError as e:
             if ready:
-                # libfuse's loop returns non-zero when a signal (SIGINT,
-                # SIGTERM, SIGHUP) ended it; it has unmounted: a clean exit.
+                # mfusepy raises when a signal (SIGINT, SIGTERM, SIGHUP) ended
+                # libfuse 2's loop; it has unmounted: a clean exit.
                 return 0
             raise MountError(f"libfuse could not mount {mountpoint} (error {e})") from None
     from ..paths import has_remote
@@ -257,22 +218,6 @@ def _setup_logging(stream) -> None:
         logger.setLevel(logging.INFO)
 
 
-def _own_options(options: dict) -> dict:
-    """Take arrayfs's own ``-o`` options out of ``options`` (libfuse would
-    reject them): ``open_handles`` (decode per open file handle, never
-    no-open) and ``readdirplus=N`` (largest directory listed with
-    attributes; 0 turns it off)."""
-    from . import daemon
-
-    own = {"open_handles": bool(options.pop("open_handles", False))}
-    rdp = options.pop("readdirplus", None)
-    try:
-        own["readdirplus_max"] = daemon.READDIRPLUS_MAX if rdp in (None, True) else int(rdp)
-    except ValueError:
-        raise MountError(f"readdirplus takes a number of entries, got {rdp!r}") from None
-    return own
-
-
 # The reaper: a tiny process that outlives the daemon. It reads its stdin
 # (a pipe whose write end only the daemon holds) until EOF, which comes when
 # the daemon exits for any reason, kill -9 included. If the mountpoint then
@@ -282,10 +227,12 @@ def _own_options(options: dict) -> dict:
 # that open is queued before the kernel aborts the connection it fails with
 # ECONNABORTED instead of ENOTCONN, and the dead mount stays.
 _REAPER = r"""
-import errno, os, subprocess, sys, time
-mnt, helper = sys.argv[1], sys.argv[2]
+import errno, os, shutil, subprocess, sys, time
+mnt, helper, shared = sys.argv[1], sys.argv[2], sys.argv[3]
 while os.read(0, 4096):
     pass
+if shared:  # the workers' decoded records, if the daemon could not remove them
+    shutil.rmtree(shared, ignore_errors=True)
 deadline = time.monotonic() + 10
 while time.monotonic() < deadline:
     try:
@@ -304,10 +251,10 @@ while time.monotonic() < deadline:
 """
 
 
-def _start_reaper(mountpoint: str, helper: str):
+def _start_reaper(mountpoint: str, helper: str, shared: str | None):
     try:
         return subprocess.Popen(
-            [sys.executable, "-S", "-c", _REAPER, mountpoint, helper],
+            [sys.executable, "-S", "-c", _REAPER, mountpoint, helper, shared or ""],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             close_fds=True, start_new_session=True, cwd="/",
         )
@@ -316,36 +263,37 @@ def _start_reaper(mountpoint: str, helper: str):
         return None
 
 
-def _serve(ds, mountpoint, *, watch, options, allow_other, helper, poll_interval=60.0, on_ready=None) -> int:
-    """Run the FUSE loop on ``ds`` until unmounted; close ``ds`` after."""
+def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0, on_ready=None) -> int:
+    """Serve ``ds`` at ``mountpoint`` until unmounted; close ``ds`` after."""
     import warnings
 
-    from . import daemon
+    from .core import Core
+    from .records import Records, shared_directory
     from .view import FsView
 
-    options = dict(options)
-    own = _own_options(options)
-    # A fatal signal (SIGBUS from a mapped shard truncated under it, SIGSEGV)
-    # leaves a Python traceback in the log (stderr) instead of nothing.
+    # A fatal signal (SIGSEGV) leaves a Python traceback in the log (stderr).
     faulthandler.enable(file=sys.stderr, all_threads=True)
+    records = Records(directory=shared_directory() if options.api == 3 and options.workers > 1 else None)
     # Started before libfuse opens /dev/fuse, so the reaper never holds it.
-    reaper = _start_reaper(mountpoint, helper) if helper else None
-
+    reaper = _start_reaper(mountpoint, helper, records.directory) if helper else None
     # Refresh reports half-written shards with a warning per attempt; the
     # watcher logs them once instead.
     warnings.filterwarnings("ignore", message="arrayfs: leaving out")
     try:
-        view = FsView(ds)
+        core = Core(FsView(ds), options, records=records)
         watcher = None
-        if watch:
+        if options.watch:
             from .watch import Watcher
 
-            watcher = Watcher(view, poll_interval=poll_interval)
-        kw = daemon.fuse_kwargs(watch=watch, allow_other=allow_other, auto_unmount=helper is not None,
-                                extra=options)
-        daemon.run(view, mountpoint, fuse_options=kw, on_ready=on_ready, watcher=watcher, **own)
+            watcher = Watcher(core.view, core.refresh, poll_interval=poll_interval)
+        if options.api == 3:
+            from .fuse3 import run
+        else:
+            from .fuse2 import run
+        run(core, mountpoint, on_ready=on_ready, watcher=watcher)
         return 0
     finally:
+        records.remove_directory()
         ds.close()
         if reaper is not None:
             reaper.stdin.close()

@@ -1,7 +1,7 @@
 """The filesystem view of a dataset: names, attributes, listings, contents.
 
-Plain Python (no FUSE): the daemon (:mod:`arrayfs.fs.daemon`) is a thin
-adapter over this module, and the tests call it directly.
+Plain Python (no FUSE): the core (:mod:`arrayfs.fs.core`) serves it, and
+the tests call it directly.
 
 Layout of a mount of ``N`` records in shards ``a.array_record``,
 ``b.array_record``::
@@ -19,31 +19,25 @@ Layout of a mount of ``N`` records in shards ``a.array_record``,
                             a shard used through a read instruction
                             ``path[a:b]`` is named ``<file>[a:b]``, and a
                             name used twice gets ``@<position>`` appended
+    /<subtree>/             a :class:`Subtree` plugged in (none by default)
 
 Every name that is not one of these (``-1``, ``abc``, ``00x``, an index
 ``>= N``, a padding other than the canonical one, ``..`` tricks) is
 ``ENOENT``. Names never reach the host file system, so no path can escape
 the dataset.
 
-Attributes: records are read-only regular files (``0444``), directories
-``0555``; ``st_size`` is the exact record size in bytes (from the footer:
-no decoding for ``group_size:1``, only the sizes block otherwise);
-``st_mtime`` is the shard file's modification time; inode numbers are
-stable for a record across remounts and refreshes (derived from the order
-the shard was first seen and the record's index in its file). A record's
-two names (root and ``.shards``) are one inode with ``st_nlink == 2``, like
-a hard link, so ``du`` counts its bytes once and ``tar`` stores it once.
-
-Inode numbers are also the handles of the low-level daemon
-(:meth:`ViewSnapshot.node_of_ino`), so the contents of an inode never
-change: a shard that is rewritten is a new shard (new inodes), and the
-summary has a new inode in every snapshot. Only *names* change meaning on a
-refresh.
-
-Consistency: a :class:`ViewSnapshot` is immutable and reads one pinned
-dataset snapshot; :meth:`FsView.refresh` installs a new one and returns a
-:class:`ViewChange` naming the paths whose meaning changed (for the kernel
-cache invalidation of the daemon).
+Attributes: records are read-only files (``0444``), directories ``0555``;
+``st_size`` is the exact record size (from the footer: no decoding for
+``group_size:1``, only the sizes block otherwise); ``st_mtime`` is the
+shard's. A record's two names are one inode with ``st_nlink == 2``, so
+``du`` counts it once and ``tar`` stores it once. Inode numbers (what
+libfuse 3 addresses files by: :meth:`ViewSnapshot.node_of_ino`) derive from
+the order a shard was first seen and the record's index in its file, so
+they are stable, and an inode's contents never change: a rewritten shard is
+a new shard, the summary has a new inode per snapshot; only *names* change
+meaning on a refresh. A :class:`ViewSnapshot` is immutable;
+:meth:`FsView.refresh` installs a new one and returns a :class:`ViewChange`
+(the names whose meaning changed).
 """
 
 from __future__ import annotations
@@ -52,49 +46,41 @@ import bisect
 import errno
 import json
 import os
+import pickle
 import stat
 import threading
 import time
 from typing import Iterator, NamedTuple
 
-from ..dataset import ArrayRecordDataSource
-from ..errors import ArrayRecordError
-from .source import PinnedSource, ShardKey
+from ..dataset import ArrayRecordDataSource, DatasetSnapshot
+from ..paths import has_remote
 
-__all__ = [
-    "FsView",
-    "ViewSnapshot",
-    "ViewChange",
-    "Node",
-    "Attr",
-    "DirBatch",
-    "ROOT",
-    "SHARDS",
-    "SHARD_DIR",
-    "SUMMARY",
-    "RECORD",
-    "SUMMARY_NAME",
-    "SHARDS_NAME",
-]
+__all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
+           "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
 
 SUMMARY_NAME = ".arrayfs.json"
 SHARDS_NAME = ".shards"
 
 # Node kinds.
-ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD = range(5)
+ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD, SUBTREE = range(6)
 
 # Inode numbers. Fixed ones for the fixed names; a directory per shard at
 # _SHARD_DIR_INO + serial; records at (serial + 1) << _RECORD_SHIFT | local,
 # which leaves 40 bits (10^12 records) per file and 2^23 shard serials
 # before the numbers wrap (then collisions are possible, never errors).
-# The summary's inode is _SUMMARY_INO | generation (bit 63: above every
-# record inode).
+# Inodes with bit 63 set: the summary's, _SUMMARY_INO | generation, and
+# subtree t's, _SUMMARY_INO | (t + 1) << _TREE_SHIFT | n.
 ROOT_INO, SHARDS_INO = 1, 2
 _SUMMARY_INO = 1 << 63
 _SHARD_DIR_INO = 16
 _RECORD_SHIFT = 40
 _LOCAL_MASK = (1 << _RECORD_SHIFT) - 1
 _SERIAL_MASK = (1 << 23) - 1
+_TREE_SHIFT = 56
+# Record sizes kept per snapshot: blocks of 2**_SIZE_BLOCK records of
+# one-record chunks, or a chunk's records; at most _SIZE_BLOCKS blocks.
+_SIZE_BLOCK = 12
+_SIZE_BLOCKS = 256
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
@@ -107,16 +93,30 @@ _BLKSIZE = 1 << 20
 class Node(NamedTuple):
     """What a path names.
 
-    ``kind`` is one of ``ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD``;
-    ``shard`` the shard position in the snapshot (``SHARD_DIR``,
-    ``RECORD``; else -1); ``index`` the global record index (``RECORD``;
-    else -1); ``local`` the record's index in its file (``RECORD``; else -1).
+    ``kind`` is one of ``ROOT, SHARDS, SHARD_DIR, SUMMARY, RECORD,
+    SUBTREE``; ``shard`` the shard position in the snapshot (``SHARD_DIR``,
+    ``RECORD``; a :class:`Subtree`'s position for ``SUBTREE``; else -1);
+    ``index`` the global record index (``RECORD``; else -1); ``local`` the
+    record's index in its file (``RECORD``; else -1); ``part``: free for a
+    subtree.
     """
 
     kind: int
     shard: int = -1
     index: int = -1
     local: int = -1
+    part: int = -1
+
+
+class ShardKey(NamedTuple):
+    """What makes two snapshots' shards the same shard: the file's identity
+    (``st_dev``, ``st_ino``, size, mtime; size and ETag for an object) and
+    the slice of it used."""
+
+    path: str
+    start: int
+    num_records: int
+    identity: tuple
 
 
 class Attr(NamedTuple):
@@ -129,22 +129,6 @@ class Attr(NamedTuple):
     size: int
     mtime_ns: int
     blksize: int = 4096
-
-    def as_dict(self, uid: int = 0, gid: int = 0) -> dict:
-        """The attributes as an ``os.stat``-style dict (times in ns)."""
-        return {
-            "st_mode": self.mode,
-            "st_ino": self.ino,
-            "st_nlink": self.nlink,
-            "st_size": self.size,
-            "st_blocks": (self.size + 511) // 512,
-            "st_blksize": self.blksize,
-            "st_mtime": self.mtime_ns,
-            "st_ctime": self.mtime_ns,
-            "st_atime": self.mtime_ns,
-            "st_uid": uid,
-            "st_gid": gid,
-        }
 
 
 def _enoent(path) -> FileNotFoundError:
@@ -200,8 +184,6 @@ class ViewChange(NamedTuple):
     ``[lo, hi)`` in each padding width of ``widths`` (old and new), and
     unpadded, may now name another record or nothing (``hi`` is the old
     record count: larger names did not exist before).
-    ``shard_records``: ``(dir path, lo, hi, width)`` per vanished shard:
-    its record names.
     ``added``/``removed``/``pending``: from :meth:`ArrayRecordDataSource.refresh`.
     ``old_summary_ino``: the inode of the summary before the refresh (0: none).
     ``old_width``: the padding width of root names before the refresh.
@@ -209,7 +191,6 @@ class ViewChange(NamedTuple):
 
     fixed: tuple
     records: tuple
-    shard_records: tuple
     added: tuple = ()
     removed: tuple = ()
     pending: tuple = ()
@@ -236,51 +217,64 @@ class ViewChange(NamedTuple):
         for p in self.fixed:
             if p.startswith(prefix):
                 yield SHARDS_INO, p[len(prefix):]
+            elif p.count("/") == 1 and p not in ("/", f"/{SHARDS_NAME}", f"/{SUMMARY_NAME}"):
+                yield ROOT_INO, p[1:]  # a subtree: its cached entries go with it
         if f"/{SUMMARY_NAME}" in self.fixed:
             yield ROOT_INO, SUMMARY_NAME
-
-    def stale_inodes(self) -> tuple:
-        """Inodes whose cached pages must go *before* any name changes
-        meaning: the old summary's. The kernel would otherwise keep serving
-        the old summary from its page cache while record names already mean
-        what the new one says (its inode is then ``ESTALE`` until the
-        summary's name is invalidated, last)."""
-        return (self.old_summary_ino,) if self.old_summary_ino else ()
 
     def inodes(self) -> tuple:
         """Inodes whose attributes changed (the directories), to invalidate
         after :meth:`entries`."""
-        out = []
-        if "/" in self.fixed:
-            out.append(ROOT_INO)
-        if f"/{SHARDS_NAME}" in self.fixed:
-            out.append(SHARDS_INO)
-        return tuple(out)
+        return tuple(ino for ino, p in ((ROOT_INO, "/"), (SHARDS_INO, f"/{SHARDS_NAME}")) if p in self.fixed)
 
-    def paths(self) -> Iterator[str]:
-        """Every path to invalidate, generated lazily (a refresh that
-        shifts a 10-million-record dataset yields tens of millions)."""
-        yield from self.fixed
-        lo, hi, widths = self.records
-        for i in range(lo, hi):
-            plain = str(i)
-            yield "/" + plain
-            for w in widths:
-                if w > len(plain):
-                    yield "/" + plain.zfill(w)
-        for base, a, b, w in self.shard_records:
-            for i in range(a, b):
-                plain = str(i)
-                yield f"{base}/{plain}"
-                if w > len(plain):
-                    yield f"{base}/{plain.zfill(w)}"
+
+class Subtree:
+    """A directory under the root whose nodes a plug-in defines (such as a
+    ``.decoded/`` view of the records' features): the root lists and looks
+    up :attr:`name`; everything below it is the subtree's.
+
+    The view makes one per snapshot, ``cls(snap, position, ino_base)``.
+    Its nodes are :class:`Node`\\s of kind :data:`SUBTREE` whose ``shard`` is
+    ``position`` (the view dispatches on it); ``index``, ``local`` and
+    ``part`` are the subtree's to use. Its inode numbers are ``ino_base | n``
+    for ``n < 2**56``; like every inode of the mount, each must name
+    contents that never change. Methods raise as the view's do
+    (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``,
+    :class:`ArrayRecordError`).
+    """
+
+    name = ""
+
+    def __init__(self, snap: "ViewSnapshot", position: int, ino_base: int):
+        self.snap, self.position, self.ino_base = snap, position, ino_base
+
+    def root(self) -> "Node":  # the node of the subtree's own directory
+        raise NotImplementedError
+
+    def lookup(self, parent: "Node", name: str) -> "Node":
+        raise NotImplementedError
+
+    def attr(self, node: "Node") -> "Attr":
+        raise NotImplementedError
+
+    def readdir(self, node: "Node", offset: int, sizes: bool) -> Iterator[tuple]:
+        """``(name, attr, next offset)`` of directory ``node``'s entries from
+        ``offset`` on (``.`` and ``..`` are the view's: the first here is 2)."""
+        raise NotImplementedError
+
+    def read(self, node: "Node") -> bytes:
+        raise NotImplementedError
+
+    def node_of_ino(self, ino: int) -> "Node | None":
+        raise NotImplementedError
 
 
 class ViewSnapshot:
-    """An immutable filesystem view of one pinned dataset snapshot.
+    """An immutable filesystem view of one dataset snapshot.
 
     Args:
-        source: the pinned dataset snapshot.
+        snap: the :class:`arrayfs.dataset.DatasetSnapshot` read (held, so
+            its shards stay readable while this view is used).
         serials: shard key -> serial number (inode numbering), shared by
             the snapshots of one :class:`FsView`; new keys are added.
         changed_ns: when this snapshot was installed by a refresh (ns since
@@ -288,23 +282,27 @@ class ViewSnapshot:
             newest of this and the shards' mtimes.
         uid, gid: owner reported for every node.
         generation: number of this snapshot in its :class:`FsView` (0, 1, ...).
+        subtrees: :class:`Subtree` classes plugged in under the root.
 
     Thread-safe: every method may be called from many threads.
     """
 
-    def __init__(self, source: PinnedSource, serials: dict, *, changed_ns: int = 0, uid: int = 0, gid: int = 0,
-                 generation: int = 0):
-        self.source = source
+    def __init__(self, snap: DatasetSnapshot, serials: dict, *, changed_ns: int = 0, uid: int = 0, gid: int = 0,
+                 generation: int = 0, subtrees=()):
+        self.data = snap
         self.generation = generation
         self.uid = uid
         self.gid = gid
-        self.shards = source.shards
-        n = len(source)
+        self.shards = snap.shards
+        n = len(snap)
         self.num_records = n
         self.width = len(str(n - 1)) if n > 1 else 1
-        self._firsts = source.firsts.tolist()
+        self.firsts = snap.firsts
+        self._firsts = snap.firsts.tolist()
+        self.keys = tuple(ShardKey(s.path, s.start, s.num_records, ident)
+                          for s, ident in zip(snap.shards, snap.identities))
         self._serials = []
-        for key in source.keys:
+        for key in self.keys:
             if key not in serials:
                 serials[key] = len(serials)
             self._serials.append(serials[key])
@@ -320,7 +318,7 @@ class ViewSnapshot:
         names, seen = [], set()
         for k, info in enumerate(self.shards):
             name = os.path.basename(info.path) or info.path.replace("/", "_")
-            if info.start != 0 or info.num_records != source.file_num_records(k):
+            if info.start != 0 or info.num_records != snap.file(k).num_records:
                 name += f"[{info.start}:{info.start + info.num_records}]"
             if name in seen:
                 name += f"@{k}"
@@ -332,6 +330,11 @@ class ViewSnapshot:
         self._local_width = tuple(
             len(str(info.start + info.num_records - 1)) if info.num_records > 1 else 1 for info in self.shards
         )
+        self.subtrees = tuple(cls(self, t, _SUMMARY_INO | ((t + 1) << _TREE_SHIFT)) for t, cls in enumerate(subtrees))
+        self._tree_by_name = {tree.name: tree for tree in self.subtrees}
+        self._largest: dict = {}
+        self._group1: dict = {}
+        self._size_blocks: dict = {}
         self._summary = None
         self._summary_lock = threading.Lock()
 
@@ -354,6 +357,9 @@ class ViewSnapshot:
                 return Node(SUMMARY)
             if name == SHARDS_NAME:
                 return Node(SHARDS)
+            tree = self._tree_by_name.get(name)
+            if tree is not None:
+                return tree.root()
         elif kind == SHARD_DIR:
             k = parent.shard
             info = self.shards[k]
@@ -364,6 +370,8 @@ class ViewSnapshot:
             k = self._by_name.get(name, -1)
             if k >= 0:
                 return Node(SHARD_DIR, k)
+        elif kind == SUBTREE:
+            return self.subtrees[parent.shard].lookup(parent, name)
         else:
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
         raise _enoent(name)
@@ -389,7 +397,10 @@ class ViewSnapshot:
         ``None`` (a shard no longer here, a summary of another snapshot,
         a number never given out)."""
         if ino >= _SUMMARY_INO:
-            return Node(SUMMARY) if ino == self.summary_ino else None
+            t = ((ino >> _TREE_SHIFT) & 0x7F) - 1
+            if t < 0:
+                return Node(SUMMARY) if ino == self.summary_ino else None
+            return self.subtrees[t].node_of_ino(ino) if t < len(self.subtrees) else None
         if ino >> _RECORD_SHIFT:
             k = self._by_rec_slot.get(ino >> _RECORD_SHIFT)
             if k is None:
@@ -406,10 +417,6 @@ class ViewSnapshot:
         k = self._by_dir_ino.get(ino)
         return None if k is None else Node(SHARD_DIR, k)
 
-    def record_name(self, index: int) -> str:
-        """Root name (zero-padded) of global record ``index``."""
-        return str(index).zfill(self.width)
-
     def shard_path(self, k: int) -> str:
         """Path of shard ``k``'s directory in the mount."""
         return f"/{SHARDS_NAME}/{self.shard_names[k]}"
@@ -418,6 +425,53 @@ class ViewSnapshot:
 
     def record_ino(self, k: int, local: int) -> int:
         return self._rec_base[k] | local
+
+    def record_size(self, k: int, local: int) -> int:
+        """Size in bytes of file-local record ``local`` of shard ``k``.
+        Sizes are fetched a block at a time and kept, bounded: a chunk's
+        records (its sizes block is decoded once), or 4,096 records of
+        one-record chunks (the footer has their sizes); a lookup then costs
+        no call into the dataset."""
+        f = self.data.file(k)
+        if self._footer_sizes(k):
+            block = local >> _SIZE_BLOCK
+            lo = block << _SIZE_BLOCK
+            hi = min(lo + (1 << _SIZE_BLOCK), f.num_records)
+        else:
+            block = -1 - f.chunk_of(local)
+            lo, hi = f.chunk_records(-1 - block)
+        sizes = self._size_blocks.get((k, block))
+        if sizes is None:
+            sizes = self.data.record_sizes(k, lo, hi)
+            if len(self._size_blocks) >= _SIZE_BLOCKS:
+                try:  # the oldest goes (another thread may have taken it)
+                    del self._size_blocks[next(iter(self._size_blocks))]
+                except (KeyError, RuntimeError):
+                    pass
+            self._size_blocks[(k, block)] = sizes
+        return sizes.item(local - lo)
+
+    def _footer_sizes(self, k: int) -> bool:
+        g = self._group1.get(k)
+        if g is None:
+            g = self._group1[k] = self.data.file(k).group_size == 1
+        return g
+
+    def preload(self) -> None:
+        """Decode every shard's chunk index now (footers of huge shards are
+        otherwise decoded on first use): a process about to fork workers
+        then shares the indexes with them instead of each decoding its own."""
+        for k in range(len(self.shards)):
+            self.largest_record(k)
+
+    def largest_record(self, k: int) -> int:
+        """A bound (bytes) on the size of every record of shard ``k``: its
+        largest chunk's decoded size (no record is bigger than its chunk)."""
+        n = self._largest.get(k)
+        if n is None:
+            sizes = self.data.file(k).chunk_decoded_sizes
+            n = self._largest[k] = int(sizes.max()) if len(sizes) else 0
+        return n
 
     def attr(self, node: Node) -> Attr:
         """Attributes of ``node``. Raises :class:`ArrayRecordError` when the
@@ -429,7 +483,7 @@ class ViewSnapshot:
                 _FILE_MODE,
                 self._rec_base[k] | node.local,
                 2,
-                self.source.record_size(k, node.local),
+                self.record_size(k, node.local),
                 self._mtimes[k],
                 _BLKSIZE,
             )
@@ -440,6 +494,8 @@ class ViewSnapshot:
             return Attr(_DIR_MODE, _SHARD_DIR_INO + self._serials[k], 2, 0, self._mtimes[k])
         if kind == SHARDS:
             return Attr(_DIR_MODE, SHARDS_INO, 2 + len(self.shards), 0, self.mtime_ns)
+        if kind == SUBTREE:
+            return self.subtrees[node.shard].attr(node)
         return Attr(_FILE_MODE, self.summary_ino, 1, len(self.summary()), self.mtime_ns)
 
     def getattr(self, path: str) -> Attr:
@@ -484,17 +540,20 @@ class ViewSnapshot:
         pos = max(int(offset), 0)
         fixed = [(".", node)]
         # ".." of the root is outside the mount; the kernel fills it in.
-        fixed.append(("..", Node(ROOT) if kind != SHARD_DIR else Node(SHARDS)))
+        fixed.append(("..", Node(SHARDS) if kind == SHARD_DIR else Node(ROOT)))
+        if kind == SUBTREE:
+            for j, (name, a, nxt) in enumerate(self.subtrees[node.shard].readdir(node, max(pos, 2), sizes)):
+                if j == 0:
+                    yield from (self._fixed_batch(fixed, i, sizes) for i in range(pos, 2))
+                yield DirBatch([name], a, (a.ino,), (a.size,) if sizes else None, nxt)
+            return
         if kind == ROOT:
             fixed += [(SUMMARY_NAME, Node(SUMMARY)), (SHARDS_NAME, Node(SHARDS))]
+            fixed += [(tree.name, tree.root()) for tree in self.subtrees]
         elif kind == SHARDS:
             fixed += [(name, Node(SHARD_DIR, k)) for k, name in enumerate(self.shard_names)]
         for j in range(pos, len(fixed)):
-            name, n = fixed[j]
-            # The summary's size means reading every shard's footer: only
-            # when the listing carries sizes.
-            a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
-            yield DirBatch([name], a, (a.ino,), None if not sizes else (a.size,), j + 1)
+            yield self._fixed_batch(fixed, j, sizes)
         if kind == SHARDS:
             return
         nfixed = len(fixed)
@@ -506,6 +565,13 @@ class ViewSnapshot:
             start, stop, width = first + max(pos - nfixed, 0), first + self.shards[k].num_records, self._local_width[k]
         base = nfixed + 1 - (0 if kind == ROOT else self._firsts[k])  # next offset of global index g: g + base
         yield from self._record_batches(start, stop, base, sizes, k, width, batch)
+
+    def _fixed_batch(self, fixed, j, sizes) -> DirBatch:
+        name, n = fixed[j]
+        # The summary's size means reading every shard's footer: only when
+        # the listing carries sizes.
+        a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
+        return DirBatch([name], a, (a.ino,), (a.size,) if sizes else None, j + 1)
 
     def _record_batches(self, start, stop, base, sizes, local_names, width, batch):
         """Batches of records ``[start, stop)`` (global indices), named by
@@ -530,7 +596,7 @@ class ViewSnapshot:
                 j = min(end, i + min(step, batch))
                 step *= 2
                 lo, hi = i + delta, j + delta
-                sz = self.source.record_sizes(k, lo, hi) if sizes else None
+                sz = self.data.record_sizes(k, lo, hi) if sizes else None
                 yield DirBatch(None, template, range(rec_base | lo, rec_base | hi), sz, i + base,
                                i if local_names is None else lo, width)
                 i = j
@@ -538,35 +604,38 @@ class ViewSnapshot:
 
     # -- contents ------------------------------------------------------------------
 
-    def read(self, node: Node, expected: int | None = None) -> bytes:
-        """Whole contents of file ``node`` (a record, decoded once, or the
-        summary). ``expected``: the record's size if the caller has it
-        already (bytes). Raises ``IsADirectoryError`` for a directory,
-        :class:`ArrayRecordError` for a corrupt record or one whose decoded
-        size differs from the size its footer gave (never short data)."""
-        if node.kind == SUMMARY:
+    def read(self, node: Node) -> bytes:
+        """Whole contents of file ``node`` (a record, or the summary).
+        Raises ``IsADirectoryError`` for a directory,
+        :class:`ArrayRecordError` for a corrupt record (the file layer
+        checks that it decodes to the size its footer gives)."""
+        kind = node.kind
+        if kind == RECORD:
+            return self.data[node.index]
+        if kind == SUMMARY:
             return self.summary()
-        if node.kind != RECORD:
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        data = self.source.read(node.index)
-        if expected is None:
-            expected = self.source.record_size(node.shard, node.local)
-        if len(data) != expected:
-            _, offset = self.source.locate_chunk(node.shard, node.local)
-            raise ArrayRecordError(
-                f"record {node.local} decodes to {len(data)} bytes, its chunk's sizes say {expected}",
-                path=self.shards[node.shard].path,
-                offset=offset,
-                records=(node.local, node.local + 1),
-            )
-        return data
+        if kind == SUBTREE:
+            return self.subtrees[node.shard].read(node)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+
+    def alone_in_chunk(self, node: Node) -> bool:
+        """Whether record ``node`` is the only record of its chunk (it can
+        then be decoded into a buffer: :meth:`read_into`)."""
+        f = self.data.file(node.shard)
+        return f.chunk_records(f.chunk_of(node.local)) == (node.local, node.local + 1)
+
+    def read_into(self, node: Node, out) -> None:
+        """Decode record ``node``, alone in its chunk, into the writable
+        buffer ``out`` of its size, reading, hashing and decompressing at
+        once (:meth:`arrayfs.file.ArrayRecordFile.read_big_record`)."""
+        self.data.file(node.shard).read_big_record(node.local, out)
 
     def describe(self, node: Node) -> str:
         """Where a record lives, for log messages: shard, chunk, byte offset."""
         if node.kind != RECORD:
             return "?"
         try:
-            c, off = self.source.locate_chunk(node.shard, node.local)
+            c, off = self.data.chunk_location(node.shard, node.local)
             where = f"chunk {c} at byte {off}"
         except Exception:  # the index itself may be what is corrupt
             where = "chunk ?"
@@ -574,105 +643,77 @@ class ViewSnapshot:
 
     def summary(self) -> bytes:
         """The ``.arrayfs.json`` contents (UTF-8 JSON, computed once per
-        snapshot): the snapshot's generation (0, 1, ... one per refresh that
-        changed the view), shards with path, mount directory name, record count,
-        first global index, start in the file, exact record bytes, file size,
-        mtime and writer options; totals."""
-        s = self._summary
-        if s is not None:
-            return s
+        snapshot): the generation (0, then one more per refresh that changed
+        the view), shards with path, mount directory name, record count,
+        first global index, start in the file, exact record bytes, file
+        size, mtime and writer options; totals."""
         with self._summary_lock:
             if self._summary is None:
-                shards = []
-                total = 0
-                for k, info in enumerate(self.shards):
-                    nbytes = self.source.shard_bytes(k)
-                    total += nbytes
-                    shards.append(
-                        {
-                            "name": self.shard_names[k],
-                            "path": info.path,
-                            "num_records": info.num_records,
-                            "first_index": info.first_index,
-                            "start": info.start,
-                            "total_bytes": nbytes,
-                            "file_size": info.size_bytes,
-                            "mtime_ns": info.mtime_ns,
-                            "writer_options": info.writer_options,
-                        }
-                    )
-                doc = {
-                    "format": "arrayfs-mount",
-                    "version": 1,
-                    "generation": self.generation,
-                    "num_records": self.num_records,
-                    "num_shards": len(self.shards),
-                    "total_bytes": total,
-                    "name_width": self.width,
-                    "shards": shards,
-                }
+                shards = [{"name": self.shard_names[k], "path": s.path, "num_records": s.num_records,
+                           "first_index": s.first_index, "start": s.start,
+                           "total_bytes": self.data.shard_record_bytes(k), "file_size": s.size_bytes,
+                           "mtime_ns": s.mtime_ns, "writer_options": s.writer_options}
+                          for k, s in enumerate(self.shards)]
+                doc = {"format": "arrayfs-mount", "version": 1, "generation": self.generation,
+                       "num_records": self.num_records, "num_shards": len(self.shards),
+                       "total_bytes": sum(s["total_bytes"] for s in shards), "name_width": self.width,
+                       "shards": shards}
                 self._summary = (json.dumps(doc, indent=2) + "\n").encode()
             return self._summary
 
     def statfs(self) -> dict:
-        """``statvfs`` fields: sizes in 4 KiB blocks of the summary's total
-        bytes, file count, name length limit, read-only flag."""
-        total = json.loads(self.summary())["total_bytes"]
-        bsize = 4096
-        return {
-            "f_bsize": bsize,
-            "f_frsize": bsize,
-            "f_blocks": (total + bsize - 1) // bsize,
-            "f_bfree": 0,
-            "f_bavail": 0,
-            "f_files": self.num_records + len(self.shards) + 3,
-            "f_ffree": 0,
-            "f_favail": 0,
-            "f_namemax": _MAX_NAME,
-            "f_flag": os.ST_RDONLY,
-        }
+        """``statvfs`` fields: the summary's total bytes in 4 KiB blocks,
+        the file count, the name length limit, read-only."""
+        blocks = (json.loads(self.summary())["total_bytes"] + 4095) // 4096
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": 0, "f_bavail": 0,
+                "f_files": self.num_records + len(self.shards) + 3, "f_ffree": 0, "f_favail": 0,
+                "f_namemax": _MAX_NAME, "f_flag": os.ST_RDONLY}
 
 
 class FsView:
-    """The mount's view of a dataset: the current :class:`ViewSnapshot`
-    and its replacement on refresh.
+    """The mount's view of a dataset: the current :class:`ViewSnapshot`,
+    the one before it, and their replacement on refresh.
 
     Args:
         ds: the dataset (the view does not close it).
         uid, gid: owner reported for every node (default: this process's).
+        subtrees: :class:`Subtree` classes plugged in under the root of
+            every snapshot.
 
-    Thread-safe. Callers take :attr:`snapshot` once per operation and use
-    it for the whole operation, so a concurrent refresh never mixes two
-    snapshots in one answer.
+    Callers take :attr:`snapshot` once per operation and use it for the
+    whole operation, so a concurrent refresh never mixes two snapshots in
+    one answer.
     """
 
-    def __init__(self, ds: ArrayRecordDataSource, *, uid: int | None = None, gid: int | None = None):
+    def __init__(self, ds: ArrayRecordDataSource, *, uid: int | None = None, gid: int | None = None, subtrees=()):
         self.ds = ds
         self._uid = os.getuid() if uid is None else uid
         self._gid = os.getgid() if gid is None else gid
+        self._subtrees = tuple(subtrees)
         self._serials: dict[ShardKey, int] = {}
         self._lock = threading.Lock()
         self._generation = 0
         self.snapshot = self._build(0)
         # The snapshot before the current one: files opened before a refresh
-        # (by inode, in the low-level daemon) keep reading their record.
+        # (by inode) keep reading their record.
         self.previous: ViewSnapshot | None = None
 
     def _build(self, changed_ns: int) -> ViewSnapshot:
-        snap = ViewSnapshot(PinnedSource(self.ds), self._serials, changed_ns=changed_ns, uid=self._uid,
-                            gid=self._gid, generation=self._generation)
+        snap = ViewSnapshot(self.ds.snapshot(), self._serials, changed_ns=changed_ns, uid=self._uid, gid=self._gid,
+                            generation=self._generation, subtrees=self._subtrees)
         self._generation += 1
         return snap
 
     def refresh(self, prepare=None) -> ViewChange | None:
         """Refresh the dataset (:meth:`ArrayRecordDataSource.refresh`) and,
-        when shards were added or removed, install a new snapshot.
+        when shards were added or removed, install a new snapshot. The
+        snapshot that stops being :attr:`previous` gives back the files no
+        newer snapshot uses (their descriptors close now).
 
         Args:
             prepare: called with the :class:`ViewChange` after the new
-                snapshot is built and before it is installed (the daemon
-                retires the old summary there, so that no one reads it once
-                names mean what the new one says).
+                snapshot is built and before it is installed (the core
+                retires the old summary there).
 
         Returns the :class:`ViewChange`, or ``None`` when nothing changed
         (``pending`` shards, still being written, are then only retried on a
@@ -681,17 +722,30 @@ class FsView:
         with self._lock:
             result = self.ds.refresh()
             old = self.snapshot
-            if not result.changed and old.source.keys == PinnedSource(self.ds).keys:
-                if result.pending:
-                    return ViewChange((), (0, 0, ()), (), (), (), result.pending)
-                return None
+            if not result.changed and self.ds.snapshot() is old.data:
+                return ViewChange((), (0, 0, ()), pending=result.pending) if result.pending else None
             new = self._build(time.time_ns())
             change = diff(old, new)._replace(added=result.added, removed=result.removed, pending=result.pending)
             if prepare is not None:
                 prepare(change)
-            self.previous = old
-            self.snapshot = new
+            older, self.previous, self.snapshot = self.previous, old, new
+            if older is not None:
+                self.ds.release(older.data, keep=(old.data,))
             return change
+
+    def after_fork(self) -> None:
+        """In a forked process: a dataset on object storage cannot use its
+        parent's connections, so it is reopened from its state (each shard
+        on first use, checked to be the same object) and the view rebuilt
+        on it, with the same inodes; the snapshot before is dropped. Local
+        shards keep the descriptors the fork inherited."""
+        if not has_remote(self.ds.paths):
+            return
+        cur = self.snapshot
+        self.ds = pickle.loads(pickle.dumps(self.ds))
+        self.snapshot = ViewSnapshot(self.ds.snapshot(), dict(self._serials), changed_ns=cur.mtime_ns,
+                                     uid=self._uid, gid=self._gid, generation=cur.generation, subtrees=self._subtrees)
+        self.previous = None
 
     # Conveniences over the current snapshot (tests, tools).
 
@@ -713,31 +767,23 @@ class FsView:
 
 
 def diff(old: ViewSnapshot, new: ViewSnapshot) -> ViewChange:
-    """Paths whose meaning differs between two snapshots (see
+    """Names whose meaning differs between two snapshots (see
     :class:`ViewChange`)."""
-    ok, nk = old.source.keys, new.source.keys
+    ok, nk = old.keys, new.keys
     common = 0
     while common < min(len(ok), len(nk)) and ok[common] == nk[common]:
         common += 1
-    lo = int(old.source.firsts[common])
+    lo = int(old.firsts[common])
     widths = {old.width, new.width}
     if old.width != new.width:
         lo = 0
     # Names >= the old count did not exist, so nothing of them is cached
     # (no negative caching while watching).
     hi = old.num_records
-    fixed = ["/", f"/{SUMMARY_NAME}", f"/{SHARDS_NAME}"]
-    shard_records = []
-    new_dirs = {(name, key) for name, key in zip(new.shard_names, nk)}
-    old_dirs = {(name, key) for name, key in zip(old.shard_names, ok)}
-    for k, (name, key) in enumerate(zip(old.shard_names, ok)):
-        if (name, key) not in new_dirs:
-            base = old.shard_path(k)
-            fixed.append(base)
-            info = old.shards[k]
-            shard_records.append((base, info.start, info.start + info.num_records, old._local_width[k]))
-    for k, (name, key) in enumerate(zip(new.shard_names, nk)):
-        if (name, key) not in old_dirs:
-            fixed.append(new.shard_path(k))
-    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), tuple(shard_records),
-                      old_summary_ino=old.summary_ino, old_width=old.width)
+    fixed = ["/", f"/{SUMMARY_NAME}", f"/{SHARDS_NAME}"] + [f"/{tree.name}" for tree in old.subtrees]
+    new_dirs = set(zip(new.shard_names, nk))
+    old_dirs = set(zip(old.shard_names, ok))
+    fixed += [old.shard_path(k) for k, d in enumerate(zip(old.shard_names, ok)) if d not in new_dirs]
+    fixed += [new.shard_path(k) for k, d in enumerate(zip(new.shard_names, nk)) if d not in old_dirs]
+    return ViewChange(tuple(fixed), (lo, max(hi, lo), tuple(sorted(widths))), old_summary_ino=old.summary_ino,
+                      old_width=old.width)

@@ -3,32 +3,14 @@
 
 A watchdog observer (inotify on Linux) watches the directories the sources
 name: a directory source itself, the parent of a file, the directory part of
-a glob pattern before its first wildcard (recursively when a wildcard is in a
-directory component). Events are debounced (a writer produces many); then
-:meth:`FsView.refresh` re-expands the sources and installs a new snapshot.
-Object stores send no change notifications: when a source is a URL the
-sources are listed afresh every ``poll_interval`` seconds instead.
-
-- A half-written shard is not shown: the dataset's refresh leaves out a file
-  that is not yet a valid ArrayRecord file (Google's writer writes the footer
-  and postscript last; arrayfs's writer writes under a hidden name and
-  renames), and the watcher retries every ``retry`` seconds while such a
-  file is pending, so it appears once complete.
-- Kernel caches: with libfuse 3 every directory entry whose meaning
-  changed (record names that now name another record or nothing, shard
-  directories that vanished or appeared, the summary) is invalidated with
-  ``fuse_lowlevel_notify_inval_entry``, record names first and the summary
-  last, then the directories' attributes with
-  ``fuse_lowlevel_notify_inval_inode``; the contents of an inode never
-  change, so no page cache needs dropping and the mount keeps its long
-  cache timeouts. With libfuse 2, which cannot invalidate, the daemon
-  mounts with 1-second entry/attribute timeouts and no page cache across
-  opens while watching (see :func:`arrayfs.fs.daemon.fuse_kwargs`):
-  changes then show within about a second.
-- Readers are not disturbed more than they must be: a file open before a
-  refresh keeps reading its record while that record's shard is in the
-  current or the previous snapshot (then ``ESTALE``), and a listing in
-  progress finishes on its snapshot.
+a glob pattern before its first wildcard (recursively when a wildcard is in
+a directory component). Events are debounced (a writer makes many), then the
+view is refreshed (:meth:`arrayfs.fs.core.Core.refresh`: the kernel's
+caches and the worker processes follow). Object stores send no change
+notifications: URL sources are listed afresh every ``poll_interval``
+seconds instead. A half-written shard is not shown (the dataset's refresh
+leaves out a file that is not yet valid ArrayRecord); it is retried every
+``retry`` seconds, so it appears once complete.
 """
 
 from __future__ import annotations
@@ -88,10 +70,13 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
 
 
 class Watcher:
-    """Refreshes a :class:`FsView` when files change under its sources.
+    """Refreshes a view when files change under its sources.
 
     Args:
         view: the view (its dataset's ``paths`` say what to watch).
+        refresh: what refreshes it (:meth:`arrayfs.fs.core.Core.refresh`;
+            default: ``view.refresh``); returns a :class:`ViewChange` or
+            ``None``.
         debounce: quiet time (seconds) after the last event before
             refreshing; at most ``4 * debounce`` after the first event.
         retry: seconds between refresh attempts while a shard is pending
@@ -99,32 +84,30 @@ class Watcher:
         poll_interval: seconds between refreshes when a source is a URL
             (``s3://``, ``gs://``, ...), whatever the local events.
 
-    Attributes:
-        operations: set by :func:`arrayfs.fs.daemon.run`; its
-            ``invalidate(change)`` drops the kernel's caches of what a
-            refresh changed.
-        refreshes: number of refreshes that changed the view.
-
-    ``start()``/``stop()`` are idempotent; :meth:`refresh_now` may be called
-    directly (tests).
+    The refreshing thread calls :meth:`step` in a loop (the coordinator's
+    main thread), or :meth:`start` with ``thread=True`` runs that loop in a
+    thread of its own. ``refreshes``: refreshes that changed the view.
     """
 
-    def __init__(self, view: FsView, *, debounce: float = 0.2, retry: float = 1.0, poll_interval: float = 60.0):
+    def __init__(self, view: FsView, refresh=None, *, debounce: float = 0.2, retry: float = 1.0,
+                 poll_interval: float = 60.0):
         self.view = view
+        self.refresh = refresh or view.refresh
         self.debounce = debounce
         self.retry = retry
         self.poll = poll_interval if has_remote(view.ds.paths) else None
-        self.operations = None
         self.refreshes = 0
         self._event = threading.Event()
         self._stop = threading.Event()
         self._observer = None
         self._thread = None
         self._pending: tuple = ()
+        self._last = time.monotonic()
 
-    def start(self) -> None:
-        """Start the observer and the refresh thread (daemon threads)."""
-        if self._thread is not None:
+    def start(self, thread: bool = False) -> None:
+        """Start the observer (and with ``thread``, a thread calling
+        :meth:`step`); idempotent."""
+        if self._observer is not None:
             return
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
@@ -145,11 +128,12 @@ class Watcher:
                 log.warning("cannot watch %s: %s", d, e)
         self._observer.daemon = True
         self._observer.start()
-        self._thread = threading.Thread(target=self._loop, name="arrayfs-watch", daemon=True)
-        self._thread.start()
+        if thread:
+            self._thread = threading.Thread(target=self._loop, name="arrayfs-watch", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching (waits for a refresh in progress)."""
+        """Stop watching (waits for a refresh in progress in its thread)."""
         self._stop.set()
         self._event.set()
         if self._observer is not None:
@@ -163,46 +147,46 @@ class Watcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            waits = [t for t in (self.retry if self._pending else None, self.poll) if t is not None]
-            fired = self._event.wait(min(waits) if waits else None)
-            if self._stop.is_set():
-                return
-            if fired:
-                # Debounce: wait until events stop for `debounce` seconds.
-                first = time.monotonic()
+            self.step(1.0)
+
+    def step(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a change, and refresh once one
+        is due (events debounced; pending shards retried; URLs polled). A
+        refresh that fails is logged and tried again on the next change."""
+        waits = [t for t in (self.retry if self._pending else None, self.poll) if t is not None]
+        due = self._last + min(waits) if waits else None
+        fired = self._event.wait(timeout if due is None else max(0.0, min(timeout, due - time.monotonic())))
+        if self._stop.is_set():
+            return
+        if fired:
+            # Debounce: wait until events stop for `debounce` seconds.
+            first = time.monotonic()
+            self._event.clear()
+            while time.monotonic() - first < 4 * self.debounce:
+                if not self._event.wait(self.debounce):
+                    break
                 self._event.clear()
-                while time.monotonic() - first < 4 * self.debounce:
-                    if not self._event.wait(self.debounce):
-                        break
-                    self._event.clear()
-            try:
-                self.refresh_now()
-            except Exception:  # a refresh failing must not end the watching
-                log.exception("refresh failed; will retry on the next change")
+        elif due is None or time.monotonic() < due:
+            return
+        try:
+            self.refresh_now()
+        except Exception:  # a refresh failing must not end the watching
+            log.exception("refresh failed; will retry on the next change")
 
     def refresh_now(self) -> ViewChange | None:
-        """Refresh the view once and invalidate what changed; returns the
-        :class:`ViewChange` or ``None``."""
-        ops = self.operations
-        change = self.view.refresh(prepare=getattr(ops, "prepare_refresh", None))
+        """Refresh once; returns the :class:`ViewChange` or ``None``."""
+        self._last = time.monotonic()
+        change = self.refresh()
         if change is None:
             self._pending = ()
             return None
-        new_pending = tuple(p for p, _ in change.pending)
         for path, reason in change.pending:
             if path not in self._pending:
                 log.info("waiting for %s to be complete (%s)", path, reason)
-        self._pending = new_pending
-        if not (change.added or change.removed or change.fixed):
-            return change
-        self.refreshes += 1
-        snap = self.view.snapshot
-        log.info(
-            "refreshed: %d shards, %d records (added %s, removed %s)",
-            len(snap.shards), snap.num_records, list(change.added), list(change.removed),
-        )
-        if ops is not None:
-            t = time.monotonic()
-            n = ops.invalidate(change)
-            log.debug("invalidated %d cached paths in %.3f s", n, time.monotonic() - t)
+        self._pending = tuple(p for p, _ in change.pending)
+        if change.added or change.removed or change.fixed:
+            self.refreshes += 1
+            snap = self.view.snapshot
+            log.info("refreshed: %d shards, %d records (added %s, removed %s)", len(snap.shards), snap.num_records,
+                     list(change.added), list(change.removed))
         return change

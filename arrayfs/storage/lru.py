@@ -2,7 +2,7 @@
 
 The one LRU of arrayfs: remote blocks (:mod:`.remote`), decoded chunks
 (:mod:`arrayfs.cache`) and the mount's decoded big records
-(:mod:`arrayfs.fs.contents`) are kept in it.
+(:mod:`arrayfs.fs.records`) are kept in it.
 """
 
 from __future__ import annotations

@@ -358,6 +358,16 @@ class DatasetSnapshot:
         indices gives ``list[bytes]`` (as :meth:`__getitems__`), as do
         slices. Raises ``IndexError`` outside ``[0, len)``,
         :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
+        if type(index) is int and not self._core.closed:
+            # The common case in the fewest steps: an in-range int.
+            firsts = self._firsts
+            if 0 <= index < firsts[-1]:
+                k = bisect.bisect_right(firsts, index) - 1
+                shard = self._shards[k]
+                f = shard._file or shard.file
+                idx = f._index
+                if idx is not None and idx.group_size == 1:
+                    return f.read_record(index - firsts[k] + shard.start)
         if isinstance(index, (list, tuple, np.ndarray, slice)):
             if isinstance(index, slice):
                 index = range(*index.indices(len(self)))

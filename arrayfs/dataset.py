@@ -55,8 +55,7 @@ _ITER_BLOCK = 1024
 # are copied out and gathered with the other shards' (locating frames with
 # numpy costs a fixed ~0.1-0.2 ms a call, a copy ~1 us a record).
 _FRAMES_MIN = 128
-# Object stores: read-ahead depth when iterating, and shards opened at once.
-_REMOTE_AHEAD = 16
+# Object stores: shards opened at once.
 _REMOTE_OPENERS = 16
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -544,8 +543,9 @@ class DatasetSnapshot:
 
     def __iter__(self):
         """All records in global order, reading the next blocks of records
-        on the thread pool while the current one is consumed (deeper for
-        object stores, where a block is a request)."""
+        on the thread pool while the current one is consumed (object
+        stores: the bytes of the blocks ahead fetched within the read-ahead
+        budget, see :mod:`arrayfs.storage.readahead`)."""
         self._check_open()
         blocks = []
         remote = False
@@ -567,14 +567,16 @@ class DatasetSnapshot:
             return shard.file.read_records(idx, decode=lambda k: self._chunk(shard, k))
 
         core = self._core
-        if (core.max_workers <= 1 and not remote) or len(blocks) == 1:
+        if core.max_workers <= 1 or len(blocks) == 1:
             for b in blocks:
                 yield from read(b)
             return
-        pool = core.get_pool() if not remote else _remote_pool()
-        ahead = _REMOTE_AHEAD if remote else core.max_workers
-        pending = [pool.submit(read, b) for b in blocks[:ahead]]
-        nxt = ahead
+        # Object stores too: the bytes come from the read-ahead above, the
+        # pool only decodes.
+        pool = core.get_pool()
+        depth = core.max_workers
+        pending = [pool.submit(read, b) for b in blocks[:depth]]
+        nxt = depth
         try:
             while pending:
                 done = pending.pop(0)

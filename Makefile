@@ -6,14 +6,18 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: install system-deps demo test bench lint docs clean fuzz fuzz-seeds soak tfds-fixture
 
-# FUSE for the mount: installed with apt when missing (as root, or via sudo).
+# FUSE for the mount, and file(1), which the tests of the mount's .decoded/
+# files run: installed with apt when missing (as root, or via sudo).
 system-deps:
-	@if command -v fusermount3 >/dev/null || command -v fusermount >/dev/null; then :; \
+	@missing=""; \
+	command -v fusermount3 >/dev/null || command -v fusermount >/dev/null || missing=" fuse3 libfuse2"; \
+	command -v file >/dev/null || missing="$$missing file"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing fuse3 and libfuse2 with apt-get"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq fuse3 libfuse2 >/dev/null; \
-	else echo "warning: no fusermount and no apt-get: install FUSE (fuse3) yourself to use 'arrayfs mount'"; fi
+	  echo "installing$$missing with apt-get"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	else echo "warning: no apt-get: install$$missing yourself (FUSE for 'arrayfs mount', file for its tests)"; fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

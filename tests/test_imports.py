@@ -12,7 +12,7 @@ import arrayfs
 ROOT = Path(arrayfs.__file__).parent
 
 # arrayfs.fs, bottom to top (its package docstring lists the same order).
-FS_ORDER = ["options", "view", "records", "core", "watch", "lowlevel", "workers", "fuse3", "fuse2", "mount", "cli"]
+FS_ORDER = ["options", "view", "decoded", "records", "core", "watch", "lowlevel", "workers", "fuse3", "fuse2", "mount", "cli"]
 
 
 def _module_name(path: Path) -> str:

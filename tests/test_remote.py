@@ -214,7 +214,7 @@ def test_injected_503s_are_retried(s3, proxy, backend):
 def test_refusing_store_fails_naming_the_url_in_bounded_time(s3, proxy, backend):
     name = s3.make_bucket(f"arrayfs-rf-{uuid.uuid4().hex[:8]}")
     records = noise(3000, 200, 2)
-    pattern = _upload_g1(s3, name, "data/f-0.array_record", records).replace("/f-0", "/f-*")
+    pattern = _upload_g1(s3, name, "data/f-0.array_record", records).replace("/data/f-0", "/data/f-*")
     # Few retries on every level, so that the bound is short here; the
     # same path with the default policy gives up after its deadline.
     opts = {"endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}

@@ -1,4 +1,5 @@
-"""``arrayfs info``: shards, counts, chunks, group size, writer options, sizes, file metadata."""
+"""``arrayfs info``: shards, counts, chunks, group size, writer options,
+sizes, file metadata, the record format and a TFDS dataset's features."""
 
 from __future__ import annotations
 
@@ -17,11 +18,22 @@ and the Riegeli file metadata chunk (record type name) when there is one.
 record_bytes, and "shards": a list of {path, num_records, first_index,
 start, file_records, num_chunks, chunks_used, group_size (null when chunks
 differ), writer_options, compression, file_bytes, record_bytes, mtime_ns,
-metadata (null, or {present, decoded, fields|error}; bytes in base64)}.
+metadata (null, or {present, decoded, fields|error}; bytes in base64)}],
+"format": {format (tfds, example, msgpack, json or raw; null when the first
+records cannot be read), sniffed (what the first 8 records look like),
+description, note|error}, and "tfds" (null, or for a TFDS dataset:
+{directory, name, version, splits: {name: records}, features: [{feature,
+class, dtype, shape, encoding, num_classes, sequence}]}).
+
+The format is sniffed from the first 8 records (as cat --decode auto and
+mount --decode auto do); Examples with a TFDS features.json beside the first
+shard (a dataset version directory given as SRC, or its shards) are "tfds",
+and their features are listed.
 
 examples:
   arrayfs info 'data/train-*.array_record'
   arrayfs info data/ --json | python -c 'import json,sys; print(json.load(sys.stdin)["num_records"])'
+  arrayfs info ~/tensorflow_datasets/mnist/3.0.1          # format and features of a TFDS dataset
 """
 
 def _metadata_summary(f) -> dict | None:
@@ -57,12 +69,39 @@ def _jsonable(o):
         return o.tolist()
     return repr(o)
 
+def _format_info(ds, storage_options) -> tuple[dict, dict | None]:
+    """``(format, tfds)`` of ``info --json`` (see ``info --help``)."""
+    from ..display import FORMAT_NAMES, choose_display
+
+    try:
+        display = choose_display("auto", ds, storage_options=storage_options)
+    except (ArrayRecordError, OSError, ValueError, ImportError) as e:  # info still describes the shards
+        return {"format": None, "sniffed": None, "description": None, "error": str(e)}, None
+    fmt = {"format": display.format, "sniffed": display.sniffed, "description": FORMAT_NAMES[display.format]}
+    if display.note:
+        fmt["note"] = display.note
+    if display.features is None:
+        return fmt, None
+    tfds = {"directory": display.directory, "name": None, "version": None, "splits": None,
+            "features": display.features.summary()}
+    from ..tfds import DatasetDir
+
+    try:
+        info = DatasetDir(display.directory, storage_options)
+    except (OSError, ValueError):  # features.json without a dataset_info.json (or not array_record)
+        return fmt, tfds
+    tfds.update(name=info.name, version=info.info.get("version"),
+                splits={name: s.num_examples for name, s in info.splits.items()})
+    return fmt, tfds
+
+
 def collect_info(srcs, storage_options=None) -> dict:
     """The summary ``arrayfs info --json`` prints (see ``info --help``)."""
     from ..options import parse_writer_options
 
     shards = []
     with open_dataset(srcs, storage_options) as ds:
+        fmt, tfds = _format_info(ds, storage_options)
         snap = ds.snapshot()
         for k, sh in enumerate(snap.shards):
             f = snap.file(k)
@@ -100,6 +139,8 @@ def collect_info(srcs, storage_options=None) -> dict:
         "file_bytes": sum(s["file_bytes"] for s in shards),
         "record_bytes": sum(s["record_bytes"] for s in shards),
         "shards": shards,
+        "format": fmt,
+        "tfds": tfds,
     }
 
 def _metadata_text(md) -> str:
@@ -118,6 +159,37 @@ def _metadata_text(md) -> str:
         parts.append(f"riegeli options {fields['record_writer_options']}")
     return "; ".join(parts)
 
+def _format_lines(fmt: dict, tfds: dict | None) -> list:
+    if fmt["format"] is None:
+        return [f"record format  unknown (the first records cannot be read: {fmt['error']})"]
+    how = "" if fmt["sniffed"] == fmt["format"] else f", records sniffed as {fmt['sniffed']}"
+    lines = [f"record format  {fmt['format']}: {fmt['description']}{how}"]
+    if fmt.get("note"):
+        lines.append(f"               ({fmt['note']})")
+    if tfds is None:
+        return lines
+    if tfds["name"]:
+        splits = ", ".join(f"{name} {n:,}" for name, n in tfds["splits"].items())
+        lines.append(f"TFDS dataset   {tfds['name']} {tfds['version'] or ''} in {tfds['directory']}: splits {splits}")
+    else:
+        lines.append(f"TFDS features  {tfds['directory']}/features.json")
+    rows = [("feature", "class", "dtype", "shape", "")]
+    for f in tfds["features"]:
+        shape = "(" + ", ".join("?" if d is None else str(d) for d in f["shape"]) + (",)" if len(f["shape"]) == 1 else ")")
+        extra = []
+        if f.get("encoding") not in (None, "none"):
+            extra.append(f"encoding {f['encoding']}")
+        if "num_classes" in f:
+            extra.append(f"{f['num_classes']} classes")
+        if f.get("sequence"):
+            extra.append("in Sequence" + "".join(f"[{'?' if n is None else n}]" for n in f["sequence"]))
+        rows.append((f["feature"], f["class"], f["dtype"], shape, ", ".join(extra)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines.append(f"features       {len(rows) - 1}")
+    lines += [("  " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4]).rstrip() for r in rows]
+    return lines
+
+
 def _cmd_info(args) -> int:
     info = collect_info(args.src, storage_options(args))
     if args.json:
@@ -128,6 +200,7 @@ def _cmd_info(args) -> int:
         f"{info['num_shards']} shard{'s' if info['num_shards'] != 1 else ''}, "
         f"{info['num_records']:,} records, {info['num_chunks']:,} chunks, "
         f"{human(info['file_bytes'])} on disk, {human(info['record_bytes'])} of records",
+        *_format_lines(info["format"], info["tfds"]),
     ]
     for k, s in enumerate(info["shards"]):
         used = ""
@@ -152,7 +225,7 @@ def register(sub, kit) -> None:
     p = sub.add_parser(
         "info", help="summary of shards, records, chunks, options, sizes", formatter_class=formatter,
         description="Summarize a dataset: shards, record counts, chunks, group size, writer options, sizes, "
-                    "file metadata.",
+                    "file metadata, the record format (sniffed) and a TFDS dataset's features.",
         epilog=_INFO_EPILOG,
     )
     p.add_argument("src", nargs="+", metavar="SRC", help="shard file, quoted glob, directory or 'path[a:b]'")

@@ -64,18 +64,27 @@ def _msgpack_value(value: Any) -> np.ndarray:
     return _to_array(value)
 
 
+def unpack_msgpack(record: bytes):
+    """``msgpack.unpackb`` of a record (text as ``str``, any map key).
+
+    Raises:
+        RecordDecodeError: not one msgpack value.
+    """
+    import msgpack
+
+    try:
+        return msgpack.unpackb(record, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types, some with no message
+        raise RecordDecodeError("msgpack", str(exc) or type(exc).__name__) from exc
+
+
 def decode_msgpack(record: bytes) -> dict:
     """Decode a msgpack map of arrays (see the module table).
 
     Raises:
         RecordDecodeError: not msgpack, or a value that is not an array.
     """
-    import msgpack
-
-    try:
-        obj = msgpack.unpackb(record, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise RecordDecodeError("msgpack", str(exc)) from exc
+    obj = unpack_msgpack(record)
     if isinstance(obj, Mapping):
         arr = _ndarray_from_map(obj)
         if arr is not None:

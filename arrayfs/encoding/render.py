@@ -148,9 +148,7 @@ def msgpack_values(record: bytes):
     Raises:
         RecordDecodeError: not msgpack, or a malformed array map.
     """
-    import msgpack
-
-    from .basic import _ndarray_from_map
+    from .basic import _ndarray_from_map, unpack_msgpack
 
     def convert(obj):
         if isinstance(obj, Mapping):
@@ -160,11 +158,7 @@ def msgpack_values(record: bytes):
             return [convert(v) for v in obj]
         return obj
 
-    try:
-        obj = msgpack.unpackb(record, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise RecordDecodeError("msgpack", str(exc)) from exc
-    return convert(obj)
+    return convert(unpack_msgpack(record))
 
 
 def _json_json(record: bytes):

@@ -2,7 +2,7 @@
 
 Modules, bottom to top, each importing only those before it: ``options``
 (:class:`MountOptions`), ``view`` (names, inodes, contents of one dataset
-snapshot), ``records`` (contents, big records decoded once), ``core`` (every
+snapshot), ``decoded`` (the ``.decoded/`` subtree of ``--decode``), ``records`` (contents, big records decoded once), ``core`` (every
 decision), ``watch`` (refresh), ``lowlevel`` (libfuse's C layout),
 ``workers`` (worker processes), ``fuse3`` and ``fuse2`` (the bindings),
 ``mount`` (``mount()``/``unmount()``), ``cli`` (the commands); see

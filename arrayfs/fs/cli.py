@@ -18,10 +18,13 @@ examples:
   arrayfs mount -f data/ mnt                        # foreground; Ctrl-C unmounts
   arrayfs mount 'a.array_record[0:1000]' b.array_record mnt -o workers=4
   arrayfs mount 's3://bucket/train-*.array_record' mnt --storage-option anon=true
+  arrayfs mount ~/tensorflow_datasets/mnist/3.0.1 mnt --decode auto
+  ls mnt/.decoded/00042/; file mnt/.decoded/00042/image.png; cat mnt/.decoded/00042.json
   arrayfs unmount mnt
 
 layout: mnt/<global index, zero-padded>  mnt/.shards/<shard file>/<index in file>
         mnt/.arrayfs.json (shards, record counts, first index, writer options, total bytes)
+        with --decode: mnt/.decoded/<name>/<feature files>  mnt/.decoded/<name>.json
 """
 
 UNMOUNT_EXAMPLE = """\
@@ -40,7 +43,8 @@ def register(sub, kit) -> None:
         try:
             mount(args.sources, args.mountpoint, foreground=args.foreground, fuse_options=args.options,
                   allow_other=args.allow_other, watch=args.watch, verify=args.verify, log_file=args.log_file,
-                  storage_options=kit.storage_options(args), poll_interval=args.poll_interval)
+                  storage_options=kit.storage_options(args), poll_interval=args.poll_interval,
+                  decode=args.decode)
         except MountError as e:
             raise kit.Error(str(e)) from None
         return 0
@@ -83,6 +87,10 @@ def register(sub, kit) -> None:
     kit.add_storage_option(p)
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip chunk data hash checks (faster; corruption may go unnoticed)")
+    p.add_argument("--decode", choices=("auto", "example", "tfds", "msgpack", "json", "raw"), metavar="FORMAT",
+                   help="add MOUNTPOINT/.decoded/: each record's features as files (<name>/image.png, "
+                   "<name>/label, ...) and as JSON (<name>.json); FORMAT: auto (sniffed; a TFDS dataset by its "
+                   "features.json), example, tfds, msgpack, json or raw")
     p.add_argument("--log-file", metavar="FILE",
                    help="background mode: append the daemon's log (errors, EIO details) to FILE")
     p.set_defaults(func=cmd_mount)

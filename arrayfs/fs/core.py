@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ArrayRecordError
 from .options import MountOptions
 from .records import Records, oserror
-from .view import RECORD, ROOT, ROOT_INO, SHARD_DIR, SUMMARY, SUMMARY_NAME, Attr, FsView, Node, ViewSnapshot
+from .view import RECORD, ROOT, ROOT_INO, SHARD_DIR, SUBTREE, SUMMARY, SUMMARY_NAME, Attr, FsView, Node, ViewSnapshot
 
 __all__ = ["Core", "SeenNames"]
 
@@ -155,7 +155,16 @@ class Core:
         """``(snapshot, node)`` of ``path`` in the snapshot of handle ``fh``
         (else the current one). Raises ``ENOENT``, ``ESTALE``."""
         snap = self.snapshot(fh) if fh else self.view.snapshot
-        return snap, snap.resolve(path)
+        try:
+            return snap, snap.resolve(path)
+        except (ArrayRecordError, ValueError) as e:  # a subtree that decodes to look names up
+            node = Node(ROOT)
+            for name in path[1:].split("/"):  # the deepest directory found names the record
+                try:
+                    node = snap.lookup(node, name)
+                except (ArrayRecordError, OSError, ValueError):
+                    break
+            raise self._eio("looking up", f"{path} in {snap.describe(node)}", e) from None
 
     def snapshot(self, fh: int) -> ViewSnapshot:
         """The snapshot a handle was opened in; ``ESTALE`` once it is
@@ -181,6 +190,8 @@ class Core:
             return None
         except NotADirectoryError:
             raise oserror(errno.ENOTDIR) from None
+        except (ArrayRecordError, OSError, ValueError) as e:  # a subtree that decodes to look names up
+            raise self._eio("looking up", f"{name!r} in {snap.describe(pnode)}", e) from None
         kind = node.kind
         if kind == RECORD and self.seen is not None and pnode.kind == ROOT:
             i = node.index
@@ -201,6 +212,20 @@ class Core:
             log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
             raise oserror(errno.EIO) from None
 
+    @staticmethod
+    def _eio(doing: str, what, e: Exception) -> OSError:
+        log.error("EIO %s %s: %s", doing, what, e)
+        return oserror(errno.EIO)
+
+    def _is_dir(self, snap: ViewSnapshot, node: Node) -> bool:
+        kind = node.kind
+        if kind == SUBTREE:
+            try:
+                return snap.subtrees[node.shard].is_dir(node)
+            except (ArrayRecordError, OSError, ValueError) as e:
+                raise self._eio("opening", snap.describe(node), e) from None
+        return kind != RECORD and kind != SUMMARY
+
     def statfs(self) -> dict:
         return self.view.snapshot.statfs()
 
@@ -209,7 +234,7 @@ class Core:
     def open(self, snap: ViewSnapshot, node: Node, flags: int) -> int:
         """Check an ``open`` and return its handle. Raises ``EISDIR``,
         ``EROFS``, or ``ENOSYS`` when the kernel may open files by itself."""
-        if node.kind != RECORD and node.kind != SUMMARY:
+        if self._is_dir(snap, node):
             raise oserror(errno.EISDIR)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_TRUNC | os.O_APPEND):
             raise oserror(errno.EROFS)
@@ -229,7 +254,7 @@ class Core:
     # -- directories -------------------------------------------------------------
 
     def opendir(self, snap: ViewSnapshot, node: Node) -> int:
-        if node.kind == RECORD or node.kind == SUMMARY:
+        if not self._is_dir(snap, node):
             raise oserror(errno.ENOTDIR)
         return snap.generation + 1
 
@@ -240,14 +265,19 @@ class Core:
         the limit, from the current snapshot only: an older one's entries
         would enter the kernel's cache after a refresh invalidated them)."""
         attrs = plus and snap is self.view.snapshot and self._entries(snap, node) <= self.opts.readdirplus
+        if attrs and node.kind == SUBTREE:
+            attrs = snap.subtrees[node.shard].listing_attrs(node)
         if attrs and node.kind == ROOT and self.seen is not None:
             # The records this reply may hold; more is harmless.
             lo = max(offset - 4, 0)
             self.seen.padded[lo: min(lo + size // _MIN_DIRENTPLUS + 1, self.seen.n)] = 1
         return snap.readdir_batches(node, offset, sizes=attrs), attrs
 
-    def listing_error(self, e: Exception) -> OSError:
-        log.error("EIO listing a directory: %s", e)
+    def listing_error(self, e: Exception, snap: ViewSnapshot | None = None, node: Node | None = None) -> OSError:
+        """``EIO`` for a listing that failed, logged (naming what the
+        directory shows, when ``snap`` and ``node`` are given)."""
+        where = f" {snap.describe(node)}" if snap is not None and node is not None and node.kind == SUBTREE else ""
+        log.error("EIO listing a directory%s: %s", where, e)
         return oserror(errno.EIO)
 
     @staticmethod

@@ -102,8 +102,8 @@ class Fuse2(load_mfusepy().Operations):
                 for name, ino in zip(b.name_list(), b.inos):
                     yield name, {"st_mode": mode, "st_ino": ino}, off
                     off += 1
-        except ArrayRecordError as e:
-            raise core.listing_error(e) from None
+        except (ArrayRecordError, ValueError) as e:
+            raise core.listing_error(e, snap, node) from None
 
     def releasedir(self, path, fh):
         return 0

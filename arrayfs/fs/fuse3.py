@@ -129,8 +129,8 @@ class Fuse3(lowlevel.Handler):
         try:
             batches, attrs = core.listing(snap, node, off, size, plus)
             pos = self._fill(req, batches, buf, size, plus, attrs, e, st)
-        except (ArrayRecordError, OSError) as err:
-            raise core.listing_error(err) from None
+        except (ArrayRecordError, OSError, ValueError) as err:
+            raise core.listing_error(err, snap, node) from None
         lowlevel.reply_buf(req, ctypes.addressof(buf), pos)
 
     def _fill(self, req, batches, buf, size, plus, attrs, e, st) -> int:

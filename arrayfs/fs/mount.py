@@ -139,6 +139,7 @@ def mount(
     ready_timeout: float = 60.0,
     storage_options: dict | None = None,
     poll_interval: float = 60.0,
+    decode: str | None = None,
 ):
     """Mount ArrayRecord shards as a read-only directory of records.
 
@@ -169,6 +170,12 @@ def mount(
             ``endpoint_url``, ...); default: the backend's environment.
         poll_interval: seconds between listings of remote sources while
             watching (object stores send no change notifications).
+        decode: add ``MOUNTPOINT/.decoded/``, each record's features as
+            files and its JSON (see :mod:`arrayfs.fs.decoded`), shown as
+            ``"auto"`` (sniffed from the first records; a TFDS dataset by its
+            ``features.json``), ``"example"``, ``"tfds"``, ``"msgpack"``,
+            ``"json"`` or ``"raw"`` (:func:`arrayfs.display.choose_display`);
+            ``None``: no ``.decoded/``.
 
     Returns:
         In background mode the daemon's process id (``int``) once the mount
@@ -198,7 +205,8 @@ def mount(
 
     fork_safe()  # the daemon and its workers fork from here: obstore runs in the workers alone
     ds = _open_dataset(sources, verify, storage_options)
-    serve = dict(options=options, helper=helper, poll_interval=poll_interval)
+    display = _display(decode, ds, storage_options) if decode is not None else None
+    serve = dict(options=options, helper=helper, poll_interval=poll_interval, display=display)
     if foreground:
         _setup_logging(None)
         ready = []
@@ -221,6 +229,20 @@ def mount(
         return _daemonize(ds, mountpoint, log_file=log_file, ready_timeout=ready_timeout, reopen=reopen, **serve)
     finally:
         fork_safe(False)
+
+
+def _display(decode, ds, storage_options):
+    """The :class:`arrayfs.display.RecordDisplay` of ``.decoded/``, chosen
+    before the daemon starts (so that a wrong setting is a clean error);
+    closes ``ds`` and raises :class:`MountError` when there is none."""
+    from ..display import choose_display
+    from ..errors import ArrayRecordError
+
+    try:
+        return choose_display(decode, ds, storage_options=storage_options)
+    except (ValueError, ImportError, OSError, ArrayRecordError) as e:
+        ds.close()
+        raise MountError(f"--decode {decode}: {e}" if not str(e).startswith("--decode") else str(e)) from None
 
 
 def _setup_logging(stream) -> None:
@@ -277,8 +299,9 @@ def _start_reaper(mountpoint: str, helper: str, shared: str | None):
         return None
 
 
-def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0, on_ready=None) -> int:
-    """Serve ``ds`` at ``mountpoint`` until unmounted; close ``ds`` after."""
+def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0, on_ready=None, display=None) -> int:
+    """Serve ``ds`` at ``mountpoint`` until unmounted; close ``ds`` after.
+    ``display``: the records' ``.decoded/`` view, or ``None``."""
     import warnings
 
     from .core import Core
@@ -294,7 +317,12 @@ def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0,
     # watcher logs them once instead.
     warnings.filterwarnings("ignore", message="arrayfs: leaving out")
     try:
-        core = Core(FsView(ds), options, records=records)
+        subtrees = ()
+        if display is not None:
+            from .decoded import decoded_subtree
+
+            subtrees = (decoded_subtree(display),)
+        core = Core(FsView(ds, subtrees=subtrees), options, records=records)
         watcher = None
         if options.watch:
             from .watch import Watcher

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import itertools
 import json
 import os
 import stat
@@ -266,6 +267,22 @@ class Subtree:
     def node_of_ino(self, ino: int) -> "Node | None":
         raise NotImplementedError
 
+    def is_dir(self, node: "Node") -> bool:
+        """Whether ``node`` is a directory (the core checks ``open`` and
+        ``opendir`` with it)."""
+        return stat.S_ISDIR(self.attr(node).mode)
+
+    def listing_attrs(self, node: "Node") -> bool:
+        """Whether a listing of directory ``node`` may carry its entries'
+        attributes (READDIRPLUS); ``False`` where exact sizes would cost
+        too much per entry: the kernel then looks each entry up when it
+        needs its attributes."""
+        return True
+
+    def describe(self, node: "Node") -> str:
+        """What ``node`` is, for log lines (which record, which shard)."""
+        return self.name
+
 
 class ViewSnapshot:
     """An immutable filesystem view of one dataset snapshot.
@@ -421,6 +438,12 @@ class ViewSnapshot:
 
     # -- attributes ------------------------------------------------------------
 
+    def shard_serial(self, k: int) -> int:
+        """Shard ``k``'s serial number in its :class:`FsView`: the order in
+        which the view first saw it (the same in every snapshot holding it;
+        inode numbers derive from it)."""
+        return self._serials[k]
+
     def record_ino(self, k: int, local: int) -> int:
         return self._rec_base[k] | local
 
@@ -540,9 +563,10 @@ class ViewSnapshot:
         # ".." of the root is outside the mount; the kernel fills it in.
         fixed.append(("..", Node(SHARDS) if kind == SHARD_DIR else Node(ROOT)))
         if kind == SUBTREE:
-            for j, (name, a, nxt) in enumerate(self.subtrees[node.shard].readdir(node, max(pos, 2), sizes)):
-                if j == 0:
-                    yield from (self._fixed_batch(fixed, i, sizes) for i in range(pos, 2))
+            entries = self.subtrees[node.shard].readdir(node, max(pos, 2), sizes)
+            first = next(entries, None)  # a file, or an error, before any entry goes out
+            yield from (self._fixed_batch(fixed, i, sizes) for i in range(pos, 2))
+            for name, a, nxt in () if first is None else itertools.chain((first,), entries):
                 yield DirBatch([name], a, (a.ino,), (a.size,) if sizes else None, nxt)
             return
         if kind == ROOT:
@@ -629,7 +653,10 @@ class ViewSnapshot:
         self.data.file(node.shard).read_big_record(node.local, out)
 
     def describe(self, node: Node) -> str:
-        """Where a record lives, for log messages: shard, chunk, byte offset."""
+        """Where a record lives, for log messages: shard, chunk, byte offset
+        (a subtree's node: what the subtree says)."""
+        if node.kind == SUBTREE:
+            return self.subtrees[node.shard].describe(node)
         if node.kind != RECORD:
             return "?"
         try:

@@ -33,14 +33,17 @@ class TfdsFeatures:
 
     Args:
         spec: the root feature (:func:`~arrayfs.tfds.features.parse_features_json`).
+        directory: where its ``features.json`` is (``None``: not from a
+            file); kept as :attr:`directory`.
 
     Raises:
         UnsupportedFeatureError: a feature arrayfs does not decode, naming
             it and its class.
     """
 
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, directory: str | None = None):
         self.spec = spec
+        self.directory = directory
         self._decode, self._decode_batch, self.leaves = compile_features(spec)
         self._display = None
 
@@ -59,7 +62,7 @@ class TfdsFeatures:
             raise FileNotFoundError(f"{directory}: no features.json (not a TFDS dataset directory)")
         spec = parse_features_json(json.loads(text), labels_dir=directory,
                                    read_text=lambda p: read_text(p, storage_options))
-        return cls(spec)
+        return cls(spec, directory)
 
     def __call__(self, record) -> dict:
         """Decode one record (``bytes``) to a nested ``dict``.
@@ -116,10 +119,10 @@ class TfdsFeatures:
         return out
 
     def __getstate__(self):
-        return {"spec": self.spec}
+        return {"spec": self.spec, "directory": self.directory}
 
     def __setstate__(self, state):
-        self.__init__(state["spec"])
+        self.__init__(state["spec"], state.get("directory"))
 
     def __repr__(self):
         return f"TfdsFeatures({', '.join(leaf.path for leaf in self.leaves)})"

@@ -165,3 +165,22 @@ def test_interleaved_sequential_readers_each_keep_their_read_ahead(obj):
     assert src.requests < reads // 10, src.requests
     src.close()
     assert readahead.in_use() == 0
+
+
+def test_a_read_across_overlapping_pieces_takes_each_byte_once(obj):
+    """Two windows that overlap (two streams' read-ahead, a batch's and a
+    scan's): a read that starts in the first and ends in the second gets
+    each byte once, from where the first piece ends (it once got the
+    overlap twice: wrong bytes, caught only by the chunk hash)."""
+    url, data = obj
+    src = open_source(url)
+    first = src.prefetch([(0, 100_000)])
+    second = src.prefetch([(50_000, 200_000)])
+    before = src.requests
+    for a, b in [(90_000, 110_000), (99_999, 100_001), (40_000, 150_000), (100_000, 200_000), (0, 200_000)]:
+        assert src.read(a, b - a) == data[a:b], (a, b)
+    assert src.requests == before  # all from the two pieces
+    first.close()
+    second.close()
+    src.close()
+    assert readahead.in_use() == 0

@@ -300,13 +300,16 @@ def serve(pieces, a: int, b: int):
     global _spent_bytes
     go: list = []
     with _lock:
-        cover = []
+        # Pieces may overlap (two streams' windows, a batch's and a scan's):
+        # each serves the bytes from where the one before it ended.
+        cover, spans = [], []
         pos = a
         for p in sorted((p for p in pieces if p.state != _DEAD and p.a < b and p.b > a), key=lambda p: p.a):
             if p.a > pos:
                 return None
             if p.b > pos:
                 cover.append(p)
+                spans.append((pos, min(b, p.b)))
                 pos = p.b
             if pos >= b:
                 break
@@ -320,9 +323,9 @@ def serve(pieces, a: int, b: int):
     _launch(go)
     parts = []
     try:
-        for p, fut in zip(cover, futures):
+        for p, (lo, hi), fut in zip(cover, spans, futures):
             data = fut.result()
-            lo, hi = max(a, p.a) - p.a, min(b, p.b) - p.a
+            lo, hi = lo - p.a, hi - p.a
             parts.append(data if (lo, hi) == (0, len(data)) else memoryview(data)[lo:hi])
     except CancelledError:
         return None
@@ -332,9 +335,9 @@ def serve(pieces, a: int, b: int):
     go = []
     with _lock:
         spent = False
-        for p in cover:
+        for p, (lo, hi) in zip(cover, spans):
             if p.state == _STARTED:
-                p.need -= min(b, p.b) - max(a, p.a)
+                p.need -= hi - lo
                 if p.need <= 0:
                     p.state = _SPENT
                     _spent[p] = None

@@ -48,6 +48,13 @@ AUTO_WINDOW = 16 << 20
 _AUTO_FIRST = 256 << 10
 # Sequential streams of one file followed at once.
 _STREAMS = 8
+# Reads in a row, each starting where one before ended, before a stream's
+# first window is fetched (a random read lands right after another now and
+# then; twice in a row, seldom).
+_ARM = 2
+# How far from where a stream's last read ended a read may start and still
+# continue it, before its first window (bytes).
+_NEAR = 4 << 10
 # Prefetched ranges this small (a batch's records) are merged like a batch's
 # requests, into pieces of at most this many bytes.
 _MERGE_SMALL = 256 << 10
@@ -205,7 +212,7 @@ class RemoteFile(ByteSource):
         self._lock = threading.Lock()
         self._pieces: list = []  # read-ahead pieces of this file
         self._tail = None  # (offset, bytes) of the tail read at open
-        self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles] per stream
+        self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles, reads] per stream
         self.requests = 0  # GETs made, for tests and benchmarks
         if info is None:
             info = self._metadata()
@@ -440,36 +447,44 @@ class RemoteFile(ByteSource):
             self._tail = (lo, _as_bytes(datas[0]))
 
     def _sequential(self, lo: int, hi: int) -> None:
-        """Automatic read-ahead: once a read starts where one before ended,
-        fetch the bytes after it, in a window that doubles (up to
-        :data:`AUTO_WINDOW` bytes) each time reads come within half a
-        window of its end. Up to :data:`_STREAMS` such streams are followed
-        at once (threads reading parts of one file, several readers of a
-        mount); a read that continues none starts a new one."""
+        """Automatic read-ahead: once :data:`_ARM` reads in a row each start
+        where one before ended, fetch the bytes after them, in a window that
+        doubles (up to :data:`AUTO_WINDOW` bytes) each time reads come within
+        half a window of its end. Up to :data:`_STREAMS` such streams are
+        followed at once (threads reading parts of one file, several readers
+        of a mount); a read that continues none starts a new one. Random
+        reads seldom land after one another twice in a row, so they fetch
+        no window; a window starts after the bytes other windows of this
+        file already hold."""
         with self._lock:
             streams = self._auto  # least recently continued first
-            st = next((s for s in reversed(streams) if s[0] - GAP <= lo <= max(s[0], s[2]) + GAP), None)
+            st = next((s for s in reversed(streams) if self._continues(s, lo)), None)
             start, old = None, []
             if st is None:
-                streams.append([hi, 0, hi, []])
+                streams.append([hi, 0, hi, [], 1])
                 if len(streams) > _STREAMS:
                     old = streams.pop(0)[3]
             else:
                 if streams[-1] is not st:
                     streams.remove(st)
                     streams.append(st)
-                nxt, window, end, _ = st
+                nxt, window, end, _, reads = st
                 st[0] = max(nxt, hi)
+                st[4] = reads = reads + 1
                 if window == 0:
-                    window = max(_AUTO_FIRST, 2 * (hi - lo))
-                    start = hi
+                    if reads > _ARM:
+                        window = max(_AUTO_FIRST, 2 * (hi - lo))
+                        start = hi
                 elif end - hi < window // 2:
                     window = 2 * window
                     start = max(end, hi)
                 window = min(window, AUTO_WINDOW, readahead.budget())
                 st[1] = window
                 if start is not None and start < self.size:
-                    st[2] = stop = min(self.size, start + window)
+                    st[2] = min(self.size, start + window)
+                    start, stop = self._unheld(start, st[2])
+                    if start >= stop:
+                        start = None
                 else:
                     start = None
         for h in old:
@@ -480,6 +495,30 @@ class RemoteFile(ByteSource):
                 p.auto = True
             with self._lock:
                 st[3] = [h for h in st[3] if h.nbytes] + [handle]
+
+    @staticmethod
+    def _continues(stream, lo: int) -> bool:
+        """Whether a read from ``lo`` continues ``stream``: anywhere up to
+        the end of its window once one runs (readers a little ahead of one
+        another); before that, within :data:`_NEAR` bytes of where its last
+        read ended."""
+        nxt, window, end = stream[:3]
+        if window:
+            return nxt - GAP <= lo <= max(nxt, end) + GAP
+        return nxt - _NEAR <= lo <= nxt + _NEAR
+
+    def _unheld(self, start: int, stop: int) -> tuple:
+        """``(start, stop)`` narrowed to the bytes from ``start`` that no
+        live piece of this file holds (``_lock`` held): windows of two
+        streams that meet are not fetched twice."""
+        live = [p for p in self._pieces if p.state != readahead._DEAD]
+        moved = True
+        while moved and start < stop:
+            moved = False
+            for p in live:
+                if p.a <= start < p.b:
+                    start, moved = p.b, True
+        return start, min([stop] + [p.a for p in live if start < p.a < stop])
 
     def prefetch(self, ranges) -> readahead.Prefetch:
         """Start fetching ``ranges`` (``(start, end)`` byte pairs, in the

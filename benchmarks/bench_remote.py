@@ -177,6 +177,13 @@ class NginxStore:
             out[key] = out.get(key, 0) + 1
         return out
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, seconds) nginx and its workers used so far."""
+        import psutil
+
+        master = psutil.Process(self.proc.pid)
+        return sum(t.user + t.system for t in (p.cpu_times() for p in [master] + master.children()))
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -214,9 +221,9 @@ def store_rate(endpoint, keys, sizes, n=4000, in_flight=256) -> float:
     return asyncio.run(main())
 
 
-def store_bandwidth(endpoint, key, size, piece=8 << 20, bound=64) -> float:
+def store_bandwidth(endpoint, key, size, piece=8 << 20, bound=64, rounds=3) -> float:
     """MB/s at which the store serves one object whole, in ``piece``-byte
-    ranges, ``bound`` in flight (obstore; median of 3)."""
+    ranges, ``bound`` in flight (obstore; median of ``rounds``)."""
     import obstore
 
     st = _obstore(endpoint)
@@ -233,7 +240,7 @@ def store_bandwidth(endpoint, key, size, piece=8 << 20, bound=64) -> float:
         assert got == size
         return size / (time.perf_counter() - t0) / 1e6
 
-    return float(np.median([asyncio.run(main()) for _ in range(3)]))
+    return float(np.median([asyncio.run(main()) for _ in range(rounds)]))
 
 
 def floor_obstore(endpoint, reqs, bound) -> float:
@@ -583,6 +590,35 @@ def main(argv=None) -> int:
         rows.append(("  in-order iteration of it / the 2-core floor: 1 / (1/store + 1/local decoding) = "
                      f"{shared:,.0f} MB/s, {shared / local_mbps:.2f}x local", f"{big_bytes / t_big / 1e6 / shared:.2f}x",
                      "info", None))
+        # CPU of a scan, ours and the store's, per MB (steadier than wall time
+        # on a shared machine): remote = local decoding + the transfer, or
+        # more? And how fast 2 cores could go if both were busy all the time.
+        import psutil
+
+        me = psutil.Process()
+
+        def cpu_ms_per_mb(fn):
+            c0, s0 = sum(me.cpu_times()[:2]), store.cpu_seconds()
+            fn()
+            return ((sum(me.cpu_times()[:2]) - c0) * 1e3 / (big_bytes / 1e6),
+                    (store.cpu_seconds() - s0) * 1e3 / (big_bytes / 1e6))
+
+        cpu = {"local": [], "transfer": [], "remote": []}
+        for _ in range(3):
+            cpu["local"].append(cpu_ms_per_mb(lambda: sum(len(r) for r in blocal)))
+            cpu["transfer"].append(cpu_ms_per_mb(
+                lambda: store_bandwidth(ep, "big/big-00000-of-00001.array_record", big_bytes, rounds=1)))
+            cpu["remote"].append(cpu_ms_per_mb(lambda: sum(len(r) for r in bds)))
+        med = {k: (float(np.median([a for a, _ in v])), float(np.median([b for _, b in v]))) for k, v in cpu.items()}
+        results["scan_cpu_ms_per_mb"] = med
+        tot = {k: a + b for k, (a, b) in med.items()}
+        rows.append(("  CPU ms per MB (ours + store's): local iteration "
+                     f"{tot['local']:.2f}, transfer alone {tot['transfer']:.2f}, remote iteration "
+                     f"{med['remote'][0]:.2f} + {med['remote'][1]:.2f} (2 cores always busy: {2e3 / tot['remote']:,.0f} MB/s); "
+                     "remote / (local + transfer)", f"{tot['remote'] / (tot['local'] + tot['transfer']):.2f}x",
+                     "info", None))
+        rows.append(("  remote iteration: cores busy on average (CPU time / wall time, ours + store's)",
+                     f"{tot['remote'] * big_bytes / 1e6 / 1e3 / t_big:.2f}", "info", None))
         t_ra, t_ra_l, rss_ra, raw_ra = scan(f"read_all, {args.big_mb} MB group_size:1024 shard",
                                             lambda: read_all(big_url, opts), lambda: read_all(big), big_bytes,
                                             returned=n_big * 1000)
@@ -602,7 +638,12 @@ def main(argv=None) -> int:
         m_ob = mount_cats(pattern, opts, store, idx, readers, workdir)
         m_fs = mount_cats(pattern, opts, store, idx, readers, workdir,
                           env=dict(os.environ, ARRAYFS_REMOTE_BACKEND="fsspec"))
+        # As many readers as a batch has requests in flight: the mount's own
+        # bound (workers x threads), not the readers', shows.
+        many = 64
+        m_many = mount_cats(pattern, opts, store, idx, many, workdir)
         t_dsb, t_ds8, want = dataset_reads(ds, idx, readers)
+        assert m_many["records"] == want
         assert m_ob["records"] == want and m_fs["records"] == want
         t_m, t_mfs = m_ob["seconds"], m_fs["seconds"]
         floor_m = -(-n_reads // readers) * args.latency
@@ -618,6 +659,10 @@ def main(argv=None) -> int:
                      f"{t_m / t_ds8:.2f}x ({t_ds8:.2f} s)", "<= 2x", t_m / t_ds8 <= 2))
         rows.append((f"mount: the same / floor ({n_reads:,} reads / {readers} readers x {args.latency * 1000:.0f} ms)",
                      f"{t_m / floor_m:.2f}x ({floor_m:.2f} s)", "info", None))
+        t_many, floor_many = m_many["seconds"], -(-n_reads // many) * args.latency
+        results["mount"]["many_readers"] = {"readers": many, "seconds": t_many, "floor_seconds": floor_many}
+        rows.append((f"mount: the same with {many} readers / dataset batches' (floor {floor_many:.2f} s)",
+                     f"{t_many / t_dsb:.2f}x ({t_many:.2f} s)", "info", None))
         rows.append(("mount: GETs per record read; share made by obstore in the worker processes",
                      f"{gets / n_reads:.2f}; {ob_gets / max(gets, 1):.0%}", "<= 1; 100%",
                      gets <= n_reads and ob_gets == gets))

@@ -56,7 +56,7 @@ from typing import Iterator, NamedTuple
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
 from ..paths import has_remote
 
-__all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
+__all__ = ["st_blocks", "FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
            "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
 
 SUMMARY_NAME = ".arrayfs.json"
@@ -130,6 +130,12 @@ class Attr(NamedTuple):
     size: int
     mtime_ns: int
     blksize: int = 4096
+
+
+def st_blocks(size):
+    """``st_blocks`` of a file of ``size`` bytes: 512-byte units, rounded
+    up (``size`` an ``int`` or an unsigned numpy array)."""
+    return (size + 511) >> 9
 
 
 def _enoent(path) -> FileNotFoundError:
@@ -635,7 +641,7 @@ class ViewSnapshot:
         checks that it decodes to the size its footer gives)."""
         kind = node.kind
         if kind == RECORD:
-            return self.data[node.index]
+            return self.data.file(node.shard).read_record(node.local)
         if kind == SUMMARY:
             return self.summary()
         if kind == SUBTREE:

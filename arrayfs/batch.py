@@ -10,16 +10,55 @@ is checked once per batch.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .errors import FileChangedError, TruncatedFileError
-from .riegeli.chunk import decompress_zstd_frames, single_record_zstd_frames
+from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import SourceChangedError, SourceTruncatedError
 
-__all__ = ["BatchReads"]
+__all__ = ["BatchReads", "helper_pool"]
 
 # One-record chunks decoded per step of a long batched read.
 _SCAN_BLOCK = 8192
+
+_helper = None
+_helper_lock = threading.Lock()
+
+
+def helper_pool(workers: int) -> ThreadPoolExecutor | None:
+    """The process-wide helper threads (one per CPU but the caller's) that
+    decompress a share of a batch in one C call while the calling thread
+    checks hashes (:func:`arrayfs.riegeli.simple.decode_zstd_frames`), or
+    ``None`` when ``workers <= 1``. Helper tasks never wait on other tasks,
+    so pool threads of the reader or the dataset may use them."""
+    global _helper
+    if workers <= 1:
+        return None
+    pool = _helper
+    if pool is None or pool[1] != os.getpid():
+        with _helper_lock:
+            if _helper is None or _helper[1] != os.getpid():
+                # A forked child inherits the object, not its threads.
+                n = max(1, (os.cpu_count() or 2) - 1)
+                _helper = (ThreadPoolExecutor(n, thread_name_prefix="arrayfs-helper"), os.getpid())
+            pool = _helper
+    return pool[0]
+
+
+def place(n: int, slots: np.ndarray, recs: list, ok: np.ndarray) -> np.ndarray:
+    """An object array of ``n`` slots holding ``recs[j]`` at ``slots[j]``
+    where ``ok[j]`` (``None`` elsewhere): the records of a batch put in
+    order by numpy, not by a loop per record."""
+    out = np.empty(n, dtype=object)
+    if len(recs):
+        r = np.empty(len(recs), dtype=object)
+        r[:] = recs
+        out[slots[ok]] = r[ok]
+    return out
 
 
 def _storage_error(e: Exception, path: str, offset, records=None, opened_size=None) -> Exception:
@@ -80,21 +119,24 @@ class BatchReads:
         return buf, positions, begins, lengths
 
     def single_record_frames(self, indices, *, view=None):
-        """For batched reads of ``group_size:1`` zstd files across shards.
+        """For batched reads of ``group_size:1`` zstd files.
 
         ``indices`` (``int64`` array of valid local indices). Returns
-        ``(sel, group)``: the positions in ``indices`` whose record is a
-        checked zstd frame, and ``group = (buffer, segments, sizes)`` for
-        :func:`arrayfs.riegeli.chunk.decompress_zstd_frames`. The other
+        ``(sel, group, frames, buf)``: the positions in ``indices`` whose
+        record is a zstd frame agreeing with the footer,
+        ``group = (buffer, segments, sizes)`` for
+        :func:`arrayfs.riegeli.simple.decode_zstd_frames`, and for
+        :func:`arrayfs.riegeli.simple.check_frame_hashes` the located
+        ``frames`` and ``buf``: the hashes are *not* checked yet. The other
         positions must be read with :meth:`read_record`. Requires
         ``group_size == 1``.
         """
         buf, positions, begins, lengths = self.read_chunk_windows(indices, view=view)
-        sel, segs, sizes = single_record_zstd_frames(buf, positions, begins, lengths, verify=self.verify)
-        agree = sizes == self._get_index().decoded[indices[sel]]
+        frames = locate_zstd_frames(buf, positions, begins, lengths)
+        agree = frames.sizes == self._get_index().decoded[indices[frames.sel]]
         if not agree.all():  # the general path names the disagreement
-            sel, segs, sizes = sel[agree], segs[agree], sizes[agree]
-        return sel, (buf, segs, sizes)
+            frames = type(frames)(*(a[agree] for a in frames))
+        return frames.sel, (buf, frames.segments, frames.sizes), frames, buf
 
     def group_by_chunk(self, indices) -> list:
         """``[(chunk, positions), ...]``: the positions in ``indices`` (an
@@ -113,10 +155,12 @@ class BatchReads:
         decoded once, and the chunks' bytes are fetched as one batch.
 
         ``decode(k)`` replaces :meth:`decode_chunk` for multi-record chunks
-        (the dataset passes its cached one). One-record zstd chunks are
-        decompressed together on ``threads`` threads outside the GIL (0: the
-        calling thread); other chunks are decoded on the calling thread and
-        callers split large batches of them across threads.
+        (the dataset passes its cached one). With ``threads > 1``, a share
+        of a batch of one-record zstd chunks is decompressed on a helper
+        thread in one C call while this thread checks the hashes and
+        decompresses the rest (:func:`helper_pool`); other chunks are
+        decoded on the calling thread and callers split large batches of
+        them across threads.
         """
         if len(indices) == 0:
             return []
@@ -135,32 +179,55 @@ class BatchReads:
             src = self._source
             view = src.map_view() if src is not None else None
             try:
-                sel, group = self.single_record_frames(indices, view=view)
-                out: list = [None] * len(indices)
-                recs = decompress_zstd_frames([group], threads=threads)
-                del group
+                sel, group, frames, buf = self.single_record_frames(indices, view=view)
+                verify = self.verify
+                recs, ok = decode_zstd_frames([group], helper=helper_pool(threads),
+                                              check=lambda: check_frame_hashes(buf, frames, verify=verify))
+                del group, frames, buf
             finally:
                 if view is not None:
                     src.end_view()
-            if recs:
-                for slot, rec in zip(sel.tolist(), recs):
-                    out[slot] = rec
-            for j in [j for j, rec in enumerate(out) if rec is None]:
+            out = place(len(indices), sel, recs, ok)
+            for j in np.flatnonzero(out == None).tolist():  # noqa: E711 (elementwise, in numpy)
                 out[j] = read(int(indices[j]))  # other codecs, or the precise error
-            return out
+            return out.tolist()
+        return self.read_grouped(indices, decode=decode)
+
+    def read_grouped(self, indices, *, decode=None, pool=None) -> list[bytes]:
+        """Records at ``indices`` (``int64`` array of valid local indices) of
+        a file of multi-record chunks, in that order: each chunk involved is
+        decoded once, in place from the map, and with no ``decode`` only as
+        far as the last record wanted from it; with ``pool`` (an executor)
+        chunks decode on its threads (the hash and the codec release the
+        GIL) while this thread cuts the records of the chunks already done.
+        ``decode(k)`` replaces the decoding (the dataset's cached one)."""
         groups = self.group_by_chunk(indices)
-        wanted = [k for k, _ in groups]
+        first = self._get_index().chunk_first() if self.group_size is None else None
+        g = self.group_size
+        starts = [int(first[k]) if first is not None else k * g for k, _ in groups]
+        locals_ = [indices[grp] - a for (_, grp), a in zip(groups, starts)]
         if decode is None:
-            decoded = self.decode_chunks(wanted)
+            tasks = [(k, int(loc.max()) + 1) for (k, _), loc in zip(groups, locals_)]
+
+            def run(task):
+                return self.decode_chunk_in_place(*task)
         else:
-            decoded = map(decode, wanted)
-        out = [None] * len(indices)
-        for (k, grp), (values, offsets) in zip(groups, decoded):
-            local = indices[grp] - self.chunk_first(k)
+            tasks = [k for k, _ in groups]
+            run = decode
+        if pool is not None and len(tasks) > 1:
+            decoded = pool.map(run, tasks)
+        else:
+            decoded = map(run, tasks)
+        out = np.empty(len(indices), dtype=object)
+        for (_, grp), local, (values, offsets) in zip(groups, locals_, decoded):
             if len(offsets) == 2 and isinstance(values, bytes):
-                for slot in grp.tolist():
-                    out[slot] = values
+                out[grp] = [values] * len(grp)
                 continue
-            for slot, a, b in zip(grp.tolist(), offsets[local].tolist(), offsets[local + 1].tolist()):
-                out[slot] = bytes(values[a:b])
-        return out
+            get = values.__getitem__ if isinstance(values, bytes) else memoryview(values).__getitem__
+            recs = list(map(get, map(slice, offsets[local].tolist(), offsets[local + 1].tolist())))
+            if not isinstance(values, bytes):
+                recs = list(map(bytes, recs))
+            r = np.empty(len(recs), dtype=object)
+            r[:] = recs
+            out[grp] = r
+        return out.tolist()

@@ -33,11 +33,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .batch import helper_pool, place
 from .cache import ChunkCache
 from .errors import ArrayRecordError, FileChangedError
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_entries
-from .riegeli.chunk import decompress_zstd_frames
+from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import StorageError, is_remote
 from .storage import stat as stat_path
 
@@ -50,10 +51,11 @@ _serial = itertools.count()
 _PARALLEL_MIN = 64
 # Records per read-ahead task when iterating (at least one chunk).
 _ITER_BLOCK = 1024
-# Fewest records of one shard in a batch worth the vectorised zstd path.
-_FRAMES_MIN = 16
-# Object stores: read-ahead depth when iterating, and shards opened at once.
-_REMOTE_AHEAD = 16
+# Fewest records of one shard in a batch read in place from its map; fewer
+# are copied out and gathered with the other shards' (locating frames with
+# numpy costs a fixed ~0.1-0.2 ms a call, a copy ~1 us a record).
+_FRAMES_MIN = 128
+# Object stores: shards opened at once.
 _REMOTE_OPENERS = 16
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -232,6 +234,7 @@ class DatasetSnapshot:
             for s, first in zip(self._shards, firsts)
         )
         self.identities = tuple(tuple(s.identity) for s in self._shards)
+        self._starts = np.array([s.start for s in self._shards], dtype=np.int64)
 
     # -- sizes and places --------------------------------------------------------
 
@@ -354,6 +357,16 @@ class DatasetSnapshot:
         indices gives ``list[bytes]`` (as :meth:`__getitems__`), as do
         slices. Raises ``IndexError`` outside ``[0, len)``,
         :class:`ArrayRecordError` for a corrupt record (naming the shard)."""
+        if type(index) is int and not self._core.closed:
+            # The common case in the fewest steps: an in-range int.
+            firsts = self._firsts
+            if 0 <= index < firsts[-1]:
+                k = bisect.bisect_right(firsts, index) - 1
+                shard = self._shards[k]
+                f = shard._file or shard.file
+                idx = f._index
+                if idx is not None and idx.group_size == 1:
+                    return f.read_record(index - firsts[k] + shard.start)
         if isinstance(index, (list, tuple, np.ndarray, slice)):
             if isinstance(index, slice):
                 index = range(*index.indices(len(self)))
@@ -405,40 +418,102 @@ class DatasetSnapshot:
         ahead = [  # noqa: F841
             shards[s].file.prefetch_records([(i, i + 1) for i in (idx[sk == s] - firsts[s] + shards[s].start).tolist()])
             for s in np.unique(sk).tolist()] if shards[0].file.remote else ()
-        frames, frame_slots, singles, grouped = [], [], [], []
-        for s in (np.unique(sk).tolist() if many else [0]):
-            sel = np.flatnonzero(sk == s) if many else np.arange(idx.size)
-            shard = shards[s]
-            f = shard.file
-            local = idx[sel] - firsts[s] + shard.start
-            if f.group_size == 1 and sel.size < _FRAMES_MIN:
-                # A few records of this shard: the scalar fast path costs less
-                # than the vectorised set-up.
-                singles.extend((f, slot, i) for slot, i in zip(sel.tolist(), local.tolist()))
-            elif f.group_size == 1:
-                got, group = f.single_record_frames(local)
-                frames.append(group)
-                frame_slots.append(sel[got])
-                missed = np.ones(sel.size, dtype=bool)
-                missed[got] = False
-                singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
+        frames, frame_slots, checks, singles, grouped = [], [], [], [], []
+        views, few = [], []
+        try:
+            # One sort by shard, then a slice of it per shard: no pass over
+            # the whole batch per shard.
+            if many:
+                order = np.argsort(sk, kind="stable")
+                by_shard = sk[order]
+                cut = np.flatnonzero(by_shard[1:] != by_shard[:-1]) + 1
+                heads = np.concatenate(([0], cut))
+                tails = np.concatenate((cut, [idx.size]))
+                local_all = (idx - firsts[sk] + self._starts[sk])[order]
+                parts = zip(by_shard[heads].tolist(), heads.tolist(), tails.tolist())
             else:
-                grouped.append((shard, sel, local))
-        if frames:
-            recs = decompress_zstd_frames(frames, threads=core.max_workers if idx.size >= _PARALLEL_MIN else 0)
-            if recs is None:  # a corrupt frame: read one by one to name it
-                singles.extend(
-                    (shards[s].file, slot, int(idx[slot] - firsts[s] + shards[s].start))
-                    for slots in frame_slots for slot, s in zip(slots.tolist(), sk[slots].tolist())
-                )
-            else:
-                for slot, rec in zip(np.concatenate(frame_slots).tolist(), recs):
-                    out[slot] = rec
+                order = np.arange(idx.size)
+                local_all = idx + shards[0].start
+                parts = [(0, 0, idx.size)]
+            for s, a, b in parts:
+                sel = order[a:b]
+                local = local_all[a:b]
+                shard = shards[s]
+                f = shard.file
+                if f.group_size == 1 and sel.size < _FRAMES_MIN:
+                    # A few records of this shard: their chunks are copied
+                    # out and gathered with those of the other shards.
+                    few.append((f, sel, local.tolist()))
+                elif f.group_size == 1:
+                    src = f._source
+                    view = src.map_view() if src is not None else None
+                    if view is not None:
+                        views.append(src)
+                    got, group, located, buf = f.single_record_frames(local, view=view)
+                    frames.append(group)
+                    checks.append((buf, located))
+                    frame_slots.append(sel[got])
+                    missed = np.ones(sel.size, dtype=bool)
+                    missed[got] = False
+                    singles.extend((f, slot, i) for slot, i in zip(sel[missed].tolist(), local[missed].tolist()))
+                else:
+                    grouped.append((shard, sel, local))
+            if few:
+                self._gather(few, frames, checks, frame_slots, singles)
+            if frames:
+                verify = core.verify
+                recs, oks = decode_zstd_frames(
+                    frames, helper=helper_pool(core.max_workers) if idx.size >= _PARALLEL_MIN else None,
+                    check=lambda: [check_frame_hashes(b, fr, verify=verify) for b, fr in checks])
+                del frames, checks
+        finally:
+            for src in views:
+                src.end_view()
+        if frame_slots:
+            slots = np.concatenate(frame_slots)
+            placed = place(idx.size, slots, recs, np.concatenate(oks))
+            bad = slots[placed[slots] == None]  # noqa: E711 (elementwise): read one by one to name it
+            singles.extend((shards[s].file, slot, int(idx[slot] - firsts[s] + shards[s].start))
+                           for slot, s in zip(bad.tolist(), sk[bad].tolist()))
+            out = placed.tolist()
         for f, slot, i in singles:
             out[slot] = f.read_record(i)
         if grouped:
             self._read_grouped(grouped, out)
         return out
+
+    @staticmethod
+    def _gather(few, frames, checks, frame_slots, singles) -> None:
+        """The chunk windows of shards with few records in a batch (``few``:
+        ``(file, slots, local indices)``), copied out (one read each) and
+        joined into one buffer located at once: one set-up for the batch,
+        not one per shard. Adds to the caller's lists (see
+        :meth:`_read_batch`)."""
+        windows, begins, decoded, owner = [], [], [], []
+        for f, _, loc in few:
+            windows_f, begins_f, decoded_f = f.record_windows(loc)
+            windows += windows_f
+            begins += begins_f
+            decoded += decoded_f
+        buf = b"".join(windows)
+        lengths = np.array(list(map(len, windows)), dtype=np.int64)
+        positions = np.zeros(len(windows), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=positions[1:])
+        begins = np.array(begins, dtype=np.int64)
+        decoded = np.array(decoded, dtype=np.int64)
+        slots = np.concatenate([item[1] for item in few])
+        located = locate_zstd_frames(buf, positions, begins, lengths)
+        agree = located.sizes == decoded[located.sel]
+        if not agree.all():  # the general path names the disagreement
+            located = type(located)(*(a[agree] for a in located))
+        frames.append((buf, located.segments, located.sizes))
+        checks.append((buf, located))
+        frame_slots.append(slots[located.sel])
+        missed = np.ones(len(windows), dtype=bool)
+        missed[located.sel] = False
+        if missed.any():
+            owner = [(f, i) for f, _, loc in few for i in loc]
+            singles.extend((owner[j][0], int(slots[j]), owner[j][1]) for j in np.flatnonzero(missed).tolist())
 
     def _read_grouped(self, grouped, out) -> None:
         """Fill ``out`` from shards with multi-record chunks; each chunk is
@@ -468,8 +543,9 @@ class DatasetSnapshot:
 
     def __iter__(self):
         """All records in global order, reading the next blocks of records
-        on the thread pool while the current one is consumed (deeper for
-        object stores, where a block is a request)."""
+        on the thread pool while the current one is consumed (object
+        stores: the bytes of the blocks ahead fetched within the read-ahead
+        budget, see :mod:`arrayfs.storage.readahead`)."""
         self._check_open()
         blocks = []
         remote = False
@@ -491,14 +567,16 @@ class DatasetSnapshot:
             return shard.file.read_records(idx, decode=lambda k: self._chunk(shard, k))
 
         core = self._core
-        if (core.max_workers <= 1 and not remote) or len(blocks) == 1:
+        if core.max_workers <= 1 or len(blocks) == 1:
             for b in blocks:
                 yield from read(b)
             return
-        pool = core.get_pool() if not remote else _remote_pool()
-        ahead = _REMOTE_AHEAD if remote else core.max_workers
-        pending = [pool.submit(read, b) for b in blocks[:ahead]]
-        nxt = ahead
+        # Object stores too: the bytes come from the read-ahead above, the
+        # pool only decodes.
+        pool = core.get_pool()
+        depth = core.max_workers
+        pending = [pool.submit(read, b) for b in blocks[:depth]]
+        nxt = depth
         try:
             while pending:
                 done = pending.pop(0)

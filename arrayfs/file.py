@@ -53,6 +53,9 @@ from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_
 __all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
+# Chunks of an object store adding up to more bytes than this are decoded
+# as their read-ahead lands, not fetched all at once first.
+_REMOTE_BATCH_BYTES = 16 << 20
 
 
 class ArrayRecordFile(FooterIndex, BatchReads):
@@ -163,12 +166,20 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         chunk costs a fraction of it. Callers that read neighbours should
         decode whole chunks and cache them (see :meth:`read_records`).
         """
-        idx = self._get_index()
+        idx = self._index or self._get_index()
         if idx.group_size == 1:
-            begin, end = self.chunk_span(i)
-            window = self._read(begin, end - begin, records=(i, i + 1))
-            rec = decode_single_record(window, begin, verify=self.verify)
-            if rec is not None and len(rec) == idx.decoded.item(i):
+            offsets = idx.offsets
+            begin = offsets.item(i)
+            end = offsets.item(i + 1) if i + 1 < self.num_chunks else self.footer_offset
+            src = self._source
+            if src is None:
+                raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+            try:
+                window = src.read(begin, end - begin)
+            except (SourceTruncatedError, SourceChangedError) as e:
+                raise _storage_error(e, self.path, begin, (i, i + 1), self.size) from None
+            rec = decode_single_record(window, begin, self.verify, idx.decoded.item(i))
+            if rec is not None:
                 return rec  # else the general path names the disagreement
             values, offsets = self.decode_chunk(i, window=window)
             j = 0
@@ -182,6 +193,30 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
+
+    def record_windows(self, records: list) -> tuple:
+        """For a few records ``records`` (``list[int]`` of valid local
+        indices) of a ``group_size:1`` file: ``(windows, begins, decoded)``,
+        each record's chunk bytes (from its offset to the next chunk's, one
+        read each: a copy out of the map, or a ``pread``), the chunks' file
+        offsets and the footer's decoded sizes (``list[int]``). For batches
+        spread over many shards, gathered into one buffer by the caller."""
+        idx = self._index or self._get_index()
+        src = self._source
+        if src is None:
+            raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        item, dec = idx.offsets.item, idx.decoded.item
+        n, footer, read = self.num_chunks, self.footer_offset, src.read
+        windows, begins, decoded = [], [], []
+        try:
+            for i in records:
+                a = item(i)
+                windows.append(read(a, (item(i + 1) if i + 1 < n else footer) - a))
+                begins.append(a)
+                decoded.append(dec(i))
+        except (SourceTruncatedError, SourceChangedError) as e:
+            raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
+        return windows, begins, decoded
 
     def read_big_record(self, i: int, out=None):
         """Record ``i`` when it is alone in its chunk, with reading, hashing
@@ -295,15 +330,79 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         header, data = self.read_chunk_header(k, window=window)
         return self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
 
-    def decode_chunks(self, chunks) -> list:
+    def decode_chunk_in_place(self, k: int, upto: int | None = None):
+        """:meth:`decode_chunk` of chunk ``k`` reading its bytes in place
+        from the file's map when it has one (no copy: the hash and the codec
+        read the map; a plain read otherwise), and with ``upto`` (records
+        from the chunk's first) decompressing a simple chunk's values only
+        as far as record ``upto - 1`` ends: ``values`` then holds that
+        prefix, ``offsets`` every record's. The data hash, when checked,
+        covers the whole chunk. ``values`` never refers to the map."""
+        src = self._source
+        view = src.map_view() if src is not None else None
+        try:
+            window = None
+            if view is not None:
+                begin, end = self.chunk_span(k)
+                window = memoryview(view)[begin:end]
+            header, data = self.read_chunk_header(k, window=window)
+            begin = self.chunk_span(k)[0]
+            if upto is not None and header.chunk_type == SIMPLE and upto < header.num_records:
+                values, offsets = self._decode_prefix(k, header, data, upto)
+            else:
+                values, offsets = self._decode(header, data, begin, self.chunk_records(k))
+            if view is not None and not isinstance(values, bytes):
+                values = bytes(values)
+            del window, data
+        finally:
+            if view is not None:
+                src.end_view()
+        return values, offsets
+
+    def _decode_prefix(self, k: int, header, data, upto: int):
+        """``(values prefix, offsets)`` of simple chunk ``k``: the values up
+        to the end of record ``upto - 1``."""
+        begin = self.chunk_span(k)[0]
+        rng = self.chunk_records(k)
+        try:
+            ctype, sizes, values_block = decode_record_sizes(data, header.num_records, header.decoded_data_size,
+                                                             offset=begin)
+            offsets = np.zeros(header.num_records + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:], dtype=np.int64)
+            if int(offsets[-1]) != header.decoded_data_size or int(sizes.max()) > header.decoded_data_size:
+                raise CorruptChunkError(
+                    f"record sizes sum to {int(offsets[-1])} bytes, the header says {header.decoded_data_size}",
+                    offset=begin)
+            values = decompress_prefix(ctype, values_block, int(offsets[upto]), max_size=header.decoded_data_size)
+        except CompressionError as e:
+            raise self._error(CorruptChunkError, f"record values: {e}", offset=begin, records=rng) from None
+        except ArrayRecordError as e:
+            raise e.located(path=self.path, offset=begin, records=rng) from None
+        return values, offsets
+
+    def decode_chunks(self, chunks):
         """``[decode_chunk(k) for k in chunks]`` with the chunks' bytes
-        fetched as one batch (one request round for an object store)."""
+        fetched as one batch (one request round for an object store); more
+        than :data:`_REMOTE_BATCH_BYTES` of an object store come as an
+        iterator instead, read ahead and decoded as they are taken."""
         chunks = list(chunks)
         if len(chunks) <= 1:
             return [self.decode_chunk(k) for k in chunks]
         spans = [self.chunk_span(k) for k in chunks]
+        if self.remote and sum(b - a for a, b in spans) > _REMOTE_BATCH_BYTES:
+            return self._decode_ahead(chunks, spans)
         windows = self._read_ranges(spans)
         return [self.decode_chunk(k, window=w) for k, w in zip(chunks, windows)]
+
+    def _decode_ahead(self, chunks, spans):
+        # Many MB of an object store: read ahead within its byte budget and
+        # decoded one by one as the caller takes them, not all held (issue 22).
+        ahead = self._source.prefetch(spans)
+        try:
+            for k in chunks:
+                yield self.decode_chunk(k)
+        finally:
+            ahead.close()
 
     def chunk_record_sizes(self, k: int) -> np.ndarray:
         """Sizes in bytes (``int64``, shape ``(records in chunk,)``) of the

@@ -140,6 +140,9 @@ class ArrayRecordReader:
     def __getitem__(self, index):
         """``reader[i]`` → ``bytes`` (negatives count from the end);
         ``reader[a:b:c]`` → ``list[bytes]``."""
+        f = self._file
+        if type(index) is int and 0 <= index < f.num_records and f._source is not None:
+            return f.read_record(index)  # the common case, with the fewest steps
         if isinstance(index, slice):
             return self.read_records(range(*index.indices(self.num_records())))
         self._check_open()
@@ -153,12 +156,19 @@ class ArrayRecordReader:
         """Iterate over all records from the first, a chunk at a time."""
         self._check_open()
         f = self._file
+        workers = self._workers
+        if f.group_size == 1:
+            # One-record chunks: blocks of 4,096 records, a share of each
+            # decompressed on the helper thread in one C call (see
+            # read_records); 1 KB calls handed between threads one by one
+            # only slow down (docs/benchmarks.md).
+            for a in range(0, f.num_records, 4096):
+                yield from f.read_records(np.arange(a, min(a + 4096, f.num_records), dtype=np.int64),
+                                          threads=workers)
+            return
         step = max(f.group_size or 1, 256)
         blocks = [np.arange(a, min(a + step, f.num_records), dtype=np.int64) for a in range(0, f.num_records, step)]
-        workers = self._workers
-        if workers <= 1 or len(blocks) <= 1 or f.group_size == 1 or f.transposed:
-            # One-record chunks: a batch is many small library calls, which
-            # threads only slow down (see docs/benchmarks.md).
+        if workers <= 1 or len(blocks) <= 1 or f.transposed:
             for b in blocks:
                 yield from f.read_records(b)
             return
@@ -220,16 +230,15 @@ class ArrayRecordReader:
         if f.group_size == 1:
             # Decompression of the whole batch runs in zstd's own threads.
             return f.read_records(idx, threads=workers if workers > 1 and idx.size >= 256 else 0)
-        if workers <= 1 or idx.size < 256 or f.transposed:
+        if workers <= 1 or f.transposed:
             # The transposed decoder holds the GIL in its scans: threads
             # would only wait on each other (measured slower than one).
             return f.read_records(idx)
+        # Each chunk decodes on the pool, in place and only as far as its
+        # last record wanted; this thread cuts the records of those done.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
-        out: list[bytes] = []
-        for part in self._pool.map(f.read_records, np.array_split(idx, workers)):
-            out.extend(part)
-        return out
+        return f.read_grouped(idx, pool=self._pool)
 
     def _check_open(self):
         if self._file.closed:

@@ -281,23 +281,31 @@ class ArrayRecordWriter:
                 self._flush_at = self._batch_records
                 encoded = self._encoder.prepare(batch, final)
                 if self._pool is None:
-                    self._encoder.compress(encoded)
-                    self._put(encoded)
+                    self._put(encoded, self._encode(encoded))
                 else:
-                    self._inflight.append((encoded, self._pool.submit(self._encoder.compress, encoded)))
+                    self._inflight.append((encoded, self._pool.submit(self._encode, encoded)))
             # Keep at most two batches per worker in flight, written in order.
             limit = 0 if final else 2 * self._workers
             while len(self._inflight) > limit:
                 encoded, future = self._inflight.popleft()
-                future.result()
-                self._put(encoded)
+                self._put(encoded, future.result())
         except BaseException as e:
             self._error = e
             self._stop = True
             raise
 
-    def _put(self, batch: EncodedBatch) -> None:
-        buf, starts, decoded = self._encoder.assemble(batch)
+    def _encode(self, batch: EncodedBatch):
+        """The step a pool thread runs: compress the batch and, for chunks
+        of many records, lay them out with their headers and hashes too
+        (``None``: the writing thread assembles one-record chunks, whose
+        per-record steps would only contend for the GIL)."""
+        self._encoder.compress(batch)
+        if self._options.group_size == 1:
+            return None
+        return self._encoder.assemble(batch)
+
+    def _put(self, batch: EncodedBatch, assembled=None) -> None:
+        buf, starts, decoded = assembled if assembled is not None else self._encoder.assemble(batch)
         offsets = self._chunks.write_chunks(
             buf, starts, batch.counts, pad_to_block_boundary=self._options.pad_to_block_boundary
         )

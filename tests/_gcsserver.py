@@ -9,11 +9,12 @@ gcsfs talks to it over HTTP as to Google's JSON API (``endpoint_url`` in
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+from _stores import LoopbackStore, free_port
 
 __all__ = ["GCSServer", "start_gcs", "GCS_ENV"]
 
@@ -21,12 +22,6 @@ __all__ = ["GCSServer", "start_gcs", "GCS_ENV"]
 #: of each bucket's type (arrayfs sets it when it imports gcsfs; here it is
 #: spelled out for the fsspec calls the tests make themselves).
 GCS_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(endpoint: str, seconds: float = 30) -> None:
@@ -41,23 +36,24 @@ def _wait(endpoint: str, seconds: float = 30) -> None:
             time.sleep(0.1)
 
 
-class GCSServer:
+class GCSServer(LoopbackStore):
     """A GCS endpoint on loopback: ``endpoint`` (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self):
-        for k, v in GCS_ENV.items():
-            os.environ.setdefault(k, v)
-        external = os.environ.get("ARRAYFS_TEST_GCS_ENDPOINT")
-        self._proc = None
-        if external:
-            self.endpoint = external.rstrip("/")
-            return
-        port = _free_port()
+    ENV = GCS_ENV
+    EXTERNAL = "ARRAYFS_TEST_GCS_ENDPOINT"
+
+    def _start(self) -> str:
+        port = free_port()
         exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
         self._proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
                                        "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.endpoint = f"http://127.0.0.1:{port}"
-        _wait(self.endpoint)
+        endpoint = f"http://127.0.0.1:{port}"
+        _wait(endpoint)
+        return endpoint
+
+    def _stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
 
     @property
     def storage_options(self) -> dict:
@@ -68,17 +64,6 @@ class GCSServer:
         import gcsfs
 
         return gcsfs.GCSFileSystem(endpoint_url=self.endpoint, token="anon", skip_instance_cache=True)
-
-    def make_bucket(self, name: str) -> str:
-        fs = self.filesystem()
-        if not fs.exists(name):
-            fs.mkdir(name)
-        return name
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
 
 
 def start_gcs() -> GCSServer:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _stores import LoopbackStore
 
 __all__ = ["S3Server", "FaultProxy", "start_s3"]
 
@@ -32,24 +33,23 @@ _SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Cod
               b"<Message>Please reduce your request rate.</Message></Error>")
 
 
-class S3Server:
+class S3Server(LoopbackStore):
     """An S3 endpoint on loopback: ``endpoint`` (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self):
-        for k, v in CREDENTIALS.items():
-            os.environ.setdefault(k, v)
-        external = os.environ.get("ARRAYFS_TEST_S3_ENDPOINT")
-        self._server = None
-        if external:
-            self.endpoint = external.rstrip("/")
-        else:
-            from moto.server import ThreadedMotoServer
+    ENV = CREDENTIALS
+    EXTERNAL = "ARRAYFS_TEST_S3_ENDPOINT"
 
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            self._server.start()
-            host, port = self._server.get_host_and_port()
-            self.endpoint = f"http://{host}:{port}"
+    def _start(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def _stop(self) -> None:
+        self._server.stop()
 
     def filesystem(self, endpoint: str | None = None):
         """A fresh s3fs file system on this server (or on ``endpoint``)."""
@@ -57,16 +57,6 @@ class S3Server:
 
         return s3fs.S3FileSystem(endpoint_url=endpoint or self.endpoint, skip_instance_cache=True,
                                  use_listings_cache=False)
-
-    def make_bucket(self, name: str) -> str:
-        fs = self.filesystem()
-        if not fs.exists(name):
-            fs.mkdir(name)
-        return name
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
 
 
 def start_s3() -> S3Server:
@@ -83,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy: FaultProxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        proxy._count(self.command, self.path)
+        proxy._count(self.command, self.path, self.headers.get("User-Agent", ""))
         if proxy.latency:
             time.sleep(proxy.latency)
         if proxy._take_failure():
@@ -125,8 +115,10 @@ class FaultProxy:
         fail_next: the next this-many requests get ``503 SlowDown``.
         refuse: when ``True``, every request gets ``503 SlowDown``.
         requests: ``{method: count}`` of requests seen (``reset()`` clears).
-        ranged: ``GET`` requests that carried a ``Range`` header... counted
-            by path in ``gets``.
+        gets: ``GET`` requests counted by path.
+        lines: ``"METHOD path?query"`` of every request, in order.
+        agents: the ``User-Agent`` of every request, in order (which
+            client made it: obstore's ``object_store/...``, botocore's, ...).
     """
 
     def __init__(self, upstream: str, *, latency: float = 0.0):
@@ -137,7 +129,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.requests: dict = {}
         self.gets: dict = {}
-        self.lines: list = []  # "METHOD path?query" of every request
+        self.lines: list = []
+        self.agents: list = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.proxy = self
@@ -145,10 +138,11 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
 
-    def _count(self, method: str, path: str) -> None:
+    def _count(self, method: str, path: str, agent: str) -> None:
         with self._lock:
             self.requests[method] = self.requests.get(method, 0) + 1
             self.lines.append(f"{method} {path}")
+            self.agents.append(agent)
             if method == "GET":
                 key = urllib.parse.urlsplit(path).path
                 self.gets[key] = self.gets.get(key, 0) + 1
@@ -167,6 +161,7 @@ class FaultProxy:
             self.requests.clear()
             self.gets.clear()
             self.lines.clear()
+            self.agents.clear()
 
     @property
     def total(self) -> int:

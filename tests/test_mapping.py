@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -331,3 +332,133 @@ def test_shutil_copy_of_a_leased_file(tmp_path):
         t.start()
         t.join(10)
         assert done.is_set()
+
+
+ORPHANED_CHILD = """
+import os, sys, time
+import numpy as np
+import arrayfs
+path, log, stop, hold_view = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+ds = arrayfs.ArrayRecordDataSource(path)
+src = ds.snapshot().file(0)._source
+assert src.map_mode == "lease", src.map_mode
+want = list(ds)
+# A view of the map exported across the fork (a thread reading a batch at
+# that moment): the child cannot close that map, it must map it afresh.
+view = memoryview(src.map_view()) if hold_view else None
+r, w = os.pipe()
+pid = os.fork()
+if pid:
+    os.close(w)
+    os.read(r, 1)  # the child is reading
+    print(pid, flush=True)
+    os._exit(0)  # as a daemon's parent returns: no close, no release
+os.close(r)
+out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.dup2(out, 1)
+os.dup2(out, 2)
+rng = np.random.default_rng(0)
+counts = {"right": 0, "errors": 0, "wrong": 0}
+def one_pass():
+    for read in (lambda: [(i, ds[i]) for i in rng.integers(0, len(ds), 50).tolist()],
+                 lambda: list(zip(idx := rng.integers(0, len(ds), 64).tolist(), ds.__getitems__(idx)))):
+        try:
+            got = read()
+        except (arrayfs.TruncatedFileError, arrayfs.FileChangedError):
+            counts["errors"] += 1
+            continue
+        for i, rec in got:
+            counts["right" if rec == want[i] else "wrong"] += 1
+one_pass()
+os.write(w, b"x")
+deadline = time.monotonic() + 60
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    one_pass()
+    time.sleep(0.01)
+for _ in range(5):
+    one_pass()
+print("done", counts["right"], counts["errors"], counts["wrong"], flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("hold_view", [False, True], ids=["no-view", "view-held-at-fork"])
+@pytest.mark.parametrize("change", ["truncate", "rewrite"])
+def test_forked_child_outliving_the_leaseholder_blocks_no_writer(tmp_path, change, hold_view):
+    """A lease belongs to the open file description, which a forked child
+    inherits. The parent takes a lease and forks a child that keeps
+    reading; the parent exits (as ``arrayfs mount``'s parent does). A third
+    process then opens the file for writing: it must not wait out the
+    kernel's lease-break-time (45 s), because the child holds nothing of
+    the leased description. The child then reads the right bytes or gets
+    TruncatedFileError/FileChangedError, never other bytes, and lives."""
+    records = [np.random.default_rng(i).bytes(500 + i % 300) for i in range(400)]
+    path = gwrite(tmp_path / "orphan.array_record", "group_size:1,uncompressed", records)
+    other = gwrite(tmp_path / "other.array_record", "group_size:1,uncompressed",
+                   [bytes(255 - b for b in r) for r in records])  # same layout, other bytes
+    log, stop = tmp_path / "child.log", tmp_path / "stop"
+    p = run_child(ORPHANED_CHILD, path, log, stop, int(hold_view))
+    child = int(p.stdout.split()[0])
+    try:
+        writer = f"""
+import os, sys, time
+t0 = time.monotonic()
+fd = os.open({path!r}, os.O_WRONLY)  # breaks any read lease: waits for its holder
+took = time.monotonic() - t0
+if {change!r} == "truncate":
+    os.ftruncate(fd, 65536)
+else:
+    os.pwrite(fd, open({other!r}, "rb").read(), 0)
+os.close(fd)
+print(f"{{took:.3f}}")
+"""
+        w = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True, timeout=120)
+        assert w.returncode == 0, w.stderr
+        assert float(w.stdout) < 20, f"the writer waited {w.stdout.strip()} s: the child kept the parent's lease"
+    finally:
+        stop.touch()
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if "done" in text or not os.path.exists(f"/proc/{child}"):
+            break
+        time.sleep(0.05)
+    line = [x for x in text.splitlines() if x.startswith("done")]
+    assert line, f"the child died or hung: {text[-2000:]}"
+    right, errors, wrong = map(int, line[0].split()[1:])
+    assert wrong == 0, line
+    assert right > 0 and errors > 0, line  # it read before, and saw the change after
+
+
+def test_a_stray_lease_signal_kills_no_process(tmp_path):
+    """The lease-break signal's default action ends a process. It is sent
+    to the watcher thread alone; and should one be sent to the process (or
+    reach a thread started before the watcher, or a forked child), the
+    handler set at import makes it harmless. A subprocess that the reader
+    spawns gets the default action back (a handler does not cross exec)."""
+    path = gwrite(tmp_path / "s.array_record", "group_size:1", RECORDS)
+    p = run_child("""
+    import os, signal, subprocess, sys, threading, time
+    import arrayfs
+    sig = signal.SIGRTMAX - 6
+    early = threading.Thread(target=time.sleep, args=(0.5,))
+    early.start()  # a thread older than the watcher
+    r = arrayfs.ArrayRecordReader(sys.argv[1])
+    assert r._file._source.map_mode == "lease"
+    os.kill(os.getpid(), sig)  # to the process, not the watcher
+    signal.pthread_kill(early.ident, sig)
+    pid = os.fork()
+    if pid == 0:
+        os.kill(os.getpid(), sig)
+        time.sleep(0.1)
+        os._exit(0)
+    print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    early.join()
+    q = subprocess.run([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGRTMAX - 6) == signal.SIG_DFL)"],
+                       capture_output=True, text=True)
+    print("exec'd", q.stdout.strip())
+    print("alive", r[3] == r.read([3])[0])
+    """, path)
+    assert "child 0" in p.stdout and "alive True" in p.stdout, p.stdout
+    assert "exec'd True" in p.stdout, p.stdout

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from _google import google, gwrite
 from _s3server import FaultProxy
+from _stores import check_reads, mounted
 
 import arrayfs
 from arrayfs.storage import StorageError, backends
@@ -101,12 +102,7 @@ def test_dataset_on_s3_reads_what_google_wrote(bucket, local_shards):
     with arrayfs.ArrayRecordDataSource(pattern, storage_options=opts) as ds:
         assert len(ds) == len(records)
         assert [s.path.rsplit("/", 1)[1] for s in ds.shards] == [os.path.basename(p) for p in local_shards[0]]
-        rng = np.random.default_rng(3)
-        for i in rng.integers(0, len(records), 60).tolist():
-            assert ds[i] == records[i]
-        idx = rng.integers(0, len(records), 300)
-        assert ds.__getitems__(idx) == [records[i] for i in idx]
-        assert list(ds) == records
+        check_reads(ds, records, np.random.default_rng(3), singles=60, batch=300)
         assert [ds.record_size(i) for i in range(0, len(records), 7)] == [len(records[i]) for i in
                                                                            range(0, len(records), 7)]
     with arrayfs.ArrayRecordDataSource(local_shards[0]) as local:
@@ -360,3 +356,58 @@ def test_refresh_lists_the_bucket_afresh(s3):
         s3.filesystem().rm(a)
         assert ds.refresh().removed == (a,)
         assert list(ds) == [b"b0", b"b1", b"b2"]
+
+
+def test_mount_workers_read_through_obstore_one_request_per_record(s3, tmp_path):
+    """A bucket mount's worker processes read through obstore (the command
+    and the coordinator that fork them read through fsspec, since obstore's
+    runtime does not survive a fork), reuse the chunk indexes read before
+    the fork, and fetch each record with one request: no metadata request
+    and no second read of the shard's tail."""
+    name = s3.make_bucket(f"arrayfs-mw-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 11)  # 600 KB: most records lie outside the tail kept from the open
+    url = _upload_g1(s3, name, "m/a-0.array_record", recs)
+    proxy = FaultProxy(s3.endpoint)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        with mounted(url.replace("/a-0", "/a-*"), mnt, {"endpoint_url": proxy.endpoint}, "-o", "workers=2"):
+            names = sorted(n for n in os.listdir(mnt) if n[0] != ".")
+            assert len(names) == len(recs)
+            assert proxy.agents and not any(a.startswith("object_store") for a in proxy.agents), proxy.agents
+            proxy.reset()
+            picks = list(range(0, 1500, 97))  # records ~25 KB apart: no read-ahead, no shared request
+            for i in picks:
+                assert (mnt / names[i]).read_bytes() == recs[i]
+            assert proxy.requests == {"GET": len(picks)}, proxy.lines
+            assert all(a.startswith("object_store") for a in proxy.agents), set(proxy.agents)
+            proxy.reset()
+            assert (mnt / names[picks[3]]).read_bytes() == recs[picks[3]]
+            assert proxy.total == 0  # the kernel's page cache
+    finally:
+        proxy.stop()
+
+
+def test_a_forked_child_reads_the_shards_its_parent_opened(s3, backend):
+    """A child forked after its parent read a bucket (PyTorch's DataLoader
+    workers) reads the same open shards: with a client of its own (fsspec
+    when obstore ran in the parent, whose runtime the child lacks), never
+    hanging on the parent's event loop or runtime."""
+    import multiprocessing
+
+    name = s3.make_bucket(f"arrayfs-fk-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 12)
+    url = _upload_g1(s3, name, "f.array_record", recs)
+    with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": s3.endpoint}) as ds:
+        assert ds[5] == recs[5]
+        h = ds.snapshot().file(0)._source.prefetch([(0, 300_000)])  # in flight at the fork
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_child_reads, (ds, [1, 700, 2999])).get(timeout=60)
+        h.close()
+        assert got == ([recs[1], recs[700], recs[2999]], "fsspec")
+        assert ds[6] == recs[6]
+
+
+def _child_reads(ds, picks):
+    return [ds[i] for i in picks], ds.snapshot().file(0)._source.backend

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 
@@ -19,6 +18,7 @@ import pytest
 from _gcsserver import start_gcs
 from _google import google, gwrite
 from _s3server import FaultProxy
+from _stores import check_reads, mounted
 
 import arrayfs
 
@@ -54,12 +54,7 @@ def test_dataset_and_reader_on_gcs_read_what_google_wrote(gcs, bucket):
     pattern, records, name = bucket
     with arrayfs.ArrayRecordDataSource(pattern, storage_options=gcs.storage_options) as ds:
         assert len(ds) == len(records)
-        rng = np.random.default_rng(1)
-        for i in rng.integers(0, len(records), 40).tolist():
-            assert ds[i] == records[i]
-        idx = rng.integers(0, len(records), 256)
-        assert ds.__getitems__(idx) == [records[i] for i in idx]
-        assert list(ds) == records
+        check_reads(ds, records, np.random.default_rng(1))
     url = f"gs://{name}/data/train-00001-of-00003.array_record"
     with arrayfs.ArrayRecordReader(url, storage_options=gcs.storage_options) as r:
         assert r.read_all() == records[300:600]
@@ -111,21 +106,12 @@ def test_mount_of_a_gcs_bucket(gcs, bucket, tmp_path):
     pattern, records, _ = bucket
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    cli = [sys.executable, "-m", "arrayfs.fs.cli", "mount", pattern, str(mnt), "--no-watch",
-           "--storage-option", f"endpoint_url={gcs.endpoint}", "--storage-option", "token=anon"]
-    p = subprocess.run(cli, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    try:
+    with mounted(pattern, mnt, gcs.storage_options):
         names = sorted(n for n in os.listdir(mnt) if n[0] != ".")
         assert len(names) == len(records)
         for i in (0, 299, 300, 650, len(records) - 1):
             assert (mnt / names[i]).read_bytes() == records[i]
             assert os.stat(mnt / names[i]).st_size == len(records[i])
-    finally:
-        for _ in range(50):
-            if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
 
 
 def test_gcs_urls_skip_gcsfs_grpc_bucket_probe_unless_asked(gcs, bucket):

@@ -7,6 +7,7 @@ served from it without requests, memory given back when read or dropped.
 from __future__ import annotations
 
 import gc
+import threading
 import uuid
 
 import fsspec
@@ -15,7 +16,7 @@ import pytest
 
 from arrayfs.storage import readahead
 from arrayfs.storage.listing import open_source
-from arrayfs.storage.remote import GAP, plan
+from arrayfs.storage.remote import GAP, _needs, plan
 
 
 @pytest.fixture()
@@ -54,7 +55,11 @@ def test_prefetched_ranges_serve_reads_without_requests_and_give_the_budget_back
     for a, b in spans:
         assert src.read(a, b - a) == data[a:b]
     assert src.requests == 10  # the pieces' own (neighbours in pairs, within 256 KiB), none more
-    assert readahead.in_use() == 0 and h.nbytes == 0
+    assert h.nbytes == 0  # all read: spent, kept until their room is wanted
+    a, b = spans[3]
+    assert src.read(a, b - a) == data[a:b] and src.requests == 10  # read twice, fetched once
+    h.close()
+    assert readahead.in_use() == 0
     src.close()
 
 
@@ -70,7 +75,7 @@ def test_read_ahead_stays_within_its_budget_and_dropping_the_handle_frees_it(obj
         for a, b in spans[:10]:  # reading admits the next pieces
             assert src.read(a, b - a) == data[a:b]
             assert readahead.in_use() <= 300_000
-        assert h.nbytes == 15 * 100_000
+        assert h.nbytes == 15 * 100_000  # not read yet: started or waiting
         del h
         gc.collect()
         assert readahead.in_use() == 0
@@ -87,5 +92,76 @@ def test_sequential_reads_start_read_ahead_by_themselves(obj):
         assert src.read(a, step) == data[a : a + step]
     reads = 2_000_000 // step
     assert src.requests < reads // 10, src.requests  # the windows grew; most reads were already there
+    src.close()
+    assert readahead.in_use() == 0
+
+
+def test_prefetched_neighbours_share_pieces_and_a_scan_starts_slow(obj):
+    url, data = obj
+    src = open_source(url)
+    spans = [(k * 300_000, (k + 1) * 300_000) for k in range(10)]  # 3 MB of chunks, end to end
+    h = src.prefetch(spans)
+    assert readahead.in_flight() <= readahead.PIECE_BYTES  # the window starts at one piece
+    for a, b in spans:
+        assert src.read(a, b - a) == data[a:b]
+    assert src.requests == 1  # one piece of up to PIECE_BYTES, not one per chunk
+    h.close()
+    assert readahead.in_use() == 0 and readahead.in_flight() == 0
+    src.close()
+
+
+def test_needs_count_each_range_once_across_pieces():
+    # A piece is spent once the reads of its ranges took these many bytes:
+    # a range across two pieces counts in both, the same range twice once,
+    # overlapping ranges each (each is read).
+    pieces = [(0, 100), (100, 200), (300, 400)]
+    assert _needs([(50, 150), (50, 150), (120, 130), (300, 310)], pieces) == [50, 60, 10]
+
+
+def test_read_all_of_a_big_object_reads_ahead_within_the_budget(monkeypatch):
+    import arrayfs.file
+
+    # Whatever the reader's thread count, each thread's share is more than
+    # one batch of windows: it is read ahead and decoded as it lands.
+    monkeypatch.setattr(arrayfs.file, "_REMOTE_BATCH_BYTES", 1 << 20)
+    rng = np.random.default_rng(4)
+    recs = [rng.bytes(2000) for _ in range(12_000)]  # 24 MB
+    url = f"memory://arrayfs-ra-{uuid.uuid4().hex[:8]}/big.array_record"
+    with arrayfs.ArrayRecordWriter(url, "group_size:512") as w:
+        for r in recs:
+            w.write(r)
+    old = readahead.budget()
+    readahead.set_budget(4 << 20)
+    peak = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.001):
+            peak.append(readahead.in_use())
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        with arrayfs.ArrayRecordReader(url) as r:
+            assert r.read_all() == recs
+            readers = r._workers
+        # Over the budget by at most the pieces readers wait for.
+        assert 0 < max(peak) <= (4 << 20) + readers * readahead.piece_bytes()
+    finally:
+        stop.set()
+        t.join()
+        readahead.set_budget(old)
+        fsspec.filesystem("memory").rm(url)
+
+
+def test_interleaved_sequential_readers_each_keep_their_read_ahead(obj):
+    url, data = obj
+    src = open_source(url)
+    step, half = 4096, 1_500_000
+    for a in range(0, 1_000_000, step):  # two readers in turn, each in order
+        for base in (0, half):
+            assert src.read(base + a, step) == data[base + a : base + a + step]
+    reads = 2 * 1_000_000 // step
+    assert src.requests < reads // 10, src.requests
     src.close()
     assert readahead.in_use() == 0

@@ -34,6 +34,9 @@ from .options import MountError, MountOptions
 __all__ = ["MountError", "MountOptions", "mount", "unmount", "is_mounted", "check_fuse"]
 
 log = logging.getLogger("arrayfs.fs")
+#: Threads per worker process of a mount of object-store sources (libfuse
+#: 3; ``-o max_threads=N`` overrides it).
+REMOTE_THREADS = 16
 
 
 def _fusermount() -> str | None:
@@ -182,15 +185,25 @@ def mount(
         MountError: anything that prevents the mount, as one line.
     """
     helper = check_fuse()
+    from ..paths import has_remote
     from .lowlevel import libfuse_major
+    from .options import _items
 
-    options = MountOptions.parse(fuse_options, api=libfuse_major(), watch=watch, allow_other=allow_other,
+    api = libfuse_major()
+    if api == 3 and has_remote(sources):
+        # Reads of a bucket wait on the network, not on the GIL: more
+        # threads per worker, so that many readers are served at once.
+        fuse_options = {"max_threads": REMOTE_THREADS, **_items(fuse_options)}
+    options = MountOptions.parse(fuse_options, api=api, watch=watch, allow_other=allow_other,
                                  auto_unmount=helper is not None)
     mountpoint = os.path.abspath(os.fspath(mountpoint))
     _check_mountpoint(mountpoint, options.nonempty)
     if not poll_interval > 0:
         raise MountError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
     sources = _absolute_sources(sources)
+    from ..storage.backends import fork_safe
+
+    fork_safe()  # the daemon and its workers fork from here: obstore runs in the workers alone
     ds = _open_dataset(sources, verify, storage_options)
     display = _display(decode, ds, storage_options) if decode is not None else None
     serve = dict(options=options, helper=helper, poll_interval=poll_interval, display=display)
@@ -205,8 +218,6 @@ def mount(
                 # libfuse 2's loop; it has unmounted: a clean exit.
                 return 0
             raise MountError(f"libfuse could not mount {mountpoint} (error {e})") from None
-    from ..paths import has_remote
-
     reopen = None
     if has_remote(sources):
         # An fsspec filesystem's event loop and connection pool do not
@@ -214,7 +225,10 @@ def mount(
         # the daemon opens its own.
         ds.close()
         ds, reopen = None, lambda: _open_dataset(sources, verify, storage_options)
-    return _daemonize(ds, mountpoint, log_file=log_file, ready_timeout=ready_timeout, reopen=reopen, **serve)
+    try:
+        return _daemonize(ds, mountpoint, log_file=log_file, ready_timeout=ready_timeout, reopen=reopen, **serve)
+    finally:
+        fork_safe(False)
 
 
 def _display(decode, ds, storage_options):
@@ -412,6 +426,9 @@ def _daemon_main(ds, mountpoint, status_fd, *, log_file, reopen=None, **serve) -
         report(f"ok {os.getpid()}")
 
     try:
+        from ..storage.backends import fork_safe
+
+        fork_safe()  # the coordinator forks the workers
         if reopen is not None:
             ds = reopen()
         _serve(ds, mountpoint, on_ready=on_ready, **serve)

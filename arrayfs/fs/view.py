@@ -47,14 +47,12 @@ import errno
 import itertools
 import json
 import os
-import pickle
 import stat
 import threading
 import time
 from typing import Iterator, NamedTuple
 
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
-from ..paths import has_remote
 
 __all__ = ["st_blocks", "FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
            "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
@@ -767,18 +765,10 @@ class FsView:
             return change
 
     def after_fork(self) -> None:
-        """In a forked process: a dataset on object storage cannot use its
-        parent's connections, so it is reopened from its state (each shard
-        on first use, checked to be the same object) and the view rebuilt
-        on it, with the same inodes; the snapshot before is dropped. Local
-        shards keep the descriptors the fork inherited."""
-        if not has_remote(self.ds.paths):
-            return
-        cur = self.snapshot
-        self.ds = pickle.loads(pickle.dumps(self.ds))
-        self.snapshot = ViewSnapshot(self.ds.snapshot(), dict(self._serials), changed_ns=cur.mtime_ns,
-                                     uid=self._uid, gid=self._gid, generation=cur.generation, subtrees=self._subtrees)
-        self.previous = None
+        """In a forked process: nothing to redo. Shards keep what the fork
+        inherited (local descriptors; a file on object storage makes its
+        own client in the child on its first read), so workers share the
+        chunk indexes decoded before the fork."""
 
     # Conveniences over the current snapshot (tests, tools).
 

@@ -82,6 +82,12 @@ def zstd_decompress_exact(stream, size: int) -> bytes:
             raise CompressionError(f"zstd frame of {len(stream)} bytes cannot hold the {content_size} bytes it declares")
         # Bytes after the frame are corrupt data, as riegeli reads it.
         return zstd_decompressor().decompress(stream, allow_extra_data=False)
+    if size <= _zstd_most(len(stream)):
+        # No declared size (riegeli's streaming writer): one call into a
+        # buffer of the block's size, as plausible as a declared one would
+        # have to be; a frame decoding to more fails ("did not decompress
+        # full frame").
+        return zstd_decompressor().decompress(stream, max_output_size=max(size, 1), allow_extra_data=False)
     return _zstd_decompress_unsized(stream, size)
 
 

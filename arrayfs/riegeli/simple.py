@@ -12,8 +12,12 @@ fixed places) all live here.
 
 from __future__ import annotations
 
+import struct
+from typing import NamedTuple
+
 import numpy as np
 from zstandard import BufferWithSegments, ZstdError
+from zstandard import frame_content_size as _frame_content_size
 
 from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE
 from .compression import (
@@ -21,15 +25,17 @@ from .compression import (
     NONE,
     ZSTD,
     CompressionError,
+    _local,
     compress_block,
     decompress_block,
     zstd_decompress_exact,
     zstd_decompressor,
 )
+from .compression import zstd_decompressor as _zstd_decompressor
 from .errors import CorruptChunkError
-from .hashing import _hash64, buffer_pointer
+from .hashing import _from_buffer, _hash64, buffer_pointer, hashes_at, release_pointer
 from .hashing import _key as _hash_key
-from .header import CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_headers, peek_chunk_header, type_and_count
+from .header import _HEADER, CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_headers, type_and_count
 from .varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
@@ -41,9 +47,15 @@ __all__ = [
     "single_record_zstd_frames",
     "decompress_zstd_frames",
     "ZSTD_LOOP_MAX",
+    "ZstdFrames",
+    "locate_zstd_frames",
+    "check_frame_hashes",
+    "decode_zstd_frames",
 ]
 
 _SIMPLE_ONE = type_and_count(SIMPLE, 1)
+_unpack_header = _HEADER.unpack_from
+_unpack_u64 = struct.Struct("<Q").unpack_from
 # A varint64 record size takes at most 10 bytes: bounds the sizes block.
 _MAX_VARINT_BYTES = 10
 
@@ -138,55 +150,82 @@ def encode_simple(records, compression_type: int, *, level=None, window_log=None
     return data, len(values)
 
 
-def decode_single_record(window, offset: int, *, verify: bool):
+def decode_single_record(window, offset: int, verify: bool, decoded: int | None = None):
     """Fast path for a chunk of exactly one record lying within one block.
 
-    ``window`` holds the file's physical bytes from the chunk's ``offset``
-    on, at least to its end. Checks the header hash (and the data hash with
-    ``verify``) and returns the record as ``bytes``, decoding only the
-    values block: the size of a lone record is the chunk's
-    ``decoded_data_size``. Returns ``None`` whenever the chunk is not this
+    ``window`` (``bytes``) holds the file's physical bytes from the chunk's
+    ``offset`` on, at least to its end. Checks the header hash (and the
+    data hash with ``verify``) and returns the record as ``bytes``,
+    decoding only the values block: the size of a lone record is the
+    chunk's ``decoded_data_size`` (which must equal ``decoded`` when
+    given: the footer's). Returns ``None`` whenever the chunk is not this
     simple case or anything is off, so that the caller takes the general
-    path, which raises the precise error.
+    path, which raises the precise error. This is the hot path of every
+    single-record read: few Python operations, one C call per hash and
+    one for the frame.
     """
     r = offset % BLOCK_SIZE
-    # r <= BLOCK_HEADER_SIZE: a block header first (r == 0), or no chunk can
-    # begin here (read_chunk says why).
-    if r <= BLOCK_HEADER_SIZE or r + CHUNK_HEADER_SIZE > BLOCK_SIZE or len(window) < CHUNK_HEADER_SIZE:
+    q = BLOCK_SIZE - r if r else 0  # where the window meets the next block header
+    if q < len(window):
+        # One block header inside the window (about 1% of 1 KB records):
+        # hash-checked as the general path does, and cut out, unless it
+        # splits the chunk header or a second one follows.
+        if (q and q < CHUNK_HEADER_SIZE) or q + BLOCK_SIZE < len(window) or len(window) < q + BLOCK_HEADER_SIZE:
+            return None
+        if _hash64(_from_buffer(window) + (q + 8), 16, _hash_key) != _unpack_u64(window, q)[0]:
+            return None
+        window = window[:q] + window[q + BLOCK_HEADER_SIZE :]
+    elif r <= BLOCK_HEADER_SIZE:
+        return None  # no chunk can begin here (read_chunk says why)
+    if len(window) < CHUNK_HEADER_SIZE + 3:
         return None
-    header_hash, data_size, data_hash, tc, decoded = peek_chunk_header(window)
-    if tc != _SIMPLE_ONE:
-        return None
+    header_hash, data_size, data_hash, tc, size = _unpack_header(window)
     end = CHUNK_HEADER_SIZE + data_size
-    if data_size < 3 or r + end > BLOCK_SIZE or end > len(window):
+    if tc != _SIMPLE_ONE or data_size < 3 or end > len(window) or (decoded is not None and size != decoded):
         return None
-    ptr = buffer_pointer(window)
+    ptr = _from_buffer(window)
     if _hash64(ptr + 8, 32, _hash_key) != header_hash or (
         verify and _hash64(ptr + CHUNK_HEADER_SIZE, data_size, _hash_key) != data_hash
     ):
         return None
-    del ptr
-    mv = memoryview(window)
     ctype = window[CHUNK_HEADER_SIZE]
     sizes_len = window[CHUNK_HEADER_SIZE + 1]
-    if sizes_len >= 0x80:
-        return None
     vstart = CHUNK_HEADER_SIZE + 2 + sizes_len
-    if vstart > end:
+    if sizes_len >= 0x80 or vstart + 1 > end:
         return None
+    if ctype == ZSTD:
+        # The values block: varint64 of the record's size (1 or 2 bytes for
+        # records under 16 KiB), then one zstd frame that must declare it.
+        b0 = window[vstart]
+        if b0 < 0x80:
+            n, p = b0, vstart + 1
+        elif vstart + 2 <= end and window[vstart + 1] < 0x80:
+            n, p = (b0 & 0x7F) | (window[vstart + 1] << 7), vstart + 2
+        else:
+            n, p = -1, vstart
+        # The declared content size is what zstd allocates: it must be the
+        # record's, and one that a frame this long can hold (_zstd_most).
+        if n == size and _frame_content_size(frame := memoryview(window)[p:end]) == size \
+                and size <= ((end - p) // 4 + 1) << 17:
+            try:
+                out = (getattr(_local, "zstd", None) or _zstd_decompressor()).decompress(frame, allow_extra_data=False)
+            except ZstdError:
+                return None
+            return out if len(out) == size else None
+    mv = memoryview(window)
     if ctype == NONE:
-        return bytes(mv[vstart:end]) if end - vstart == decoded else None
+        return bytes(mv[vstart:end]) if end - vstart == size else None
     try:
         n, p = read_varint(window, vstart)
-        if n != decoded or p > end:
+        if n != size or p > end:
             return None
         if ctype == ZSTD:
-            out = zstd_decompress_exact(mv[p:end], decoded)
+            out = zstd_decompress_exact(mv[p:end], size)
         else:
-            out = decompress_block(ctype, mv[vstart:end], max_size=decoded)
+            out = decompress_block(ctype, mv[vstart:end], max_size=size)
     except (CompressionError, ZstdError, VarintError):
         return None
-    return out if len(out) == decoded else None
+    return out if len(out) == size else None
 
 
 # Bytes gathered per chunk: the header, the compression byte and the
@@ -200,16 +239,46 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
     ``buf`` holds chunk windows back to back: window ``j`` is
     ``buf[positions[j]:positions[j] + lengths[j]]`` and holds the file's
     bytes from chunk offset ``offsets[j]`` on (``int64`` arrays of shape
-    ``(n,)``; block boundaries are reckoned on the file offsets). Headers
-    are gathered and checked with numpy; hashes are one C call per header
-    and per data block. Returns ``(sel, segments, sizes)``: the positions
-    in ``offsets`` that are this simple case with good hashes (``int64``),
-    their frames as ``uint64`` ``(offset in buf, length)`` pairs of shape
-    ``(len(sel), 2)``, and their decoded sizes (``uint64``). Chunks left
-    out (other codecs, chunks crossing a block header, bad hashes) are for
-    the caller's general path, which raises the precise error.
+    ``(n,)``; block boundaries are reckoned on the file offsets). Returns
+    ``(sel, segments, sizes)``: the positions in ``offsets`` that are this
+    simple case with good hashes (``int64``), their frames as ``uint64``
+    ``(offset in buf, length)`` pairs of shape ``(len(sel), 2)``, and their
+    decoded sizes (``uint64``). Chunks left out (other codecs, chunks
+    crossing a block header, bad hashes) are for the caller's general
+    path, which raises the precise error. (:func:`locate_zstd_frames` and
+    :func:`check_frame_hashes` in one call.)
     """
-    empty = np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.uint64), np.zeros(0, dtype=np.uint64)
+    frames = locate_zstd_frames(buf, positions, offsets, lengths)
+    ok = check_frame_hashes(buf, frames, verify=verify)
+    return frames.sel[ok], frames.segments[ok], frames.sizes[ok]
+
+
+class ZstdFrames(NamedTuple):
+    """One-record zstd chunks found in a buffer by :func:`locate_zstd_frames`,
+    their hashes not yet checked: ``sel`` (``int64``) the positions in the
+    caller's arrays, ``segments`` (``uint64``, ``(n, 2)``) each values
+    frame's ``(offset in buf, length)``, ``sizes`` (``uint64``) the decoded
+    sizes, and for :func:`check_frame_hashes` each chunk's position in
+    ``buf`` (``positions``, ``int64``), data size (``data_sizes``, ``int64``)
+    and stored hashes (``header_hashes``, ``data_hashes``, ``uint64``)."""
+
+    sel: np.ndarray
+    segments: np.ndarray
+    sizes: np.ndarray
+    positions: np.ndarray
+    data_sizes: np.ndarray
+    header_hashes: np.ndarray
+    data_hashes: np.ndarray
+
+
+def locate_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> ZstdFrames:
+    """The header and frame checks of :func:`single_record_zstd_frames`,
+    done with numpy (no call per chunk), without the hashes: a caller
+    checks those with :func:`check_frame_hashes` (while another thread
+    decompresses, for instance) before it trusts any frame."""
+    empty_i = np.zeros(0, dtype=np.int64)
+    empty_u = np.zeros(0, dtype=np.uint64)
+    empty = ZstdFrames(empty_i, np.zeros((0, 2), dtype=np.uint64), empty_u, empty_i, empty_i, empty_u, empty_u)
     size = len(buf)
     if size < _WINDOW or len(offsets) == 0:
         return empty
@@ -254,38 +323,42 @@ def single_record_zstd_frames(buf, positions: np.ndarray, offsets: np.ndarray, l
     frame_end = bh + 3 + np.where(btype == 1, 1, block >> 3) + 4 * ((fhd >> 2) & 1)
     ok &= ((block & 1) == 1) & (btype != 3) & (bh + 3 <= end) & (frame_end == end)
     # A declared content size must be the chunk's: it is what zstd
-    # allocates (RFC 8878, 3.1.1.1.4; 8-byte sizes go the general way).
+    # allocates (RFC 8878, 3.1.1.1.4; 8-byte sizes go the general way); and
+    # no frame decodes to more than _zstd_most of its length.
     cs = fs + 5 + (1 - single) + did
     ci = np.minimum(cs, size - 4)
     b = [flat[ci + j].astype(np.int64) for j in range(4)]
     content = np.where(fcs == 1, b[0], np.where(fcs == 2, (b[0] | (b[1] << 8)) + 256,
                                                b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)))
     ok &= (fcs < 8) & ((fcs == 0) | (content == decoded))
+    ok &= decoded <= (((end - fs) // 4 + 1) << 17)
     good = np.flatnonzero(ok)
     if good.size == 0:
         return empty
-    # Hashes: one C call each, called directly (this loop is the hot path).
-    ptr = buffer_pointer(buf)
-    hh = h["header_hash"][good].tolist()
-    pos = positions[good].tolist()
-    hash64, key = _hash64, _hash_key
-    if verify:
-        dh = h["data_hash"][good].tolist()
-        sizes = data_size[good].tolist()
-        keep = [
-            j
-            for j, p, ds, h1, h2 in zip(range(good.size), pos, sizes, hh, dh)
-            if hash64(ptr + (p + 8), 32, key) == h1 and hash64(ptr + (p + 40), ds, key) == h2
-        ]
-    else:
-        keep = [j for j, p, h1 in zip(range(good.size), pos, hh) if hash64(ptr + (p + 8), 32, key) == h1]
-    del ptr
-    sel = good[keep] if len(keep) < good.size else good
-    frame_start = vstart[sel] + np.where(one[sel], 1, 2)
-    segs = np.empty((sel.size, 2), dtype=np.uint64)
+    frame_start = fs[good]
+    segs = np.empty((good.size, 2), dtype=np.uint64)
     segs[:, 0] = frame_start
-    segs[:, 1] = end[sel] - frame_start
-    return sel, segs, decoded[sel].astype(np.uint64)
+    segs[:, 1] = end[good] - frame_start
+    return ZstdFrames(good, segs, decoded[good].astype(np.uint64), positions[good], data_size[good],
+                      h["header_hash"][good], h["data_hash"][good])
+
+
+def check_frame_hashes(buf, frames: ZstdFrames, *, verify: bool) -> np.ndarray:
+    """Which of ``frames`` (found in ``buf``) have a good header hash, and
+    with ``verify`` a good data hash: a ``bool`` array. One C call per
+    hash, with no Python frame between them; cffi drops the GIL in each."""
+    n = frames.sel.size
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    ptr = buffer_pointer(buf)
+    try:
+        pos = frames.positions
+        ok = hashes_at(ptr, (pos + 8).tolist(), [32] * n) == frames.header_hashes
+        if verify:
+            ok &= hashes_at(ptr, (pos + CHUNK_HEADER_SIZE).tolist(), frames.data_sizes.tolist()) == frames.data_hashes
+    finally:
+        release_pointer(ptr)
+    return ok
 
 
 #: Below this many frames a plain loop of ``decompress`` calls is the
@@ -354,3 +427,99 @@ def decompress_zstd_frames(groups, *, threads: int = 0) -> list:
     except ZstdError:
         return None
     return [result[i].tobytes() for i in range(len(result))]
+
+
+#: Fewest frames worth handing a share to a helper thread.
+OVERLAP_MIN = 64
+#: The share of a batch's frames that the helper thread decompresses (in
+#: one ``multi_decompress_to_buffer`` call, outside the GIL) while the
+#: calling thread checks every frame's hashes and decompresses the rest:
+#: the hashes cost about half a frame's decompression, so the helper
+#: takes a little more than half (``benchmarks/zstd_entry_points.py``).
+HELPER_SHARE = 0.85
+
+
+def _decompress_loop(buf, segs, sizes) -> list:
+    """Each frame of ``segs`` in ``buf`` through ``decompress`` (the
+    cheapest entry point for one small frame); a frame that fails is
+    ``None``."""
+    dec = zstd_decompressor().decompress
+    mv = memoryview(buf)
+    try:
+        return [dec(mv[a : a + n]) for a, n in segs.tolist()]
+    except ZstdError:
+        pass
+    out = []
+    for (a, n), m in zip(segs.tolist(), sizes.tolist()):
+        try:
+            rec = dec(mv[a : a + n], max_output_size=m)
+        except ZstdError:
+            rec = None
+        out.append(rec if rec is not None and len(rec) == m else None)
+    return out
+
+
+def _decompress_pieces(pieces) -> list:
+    """On the helper thread: one ``multi_decompress_to_buffer`` call per
+    piece (the GIL is released for the whole piece); ``None`` for a piece
+    holding a corrupt frame."""
+    dec = zstd_decompressor()
+    out = []
+    for buf, segs, sizes in pieces:
+        try:
+            out.append(dec.multi_decompress_to_buffer(BufferWithSegments(buf, segs.tobytes()),
+                                                      decompressed_sizes=sizes.tobytes(), threads=0))
+        except ZstdError:
+            out.append(None)
+    return out
+
+
+def decode_zstd_frames(groups, *, helper=None, check=None):
+    """Decompress one-record zstd frames, on two threads when ``helper``
+    (a :class:`concurrent.futures.Executor`) is given and the batch is
+    large enough.
+
+    ``groups``: ``[(buf, segments, sizes), ...]`` as
+    :class:`ZstdFrames` gives them (``uint64`` ``(offset, length)`` pairs
+    and decoded sizes; sizes already checked against the frames' declared
+    content sizes and bounded). ``check()``, if given, runs on the calling
+    thread while the helper decompresses its share (the hash checks), and
+    its result is returned. Returns ``(records, checked)``: ``records`` a
+    flat list, group after group, of ``bytes`` (``None`` for a frame that
+    failed to decode: the caller's general path names it). Memory: the
+    batch's records, nothing ahead.
+    """
+    groups = [g for g in groups if len(g[2])]
+    total = sum(len(g[2]) for g in groups)
+    if helper is None or total < OVERLAP_MIN:
+        checked = check() if check is not None else None
+        out: list = []
+        for buf, segs, sizes in groups:
+            out += _decompress_loop(buf, segs, sizes)
+        return out, checked
+    # The helper takes the last frames; the calling thread the first.
+    keep = total - int(total * HELPER_SHARE)
+    front, back = [], []
+    seen = 0
+    for buf, segs, sizes in groups:
+        n = len(sizes)
+        cut = min(max(keep - seen, 0), n)
+        if cut:
+            front.append((buf, segs[:cut], sizes[:cut]))
+        if cut < n:
+            back.append((buf, segs[cut:], sizes[cut:]))
+        seen += n
+    future = helper.submit(_decompress_pieces, back)
+    try:
+        checked = check() if check is not None else None
+        out = []
+        for buf, segs, sizes in front:
+            out += _decompress_loop(buf, segs, sizes)
+    finally:
+        done = future.result()
+    for (buf, segs, sizes), result in zip(back, done):
+        if result is None:
+            out += _decompress_loop(buf, segs, sizes)
+        else:
+            out += [result[i].tobytes() for i in range(len(result))]
+    return out, checked

@@ -26,6 +26,16 @@ _limits: dict = {}  # loop -> (asyncio.Semaphore, bound, pid)
 _max_requests = int(os.environ.get("ARRAYFS_MAX_REQUESTS", "64") or 64)
 
 
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _limits.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def max_requests() -> int:
     """Requests to an object store in flight at once (per process and
     event loop), at most."""

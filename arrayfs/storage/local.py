@@ -26,7 +26,7 @@ import numpy as np
 
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
 from .handles import POOL
-from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map_policy, take_slot
+from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map_policy, slots_left, take_slot
 
 __all__ = ["LocalFile"]
 
@@ -94,8 +94,11 @@ class LocalFile(ByteSource):
         mapped files (half the pool's bound: a map holds descriptors the
         pool cannot close) has room; ``True`` when ``fd`` was taken over by
         a lease."""
+        limit = max(1, self._pool.max_open // 2)
+        if not slots_left(limit):
+            return False  # the budget is spent: no system call to choose a mode
         mode = choose_mode(fd, st, map_policy(policy))
-        if mode is None or not take_slot(max(1, self._pool.max_open // 2)):
+        if mode is None or not take_slot(limit):
             return False
         self._slot = True
         try:
@@ -136,14 +139,10 @@ class LocalFile(ByteSource):
         lease = self._lease
         if lease is None:
             return None
-        m = lease.enter()
-        if m is None:
+        data = lease.copy(offset, offset + length)
+        if data is None:
             self._lease_gone()
-            return None
-        try:
-            return m[offset : offset + length]
-        finally:
-            lease.leave()
+        return data
 
     def map_view(self):
         """The whole file's map for zero-copy reads, held until
@@ -224,6 +223,12 @@ class LocalFile(ByteSource):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
             self._check_range(offset, length)
+        lease = self._lease
+        if lease is not None:
+            # Lease.copy inlined: this is the hot path of single-record reads.
+            with lease._lock:
+                if lease.live:
+                    return lease.map[offset : offset + length]
         if self.map_mode != "pread":
             data = self._mapped(offset, length)
             if data is not None:

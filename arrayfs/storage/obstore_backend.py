@@ -72,8 +72,10 @@ def s3_config(storage_options) -> dict | None:
 
 
 # obstore's calls never complete in a process forked after obstore ran (its
-# runtime's threads stay in the parent): such a child (the mount's daemon)
-# reads through fsspec, which starts afresh after a fork.
+# runtime's threads stay in the parent): such a child (a DataLoader worker
+# forked after the dataset was read) reads through fsspec, which starts
+# afresh after a fork. The mount keeps its forking processes off obstore
+# (backends.fork_safe), so that its workers can use it.
 _USED_IN = None
 
 
@@ -123,7 +125,8 @@ class ObstoreTransport:
         if pin:
             options["if_match"] = pin
         result = await obstore.get_async(self.store, key.split("/", 1)[1], options=options)
-        return bytes(await result.bytes_async())
+        # obstore's own buffer (no copy): readers copy out what they take.
+        return await result.bytes_async()
 
     def classify(self, e: BaseException, pinned: bool) -> str:
         name = type(e).__name__
@@ -154,7 +157,7 @@ def transport(url: str, storage_options=None, *, required: bool = False):
     if scheme(url) not in ("s3", "s3a"):
         return no("only s3:// URLs")
     if _USED_IN is not None and _USED_IN != os.getpid():
-        return no("obstore cannot run in a process forked after it ran")
+        return None  # obstore cannot run in a process forked after it ran: fsspec, even when obstore is asked for
     try:
         from obstore.store import S3Store
     except ImportError:

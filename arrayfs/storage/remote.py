@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ GAP = 16 << 10
 #: Largest automatic read-ahead window of one file (bytes).
 AUTO_WINDOW = 16 << 20
 _AUTO_FIRST = 256 << 10
+# Sequential streams of one file followed at once.
+_STREAMS = 8
 # Prefetched ranges this small (a batch's records) are merged like a batch's
 # requests, into pieces of at most this many bytes.
 _MERGE_SMALL = 256 << 10
@@ -109,6 +112,11 @@ class _Failed(Exception):
         self.kind, self.error, self.attempts, self.start, self.end = kind, error, attempts, start, end
 
 
+def _as_bytes(data) -> bytes:
+    """``data`` (a transport's buffer) as ``bytes``, copied only if it is not."""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
 async def _all(coros):
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
@@ -142,6 +150,23 @@ def plan(ranges, gap: int = GAP, piece: int = readahead.PIECE_BYTES):
     return [tuple(r) for r in out]
 
 
+def _needs(ranges, pieces) -> list:
+    """Bytes of ``ranges`` (duplicates once) within each of ``pieces``
+    (sorted, disjoint, covering them)."""
+    import bisect
+
+    starts = [p[0] for p in pieces]
+    needs = [0] * len(pieces)
+    for a, b in set(ranges):
+        k = max(bisect.bisect_right(starts, a) - 1, 0)
+        while k < len(pieces) and pieces[k][0] < b:
+            lo, hi = max(a, pieces[k][0]), min(b, pieces[k][1])
+            if hi > lo:
+                needs[k] += hi - lo
+            k += 1
+    return needs
+
+
 class RemoteFile(ByteSource):
     """One object in an object store (see :class:`.base.ByteSource`).
 
@@ -166,6 +191,9 @@ class RemoteFile(ByteSource):
     def __init__(self, url: str, *, storage_options=None, info=None, transport=None, key=None,
                  retry: RetryPolicy | None = None):
         self.name = url
+        self._storage_options = storage_options
+        self._pid = os.getpid()
+        self._own_transport = transport is None
         if transport is None:
             from .backends import transport_for
 
@@ -177,13 +205,13 @@ class RemoteFile(ByteSource):
         self._lock = threading.Lock()
         self._pieces: list = []  # read-ahead pieces of this file
         self._tail = None  # (offset, bytes) of the tail read at open
-        self._auto = None  # (next offset, window, handle): sequential read-ahead
-        self._auto_hits = 0
+        self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles] per stream
         self.requests = 0  # GETs made, for tests and benchmarks
         if info is None:
             info = self._metadata()
         if info.get("type", "file") == "directory":
             raise IsADirectoryError(errno.EISDIR, "is a directory, not an ArrayRecord object", url)
+        self._info = info
         self.size = int(info["size"])
         self.version = object_version(info)
         self.pin_to = transport.pin_of(info)
@@ -192,8 +220,33 @@ class RemoteFile(ByteSource):
 
     @property
     def backend(self) -> str:
-        """``"obstore"`` or ``"fsspec"``: what makes the requests."""
-        return self._t.name
+        """``"obstore"`` or ``"fsspec"``: what makes this process's requests."""
+        return self._transport().name
+
+    def _transport(self):
+        """This process's transport: a forked child (a mount's worker, a
+        DataLoader worker) gets its own client, since neither an event
+        loop's thread nor a connection pool survives a fork; read-ahead in
+        flight in the parent stays there."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._after_fork()
+        return self._t
+
+    def _after_fork(self) -> None:
+        self._pieces = []
+        self._auto = []
+        if self._own_transport:
+            from .backends import transport_for
+
+            self._t, self._key = transport_for(self.name, self._storage_options)
+            self.pin_to = self._t.pin_of(self._info)
+        self._pid = os.getpid()
+
+    def _io_loop(self):
+        """The event loop this file's requests run on (for :mod:`.readahead`)."""
+        return self._transport().loop
 
     # -- requests ------------------------------------------------------------------
 
@@ -201,14 +254,15 @@ class RemoteFile(ByteSource):
         """The object's info dict, fresh (one metadata request, retried)."""
         policy = self.retry
         t0 = time.monotonic()
+        t = self._transport()
         for attempt in range(policy.attempts):
             try:
-                self._t.invalidate(self._key)
-                return self._t.info(self._key)
+                t.invalidate(self._key)
+                return t.info(self._key)
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.name) from None
             except Exception as e:
-                kind = self._t.classify(e, False)
+                kind = t.classify(e, False)
                 sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
                 if (kind != "retry" or attempt + 1 >= policy.attempts
                         or time.monotonic() - t0 + sleep > policy.deadline):
@@ -216,19 +270,26 @@ class RemoteFile(ByteSource):
                 time.sleep(sleep)
         raise AssertionError("unreachable")
 
-    async def _get(self, start: int, end: int):
+    async def _get(self, start: int, end: int, skip=None):
         """Bytes ``[start, end)`` in one request, retried; raises
-        :class:`_Failed` (turned into the public errors by :meth:`_run`)."""
+        :class:`_Failed` (turned into the public errors by :meth:`_run`).
+        ``skip()`` true once a connection is free: the bytes are no longer
+        wanted, no request is made (raises :class:`_Failed`)."""
         policy = self.retry
         t0 = time.monotonic()
         sem = aio.limit()
+        t, key, pin = self._t, self._key, self.pin_to
         for attempt in range(policy.attempts):
             try:
                 async with sem:
-                    data = await self._t.get(self._key, start, end, self.pin_to)
+                    if skip is not None and skip():
+                        raise _Failed("skipped", None, 0, start, end)
+                    data = await t.get(key, start, end, pin)
                 break
+            except _Failed:
+                raise
             except Exception as e:
-                kind = self._t.classify(e, self.pin_to is not None)
+                kind = t.classify(e, pin is not None)
                 sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
                 if (kind != "retry" or attempt + 1 >= policy.attempts
                         or time.monotonic() - t0 + sleep > policy.deadline):
@@ -288,15 +349,12 @@ class RemoteFile(ByteSource):
         if self._closed:
             raise ValueError(f"{self.name}: read from a closed file")
         try:
+            loop = self._io_loop()
             if len(requests) == 1:
-                return [aio.run(self._get(*requests[0]), self._t.loop)]
-            return aio.run(_all([self._get(a, b) for a, b in requests]), self._t.loop)
+                return [aio.run(self._get(*requests[0]), loop)]
+            return aio.run(_all([self._get(a, b) for a, b in requests]), loop)
         except _Failed as f:
             raise self._errors(f) from None
-
-    def _start_fetch(self, a: int, b: int):
-        """A future of bytes ``[a, b)`` (for :mod:`.readahead`)."""
-        return aio.submit(self._get(a, b), self._t.loop)
 
     def _adopt(self, pieces) -> None:
         with self._lock:
@@ -317,6 +375,8 @@ class RemoteFile(ByteSource):
     def read_ranges(self, ranges) -> list:
         if not ranges:
             return []
+        if self._pid != os.getpid():
+            self._transport()
         for a, b in ranges:
             if a < 0 or b < a or b > self.size:
                 self._check_range(a, b - a)
@@ -353,7 +413,7 @@ class RemoteFile(ByteSource):
         requests = plan(wanted)
         datas = self._run(requests)
         if len(requests) == 1 and len(todo) == 1 and requests[0] == tuple(wanted[0]):
-            out[todo[0]] = datas[0]
+            out[todo[0]] = _as_bytes(datas[0])
         else:
             starts = [r[0] for r in requests]
             import bisect
@@ -364,7 +424,7 @@ class RemoteFile(ByteSource):
                 ra, rb = requests[k]
                 if b <= rb:
                     d = datas[k]
-                    out[j] = d if (a, b) == (ra, rb) else bytes(memoryview(d)[a - ra : b - ra])
+                    out[j] = _as_bytes(d) if (a, b) == (ra, rb) else bytes(memoryview(d)[a - ra : b - ra])
                 else:  # spans split requests
                     parts = []
                     pos = a
@@ -377,23 +437,29 @@ class RemoteFile(ByteSource):
         lo = min(ranges[j][0] for j in todo)
         hi = max(ranges[j][1] for j in todo)
         if hi == self.size and hi - lo <= _TAIL_KEEP and self._tail is None and len(requests) == 1:
-            self._tail = (lo, datas[0])
+            self._tail = (lo, _as_bytes(datas[0]))
 
     def _sequential(self, lo: int, hi: int) -> None:
-        """Automatic read-ahead: once a read starts where the one before
-        ended, fetch the bytes after it, in a window that doubles (up to
+        """Automatic read-ahead: once a read starts where one before ended,
+        fetch the bytes after it, in a window that doubles (up to
         :data:`AUTO_WINDOW` bytes) each time reads come within half a
-        window of its end; a read elsewhere starts over."""
+        window of its end. Up to :data:`_STREAMS` such streams are followed
+        at once (threads reading parts of one file, several readers of a
+        mount); a read that continues none starts a new one."""
         with self._lock:
-            st = self._auto
-            if st is None or not (st[0] - GAP <= lo <= max(st[0], st[2]) + GAP):
-                old = st[3] if st is not None else []
-                self._auto = [hi, 0, hi, []]
-                start = None
+            streams = self._auto  # least recently continued first
+            st = next((s for s in reversed(streams) if s[0] - GAP <= lo <= max(s[0], s[2]) + GAP), None)
+            start, old = None, []
+            if st is None:
+                streams.append([hi, 0, hi, []])
+                if len(streams) > _STREAMS:
+                    old = streams.pop(0)[3]
             else:
-                nxt, window, end, handles = st
+                if streams[-1] is not st:
+                    streams.remove(st)
+                    streams.append(st)
+                nxt, window, end, _ = st
                 st[0] = max(nxt, hi)
-                start = None
                 if window == 0:
                     window = max(_AUTO_FIRST, 2 * (hi - lo))
                     start = hi
@@ -403,11 +469,9 @@ class RemoteFile(ByteSource):
                 window = min(window, AUTO_WINDOW, readahead.budget())
                 st[1] = window
                 if start is not None and start < self.size:
-                    st[2] = min(self.size, start + window)
-                    stop = st[2]
+                    st[2] = stop = min(self.size, start + window)
                 else:
                     start = None
-                old = []
         for h in old:
             h.close()
         if start is not None:
@@ -415,8 +479,7 @@ class RemoteFile(ByteSource):
             for p in handle._pieces:
                 p.auto = True
             with self._lock:
-                if self._auto is not None:
-                    self._auto[3] = [h for h in self._auto[3] if h.nbytes] + [handle]
+                st[3] = [h for h in st[3] if h.nbytes] + [handle]
 
     def prefetch(self, ranges) -> readahead.Prefetch:
         """Start fetching ``ranges`` (``(start, end)`` byte pairs, in the
@@ -426,21 +489,17 @@ class RemoteFile(ByteSource):
         give up what was not read)."""
         if self._closed:
             return readahead.Prefetch()
+        if self._pid != os.getpid():
+            self._transport()
         ranges = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
         ranges = [(a, b) for a, b in ranges if b > a]
-        needs = None
-        if ranges and all(b - a <= _MERGE_SMALL for a, b in ranges):
-            # A batch's records: neighbours share a request, as in read_ranges;
-            # a piece lives until its records' bytes were read, in any order.
-            merged = plan(ranges, piece=_MERGE_SMALL)
-            starts = [m[0] for m in merged]
-            needs = [0] * len(merged)
-            import bisect
-
-            for a, b in set(ranges):
-                needs[bisect.bisect_right(starts, a) - 1] += b - a
-            ranges = merged
-        return readahead.Prefetch(self, ranges, needs)
+        # Neighbours share a request, as in read_ranges: a batch's records in
+        # pieces of at most _MERGE_SMALL (they land sooner), a scan's chunks
+        # in pieces of up to PIECE_BYTES. A piece is spent once its ranges'
+        # bytes were read, in any order.
+        small = all(b - a <= _MERGE_SMALL for a, b in ranges)
+        merged = plan(ranges, piece=min(_MERGE_SMALL, readahead.piece_bytes()) if small else readahead.piece_bytes())
+        return readahead.Prefetch(self, merged, _needs(ranges, merged))
 
     def check(self) -> None:
         info = self._metadata()
@@ -455,6 +514,7 @@ class RemoteFile(ByteSource):
     def close(self) -> None:
         self._closed = True
         self._tail = None
+        self._auto = []
         with self._lock:
             pieces, self._pieces = list(self._pieces), []
         if pieces:

@@ -45,7 +45,7 @@ from .view import st_blocks
 
 __all__ = ["libfuse_path", "load_mfusepy", "libfuse_major", "available", "library", "Handler", "Session", "Replies",
            "reply_err", "reply_buf", "reply_open", "file_info", "CAP_READDIRPLUS", "CAP_READDIRPLUS_AUTO",
-           "CAP_NO_OPEN_SUPPORT", "CAP_ASYNC_READ", "CAP_SPLICE_WRITE"]
+           "CAP_NO_OPEN_SUPPORT"]
 
 log = logging.getLogger("arrayfs.fs")
 
@@ -97,8 +97,6 @@ def libfuse_major() -> int:
 
 
 # fuse_common.h capability bits (struct fuse_conn_info .capable / .want).
-CAP_ASYNC_READ = 1 << 0
-CAP_SPLICE_WRITE = 1 << 7
 CAP_READDIRPLUS = 1 << 13
 CAP_READDIRPLUS_AUTO = 1 << 14
 CAP_NO_OPEN_SUPPORT = 1 << 17

@@ -34,9 +34,6 @@ from .options import MountError, MountOptions
 __all__ = ["MountError", "MountOptions", "mount", "unmount", "is_mounted", "check_fuse"]
 
 log = logging.getLogger("arrayfs.fs")
-#: Threads per worker process of a mount of object-store sources (libfuse
-#: 3; ``-o max_threads=N`` overrides it).
-REMOTE_THREADS = 16
 
 
 def _fusermount() -> str | None:
@@ -187,15 +184,9 @@ def mount(
     helper = check_fuse()
     from ..paths import has_remote
     from .lowlevel import libfuse_major
-    from .options import _items
 
-    api = libfuse_major()
-    if api == 3 and has_remote(sources):
-        # Reads of a bucket wait on the network, not on the GIL: more
-        # threads per worker, so that many readers are served at once.
-        fuse_options = {"max_threads": REMOTE_THREADS, **_items(fuse_options)}
-    options = MountOptions.parse(fuse_options, api=api, watch=watch, allow_other=allow_other,
-                                 auto_unmount=helper is not None)
+    options = MountOptions.parse(fuse_options, api=libfuse_major(), watch=watch, allow_other=allow_other,
+                                 auto_unmount=helper is not None, remote=has_remote(sources))
     mountpoint = os.path.abspath(os.fspath(mountpoint))
     _check_mountpoint(mountpoint, options.nonempty)
     if not poll_interval > 0:

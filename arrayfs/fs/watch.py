@@ -18,20 +18,16 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import threading
 import time
 
-from ..paths import has_magic, has_remote
+from ..paths import has_magic, has_remote, split_instruction
 from ..storage import is_remote
 from .view import FsView, ViewChange
 
 __all__ = ["Watcher", "watch_dirs"]
 
 log = logging.getLogger("arrayfs.fs")
-
-_INSTRUCTION = re.compile(r"^(?P<path>.+)\[-?\d*:-?\d*\]$")
-
 
 def watch_dirs(sources) -> list[tuple[str, bool]]:
     """``(directory, recursive)`` pairs to watch for ``sources`` (the
@@ -47,9 +43,9 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
         if is_remote(entry):
             continue
         text = os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(entry))))
-        m = _INSTRUCTION.match(text)
-        if m and not os.path.exists(text):
-            text = m.group("path")
+        instruction = split_instruction(text)
+        if instruction is not None and not os.path.exists(text):
+            text = instruction[0]
         if os.path.isdir(text):
             d, rec = text, False
         elif has_magic(text):
@@ -112,12 +108,12 @@ class Watcher:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        watcher = self
+        changed = self._event
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event):
                 if event.event_type not in ("opened", "closed_no_write"):
-                    watcher._event.set()
+                    changed.set()
 
         self._observer = Observer()
         handler = _Handler()

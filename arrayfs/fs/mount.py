@@ -21,6 +21,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import re
 import select
 import shutil
 import stat
@@ -460,15 +461,7 @@ def _reap_children(timeout: float) -> None:
 
 def _unescape_mount_field(s: str) -> str:
     # /proc/mounts escapes space, tab, newline and backslash as \ooo.
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and s[i + 1 : i + 4].isdigit() and len(s[i + 1 : i + 4]) == 3:
-            out.append(chr(int(s[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
 def is_mounted(mountpoint) -> str | None:

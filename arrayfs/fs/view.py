@@ -615,7 +615,9 @@ class ViewSnapshot:
         checks that it decodes to the size its footer gives)."""
         kind = node.kind
         if kind == RECORD:
-            return self.data.file(node.shard).read_record(node.local)
+            # By global index: records of a chunk of many come from the
+            # dataset's chunk cache, decoded once for all of them.
+            return self.data[node.index]
         if kind == SUMMARY:
             return self.summary()
         if kind == SUBTREE:

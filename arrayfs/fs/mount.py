@@ -1,19 +1,14 @@
 """Mounting and unmounting: checks, daemonizing, clean errors.
 
-:func:`mount` checks everything that commonly goes wrong *before* touching
-FUSE and raises :class:`MountError` with one clear line: no ``/dev/fuse``,
-no ``fusermount``/libfuse, a mountpoint that is missing, not a directory,
-not empty or a dead mount, no shard matching the sources, a file that is not
-ArrayRecord. In background mode (the default) it then forks a daemon and
-returns only once the kernel has initialised the mount (the daemon reports
-through a pipe), so ``arrayfs mount ... && ls mnt`` works; a failure in the
-daemon before that point (libfuse refusing the mount) comes back as a
-``MountError`` carrying libfuse's message.
-
-The daemon unmounts cleanly on SIGINT, SIGTERM and SIGHUP, and mounts with
-``auto_unmount`` where the ``fusermount`` helper supports it, so a daemon that
-dies (``kill -9``, a crash) leaves no mount behind that would hang readers
-with ``ENOTCONN``.
+:func:`mount` checks what commonly goes wrong *before* touching FUSE (no
+``/dev/fuse``, no ``fusermount`` or libfuse, a bad mountpoint, no shard,
+a file that is not ArrayRecord) and raises :class:`MountError` with one
+line. In background mode it forks a daemon and returns once the kernel
+has initialised the mount, so ``arrayfs mount ... && ls mnt`` works; a
+failure before that (libfuse refusing the mount) comes back as a
+``MountError`` with libfuse's message. The daemon unmounts on SIGINT,
+SIGTERM and SIGHUP; one that dies leaves no dead mount behind
+(``auto_unmount``, and the reaper below).
 """
 
 from __future__ import annotations

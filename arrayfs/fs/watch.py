@@ -1,16 +1,12 @@
 """Live refresh: shards that appear or vanish under the sources show up in
-(or leave) the mount without remounting.
+(or leave) the mount without remounting (docs/mounting.md, "Watch mode").
 
-A watchdog observer (inotify on Linux) watches the directories the sources
-name: a directory source itself, the parent of a file, the directory part of
-a glob pattern before its first wildcard (recursively when a wildcard is in
-a directory component). Events are debounced (a writer makes many), then the
-view is refreshed (:meth:`arrayfs.fs.core.Core.refresh`: the kernel's
-caches and the worker processes follow). Object stores send no change
-notifications: URL sources are listed afresh every ``poll_interval``
-seconds instead. A half-written shard is not shown (the dataset's refresh
-leaves out a file that is not yet valid ArrayRecord); it is retried every
-``retry`` seconds, so it appears once complete.
+Local directories are watched through watchdog (inotify on Linux), with
+events debounced; URL sources are listed afresh every ``poll_interval``
+seconds; a half-written shard (left out by the dataset's refresh) is
+retried every ``retry`` seconds. Each refresh is
+:meth:`arrayfs.fs.core.Core.refresh`: the kernel's caches and the worker
+processes follow.
 """
 
 from __future__ import annotations

@@ -197,8 +197,7 @@ class Core:
         try:
             return snap.attr(node)
         except (ArrayRecordError, OSError, ValueError) as e:
-            log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
-            raise oserror(errno.EIO) from None
+            raise self._eio("on the attributes of", f"{what}: {snap.describe(node)}", e) from None
 
     @staticmethod
     def _eio(doing: str, what, e: Exception) -> OSError:

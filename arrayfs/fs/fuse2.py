@@ -97,11 +97,8 @@ class Fuse2(load_mfusepy().Operations):
         core = self.core
         snap, node = core.path_node(path, fh)
         try:
-            for b in snap.readdir_batches(node, offset):
-                mode, off = b.attr.mode, b.next_offset
-                for name, ino in zip(b.name_list(), b.inos):
-                    yield name, {"st_mode": mode, "st_ino": ino}, off
-                    off += 1
+            for name, a, off in snap.readdir(node, offset):
+                yield name, {"st_mode": a.mode, "st_ino": a.ino}, off
         except (ArrayRecordError, ValueError) as e:
             raise core.listing_error(e, snap, node) from None
 

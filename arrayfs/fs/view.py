@@ -521,15 +521,9 @@ class ViewSnapshot:
         """
         for b in self.readdir_batches(node, offset, sizes=sizes):
             a = b.attr
-            off = b.next_offset
-            if b.sizes is None:
-                for name, ino in zip(b.name_list(), b.inos):
-                    yield name, a._replace(ino=ino), off
-                    off += 1
-            else:
-                for name, ino, size in zip(b.name_list(), b.inos, [int(x) for x in b.sizes]):
-                    yield name, a._replace(ino=ino, size=size), off
-                    off += 1
+            all_sizes = itertools.repeat(a.size) if b.sizes is None else [int(x) for x in b.sizes]
+            for j, (name, ino, size) in enumerate(zip(b.name_list(), b.inos, all_sizes)):
+                yield name, a._replace(ino=ino, size=size), b.next_offset + j
 
     def readdir_batches(self, node: Node, offset: int = 0, *, sizes: bool = False,
                         batch: int = 1024) -> Iterator["DirBatch"]:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from . import storage
 from .storage import Entry, is_remote
 
-__all__ = ["ShardSpec", "natural_key", "expand_paths", "expand_entries", "has_magic", "has_remote"]
+__all__ = ["ShardSpec", "natural_key", "expand_paths", "expand_entries", "has_magic", "has_remote", "split_instruction"]
 
 _INSTRUCTION = re.compile(r"^(?P<path>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _DIGITS = re.compile(r"(\d+)")
@@ -56,6 +56,17 @@ def has_remote(entries) -> bool:
     return any(is_remote(getattr(e, "filename", e)) for e in entries)
 
 
+def split_instruction(text: str) -> tuple[str, int | None, int | None] | None:
+    """``(path, start, stop)`` of a read instruction ``"path[start:stop]"``
+    (an omitted bound is ``None``), or ``None`` when ``text`` is not one.
+    A file whose name has that form is still that file: callers check."""
+    m = _INSTRUCTION.match(text)
+    if m is None:
+        return None
+    start, stop = m.group("start"), m.group("stop")
+    return m.group("path"), int(start) if start else None, int(stop) if stop else None
+
+
 def _exists(text: str, storage_options, fresh: bool = False) -> Entry | None:
     try:
         return storage.stat(text, storage_options, fresh=fresh)
@@ -78,14 +89,12 @@ def _one(entry, storage_options, fresh: bool) -> list[tuple[ShardSpec, Entry | N
         text = os.fsdecode(text)
     start = stop = None
     remote = is_remote(text)
-    m = _INSTRUCTION.match(text)
+    instruction = split_instruction(text)
     found = None
-    if m:
+    if instruction is not None:
         found = _exists(text, storage_options, fresh)
         if found is None:
-            text = m.group("path")
-            start = int(m.group("start")) if m.group("start") else None
-            stop = int(m.group("stop")) if m.group("stop") else None
+            text, start, stop = instruction
     if not remote:
         text = os.path.expanduser(text)
     if found is None and not (has_magic(text) and (remote or not os.path.exists(text))):

@@ -47,6 +47,12 @@ def test_options_own_and_passed_through():
     assert o.fuse3_args()[-1] == "max_readahead=65536" and "allow_other" in o.fuse3_args()
     assert MountOptions.parse({"nothreads": True, "workers": 2}, api=3).threads == 1
     assert MountOptions.parse("nothreads", api=2).fuse2_kwargs()["nothreads"]
+    # Sources on object storage: more threads per worker, unless -o says otherwise.
+    from arrayfs.fs.options import REMOTE_THREADS
+
+    assert MountOptions.parse(None, api=3, remote=True).threads == REMOTE_THREADS > 1
+    assert MountOptions.parse("max_threads=3", api=3, remote=True).threads == 3
+    assert MountOptions.parse(None, api=2, remote=True).threads == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.workers = 5
 

@@ -52,9 +52,8 @@ def test_mfusepy_public_names_used():
 
 def test_libfuse3_exports_every_function_used():
     lib = lowlevel.library()
-    for name in ("fuse_reply_err", "fuse_reply_entry", "fuse_reply_attr", "fuse_reply_open",
-                 "fuse_reply_buf", "fuse_reply_statfs", "fuse_add_direntry", "fuse_add_direntry_plus",
-                 "fuse_lowlevel_notify_inval_entry", "fuse_lowlevel_notify_inval_inode", "fuse_session_new",
+    for name in ("fuse_reply_err", "fuse_reply_open", "fuse_reply_buf", "fuse_add_direntry",
+                 "fuse_add_direntry_plus", "fuse_lowlevel_notify_inval_entry", "fuse_lowlevel_notify_inval_inode", "fuse_session_new",
                  "fuse_session_mount", "fuse_session_unmount", "fuse_session_destroy", "fuse_session_fd",
                  "fuse_session_receive_buf", "fuse_session_process_buf"):
         assert hasattr(lib, name), name
@@ -127,92 +126,101 @@ def _fuse_attr(buf: bytes, at: int) -> dict:
     return dict(zip(keys, f))
 
 
-def test_direntries_as_the_kernel_reads_them():
-    """libfuse's own encoders read our entry parameters and stat as the
-    kernel's fuse_direntplus and fuse_dirent: every field arrives."""
+def _libfuse_entry_param(attr, uid, gid, entry_timeout, attr_timeout, nodeid=None):
+    """libfuse's own ``struct fuse_entry_param`` for ``attr``, the reference
+    the replies built in the kernel's layout are compared with."""
+    m = lowlevel.structs()
+
+    class EntryParam(ctypes.Structure):
+        _fields_ = [("ino", ctypes.c_uint64), ("generation", ctypes.c_uint64), ("attr", m.c_stat),
+                    ("attr_timeout", ctypes.c_double), ("entry_timeout", ctypes.c_double)]
+
+    e = EntryParam()
+    st = e.attr
+    st.st_mode, st.st_ino, st.st_nlink, st.st_size = attr.mode, attr.ino, attr.nlink, attr.size
+    st.st_uid, st.st_gid, st.st_blksize, st.st_blocks = uid, gid, attr.blksize, (attr.size + 511) // 512
+    for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
+        ts.tv_sec, ts.tv_nsec = divmod(attr.mtime_ns, 10**9)
+    e.ino = attr.ino if nodeid is None else nodeid
+    e.attr_timeout, e.entry_timeout = attr_timeout, entry_timeout
+    return e
+
+
+def _libfuse_dirent(e, name: bytes, off: int, plus: bool) -> bytes:
+    lib = lowlevel.library()
+    fn = lib.fuse_add_direntry_plus if plus else lib.fuse_add_direntry
+    fn.restype, fn.argtypes = ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                                ctypes.c_void_p, ctypes.c_int64]
+    buf = ctypes.create_string_buffer(4096)
+    n = fn(None, buf, 4096, name, ctypes.addressof(e) if plus else ctypes.addressof(e.attr), off)
+    return buf.raw[:n]
+
+
+def test_replies_are_libfuses_and_read_as_the_kernel_reads_them():
+    """Entries and attributes built in the kernel's layout are, byte for
+    byte, what libfuse's fuse_reply_entry / fuse_add_direntry_plus would
+    send (they share libfuse's fill_entry), and every field arrives where
+    fuse_kernel.h puts it."""
     from arrayfs.fs.view import Attr
 
-    ops = lowlevel.StatWriter(1234, 5678)
     attr = Attr(stat.S_IFREG | 0o444, (7 << 40) | 99, 2, 1_000_003, 1_700_000_000_123_456_789, 1 << 20)
-    e = lowlevel.EntryParam()
-    ops.fill(e.attr, attr)
-    e.ino = attr.ino
-    e.generation = 0
-    e.attr_timeout = 86400.0
-    e.entry_timeout = 1.5
-    buf = ctypes.create_string_buffer(4096)
-    n = lowlevel.library().fuse_add_direntry_plus(None, buf, 4096, b"0000123", ctypes.addressof(e), 77)
-    raw = buf.raw[:n]
+    replies = lowlevel.Replies(1234, 5678, 1.5, 86400.0)
+    raw = replies.entry(attr)
+    theirs = _libfuse_dirent(_libfuse_entry_param(attr, 1234, 5678, 1.5, 86400.0), b"0000123", 77, True)
+    assert len(raw) == 128 and theirs[:128] == raw
     nodeid, gen, entry_valid, attr_valid, entry_nsec, attr_nsec = struct.unpack_from("<4Q2I", raw, 0)
-    assert (nodeid, gen, entry_valid, attr_valid, entry_nsec) == (attr.ino, 0, 1, 86400, 500_000_000)
+    assert (nodeid, gen, entry_valid, attr_valid, entry_nsec, attr_nsec) == (attr.ino, 0, 1, 86400, 500_000_000, 0)
     a = _fuse_attr(raw, 40)
     assert a["ino"] == attr.ino and a["size"] == attr.size and a["blocks"] == (attr.size + 511) // 512
     assert a["mode"] == attr.mode and a["nlink"] == 2 and (a["uid"], a["gid"]) == (1234, 5678)
     assert a["blksize"] == 1 << 20
     assert (a["mtime"], a["mtimensec"]) == divmod(attr.mtime_ns, 10**9) == (a["ctime"], a["ctimensec"])
-    dirent = 40 + 88
-    ino, off, namelen, typ = struct.unpack_from("<2Q2I", raw, dirent)
-    assert (ino, off, namelen, typ) == (attr.ino, 77, 7, stat.S_IFREG >> 12)
-    assert raw[dirent + 24 : dirent + 24 + namelen] == b"0000123"
-    # The plain entry (READDIR) reads the struct stat alone.
-    st = lowlevel.structs().c_stat()
-    ops.fill(st, attr._replace(mode=stat.S_IFDIR | 0o555, ino=16))
-    n = lowlevel.library().fuse_add_direntry(None, buf, 4096, b".shards", ctypes.addressof(st), 3)
-    ino, off, namelen, typ = struct.unpack_from("<2Q2I", buf.raw, 0)
-    assert (ino, off, namelen, typ, n) == (16, 3, 7, stat.S_IFDIR >> 12, 32)
-    # Too little room: nothing written, the size needed returned.
-    assert lowlevel.library().fuse_add_direntry(None, buf, 16, b".shards", ctypes.addressof(st), 3) == 32
+    # fuse_attr_out: attr_valid, attr_valid_nsec, dummy, then the same fuse_attr.
+    out = replies.attr(attr)
+    assert len(out) == 104 and struct.unpack_from("<QI", out) == (86400, 0) and out[16:] == raw[40:]
+    # A negative entry: node 0, kept for the timeout.
+    neg = replies.negative(2.25)
+    assert struct.unpack_from("<3Q", neg) == (0, 0, 2) and struct.unpack_from("<I", neg, 32)[0] == 250_000_000
+    # fuse_kstatfs
+    f = {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": 10, "f_bfree": 0, "f_bavail": 0, "f_files": 7,
+         "f_ffree": 0, "f_favail": 0, "f_namemax": 255, "f_flag": os.ST_RDONLY}
+    assert struct.unpack("<5Q10I", replies.statfs(f))[:8] == (10, 0, 0, 7, 0, 4096, 255, 4096)
 
 
 @pytest.mark.parametrize("plus,attrs", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("width", [1, 6, 7, 13])
-def test_runs_of_entries_are_byte_for_byte_libfuses(plus, attrs, width):
-    """DirentRuns patches copies of libfuse's first entry; every entry must
-    equal what fuse_add_direntry(_plus) writes for it."""
+def test_listing_entries_are_byte_for_byte_libfuses(plus, attrs, width):
+    """A run of records (copies of one entry with name, inode, size and
+    offset patched) and a named entry equal what fuse_add_direntry(_plus)
+    writes for each, and only whole entries are written."""
     import numpy as np
 
-    from arrayfs.fs.view import Attr
+    from arrayfs.fs.view import Attr, DirBatch
 
-    ops = lowlevel.StatWriter(1000, 1000)
     attr = Attr(stat.S_IFREG | 0o444, 0, 2, 0, 1_700_000_000_000_000_001, 1 << 20)
-    e = lowlevel.EntryParam()
-    st = lowlevel.structs().c_stat()
-    target = e if plus else st
-    ops.fill(e.attr if plus else st, attr)
-    e.attr_timeout, e.entry_timeout = 86400.0, 86400.0
+    replies = lowlevel.Replies(1000, 1000, 86400.0, 86400.0)
     first_name = 10 ** (width - 1) - 3 if width > 1 else 0
     count = 9 if width > 1 else 7
     first_ino = (5 << 40) | 1234
     sizes = np.array([0, 1, 511, 512, 513, 10**9, 7, 8, 9][:count], dtype=np.int64)
-    size = 4096
-    runs = lowlevel.DirentRuns()
-    buf = ctypes.create_string_buffer(size)
-    n, k = runs.encode(None, buf, 0, size, first_name, width, first_ino, count, sizes, 41, target, plus, attrs)
-    assert runs.vectorized and k == count
-    ref = ctypes.create_string_buffer(size)
-    pos = 0
-    lib = lowlevel.library()
+    batch = DirBatch(None, attr, range(first_ino, first_ino + count), sizes, 41, first_name, width)
+    ref = b""
     for j in range(count):
-        name = str(first_name + j).zfill(width).encode()
-        if plus:
-            e.ino = first_ino + j if attrs else 0
-            e.attr.st_ino = first_ino + j
-            if attrs:
-                e.attr.st_size = int(sizes[j])
-                e.attr.st_blocks = (int(sizes[j]) + 511) // 512
-            pos += lib.fuse_add_direntry_plus(None, ctypes.addressof(ref) + pos, size - pos, name,
-                                              ctypes.addressof(e), 41 + j)
-        else:
-            st.st_ino = first_ino + j
-            pos += lib.fuse_add_direntry(None, ctypes.addressof(ref) + pos, size - pos, name, ctypes.addressof(st),
-                                         41 + j)
-    assert n == pos and buf.raw[:n] == ref.raw[:pos]
-    # Too little room: whole entries only.
-    small = ctypes.create_string_buffer(size)
-    one = pos // count
-    n2, k2 = lowlevel.DirentRuns().encode(None, small, 0, 3 * one + one // 2, first_name, width, first_ino, count,
-                                          sizes, 41, target, plus, attrs)
-    assert (n2, k2) == (3 * one, 3) and small.raw[:n2] == ref.raw[:n2]
+        a = attr._replace(ino=first_ino + j, size=int(sizes[j]) if attrs else 0)
+        e = _libfuse_entry_param(a, 1000, 1000, 86400.0, 86400.0, nodeid=None if attrs else 0)
+        ref += _libfuse_dirent(e, str(first_name + j).zfill(width).encode(), 41 + j, plus)
+    buf = np.zeros(4096, np.uint8)
+    n, k = replies.dirents(buf, 8 * 3, batch, plus, attrs)
+    assert k == count and n == len(ref) and buf[24 : 24 + n].tobytes() == ref
+    one = len(ref) // count
+    small = np.zeros(3 * one + one // 2, np.uint8)
+    assert replies.dirents(small, 0, batch, plus, attrs) == (3 * one, 3) and small[: 3 * one].tobytes() == ref[:3 * one]
+    # A named entry (a directory), alone in its batch.
+    d = Attr(stat.S_IFDIR | 0o555, 16, 2, 0, 5, 4096)
+    e = _libfuse_entry_param(d, 1000, 1000, 86400.0, 86400.0, nodeid=16 if attrs else 0)
+    n, k = replies.dirents(buf, 0, DirBatch([".shards"], d, (16,), (0,), 3), plus, attrs)
+    assert (n, k) == (len(_libfuse_dirent(e, b".shards", 3, plus)), 1)
+    assert buf[:n].tobytes() == _libfuse_dirent(e, b".shards", 3, plus)
 
 
 def test_lookups_in_one_directory_run_in_parallel(tmp_path):

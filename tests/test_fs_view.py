@@ -437,3 +437,24 @@ def test_big_records_decode_once_and_leave_once_read(view, data):
     assert contents.get(snap, node, "16")[0] == recs[16] and contents.decodes == 2
     small = snap.resolve("/0")
     assert contents.get(snap, small, "0") == (recs[0], 0) and contents.decodes == 2
+
+
+def test_records_of_a_chunk_of_many_decode_the_chunk_once(tmp_path, monkeypatch):
+    """Reading every record of group_size:16 chunks through the view
+    decodes each chunk once (the dataset's chunk cache), not once per
+    record."""
+    recs = _records(11, 64)
+    _write_ours(tmp_path / "g.array_record", recs, "group_size:16,zstd:3")
+    calls = []
+    decode = arrayfs.file.ArrayRecordFile.decode_chunk
+
+    def counting(self, k, *args, **kwargs):
+        calls.append(k)
+        return decode(self, k, *args, **kwargs)
+
+    monkeypatch.setattr(arrayfs.file.ArrayRecordFile, "decode_chunk", counting)
+    with ArrayRecordDataSource(str(tmp_path / "g.array_record")) as ds:
+        view = FsView(ds)
+        assert [view.read(f"/{i:02d}") for i in range(64)] == recs
+        assert [view.read(f"/.shards/g.array_record/{i:02d}") for i in range(64)] == recs
+    assert sorted(calls) == [0, 1, 2, 3]

@@ -9,22 +9,20 @@ against arrayfs's own decoders."""
 
 from __future__ import annotations
 
-import ctypes.util
 import errno
 import io
 import json
 import logging
 import os
-import shutil
 import subprocess
 
+import _mounting
 import msgpack
 import numpy as np
 import pytest
-import test_mount
+from _mounting import daemon_pid, libfuse_env, refreshed, run_cli, wait_for, write_ours
 from _tfds_fixture import VERSION_DIR, expected
 from PIL import Image
-from test_mount import daemon_pid, refreshed, run_cli, wait_for, write_ours
 
 from arrayfs import ArrayRecordDataSource
 from arrayfs.display import choose_display
@@ -34,7 +32,7 @@ from arrayfs.fs.decoded import DecodedRecordError, decoded_subtree
 from arrayfs.fs.options import MountOptions
 from arrayfs.fs.view import FsView, ViewSnapshot
 
-mounter = test_mount.mounter  # the fixture: mounts through the command line, unmounts in teardown
+mounter = _mounting.mounter  # the fixture: mounts through the command line, unmounts in teardown
 TRAIN = os.path.join(VERSION_DIR, "arrayfs_digits-train.array_record-*")
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -359,16 +357,6 @@ def test_a_record_that_does_not_decode_is_eio_and_the_daemon_lives(tmp_path, mou
     assert wait_for(lambda: log.exists() and "EIO" in log.read_text())
     text = log.read_text()
     assert f"{path} record 1" in text and "cannot decode record as msgpack" in text and "Traceback" not in text
-
-
-def libfuse_env(libfuse: str) -> dict | None:
-    """The environment of a mount through libfuse ``libfuse`` ("3": the
-    default one; "2": mfusepy's high-level binding)."""
-    if libfuse == "3":
-        return None
-    if not ctypes.util.find_library("fuse") or not shutil.which("fusermount"):
-        pytest.skip("libfuse 2 (libfuse.so.2 and fusermount) not installed")
-    return dict(os.environ, FUSE_LIBRARY_NAME="fuse")
 
 
 @pytest.mark.parametrize("libfuse", ["3", "2"])

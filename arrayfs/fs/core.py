@@ -1,27 +1,15 @@
 """The mount's core: every decision a FUSE binding needs, no libfuse.
 
 The bindings (:mod:`arrayfs.fs.fuse3`, :mod:`arrayfs.fs.fuse2`) turn
-libfuse's calls into calls of :class:`Core` and its answers (or the
-``OSError`` it raises) back. The core decides:
-
-- **Nodes.** By inode (libfuse 3) or path (libfuse 2) in the current
-  :class:`~arrayfs.fs.view.ViewSnapshot`; a record's inode also in the one
-  before (a file open across a refresh keeps its record); else ``ESTALE``.
-- **Handles without state.** A handle is the generation of the snapshot it
-  was opened in, plus one: any worker process serves any request.
-- **Checks.** Writing is ``EROFS``, a directory as a file ``EISDIR``, a
-  file as a directory ``ENOTDIR``; where the kernel can open files by
-  itself the first ``open`` is ``ENOSYS`` (no OPEN or RELEASE after that).
-- **Errors.** An unreadable record is ``EIO`` and one log line naming
-  shard, chunk and byte offset; an unknown name ``ENOENT``.
-- **Refresh** (:meth:`Core.refresh`), so that at every moment the names,
-  the summary and the bytes agree: from the moment a new snapshot is built
-  until every name that changed meaning is invalidated in the kernel, the
-  summary is ``ESTALE`` (its old pages dropped first); the workers are
-  replaced by ones holding the new snapshot (``switch``) before names are
-  invalidated, so none answers with an old meaning after; the root names
-  the kernel may have cached are noted in memory the processes share
-  (:class:`SeenNames`), so only those are invalidated.
+libfuse's calls into calls of :class:`Core`, and its answers (or the
+``OSError`` it raises) back. The core finds nodes (by inode or path; a
+record's inode also in the snapshot before, else ``ESTALE``), gives
+handles that are only a snapshot's generation (so any worker process
+serves any request), checks opens (``EROFS``, ``EISDIR``, ``ENOTDIR``;
+``ENOSYS`` once the kernel may open files by itself), turns unreadable
+records into ``EIO`` with one log line naming shard, chunk and byte
+offset, and runs the refresh protocol of :meth:`Core.refresh` (names,
+summary and bytes agree at every moment: docs/mounting.md, "Watch mode").
 """
 
 from __future__ import annotations
@@ -209,8 +197,7 @@ class Core:
         try:
             return snap.attr(node)
         except (ArrayRecordError, OSError, ValueError) as e:
-            log.error("EIO on the attributes of %s: %s: %s", what, snap.describe(node), e)
-            raise oserror(errno.EIO) from None
+            raise self._eio("on the attributes of", f"{what}: {snap.describe(node)}", e) from None
 
     @staticmethod
     def _eio(doing: str, what, e: Exception) -> OSError:

@@ -19,7 +19,7 @@ from ..errors import ArrayRecordError
 from .core import Core
 from .lowlevel import load_mfusepy
 from .records import oserror
-from .view import SUMMARY
+from .view import SUMMARY, st_blocks
 
 __all__ = ["Fuse2", "run"]
 
@@ -59,7 +59,7 @@ class Fuse2(load_mfusepy().Operations):
         snap, node = core.path_node(path)
         a = core.attr(snap, node, path)
         return {"st_mode": a.mode, "st_ino": a.ino, "st_nlink": a.nlink, "st_size": a.size,
-                "st_blocks": (a.size + 511) // 512, "st_blksize": a.blksize, "st_mtime": a.mtime_ns,
+                "st_blocks": st_blocks(a.size), "st_blksize": a.blksize, "st_mtime": a.mtime_ns,
                 "st_ctime": a.mtime_ns, "st_atime": a.mtime_ns, "st_uid": core.uid, "st_gid": core.gid}
 
     def statfs(self, path):
@@ -97,11 +97,8 @@ class Fuse2(load_mfusepy().Operations):
         core = self.core
         snap, node = core.path_node(path, fh)
         try:
-            for b in snap.readdir_batches(node, offset):
-                mode, off = b.attr.mode, b.next_offset
-                for name, ino in zip(b.name_list(), b.inos):
-                    yield name, {"st_mode": mode, "st_ino": ino}, off
-                    off += 1
+            for name, a, off in snap.readdir(node, offset):
+                yield name, {"st_mode": a.mode, "st_ino": a.ino}, off
         except (ArrayRecordError, ValueError) as e:
             raise core.listing_error(e, snap, node) from None
 

@@ -10,11 +10,12 @@ handles go in, attributes and bytes come out through
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import signal
 import threading
+
+import numpy as np
 
 from ..errors import ArrayRecordError
 from . import lowlevel
@@ -34,21 +35,9 @@ class Fuse3(lowlevel.Handler):
         self.core = core
         self.ready = False
         opts = core.opts
-        self._entry_timeout, self._attr_timeout = opts.entry_timeout, opts.attr_timeout
         self._negative = opts.negative_timeout
-        self._stat = lowlevel.StatWriter(core.uid, core.gid)
-        self._runs = lowlevel.DirentRuns()
+        self._replies = lowlevel.Replies(core.uid, core.gid, opts.entry_timeout, opts.attr_timeout)
         self._tls = threading.local()
-
-    def _scratch(self):
-        """This thread's ``fuse_entry_param`` and ``struct stat`` (libfuse
-        reads them after the call, so threads cannot share them)."""
-        t = self._tls
-        try:
-            return t.entry, t.stat
-        except AttributeError:
-            t.entry, t.stat, t.buf = lowlevel.EntryParam(), self._stat.new(), ctypes.create_string_buffer(1 << 16)
-            return t.entry, t.stat
 
     def init(self, conn):
         opts = self.core.opts
@@ -67,32 +56,27 @@ class Fuse3(lowlevel.Handler):
         core = self.core
         text = name.decode("utf-8", "surrogateescape")
         found = core.lookup(parent, text)
-        e, _ = self._scratch()
-        if found is None:
-            if self._negative <= 0:
-                raise oserror(errno.ENOENT)
-            ctypes.memset(ctypes.addressof(e), 0, ctypes.sizeof(e))
-            e.entry_timeout = self._negative
+        if found is not None:
+            body = self._replies.entry(core.attr(found[0], found[1], text))
+        elif self._negative > 0:
+            body = self._replies.negative(self._negative)
         else:
-            a = core.attr(found[0], found[1], text)
-            self._stat.fill(e.attr, a)
-            e.ino, e.attr_timeout, e.entry_timeout = a.ino, self._attr_timeout, self._entry_timeout
-        lowlevel.reply_entry(req, e)
+            raise oserror(errno.ENOENT)
+        lowlevel.reply_buf(req, body, len(body))
 
     def getattr(self, req, ino, fi):
         snap, node = self.core.node(ino)
-        _, st = self._scratch()
-        self._stat.fill(st, self.core.attr(snap, node, ino))
-        lowlevel.reply_attr(req, st, self._attr_timeout)
+        body = self._replies.attr(self.core.attr(snap, node, ino))
+        lowlevel.reply_buf(req, body, len(body))
 
     def statfs(self, req, ino):
-        lowlevel.reply_statfs(req, self.core.statfs())
+        body = self._replies.statfs(self.core.statfs())
+        lowlevel.reply_buf(req, body, len(body))
 
     def open(self, req, ino, fi):
         core = self.core
         snap, node = core.node(ino)
-        fh = core.open(snap, node, lowlevel.file_info(fi)[0])
-        lowlevel.reply_open(req, fi, fh, keep_cache=True)  # an inode's contents never change
+        lowlevel.reply_open(req, fi, core.open(snap, node, lowlevel.file_info(fi)[0]))  # contents never change
 
     def read(self, req, ino, size, off, fi):
         core = self.core
@@ -120,57 +104,25 @@ class Fuse3(lowlevel.Handler):
         self._listing(req, ino, size, off, fi, True)
 
     def _listing(self, req, ino, size, off, fi, plus):
+        """Entries from ``off`` that fit in ``size`` bytes; with ``plus``
+        and not ``attrs``, entries carry no inode for the kernel to keep
+        (it then takes only name and type)."""
         core = self.core
         snap, node = core.node(ino, lowlevel.file_info(fi)[1])
-        e, st = self._scratch()
-        buf = self._tls.buf
-        if len(buf) < size:
-            buf = self._tls.buf = ctypes.create_string_buffer(size)
+        buf = getattr(self._tls, "buf", None)
+        if buf is None or len(buf) != size:
+            buf = self._tls.buf = np.empty(size, np.uint8)
+        pos = 0
         try:
             batches, attrs = core.listing(snap, node, off, size, plus)
-            pos = self._fill(req, batches, buf, size, plus, attrs, e, st)
-        except (ArrayRecordError, OSError, ValueError) as err:
-            raise core.listing_error(err, snap, node) from None
-        lowlevel.reply_buf(req, ctypes.addressof(buf), pos)
-
-    def _fill(self, req, batches, buf, size, plus, attrs, e, st) -> int:
-        """Write the entries that fit in ``size`` bytes of ``buf``; returns
-        the bytes written. Runs of records are encoded at once
-        (:class:`lowlevel.DirentRuns`), the few other entries one by one;
-        with ``plus`` and not ``attrs``, entries carry inode 0 (the kernel
-        then takes only name and type)."""
-        base, pos = ctypes.addressof(buf), 0
-        if plus:
-            target, attr = e, e.attr
-            e.attr_timeout, e.entry_timeout, e.ino = self._attr_timeout, self._entry_timeout, 0
-        else:
-            target, attr = st, st
-        for b in batches:
-            self._stat.fill(attr, b.attr)
-            if b.first_name >= 0:
-                n, k = self._runs.encode(req, buf, pos, size - pos, b.first_name, b.width, b.inos[0], len(b.inos),
-                                         b.sizes, b.next_offset, target, plus, attrs)
+            for b in batches:
+                n, k = self._replies.dirents(buf, pos, b, plus, attrs)
                 pos += n
                 if k < len(b.inos):
-                    return pos
-                continue
-            nxt = b.next_offset
-            for name, ino, sz in zip(b.name_list(), b.inos, b.sizes if attrs else b.inos):
-                attr.st_ino = ino
-                if plus:
-                    # "." and "..": no inode for the kernel to remember.
-                    e.ino = ino if attrs and name != "." and name != ".." else 0
-                    if attrs:
-                        attr.st_size, attr.st_blocks = sz, (sz + 511) >> 9
-                    n = lowlevel.add_direntry_plus(req, base + pos, size - pos, name.encode(), ctypes.addressof(e), nxt)
-                else:
-                    n = lowlevel.add_direntry(req, base + pos, size - pos, name.encode(), ctypes.addressof(st), nxt)
-                if n > size - pos:
-                    return pos
-                pos += n
-                nxt += 1
-            e.ino = 0
-        return pos
+                    break
+        except (ArrayRecordError, OSError, ValueError) as err:
+            raise core.listing_error(err, snap, node) from None
+        lowlevel.reply_buf(req, buf.ctypes.data, pos)
 
 
 def run(core: Core, mountpoint: str, *, on_ready=None, watcher=None) -> None:

@@ -6,23 +6,24 @@ copies every read. With the *low-level* API (libfuse 3) the kernel talks
 in inode numbers, the daemon keeps nothing per name, and a read is
 answered from the decoded record itself.
 
-This module holds all of libfuse's ABI arrayfs uses (libfuse
-``include/fuse_lowlevel.h``, ``fuse_common.h``, ``fuse_kernel.h`` and
-``lib/fuse_versionscript`` of 3.x; ``struct fuse_lowlevel_ops`` only grows
-at its end): which libfuse, and mfusepy loaded on it (whose ``struct stat``,
-``statvfs``, ``fuse_file_info`` and ``fuse_conn_info`` it takes); ``struct
-fuse_args``, ``fuse_entry_param``, ``fuse_buf``, ``fuse_custom_io``, the
-operations table and the prototypes called; the replies; the kernel's
-``FUSE_DEV_IOC_CLONE``. ``tests/test_fs_lowlevel.py`` checks them against
-the installed libfuse and kernel, so an incompatible one fails there,
-before any mount.
+What this module holds of libfuse 3 (``include/fuse_lowlevel.h``,
+``fuse_common.h``, ``lib/fuse_versionscript``; ``struct fuse_lowlevel_ops``
+only grows at its end): which libfuse, and mfusepy loaded on it (whose
+``fuse_file_info`` and ``fuse_conn_info`` it takes); ``struct fuse_args``,
+``fuse_buf``, ``fuse_custom_io``, the operations table, the prototypes
+called; the kernel's ``FUSE_DEV_IOC_CLONE``. Replies with attributes,
+entries, listings and ``statfs`` are built here in the kernel's own layout
+(``fuse_kernel.h``, the kernel's stable ABI: :class:`Replies`) and sent with
+``fuse_reply_buf``, as libfuse's own ``fuse_reply_entry`` and
+``fuse_add_direntry_plus`` would send them, without a ``struct stat`` per
+answer. ``tests/test_fs_lowlevel.py`` checks all of it against the installed
+libfuse and kernel, byte for byte, before any mount.
 
-Use: subclass :class:`Handler`, implement the operations you serve (an
-operation left as ``None`` is answered by libfuse itself: ``ENOSYS``, or
-nothing for ``forget``), and pass it to :class:`Session`. Every operation
-must answer its request exactly once with one of the ``reply_*`` functions,
-or raise ``OSError`` before answering (the request is then answered with
-that ``errno``; any other exception is logged and answered ``EIO``).
+Use: subclass :class:`Handler`, implement the operations you serve (one
+left ``None`` is answered by libfuse itself: ``ENOSYS``, or nothing for
+``forget``), and pass it to :class:`Session`. An operation answers its
+request exactly once, or raises ``OSError`` before answering (answered
+with that ``errno``; any other exception is logged and answered ``EIO``).
 """
 
 from __future__ import annotations
@@ -34,31 +35,17 @@ import fcntl
 import logging
 import os
 import signal
+import stat
+import struct
 import threading
 
-__all__ = [
-    "libfuse_path",
-    "load_mfusepy",
-    "libfuse_major",
-    "Handler",
-    "Session",
-    "DirentRuns",
-    "EntryParam",
-    "StatWriter",
-    "available",
-    "library",
-    "reply_err",
-    "reply_entry",
-    "reply_attr",
-    "reply_buf",
-    "reply_open",
-    "reply_statfs",
-    "add_direntry",
-    "add_direntry_plus",
-    "CAP_READDIRPLUS",
-    "CAP_READDIRPLUS_AUTO",
-    "CAP_NO_OPEN_SUPPORT",
-]
+import numpy as np
+
+from .view import st_blocks
+
+__all__ = ["libfuse_path", "load_mfusepy", "libfuse_major", "available", "library", "Handler", "Session", "Replies",
+           "reply_err", "reply_buf", "reply_open", "file_info", "CAP_READDIRPLUS", "CAP_READDIRPLUS_AUTO",
+           "CAP_NO_OPEN_SUPPORT"]
 
 log = logging.getLogger("arrayfs.fs")
 
@@ -100,8 +87,7 @@ def load_mfusepy():
             finally:
                 if saved is None:
                     os.environ.pop("FUSE_LIBRARY_PATH", None)
-            _mfusepy_path = path
-            _mfusepy = mfusepy
+            _mfusepy_path, _mfusepy = path, mfusepy
     return _mfusepy
 
 
@@ -118,10 +104,12 @@ CAP_PARALLEL_DIROPS = 1 << 18
 # fuse_kernel.h: FUSE_PARALLEL_DIROPS in struct fuse_init_out .flags (at byte 12).
 _INIT_PARALLEL_DIROPS = 1 << 18
 _INIT_FLAGS_AT = 12
+# ioctl(fd, FUSE_DEV_IOC_CLONE, &session_fd) (fuse_kernel.h: _IOR(229, 0, uint32_t)).
+_DEV_IOC_CLONE = 0x8004E500
 
-_c_req = ctypes.c_void_p
 _c_ino = ctypes.c_uint64
 _c_off = ctypes.c_int64
+_v = ctypes.c_void_p
 
 # The operations of struct fuse_lowlevel_ops, in order (fuse_lowlevel.h,
 # unchanged across 3.x; later versions append more).
@@ -132,25 +120,23 @@ OPERATIONS = (
     "access", "create", "getlk", "setlk", "bmap", "ioctl", "poll", "write_buf", "retrieve_reply",
     "forget_multi", "flock", "fallocate", "readdirplus",
 )
-
 # Prototypes of the operations arrayfs serves (the others stay NULL).
 # Pointer arguments are plain addresses: cheaper than ctypes pointer objects.
+_LISTING = ctypes.CFUNCTYPE(None, _v, _c_ino, ctypes.c_size_t, _c_off, _v)
 _PROTOTYPES = {
-    "init": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p),
-    "destroy": ctypes.CFUNCTYPE(None, ctypes.c_void_p),
-    "lookup": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_char_p),
-    "getattr": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
-    "open": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
-    "read": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "opendir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_void_p),
-    "readdir": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
-    "statfs": ctypes.CFUNCTYPE(None, _c_req, _c_ino),
-    "readdirplus": ctypes.CFUNCTYPE(None, _c_req, _c_ino, ctypes.c_size_t, _c_off, ctypes.c_void_p),
+    "init": ctypes.CFUNCTYPE(None, _v, _v),
+    "destroy": ctypes.CFUNCTYPE(None, _v),
+    "lookup": ctypes.CFUNCTYPE(None, _v, _c_ino, ctypes.c_char_p),
+    "getattr": ctypes.CFUNCTYPE(None, _v, _c_ino, _v),
+    "open": ctypes.CFUNCTYPE(None, _v, _c_ino, _v),
+    "read": _LISTING, "readdir": _LISTING, "readdirplus": _LISTING,  # (req, ino, size, off, fi)
+    "opendir": ctypes.CFUNCTYPE(None, _v, _c_ino, _v),
+    "statfs": ctypes.CFUNCTYPE(None, _v, _c_ino),
 }
 
 
 class _Ops(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in OPERATIONS]
+    _fields_ = [(name, _v) for name in OPERATIONS]
 
 
 class _Args(ctypes.Structure):
@@ -162,82 +148,60 @@ class _Args(ctypes.Structure):
 class _CustomIO(ctypes.Structure):
     """struct fuse_custom_io (fuse_lowlevel.h, 3.14 to 3.16)."""
 
-    _fields_ = [("writev", ctypes.c_void_p), ("read", ctypes.c_void_p), ("splice_receive", ctypes.c_void_p),
-                ("splice_send", ctypes.c_void_p)]
+    _fields_ = [("writev", _v), ("read", _v), ("splice_receive", _v), ("splice_send", _v)]
 
 
 class _IOVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    _fields_ = [("base", _v), ("len", ctypes.c_size_t)]
 
 
-_WRITEV = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int, ctypes.c_void_p)
+_WRITEV = ctypes.CFUNCTYPE(ctypes.c_ssize_t, ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_int, _v)
 
 
 class _Buf(ctypes.Structure):
     """struct fuse_buf (fuse_common.h); ``mem_size`` since 3.17, and room
     for fields a later release may add (libfuse writes only those it has)."""
 
-    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p), ("fd", ctypes.c_int),
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", _v), ("fd", ctypes.c_int),
                 ("pos", ctypes.c_int64), ("mem_size", ctypes.c_size_t), ("_reserved", ctypes.c_uint64 * 8)]
 
 
-_lib = None
-_pylib = None
-_structs = None
+_lib = _pylib = _structs = None
 _lock = threading.Lock()
-# ioctl(fd, FUSE_DEV_IOC_CLONE, &session_fd) (fuse_kernel.h: _IOR(229, 0, uint32_t)).
-_DEV_IOC_CLONE = 0x8004E500
 
 
 def _load():
     """``(lib, mfusepy)``: the libfuse 3 that mfusepy loaded, with the
     prototypes of the functions used here. Raises ``OSError`` when mfusepy
     loaded libfuse 2."""
-    global _lib, _structs
+    global _lib, _pylib, _structs
     with _lock:
         if _lib is None:
             m = load_mfusepy()
             if m.fuse_version_major != 3:
                 raise OSError(f"the low-level API needs libfuse 3; mfusepy loaded {m.fuse_version_major}")
-            path = libfuse_path()
-            lib = ctypes.CDLL(path)
-            _prototypes(lib)
+            lib = ctypes.CDLL(libfuse_path())
+            sz, i = ctypes.c_size_t, ctypes.c_int
+            for name, restype, *args in [
+                ("fuse_reply_err", i, _v, i), ("fuse_reply_open", i, _v, _v), ("fuse_reply_buf", i, _v, _v, sz),
+                ("fuse_lowlevel_notify_inval_entry", i, _v, _c_ino, ctypes.c_char_p, sz),
+                ("fuse_lowlevel_notify_inval_inode", i, _v, _c_ino, _c_off, _c_off),
+                ("fuse_session_new", _v, ctypes.POINTER(_Args), _v, sz, _v), ("fuse_session_mount", i, _v,
+                                                                              ctypes.c_char_p),
+                ("fuse_session_unmount", None, _v), ("fuse_session_destroy", None, _v),
+                ("fuse_session_receive_buf", i, _v, ctypes.POINTER(_Buf)), ("fuse_session_fd", i, _v),
+                ("fuse_session_custom_io", i, _v, ctypes.POINTER(_CustomIO), i), ("fuse_version", i),
+            ]:
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = restype, args
             # The same library, called with the GIL held: a request is
             # processed by the thread that received it, without giving the
             # GIL up and taking it back around every callback.
-            global _pylib
-            _pylib = ctypes.PyDLL(path)
-            _proto(_pylib.fuse_session_process_buf, None, ctypes.c_void_p, ctypes.POINTER(_Buf))
-            _structs = m
-            _lib = lib
+            _pylib = ctypes.PyDLL(libfuse_path())
+            _pylib.fuse_session_process_buf.restype = None
+            _pylib.fuse_session_process_buf.argtypes = [_v, ctypes.POINTER(_Buf)]
+            _structs, _lib = m, lib
     return _lib, _structs
-
-
-def _proto(fn, restype, *argtypes):
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
-
-
-def _prototypes(lib) -> None:
-    v, sz, i, d = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_double
-    _proto(lib.fuse_reply_err, i, v, i)
-    _proto(lib.fuse_reply_entry, i, v, v)
-    _proto(lib.fuse_reply_attr, i, v, v, d)
-    _proto(lib.fuse_reply_open, i, v, v)
-    _proto(lib.fuse_reply_buf, i, v, v, sz)
-    _proto(lib.fuse_reply_statfs, i, v, v)
-    _proto(lib.fuse_add_direntry, sz, v, v, sz, ctypes.c_char_p, v, _c_off)
-    _proto(lib.fuse_add_direntry_plus, sz, v, v, sz, ctypes.c_char_p, v, _c_off)
-    _proto(lib.fuse_lowlevel_notify_inval_entry, i, v, _c_ino, ctypes.c_char_p, sz)
-    _proto(lib.fuse_lowlevel_notify_inval_inode, i, v, _c_ino, _c_off, _c_off)
-    _proto(lib.fuse_session_new, v, ctypes.POINTER(_Args), v, sz, v)
-    _proto(lib.fuse_session_mount, i, v, ctypes.c_char_p)
-    _proto(lib.fuse_session_unmount, None, v)
-    _proto(lib.fuse_session_destroy, None, v)
-    _proto(lib.fuse_session_receive_buf, i, v, ctypes.POINTER(_Buf))
-    _proto(lib.fuse_session_fd, i, v)
-    _proto(lib.fuse_session_custom_io, i, v, ctypes.POINTER(_CustomIO), i)
-    _proto(lib.fuse_version, i)
 
 
 def available() -> bool:
@@ -255,99 +219,140 @@ def library():
 
 
 def structs():
-    """mfusepy, whose ``c_stat``, ``c_statvfs``, ``fuse_file_info`` and
-    ``fuse_conn_info`` describe this platform's structures."""
+    """mfusepy, whose ``fuse_file_info`` and ``fuse_conn_info`` describe
+    this platform's structures."""
     return _load()[1]
 
 
-_entry_param_class = None
+# -- replies in the kernel's layout ---------------------------------------------
+
+# fuse_kernel.h: struct fuse_attr (ino, size, blocks, atime, mtime, ctime;
+# atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize,
+# flags), fuse_entry_out (nodeid, generation, entry_valid, attr_valid,
+# entry_valid_nsec, attr_valid_nsec, attr), fuse_attr_out (attr_valid,
+# attr_valid_nsec, dummy, attr), fuse_kstatfs (blocks, bfree, bavail, files,
+# ffree; bsize, namelen, frsize, padding, spare[6]); a fuse_dirent's name at
+# byte 24 (ino, off, namelen, type), a fuse_direntplus's at 152 (after a
+# fuse_entry_out); entries padded to 8 bytes.
+_ATTR = "6Q10I"
+_ENTRY = struct.Struct("<4Q2I" + _ATTR)
+_ATTR_OUT = struct.Struct("<QII" + _ATTR)
+_STATFS = struct.Struct("<5Q10I")
+_DIRENT = struct.Struct("<QQII")
+_NAME_AT, _NAME_AT_PLUS = 24, 152
+_POWERS = [10 ** np.arange(w - 1, -1, -1, dtype=np.int64) for w in range(21)]
 
 
-def EntryParam():
-    """A new, zeroed ``struct fuse_entry_param`` (fuse_lowlevel.h): ``ino``,
-    ``generation``, ``attr`` (``struct stat``), ``attr_timeout`` and
-    ``entry_timeout`` (seconds)."""
-    global _entry_param_class
-    if _entry_param_class is None:
-        m = structs()
-
-        class fuse_entry_param(ctypes.Structure):
-            _fields_ = [
-                ("ino", ctypes.c_uint64),
-                ("generation", ctypes.c_uint64),
-                ("attr", m.c_stat),
-                ("attr_timeout", ctypes.c_double),
-                ("entry_timeout", ctypes.c_double),
-            ]
-
-        _entry_param_class = fuse_entry_param
-    return _entry_param_class()
+def _timeout(t: float) -> tuple:
+    """``(seconds, nanoseconds)`` of a timeout, as libfuse's ``calc_timeout_*``."""
+    sec = min(max(int(t), 0), (1 << 64) - 1)
+    return sec, min(max(int((t - sec) * 1e9), 0), 999_999_999)
 
 
-class StatWriter:
-    """Writes attributes into a ``struct stat``: a copy of a template for
-    what the records of one shard share (mode, link count, mtime, block
-    size, owner), then inode, size and blocks. ``attr`` is anything with
-    ``mode, ino, nlink, size, mtime_ns, blksize`` (an
-    :class:`arrayfs.fs.view.Attr`)."""
+class Replies:
+    """Bodies of replies in the kernel's layout, for :func:`reply_buf`.
 
-    def __init__(self, uid: int, gid: int):
+    Args:
+        uid, gid: owner of every node.
+        entry_timeout, attr_timeout: how long (seconds) the kernel may keep
+            a name and attributes.
+
+    ``a`` below is an :class:`arrayfs.fs.view.Attr` (mode, inode, link
+    count, size in bytes, mtime in ns, block size in bytes).
+    """
+
+    def __init__(self, uid: int, gid: int, entry_timeout: float, attr_timeout: float):
         self.uid, self.gid = uid, gid
-        self._c_stat = structs().c_stat
-        self._templates: dict = {}
+        (self._es, self._ens), (self._as, self._ans) = _timeout(entry_timeout), _timeout(attr_timeout)
 
-    def fill(self, st, a) -> None:
-        t = self._templates.get((a.mode, a.nlink, a.mtime_ns, a.blksize))
-        if t is None:
-            t = self._template(a)
-        ctypes.memmove(ctypes.addressof(st), t, len(t))
-        st.st_ino = a.ino
-        st.st_size = a.size
-        st.st_blocks = (a.size + 511) >> 9
+    def _attr(self, a) -> tuple:
+        s, ns = divmod(a.mtime_ns, 1_000_000_000)
+        return a.ino, a.size, st_blocks(a.size), s, s, s, ns, ns, ns, a.mode, a.nlink, self.uid, self.gid, 0, \
+            a.blksize, 0
 
-    def _template(self, a) -> bytes:
-        st = self._c_stat()
-        st.st_mode, st.st_nlink, st.st_blksize, st.st_uid, st.st_gid = a.mode, a.nlink, a.blksize, self.uid, self.gid
-        sec, ns = divmod(a.mtime_ns, 1_000_000_000)
-        for ts in (st.st_mtimespec, st.st_ctimespec, st.st_atimespec):
-            ts.tv_sec, ts.tv_nsec = sec, ns
-        t = bytes(st)
-        if len(self._templates) > 4096:  # one per shard (mtime) and kind: bounded all the same
-            self._templates.clear()
-        self._templates[(a.mode, a.nlink, a.mtime_ns, a.blksize)] = t
-        return t
+    def entry(self, a, nodeid: int | None = None) -> bytes:
+        """A ``fuse_entry_out`` answering a LOOKUP of ``a`` (``nodeid``:
+        the inode the kernel keeps, default ``a.ino``; 0 keeps none)."""
+        return _ENTRY.pack(a.ino if nodeid is None else nodeid, 0, self._es, self._as, self._ens, self._ans,
+                           *self._attr(a))
 
-    def new(self):
-        """A zeroed ``struct stat``."""
-        return self._c_stat()
+    def negative(self, timeout: float) -> bytes:
+        """A ``fuse_entry_out`` saying "no such name" for ``timeout`` seconds."""
+        s, ns = _timeout(timeout)
+        return _ENTRY.pack(0, 0, s, 0, ns, 0, *(0,) * 16)
 
+    def attr(self, a) -> bytes:
+        """A ``fuse_attr_out`` answering a GETATTR."""
+        return _ATTR_OUT.pack(self._as, self._ans, 0, *self._attr(a))
 
-# -- replies (each answers a request once; the return value is libfuse's:
-# 0, or -errno when the kernel no longer waits for the answer) -----------------
+    @staticmethod
+    def statfs(f: dict) -> bytes:
+        """A ``fuse_statfs_out`` of ``statvfs`` fields (``f_blocks``...)."""
+        return _STATFS.pack(f["f_blocks"], f["f_bfree"], f["f_bavail"], f["f_files"], f["f_ffree"], f["f_bsize"],
+                            f["f_namemax"], f["f_frsize"], 0, *(0,) * 6)
+
+    def dirents(self, buf: np.ndarray, pos: int, batch, plus: bool, attrs: bool) -> tuple:
+        """Encode the entries of ``batch`` (an :class:`arrayfs.fs.view.DirBatch`)
+        that fit in ``buf`` (``uint8``) from byte ``pos``: ``fuse_direntplus``
+        with ``plus`` (the kernel keeps the entry and its attributes only
+        with ``attrs``), else ``fuse_dirent``. A run of records is written at
+        once: copies of one entry with name, inode, size and offset changed.
+        Returns ``(bytes written, entries written)``."""
+        if batch.first_name >= 0:
+            name, width, count = None, batch.width, len(batch.inos)
+        else:
+            name = batch.names[0].encode("utf-8", "surrogateescape")
+            width, count = len(name), 1
+        at = _NAME_AT_PLUS if plus else _NAME_AT
+        size = (at + width + 7) & ~7
+        k = min(count, (len(buf) - pos) // size)
+        if k <= 0:
+            return 0, 0
+        a = batch.attr
+        head = bytearray(size)
+        if plus:  # "." and "..": nothing for the kernel to keep
+            head[:128] = self.entry(a, 0)
+        _DIRENT.pack_into(head, at - 24, 0, 0, width, stat.S_IFMT(a.mode) >> 12)
+        rows = buf[pos : pos + k * size].reshape(k, size)
+        rows[:] = np.frombuffer(head, np.uint8)
+        words = rows.view("<u8")
+        j = np.arange(k, dtype=np.uint64)
+        inos = np.uint64(batch.inos[0]) + j
+        words[:, at // 8 - 3] = inos
+        words[:, at // 8 - 2] = np.uint64(batch.next_offset) + j
+        if plus:
+            words[:, 5] = inos
+            if attrs and (name is None or name not in (b".", b"..")):
+                words[:, 0] = inos
+                sizes = np.asarray(batch.sizes[:k], dtype=np.uint64)
+                words[:, 6] = sizes
+                words[:, 7] = st_blocks(sizes)
+        if name is None:
+            numbers = np.arange(batch.first_name, batch.first_name + k, dtype=np.int64)
+            rows[:, at : at + width] = numbers[:, None] // _POWERS[width] % 10 + 48
+        else:
+            rows[0, at : at + width] = np.frombuffer(name, np.uint8)
+        return k * size, k
 
 
 def reply_err(req: int, err: int) -> int:
+    """Answer with ``errno`` ``err`` (0: an empty success). Replies return
+    libfuse's 0, or -errno when the kernel no longer waits for the answer."""
     return _lib.fuse_reply_err(req, err)
 
 
-def reply_entry(req: int, entry) -> int:
-    """Answer a ``lookup`` with a :func:`EntryParam` (``ino`` 0 and a
-    positive ``entry_timeout``: a cached negative answer)."""
-    return _lib.fuse_reply_entry(req, ctypes.addressof(entry))
+def reply_buf(req: int, data, size: int) -> int:
+    """Answer with ``size`` bytes at ``data`` (a ``bytes`` object or an
+    address); libfuse writes them to the kernel without copying."""
+    return _lib.fuse_reply_buf(req, data, size)
 
 
-def reply_attr(req: int, stat, timeout: float) -> int:
-    return _lib.fuse_reply_attr(req, ctypes.addressof(stat), timeout)
-
-
-def reply_open(req: int, fi: int, fh: int, *, keep_cache: bool = True, direct_io: bool = False) -> int:
+def reply_open(req: int, fi: int, fh: int, *, keep_cache: bool = True) -> int:
     """Answer an ``open``/``opendir`` (``fi``: the address libfuse passed)
     with handle ``fh``; ``keep_cache``: the file's pages stay cached across
     opens."""
     info = _structs.fuse_file_info.from_address(fi)
-    info.fh = fh
-    info.keep_cache = keep_cache
-    info.direct_io = direct_io
+    info.fh, info.keep_cache = fh, keep_cache
     return _lib.fuse_reply_open(req, fi)
 
 
@@ -358,156 +363,6 @@ def file_info(fi: int):
         return 0, 0
     info = _structs.fuse_file_info.from_address(fi)
     return info.flags, info.fh
-
-
-def reply_buf(req: int, data, size: int) -> int:
-    """Answer with ``size`` bytes at ``data`` (a ``bytes`` object or an
-    address); libfuse writes them to the kernel without copying."""
-    return _lib.fuse_reply_buf(req, data, size)
-
-
-def reply_statfs(req: int, fields: dict) -> int:
-    """Answer a ``statfs`` with ``struct statvfs`` fields (``f_bsize``...)."""
-    st = _structs.c_statvfs()
-    for key, value in fields.items():
-        if hasattr(st, key):
-            setattr(st, key, value)
-    return _lib.fuse_reply_statfs(req, ctypes.addressof(st))
-
-
-def add_direntry(req: int, buf: int, size: int, name: bytes, stat_address: int, off: int) -> int:
-    """Append a directory entry at address ``buf`` (``size`` bytes left);
-    returns the entry's size, which is larger than ``size`` when it did not
-    fit (nothing was written then)."""
-    return _lib.fuse_add_direntry(req, buf, size, name, stat_address, off)
-
-
-def add_direntry_plus(req: int, buf: int, size: int, name: bytes, entry_address: int, off: int) -> int:
-    """:func:`add_direntry` with a ``struct fuse_entry_param`` (READDIRPLUS):
-    the kernel then knows the entry's inode and attributes."""
-    return _lib.fuse_add_direntry_plus(req, buf, size, name, entry_address, off)
-
-
-# -- runs of directory entries ------------------------------------------------
-
-# fuse_kernel.h: offsetof(struct fuse_dirent, name), and the same in
-# struct fuse_direntplus (after a struct fuse_entry_out of 128 bytes).
-# Entries are padded to 8 bytes. The 64-bit words patched per entry:
-# fuse_dirent ino, off (0, 1); plus: fuse_entry_out nodeid, attr.ino,
-# attr.size, attr.blocks, dirent ino, off (0, 5, 6, 7, 16, 17).
-_NAME_OFFSET = 24
-_NAME_OFFSET_PLUS = 152
-
-
-class DirentRuns:
-    """Encodes a run of directory entries named by consecutive zero-padded
-    numbers, with consecutive inodes and one attribute template (records of
-    one shard), all at once with numpy.
-
-    libfuse writes the first entry of the run (``fuse_add_direntry`` or
-    ``fuse_add_direntry_plus``); the others are copies of it with the name,
-    inode, size and offset changed in place. The first use checks the
-    second entry against libfuse's own encoding of it; if they differ (a
-    libfuse or kernel protocol this layout does not describe), every entry is
-    encoded by libfuse from then on (:attr:`vectorized` is ``False``).
-    """
-
-    def __init__(self):
-        self.vectorized = None  # unknown until checked
-
-    def encode(self, req, buf, pos: int, room: int, first_name: int, width: int, first_ino: int, count: int,
-               sizes, next_offset: int, target, plus: bool, attrs: bool) -> tuple[int, int]:
-        """Write up to ``count`` entries at byte ``pos`` of ``buf`` (a
-        ctypes buffer), in at most ``room`` bytes: names ``first_name + j``
-        padded to ``width`` digits, inodes ``first_ino + j``, sizes
-        ``sizes[j]`` (``int64`` array, with ``attrs``), offsets
-        ``next_offset + j``. ``target``: the ``struct stat`` (plain) or the
-        ``fuse_entry_param`` (plus) holding the shared attributes. Returns
-        ``(bytes written, entries written)``."""
-        base = ctypes.addressof(buf)
-        size = ((_NAME_OFFSET_PLUS if plus else _NAME_OFFSET) + width + 7) & ~7
-        k = min(count, room // size)
-        if k <= 0:
-            return 0, 0
-        first = self._one(req, base + pos, room, first_name, width, first_ino, sizes, 0, next_offset, target,
-                          plus, attrs)
-        if first != size or k == 1:
-            return (first, 1) if first <= room else (0, 0)
-        if self.vectorized is None:
-            self.vectorized = self._check(req, first_name, width, first_ino, sizes, next_offset, target, plus,
-                                          attrs, size)
-        if not self.vectorized:
-            pos0, j = pos + size, 1
-            while j < k:
-                n = self._one(req, base + pos0, room - (pos0 - pos), first_name, width, first_ino, sizes, j,
-                              next_offset, target, plus, attrs)
-                if n > room - (pos0 - pos):
-                    break
-                pos0 += n
-                j += 1
-            return pos0 - pos, j
-        self._fill(buf, pos, size, k, first_name, width, first_ino, sizes, next_offset, plus, attrs)
-        return k * size, k
-
-    @staticmethod
-    def _one(req, address, room, first_name, width, first_ino, sizes, j, next_offset, target, plus, attrs) -> int:
-        name = str(first_name + j).zfill(width).encode()
-        if plus:
-            target.attr.st_ino = first_ino + j
-            if attrs:
-                target.ino = first_ino + j
-                sz = int(sizes[j])
-                target.attr.st_size = sz
-                target.attr.st_blocks = (sz + 511) >> 9
-            return _lib.fuse_add_direntry_plus(req, address, room, name, ctypes.addressof(target), next_offset + j)
-        target.st_ino = first_ino + j
-        return _lib.fuse_add_direntry(req, address, room, name, ctypes.addressof(target), next_offset + j)
-
-    @staticmethod
-    def _fill(buf, pos, size, k, first_name, width, first_ino, sizes, next_offset, plus, attrs) -> None:
-        import numpy as np
-
-        rows = np.frombuffer(buf, dtype=np.uint8, count=k * size, offset=pos).reshape(k, size)
-        rows[1:] = rows[0]
-        words = rows.view("<u8")
-        j = np.arange(k, dtype=np.uint64)
-        inos = np.uint64(first_ino) + j
-        if plus:
-            words[:, 5] = inos
-            words[:, 16] = inos
-            if attrs:
-                words[:, 0] = inos
-                sz = np.asarray(sizes[:k], dtype=np.uint64)
-                words[:, 6] = sz
-                words[:, 7] = (sz + np.uint64(511)) >> np.uint64(9)
-            words[:, 17] = np.uint64(next_offset) + j
-            at = _NAME_OFFSET_PLUS
-        else:
-            words[:, 0] = inos
-            words[:, 1] = np.uint64(next_offset) + j
-            at = _NAME_OFFSET
-        numbers = np.arange(first_name, first_name + k, dtype=np.int64)
-        powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-        rows[:, at : at + width] = (numbers[:, None] // powers % 10 + 48).astype(np.uint8)
-
-    def _check(self, req, first_name, width, first_ino, sizes, next_offset, target, plus, attrs, size) -> bool:
-        """Whether copying and patching gives libfuse's bytes for entry 1."""
-        ours = ctypes.create_string_buffer(2 * size)
-        theirs = ctypes.create_string_buffer(size)
-        saved = bytes(target)
-        try:
-            self._one(req, ctypes.addressof(ours), size, first_name, width, first_ino, sizes, 0, next_offset, target,
-                      plus, attrs)
-            self._fill(ours, 0, size, 2, first_name, width, first_ino, sizes, next_offset, plus, attrs)
-            self._one(req, ctypes.addressof(theirs), size, first_name, width, first_ino, sizes, 1, next_offset,
-                      target, plus, attrs)
-        finally:
-            ctypes.memmove(ctypes.addressof(target), saved, len(saved))
-        ok = ours.raw[size:] == theirs.raw
-        if not ok:
-            log.warning("directory entries: libfuse's encoding differs from the one arrayfs patches; "
-                        "encoding every entry with libfuse")
-        return ok
 
 
 # -- the handler and the session ----------------------------------------------

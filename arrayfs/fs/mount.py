@@ -1,19 +1,14 @@
 """Mounting and unmounting: checks, daemonizing, clean errors.
 
-:func:`mount` checks everything that commonly goes wrong *before* touching
-FUSE and raises :class:`MountError` with one clear line: no ``/dev/fuse``,
-no ``fusermount``/libfuse, a mountpoint that is missing, not a directory,
-not empty or a dead mount, no shard matching the sources, a file that is not
-ArrayRecord. In background mode (the default) it then forks a daemon and
-returns only once the kernel has initialised the mount (the daemon reports
-through a pipe), so ``arrayfs mount ... && ls mnt`` works; a failure in the
-daemon before that point (libfuse refusing the mount) comes back as a
-``MountError`` carrying libfuse's message.
-
-The daemon unmounts cleanly on SIGINT, SIGTERM and SIGHUP, and mounts with
-``auto_unmount`` where the ``fusermount`` helper supports it, so a daemon that
-dies (``kill -9``, a crash) leaves no mount behind that would hang readers
-with ``ENOTCONN``.
+:func:`mount` checks what commonly goes wrong *before* touching FUSE (no
+``/dev/fuse``, no ``fusermount`` or libfuse, a bad mountpoint, no shard,
+a file that is not ArrayRecord) and raises :class:`MountError` with one
+line. In background mode it forks a daemon and returns once the kernel
+has initialised the mount, so ``arrayfs mount ... && ls mnt`` works; a
+failure before that (libfuse refusing the mount) comes back as a
+``MountError`` with libfuse's message. The daemon unmounts on SIGINT,
+SIGTERM and SIGHUP; one that dies leaves no dead mount behind
+(``auto_unmount``, and the reaper below).
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import re
 import select
 import shutil
 import stat
@@ -34,9 +30,6 @@ from .options import MountError, MountOptions
 __all__ = ["MountError", "MountOptions", "mount", "unmount", "is_mounted", "check_fuse"]
 
 log = logging.getLogger("arrayfs.fs")
-#: Threads per worker process of a mount of object-store sources (libfuse
-#: 3; ``-o max_threads=N`` overrides it).
-REMOTE_THREADS = 16
 
 
 def _fusermount() -> str | None:
@@ -187,15 +180,9 @@ def mount(
     helper = check_fuse()
     from ..paths import has_remote
     from .lowlevel import libfuse_major
-    from .options import _items
 
-    api = libfuse_major()
-    if api == 3 and has_remote(sources):
-        # Reads of a bucket wait on the network, not on the GIL: more
-        # threads per worker, so that many readers are served at once.
-        fuse_options = {"max_threads": REMOTE_THREADS, **_items(fuse_options)}
-    options = MountOptions.parse(fuse_options, api=api, watch=watch, allow_other=allow_other,
-                                 auto_unmount=helper is not None)
+    options = MountOptions.parse(fuse_options, api=libfuse_major(), watch=watch, allow_other=allow_other,
+                                 auto_unmount=helper is not None, remote=has_remote(sources))
     mountpoint = os.path.abspath(os.fspath(mountpoint))
     _check_mountpoint(mountpoint, options.nonempty)
     if not poll_interval > 0:
@@ -469,15 +456,7 @@ def _reap_children(timeout: float) -> None:
 
 def _unescape_mount_field(s: str) -> str:
     # /proc/mounts escapes space, tab, newline and backslash as \ooo.
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and s[i + 1 : i + 4].isdigit() and len(s[i + 1 : i + 4]) == 3:
-            out.append(chr(int(s[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
 def is_mounted(mountpoint) -> str | None:

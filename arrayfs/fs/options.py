@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["MountError", "MountOptions", "READDIRPLUS_MAX", "LONG_TIMEOUT", "SHORT_TIMEOUT"]
+__all__ = ["MountError", "MountOptions", "READDIRPLUS_MAX", "REMOTE_THREADS", "LONG_TIMEOUT", "SHORT_TIMEOUT"]
 
 # Cache timeouts (seconds). Inodes never change and, with libfuse 3, names
 # are invalidated on refresh, so both may be cached for long; libfuse 2
@@ -22,6 +22,9 @@ LONG_TIMEOUT = 86400.0
 SHORT_TIMEOUT = 1.0
 # Directories listed with attributes (READDIRPLUS): all of them by default.
 READDIRPLUS_MAX = 1 << 62
+# Threads per worker process of a mount of object-store sources (libfuse
+# 3): reads of a bucket wait on the network, not on the GIL.
+REMOTE_THREADS = 16
 # Requests of up to 1 MiB (libfuse 3 negotiates that many pages): a big
 # record comes in a quarter of the requests of libfuse's default.
 MAX_READ = 1 << 20
@@ -77,9 +80,11 @@ class MountOptions:
 
     @classmethod
     def parse(cls, options=None, *, api: int = 3, watch: bool = True, allow_other: bool = False,
-              auto_unmount: bool = True) -> "MountOptions":
+              auto_unmount: bool = True, remote: bool = False) -> "MountOptions":
         """Options from ``-o`` items: ``None``, ``"a,b=1"``, a list of such
         strings, or a ``dict`` (``{"a": True, "b": 1}``); later items win.
+        ``remote``: the sources are on object storage (libfuse 3 then
+        serves :data:`REMOTE_THREADS` threads per worker by default).
 
         Raises :class:`MountError` for ``rw`` (mounts are read-only), an
         empty key, a value of the wrong type, or an option ``api`` cannot
@@ -109,7 +114,8 @@ class MountOptions:
         timeout = SHORT_TIMEOUT if short else LONG_TIMEOUT
         workers = own.get("workers", _cpus() if api == 3 else 1)
         # libfuse 2: 0 threads means libfuse's own pool (nothreads: 1).
-        threads = 1 if own.get("nothreads") else own.get("max_threads", 1 if api == 3 else 0)
+        default_threads = (REMOTE_THREADS if remote else 1) if api == 3 else 0
+        threads = 1 if own.get("nothreads") else own.get("max_threads", default_threads)
         if workers < 1 or threads < (api == 3):
             raise MountError("-o workers and max_threads take a number >= 1")
         return cls(

@@ -1,43 +1,19 @@
 """The filesystem view of a dataset: names, attributes, listings, contents.
 
 Plain Python (no FUSE): the core (:mod:`arrayfs.fs.core`) serves it, and
-the tests call it directly.
+the tests call it directly. The layout (``/<global index>``,
+``/.arrayfs.json``, ``/.shards/<shard>/<local index>``, a
+:class:`Subtree` plugged in under the root) and the attributes are those
+of docs/mounting.md ("Layout"). Every other name (``-1``, ``abc``,
+``00x``, an index ``>= N``, another padding, ``..`` tricks) is ``ENOENT``:
+names never reach the host file system.
 
-Layout of a mount of ``N`` records in shards ``a.array_record``,
-``b.array_record``::
-
-    /                       directory, every record of the dataset
-    /000 ... /<N-1>         record i, named by its global index zero-padded
-                            to the width of N - 1 (so ``ls`` sorts in order);
-                            the unpadded decimal name (``/42``) also works
-    /.arrayfs.json          summary: shards, record counts, first global
-                            index, writer options, exact total bytes
-    /.shards/               one directory per shard
-    /.shards/a.array_record/0 ...
-                            record i of that file, named by its index in the
-                            file (padded to that shard's widest index);
-                            a shard used through a read instruction
-                            ``path[a:b]`` is named ``<file>[a:b]``, and a
-                            name used twice gets ``@<position>`` appended
-    /<subtree>/             a :class:`Subtree` plugged in (none by default)
-
-Every name that is not one of these (``-1``, ``abc``, ``00x``, an index
-``>= N``, a padding other than the canonical one, ``..`` tricks) is
-``ENOENT``. Names never reach the host file system, so no path can escape
-the dataset.
-
-Attributes: records are read-only files (``0444``), directories ``0555``;
-``st_size`` is the exact record size (from the footer: no decoding for
-``group_size:1``, only the sizes block otherwise); ``st_mtime`` is the
-shard's. A record's two names are one inode with ``st_nlink == 2``, so
-``du`` counts it once and ``tar`` stores it once. Inode numbers (what
-libfuse 3 addresses files by: :meth:`ViewSnapshot.node_of_ino`) derive from
-the order a shard was first seen and the record's index in its file, so
-they are stable, and an inode's contents never change: a rewritten shard is
-a new shard, the summary has a new inode per snapshot; only *names* change
-meaning on a refresh. A :class:`ViewSnapshot` is immutable;
-:meth:`FsView.refresh` installs a new one and returns a :class:`ViewChange`
-(the names whose meaning changed).
+Inode numbers (what libfuse 3 addresses files by:
+:meth:`ViewSnapshot.node_of_ino`) derive from the order a shard was first
+seen and the record's index in its file, so an inode's contents never
+change: only *names* change meaning on a refresh. A :class:`ViewSnapshot`
+is immutable; :meth:`FsView.refresh` installs a new one and returns a
+:class:`ViewChange` (the names whose meaning changed).
 """
 
 from __future__ import annotations
@@ -54,8 +30,8 @@ from typing import Iterator, NamedTuple
 
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
 
-__all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "ROOT", "SHARDS",
-           "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
+__all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "st_blocks",
+           "ROOT", "SHARDS", "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
 
 SUMMARY_NAME = ".arrayfs.json"
 SHARDS_NAME = ".shards"
@@ -128,6 +104,12 @@ class Attr(NamedTuple):
     size: int
     mtime_ns: int
     blksize: int = 4096
+
+
+def st_blocks(size):
+    """``st_blocks`` of a file of ``size`` bytes: 512-byte units, rounded
+    up (``size`` an ``int`` or an unsigned numpy array)."""
+    return (size + 511) >> 9
 
 
 def _enoent(path) -> FileNotFoundError:
@@ -539,15 +521,9 @@ class ViewSnapshot:
         """
         for b in self.readdir_batches(node, offset, sizes=sizes):
             a = b.attr
-            off = b.next_offset
-            if b.sizes is None:
-                for name, ino in zip(b.name_list(), b.inos):
-                    yield name, a._replace(ino=ino), off
-                    off += 1
-            else:
-                for name, ino, size in zip(b.name_list(), b.inos, [int(x) for x in b.sizes]):
-                    yield name, a._replace(ino=ino, size=size), off
-                    off += 1
+            all_sizes = itertools.repeat(a.size) if b.sizes is None else [int(x) for x in b.sizes]
+            for j, (name, ino, size) in enumerate(zip(b.name_list(), b.inos, all_sizes)):
+                yield name, a._replace(ino=ino, size=size), b.next_offset + j
 
     def readdir_batches(self, node: Node, offset: int = 0, *, sizes: bool = False,
                         batch: int = 1024) -> Iterator["DirBatch"]:
@@ -633,6 +609,8 @@ class ViewSnapshot:
         checks that it decodes to the size its footer gives)."""
         kind = node.kind
         if kind == RECORD:
+            # By global index: records of a chunk of many come from the
+            # dataset's chunk cache, decoded once for all of them.
             return self.data[node.index]
         if kind == SUMMARY:
             return self.summary()

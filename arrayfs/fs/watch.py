@@ -1,16 +1,12 @@
 """Live refresh: shards that appear or vanish under the sources show up in
-(or leave) the mount without remounting.
+(or leave) the mount without remounting (docs/mounting.md, "Watch mode").
 
-A watchdog observer (inotify on Linux) watches the directories the sources
-name: a directory source itself, the parent of a file, the directory part of
-a glob pattern before its first wildcard (recursively when a wildcard is in
-a directory component). Events are debounced (a writer makes many), then the
-view is refreshed (:meth:`arrayfs.fs.core.Core.refresh`: the kernel's
-caches and the worker processes follow). Object stores send no change
-notifications: URL sources are listed afresh every ``poll_interval``
-seconds instead. A half-written shard is not shown (the dataset's refresh
-leaves out a file that is not yet valid ArrayRecord); it is retried every
-``retry`` seconds, so it appears once complete.
+Local directories are watched through watchdog (inotify on Linux), with
+events debounced; URL sources are listed afresh every ``poll_interval``
+seconds; a half-written shard (left out by the dataset's refresh) is
+retried every ``retry`` seconds. Each refresh is
+:meth:`arrayfs.fs.core.Core.refresh`: the kernel's caches and the worker
+processes follow.
 """
 
 from __future__ import annotations
@@ -18,20 +14,16 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import threading
 import time
 
-from ..paths import has_magic, has_remote
+from ..paths import has_magic, has_remote, split_instruction
 from ..storage import is_remote
 from .view import FsView, ViewChange
 
 __all__ = ["Watcher", "watch_dirs"]
 
 log = logging.getLogger("arrayfs.fs")
-
-_INSTRUCTION = re.compile(r"^(?P<path>.+)\[-?\d*:-?\d*\]$")
-
 
 def watch_dirs(sources) -> list[tuple[str, bool]]:
     """``(directory, recursive)`` pairs to watch for ``sources`` (the
@@ -47,9 +39,9 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
         if is_remote(entry):
             continue
         text = os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(entry))))
-        m = _INSTRUCTION.match(text)
-        if m and not os.path.exists(text):
-            text = m.group("path")
+        instruction = split_instruction(text)
+        if instruction is not None and not os.path.exists(text):
+            text = instruction[0]
         if os.path.isdir(text):
             d, rec = text, False
         elif has_magic(text):
@@ -112,12 +104,12 @@ class Watcher:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        watcher = self
+        changed = self._event
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event):
                 if event.event_type not in ("opened", "closed_no_write"):
-                    watcher._event.set()
+                    changed.set()
 
         self._observer = Observer()
         handler = _Handler()

@@ -1,21 +1,12 @@
-"""Worker processes: one mount served on every core.
+"""Worker processes: one mount served on every core (``-o workers=N``).
 
-Python answers one request at a time per process, so the mount forks
-worker processes (``-o workers=N``, default: the CPU count). Each reads
-requests from its own clone of the FUSE device (``FUSE_DEV_IOC_CLONE``: the
-kernel hands each request to whichever worker reads first and takes the
-answer on the same clone) and keeps nothing per open file, so any worker
-can answer any request. The process that mounted, the *coordinator*,
-serves only the kernel's first request (INIT, so every worker inherits an
-initialised session), then watches the sources and the workers.
-
-A refresh forks a new *generation* of workers holding the new snapshot,
-then tells the old ones to stop (``SIGUSR1``: they finish the request in
-hand and exit), and returns once they are gone: from then on no process
-answers with a name's old meaning (see :meth:`arrayfs.fs.core.Core.refresh`).
-A worker that dies (a crash, a ``kill``) is replaced; one that sees the
-session end (unmounted) ends the mount. Workers die with the coordinator
-(``PR_SET_PDEATHSIG``), so ``kill -9`` of it leaves no process serving.
+Each worker reads requests from its own clone of the FUSE device
+(``FUSE_DEV_IOC_CLONE``) and keeps nothing per open file; the coordinator
+(the process that mounted) answers INIT, then watches the sources and the
+workers. A refresh forks a new generation holding the new snapshot and
+stops the old one (``SIGUSR1``: finish the request in hand, exit) before
+names are invalidated. A worker that dies is replaced; workers die with
+the coordinator (``PR_SET_PDEATHSIG``). See docs/mounting.md, "Workers".
 """
 
 from __future__ import annotations

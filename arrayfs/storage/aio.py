@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
-__all__ = ["run", "default_loop", "limit", "max_requests", "set_max_requests"]
+__all__ = ["run", "default_loop", "drain", "limit", "max_requests", "set_max_requests"]
 
 _lock = threading.Lock()
 _loop = None  # (loop, pid)
@@ -66,6 +67,37 @@ def default_loop() -> asyncio.AbstractEventLoop:
             t.start()
             _loop = (loop, pid)
         return _loop[0]
+
+
+def drain(timeout: float) -> int:
+    """Wait up to ``timeout`` seconds for the requests in flight on this
+    process's loop (and the ones they start) to finish; returns how many
+    were still running at the end (0: none)."""
+    cur = _loop
+    if cur is None or cur[1] != os.getpid() or not cur[0].is_running():
+        return 0
+    loop = cur[0]
+
+    async def pending() -> int:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        if tasks:
+            await asyncio.wait(tasks, timeout=0.25)
+        return sum(not t.done() for t in tasks)
+
+    deadline = time.monotonic() + timeout
+    left = 0
+    try:
+        while time.monotonic() < deadline:
+            left = asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout)
+            if not left:
+                # Finished tasks may have started others (read-ahead): ask once more.
+                left = asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout)
+                if not left:
+                    break
+    except Exception:  # noqa: BLE001 - the loop is gone: nothing runs on it
+        return 0
+    return left
 
 
 def limit(loop=None) -> asyncio.Semaphore:

@@ -25,7 +25,9 @@ so without it the URL goes to fsspec.
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 
 from . import aio
 from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY
@@ -77,6 +79,23 @@ def s3_config(storage_options) -> dict | None:
 # afresh after a fork. The mount keeps its forking processes off obstore
 # (backends.fork_safe), so that its workers can use it.
 _USED_IN = None
+# An exiting process waits this long (seconds) for its obstore requests.
+_EXIT_WAIT = 5.0
+
+
+def _at_exit() -> None:
+    """Keep obstore's runtime threads away from a finalizing interpreter.
+    Each request ends with a thread of obstore's Rust runtime taking the GIL
+    to hand the result to the event loop; if the interpreter is finalizing
+    by then, that thread is ended inside Rust code and the process aborts
+    (SIGABRT after all its output was written: a scan's read-ahead that the
+    program no longer needed was enough, about 1 exit in 40). So: wait for
+    the requests in flight, then give the thread that handed over the last
+    result a moment to let go of the GIL."""
+    if _USED_IN != os.getpid():
+        return
+    aio.drain(_EXIT_WAIT)
+    time.sleep(0.05)
 
 
 class _BotocoreCredentials:
@@ -175,6 +194,8 @@ def transport(url: str, storage_options=None, *, required: bool = False):
     client = {"allow_http": True} if str(cfg.get("endpoint", "")).startswith("http://") else {}
     client["pool_max_idle_per_host"] = str(max(aio.max_requests(), 16))
     fs, _ = filesystem(url, storage_options)
+    if _USED_IN is None:
+        atexit.register(_at_exit)
     _USED_IN = os.getpid()
     store = S3Store(bucket, config=cfg, client_options=client, retry_config={"max_retries": 0},
                     credential_provider=provider)

@@ -155,6 +155,18 @@ class _Shard:
         if f is not None:
             f.close()
 
+    def after_fork(self) -> None:
+        """Fresh locks in a forked child (here and in the open file): a
+        lock held by another thread at fork time would stay held there."""
+        self._lock = threading.Lock()
+        f = self._file
+        if f is not None:
+            f.after_fork()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Close the file for good: later reads raise ``ValueError``."""
         with self._lock:
@@ -445,7 +457,7 @@ class DatasetSnapshot:
                     # out and gathered with those of the other shards.
                     few.append((f, sel, local.tolist()))
                 elif f.group_size == 1:
-                    src = f._source
+                    src = f.source
                     view = src.map_view() if src is not None else None
                     if view is not None:
                         views.append(src)
@@ -825,7 +837,7 @@ class ArrayRecordDataSource:
         those shards through ``snapshot`` raise ``ValueError`` afterwards.
         Returns how many shards were closed."""
         live = {id(s) for snap in (self._snap, *keep) for s in snap._shards}
-        gone = [s for s in snapshot._shards if id(s) not in live and not s._closed]
+        gone = [s for s in snapshot._shards if id(s) not in live and not s.closed]
         for s in gone:
             s.close()
         return len(gone)
@@ -853,9 +865,7 @@ class ArrayRecordDataSource:
         self._refresh_lock = threading.Lock()
         core.cache = ChunkCache(core.cache.max_bytes)
         for shard in self._snap._shards:
-            shard._lock = threading.Lock()
-            if shard._file is not None:
-                shard._file._lock = threading.Lock()
+            shard.after_fork()
 
     def close(self) -> None:
         """Close every shard and stop the thread pool; this dataset and its

@@ -829,6 +829,16 @@ class ArrayRecordDataSource:
                     s._file.pin()
             return RefreshResult(tuple(added), tuple(s.spec.path for s in gone), tuple(pending))
 
+    def release_files(self) -> None:
+        """Close the current shards' files and drop the cached chunks, but
+        stay usable: each shard reopens on its next read (raising
+        :class:`FileChangedError` if it changed meanwhile). Gives back
+        descriptors and maps between uses, as array_record's source does on
+        ``__exit__``."""
+        for shard in self._snap._shards:
+            shard.release()
+        self._core.cache.clear()
+
     def release(self, snapshot: DatasetSnapshot, keep=()) -> int:
         """Close the files of ``snapshot``'s shards that neither the current
         snapshot nor any snapshot in ``keep`` uses: a caller done with an

@@ -132,7 +132,7 @@ def cmd_convert(args) -> int:
         try:
             from .conversion import ConvertError, convert
         except ModuleNotFoundError as e:
-            failed = (f"convert needs the Python package {e.name!r}, which is not installed: {_BEAM_HINT}", False)
+            failed = (f"convert needs the Python package {e.name!r}, which is not installed: {_BEAM_HINT}", False, 1)
         else:
             try:
                 result = convert(
@@ -141,9 +141,9 @@ def cmd_convert(args) -> int:
                     progress=term if show_bar else False,
                 )
             except ConvertError as e:
-                failed = (str(e), e.__cause__ is not None)
+                failed = (str(e), e.__cause__ is not None, 1)
     except KeyboardInterrupt:
-        failed = ("interrupted", True)
+        failed = ("interrupted", True, 130)  # 128 + SIGINT, as shells report it
     finally:
         sys.stderr.flush()
         os.dup2(saved_fd, 2)
@@ -153,12 +153,12 @@ def cmd_convert(args) -> int:
         if failed is None:
             _say(sys.stdout, result.summary())
             return 0
-        message, ran = failed
+        message, ran, status = failed
         _say(term, f"arrayfs: error: {' '.join(message.split())}")
         if ran and os.path.getsize(log.name):
             _say(term, f"arrayfs: nothing was written; Beam's log: {log.name}")
             log = None  # keep it
-        return 130 if message == "interrupted" else 1
+        return status
     finally:
         term.close()
         if log is not None:

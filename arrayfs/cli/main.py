@@ -123,18 +123,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
         except (ImportError, OSError) as e:
             if getattr(e, "name", None) == name:
                 continue  # a build without that package
-            _add_stubs(sub, commands, f"cannot be loaded ({e}): {_HINTS.get(name, '')}")
+            _add_stubs(sub, commands, f"cannot be loaded ({e})", _HINTS.get(name, ""))
             continue
         module.register(sub, common)
     return parser, "unmount" in sub.choices
 
 
-def _add_stubs(sub, commands, reason: str) -> None:
+def _add_stubs(sub, commands, why: str, hint: str) -> None:
+    """Commands whose module failed to load: ``why`` in their help line,
+    ``why`` and ``hint`` (what to install) when they are run."""
+    reason = f"{why}: {hint}"
+
     def fail(args):
         raise CliError(f"{args.command} {reason}")
 
     for name in commands:
-        p = sub.add_parser(name, help=f"(unavailable: {reason.split(':')[0]})", description=f"arrayfs {name} {reason}",
+        p = sub.add_parser(name, help=f"(unavailable: {why})", description=f"arrayfs {name} {reason}",
                            formatter_class=formatter)
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=fail)

@@ -171,9 +171,7 @@ class LocalFile(ByteSource):
         try:
             fd = self._pool.open(self.name, _O_FLAGS)
         except FileNotFoundError:
-            raise SourceChangedError(
-                f"{self.name}: the file was removed since it was opened", name=self.name
-            ) from None
+            raise SourceChangedError("the file was removed since it was opened", path=self.name) from None
         try:
             st = os.fstat(fd)
             if _identity(st) != self.identity:
@@ -193,8 +191,8 @@ class LocalFile(ByteSource):
         else:
             what = "modified (its mtime changed)"
         return SourceChangedError(
-            f"{self.name}: the file was {what} since it was opened",
-            name=self.name, truncated=st.st_size < self.size, size=st.st_size,
+            f"the file was {what} since it was opened",
+            path=self.name, truncated=st.st_size < self.size, size=st.st_size,
         )
 
     def _short(self, offset, length, got, fd) -> Exception:
@@ -203,9 +201,9 @@ class LocalFile(ByteSource):
         except OSError:
             now = offset + got
         return SourceTruncatedError(
-            f"{self.name}: the file ends at byte {now}, a read of {length} bytes at byte {offset} needs "
+            f"the file ends at byte {now}, a read of {length} bytes at byte {offset} needs "
             f"{offset + length} (it was {self.size} bytes when opened: truncated since)",
-            name=self.name, offset=offset, length=length, size=now,
+            path=self.name, offset=offset, length=length, size=now,
         )
 
     def read(self, offset: int, length: int) -> bytes:

@@ -304,9 +304,9 @@ class RemoteFile(ByteSource):
         """The public error for a failed request."""
         if f.kind == "short":
             return SourceTruncatedError(
-                f"{self.name}: the object ends before byte {f.end} (a read of bytes [{f.start}, {f.end}) returned "
+                f"the object ends before byte {f.end} (a read of bytes [{f.start}, {f.end}) returned "
                 f"{f.error}; it was {self.size} bytes when opened: truncated or replaced since)",
-                name=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
+                path=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
             )
         if f.kind in (MISSING, REPLACED, BEYOND):
             return self._replaced(f.kind)
@@ -319,8 +319,8 @@ class RemoteFile(ByteSource):
         try:
             info = self._metadata()
         except FileNotFoundError:
-            return SourceChangedError(f"{self.name}: the object was removed since it was opened",
-                                      name=self.name, truncated=True, size=0)
+            return SourceChangedError("the object was removed since it was opened",
+                                      path=self.name, truncated=True, size=0)
         except Exception:
             info = None
         size = int(info["size"]) if info is not None else None
@@ -328,18 +328,18 @@ class RemoteFile(ByteSource):
             if kind == MISSING:
                 return FileNotFoundError(errno.ENOENT, "no such object", self.name)
             if kind == BEYOND:
-                return SourceTruncatedError(f"{self.name}: a read reaches past the end of the object",
-                                            name=self.name, offset=self.size, length=0, size=self.size)
+                return SourceTruncatedError("a read reaches past the end of the object",
+                                            path=self.name, offset=self.size, length=0, size=self.size)
         now = f" ({size} bytes now, {self.size} when opened)" if size is not None else ""
         return SourceChangedError(
-            f"{self.name}: the object was replaced since it was opened (its ETag or generation changed){now}",
-            name=self.name, truncated=size is not None and size < self.size, size=size,
+            f"the object was replaced since it was opened (its ETag or generation changed){now}",
+            path=self.name, truncated=size is not None and size < self.size, size=size,
         )
 
     def _failed(self, e, what, where, attempts) -> StorageError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        err = StorageError(f"{self.name}: cannot {what}{' ' + where if where else ''}{tries}: {detail}")
+        err = StorageError(f"cannot {what}{' ' + where if where else ''}{tries}: {detail}", path=self.name)
         if isinstance(e, PermissionError) or type(e).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
             err.errno = errno.EACCES
         return err
@@ -506,9 +506,9 @@ class RemoteFile(ByteSource):
         if (int(info["size"]), object_version(info)) != self.identity:
             size = int(info["size"])
             raise SourceChangedError(
-                f"{self.name}: the object changed since it was opened (size {self.size} -> {size}, "
+                f"the object changed since it was opened (size {self.size} -> {size}, "
                 f"version {self.version} -> {object_version(info)})",
-                name=self.name, truncated=size < self.size, size=size,
+                path=self.name, truncated=size < self.size, size=size,
             )
 
     def close(self) -> None:

@@ -19,6 +19,8 @@ import os
 import sys
 import tempfile
 
+from .defaults import WRITER_OPTIONS
+
 __all__ = ["register", "cmd_convert", "KINDS"]
 
 # Repeated from arrayfs.beam.inputs (which imports Beam) for argparse; a
@@ -89,8 +91,8 @@ def register(subparsers, kit=None) -> None:
                    help="shard name prefix (its directory is created)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N",
                    help="shards to write (default 1: input order kept; 0: the runner chooses)")
-    p.add_argument("--options", default="group_size:1", metavar="OPTS",
-                   help="array_record writer options (default group_size:1, with zstd:3)")
+    p.add_argument("--options", default=WRITER_OPTIONS, metavar="OPTS",
+                   help=f"array_record writer options (default {WRITER_OPTIONS}, with zstd:3)")
     p.add_argument("--runner", metavar="RUNNER", help="Beam runner (default DirectRunner)")
     p.add_argument("-f", "--force", action="store_true",
                    help="replace existing shards of OUTPUT_PREFIX")

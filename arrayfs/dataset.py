@@ -298,16 +298,16 @@ class DatasetSnapshot:
     # -- record sizes --------------------------------------------------------------
 
     def _chunk_sizes(self, shard: _Shard, k: int) -> np.ndarray:
-        key = ("sizes", shard.serial, k)
+        key = (shard.serial, k, "sizes")
         cache = self._core.cache
         hit = cache.get(key)
         if hit is not None:
-            return hit[1]
+            return hit
         hit = cache.get((shard.serial, k))
         if hit is not None:
             return np.diff(hit[1])
         sizes = shard.file.chunk_record_sizes(k)
-        cache.put(key, b"", sizes)
+        cache.put(key, sizes, sizes.nbytes)
         return sizes
 
     def record_sizes(self, shard: int, start: int, stop: int) -> np.ndarray:
@@ -360,7 +360,7 @@ class DatasetSnapshot:
             return hit
         values, offsets = shard.file.decode_chunk(k)
         if len(offsets) > 2:
-            cache.put(key, values, offsets)
+            cache.put_chunk(key, values, offsets)
         return values, offsets
 
     def __getitem__(self, index):
@@ -820,7 +820,7 @@ class ArrayRecordDataSource:
                 return RefreshResult((), (), tuple(pending))
             self._snap = DatasetSnapshot(self._core, new)
             serials = {s.serial for s in gone}
-            self._core.cache.discard(lambda key: (key[1] if key[0] == "sizes" else key[0]) in serials)
+            self._core.cache.forget_shards(serials)
             for s in gone:
                 # A read in flight on the old snapshot finishes on the file it
                 # began on (even if removed from its path): the descriptor

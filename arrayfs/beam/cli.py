@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 
+from ..extras import install_hint
 from .defaults import WRITER_OPTIONS
 
 __all__ = ["register", "cmd_convert", "KINDS"]
@@ -27,7 +28,7 @@ __all__ = ["register", "cmd_convert", "KINDS"]
 # test checks that the two agree.
 KINDS = ("tfrecord", "jsonl", "lines", "parquet", "files")
 
-_BEAM_HINT = "pip install 'arrayfs[beam]'"
+_BEAM_HINT = install_hint("beam")
 
 CONVERT_EPILOG = """\
 records, per --from:

@@ -24,7 +24,8 @@ except ImportError:  # the modules that need it skip (a failure in CI)
 
 @pytest.fixture(scope="module")
 def quiet_absl():
-    # Google's data source logs an ERROR for every shard with group_size > 1.
+    # Google's data source logs an ERROR for every shard with group_size > 1 (used by
+    # test_compat.py too).
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.CRITICAL)

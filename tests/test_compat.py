@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import logging
 import os
 
 import numpy as np
@@ -41,14 +40,8 @@ MATRIX = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quiet_absl():
-    # ArrayRecordDataSource logs an ERROR for every file with group_size > 1.
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
+# Google's ArrayRecordDataSource logs an ERROR for every file with group_size > 1.
+pytestmark = pytest.mark.usefixtures("quiet_absl")
 
 
 # 0, 1, exactly one block, one block + a block header, 1 MiB, and small ones.

@@ -26,12 +26,6 @@ ALLOWED = {
     ("arrayfs/storage/local.py", "_lock"):
         "Lease.copy inlined in LocalFile.read, the hot path of single-record reads of a leased map",
 }
-# TODO(seams): remote.py and readahead.py are being edited for issue 22;
-# their protocol becomes public methods at the end of this branch.
-ALLOWED.update({("arrayfs/storage/readahead.py", n): "issue 22's files, renamed last"
-                for n in ("_forget", "_io_loop", "_get", "_adopt")})
-ALLOWED[("arrayfs/storage/remote.py", "_drop")] = "issue 22's files, renamed last"
-
 # TODO(lead): remove at merge, once the mount's branch (issue 20) lands its
 # own removal of private reaching from arrayfs/fs/.
 EXEMPT_DIRS = ("arrayfs/fs/",)
@@ -107,4 +101,4 @@ def test_no_private_names_across_modules():
     used = {(m, attr) for m, _, _, attr in outside}
     stale = sorted(set(ALLOWED) - used)
     assert not stale, f"allow-list entries no longer needed: {stale}"
-    assert len(outside) <= 5 + 5, outside  # TODO(seams): <= 5 once renamed
+    assert len(outside) <= 5, outside

@@ -244,7 +244,7 @@ class RemoteFile(ByteSource):
             self.pin_to = self._t.pin_of(self._info)
         self._pid = os.getpid()
 
-    def _io_loop(self):
+    def io_loop(self):
         """The event loop this file's requests run on (for :mod:`.readahead`)."""
         return self._transport().loop
 
@@ -270,7 +270,7 @@ class RemoteFile(ByteSource):
                 time.sleep(sleep)
         raise AssertionError("unreachable")
 
-    async def _get(self, start: int, end: int, skip=None):
+    async def fetch(self, start: int, end: int, skip=None):
         """Bytes ``[start, end)`` in one request, retried; raises
         :class:`_Failed` (turned into the public errors by :meth:`_run`).
         ``skip()`` true once a connection is free: the bytes are no longer
@@ -349,18 +349,20 @@ class RemoteFile(ByteSource):
         if self._closed:
             raise ValueError(f"{self.name}: read from a closed file")
         try:
-            loop = self._io_loop()
+            loop = self.io_loop()
             if len(requests) == 1:
-                return [aio.run(self._get(*requests[0]), loop)]
-            return aio.run(_all([self._get(a, b) for a, b in requests]), loop)
+                return [aio.run(self.fetch(*requests[0]), loop)]
+            return aio.run(_all([self.fetch(a, b) for a, b in requests]), loop)
         except _Failed as f:
             raise self._errors(f) from None
 
-    def _adopt(self, pieces) -> None:
+    def adopt_pieces(self, pieces) -> None:
+        """Track read-ahead ``pieces`` of this file (for :mod:`.readahead`)."""
         with self._lock:
             self._pieces.extend(pieces)
 
-    def _forget(self, piece) -> None:
+    def forget_piece(self, piece) -> None:
+        """Stop tracking a dropped read-ahead ``piece`` (for :mod:`.readahead`)."""
         with self._lock:
             try:
                 self._pieces.remove(piece)
@@ -476,8 +478,7 @@ class RemoteFile(ByteSource):
             h.close()
         if start is not None:
             handle = self.prefetch([(start, stop)])
-            for p in handle._pieces:
-                p.auto = True
+            handle.mark_automatic()
             with self._lock:
                 st[3] = [h for h in st[3] if h.nbytes] + [handle]
 
@@ -518,7 +519,7 @@ class RemoteFile(ByteSource):
         with self._lock:
             pieces, self._pieces = list(self._pieces), []
         if pieces:
-            readahead._drop(pieces)
+            readahead.drop(pieces)
 
     @property
     def closed(self) -> bool:

@@ -4,7 +4,7 @@ A dataset of 10,000 shards must run under the soft descriptor limit most
 Linux users have (``ulimit -n`` = 1024). Local files therefore do not own a
 descriptor: they borrow one from :data:`POOL` for the length of a read.
 The pool keeps at most :attr:`DescriptorPool.max_open` descriptors open,
-closes the least recently used idle ones past that bound, and reopens a
+closes the idle ones opened longest ago past that bound, and reopens a
 file on demand (its :meth:`reopen` checks that it is still the same file).
 
 A descriptor in use by a read is never closed under it: with ``pread`` a
@@ -55,7 +55,7 @@ class Descriptor:
 
 
 class DescriptorPool:
-    """LRU of open descriptors, each leased to one file.
+    """Open descriptors in the order they were opened, each leased to one file.
 
     The protocol: a file holds a :class:`Descriptor` from :meth:`register`;
     each read takes the descriptor with :meth:`acquire` (which reopens the
@@ -83,8 +83,10 @@ class DescriptorPool:
         with self._lock:
             fd = d.fd
             if fd >= 0:
+                # A hit does not reorder the descriptors: this is the path of every
+                # single-record pread, and moving the entry would cost it
+                # as much again. Eviction skips descriptors in use anyway.
                 d.refs += 1
-                self._open.move_to_end(id(d))
                 return fd
         # Opened outside the lock (a slow file system must not stall every
         # other read); a second opener of the same file closes its extra fd.
@@ -160,7 +162,7 @@ class DescriptorPool:
                 pass
 
     def _evict(self, force: bool = False) -> None:
-        """Close least recently used idle descriptors past the bound (all
+        """Close the idle descriptors opened longest ago past the bound (all
         idle ones with ``force``). Scans from the old end and stops at the
         bound: O(1) per call when the oldest are idle, as they usually are."""
         if force:

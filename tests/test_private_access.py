@@ -102,3 +102,30 @@ def test_no_private_names_across_modules():
     stale = sorted(set(ALLOWED) - used)
     assert not stale, f"allow-list entries no longer needed: {stale}"
     assert len(outside) <= 5, outside
+
+
+# `from .module import _name` between modules of arrayfs: these remain (in
+# files other issues are reworking: the hot paths', object storage's, the
+# mount's); none may be added.
+KNOWN_PRIVATE_IMPORTS = {
+    ("arrayfs/file.py", "_storage_error"), ("arrayfs/file.py", "_Index"),
+    ("arrayfs/riegeli/simple.py", "_local"), ("arrayfs/riegeli/simple.py", "_from_buffer"),
+    ("arrayfs/riegeli/simple.py", "_hash64"), ("arrayfs/riegeli/simple.py", "_key"),
+    ("arrayfs/riegeli/simple.py", "_HEADER"), ("arrayfs/storage/listing.py", "_mtime_ns"),
+    ("arrayfs/fs/mount.py", "_items"),
+}
+
+
+def private_imports(root=ROOT) -> set:
+    found = set()
+    for mod, tree in _modules(root).items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                found.update((mod, a.name) for a in node.names if _private(a.name))
+    return found
+
+
+def test_no_new_private_imports_across_modules():
+    found = private_imports()
+    assert not found - KNOWN_PRIVATE_IMPORTS, "private names imported from another module (make them public)"
+    assert not KNOWN_PRIVATE_IMPORTS - found, "no longer imported: drop them from KNOWN_PRIVATE_IMPORTS"

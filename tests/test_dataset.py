@@ -450,3 +450,21 @@ def test_corrupt_record_is_an_error_naming_the_shard(tmp_path, shards):
             assert os.path.basename(paths[0]) in str(e.value) or os.path.basename(paths[1]) in str(e.value)
         assert ds[41] == records[41] and ds[43] == records[43]  # the rest still reads
         assert ds[300 + 199] == records[300 + 199]
+
+
+def test_shard_sets_of_either_writer_read_alike(shard_set, records, google_writer, arrayfs_writer, tmp_path):
+    # The shared fixtures, and both writers read back by both readers.
+    layout = [("group_size:1", 40), ("group_size:8,brotli:3", 25), ("group_size:100,snappy", 0)]
+    ours_dir, ours_paths, want = shard_set(layout, writer="arrayfs")
+    google_dir, google_paths, same = shard_set(layout, writer="google")
+    assert same == want and len(want) == 65
+    for paths in (ours_paths, google_paths):
+        with arrayfs.ArrayRecordDataSource(paths) as ds:
+            assert ds[:] == want
+        assert [google_ds.ArrayRecordDataSource(paths)[i] for i in range(len(want))] == want
+    recs = records(30, 5, big_every=10, tag=True)
+    assert len(set(recs)) == 30 and max(map(len, recs)) > 65_536
+    for write in (google_writer, arrayfs_writer):
+        path = write(tmp_path / f"one-{write.__name__}.array_record", "group_size:3", recs)
+        with arrayfs.ArrayRecordDataSource(path) as ds:
+            assert ds[:] == recs

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 from _dataset_shards import fd_count, mappings_of
-from _google import gwrite
+from _records import make_records, write_shards
 
 import arrayfs
 
@@ -228,10 +228,9 @@ def test_sixteen_threads_equal_serial(shards, pattern):
 @pytest.fixture(scope="module")
 def hundred(tmp_path_factory):
     d = tmp_path_factory.mktemp("hundred")
-    for k in range(100):
-        # half zstd group_size 1, half uncompressed group_size 10 (zero-copy chunks in the cache)
-        gwrite(d / f"h-{k:05d}-of-00100.array_record", "group_size:1" if k % 2 else "group_size:10,uncompressed",
-               [b"%d:%d" % (k, i) for i in range(12)])
+    # half zstd group_size 1, half uncompressed group_size 10 (zero-copy chunks in the cache)
+    layout = [("group_size:1" if k % 2 else "group_size:10,uncompressed", 12) for k in range(100)]
+    write_shards(d, layout, name="h-{:05d}-of-{:05d}.array_record", records=lambda n, seed: make_records(n, seed, tag=True))
     return str(d)
 
 

@@ -10,6 +10,7 @@ from .errors import (
     CorruptChunkError,
     FileChangedError,
     NotArrayRecordError,
+    PendingShardWarning,
     TruncatedFileError,
     UnsupportedChunkError,
 )
@@ -26,7 +27,7 @@ _NNX_NAMES = ("ArrayRecordSourceModule", "ArrayRecordSourceConfig", "from_source
 
 def __getattr__(name):
     if name in _NNX_NAMES:
-        from . import nnx
+        from . import nnx  # without jax or flax: an ImportError naming arrayfs[jax]
 
         return getattr(nnx, name)
     raise AttributeError(f"module 'arrayfs' has no attribute {name!r}")
@@ -40,6 +41,7 @@ __all__ = [
     "CorruptChunkError",
     "FileChangedError",
     "NotArrayRecordError",
+    "PendingShardWarning",
     "TruncatedFileError",
     "UnsupportedChunkError",
     "ArrayRecordReader",

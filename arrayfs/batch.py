@@ -72,10 +72,7 @@ def _storage_error(e: Exception, path: str, offset, records=None, opened_size=No
         )
     if isinstance(e, SourceChangedError):
         cls = TruncatedFileError if e.truncated else FileChangedError
-        reason = str(e)
-        if reason.startswith(path + ": "):
-            reason = reason[len(path) + 2 :]
-        return cls(reason, path=path, offset=offset, records=records)
+        return cls(e.reason, path=path, offset=offset, records=records)
     return e
 
 

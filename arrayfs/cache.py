@@ -8,7 +8,12 @@ __all__ = ["ChunkCache"]
 
 
 class ChunkCache(BoundedLRU):
-    """Least-recently-used map from a chunk key to its decoded ``(values, offsets)``.
+    """Least-recently-used map of a dataset's decoded chunks and record sizes.
+
+    Keys begin with the shard's serial number (so that a shard's entries
+    can be dropped together): ``(serial, k)`` holds chunk ``k``'s decoded
+    ``(values, offsets)`` (:meth:`put_chunk`), ``(serial, k, "sizes")`` its
+    record sizes (an array, put with :meth:`BoundedLRU.put`).
 
     Args:
         max_bytes: bound on the sum of cached ``values`` and ``offsets``
@@ -19,5 +24,11 @@ class ChunkCache(BoundedLRU):
     def __init__(self, max_bytes: int = 64 << 20):
         super().__init__(max_bytes)
 
-    def put(self, key, values, offsets) -> None:
-        super().put(key, (values, offsets), len(values) + offsets.nbytes)
+    def put_chunk(self, key, values, offsets) -> None:
+        """Keep a decoded chunk: ``values`` (bytes) and ``offsets`` (an
+        array), counted as their bytes."""
+        self.put(key, (values, offsets), len(values) + offsets.nbytes)
+
+    def forget_shards(self, serials) -> None:
+        """Drop every entry of the shards whose serial numbers are in ``serials``."""
+        self.discard(lambda key: key[0] in serials)

@@ -35,7 +35,7 @@ import numpy as np
 
 from .batch import helper_pool, place
 from .cache import ChunkCache
-from .errors import ArrayRecordError, FileChangedError
+from .errors import ArrayRecordError, FileChangedError, PendingShardWarning
 from .file import ArrayRecordFile
 from .paths import ShardSpec, expand_entries
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
@@ -154,6 +154,18 @@ class _Shard:
             f, self._file = self._file, None
         if f is not None:
             f.close()
+
+    def after_fork(self) -> None:
+        """Fresh locks in a forked child (here and in the open file): a
+        lock held by another thread at fork time would stay held there."""
+        self._lock = threading.Lock()
+        f = self._file
+        if f is not None:
+            f.after_fork()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Close the file for good: later reads raise ``ValueError``."""
@@ -286,16 +298,16 @@ class DatasetSnapshot:
     # -- record sizes --------------------------------------------------------------
 
     def _chunk_sizes(self, shard: _Shard, k: int) -> np.ndarray:
-        key = ("sizes", shard.serial, k)
+        key = (shard.serial, k, "sizes")
         cache = self._core.cache
         hit = cache.get(key)
         if hit is not None:
-            return hit[1]
+            return hit
         hit = cache.get((shard.serial, k))
         if hit is not None:
             return np.diff(hit[1])
         sizes = shard.file.chunk_record_sizes(k)
-        cache.put(key, b"", sizes)
+        cache.put(key, sizes, sizes.nbytes)
         return sizes
 
     def record_sizes(self, shard: int, start: int, stop: int) -> np.ndarray:
@@ -348,7 +360,7 @@ class DatasetSnapshot:
             return hit
         values, offsets = shard.file.decode_chunk(k)
         if len(offsets) > 2:
-            cache.put(key, values, offsets)
+            cache.put_chunk(key, values, offsets)
         return values, offsets
 
     def __getitem__(self, index):
@@ -445,7 +457,7 @@ class DatasetSnapshot:
                     # out and gathered with those of the other shards.
                     few.append((f, sel, local.tolist()))
                 elif f.group_size == 1:
-                    src = f._source
+                    src = f.source
                     view = src.map_view() if src is not None else None
                     if view is not None:
                         views.append(src)
@@ -797,7 +809,7 @@ class ArrayRecordDataSource:
             for (slot, spec, _), got in zip(to_open, opened):
                 if isinstance(got, BaseException):
                     pending.append((spec.path, str(got)))
-                    warnings.warn(f"arrayfs: leaving out {spec.path} for now: {got}", stacklevel=2)
+                    warnings.warn(f"arrayfs: leaving out {spec.path} for now: {got}", PendingShardWarning, stacklevel=2)
                 else:
                     new[slot] = got
                     added.append(spec.path)
@@ -808,7 +820,7 @@ class ArrayRecordDataSource:
                 return RefreshResult((), (), tuple(pending))
             self._snap = DatasetSnapshot(self._core, new)
             serials = {s.serial for s in gone}
-            self._core.cache.discard(lambda key: (key[1] if key[0] == "sizes" else key[0]) in serials)
+            self._core.cache.forget_shards(serials)
             for s in gone:
                 # A read in flight on the old snapshot finishes on the file it
                 # began on (even if removed from its path): the descriptor
@@ -816,6 +828,16 @@ class ArrayRecordDataSource:
                 if s._file is not None:
                     s._file.pin()
             return RefreshResult(tuple(added), tuple(s.spec.path for s in gone), tuple(pending))
+
+    def release_files(self) -> None:
+        """Close the current shards' files and drop the cached chunks, but
+        stay usable: each shard reopens on its next read (raising
+        :class:`FileChangedError` if it changed meanwhile). Gives back
+        descriptors and maps between uses, as array_record's source does on
+        ``__exit__``."""
+        for shard in self._snap._shards:
+            shard.release()
+        self._core.cache.clear()
 
     def release(self, snapshot: DatasetSnapshot, keep=()) -> int:
         """Close the files of ``snapshot``'s shards that neither the current
@@ -825,7 +847,7 @@ class ArrayRecordDataSource:
         those shards through ``snapshot`` raise ``ValueError`` afterwards.
         Returns how many shards were closed."""
         live = {id(s) for snap in (self._snap, *keep) for s in snap._shards}
-        gone = [s for s in snapshot._shards if id(s) not in live and not s._closed]
+        gone = [s for s in snapshot._shards if id(s) not in live and not s.closed]
         for s in gone:
             s.close()
         return len(gone)
@@ -853,9 +875,7 @@ class ArrayRecordDataSource:
         self._refresh_lock = threading.Lock()
         core.cache = ChunkCache(core.cache.max_bytes)
         for shard in self._snap._shards:
-            shard._lock = threading.Lock()
-            if shard._file is not None:
-                shard._file._lock = threading.Lock()
+            shard.after_fork()
 
     def close(self) -> None:
         """Close every shard and stop the thread pool; this dataset and its

@@ -123,6 +123,8 @@ def _tfds_display(dataset, storage_options, sniffed=None) -> RecordDisplay:
 def choose_display(mode: str, dataset, *, storage_options=None, limit: int = SNIFF_RECORDS) -> RecordDisplay:
     """The display for a ``--decode`` setting and an open dataset.
 
+    Errors say why without naming the setting: the caller adds which one.
+
     Args:
         mode: one of :data:`MODES`. ``"auto"`` sniffs the first ``limit``
             records (:func:`~arrayfs.encoding.sniff_format`; at most
@@ -147,19 +149,19 @@ def choose_display(mode: str, dataset, *, storage_options=None, limit: int = SNI
         ArrayRecordError: ``"auto"`` could not read the first records.
     """
     if mode not in MODES:
-        raise ValueError(f"--decode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise ValueError(f"the decoding must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "tfds":
         try:
             return _tfds_display(dataset, storage_options)
         except FileNotFoundError as e:
-            raise ValueError(f"--decode tfds: {e}") from None
+            raise ValueError(str(e)) from None
     if mode == "example":
         from .encoding import example  # noqa: F401 - protobuf, or an ImportError naming the extra
     elif mode == "msgpack":
         try:
             import msgpack  # noqa: F401
         except ImportError:
-            raise ImportError("--decode msgpack needs msgpack: pip install msgpack") from None
+            raise ImportError("decoding msgpack needs msgpack: pip install msgpack") from None
     if mode != "auto":
         return RecordDisplay(mode, mode)
     sniffed = sniff_format(_first_records(dataset, limit), limit=limit)

@@ -19,6 +19,7 @@ __all__ = [
     "NotArrayRecordError",
     "UnsupportedChunkError",
     "FileChangedError",
+    "PendingShardWarning",
 ]
 
 #: The base of every arrayfs error about a file; a ``ValueError``. Its
@@ -38,3 +39,11 @@ class FileChangedError(ArrayRecordError):
     (local: device, inode, size or mtime differ; remote: size, ETag or
     generation differ). Reads of it raise this rather than return bytes of
     another version; a dataset's :meth:`refresh` picks up the new file."""
+
+
+class PendingShardWarning(UserWarning):
+    """A shard matched by a dataset's patterns could not be opened at a
+    :meth:`~arrayfs.ArrayRecordDataSource.refresh` (for example, a file
+    still being written, with no footer yet) and is left out until a later
+    refresh opens it. The message names the file and the reason; filter
+    by this class, not by the message."""

@@ -495,6 +495,17 @@ class ArrayRecordFile(FooterIndex, BatchReads):
     def closed(self) -> bool:
         return self._source is None
 
+    @property
+    def source(self) -> ByteSource | None:
+        """The :class:`arrayfs.storage.ByteSource` the file reads from
+        (``None`` once closed): for zero-copy reads of its map."""
+        return self._source
+
+    def after_fork(self) -> None:
+        """Start a forked child with a fresh lock: one held by another
+        thread at fork time would stay held there forever."""
+        self._lock = threading.Lock()
+
     def close(self) -> None:
         """Release the file (its descriptor, or its cached blocks). Safe to
         call twice. Records already returned stay valid."""

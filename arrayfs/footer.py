@@ -89,15 +89,11 @@ class _Index:
             self.group_size = counts[0]
             self.first = None
             return
-        n = len(offsets)
-        g = int(counts[0]) if n else 1
-        uniform = n == 0 or (g > 0 and bool((counts[:-1] == g).all()) and 0 < counts[-1] <= g)
-        self.group_size = g if uniform else None
-        if uniform:
-            self.first = None
-        else:
-            self.first = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(counts, out=self.first[1:])
+        # Counts as an array: decode_footer_index found them not uniform
+        # (layout.uniform_counts decides it, once).
+        self.group_size = None
+        self.first = np.zeros(len(offsets) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.first[1:])
 
     def chunk_first(self):
         """``first`` as an array (built on demand when chunks are uniform)."""

@@ -22,6 +22,7 @@ import numpy as np
 from .riegeli.varint import VarintError, decode_varints, encode_varint, encode_varints, read_varint
 
 __all__ = [
+    "uniform_counts",
     "POSTSCRIPT_MAGIC",
     "ARRAY_RECORD_VERSION",
     "FooterMetadata",
@@ -351,6 +352,29 @@ _STEP = 1 << 16
 _SMALL = 64
 
 
+def uniform_counts(counts, group: int | None = None, *, final: bool = True) -> bool:
+    """Whether chunk record counts are "``group_size`` records in every
+    chunk, at least one and at most ``group_size`` in the last": the one
+    test by which a file's index keeps its counts as one number.
+
+    ``counts`` are the record counts of a run of consecutive chunks (a
+    sequence or integer array), ``group`` is the group size (default:
+    ``counts[0]``; it must be positive), ``final`` says whether the run
+    ends with the file's last chunk (if not, its last chunk must be full
+    too). An empty run is uniform.
+    """
+    n = len(counts)
+    if n == 0:
+        return True
+    g = int(counts[0]) if group is None else int(group)
+    if g <= 0:
+        return False
+    last = int(counts[-1])
+    head = counts[:-1]
+    full = bool((head == g).all()) if isinstance(head, np.ndarray) else all(c == g for c in head)
+    return full and (last == g or (final and 0 < last <= g))
+
+
 def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
     """Decode the ``ArrayRecordFooter`` records of a footer chunk into
     ``(chunk_offsets, decoded_sizes, num_records)``, three ``int64`` arrays
@@ -381,10 +405,8 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
         if not rows:
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64), (1, 0)
         offs, sizes, counts = zip(*rows)
-        g = counts[0]
-        uniform = g > 0 and all(c == g for c in counts[:-1]) and 0 < counts[-1] <= g
         return (np.array(offs, dtype=np.uint64), np.array(sizes, dtype=np.uint64),
-                (g, counts[-1]) if uniform else np.array(counts, dtype=np.uint64))
+                (counts[0], counts[-1]) if uniform_counts(counts) else np.array(counts, dtype=np.uint64))
     offsets = np.empty(n, dtype=np.uint64)
     decoded = np.empty(n, dtype=np.uint64)
     counts = group = last = None
@@ -424,9 +446,7 @@ def decode_footer_index(pieces, lengths: np.ndarray, skip: int, *, total: int):
                 # records (the last may hold fewer): 8 bytes per chunk saved.
                 if group is None:
                     group = int(c[0])
-                final = done + fit == n
-                ok = (c[:-1] == group).all() and (int(c[-1]) == group or (final and 0 < int(c[-1]) <= group))
-                if not ok:
+                if not uniform_counts(c, group, final=done + fit == n):
                     counts = np.empty(n, dtype=np.uint64)
                     counts[:done] = group
             if counts is not None:

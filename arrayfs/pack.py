@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 
+from .naming import shard_matcher, shard_names
 from .options import parse_writer_options
 from .writer import ArrayRecordWriter
 
@@ -63,13 +63,13 @@ def shard_paths(out_pattern, num_shards: int | None) -> list[str]:
     out = os.fspath(out_pattern)
     if num_shards is None:
         return [out]
-    return [f"{out}-{k:05d}-of-{num_shards:05d}" for k in range(num_shards)]
+    return shard_names(out, num_shards)
 
 
 def _existing_shards(out: str) -> list[str]:
     """Files beside ``out`` named like shards of it (``out-NNNNN-of-NNNNN``)."""
     directory, name = os.path.split(os.path.abspath(out))
-    rx = re.compile(re.escape(name) + r"-\d{5,}-of-\d{5,}")
+    rx = shard_matcher(name)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:

@@ -141,7 +141,7 @@ class ArrayRecordReader:
         """``reader[i]`` → ``bytes`` (negatives count from the end);
         ``reader[a:b:c]`` → ``list[bytes]``."""
         f = self._file
-        if type(index) is int and 0 <= index < f.num_records and f._source is not None:
+        if type(index) is int and 0 <= index < f.num_records and not f.closed:
             return f.read_record(index)  # the common case, with the fewest steps
         if isinstance(index, slice):
             return self.read_records(range(*index.indices(self.num_records())))

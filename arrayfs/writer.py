@@ -232,7 +232,7 @@ class ArrayRecordWriter:
         try:
             fs.put_file(self._tmp_path, rpath)
         except Exception as e:
-            raise StorageError(f"{self.path}: upload failed: {type(e).__name__}: {e}") from e
+            raise StorageError(f"upload failed: {type(e).__name__}: {e}", path=self.path) from e
         finally:
             os.unlink(self._tmp_path)
 

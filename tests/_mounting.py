@@ -21,8 +21,8 @@ import sys
 import time
 
 import pytest
-
-from arrayfs import ArrayRecordWriter
+from _google import gwrite
+from _records import awrite
 
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
 needs_fuse = pytest.mark.skipif(
@@ -141,16 +141,11 @@ def records(seed, n, big_at=()):
 
 
 def write_ours(path, recs, options="group_size:1"):
-    with ArrayRecordWriter(str(path), options) as w:
-        for r in recs:
-            w.write(r)
+    awrite(path, options, recs)
 
 
 def write_google(path, recs, options="group_size:1"):
-    w = array_record_module.ArrayRecordWriter(str(path), options)
-    for r in recs:
-        w.write(r)
-    w.close()
+    gwrite(path, options, recs)
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,15 @@ CHUNK_HEADER = 40
 
 
 def google_write(path, records, options: str) -> None:
-    from array_record.python.array_record_module import ArrayRecordWriter
+    from _google import gwrite
 
-    w = ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
+    gwrite(path, options, records)
 
 
 def google_read_all(path) -> list[bytes]:
-    from array_record.python.array_record_module import ArrayRecordReader
+    from _google import gread
 
-    r = ArrayRecordReader(str(path))
-    try:
-        return r.read_all()
-    finally:
-        r.close()
+    return gread(path)
 
 
 def _read_logical(buf: bytes, pos: int, n: int) -> tuple[bytes, int]:

@@ -7,6 +7,10 @@ import os
 
 import pytest
 
+# The dataset tests' shard set and data sources, as fixtures of every module
+# (test_dataset*.py use them).
+pytest_plugins = ["_dataset_shards"]
+
 _STRICT = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -38,3 +42,44 @@ def s3():
     server = start_s3()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def records():
+    """The record generator of ``tests/_records.py``:
+    ``records(n, seed, size=(lo, hi), empty_every=, big_every=, big_size=, tag=)``."""
+    from _records import make_records
+
+    return make_records
+
+
+@pytest.fixture
+def google_writer():
+    """Google's writer: ``google_writer(path, options, records) -> str``."""
+    from _google import gwrite
+
+    return gwrite
+
+
+@pytest.fixture
+def arrayfs_writer():
+    """arrayfs's writer: ``arrayfs_writer(path, options, records) -> str``."""
+    from _records import awrite
+
+    return awrite
+
+
+@pytest.fixture
+def shard_set(tmp_path):
+    """Builds a set of shards in a fresh directory:
+    ``shard_set([(options, n), ...], writer="google"|"arrayfs")`` returns
+    ``(directory, paths, every record in global order)``."""
+    from _records import write_shards
+
+    def build(layout, **kw):
+        d = tmp_path / f"shards{len(list(tmp_path.glob('shards*')))}"
+        d.mkdir()
+        paths, recs = write_shards(d, layout, **kw)
+        return str(d), paths, recs
+
+    return build

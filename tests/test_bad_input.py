@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import zstandard
 from _arfile import build_file, logical_positions, postscript_record, rewrite_chunk, simple_chunk
+from _records import awrite
 
 import arrayfs
 from arrayfs import ArrayRecordError, CorruptChunkError, NotArrayRecordError, UnsupportedChunkError
@@ -41,14 +42,11 @@ MiB = 1 << 20
 
 def write(path, options="group_size:10,zstd:3", records=RECORDS):
     if google is not None:
-        w = google.ArrayRecordWriter(str(path), options)
-        for r in records:
-            w.write(r)
-        w.close()
+        from _google import gwrite
+
+        gwrite(path, options, records)
     else:
-        with arrayfs.ArrayRecordWriter(path, options) as w:
-            for r in records:
-                w.write(r)
+        awrite(path, options, records)
     return path
 
 

@@ -7,11 +7,11 @@ import random
 
 import apache_beam as beam
 import pytest
-from _google import gread
+from _google import gread, gwrite
+from _records import make_records
 from apache_beam.io import source_test_utils
 from apache_beam.testing.util import assert_that, equal_to
 from array_record.python.array_record_module import ArrayRecordReader as GoogleReader
-from array_record.python.array_record_module import ArrayRecordWriter as GoogleWriter
 
 from arrayfs import ArrayRecordError
 from arrayfs.beam import ReadFromArrayRecord, WriteToArrayRecord
@@ -30,19 +30,6 @@ def google_options(path) -> str:
         return r.writer_options_string()
     finally:
         r.close()
-
-
-def google_write(path, records, options) -> None:
-    w = GoogleWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-
-
-def make_records(n, seed=0, max_size=300):
-    rng = random.Random(seed)
-    # Unique (index prefix) so "exactly once" is checkable as a set.
-    return [b"%07d:" % i + rng.randbytes(rng.randrange(0, max_size)) for i in range(n)]
 
 
 class MultisetDigest(beam.CombineFn):
@@ -98,7 +85,7 @@ def test_digest_sees_missing_repeated_and_extra_records():
 
 
 def test_write_three_shards_read_by_google(tmp_path):
-    recs = make_records(2000)
+    recs = make_records(2000, size=(0, 300), tag=True)
     prefix = tmp_path / "out" / "train"
     with beam.Pipeline() as p:
         written = p | beam.Create(recs) | WriteToArrayRecord(str(prefix), num_shards=3,
@@ -120,7 +107,7 @@ def test_write_three_shards_read_by_google(tmp_path):
     "group_size:7,pad_to_block_boundary:true",
 ])
 def test_writer_options_reach_the_footer(tmp_path, options):
-    recs = make_records(500, seed=1)
+    recs = make_records(500, seed=1, size=(0, 300), tag=True)
     prefix = str(tmp_path / "o")
     with beam.Pipeline() as p:
         _ = p | beam.Create(recs) | WriteToArrayRecord(prefix, num_shards=1, writer_options=options)
@@ -184,7 +171,7 @@ def test_write_to_s3_through_beam_filesystems(tmp_path):
         creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
         s3 = boto3.client("s3", endpoint_url=endpoint, **creds)
         s3.create_bucket(Bucket="bkt")
-        recs = make_records(300, seed=5)
+        recs = make_records(300, seed=5, size=(0, 300), tag=True)
         from apache_beam.options.pipeline_options import PipelineOptions
 
         opts = PipelineOptions([f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=testing",
@@ -218,12 +205,12 @@ def test_read_google_shards_every_group_size_and_codec(tmp_path):
     for group_size in (1, 64, 1000):
         for codec in CODECS:
             name = f"{codec}-{group_size}"
-            recs = [name.encode() + b"/" + r for r in make_records(2600, seed=group_size)]
+            recs = [name.encode() + b"/" + r for r in make_records(2600, seed=group_size, size=(0, 300), tag=True)]
             parts = [recs[:1700], recs[1700:], []]
             d = tmp_path / name
             d.mkdir()
             for k, part in enumerate(parts):
-                google_write(d / f"s-{k:05d}-of-00003.array_record", part, f"group_size:{group_size},{codec}")
+                gwrite(d / f"s-{k:05d}-of-00003.array_record", f"group_size:{group_size},{codec}", part)
             expected += recs
     with beam.Pipeline() as p:
         got = p | ReadFromArrayRecord(str(tmp_path / "*" / "s-*.array_record"))
@@ -231,8 +218,8 @@ def test_read_google_shards_every_group_size_and_codec(tmp_path):
 
 
 def test_read_one_shard_of_60k_records(tmp_path):
-    recs = make_records(60_000, seed=7, max_size=40)
-    google_write(tmp_path / "big.array_record", recs, "group_size:1")
+    recs = make_records(60_000, seed=7, size=(0, 40), tag=True)
+    gwrite(tmp_path / "big.array_record", "group_size:1", recs)
     with beam.Pipeline() as p:
         got = p | ReadFromArrayRecord(str(tmp_path / "big.array_record"))
         assert_exactly_once(got, recs, "exactly once")
@@ -247,9 +234,9 @@ def _chunk_ranges(path):
 
 @pytest.mark.parametrize("group_size", [1, 7, 100])
 def test_split_bundles_are_disjoint_chunk_aligned_and_cover(tmp_path, group_size):
-    recs = make_records(3000, seed=group_size, max_size=200)
+    recs = make_records(3000, seed=group_size, size=(0, 200), tag=True)
     path = tmp_path / "one.array_record"
-    google_write(path, recs, f"group_size:{group_size},zstd:1")
+    gwrite(path, f"group_size:{group_size},zstd:1", recs)
     source = ArrayRecordSource(str(path))
     size = os.path.getsize(path)
     bundles = list(source.split(desired_bundle_size=max(size // 13, 1)))
@@ -280,7 +267,7 @@ def test_dynamic_splits_at_every_fraction(tmp_path):
     rng = random.Random(3)
     recs = [rng.randbytes(100_000 + i) for i in range(6)]
     path = tmp_path / "small.array_record"
-    google_write(path, recs, "group_size:2,uncompressed")
+    gwrite(path, "group_size:2,uncompressed", recs)
     source = ArrayRecordSource(str(path))
     (bundle,) = list(source.split(desired_bundle_size=1 << 30))
     source_test_utils.assert_split_at_fraction_exhaustive(
@@ -288,7 +275,7 @@ def test_dynamic_splits_at_every_fraction(tmp_path):
 
 
 def test_round_trip_of_our_sink_and_source(tmp_path):
-    recs = make_records(5000, seed=9)
+    recs = make_records(5000, seed=9, size=(0, 300), tag=True)
     prefix = str(tmp_path / "rt")
     with beam.Pipeline() as p:
         _ = p | beam.Create(recs) | WriteToArrayRecord(prefix, num_shards=4, writer_options="group_size:32,brotli")
@@ -297,9 +284,9 @@ def test_round_trip_of_our_sink_and_source(tmp_path):
 
 
 def test_corrupt_shard_fails_naming_the_file(tmp_path):
-    recs = make_records(200, seed=11)
+    recs = make_records(200, seed=11, size=(0, 300), tag=True)
     path = tmp_path / "c.array_record"
-    google_write(path, recs, "group_size:10,uncompressed")
+    gwrite(path, "group_size:10,uncompressed", recs)
     with ArrayRecordFile(path) as f:
         off = int(f.index().offsets[3])
     data = bytearray(path.read_bytes())
@@ -322,8 +309,8 @@ def test_nothing_matches_is_refused_at_construction(tmp_path):
 
 
 def test_records_read_metric(tmp_path):
-    recs = make_records(700, seed=13)
-    google_write(tmp_path / "m.array_record", recs, "group_size:50")
+    recs = make_records(700, seed=13, size=(0, 300), tag=True)
+    gwrite(tmp_path / "m.array_record", "group_size:50", recs)
     p = beam.Pipeline()
     _ = p | ReadFromArrayRecord(str(tmp_path / "m.array_record"))
     result = p.run()
@@ -335,6 +322,6 @@ def test_records_read_metric(tmp_path):
 
 
 def test_source_yields_plain_bytes(tmp_path):
-    google_write(tmp_path / "t.array_record", [b"x" * 10, b"y"], "group_size:1")
+    gwrite(tmp_path / "t.array_record", "group_size:1", [b"x" * 10, b"y"])
     got = source_test_utils.read_from_source(ArrayRecordSource(str(tmp_path / "t.array_record")))
     assert got == [b"x" * 10, b"y"] and all(type(r) is bytes for r in got)

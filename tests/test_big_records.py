@@ -10,6 +10,7 @@ import os
 import random
 
 import pytest
+from _google import gwrite
 
 from arrayfs import ArrayRecordDataSource, ArrayRecordError, ArrayRecordWriter
 from arrayfs.file import ArrayRecordFile
@@ -17,8 +18,6 @@ from arrayfs.fs.records import SHARED_MIN, Records, shared_directory
 from arrayfs.fs.view import FsView
 from arrayfs.riegeli import stream
 from arrayfs.riegeli.hashing import highway_hash64
-
-array_record_module = pytest.importorskip("array_record.python.array_record_module")
 
 CODECS = ["zstd:3", "uncompressed", "brotli:1", "snappy"]
 
@@ -36,10 +35,7 @@ def shards(tmp_path_factory):
     for codec in CODECS:
         recs = [_big(1, 5 << 20), b"", os.urandom(100), _big(2, 1 << 20)]
         path = d / f"{codec.split(':')[0]}.array_record"
-        w = array_record_module.ArrayRecordWriter(str(path), f"group_size:1,{codec}")
-        for r in recs:
-            w.write(r)
-        w.close()
+        gwrite(path, f"group_size:1,{codec}", recs)
         out[codec] = (path, recs)
     return out
 

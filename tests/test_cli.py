@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from array_record.python import array_record_module as google
+from _google import gwrite
+from _records import awrite, make_records
 from array_record.python.array_record_data_source import ArrayRecordDataSource as GoogleSource
 
 import arrayfs
@@ -56,10 +56,8 @@ def one_line_error(proc) -> str:
 
 
 def _records(seed: int, n: int) -> list[bytes]:
-    rng = random.Random(seed)
-    # Sizes across the interesting cases: empty, tiny, and bigger than a
-    # 64 KiB block so chunks cross block headers.
-    return [f"{seed}:{i}:".encode() + rng.randbytes(rng.choice([0, 5, 300, 70_000])) for i in range(n)]
+    # Empty, tiny, and bigger than a 64 KiB block (chunks cross block headers).
+    return make_records(n, seed, size=(0, 300), empty_every=5, big_every=4, big_size=(70_000, 70_001), tag=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +73,13 @@ def datasets(tmp_path_factory):
     for s, n in enumerate([10, 7, 13]):
         path = g_dir / f"train.array_record-{s:05d}-of-00003"
         recs = _records(s, n)
-        w = google.ArrayRecordWriter(str(path), "group_size:4")
-        for r in recs:
-            w.write(r)
-        w.close()
+        gwrite(path, "group_size:4", recs)
         g.append((path, recs))
     a = []
     for s, n in enumerate([9, 5]):
         path = a_dir / f"part-{s}.array_record"
         recs = _records(100 + s, n)
-        with arrayfs.ArrayRecordWriter(path, "group_size:3,brotli:5") as w:
-            for r in recs:
-                w.write(r)
+        awrite(path, "group_size:3,brotli:5", recs)
         a.append((path, recs))
     # group_size:1 (today's default): verify checks these a batch at a time.
     one_dir = root / "single"
@@ -95,10 +88,7 @@ def datasets(tmp_path_factory):
     for s, n in enumerate([40, 25]):
         path = one_dir / f"one-{s}.array_record"
         recs = _records(200 + s, n)
-        w = google.ArrayRecordWriter(str(path), "group_size:1")
-        for r in recs:
-            w.write(r)
-        w.close()
+        gwrite(path, "group_size:1", recs)
         one.append((path, recs))
     return {"google": g, "ours": a, "single": one, "root": root}
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import logging
 import os
 
 import numpy as np
 import pytest
+from _google import gwrite
+from _records import awrite, sized_records
 
 import arrayfs
 from arrayfs.file import ArrayRecordFile
@@ -39,45 +40,13 @@ MATRIX = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quiet_absl():
-    # ArrayRecordDataSource logs an ERROR for every file with group_size > 1.
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
-
-
-def make_records(sizes, seed=0):
-    """Records of the given sizes: odd ones random, even ones compressible."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, n in enumerate(sizes):
-        n = int(n)
-        if i % 2:
-            out.append(rng.bytes(n))
-        else:
-            out.append((b"record %d " % i * (n // 8 + 1))[:n])
-    return out
+# Google's ArrayRecordDataSource logs an ERROR for every file with group_size > 1.
+pytestmark = pytest.mark.usefixtures("quiet_absl")
 
 
 # 0, 1, exactly one block, one block + a block header, 1 MiB, and small ones.
 EDGE_SIZES = [0, 1, 65_536, 65_560, 7, 1000, 1 << 20, 3, 0, 100_000, 65_535, 65_537, 24, 40, 1]
-EDGE_RECORDS = make_records(EDGE_SIZES, seed=1)
-
-
-def google_write(path, options, records):
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
-
-
-def our_write(path, options, records):
-    with arrayfs.ArrayRecordWriter(path, options) as w:
-        for r in records:
-            w.write(r)
+EDGE_RECORDS = sized_records(EDGE_SIZES, seed=1)
 
 
 def google_read_all(path):
@@ -129,7 +98,7 @@ def assert_google_reads(path, records):
 @pytest.mark.parametrize("options", MATRIX)
 def test_google_writes_arrayfs_reads(tmp_path, options):
     path = tmp_path / "g.array_record"
-    google_write(path, options, EDGE_RECORDS)
+    gwrite(path, options, EDGE_RECORDS)
     _, stored = google_read_all(path)
     assert_arrayfs_reads(path, EDGE_RECORDS, stored)
 
@@ -137,9 +106,9 @@ def test_google_writes_arrayfs_reads(tmp_path, options):
 @pytest.mark.parametrize("options", MATRIX)
 def test_arrayfs_writes_google_reads(tmp_path, options):
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    our_write(ours, options, EDGE_RECORDS)
+    awrite(ours, options, EDGE_RECORDS)
     stored = assert_google_reads(ours, EDGE_RECORDS)
-    google_write(theirs, options, EDGE_RECORDS)
+    gwrite(theirs, options, EDGE_RECORDS)
     assert stored == google_read_all(theirs)[1]
     # the same layout: chunk placement, padding, footer and postscript
     assert os.path.getsize(ours) == os.path.getsize(theirs)
@@ -149,7 +118,7 @@ def test_arrayfs_writes_google_reads(tmp_path, options):
 
 
 HUGE = 20 << 20
-HUGE_RECORDS = make_records([5, HUGE, 0, 1000], seed=2)
+HUGE_RECORDS = sized_records([5, HUGE, 0, 1000], seed=2)
 HUGE_MATRIX = [
     "group_size:1,uncompressed,pad_to_block_boundary:false",
     "group_size:3,uncompressed,pad_to_block_boundary:true",
@@ -163,9 +132,9 @@ HUGE_MATRIX = [
 @pytest.mark.parametrize("options", HUGE_MATRIX)
 def test_20_mib_record_both_directions(tmp_path, options):
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    google_write(theirs, options, HUGE_RECORDS)
+    gwrite(theirs, options, HUGE_RECORDS)
     assert_arrayfs_reads(theirs, HUGE_RECORDS, google_read_all(theirs)[1])
-    our_write(ours, options, HUGE_RECORDS)
+    awrite(ours, options, HUGE_RECORDS)
     got, _ = google_read_all(ours)
     assert [len(r) for r in got] == [len(r) for r in HUGE_RECORDS]
     assert got == HUGE_RECORDS
@@ -178,8 +147,8 @@ def test_20_mib_record_both_directions(tmp_path, options):
                                      "group_size:1000,zstd:19"])
 def test_empty_file(tmp_path, options):
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    google_write(theirs, options, [])
-    our_write(ours, options, [])
+    gwrite(theirs, options, [])
+    awrite(ours, options, [])
     for p in (ours, theirs):
         with arrayfs.ArrayRecordReader(p) as r:
             assert r.num_records() == 0 and len(r) == 0
@@ -198,14 +167,14 @@ def test_empty_file(tmp_path, options):
 @pytest.mark.parametrize("options", ["", "uncompressed", "brotli:1,pad_to_block_boundary:true", "snappy,group_size:3"])
 def test_single_record_file(tmp_path, options, record):
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    google_write(theirs, options, [record])
+    gwrite(theirs, options, [record])
     assert_arrayfs_reads(theirs, [record], google_read_all(theirs)[1])
-    our_write(ours, options, [record])
+    awrite(ours, options, [record])
     assert google_read_all(ours)[0] == [record]
 
 
 MANY = 12_345
-MANY_RECORDS = make_records(np.random.default_rng(3).integers(0, 200, MANY), seed=3)
+MANY_RECORDS = sized_records(np.random.default_rng(3).integers(0, 200, MANY), seed=3)
 
 
 @pytest.mark.parametrize(
@@ -215,9 +184,9 @@ MANY_RECORDS = make_records(np.random.default_rng(3).integers(0, 200, MANY), see
 )
 def test_many_records_both_directions(tmp_path, options):
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    google_write(theirs, options, MANY_RECORDS)
+    gwrite(theirs, options, MANY_RECORDS)
     assert_arrayfs_reads(theirs, MANY_RECORDS, google_read_all(theirs)[1])
-    our_write(ours, options, MANY_RECORDS)
+    awrite(ours, options, MANY_RECORDS)
     assert_google_reads(ours, MANY_RECORDS)
 
 
@@ -225,7 +194,7 @@ def test_chunk_headers_split_by_block_headers_in_google_file(tmp_path):
     """A file of many small chunks has chunk headers that a block header
     cuts in two; they read back like the others."""
     path = tmp_path / "g.array_record"
-    google_write(path, "group_size:1,uncompressed", MANY_RECORDS)
+    gwrite(path, "group_size:1,uncompressed", MANY_RECORDS)
     with ArrayRecordFile(path) as f:
         offsets, _, _ = f.index()
         split = [int(o) for o in offsets if BLOCK_SIZE - CHUNK_HEADER_SIZE < int(o) % BLOCK_SIZE]
@@ -243,7 +212,7 @@ def test_chunk_headers_split_by_block_headers_in_google_file(tmp_path):
 def test_parallel_writer_output_reads_in_google(tmp_path):
     path = tmp_path / "p.array_record"
     records = MANY_RECORDS[:3000]
-    our_write(path, "group_size:7,zstd:3,max_parallelism:2", records)
+    awrite(path, "group_size:7,zstd:3,max_parallelism:2", records)
     assert google_read_all(path)[0] == records
 
 
@@ -257,7 +226,7 @@ API_RECORDS = [b"rec-%d" % i * (i + 1) for i in range(N_API)]
 @pytest.fixture(scope="module", params=["group_size:3,brotli:1", "group_size:1,uncompressed", "group_size:1000,zstd:3"])
 def api_file(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("api") / "api.array_record"
-    google_write(path, request.param, API_RECORDS)
+    gwrite(path, request.param, API_RECORDS)
     return str(path)
 
 
@@ -398,7 +367,7 @@ def test_arrayfs_extensions(api_file):
 def test_google_reader_on_file_with_cursor_reads(tmp_path):
     """A sequential read() over a whole multi-chunk file matches read_all()."""
     path = tmp_path / "seq.array_record"
-    google_write(path, "group_size:5,zstd:3", MANY_RECORDS[:1003])
+    gwrite(path, "group_size:5,zstd:3", MANY_RECORDS[:1003])
     with arrayfs.ArrayRecordReader(path) as r:
         got = [r.read() for _ in range(r.num_records())]
         with pytest.raises(IndexError):

@@ -14,6 +14,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from _google import gread
+from _records import make_records
 
 import arrayfs
 from arrayfs.beam import ConvertError, ReadRecords, WriteToArrayRecord, convert
@@ -45,11 +46,6 @@ def listing(d):
     return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
 
 
-def make_records(n, seed=0):
-    rng = random.Random(seed)
-    return [b"%06d|" % i + rng.randbytes(rng.randrange(0, 200)) for i in range(n)]
-
-
 # -- TFRecord ---------------------------------------------------------------------
 
 
@@ -57,7 +53,7 @@ def make_records(n, seed=0):
 def beam_tfrecords(tmp_path_factory):
     """3 TFRecord shards written by Beam's own WriteToTFRecord."""
     d = tmp_path_factory.mktemp("tf")
-    recs = make_records(3000)
+    recs = make_records(3000, size=(0, 200), tag=True)
     with beam.Pipeline() as p:
         _ = p | beam.Create(recs) | beam.io.WriteToTFRecord(str(d / "in"), num_shards=3,
                                                               file_name_suffix=".tfrecord")
@@ -81,7 +77,7 @@ def test_beam_tfrecords_to_two_shards(beam_tfrecords, tmp_path, capfd):
 
 
 def test_one_tfrecord_file_into_more_shards_than_files(tmp_path):
-    recs = make_records(2000, seed=1)
+    recs = make_records(2000, seed=1, size=(0, 200), tag=True)
     with open(tmp_path / "one.tfrecord", "wb") as f:
         write_tfrecords(f, recs)
     res = convert("tfrecord", str(tmp_path / "one.tfrecord"), str(tmp_path / "o" / "x"), num_shards=3,
@@ -94,7 +90,7 @@ def test_one_tfrecord_file_into_more_shards_than_files(tmp_path):
 
 
 def test_result_counts_and_sizes(tmp_path):
-    recs = make_records(500, seed=2)
+    recs = make_records(500, seed=2, size=(0, 200), tag=True)
     paths = []
     for k in range(2):
         paths.append(tmp_path / f"t{k}.tfrecord")
@@ -240,7 +236,7 @@ def test_parquet_column_without_msgpack_form_is_refused(tmp_path):
 
 def _tfrecord_file(path, n=300, seed=3):
     with open(path, "wb") as f:
-        write_tfrecords(f, make_records(n, seed))
+        write_tfrecords(f, make_records(n, seed, size=(0, 200), tag=True))
 
 
 @pytest.mark.parametrize("multi", [False, True], ids=["in-process", "2-worker-processes"])
@@ -265,7 +261,7 @@ def test_not_a_tfrecord_fails_briefly_and_writes_nothing(tmp_path, multi):
 def test_truncated_tfrecord_fails_naming_the_offset(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    recs = make_records(100, seed=4)
+    recs = make_records(100, seed=4, size=(0, 200), tag=True)
     with open(src / "t.tfrecord", "wb") as f:
         write_tfrecords(f, recs)
     data = (src / "t.tfrecord").read_bytes()

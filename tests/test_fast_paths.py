@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from _google import google, gwrite
+from _records import make_records
 
 import arrayfs
 
@@ -19,12 +20,9 @@ CODECS = ["zstd:3", "brotli:5", "snappy", "uncompressed"]
 
 
 def records(n, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        size = int(rng.integers(0, 3000)) if i % 97 else 70_000  # some cross a block
-        out.append(rng.bytes(size // 2) + bytes(size - size // 2))
-    return out
+    # Some records cross a 64 KiB block; half of each is zeros (compressible).
+    return [r[: len(r) // 2] + bytes(len(r) - len(r) // 2)
+            for r in make_records(n, seed, size=(0, 3000), big_every=97, big_size=(70_000, 70_001), compressible=False)]
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -250,15 +250,12 @@ def _rewrite_footer(tmp_path, options, records, edit):
     ``edit(entries, index)`` (the footer's records: metadata, then one
     entry per chunk), which returns the new chunk data, and written back
     in place (hashes valid)."""
-    from array_record.python.array_record_module import ArrayRecordWriter
+    from _google import gwrite
 
     from arrayfs.riegeli.chunk import decode_chunk
 
     path = tmp_path / "forged.array_record"
-    w = ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
+    gwrite(path, options, records)
     buf = bytearray(path.read_bytes())
     with ArrayRecordFile(str(path)) as f:
         footer_offset = f.footer_offset

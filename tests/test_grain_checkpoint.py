@@ -15,7 +15,7 @@ import subprocess
 
 import grain
 import pytest
-from array_record.python import array_record_module as google_module
+from _google import gwrite
 
 import arrayfs
 
@@ -42,10 +42,7 @@ def shards(tmp_path_factory):
     os.makedirs(raw)
     for k in range(NUM_SHARDS):
         path = os.path.join(raw, f"train.array_record-{k:05d}-of-{NUM_SHARDS:05d}")
-        writer = google_module.ArrayRecordWriter(path, "group_size:1,uncompressed")
-        for i in range(k * PER_SHARD, (k + 1) * PER_SHARD):
-            writer.write(i.to_bytes(8, "little"))
-        writer.close()
+        gwrite(path, "group_size:1,uncompressed", [i.to_bytes(8, "little") for i in range(k * PER_SHARD, (k + 1) * PER_SHARD)])
     _sparse_copy_tree(raw, data)
     shutil.rmtree(raw)
     _sparse_copy_tree(data, moved)

@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import pytest
 from _google import google, gwrite
+from _records import make_records as shared_records
 from _s3server import FaultProxy
 from _stores import check_reads, mounted
 
@@ -240,8 +241,7 @@ def test_refusing_store_fails_naming_the_url_in_bounded_time(s3, proxy, backend)
 def noise(n: int, size: int, seed: int) -> list[bytes]:
     """``n`` incompressible records of ``size`` bytes: their shard is as
     big as they are, so that most of it lies outside the tail read at open."""
-    rng = np.random.default_rng(seed)
-    return [b"%d:" % i + rng.bytes(size) for i in range(n)]
+    return shared_records(n, seed, size=(size, size + 1), tag=True, compressible=False)
 
 
 def _upload_g1(s3, name, key, recs) -> str:

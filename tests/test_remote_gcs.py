@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from _gcsserver import start_gcs
 from _google import google, gwrite
+from _records import make_records
 from _s3server import FaultProxy
 from _stores import check_reads, mounted
 
@@ -24,8 +25,7 @@ import arrayfs
 
 
 def noise(n: int, size: int, seed: int) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-    return [b"%d:" % i + rng.bytes(int(rng.integers(0, size))) for i in range(n)]
+    return make_records(n, seed, size=(0, size), tag=True, compressible=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import os
 import fsspec
 import numpy as np
 import pytest
+from _google import gwrite
+from _records import awrite, make_records
 
 import arrayfs
 import arrayfs.writer
@@ -38,39 +40,7 @@ google = pytest.importorskip("array_record.python.array_record_module", reason="
 CODECS = ["uncompressed", "zstd:3", "brotli:6", "snappy"]
 
 
-def make_records(n, seed=0, big_every=0):
-    """``n`` records of 0 to 2,000 bytes (every 13th empty), half of them
-    compressible; with ``big_every``, every such record is 70,000 to
-    140,000 bytes, so it crosses one or two block boundaries."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        size = int(rng.integers(0, 2000))
-        if i % 13 == 0:
-            size = 0
-        if big_every and i % big_every == big_every - 1:
-            size = int(rng.integers(70_000, 140_000))
-        if i % 2:
-            out.append(rng.bytes(size))
-        else:
-            out.append((b"record %d " % i * (size // 8 + 1))[:size])
-    return out
-
-
-RECORDS = make_records(9000, seed=1, big_every=700)  # ~20 MB, several batches at group_size 1
-
-
-def our_write(path, options, records):
-    with arrayfs.ArrayRecordWriter(path, options) as w:
-        for r in records:
-            w.write(r)
-
-
-def google_write(path, options, records):
-    w = google.ArrayRecordWriter(str(path), options)
-    for r in records:
-        w.write(r)
-    w.close()
+RECORDS = make_records(9000, seed=1, empty_every=13, big_every=700)  # ~20 MB, several batches at group_size 1
 
 
 def google_read(path):
@@ -100,7 +70,7 @@ def footer_offset(data: bytes) -> int:
 def test_google_reads_every_path(tmp_path, codec, group_size, parallelism):
     path = tmp_path / "o.array_record"
     options = f"group_size:{group_size},{codec},max_parallelism:{parallelism}"
-    our_write(path, options, RECORDS)
+    awrite(path, options, RECORDS)
     got, stored = google_read(path)
     assert len(got) == len(RECORDS)
     for i, (a, b) in enumerate(zip(got, RECORDS)):
@@ -126,8 +96,8 @@ def test_uncompressed_bytes_equal_googles(tmp_path, options):
     headers, padding, footer, postscript) is Google's byte for byte."""
     records = RECORDS[:3000] if "pad_to_block_boundary:true" in options else RECORDS
     ours, theirs = tmp_path / "o.array_record", tmp_path / "g.array_record"
-    our_write(ours, options, records)
-    google_write(theirs, options, records)
+    awrite(ours, options, records)
+    gwrite(theirs, options, records)
     assert ours.read_bytes() == theirs.read_bytes()
 
 
@@ -136,7 +106,7 @@ def test_uncompressed_bytes_equal_googles(tmp_path, options):
 def test_pad_to_block_boundary(tmp_path, codec, group_size):
     path = tmp_path / "p.array_record"
     records = RECORDS[:300]
-    our_write(path, f"group_size:{group_size},{codec},pad_to_block_boundary:true,max_parallelism:2", records)
+    awrite(path, f"group_size:{group_size},{codec},pad_to_block_boundary:true,max_parallelism:2", records)
     assert google_read(path)[0] == records
     with arrayfs.ArrayRecordReader(path) as r:
         offsets = r._file.index()[0]
@@ -151,7 +121,7 @@ def test_parallelism_does_not_change_the_chunks(tmp_path, codec):
     files = []
     for p in (1, 2):
         path = tmp_path / f"p{p}.array_record"
-        our_write(path, f"group_size:1,{codec},max_parallelism:{p}", RECORDS[:5000])
+        awrite(path, f"group_size:1,{codec},max_parallelism:{p}", RECORDS[:5000])
         files.append(path.read_bytes())
     a, b = files
     assert footer_offset(a) == footer_offset(b)
@@ -165,11 +135,11 @@ def test_empty_records(tmp_path, codec, group_size):
     and 1,024 empty records need a padded chunk (more records than bytes)."""
     records = [b""] * 5000 + [b"x"] + [b""] * 2000
     path = tmp_path / "e.array_record"
-    our_write(path, f"group_size:{group_size},{codec}", records)
+    awrite(path, f"group_size:{group_size},{codec}", records)
     assert google_read(path)[0] == records
     if codec == "uncompressed":
         theirs = tmp_path / "g.array_record"
-        google_write(theirs, f"group_size:{group_size},{codec}", records)
+        gwrite(theirs, f"group_size:{group_size},{codec}", records)
         assert path.read_bytes() == theirs.read_bytes()
 
 
@@ -181,7 +151,7 @@ def test_records_bigger_than_a_batch(tmp_path, parallelism):
     budget = arrayfs.writer._BATCH_BYTES
     records = [rng.bytes(int(n)) for n in rng.integers(budget // 3, budget - budget // 10, 14)] + [b"tail"]
     path = tmp_path / "b.array_record"
-    our_write(path, f"group_size:4,zstd:1,max_parallelism:{parallelism}", records)
+    awrite(path, f"group_size:4,zstd:1,max_parallelism:{parallelism}", records)
     assert google_read(path)[0] == records
     with arrayfs.ArrayRecordReader(path) as r:
         assert np.diff(r._file.index()[2]).tolist() == [4, 4, 4, 3]
@@ -193,7 +163,7 @@ def test_footer_spanning_several_blocks(tmp_path, codec):
     blocks (block headers inside it), and Google's reader finds every chunk."""
     records = [b"%d" % i * (i % 5) for i in range(40_000)]
     path = tmp_path / "f.array_record"
-    our_write(path, f"group_size:1,{codec}", records)
+    awrite(path, f"group_size:1,{codec}", records)
     data = path.read_bytes()
     footer_span = len(data) - BLOCK_SIZE - footer_offset(data)
     assert footer_span > BLOCK_SIZE + 24  # at least one block header inside the footer
@@ -207,7 +177,7 @@ def test_footer_spanning_several_blocks(tmp_path, codec):
         r.close()
     if codec == "uncompressed":
         theirs = tmp_path / "g.array_record"
-        google_write(theirs, "group_size:1,uncompressed", records)
+        gwrite(theirs, "group_size:1,uncompressed", records)
         assert data == theirs.read_bytes()
 
 
@@ -242,7 +212,7 @@ def test_bytesio_stream(tmp_path, parallelism):
     assert google_read(local)[0] == RECORDS[:6000]
     # the same bytes as a file written with the same options
     path = tmp_path / "f.array_record"
-    our_write(path, f"group_size:3,zstd:3,max_parallelism:{parallelism}", RECORDS[:6000])
+    awrite(path, f"group_size:3,zstd:3,max_parallelism:{parallelism}", RECORDS[:6000])
     assert path.read_bytes() == stream.getvalue()
 
 
@@ -267,7 +237,7 @@ def test_stream_with_only_write(tmp_path):
         for r in RECORDS[:5000]:
             w.write(r)
     path = tmp_path / "g.array_record"
-    google_write(path, "group_size:1,uncompressed", RECORDS[:5000])
+    gwrite(path, "group_size:1,uncompressed", RECORDS[:5000])
     assert b"".join(stream.parts) == path.read_bytes()
 
 

@@ -31,7 +31,14 @@ def __getattr__(name):
         raise AttributeError(f"module 'arrayfs.beam' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
+    try:
+        value = getattr(importlib.import_module(module, __name__), name)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] == "arrayfs":
+            raise
+        from ..extras import missing
+
+        raise missing(e, f"arrayfs.beam.{name}", "beam") from None
     globals()[name] = value
     return value
 

@@ -19,13 +19,16 @@ import os
 import sys
 import tempfile
 
+from ..extras import install_hint
+from .defaults import WRITER_OPTIONS
+
 __all__ = ["register", "cmd_convert", "KINDS"]
 
 # Repeated from arrayfs.beam.inputs (which imports Beam) for argparse; a
 # test checks that the two agree.
 KINDS = ("tfrecord", "jsonl", "lines", "parquet", "files")
 
-_BEAM_HINT = "pip install 'arrayfs[beam]'"
+_BEAM_HINT = install_hint("beam")
 
 CONVERT_EPILOG = """\
 records, per --from:
@@ -89,8 +92,8 @@ def register(subparsers, kit=None) -> None:
                    help="shard name prefix (its directory is created)")
     p.add_argument("--num-shards", type=int, default=1, metavar="N",
                    help="shards to write (default 1: input order kept; 0: the runner chooses)")
-    p.add_argument("--options", default="group_size:1", metavar="OPTS",
-                   help="array_record writer options (default group_size:1, with zstd:3)")
+    p.add_argument("--options", default=WRITER_OPTIONS, metavar="OPTS",
+                   help=f"array_record writer options (default {WRITER_OPTIONS}, with zstd:3)")
     p.add_argument("--runner", metavar="RUNNER", help="Beam runner (default DirectRunner)")
     p.add_argument("-f", "--force", action="store_true",
                    help="replace existing shards of OUTPUT_PREFIX")
@@ -132,7 +135,7 @@ def cmd_convert(args) -> int:
         try:
             from .conversion import ConvertError, convert
         except ModuleNotFoundError as e:
-            failed = (f"convert needs the Python package {e.name!r}, which is not installed: {_BEAM_HINT}", False)
+            failed = (f"convert needs the Python package {e.name!r}, which is not installed: {_BEAM_HINT}", False, 1)
         else:
             try:
                 result = convert(
@@ -141,9 +144,9 @@ def cmd_convert(args) -> int:
                     progress=term if show_bar else False,
                 )
             except ConvertError as e:
-                failed = (str(e), e.__cause__ is not None)
+                failed = (str(e), e.__cause__ is not None, 1)
     except KeyboardInterrupt:
-        failed = ("interrupted", True)
+        failed = ("interrupted", True, 130)  # 128 + SIGINT, as shells report it
     finally:
         sys.stderr.flush()
         os.dup2(saved_fd, 2)
@@ -153,12 +156,12 @@ def cmd_convert(args) -> int:
         if failed is None:
             _say(sys.stdout, result.summary())
             return 0
-        message, ran = failed
+        message, ran, status = failed
         _say(term, f"arrayfs: error: {' '.join(message.split())}")
         if ran and os.path.getsize(log.name):
             _say(term, f"arrayfs: nothing was written; Beam's log: {log.name}")
             log = None  # keep it
-        return 130 if message == "interrupted" else 1
+        return status
     finally:
         term.close()
         if log is not None:

@@ -47,6 +47,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsList, AsSingleton
 
+from ..naming import SHARD_TEMPLATE, shard_glob, shard_matcher, shard_names, shard_set_pattern
+from .defaults import WRITER_OPTIONS
 from .inputs import KINDS, InputError, expand_inputs, parquet_encoder, read_batches
 from .progress import ProgressBar, WorkerProgress
 from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_writer_options
@@ -54,7 +56,6 @@ from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_writer_options
 __all__ = ["convert", "ConvertResult", "ConvertError", "ReadRecords", "KINDS", "DEFAULT_SUFFIX"]
 
 DEFAULT_SUFFIX = ".array_record"
-_SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 
 _INPUT_BYTES = Metrics.counter(METRICS_NAMESPACE, "input_bytes")
 _INPUT_RECORDS = Metrics.counter(METRICS_NAMESPACE, "input_records")
@@ -104,13 +105,7 @@ class ConvertResult:
 
 
 def _pattern_of(shards) -> str:
-    if not shards:
-        return "(no shards)"
-    found = list(re.finditer(r"-\d{5,}-of-(\d{5,})", shards[0]))
-    if not found:
-        return shards[0]
-    m = found[-1]  # the shard numbers, not a directory that looks like them
-    return f"{shards[0][:m.start()]}-*-of-{m.group(1)}{shards[0][m.end():]}"
+    return shard_set_pattern(shards[0]) if shards else "(no shards)"
 
 
 def _human(n: int) -> str:
@@ -358,10 +353,10 @@ def cause_text(exc: BaseException) -> str:
 
 def _existing_shards(prefix: str, suffix: str) -> list[str]:
     try:
-        found = FileSystems.match([f"{prefix}-*-of-*{suffix}"])[0].metadata_list
+        found = FileSystems.match([shard_glob(prefix, suffix)])[0].metadata_list
     except Exception:
         return []
-    rx = re.compile(re.escape(prefix) + r"-\d{5,}-of-\d{5,}" + re.escape(suffix))
+    rx = shard_matcher(prefix, suffix)
     return sorted(m.path for m in found if rx.fullmatch(m.path))
 
 
@@ -404,7 +399,7 @@ def _cleanup(sink, created_dirs) -> None:
 
 
 def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
-            writer_options: str = "group_size:1", file_name_suffix: str = DEFAULT_SUFFIX,
+            writer_options: str = WRITER_OPTIONS, file_name_suffix: str = DEFAULT_SUFFIX,
             pipeline_args=None, overwrite: bool = False, progress=False) -> ConvertResult:
     """Convert input files into ArrayRecord shards with a Beam pipeline.
 
@@ -473,7 +468,7 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     created = _prepare_output(prefix)
     sink = ArrayRecordSink(
         prefix, file_name_suffix=file_name_suffix, num_shards=num_shards,
-        shard_name_template=_SHARD_TEMPLATE, writer_options=writer_options, batched=True,
+        shard_name_template=SHARD_TEMPLATE, writer_options=writer_options, batched=True,
     )
     paths = [f.path for f in files]
     bytes_in = sum(f.size for f in files)
@@ -514,7 +509,7 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
 
     shards_written = _counter(result, "shards_written")
     n = num_shards or shards_written
-    shards = tuple(f"{prefix}-{i:05d}-of-{n:05d}{file_name_suffix}" for i in range(n))
+    shards = tuple(shard_names(prefix, n, file_name_suffix))
     if overwrite:
         keep = set(shards)
         stale = [s for s in _existing_shards(prefix, file_name_suffix) if s not in keep]

@@ -29,6 +29,8 @@ from typing import NamedTuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from ..extras import missing
+
 __all__ = [
     "KINDS", "InputFile", "expand_inputs", "read_batches", "parquet_encoder", "InputError",
     "BATCH_BYTES", "BATCH_RECORDS",
@@ -163,10 +165,7 @@ def parquet_encoder():
     try:
         import pyarrow.parquet as pq
     except ModuleNotFoundError as e:
-        extra = "beam"
-        raise InputError(
-            f"--from parquet needs the Python package {e.name!r}, which is not installed: "
-            f"pip install 'arrayfs[{extra}]'") from None
+        raise InputError(str(missing(e, "--from parquet", "beam"))) from None
     return pq, encode_msgpack
 
 

@@ -24,8 +24,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from ..naming import SHARD_TEMPLATE
 from ..options import parse_writer_options
 from ..writer import ArrayRecordWriter
+from .defaults import WRITER_OPTIONS
 
 __all__ = ["WriteToArrayRecord", "ArrayRecordSink", "check_writer_options", "METRICS_NAMESPACE"]
 
@@ -94,13 +96,14 @@ class ArrayRecordSink(filebasedsink.FileBasedSink):
     """
 
     def __init__(self, file_path_prefix, *, file_name_suffix="", num_shards=0, shard_name_template=None,
-                 coder=None, writer_options="group_size:1", batched=False):
+                 coder=None, writer_options=WRITER_OPTIONS, batched=False):
         super().__init__(
             file_path_prefix,
             coder=coder,
             file_name_suffix=file_name_suffix,
             num_shards=num_shards,
-            shard_name_template=shard_name_template,
+            # Beam's default, spelled out so that it stays arrayfs's naming.
+            shard_name_template=SHARD_TEMPLATE if shard_name_template is None else shard_name_template,
             mime_type="application/octet-stream",
             # An ArrayRecord file must never be wrapped in gzip because its
             # name ends in .gz: the format compresses its own chunks.
@@ -204,7 +207,7 @@ class WriteToArrayRecord(beam.PTransform):
     """
 
     def __init__(self, file_path_prefix, *, file_name_suffix="", num_shards=0, shard_name_template=None,
-                 coder=None, writer_options="group_size:1"):
+                 coder=None, writer_options=WRITER_OPTIONS):
         super().__init__()
         if not isinstance(num_shards, int) or num_shards < 0:
             raise ValueError(f"num_shards must be an int >= 0, got {num_shards!r}")

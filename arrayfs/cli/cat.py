@@ -65,8 +65,7 @@ def _choose(mode: str, ds, options):
     try:
         return choose_display(mode, ds, storage_options=options)
     except (ValueError, ImportError) as e:
-        message = str(e)
-        raise CliError(message if message.startswith("--decode") else f"--decode {mode}: {message}") from None
+        raise CliError(f"--decode {mode}: {e}") from None
 
 
 def _json_lines(display, ds, first: int, recs):

@@ -45,6 +45,7 @@ import sys
 
 from .. import __version__
 from ..errors import ArrayRecordError
+from ..extras import EXTRA_OF, install_hint
 from ..pack import PackError
 from . import common
 from .common import PROG, CliError, formatter
@@ -62,9 +63,7 @@ COMMANDS = {
     "arrayfs.fs.cli": ("mount", "unmount"),
     "arrayfs.beam.cli": ("convert",),
 }
-_HINTS = {"arrayfs.fs.cli": "pip install 'arrayfs[fuse]'", "arrayfs.beam.cli": "pip install 'arrayfs[beam]'"}
-# Packages a command may find missing when it runs, and what installs them.
-_EXTRAS = {"mfusepy": "fuse", "fuse": "fuse", "watchdog": "fuse"}
+_HINTS = {"arrayfs.fs.cli": install_hint("fuse"), "arrayfs.beam.cli": install_hint("beam")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,18 +122,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, bool]:
         except (ImportError, OSError) as e:
             if getattr(e, "name", None) == name:
                 continue  # a build without that package
-            _add_stubs(sub, commands, f"cannot be loaded ({e}): {_HINTS.get(name, '')}")
+            _add_stubs(sub, commands, f"cannot be loaded ({e})", _HINTS.get(name, ""))
             continue
         module.register(sub, common)
     return parser, "unmount" in sub.choices
 
 
-def _add_stubs(sub, commands, reason: str) -> None:
+def _add_stubs(sub, commands, why: str, hint: str) -> None:
+    """Commands whose module failed to load: ``why`` in their help line,
+    ``why`` and ``hint`` (what to install) when they are run."""
+    reason = f"{why}: {hint}"
+
     def fail(args):
         raise CliError(f"{args.command} {reason}")
 
     for name in commands:
-        p = sub.add_parser(name, help=f"(unavailable: {reason.split(':')[0]})", description=f"arrayfs {name} {reason}",
+        p = sub.add_parser(name, help=f"(unavailable: {why})", description=f"arrayfs {name} {reason}",
                            formatter_class=formatter)
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=fail)
@@ -145,10 +148,10 @@ def _run(args) -> int:
         rc = args.func(args)
     except ModuleNotFoundError as e:
         # Commands load their optional dependencies when they run.
-        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        extra = EXTRA_OF.get((e.name or "").split(".")[0])
         if extra:
             raise CliError(f"{args.command} needs {e.name!r}, which is not installed: "
-                           f"pip install 'arrayfs[{extra}]'") from None
+                           f"{install_hint(extra)}") from None
         raise
     return 0 if rc is None else int(rc)
 

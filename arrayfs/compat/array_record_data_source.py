@@ -117,6 +117,4 @@ class ArrayRecordDataSource(_dataset.ArrayRecordDataSource):
         # The wheel's source closes its readers on exit and opens them again
         # on the next read; code relies on that, so release the mappings but
         # keep the source usable (each shard reopens on its next read).
-        for shard in self._snap._shards:
-            shard.release()
-        self._core.cache.clear()
+        self.release_files()

@@ -14,6 +14,7 @@ import numpy as np
 from .errors import RecordDecodeError
 
 __all__ = [
+    "ndarray_from_map",
     "decode_raw",
     "decode_msgpack",
     "decode_json",
@@ -34,7 +35,10 @@ def _to_array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _ndarray_from_map(value: Mapping) -> np.ndarray | None:
+def ndarray_from_map(value: Mapping) -> np.ndarray | None:
+    """The array a msgpack-numpy map (``{"nd": True, "type", "shape",
+    "data"}``) holds, or ``None`` for any other map. Raises
+    :class:`RecordDecodeError` for an object dtype or a size mismatch."""
     # msgpack-numpy writes bytes keys unless raw=False decoding made them str;
     # we decode with raw=False, so keys are str here.
     if value.get("nd") is not True or not {"type", "shape", "data"} <= value.keys():
@@ -55,7 +59,7 @@ def _ndarray_from_map(value: Mapping) -> np.ndarray | None:
 
 def _msgpack_value(value: Any) -> np.ndarray:
     if isinstance(value, Mapping):
-        arr = _ndarray_from_map(value)
+        arr = ndarray_from_map(value)
         if arr is None:
             raise RecordDecodeError(
                 "msgpack", f"nested map with keys {sorted(map(str, value))} is not an array"
@@ -86,7 +90,7 @@ def decode_msgpack(record: bytes) -> dict:
     """
     obj = unpack_msgpack(record)
     if isinstance(obj, Mapping):
-        arr = _ndarray_from_map(obj)
+        arr = ndarray_from_map(obj)
         if arr is not None:
             return {"data": arr}
         return {str(k): _msgpack_value(v) for k, v in obj.items()}

@@ -148,11 +148,11 @@ def msgpack_values(record: bytes):
     Raises:
         RecordDecodeError: not msgpack, or a malformed array map.
     """
-    from .basic import _ndarray_from_map, unpack_msgpack
+    from .basic import ndarray_from_map, unpack_msgpack
 
     def convert(obj):
         if isinstance(obj, Mapping):
-            arr = _ndarray_from_map(obj)
+            arr = ndarray_from_map(obj)
             return arr if arr is not None else {str(k): convert(v) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
             return [convert(v) for v in obj]

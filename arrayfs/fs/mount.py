@@ -229,7 +229,7 @@ def _display(decode, ds, storage_options):
         return choose_display(decode, ds, storage_options=storage_options)
     except (ValueError, ImportError, OSError, ArrayRecordError) as e:
         ds.close()
-        raise MountError(f"--decode {decode}: {e}" if not str(e).startswith("--decode") else str(e)) from None
+        raise MountError(f"--decode {decode}: {e}") from None
 
 
 def _setup_logging(stream) -> None:
@@ -291,6 +291,7 @@ def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0,
     ``display``: the records' ``.decoded/`` view, or ``None``."""
     import warnings
 
+    from ..errors import PendingShardWarning
     from .core import Core
     from .records import Records, shared_directory
     from .view import FsView
@@ -302,7 +303,7 @@ def _serve(ds, mountpoint, *, options: MountOptions, helper, poll_interval=60.0,
     reaper = _start_reaper(mountpoint, helper, records.directory) if helper else None
     # Refresh reports half-written shards with a warning per attempt; the
     # watcher logs them once instead.
-    warnings.filterwarnings("ignore", message="arrayfs: leaving out")
+    warnings.simplefilter("ignore", PendingShardWarning)
     try:
         subtrees = ()
         if display is not None:

@@ -108,7 +108,6 @@ class _Builder:
         self.collate = collate
         self.transforms = transforms
         self.device_put = device_put
-        self.order = source._core.order
         self.num_epochs = source.config.num_epochs
         self.resized_epoch, _, self.resized = cursor
 
@@ -122,7 +121,7 @@ class _Builder:
             if self.num_epochs != -1 and epoch >= self.num_epochs:
                 return None
             layout = self.layout(epoch)
-            length = self.order.epoch_length(layout)
+            length = self.source.epoch_length(resized_from=layout)
             if not layout and (length == 0 or (self.drop_remainder and length < self.batch_size)):
                 return None  # no epoch from here on has a batch (only with finite num_epochs)
             remaining = length - position
@@ -132,7 +131,7 @@ class _Builder:
             return epoch, position, min(self.batch_size, remaining)
 
     def build(self, epoch: int, position: int, count: int):
-        records = self.source._core.read(epoch, position, count, self.layout(epoch))
+        records = self.source.read_records(epoch, position, count, resized_from=self.layout(epoch))
         if self.collate is None:
             if self.source.decodes_raw:
                 batch = _collate_raw(records)
@@ -381,7 +380,7 @@ class Pipeline:
         if self._closed:
             raise ValueError("iteration over a closed pipeline")
         source = self._source
-        cursor = (source.epoch.get_value(), source.position.get_value(), source._resized())
+        cursor = source.cursor
         if cursor != self._cursor:
             # First call, a set_state, or someone moved the source directly:
             # batches prefetched from another position are not the next ones.
@@ -413,7 +412,7 @@ class Pipeline:
         _, batch, (epoch, position) = item
         # The earlier levels belong to the epoch the worker started in.
         resized = self._cursor[2] if epoch == self._cursor[0] else ()
-        source._set_cursor(epoch, position, resized)
+        source.move_to(epoch, position, resized)
         self._cursor = (epoch, position, resized)
         return batch
 

@@ -226,16 +226,20 @@ class ArrayRecordSourceModule(nnx.Module):
         """
         return self._core.order.length
 
-    def epoch_length(self, epoch: int | None = None) -> int:
+    def epoch_length(self, epoch: int | None = None, *, resized_from=None) -> int:
         """Elements this host reads in ``epoch`` (default: the current one).
 
         ``len(self)``, except in the epoch a checkpoint taken on another
         host count was restored into: there, this host's share of what the
-        earlier hosts left.
+        earlier hosts left. ``resized_from`` (``(host_count, position)``
+        pairs, as in :attr:`cursor`) gives those earlier levels instead of
+        the stored ones (then ``epoch`` is not used).
         """
-        cur = self.epoch.get_value()
-        epoch = cur if epoch is None else int(epoch)
-        return self._core.order.epoch_length(self._resized() if epoch == cur else ())
+        if resized_from is None:
+            cur = self.epoch.get_value()
+            epoch = cur if epoch is None else int(epoch)
+            resized_from = self._resized() if epoch == cur else ()
+        return self._core.order.epoch_length(tuple(resized_from))
 
     @property
     def num_records(self) -> int:
@@ -275,17 +279,21 @@ class ArrayRecordSourceModule(nnx.Module):
         epoch = int(epoch)
         return self._core.order.indices(epoch, int(position), int(count), self._layout(epoch))
 
-    def read_records(self, epoch: int, position: int, count: int) -> list[bytes]:
+    def read_records(self, epoch: int, position: int, count: int, *, resized_from=None) -> list[bytes]:
         """Undecoded records at ``[position, position + count)`` of ``epoch``.
 
         One batched dataset read; does not move the source's position.
+        ``resized_from`` gives the epoch's earlier levels (as in
+        :attr:`cursor`; default: the stored ones if ``epoch`` is the
+        current epoch), for a reader that captured the cursor earlier.
 
         Raises:
             IndexError: the range leaves ``[0, epoch_length(epoch))``.
             ValueError: the source is closed.
         """
         epoch = int(epoch)
-        return self._core.read(epoch, int(position), int(count), self._layout(epoch))
+        layout = self._layout(epoch) if resized_from is None else tuple(resized_from)
+        return self._core.read(epoch, int(position), int(count), layout)
 
     def decode(self, record: bytes) -> dict:
         """Decode one record with the config's decoder (a ``dict`` of arrays)."""
@@ -326,6 +334,22 @@ class ArrayRecordSourceModule(nnx.Module):
         """The stored ``(epoch, position, resized_from)``, each variable read
         once (an NNX variable read costs microseconds; this is per element)."""
         return self.epoch.get_value(), self.position.get_value(), self._resized()
+
+    @property
+    def cursor(self) -> tuple[int, int, tuple]:
+        """The stored ``(epoch, position, resized_from)``: the epoch and
+        position of the next element (before rolling over a finished epoch)
+        and that epoch's earlier levels as ``(host_count, position)`` pairs
+        (``()`` unless a checkpoint from another host count was restored
+        into it). Set it with :meth:`move_to`."""
+        return self._cursor()
+
+    def move_to(self, epoch: int, position: int, resized_from=None) -> None:
+        """Make ``(epoch, position)`` the next element; a new epoch forgets
+        the earlier levels unless ``resized_from`` gives that epoch's (as in
+        :attr:`cursor`). For a reader that consumed elements itself (the
+        :class:`arrayfs.nnx.Pipeline`)."""
+        self._set_cursor(epoch, position, resized_from)
 
     def _normalized(self, cursor: tuple | None = None) -> tuple[int, int, tuple] | None:
         """``(epoch, position, resized_from)`` of the next element, finished

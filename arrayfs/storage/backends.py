@@ -79,7 +79,7 @@ def transport_for(url: str, storage_options=None):
     its requests and the object's name within it. Raises
     :class:`StorageError` naming the URL when no client can serve it."""
     if _backend != "auto" and _backend not in _BACKENDS:
-        raise StorageError(f"{url}: ARRAYFS_REMOTE_BACKEND must be one of {', '.join(_BACKENDS)}")
+        raise StorageError(f"ARRAYFS_REMOTE_BACKEND must be one of {', '.join(_BACKENDS)}", path=url)
     held = _fork_safe_pid == os.getpid()
     k = _key(url, storage_options) + (held,)
     got = _cache.get(k)

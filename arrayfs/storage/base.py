@@ -17,23 +17,23 @@ __all__ = ["ByteSource", "SourceChangedError", "SourceTruncatedError", "StorageE
 class SourceChangedError(StorageError):
     """The file or object is no longer the one opened: replaced, rewritten
     or resized (local: device, inode, size or mtime differ; remote: size,
-    ETag or generation differ). ``truncated`` is ``True`` when it is now
-    shorter than at open; ``size`` is its size now (bytes) when known."""
+    ETag or generation differ). ``reason`` says how (without the path),
+    ``path`` names it; ``truncated`` is ``True`` when it is now shorter than
+    at open; ``size`` is its size now (bytes) when known."""
 
-    def __init__(self, message: str, *, name: str, truncated: bool = False, size: int | None = None):
-        super().__init__(message)
-        self.name = name
+    def __init__(self, reason: str, *, path: str, truncated: bool = False, size: int | None = None):
+        super().__init__(reason, path=path)
         self.truncated = truncated
         self.size = size
 
 
 class SourceTruncatedError(StorageError):
     """A read reached past the end of the file: ``offset`` and ``length``
-    (bytes) of the read, ``size`` the bytes there are."""
+    (bytes) of the read, ``size`` the bytes there are; ``reason`` and
+    ``path`` as in :class:`StorageError`."""
 
-    def __init__(self, message: str, *, name: str, offset: int, length: int, size: int):
-        super().__init__(message)
-        self.name = name
+    def __init__(self, reason: str, *, path: str, offset: int, length: int, size: int):
+        super().__init__(reason, path=path)
         self.offset = offset
         self.length = length
         self.size = size
@@ -131,9 +131,8 @@ class ByteSource:
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise SourceTruncatedError(
-                f"{self.name}: read of {length} bytes at byte {offset} reaches past the end of the file "
-                f"({self.size} bytes)",
-                name=self.name, offset=offset, length=length, size=self.size,
+                f"read of {length} bytes at byte {offset} reaches past the end of the file ({self.size} bytes)",
+                path=self.name, offset=offset, length=length, size=self.size,
             )
 
     def __enter__(self):

@@ -58,7 +58,7 @@ def _remote_call(url, fn):
     except (StorageError, PermissionError):
         raise
     except Exception as e:
-        raise StorageError(f"{url}: {type(e).__name__}: {e}") from e
+        raise StorageError(f"{type(e).__name__}: {e}", path=url) from e
 
 
 def stat(path: str, storage_options=None, *, fresh: bool = False) -> Entry:

@@ -66,10 +66,7 @@ class LocalFile(ByteSource):
         self.name = path
         self.check_reads = check
         self._pool = pool
-        self._fd = -1
-        self._refs = 0
-        self._closing = False
-        self._pinned = False
+        self._desc = pool.register()  # this file's descriptor, leased from the pool
         self._map = None  # a map no one can truncate (read-only fs, immutable file)
         self._lease = None
         self.map_mode = "pread"
@@ -84,10 +81,7 @@ class LocalFile(ByteSource):
         except BaseException:
             os.close(fd)
             raise
-        # Hand the descriptor to the pool as if it had opened it.
-        self._first_fd = fd
-        pool.acquire(self)
-        pool.release(self)
+        pool.adopt(self._desc, fd)
 
     def _try_map(self, fd: int, st, policy) -> bool:
         """Map the file when :mod:`.mapping` allows and the budget of
@@ -165,27 +159,19 @@ class LocalFile(ByteSource):
         lease = self._lease
         fd = lease.take_orphan() if lease is not None else -1
         if fd >= 0:
-            self._first_fd = fd
-            self._pool.acquire(self)
-            self._pool.release(self)
+            self._pool.adopt(self._desc, fd)
 
     def end_view(self) -> None:
         if self._map is None and self._lease is not None:
             self._lease.leave()
 
     def _reopen(self) -> int:
-        fd = getattr(self, "_first_fd", -1)
-        if fd >= 0:
-            self._first_fd = -1
-            return fd
-        if self._closing:
+        if self._desc.closing:
             raise ValueError(f"{self.name}: read from a closed file")
         try:
             fd = self._pool.open(self.name, _O_FLAGS)
         except FileNotFoundError:
-            raise SourceChangedError(
-                f"{self.name}: the file was removed since it was opened", name=self.name
-            ) from None
+            raise SourceChangedError("the file was removed since it was opened", path=self.name) from None
         try:
             st = os.fstat(fd)
             if _identity(st) != self.identity:
@@ -205,8 +191,8 @@ class LocalFile(ByteSource):
         else:
             what = "modified (its mtime changed)"
         return SourceChangedError(
-            f"{self.name}: the file was {what} since it was opened",
-            name=self.name, truncated=st.st_size < self.size, size=st.st_size,
+            f"the file was {what} since it was opened",
+            path=self.name, truncated=st.st_size < self.size, size=st.st_size,
         )
 
     def _short(self, offset, length, got, fd) -> Exception:
@@ -215,9 +201,9 @@ class LocalFile(ByteSource):
         except OSError:
             now = offset + got
         return SourceTruncatedError(
-            f"{self.name}: the file ends at byte {now}, a read of {length} bytes at byte {offset} needs "
+            f"the file ends at byte {now}, a read of {length} bytes at byte {offset} needs "
             f"{offset + length} (it was {self.size} bytes when opened: truncated since)",
-            name=self.name, offset=offset, length=length, size=now,
+            path=self.name, offset=offset, length=length, size=now,
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -233,15 +219,8 @@ class LocalFile(ByteSource):
             data = self._mapped(offset, length)
             if data is not None:
                 return data
-        pool = self._pool
-        # The pool's acquire/release, inlined for the common case of an open
-        # descriptor: this is the hot path of every single-record read.
-        with pool._lock:
-            fd = self._fd
-            if fd >= 0:
-                self._refs += 1
-        if fd < 0:
-            fd = pool.acquire(self)
+        pool, desc = self._pool, self._desc
+        fd = pool.acquire(desc, self._reopen)
         try:
             data = os.pread(fd, length, offset)
             if len(data) != length:
@@ -251,10 +230,7 @@ class LocalFile(ByteSource):
                 if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
                     raise self._changed(st)
         finally:
-            with pool._lock:
-                self._refs -= 1
-                if self._refs == 0 and self._closing:
-                    pool._close(self)
+            pool.release(desc)
         return data
 
     def read_ranges(self, ranges) -> list:
@@ -291,8 +267,8 @@ class LocalFile(ByteSource):
                 ends.append(b)
                 end = b
             member.append(len(starts) - 1)
-        pool = self._pool
-        fd = pool.acquire(self)
+        pool, desc = self._pool, self._desc
+        fd = pool.acquire(desc, self._reopen)
         try:
             pread = os.pread
             datas = [pread(fd, e - a, a) for a, e in zip(starts, ends)]
@@ -305,7 +281,7 @@ class LocalFile(ByteSource):
                 if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
                     raise self._changed(st)
         finally:
-            pool.release(self)
+            pool.release(desc)
         if len(datas) == len(ranges):
             return datas
         out = []
@@ -352,11 +328,11 @@ class LocalFile(ByteSource):
     def check(self) -> None:
         if self._map is not None or (self._lease is not None and self._lease.live):
             return  # nothing can change it while it is mapped
-        fd = self._pool.acquire(self)
+        fd = self._pool.acquire(self._desc, self._reopen)
         try:
             st = os.fstat(fd)
         finally:
-            self._pool.release(self)
+            self._pool.release(self._desc)
         if _identity(st) != self.identity:
             raise self._changed(st)
 
@@ -369,10 +345,10 @@ class LocalFile(ByteSource):
             return True
         if self._lease is not None:
             self._lease_gone()
-        return self._pool.pin(self)
+        return self._pool.pin(self._desc)
 
     def close(self) -> None:
-        if not self._closing:
+        if not self._desc.closing:
             m, self._map = self._map, None
             lease, self._lease = self._lease, None
             if m is not None:
@@ -383,11 +359,11 @@ class LocalFile(ByteSource):
             if lease is not None:
                 lease.release()
             self._give_slot()
-            self._pool.discard(self)
+            self._pool.discard(self._desc)
 
     @property
     def closed(self) -> bool:
-        return self._closing
+        return self._desc.closing
 
     def __del__(self):
         try:

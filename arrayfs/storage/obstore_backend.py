@@ -169,7 +169,7 @@ def transport(url: str, storage_options=None, *, required: bool = False):
 
     def no(reason):
         if required:
-            raise StorageError(f"{url}: obstore cannot serve this URL: {reason}")
+            raise StorageError(f"obstore cannot serve this URL: {reason}", path=url)
         return None
 
     global _USED_IN

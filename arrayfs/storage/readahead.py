@@ -32,7 +32,7 @@ import weakref
 from collections import OrderedDict, deque
 from concurrent.futures import CancelledError, Future
 
-__all__ = ["Prefetch", "budget", "set_budget", "PIECE_BYTES", "piece_bytes", "in_use", "in_flight"]
+__all__ = ["Prefetch", "budget", "set_budget", "PIECE_BYTES", "piece_bytes", "in_use", "in_flight", "drop"]
 
 #: Largest piece: a longer range is fetched as several concurrent requests.
 PIECE_BYTES = 8 << 20
@@ -107,6 +107,11 @@ class _Piece:
         self.state = _WAITING
         self.auto = False  # started by a source's own sequential read-ahead
 
+    @property
+    def live(self) -> bool:
+        """Still holds (or will hold) its bytes: not dropped."""
+        return self.state != _DEAD
+
 
 def _start(piece, go: list) -> None:
     """Mark ``piece`` started and add it to ``go`` for :func:`_launch`
@@ -132,7 +137,7 @@ def _release(p) -> None:
         p.future.cancel()
     p.state = _DEAD
     p.future = None  # the bytes go with the last reader that holds them
-    p.source._forget(p)
+    p.source.forget_piece(p)
 
 
 def _make_room(nbytes: int) -> None:
@@ -183,7 +188,7 @@ def _launch(go: list) -> None:
     if not go:
         return
     for item in go:
-        loop = item[0]._io_loop()
+        loop = item[0].io_loop()
         with _flush_lock:
             waiting = _queued.get(loop)
             if waiting is None:
@@ -222,7 +227,7 @@ def _landed(nbytes: int) -> None:
 
 async def _fill(source, a, b, fut: Future) -> None:
     try:
-        data = await source._get(a, b, skip=fut.cancelled)
+        data = await source.fetch(a, b, skip=fut.cancelled)
     except BaseException as e:  # noqa: BLE001 - handed to the reader
         _landed(b - a)
         if fut.set_running_or_notify_cancel():
@@ -235,7 +240,7 @@ async def _fill(source, a, b, fut: Future) -> None:
         fut.set_result(data)
 
 
-def _drop(pieces) -> None:
+def drop(pieces) -> None:
     """Forget ``pieces``: cancel what is in flight, free the budget."""
     go: list = []
     with _lock:
@@ -266,13 +271,13 @@ class Prefetch:
                 a = e
         if not self._pieces:
             return
-        source._adopt(self._pieces)
+        source.adopt_pieces(self._pieces)
         go: list = []
         with _lock:
             _waiting.extend(self._pieces)
             _pump(go)
         _launch(go)
-        weakref.finalize(self, _drop, self._pieces)
+        weakref.finalize(self, drop, self._pieces)
 
     @property
     def nbytes(self) -> int:
@@ -280,9 +285,15 @@ class Prefetch:
         (started or waiting)."""
         return sum(p.b - p.a for p in self._pieces if p.state in (_WAITING, _STARTED))
 
+    def mark_automatic(self) -> None:
+        """Mark these pieces as started by sequential read-ahead, not asked
+        for by a reader."""
+        for p in self._pieces:
+            p.auto = True
+
     def close(self) -> None:
         """Drop the pieces (read or not)."""
-        _drop(self._pieces)
+        drop(self._pieces)
 
     def __enter__(self):
         return self
@@ -330,7 +341,7 @@ def serve(pieces, a: int, b: int):
     except CancelledError:
         return None
     except BaseException:
-        _drop(cover)
+        drop(cover)
         raise
     go = []
     with _lock:

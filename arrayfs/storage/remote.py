@@ -251,7 +251,7 @@ class RemoteFile(ByteSource):
             self.pin_to = self._t.pin_of(self._info)
         self._pid = os.getpid()
 
-    def _io_loop(self):
+    def io_loop(self):
         """The event loop this file's requests run on (for :mod:`.readahead`)."""
         return self._transport().loop
 
@@ -277,7 +277,7 @@ class RemoteFile(ByteSource):
                 time.sleep(sleep)
         raise AssertionError("unreachable")
 
-    async def _get(self, start: int, end: int, skip=None):
+    async def fetch(self, start: int, end: int, skip=None):
         """Bytes ``[start, end)`` in one request, retried; raises
         :class:`_Failed` (turned into the public errors by :meth:`_run`).
         ``skip()`` true once a connection is free: the bytes are no longer
@@ -311,9 +311,9 @@ class RemoteFile(ByteSource):
         """The public error for a failed request."""
         if f.kind == "short":
             return SourceTruncatedError(
-                f"{self.name}: the object ends before byte {f.end} (a read of bytes [{f.start}, {f.end}) returned "
+                f"the object ends before byte {f.end} (a read of bytes [{f.start}, {f.end}) returned "
                 f"{f.error}; it was {self.size} bytes when opened: truncated or replaced since)",
-                name=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
+                path=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
             )
         if f.kind in (MISSING, REPLACED, BEYOND):
             return self._replaced(f.kind)
@@ -326,8 +326,8 @@ class RemoteFile(ByteSource):
         try:
             info = self._metadata()
         except FileNotFoundError:
-            return SourceChangedError(f"{self.name}: the object was removed since it was opened",
-                                      name=self.name, truncated=True, size=0)
+            return SourceChangedError("the object was removed since it was opened",
+                                      path=self.name, truncated=True, size=0)
         except Exception:
             info = None
         size = int(info["size"]) if info is not None else None
@@ -335,18 +335,18 @@ class RemoteFile(ByteSource):
             if kind == MISSING:
                 return FileNotFoundError(errno.ENOENT, "no such object", self.name)
             if kind == BEYOND:
-                return SourceTruncatedError(f"{self.name}: a read reaches past the end of the object",
-                                            name=self.name, offset=self.size, length=0, size=self.size)
+                return SourceTruncatedError("a read reaches past the end of the object",
+                                            path=self.name, offset=self.size, length=0, size=self.size)
         now = f" ({size} bytes now, {self.size} when opened)" if size is not None else ""
         return SourceChangedError(
-            f"{self.name}: the object was replaced since it was opened (its ETag or generation changed){now}",
-            name=self.name, truncated=size is not None and size < self.size, size=size,
+            f"the object was replaced since it was opened (its ETag or generation changed){now}",
+            path=self.name, truncated=size is not None and size < self.size, size=size,
         )
 
     def _failed(self, e, what, where, attempts) -> StorageError:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        err = StorageError(f"{self.name}: cannot {what}{' ' + where if where else ''}{tries}: {detail}")
+        err = StorageError(f"cannot {what}{' ' + where if where else ''}{tries}: {detail}", path=self.name)
         if isinstance(e, PermissionError) or type(e).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
             err.errno = errno.EACCES
         return err
@@ -356,18 +356,20 @@ class RemoteFile(ByteSource):
         if self._closed:
             raise ValueError(f"{self.name}: read from a closed file")
         try:
-            loop = self._io_loop()
+            loop = self.io_loop()
             if len(requests) == 1:
-                return [aio.run(self._get(*requests[0]), loop)]
-            return aio.run(_all([self._get(a, b) for a, b in requests]), loop)
+                return [aio.run(self.fetch(*requests[0]), loop)]
+            return aio.run(_all([self.fetch(a, b) for a, b in requests]), loop)
         except _Failed as f:
             raise self._errors(f) from None
 
-    def _adopt(self, pieces) -> None:
+    def adopt_pieces(self, pieces) -> None:
+        """Track read-ahead ``pieces`` of this file (for :mod:`.readahead`)."""
         with self._lock:
             self._pieces.extend(pieces)
 
-    def _forget(self, piece) -> None:
+    def forget_piece(self, piece) -> None:
+        """Stop tracking a dropped read-ahead ``piece`` (for :mod:`.readahead`)."""
         with self._lock:
             try:
                 self._pieces.remove(piece)
@@ -491,8 +493,7 @@ class RemoteFile(ByteSource):
             h.close()
         if start is not None:
             handle = self.prefetch([(start, stop)])
-            for p in handle._pieces:
-                p.auto = True
+            handle.mark_automatic()
             with self._lock:
                 st[3] = [h for h in st[3] if h.nbytes] + [handle]
 
@@ -511,7 +512,7 @@ class RemoteFile(ByteSource):
         """``(start, stop)`` narrowed to the bytes from ``start`` that no
         live piece of this file holds (``_lock`` held): windows of two
         streams that meet are not fetched twice."""
-        live = [p for p in self._pieces if p.state != readahead._DEAD]
+        live = [p for p in self._pieces if p.live]
         moved = True
         while moved and start < stop:
             moved = False
@@ -545,9 +546,9 @@ class RemoteFile(ByteSource):
         if (int(info["size"]), object_version(info)) != self.identity:
             size = int(info["size"])
             raise SourceChangedError(
-                f"{self.name}: the object changed since it was opened (size {self.size} -> {size}, "
+                f"the object changed since it was opened (size {self.size} -> {size}, "
                 f"version {self.version} -> {object_version(info)})",
-                name=self.name, truncated=size < self.size, size=size,
+                path=self.name, truncated=size < self.size, size=size,
             )
 
     def close(self) -> None:
@@ -557,7 +558,7 @@ class RemoteFile(ByteSource):
         with self._lock:
             pieces, self._pieces = list(self._pieces), []
         if pieces:
-            readahead._drop(pieces)
+            readahead.drop(pieces)
 
     @property
     def closed(self) -> bool:

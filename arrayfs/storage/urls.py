@@ -21,8 +21,29 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 
 class StorageError(OSError):
     """A byte source cannot be reached, listed or read: an unknown URL
-    scheme, a missing backend package, a refused or failing store. The
-    message names the path or URL."""
+    scheme, a missing backend package, a refused or failing store.
+
+    ``reason`` says what went wrong (without the path), ``path`` is the
+    path or URL (``None`` when there is none); the message is
+    ``"{path}: {reason}"``. Branch on the type and these fields, never on
+    the message."""
+
+    def __init__(self, reason: str, *, path: str | None = None):
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.reason = reason
+        self.path = path
+
+    def __reduce__(self):
+        # The fields travel with the error (to a Beam worker, a forked
+        # reader): the default pickling would call __init__ with the message.
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls, args, fields):
+    e = cls.__new__(cls)
+    OSError.__init__(e, *args)
+    e.__dict__.update(fields)
+    return e
 
 
 def scheme(path) -> str | None:
@@ -64,9 +85,8 @@ def filesystem(url: str, storage_options: dict | None = None):
         import fsspec
         from fsspec.core import url_to_fs
     except ImportError:
-        raise StorageError(
-            f"{url}: reading URLs needs fsspec; install it with: pip install 'arrayfs[remote]'"
-        ) from None
+        raise StorageError("reading URLs needs fsspec; install it with: pip install 'arrayfs[remote]'",
+                           path=url) from None
     proto = scheme(url)
     if proto in ("gs", "gcs"):
         # gcsfs 2026.x probes every new bucket's type over gRPC (for zonal and
@@ -77,10 +97,10 @@ def filesystem(url: str, storage_options: dict | None = None):
     try:
         fsspec.get_filesystem_class(proto)
     except ValueError:
-        raise StorageError(f"{url}: unknown URL scheme {proto!r}") from None
+        raise StorageError(f"unknown URL scheme {proto!r}", path=url) from None
     except ImportError as e:
-        raise StorageError(f"{url}: the {proto}:// backend is not installed ({e})") from None
+        raise StorageError(f"the {proto}:// backend is not installed ({e})", path=url) from None
     try:
         return url_to_fs(url, **(storage_options or {}))
     except (ImportError, ValueError, TypeError) as e:
-        raise StorageError(f"{url}: cannot set up the {proto}:// filesystem: {e}") from None
+        raise StorageError(f"cannot set up the {proto}:// filesystem: {e}", path=url) from None

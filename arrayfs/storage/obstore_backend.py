@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import time
 
 from . import aio
@@ -34,6 +35,7 @@ from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY
 
 __all__ = ["ObstoreTransport", "s3_config", "transport"]
 
+_STATUS = re.compile(r"status code: (\d{3})\b")
 _LISTING_ONLY = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "default_block_size",
                  "default_fill_cache", "default_cache_type", "max_concurrency", "asynchronous", "loop"}
 
@@ -153,7 +155,12 @@ class ObstoreTransport:
             return MISSING
         if name in ("PreconditionError", "NotModifiedError"):
             return REPLACED
-        if "416" in str(e) or "InvalidRange" in str(e):
+        # obstore's errors carry no status field; its message states the
+        # status as "status code: NNN". A bare "416" search also matched
+        # the request's duration ("in 4.16ms") of a 503, which then read as
+        # a truncated file.
+        status = _STATUS.search(str(e))
+        if status is not None and status.group(1) == "416":
             return BEYOND
         if name in ("PermissionDeniedError", "UnauthenticatedError", "InvalidPathError", "NotSupportedError",
                     "UnknownConfigurationKeyError") or isinstance(e, (PermissionError, ValueError, TypeError)):

@@ -8,8 +8,8 @@ import json
 import os
 
 import pytest
-from _google import gwrite
-from _records import awrite, make_records
+from _mounting import write_google, write_ours
+from _records import make_records
 
 import arrayfs
 from arrayfs import ArrayRecordDataSource, ArrayRecordError, ArrayRecordWriter
@@ -23,14 +23,6 @@ def _records(seed: int, n: int, big_every: int = 0) -> list[bytes]:
                         compressible=False)
 
 
-def _write_ours(path, records, options="group_size:1"):
-    awrite(path, options, records)
-
-
-def _write_google(path, records, options="group_size:1"):
-    gwrite(path, options, records)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Three shards: ours group_size 1 (one big record), Google's group_size 4,
@@ -39,9 +31,9 @@ def data(tmp_path_factory):
     a = _records(1, 40, big_every=17)
     b = _records(2, 23)
     c = _records(3, 50)
-    _write_ours(d / "part-00000.array_record", a)
-    _write_google(d / "part-00001.array_record", b, "group_size:4")
-    _write_ours(d / "part-00002.array_record", c, "group_size:8,zstd:1")
+    write_ours(d / "part-00000.array_record", a)
+    write_google(d / "part-00001.array_record", b, "group_size:4")
+    write_ours(d / "part-00002.array_record", c, "group_size:8,zstd:1")
     return d, a + b + c
 
 
@@ -219,14 +211,14 @@ def test_slices_and_duplicate_names(data):
 
 def test_refresh_adds_and_removes(tmp_path):
     d = tmp_path
-    _write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(9)])
+    write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(9)])
     ds = ArrayRecordDataSource(str(d / "*.array_record"))
     try:
         v = FsView(ds)
         old = v.snapshot
         ino = v.getattr("/3").ino
         assert v.refresh() is None
-        _write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(3)])
+        write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(3)])
         change = v.refresh()
         assert change.added == (str(d / "s-00001.array_record"),)
         assert len(v.listdir("/")) == 2 + 12
@@ -252,7 +244,7 @@ def test_refresh_adds_and_removes(tmp_path):
 
 def test_refresh_leaves_half_written_shards_out(tmp_path):
     d = tmp_path
-    _write_ours(d / "s-00000.array_record", [b"a"])
+    write_ours(d / "s-00000.array_record", [b"a"])
     ds = ArrayRecordDataSource(str(d))
     try:
         v = FsView(ds)
@@ -271,12 +263,12 @@ def test_refresh_leaves_half_written_shards_out(tmp_path):
 
 def test_diff_of_appended_shard_keeps_old_names(tmp_path):
     d = tmp_path
-    _write_ours(d / "s-00000.array_record", [b"a"] * 20)
+    write_ours(d / "s-00000.array_record", [b"a"] * 20)
     ds = ArrayRecordDataSource(str(d / "*.array_record"))
     try:
         v = FsView(ds)
         old = v.snapshot
-        _write_ours(d / "s-00001.array_record", [b"b"] * 30)
+        write_ours(d / "s-00001.array_record", [b"b"] * 30)
         v.refresh()
         lo, hi, widths = diff(old, v.snapshot).records
         assert (lo, hi, widths) == (20, 20, (2,))  # nothing to invalidate among records
@@ -287,7 +279,7 @@ def test_diff_of_appended_shard_keeps_old_names(tmp_path):
 def test_corrupt_record_raises_naming_shard(tmp_path):
     path = tmp_path / "c.array_record"
     recs = [bytes([i]) * 500 for i in range(10)]
-    _write_ours(path, recs, "group_size:1,uncompressed")
+    write_ours(path, recs, "group_size:1,uncompressed")
     f = arrayfs.file.ArrayRecordFile(str(path))
     off = int(f.index()[0][4])
     f.close()
@@ -363,8 +355,8 @@ def test_lookup_is_resolve_one_name_at_a_time(view, data):
 
 def test_refresh_new_inodes_only_for_new_contents(tmp_path):
     d = tmp_path
-    _write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(5)])
-    _write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(5)])
+    write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(5)])
+    write_ours(d / "s-00001.array_record", [b"b%d" % i for i in range(5)])
     ds = ArrayRecordDataSource(str(d / "*.array_record"))
     try:
         v = FsView(ds)
@@ -373,7 +365,7 @@ def test_refresh_new_inodes_only_for_new_contents(tmp_path):
         ino_a0 = s0.attr(s0.resolve("/0")).ino
         sum0 = s0.summary_ino
         # Rewrite shard 0 with other contents: a new shard, new inodes.
-        _write_ours(d / "s-00000.array_record", [b"A%d" % i for i in range(3)])
+        write_ours(d / "s-00000.array_record", [b"A%d" % i for i in range(3)])
         change = v.refresh()
         s1 = v.snapshot
         assert v.previous is s0
@@ -436,7 +428,7 @@ def test_records_of_a_chunk_of_many_decode_the_chunk_once(tmp_path, monkeypatch)
     decodes each chunk once (the dataset's chunk cache), not once per
     record."""
     recs = _records(11, 64)
-    _write_ours(tmp_path / "g.array_record", recs, "group_size:16,zstd:3")
+    write_ours(tmp_path / "g.array_record", recs, "group_size:16,zstd:3")
     calls = []
     decode = arrayfs.file.ArrayRecordFile.decode_chunk
 

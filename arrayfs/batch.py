@@ -193,18 +193,20 @@ class BatchReads:
             return out.tolist()
         return self.read_grouped(indices, decode=decode)
 
-    def read_grouped(self, indices, *, decode=None, pool=None) -> list[bytes]:
+    def read_grouped(self, indices, *, decode=None, pool=None, workers: int = 2) -> list[bytes]:
         """Records at ``indices`` (``int64`` array of valid local indices) of
         a file of multi-record chunks, in that order: each chunk involved is
         decoded once, in place from the map, and with no ``decode`` only as
         far as the last record wanted from it; with ``pool`` (an executor)
         chunks decode on its threads (the hash and the codec release the
-        GIL) while this thread cuts the records of the chunks already done.
-        ``decode(k)`` replaces the decoding (the dataset's cached one)."""
+        GIL) while this thread cuts the records of the chunks already done;
+        a run of consecutive records (a scan) decodes ``workers`` chunks at a
+        time (:meth:`_read_run`). ``decode(k)`` replaces the decoding (the
+        dataset's cached one)."""
         n = len(indices)
         if decode is None and n > 1 and int(indices[-1]) - int(indices[0]) == n - 1 \
                 and bool((np.diff(indices) == 1).all()):
-            return self._read_run(int(indices[0]), int(indices[-1]) + 1, pool)
+            return self._read_run(int(indices[0]), int(indices[-1]) + 1, pool, workers)
         groups = self.group_by_chunk(indices)
         first = self._get_index().chunk_first() if self.group_size is None else None
         g = self.group_size
@@ -236,28 +238,44 @@ class BatchReads:
             out[grp] = r
         return out.tolist()
 
-    def _read_run(self, start: int, stop: int, pool=None) -> list[bytes]:
+    def _read_run(self, start: int, stop: int, pool=None, workers: int = 1) -> list[bytes]:
         """:meth:`read_grouped` of the records ``start .. stop - 1`` (a
         scan: ``read_all``, an iteration block): the chunks come in order
         and each one's records are one run, so they are cut straight into
-        the output list (no sort by chunk, no object arrays)."""
+        the output list (no sort by chunk, no object arrays).
+
+        With ``pool``, chunks decode ``workers`` at a time (one on this
+        thread, the others on the pool) and this thread cuts their records
+        only once all of them are done: cutting is Python that holds the
+        GIL, and a pool thread wanting it back between two codec calls
+        would wait out the interpreter's switch interval (5 ms) each time.
+        At most ``workers`` chunks are decoded ahead of the cutting."""
         tasks = []
         for k in range(self.chunk_of(start), self.chunk_of(stop - 1) + 1):
             first, end = self.chunk_records(k)
             tasks.append((k, min(end, stop) - first, max(start - first, 0)))
-
-        def run(task):
-            return self.decode_chunk_in_place(task[0], task[1])
-
-        decoded = pool.map(run, tasks) if pool is not None and len(tasks) > 1 else map(run, tasks)
         out = []
-        for (_, upto, a), (values, offsets) in zip(tasks, decoded):
+
+        def cut(task, decoded):
+            _, upto, a = task
+            values, offsets = decoded
             if len(offsets) == 2 and isinstance(values, bytes):
                 out.append(values)
-                continue
+                return
             bounds = offsets[a : upto + 1].tolist()
             if isinstance(values, bytes):
                 out.extend(map(values.__getitem__, map(slice, bounds[:-1], bounds[1:])))
             else:
                 out.extend(map(bytes, map(memoryview(values).__getitem__, map(slice, bounds[:-1], bounds[1:]))))
+
+        decode = self.decode_chunk_in_place
+        width = max(1, workers) if pool is not None else 1
+        for w in range(0, len(tasks), width):
+            window = tasks[w : w + width]
+            ahead = [pool.submit(decode, k, upto) for k, upto, _ in window[1:]]
+            done = [decode(window[0][0], window[0][1])]
+            done.extend(f.result() for f in ahead)
+            for task, decoded in zip(window, done):
+                cut(task, decoded)
+            del done
         return out

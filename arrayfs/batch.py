@@ -244,9 +244,8 @@ class BatchReads:
         and each one's records are one run, so they are cut straight into
         the output list (no sort by chunk, no object arrays).
 
-        With ``pool``, chunks decode ``workers`` at a time (one on this
-        thread, the others on the pool) and this thread cuts their records
-        only once all of them are done: cutting is Python that holds the
+        With ``pool``, chunks decode ``workers`` at a time on the pool and
+        this thread cuts their records only once all of them are done: cutting is Python that holds the
         GIL, and a pool thread wanting it back between two codec calls
         would wait out the interpreter's switch interval (5 ms) each time.
         At most ``workers`` chunks are decoded ahead of the cutting."""
@@ -272,9 +271,12 @@ class BatchReads:
         width = max(1, workers) if pool is not None else 1
         for w in range(0, len(tasks), width):
             window = tasks[w : w + width]
-            ahead = [pool.submit(decode, k, upto) for k, upto, _ in window[1:]]
-            done = [decode(window[0][0], window[0][1])]
-            done.extend(f.result() for f in ahead)
+            if len(window) == 1:
+                done = [decode(window[0][0], window[0][1])]
+            else:
+                # All on the pool: its threads are the object store's
+                # read-ahead streams (one more reader would add one).
+                done = [f.result() for f in [pool.submit(decode, k, upto) for k, upto, _ in window]]
             for task, decoded in zip(window, done):
                 cut(task, decoded)
             del done

@@ -10,6 +10,7 @@ is checked once per batch.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -242,42 +243,44 @@ class BatchReads:
         """:meth:`read_grouped` of the records ``start .. stop - 1`` (a
         scan: ``read_all``, an iteration block): the chunks come in order
         and each one's records are one run, so they are cut straight into
-        the output list (no sort by chunk, no object arrays).
+        lists (no sort by chunk, no object arrays).
 
-        With ``pool``, chunks decode ``workers`` at a time on the pool and
-        this thread cuts their records only once all of them are done: cutting is Python that holds the
-        GIL, and a pool thread wanting it back between two codec calls
-        would wait out the interpreter's switch interval (5 ms) each time.
-        At most ``workers`` chunks are decoded ahead of the cutting."""
+        With ``pool``, each pool task decodes a chunk and cuts its records,
+        at most ``workers`` chunks ahead of the one this thread takes: one
+        thread's cutting (Python, holding the GIL) overlaps another's
+        decoding (outside it), and the calling thread, which only waits and
+        extends the output, never holds the GIL while a pool thread wants
+        it back between two codec calls (it would wait out the switch
+        interval, 5 ms). Only pool threads read: an object store's
+        read-ahead sees ``workers`` streams."""
         tasks = []
         for k in range(self.chunk_of(start), self.chunk_of(stop - 1) + 1):
             first, end = self.chunk_records(k)
             tasks.append((k, min(end, stop) - first, max(start - first, 0)))
-        out = []
+        decode = self.decode_chunk_in_place
 
-        def cut(task, decoded):
-            _, upto, a = task
-            values, offsets = decoded
+        def piece(task) -> list:
+            k, upto, a = task
+            values, offsets = decode(k, upto)
             if len(offsets) == 2 and isinstance(values, bytes):
-                out.append(values)
-                return
+                return [values]
             bounds = offsets[a : upto + 1].tolist()
             if isinstance(values, bytes):
-                out.extend(map(values.__getitem__, map(slice, bounds[:-1], bounds[1:])))
-            else:
-                out.extend(map(bytes, map(memoryview(values).__getitem__, map(slice, bounds[:-1], bounds[1:]))))
+                return list(map(values.__getitem__, map(slice, bounds[:-1], bounds[1:])))
+            return list(map(bytes, map(memoryview(values).__getitem__, map(slice, bounds[:-1], bounds[1:]))))
 
-        decode = self.decode_chunk_in_place
-        width = max(1, workers) if pool is not None else 1
-        for w in range(0, len(tasks), width):
-            window = tasks[w : w + width]
-            if len(window) == 1:
-                done = [decode(window[0][0], window[0][1])]
-            else:
-                # All on the pool: its threads are the object store's
-                # read-ahead streams (one more reader would add one).
-                done = [f.result() for f in [pool.submit(decode, k, upto) for k, upto, _ in window]]
-            for task, decoded in zip(window, done):
-                cut(task, decoded)
-            del done
+        out = []
+        if pool is None or len(tasks) == 1:
+            for task in tasks:
+                out.extend(piece(task))
+            return out
+        ahead = max(1, workers)
+        pending = collections.deque(pool.submit(piece, t) for t in tasks[:ahead])
+        nxt = ahead
+        while pending:
+            recs = pending.popleft().result()
+            if nxt < len(tasks):
+                pending.append(pool.submit(piece, tasks[nxt]))
+                nxt += 1
+            out.extend(recs)
         return out

@@ -35,7 +35,7 @@ from .errors import (
     CorruptChunkError,
     NotArrayRecordError,
 )
-from .footer import EAGER_FOOTER_CHUNKS, SIGNATURE_BYTES, ChunkIndex, FooterIndex, _Index
+from .footer import KEPT_FOOTER_CHUNKS, SIGNATURE_BYTES, ChunkIndex, FooterIndex, _Index
 from .riegeli.chunk import (
     CHUNK_TYPE_NAMES,
     METADATA,
@@ -50,7 +50,7 @@ from .riegeli.compression import CompressionError, decompress_prefix
 from .riegeli.stream import decode_single_record_stream
 from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_source
 
-__all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
+__all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "KEPT_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
 # Chunks of an object store adding up to more bytes than this are decoded

@@ -7,13 +7,13 @@ this module finds them in a file and turns the footer into the compact
 chunk index that :class:`arrayfs.file.ArrayRecordFile` reads by.
 
 Opening reads the head and the tail of the file (two ranges, one round
-trip): the signature, the postscript and the footer. A footer of up to
-:data:`EAGER_FOOTER_CHUNKS` entries is decoded at once into the chunk
-index, so that a footer contradicting itself is refused at open; a larger
-one is checked against its metadata at open (chunk count, a record count
-the bytes can hold, no records without chunks) and decoded on first use,
+trip): the signature, the postscript and the footer. The footer is
+checked against its metadata at open (chunk count, a record count the bytes
+can hold, no records without chunks); its entries are decoded on first use,
 in steps, into compact arrays (16 bytes per chunk, 24 when chunks hold
-unequal counts).
+unequal counts). A footer of up to :data:`KEPT_FOOTER_CHUNKS` entries, read
+at open anyway, is kept (its compressed bytes, a few per chunk) so that the
+first use neither reads nor hashes it again; a larger one is read again.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .riegeli.chunk import CHUNK_TYPE_NAMES, SIMPLE, read_chunk, split_simple
 from .riegeli.compression import NONE, CompressionError, decompress_block, decompress_pieces, decompress_prefix
 from .riegeli.varint import VarintError, read_varint
 
-__all__ = ["ChunkIndex", "FooterIndex", "SIGNATURE_BYTES", "EAGER_FOOTER_CHUNKS"]
+__all__ = ["ChunkIndex", "FooterIndex", "SIGNATURE_BYTES", "KEPT_FOOTER_CHUNKS"]
 
 SIGNATURE_BYTES = bytes.fromhex(
     "83af70d10d884a3f0000000000000000"
@@ -47,10 +47,12 @@ SIGNATURE_BYTES = bytes.fromhex(
     "0000000000000000" "e19f13c0e9b1c372"
     "7300000000000000" "0000000000000000"
 )
-#: Footers of up to this many chunks are decoded when the file opens (about
-#: 2 ms); bigger ones on first use, so that opening 16 shards of 200,000
-#: chunks does not decode 3.2 million footer entries nobody may read.
-EAGER_FOOTER_CHUNKS = 16384
+#: Footers of up to this many chunks are kept from the open (their compressed
+#: bytes: about 10 per chunk) until their first use decodes them. Decoding
+#: at open cost 40-80 us of Python per small shard, a third of opening one
+#: (docs/benchmarks.md), for entries a shard may never be read by; bigger
+#: footers are read again on first use rather than held.
+KEPT_FOOTER_CHUNKS = 16384
 # Bytes read from the end of an object at open: the postscript block plus
 # the footer of a file of up to a few thousand chunks, in one request.
 _TAIL_REMOTE = 4 * BLOCK_SIZE
@@ -118,6 +120,7 @@ class FooterIndex:
     ``_lock``."""
 
     def _open(self) -> None:
+        self._kept_footer = None
         size = self.size
         tail_base = 0
         if size <= _TAIL_REMOTE and self.remote or size < 2 * BLOCK_SIZE:
@@ -202,11 +205,10 @@ class FooterIndex:
         parts = self._footer_parts(header, data)
         meta = self._footer_metadata(header, parts)
         self._check_metadata(header, meta)
-        if header.num_records - 1 <= EAGER_FOOTER_CHUNKS:
-            # Small footers cost little to decode: doing it now refuses a
-            # footer whose entries contradict its metadata at open, before
-            # a dataset counts this shard's records.
-            self._index = self._decode_index(header, parts)
+        if header.num_records - 1 <= KEPT_FOOTER_CHUNKS:
+            # Copied: the values may be a view of the whole tail read.
+            ctype, sizes, values = parts
+            self._kept_footer = (header, (ctype, bytes(sizes), bytes(values)))
 
     def _read_footer(self, window):
         off = self.footer_offset
@@ -296,11 +298,16 @@ class FooterIndex:
             return idx
         with self._lock:
             if self._index is None:
-                ps_offset = self.size - BLOCK_SIZE
-                window = self._read(self.footer_offset, ps_offset - self.footer_offset)
-                header, data = self._read_footer(window)
-                del window
-                self._index = self._decode_index(header, self._footer_parts(header, data))
+                kept, self._kept_footer = self._kept_footer, None
+                if kept is not None:
+                    header, parts = kept
+                else:
+                    ps_offset = self.size - BLOCK_SIZE
+                    window = self._read(self.footer_offset, ps_offset - self.footer_offset)
+                    header, data = self._read_footer(window)
+                    del window
+                    parts = self._footer_parts(header, data)
+                self._index = self._decode_index(header, parts)
             return self._index
 
     def _decode_index(self, header, parts) -> _Index:

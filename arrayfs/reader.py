@@ -238,7 +238,7 @@ class ArrayRecordReader:
         # last record wanted; this thread cuts the records of those done.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
-        return f.read_grouped(idx, pool=self._pool)
+        return f.read_grouped(idx, pool=self._pool, workers=workers)
 
     def _check_open(self):
         if self._file.closed:

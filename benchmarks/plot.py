@@ -299,12 +299,10 @@ def _parse_mount_rows(data: dict, run: Run) -> None:
             if a != a or b != b:
                 continue
             adv = (a / b if b else float("nan")) if higher else (b / a if a else float("nan"))
-            tgt = None
-            if f"x {word}" in target:
-                try:
-                    tgt = float(target.split(">=")[1].split("x")[0])
-                except (IndexError, ValueError):
-                    tgt = None
+            # ">= 2x ratarmount, ...; >= 0.7x plain files, ...": the goal
+            # of this peer is the number just before "x <peer>".
+            m = re.search(rf">=\s*([0-9.]+)x {word}", target)
+            tgt = float(m.group(1)) if m else None
             run.rows.append(Row(run.bench, label, peer, _fmt(a, unit), _fmt(b, unit), adv, tgt))
 
 

@@ -79,7 +79,7 @@ def _storage_error(e: Exception, path: str, offset, records=None, opened_size=No
 
 class BatchReads:
     """The batched reads of :class:`arrayfs.file.ArrayRecordFile` (a mixin:
-    uses its index, ``read_record``, ``decode_chunks`` and source)."""
+    uses its index, ``read_record``, ``decode_chunk_in_place`` and source)."""
 
     def read_chunk_windows(self, chunks: np.ndarray, *, view=None) -> tuple:
         """The byte windows of ``chunks`` (``int64``: chunk ``k``'s bytes

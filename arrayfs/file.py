@@ -53,9 +53,6 @@ from .storage import ByteSource, SourceChangedError, SourceTruncatedError, open_
 __all__ = ["ArrayRecordFile", "ChunkIndex", "SIGNATURE_BYTES", "KEPT_FOOTER_CHUNKS"]
 
 _RECORD_CHUNK_TYPES = (SIMPLE, TRANSPOSED)
-# Chunks of an object store adding up to more bytes than this are decoded
-# as their read-ahead lands, not fetched all at once first.
-_REMOTE_BATCH_BYTES = 16 << 20
 
 
 class ArrayRecordFile(FooterIndex, BatchReads):
@@ -379,30 +376,6 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=begin, records=rng) from None
         return values, offsets
-
-    def decode_chunks(self, chunks):
-        """``[decode_chunk(k) for k in chunks]`` with the chunks' bytes
-        fetched as one batch (one request round for an object store); more
-        than :data:`_REMOTE_BATCH_BYTES` of an object store come as an
-        iterator instead, read ahead and decoded as they are taken."""
-        chunks = list(chunks)
-        if len(chunks) <= 1:
-            return [self.decode_chunk(k) for k in chunks]
-        spans = [self.chunk_span(k) for k in chunks]
-        if self.remote and sum(b - a for a, b in spans) > _REMOTE_BATCH_BYTES:
-            return self._decode_ahead(chunks, spans)
-        windows = self._read_ranges(spans)
-        return [self.decode_chunk(k, window=w) for k, w in zip(chunks, windows)]
-
-    def _decode_ahead(self, chunks, spans):
-        # Many MB of an object store: read ahead within its byte budget and
-        # decoded one by one as the caller takes them, not all held (issue 22).
-        ahead = self._source.prefetch(spans)
-        try:
-            for k in chunks:
-                yield self.decode_chunk(k)
-        finally:
-            ahead.close()
 
     def chunk_record_sizes(self, k: int) -> np.ndarray:
         """Sizes in bytes (``int64``, shape ``(records in chunk,)``) of the

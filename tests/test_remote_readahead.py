@@ -118,12 +118,11 @@ def test_needs_count_each_range_once_across_pieces():
     assert _needs([(50, 150), (50, 150), (120, 130), (300, 310)], pieces) == [50, 60, 10]
 
 
-def test_read_all_of_a_big_object_reads_ahead_within_the_budget(monkeypatch):
-    import arrayfs.file
+def test_read_all_of_a_big_object_reads_ahead_within_the_budget():
+    import arrayfs
 
-    # Whatever the reader's thread count, each thread's share is more than
-    # one batch of windows: it is read ahead and decoded as it lands.
-    monkeypatch.setattr(arrayfs.file, "_REMOTE_BATCH_BYTES", 1 << 20)
+    # read_all reads its whole run ahead, within the budget, while the
+    # reader's threads decode the chunks as they land.
     rng = np.random.default_rng(4)
     recs = [rng.bytes(2000) for _ in range(12_000)]  # 24 MB
     url = f"memory://arrayfs-ra-{uuid.uuid4().hex[:8]}/big.array_record"

@@ -78,23 +78,23 @@ def drain(timeout: float) -> int:
         return 0
     loop = cur[0]
 
-    async def pending() -> int:
+    async def pending() -> tuple:
+        # Waits a little for the tasks there are; a round that finds none
+        # means nothing was started since the last one (read-ahead starts
+        # tasks as others land).
         me = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not me]
         if tasks:
             await asyncio.wait(tasks, timeout=0.25)
-        return sum(not t.done() for t in tasks)
+        return len(tasks), sum(not t.done() for t in tasks)
 
     deadline = time.monotonic() + timeout
     left = 0
     try:
         while time.monotonic() < deadline:
-            left = asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout)
-            if not left:
-                # Finished tasks may have started others (read-ahead): ask once more.
-                left = asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout)
-                if not left:
-                    break
+            seen, left = asyncio.run_coroutine_threadsafe(pending(), loop).result(timeout)
+            if not seen:
+                break
     except Exception:  # noqa: BLE001 - the loop is gone: nothing runs on it
         return 0
     return left

@@ -156,6 +156,34 @@ def test_zstd_frame_with_trailing_bytes_is_refused_by_every_path(content_size):
         decode_chunk(header, data, offset=offset)
 
 
+# -- fuzz_file: a one-record zstd frame whose header is not zstd's ------------
+#
+# Found by fuzz_file in CI: a one-record zstd chunk (hashes valid) whose
+# frame header zstd cannot parse. read_record's fast path asked zstd for the
+# frame's content size outside its try, and the ZstdError escaped the
+# reader instead of the general path's CorruptChunkError naming the file.
+
+
+@pytest.mark.parametrize("header", [b"\x00\x00\x00\x00", b"\x28\xb5\x2f\xfd\x08"])
+def test_frame_header_zstd_cannot_parse_is_a_corrupt_chunk(tmp_path, header):
+    import zstandard
+
+    from arrayfs.riegeli.chunk import decode_chunk
+    from arrayfs.riegeli.varint import encode_varint
+
+    record = b"a record of some bytes"
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(record)
+    bad_frame = header + frame[len(header):]
+    with pytest.raises(zstandard.ZstdError):
+        zstandard.frame_content_size(bad_frame)
+    offset = 64
+    bad = _zstd_chunk_with_values(encode_varint(len(record)) + bad_frame, record)
+    assert decode_single_record(bad, offset, verify=True) is None
+    header_, data, _ = read_chunk(bad, offset, base=offset)
+    with pytest.raises(CorruptChunkError):
+        decode_chunk(header_, data, offset=offset)
+
+
 # -- sizes a compressed stream cannot hold -------------------------------------
 #
 # Found while reading what fuzz_chunk reported as MemoryError under the

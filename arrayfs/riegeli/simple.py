@@ -205,9 +205,13 @@ def decode_single_record(window, offset: int, verify: bool, decoded: int | None 
             n, p = -1, vstart
         # The declared content size is what zstd allocates: it must be the
         # record's, and one that a frame this long can hold (_zstd_most).
-        if n == size and _frame_content_size(frame := memoryview(window)[p:end]) == size \
-                and size <= ((end - p) // 4 + 1) << 17:
+        if n == size:
+            frame = memoryview(window)[p:end]
             try:
+                # A header that is not zstd's raises here too: unchecked
+                # data (verify=False) reaches this line.
+                if _frame_content_size(frame) != size or size > ((end - p) // 4 + 1) << 17:
+                    return None
                 out = (getattr(_local, "zstd", None) or _zstd_decompressor()).decompress(frame, allow_extra_data=False)
             except ZstdError:
                 return None

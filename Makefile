@@ -37,13 +37,14 @@ bench: ## benchmarks side by side with array_record / grain / ratarmount; prints
 	$(PY) benchmarks/run_all.py
 
 FUZZ_SECONDS ?= 30
+FUZZ_SEED ?= 0
 FUZZ_TARGETS ?= file chunk transposed footer options tfrecord example
 
 fuzz-seeds: ## seed corpora from small Google-written files, into fuzz/corpus/
 	$(PY) fuzz/make_seeds.py
 
 fuzz: fuzz-seeds ## run each atheris fuzz target for FUZZ_SECONDS (default 30); a finding fails
-	FUZZ_SECONDS=$(FUZZ_SECONDS) PYTHON=$(PY) fuzz/run.sh $(FUZZ_TARGETS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) PYTHON=$(PY) fuzz/run.sh $(FUZZ_TARGETS)
 
 # TensorFlow and TFDS live in a venv of their own: arrayfs never needs them,
 # only the fixture's builder and the benchmark's peer do.

@@ -15,6 +15,7 @@ The per-chunk footers are decoded for a whole file at once with numpy.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -100,7 +101,16 @@ def encode_postscript(footer_offset: int) -> bytes:
 
 
 def decode_postscript(buf) -> tuple[int | None, int | None]:
-    """``(footer_offset, magic)``; either is ``None`` when absent."""
+    """``(footer_offset, magic)``; either is ``None`` when absent. Raises
+    :class:`LayoutError` when ``buf`` is not such a message."""
+    return _decode_postscript(bytes(buf))
+
+
+# Shards written alike have the same postscript and metadata bytes, and a
+# dataset opens thousands: parsed once, looked up after (the results are
+# tuples, and an error is raised each time, never cached).
+@lru_cache(maxsize=1024)
+def _decode_postscript(buf: bytes) -> tuple[int | None, int | None]:
     f = _parse_fields(buf)
     offset, magic = f.get(1), f.get(2)
     if not (offset is None or isinstance(offset, int)) or not (magic is None or isinstance(magic, int)):
@@ -123,7 +133,13 @@ def encode_footer_metadata(num_chunks: int, num_records: int, writer_options: st
 
 def decode_footer_metadata(buf) -> FooterMetadata | None:
     """The ArrayRecord metadata, or ``None`` when the footer has none
-    (a Riegeli file that is not ArrayRecord)."""
+    (a Riegeli file that is not ArrayRecord). Raises :class:`LayoutError`
+    when ``buf`` is not such a message."""
+    return _decode_footer_metadata(bytes(buf))
+
+
+@lru_cache(maxsize=1024)
+def _decode_footer_metadata(buf: bytes) -> FooterMetadata | None:
     outer = _parse_fields(buf)
     inner = outer.get(1)
     if inner is None:

@@ -49,10 +49,13 @@ def _rebuild(cls, args, fields):
 def scheme(path) -> str | None:
     """The URL scheme of ``path`` (``str``, ``bytes`` or path-like) in lower
     case, or ``None`` for a plain path or anything else."""
-    if isinstance(path, (bytes, os.PathLike)):
-        path = os.fsdecode(os.fspath(path))
-    if not isinstance(path, str):
-        return None
+    if type(path) is not str:
+        if isinstance(path, (bytes, os.PathLike)):
+            path = os.fsdecode(os.fspath(path))
+        if not isinstance(path, str):
+            return None
+    if "://" not in path:
+        return None  # most paths: asked several times per shard opened
     m = _SCHEME.match(path)
     return m.group(1).lower() if m else None
 

@@ -497,18 +497,19 @@ class DatasetSnapshot:
     @staticmethod
     def _gather(few, frames, checks, frame_slots, singles) -> None:
         """The chunk windows of shards with few records in a batch (``few``:
-        ``(file, slots, local indices)``), copied out (one read each) and
+        ``(file, slots, local indices)``), copied out (one batch of reads
+        per shard) and
         joined into one buffer located at once: one set-up for the batch,
         not one per shard. Adds to the caller's lists (see
         :meth:`_read_batch`)."""
-        windows, begins, decoded, owner = [], [], [], []
+        windows, begins, decoded = [], [], []
         for f, _, loc in few:
             windows_f, begins_f, decoded_f = f.record_windows(loc)
             windows += windows_f
             begins += begins_f
             decoded += decoded_f
         buf = b"".join(windows)
-        lengths = np.array(list(map(len, windows)), dtype=np.int64)
+        lengths = np.fromiter(map(len, windows), dtype=np.int64, count=len(windows))
         positions = np.zeros(len(windows), dtype=np.int64)
         np.cumsum(lengths[:-1], out=positions[1:])
         begins = np.array(begins, dtype=np.int64)

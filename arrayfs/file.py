@@ -191,29 +191,28 @@ class ArrayRecordFile(FooterIndex, BatchReads):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])
 
-    def record_windows(self, records: list) -> tuple:
+    def record_windows(self, records) -> tuple:
         """For a few records ``records`` (``list[int]`` of valid local
         indices) of a ``group_size:1`` file: ``(windows, begins, decoded)``,
-        each record's chunk bytes (from its offset to the next chunk's, one
-        read each: a copy out of the map, or a ``pread``), the chunks' file
-        offsets and the footer's decoded sizes (``list[int]``). For batches
-        spread over many shards, gathered into one buffer by the caller."""
+        each record's chunk bytes (from its offset to the next chunk's)
+        fetched as one batch (:meth:`~arrayfs.storage.ByteSource.read_ranges`:
+        copies out of the map, or coalesced ``pread`` calls and one
+        ``fstat``), and the chunks' file offsets and the footer's decoded
+        sizes (``list[int]``). For batches spread over many shards,
+        gathered into one buffer by the caller."""
         idx = self._index or self._get_index()
         src = self._source
         if src is None:
             raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
+        # A few records: scalar lookups cost less than numpy's per-call set-up.
         item, dec = idx.offsets.item, idx.decoded.item
-        n, footer, read = self.num_chunks, self.footer_offset, src.read
-        windows, begins, decoded = [], [], []
+        n, footer = self.num_chunks, self.footer_offset
+        ranges = [(item(i), item(i + 1) if i + 1 < n else footer) for i in records]
         try:
-            for i in records:
-                a = item(i)
-                windows.append(read(a, (item(i + 1) if i + 1 < n else footer) - a))
-                begins.append(a)
-                decoded.append(dec(i))
+            windows = src.read_ranges(ranges)
         except (SourceTruncatedError, SourceChangedError) as e:
             raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
-        return windows, begins, decoded
+        return windows, [a for a, _ in ranges], [dec(i) for i in records]
 
     def read_big_record(self, i: int, out=None):
         """Record ``i`` when it is alone in its chunk, with reading, hashing

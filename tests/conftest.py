@@ -4,6 +4,7 @@ feature: with ``CI`` set, skips fail the run instead of passing quietly.
 Expected failures (``xfail``) are unaffected."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -31,6 +32,19 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_skip(outcome.get_result())
+
+
+@pytest.fixture(scope="module")
+def beam_tempdir(tmp_path_factory):
+    """Temporary files of this module's in-process Beam pipelines under
+    pytest's base temporary directory (pytest keeps the last three), not
+    the system's: Beam's job server makes an empty ``beam-temp*``
+    directory per pipeline and never removes it
+    (``apache_beam/runners/portability/job_server.py``)."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("beam-tmp"))
+    yield tempfile.tempdir
+    tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,9 @@ from arrayfs.beam.source import ArrayRecordSource
 from arrayfs.file import ArrayRecordFile
 from arrayfs.options import parse_writer_options
 
+# In-process pipelines leave their temporary directories in a per-session one.
+pytestmark = pytest.mark.usefixtures("beam_tempdir")
+
 
 def google_read(path) -> list[bytes]:
     return gread(path)

@@ -23,6 +23,9 @@ from arrayfs.cli import main
 from arrayfs.nnx.decode import get_decoder
 from arrayfs.tfrecord import write_tfrecords
 
+# In-process pipelines leave their temporary directories in a per-session one.
+pytestmark = pytest.mark.usefixtures("beam_tempdir")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(arrayfs.__file__)))
 
 

@@ -239,15 +239,17 @@ class LocalFile(ByteSource):
         if not ranges:
             return []
         if self.map_mode != "pread":
-            m = self.map_view()
+            for a, b in ranges:
+                if a < 0 or b < a or b > self.size:
+                    self._check_range(a, b - a)
+            m = self._map
             if m is not None:
-                try:
-                    for a, b in ranges:
-                        if a < 0 or b < a or b > self.size:
-                            self._check_range(a, b - a)
-                    return [m[a:b] for a, b in ranges]
-                finally:
-                    self.end_view()
+                return [m[a:b] for a, b in ranges]
+            lease = self._lease
+            got = lease.copies(ranges) if lease is not None else None
+            if got is not None:
+                return got
+            self._lease_gone()
         size = self.size
         gap = _COALESCE_GAP
         starts, ends, member = [], [], []  # groups, and each range's group

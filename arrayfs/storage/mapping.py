@@ -301,6 +301,15 @@ class Lease:
                 return self.map[offset:end]
         return None
 
+    def copies(self, ranges):
+        """``[bytes [a, b) for a, b in ranges]`` copied out of the map under
+        one hold of the lock, or ``None`` once the lease is gone."""
+        with self._lock:
+            if self.live:
+                m = self.map
+                return [m[a:b] for a, b in ranges]
+        return None
+
     def poll(self) -> None:
         """Called by the watcher on every lease signal: release the lease
         if the kernel is breaking it."""

@@ -498,9 +498,8 @@ class DatasetSnapshot:
     def _gather(few, frames, checks, frame_slots, singles) -> None:
         """The chunk windows of shards with few records in a batch (``few``:
         ``(file, slots, local indices)``), copied out (one batch of reads
-        per shard) and
-        joined into one buffer located at once: one set-up for the batch,
-        not one per shard. Adds to the caller's lists (see
+        per shard) and joined into one buffer located at once: one set-up
+        for the batch, not one per shard. Adds to the caller's lists (see
         :meth:`_read_batch`)."""
         windows, begins, decoded = [], [], []
         for f, _, loc in few:

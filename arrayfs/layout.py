@@ -103,14 +103,17 @@ def encode_postscript(footer_offset: int) -> bytes:
 def decode_postscript(buf) -> tuple[int | None, int | None]:
     """``(footer_offset, magic)``; either is ``None`` when absent. Raises
     :class:`LayoutError` when ``buf`` is not such a message."""
-    return _decode_postscript(bytes(buf))
+    return _decode_postscript_cached(bytes(buf)) if len(buf) <= _CACHED_BYTES else _decode_postscript(buf)
 
 
 # Shards written alike have the same postscript and metadata bytes, and a
 # dataset opens thousands: parsed once, looked up after (the results are
-# tuples, and an error is raised each time, never cached).
-@lru_cache(maxsize=1024)
-def _decode_postscript(buf: bytes) -> tuple[int | None, int | None]:
+# tuples, and an error is raised each time, never cached). Only messages of
+# the usual size are kept: a forged footer must not fill memory.
+_CACHED_BYTES = 1024
+
+
+def _decode_postscript(buf) -> tuple[int | None, int | None]:
     f = _parse_fields(buf)
     offset, magic = f.get(1), f.get(2)
     if not (offset is None or isinstance(offset, int)) or not (magic is None or isinstance(magic, int)):
@@ -135,11 +138,10 @@ def decode_footer_metadata(buf) -> FooterMetadata | None:
     """The ArrayRecord metadata, or ``None`` when the footer has none
     (a Riegeli file that is not ArrayRecord). Raises :class:`LayoutError`
     when ``buf`` is not such a message."""
-    return _decode_footer_metadata(bytes(buf))
+    return _decode_footer_metadata_cached(bytes(buf)) if len(buf) <= _CACHED_BYTES else _decode_footer_metadata(buf)
 
 
-@lru_cache(maxsize=1024)
-def _decode_footer_metadata(buf: bytes) -> FooterMetadata | None:
+def _decode_footer_metadata(buf) -> FooterMetadata | None:
     outer = _parse_fields(buf)
     inner = outer.get(1)
     if inner is None:
@@ -159,6 +161,10 @@ def _decode_footer_metadata(buf: bytes) -> FooterMetadata | None:
         if k in f and not isinstance(f[k], int):
             raise LayoutError(f"array_record_metadata field {k} has the wrong wire type")
     return FooterMetadata(f.get(1), f.get(2), f.get(3), opts)
+
+
+_decode_postscript_cached = lru_cache(maxsize=1024)(_decode_postscript)
+_decode_footer_metadata_cached = lru_cache(maxsize=1024)(_decode_footer_metadata)
 
 
 def encode_chunk_footer(chunk_offset: int, decoded_data_size: int, num_records: int) -> bytes:

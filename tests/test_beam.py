@@ -19,7 +19,7 @@ from arrayfs.beam.source import ArrayRecordSource
 from arrayfs.file import ArrayRecordFile
 from arrayfs.options import parse_writer_options
 
-# In-process pipelines leave their temporary directories in a per-session one.
+# In-process pipelines keep their temporary directories under pytest's basetemp.
 pytestmark = pytest.mark.usefixtures("beam_tempdir")
 
 

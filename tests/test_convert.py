@@ -23,7 +23,7 @@ from arrayfs.cli import main
 from arrayfs.nnx.decode import get_decoder
 from arrayfs.tfrecord import write_tfrecords
 
-# In-process pipelines leave their temporary directories in a per-session one.
+# In-process pipelines keep their temporary directories under pytest's basetemp.
 pytestmark = pytest.mark.usefixtures("beam_tempdir")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(arrayfs.__file__)))

@@ -98,6 +98,24 @@ def test_encode_example_round_trips_and_protobuf_agrees():
         encode_example({"c": np.array([1j])})
 
 
+def test_encode_example_gives_equal_bytes_in_every_process():
+    # The feature map's order came from protobuf's hash table and changed
+    # from process to process; the fuzz seeds and any content hash of a
+    # dataset need equal examples to be equal bytes.
+    import subprocess
+    import sys
+
+    code = ("from arrayfs.encoding import encode_example; import sys; "
+            "sys.stdout.write(encode_example({'s': 'text', 'b': [b'x'], 'i': [1, -2], 'f': [0.5]}).hex())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(4)}
+    assert len(outs) == 1
+    record = bytes.fromhex(outs.pop())
+    assert record == encode_example({"f": [0.5], "i": [1, -2], "s": "text", "b": [b"x"]})
+    names = [record.index(b"\n\x01" + k) for k in (b"b", b"f", b"i", b"s")]
+    assert names == sorted(names)  # keys in sorted order
+
+
 @pytest.mark.parametrize("record,reason", [
     (b"\x0a\x05\x0a\x03\x0a\x01", "not a tf.train.Example"),  # truncated length
     (b"\x0a\x04\x0a\x02\x0a\xff", "not a tf.train.Example"),  # key that is not UTF-8

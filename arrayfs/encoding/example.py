@@ -191,6 +191,8 @@ def encode_example(example: Mapping) -> bytes:
     ``int64_list``, floating ones to a ``float_list`` (as ``float32``),
     ``bytes``/``str`` (UTF-8) and object arrays of them to a
     ``bytes_list``. Arrays are flattened (the Example keeps no shape).
+    Features are serialized in key order, so equal examples give equal
+    bytes in every process.
 
     Raises:
         ValueError: a value of another dtype.
@@ -214,4 +216,6 @@ def encode_example(example: Mapping) -> bytes:
             feature.bytes_list.SetInParent()
         else:
             raise ValueError(f"feature {key!r}: dtype {arr.dtype} cannot go into a tf.train.Example")
-    return msg.SerializeToString()
+    # The feature map's order is the hash table's, which changes from one
+    # process to the next: sorted keys make equal examples equal bytes.
+    return msg.SerializeToString(deterministic=True)

@@ -235,7 +235,8 @@ class ArrayRecordReader:
             # would only wait on each other (measured slower than one).
             return f.read_records(idx)
         # Each chunk decodes on the pool, in place and only as far as its
-        # last record wanted; this thread cuts the records of those done.
+        # last record wanted; this thread cuts the records of those done
+        # (a run of consecutive records is cut on the pool too: read_all).
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
         return f.read_grouped(idx, pool=self._pool, workers=workers)

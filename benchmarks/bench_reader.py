@@ -129,13 +129,15 @@ def record_cuts(f, frames) -> list:
     return out
 
 
-def floor_loop(frames, chunk_ids, cuts=None):
+def floor_loop(frames, chunk_ids, cuts=None, keep=None):
     """Bare work: HighwayHash of each chunk's header and data, zstd
     decompression of its values frame. One thread, one decompressor, no
     Python beyond the loop. With ``cuts`` (a scan of multi-record chunks),
     also one ``bytes`` object per record, cut the fastest way Python has:
     every reader returns them (Google's included), so a scan's floor makes
-    them too."""
+    them too. With ``keep`` (a list), the records are appended to it: a
+    scan returns them all at once, so their memory is new (page faults),
+    not the memory of the chunk before, reused."""
     d = zstandard.ZstdDecompressor()
     dec = d.decompress
     h = highway_hash64
@@ -146,7 +148,12 @@ def floor_loop(frames, chunk_ids, cuts=None):
         values = dec(frame, max_output_size=size)
         if cuts is not None:
             c = cuts[k]
-            list(map(values.__getitem__, map(slice, c[:-1], c[1:])))
+            recs = list(map(values.__getitem__, map(slice, c[:-1], c[1:])))
+            if keep is not None:
+                keep.extend(recs)
+        elif keep is not None:
+            keep.append(values)
+    return keep
 
 
 _pair = None
@@ -161,24 +168,28 @@ def _two():
     return _pair
 
 
-def two_core_floor(frames, chunk_ids, small: bool, cuts=None):
+def two_core_floor(frames, chunk_ids, small: bool, cuts=None, keep=None):
     """The same bare calls on both cores, as the libraries allow. Small
     frames (one-record chunks): a second thread decompresses 85% of them in
     one ``multi_decompress_to_buffer`` call (the GIL released throughout)
     while this thread hashes every chunk and decompresses the rest; a
     handoff per 1 KB call costs more than the call. Large chunks: each of
     two threads hashes and decompresses every other chunk (each call is
-    long enough to release the GIL profitably)."""
+    long enough to release the GIL profitably). ``keep``: as in
+    :func:`floor_loop`."""
     pool = _two()
     if not small:
         ids = list(chunk_ids)
-        fut = pool.submit(floor_loop, frames, ids[1::2], cuts)
-        floor_loop(frames, ids[::2], cuts)
+        other = [] if keep is not None else None
+        fut = pool.submit(floor_loop, frames, ids[1::2], cuts, other)
+        floor_loop(frames, ids[::2], cuts, keep)
         fut.result()
-        return
+        if keep is not None:
+            keep.extend(other)
+        return keep
     ids = list(chunk_ids)
-    keep = len(ids) - int(len(ids) * 0.85)
-    rest = ids[keep:]
+    mine = len(ids) - int(len(ids) * 0.85)
+    rest = ids[mine:]
     listed = [frames[k][2] for k in rest]
     sizes = np.array([frames[k][3] for k in rest], dtype=np.uint64).tobytes()
 
@@ -192,10 +203,21 @@ def two_core_floor(frames, chunk_ids, small: bool, cuts=None):
         h(head)
         h(data)
     dec = zstandard.ZstdDecompressor().decompress
-    for k in ids[:keep]:
-        dec(frames[k][2], max_output_size=frames[k][3])
+    recs = [dec(frames[k][2], max_output_size=frames[k][3]) for k in ids[:mine]]
     out = fut.result()
-    [out[i].tobytes() for i in range(len(out))]  # one bytes object per record, as a reader returns
+    recs += [out[i].tobytes() for i in range(len(out))]  # one bytes object per record, as a reader returns
+    if keep is not None:
+        keep.extend(recs)
+    return keep
+
+
+def scan_floor2(frames, blocks, small: bool, cuts):
+    """:func:`two_core_floor` over each block of chunk ids in turn, every
+    record kept to the end (a scan returns them all)."""
+    kept = []
+    for b in blocks:
+        two_core_floor(frames, b, small, cuts, kept)
+    return kept
 
 
 def single_floor(mm_frames, ids):
@@ -327,11 +349,13 @@ def bench_file(label, path, n, args, results, rows, profile_targets):
     all_ids = list(range(len(frames)))
     # A scan returns every record: multi-record chunks' floors cut them too.
     cuts = record_cuts(f, frames) if group > 1 else None
-    t_ff = best_time(f"{label} floor (all chunks)", lambda: floor_loop(frames, all_ids, cuts), n, rounds=full_rounds)
+    # A scan's floors keep every record to the end, as read_all() does.
+    t_ff = best_time(f"{label} floor (all chunks)", lambda: floor_loop(frames, all_ids, cuts, []), n,
+                     rounds=full_rounds)
     rows.append(ratio_row(f"{label}: full read time / floor time", t_of.seconds, t_ff.seconds, "info", unit="s"))
     blocks = [all_ids[a : a + 8192] for a in range(0, len(all_ids), 8192)]
-    t_ff2 = best_time(f"{label} 2-core floor (all chunks)", lambda: [two_core_floor(frames, b, group == 1, cuts)
-                                                                      for b in blocks], n, rounds=full_rounds)
+    t_ff2 = best_time(f"{label} 2-core floor (all chunks)", lambda: scan_floor2(frames, blocks, group == 1, cuts),
+                      n, rounds=full_rounds)
     rows.append(ratio_row(f"{label}: full read time / 2-core floor time", t_of.seconds, t_ff2.seconds,
                           "full/floor2", unit="s", label=label))
     print(f"  full: google {fmt_rate(t_gf.rate)}, arrayfs {fmt_rate(t_of.rate)}, floor {fmt_rate(t_ff.rate)}",

@@ -229,6 +229,17 @@ def test_read_one_shard_of_60k_records(tmp_path):
         assert_that(got | beam.combiners.Count.Globally(), equal_to([60_000]), label="count")
 
 
+def test_relative_glob_in_the_working_directory(tmp_path, monkeypatch):
+    # 'train-*' alone, from the shards' own directory: Beam's local match
+    # expands a relative glob only below a directory.
+    recs = make_records(300, seed=3, size=(0, 40), tag=True)
+    gwrite(tmp_path / "train-00000-of-00002.array_record", "group_size:1", recs[:100])
+    gwrite(tmp_path / "train-00001-of-00002.array_record", "group_size:16", recs[100:])
+    monkeypatch.chdir(tmp_path)
+    with beam.Pipeline() as p:
+        assert_exactly_once(p | ReadFromArrayRecord("train-*.array_record"), recs, "exactly once")
+
+
 def _chunk_ranges(path):
     with ArrayRecordFile(path) as f:
         first = f.index().first

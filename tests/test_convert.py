@@ -148,6 +148,21 @@ def test_order_across_shards_when_there_are_enough_files(tmp_path):
     assert all(google_read(s) for s in res.shards)
 
 
+def test_relative_glob_in_the_working_directory(tmp_path):
+    # The usual call from the data's own directory: 'in-*.txt' has no
+    # directory part, which Beam's local match alone cannot expand.
+    for k in range(3):
+        (tmp_path / f"in-{k}.txt").write_bytes(b"".join(b"%d:%d\n" % (k, i) for i in range(50)))
+    r = run_cli("convert", "--from", "lines", "in-*.txt", "-o", "out/data", "--no-progress", tmp=tmp_path,
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (shard,) = (tmp_path / "out").iterdir()
+    assert google_read(shard) == [b"%d:%d" % (k, i) for k in range(3) for i in range(50)]
+    r = run_cli("convert", "--from", "lines", "nothing-*.txt", "-o", "out2/data", "--no-progress", tmp=tmp_path,
+                cwd=tmp_path)
+    assert r.returncode != 0 and "nothing-*.txt: no file matches this input" in r.stderr
+
+
 def test_jsonl_that_is_not_json_names_file_and_line(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"a": 1}\n{"a": 2}\n{oops\n')
     with pytest.raises(ConvertError, match=r"bad\.jsonl:3: not a JSON value"):

@@ -33,7 +33,7 @@ from ..extras import missing
 
 __all__ = [
     "KINDS", "InputFile", "expand_inputs", "read_batches", "parquet_encoder", "InputError",
-    "BATCH_BYTES", "BATCH_RECORDS",
+    "BATCH_BYTES", "BATCH_RECORDS", "local_absolute",
 ]
 
 KINDS = ("tfrecord", "jsonl", "lines", "parquet", "files")
@@ -59,6 +59,18 @@ class InputFile(NamedTuple):
 
 def _is_local_dir(p: str) -> bool:
     return "://" not in p and os.path.isdir(p)
+
+
+def local_absolute(pattern):
+    """``pattern`` (a path, glob or URL; anything else, such as a Beam
+    ``ValueProvider``, is returned as is) made absolute when it is local.
+    Beam's local file system expands a relative glob only below a directory
+    (``d/*.txt``, not ``*.txt``), and a worker may run in another directory."""
+    if isinstance(pattern, os.PathLike):
+        pattern = os.fspath(pattern)
+    if isinstance(pattern, str) and "://" not in pattern:
+        return os.path.abspath(pattern)
+    return pattern
 
 
 def expand_inputs(kind: str, inputs) -> list[InputFile]:
@@ -93,7 +105,7 @@ def expand_inputs(kind: str, inputs) -> list[InputFile]:
             continue
         if kind == "files" and "://" in pattern and pattern.endswith("/"):
             pattern += "**"
-        metadata = FileSystems.match([pattern])[0].metadata_list
+        metadata = FileSystems.match([local_absolute(pattern)])[0].metadata_list
         files = sorted((m for m in metadata if not m.path.endswith("/")), key=lambda m: m.path)
         if not files:
             raise FileNotFoundError(2, "no file matches this input", pattern)

@@ -25,6 +25,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
 from ..file import ArrayRecordFile
+from .inputs import local_absolute
 from .sink import METRICS_NAMESPACE
 
 __all__ = ["ReadFromArrayRecord", "ArrayRecordSource"]
@@ -44,14 +45,15 @@ class ArrayRecordSource(filebasedsource.FileBasedSource):
     (``OffsetRangeTracker.try_claim``), so splits fall between chunks.
 
     Args:
-        file_pattern: a path, glob or URL pattern (``gs://b/train-*``).
+        file_pattern: a path, glob or URL pattern (``gs://b/train-*``); a
+            local one relative to the working directory.
         min_bundle_size: smallest initial split, in bytes.
         validate: check at construction that the pattern matches a file.
     """
 
     def __init__(self, file_pattern, *, min_bundle_size: int = 0, validate: bool = True):
         super().__init__(
-            file_pattern,
+            local_absolute(file_pattern),
             min_bundle_size=min_bundle_size,
             # Chunks are compressed inside the file; never gunzip a shard
             # because of its name.

@@ -163,6 +163,21 @@ def test_relative_glob_in_the_working_directory(tmp_path):
     assert r.returncode != 0 and "nothing-*.txt: no file matches this input" in r.stderr
 
 
+@pytest.mark.parametrize("workers", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
+                         ids=["in-process", "2-processes"])
+def test_nothing_left_in_the_temporary_directory(tmp_path, workers):
+    # Beam's runners leave a job server's beam-temp*, staging directories
+    # and a requirements cache in the temporary directory on every run.
+    (tmp_path / "a.txt").write_bytes(b"one\ntwo\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    r = run_cli("convert", "--from", "lines", tmp_path / "a.txt", "-o", tmp_path / "o" / "d", "--no-progress",
+                *workers, tmp=scratch)
+    assert r.returncode == 0, r.stderr
+    assert listing(scratch) == []
+    assert google_read(tmp_path / "o" / "d-00000-of-00001.array_record") == [b"one", b"two"]
+
+
 def test_jsonl_that_is_not_json_names_file_and_line(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"a": 1}\n{"a": 2}\n{oops\n')
     with pytest.raises(ConvertError, match=r"bad\.jsonl:3: not a JSON value"):

@@ -15,7 +15,9 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -131,6 +133,15 @@ def cmd_convert(args) -> int:
     os.dup2(log.fileno(), 2)
     failed = None
     result = None
+    # Beam's runners leave directories in the temporary directory on every
+    # run (a job server's beam-temp*, staging directories, a requirements
+    # cache), some in use until the process exits: the run, its worker
+    # processes included, gets a directory of its own, removed at exit
+    # (registered before Beam's own exit handlers, so it runs after them).
+    scratch = tempfile.mkdtemp(prefix="arrayfs-convert-")
+    atexit.register(shutil.rmtree, scratch, True)
+    saved_tmp = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = scratch
     try:
         try:
             from .conversion import ConvertError, convert
@@ -148,6 +159,11 @@ def cmd_convert(args) -> int:
     except KeyboardInterrupt:
         failed = ("interrupted", True, 130)  # 128 + SIGINT, as shells report it
     finally:
+        tempfile.tempdir = saved_tmp[0]
+        if saved_tmp[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_tmp[1]
         sys.stderr.flush()
         os.dup2(saved_fd, 2)
         os.close(saved_fd)

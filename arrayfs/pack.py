@@ -200,7 +200,8 @@ def pack_records(
         total_bytes: input bytes expected, for the bar's total.
         overwrite: replace existing outputs, and remove other shards of
             ``out_pattern`` (``out_pattern-NNNNN-of-NNNNN``) left by an
-            earlier pack with a different shard count. Without it, existing
+            earlier pack with a different shard count, or the unsharded
+            ``out_pattern`` itself. Without it, existing
             outputs raise :class:`PackError`.
 
     Returns:
@@ -271,9 +272,12 @@ def pack_records(
             os.replace(tmp, final)
         done = list(zip(finals, (n for _, n in temps)))
         temps = []
-        if overwrite and shard_size is not None:
+        if overwrite:
+            # The outputs of an earlier pack with another shard count (or
+            # none): left beside the new ones, a glob of OUT would read
+            # their records twice.
             keep = {os.path.abspath(p) for p in finals}
-            for stale in _existing_shards(out):
+            for stale in ([out] if os.path.isfile(out) else []) + _existing_shards(out):
                 if os.path.abspath(stale) not in keep:
                     os.unlink(stale)
         return done

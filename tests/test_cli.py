@@ -395,6 +395,16 @@ def test_pack_refuses_to_overwrite_and_force_removes_stale_shards(tmp_path):
     p = run("pack", tmp_path / "tree", "-o", out, "--shard-size", "4", "--force")
     assert p.returncode == 0, p.stderr
     assert sorted(os.listdir(out.parent)) == ["d.array_record-00000-of-00002", "d.array_record-00001-of-00002"]
+    # From shards to one file and back: the other form's files go too, so
+    # the directory holds each record once.
+    p = run("pack", tmp_path / "tree", "-o", out, "--force")
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(out.parent) == ["d.array_record"]
+    p = run("pack", tmp_path / "tree", "-o", out, "--shard-size", "4", "--force")
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(out.parent)) == ["d.array_record-00000-of-00002", "d.array_record-00001-of-00002"]
+    with arrayfs.ArrayRecordDataSource(str(out.parent)) as ds:
+        assert len(ds) == len(_tree(tmp_path / "tree2"))
 
 
 def test_pack_library_api(tmp_path):

@@ -291,6 +291,21 @@ def _corrupt_chunk_data(path, k):
     return rng
 
 
+def test_cat_writes_every_record_before_a_corrupt_one(tmp_path):
+    recs = [b"rec%03d\n" % i for i in range(100)]
+    path = tmp_path / "d.array_record"
+    with arrayfs.ArrayRecordWriter(str(path), "group_size:1,uncompressed") as w:
+        for r in recs:
+            w.write(r)
+    bad = _corrupt_chunk_data(path, 32)
+    assert bad == (32, 33)
+    for lo, hi in ((20, 34), (0, 34), (31, 33)):
+        p = run("cat", path, f"{lo}:{hi}")
+        assert p.returncode == 1
+        assert p.stdout == b"".join(recs[lo:32])  # nothing before the bad record is lost
+        assert "records [32, 33)" in p.stderr.decode() and str(path) in p.stderr.decode()
+
+
 @pytest.mark.parametrize("which", ["google", "ours", "single"])
 def test_verify_reports_every_bad_chunk(datasets, which, tmp_path):
     shards = datasets[which]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import ArrayRecordError
 from .common import CliError, formatter, looks_like_index, open_dataset, parse_index_spec, storage_options
 
 _CAT_EPILOG = """\
@@ -100,7 +101,14 @@ def _cmd_cat(args) -> int:
             i = r.start
             while i < r.stop:
                 j = min(i + batch, r.stop)
-                recs = ds.__getitems__(np.arange(i, j, dtype=np.int64))
+                try:
+                    recs = ds.__getitems__(np.arange(i, j, dtype=np.int64))
+                except ArrayRecordError:
+                    if j - i == 1:
+                        raise
+                    # A bad record in the batch: the ones before it are
+                    # still written, then it fails on its own.
+                    recs = (ds[k] for k in range(i, j))
                 if display is not None:
                     recs = _json_lines(display, ds, i, recs)
                 got = 0

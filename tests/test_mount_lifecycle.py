@@ -111,8 +111,10 @@ def test_mount_errors_are_one_line(tmp_path, dataset):
         ((d, full), "not empty"),
         ((d, afile), "not a directory"),
         ((d, tmp_path / "missing"), "does not exist"),
-        ((tmp_path / "nothing-*.array_record", mnt), "no shard matched"),
-        ((empty, mnt), "no shard matched"),
+        ((tmp_path / "nothing-*.array_record", mnt), f"no shard matched: {tmp_path / 'nothing-*.array_record'}"),
+        ((tmp_path / "gone.array_record", mnt), f"no shard matched: {tmp_path / 'gone.array_record'}: no such file"),
+        ((empty, mnt), f"no shard matched: {empty}"),
+        ((d, mnt, "--log-file", tmp_path / "nodir" / "x.log"), f"log file {tmp_path / 'nodir' / 'x.log'}: "),
         ((bad, mnt), "bad file"),
         ((d, mnt, "-o", "rw"), "read-only"),
     ]
@@ -124,6 +126,25 @@ def test_mount_errors_are_one_line(tmp_path, dataset):
     # A mount libfuse itself refuses (unknown option) is one line too.
     p = run_cli("mount", d, mnt, "-o", "no_such_option_x")
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert not is_mounted(mnt)
+
+
+def test_relative_log_file_and_file_urls(tmp_path, dataset):
+    # The daemon runs in "/": a relative --log-file is the caller's, and a
+    # file:// URL is the local path it names.
+    d, recs = dataset
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        p = subprocess.run([*CLI, "mount", "--no-watch", "--log-file", "rel.log", f"file://{d}", str(mnt)],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "rel.log").exists()
+        names = sorted(n for n in os.listdir(mnt) if not n.startswith("."))
+        assert len(names) == len(recs)
+        assert (mnt / names[0]).read_bytes() == recs[0]
+    finally:
+        force_unmount(mnt)
     assert not is_mounted(mnt)
 
 

@@ -94,11 +94,28 @@ def _absolute_sources(sources) -> list:
     out = []
     for s in sources:
         if isinstance(s, (str, bytes, os.PathLike)) and not is_remote(s):
+            s = os.fsdecode(s)
+            if s.startswith("file://"):
+                # Served as the local path it names: inotify follows it,
+                # and reads take the local file's path (fsspec's would not).
+                s = s[len("file://"):]
             # The daemon changes directory to "/"; refresh re-expands these.
-            out.append(os.path.abspath(os.path.expanduser(os.fsdecode(s))))
+            out.append(os.path.abspath(os.path.expanduser(s)))
         else:
             out.append(s)
     return out
+
+
+def _open_log_file(log_file) -> str:
+    """``log_file`` as an absolute path (the daemon changes directory to
+    "/"), opened once here so that a path the daemon could not open fails
+    the mount with its reason."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(log_file)))
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+    except OSError as e:
+        raise MountError(f"log file {path}: {e.strerror or e}") from None
+    return path
 
 
 def _open_dataset(sources, verify: bool, storage_options=None):
@@ -108,7 +125,9 @@ def _open_dataset(sources, verify: bool, storage_options=None):
     try:
         ds = ArrayRecordDataSource(sources, verify=verify, storage_options=storage_options)
     except FileNotFoundError as e:
-        raise MountError(f"no shard matched: {e.args[-1] if e.args else e}") from None
+        what = e.strerror or (e.args[-1] if e.args else e)
+        raise MountError(f"no shard matched: {e.filename}: {what}" if e.filename else f"no shard matched: {what}") \
+            from None
     except ArrayRecordError as e:
         raise MountError(f"bad file: {e}") from None
     except OSError as e:
@@ -188,6 +207,8 @@ def mount(
     if not poll_interval > 0:
         raise MountError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
     sources = _absolute_sources(sources)
+    if log_file is not None and not foreground:
+        log_file = _open_log_file(log_file)
     from ..storage.backends import fork_safe
 
     fork_safe()  # the daemon and its workers fork from here: obstore runs in the workers alone

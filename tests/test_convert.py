@@ -178,6 +178,12 @@ def test_nothing_left_in_the_temporary_directory(tmp_path, workers):
     assert google_read(tmp_path / "o" / "d-00000-of-00001.array_record") == [b"one", b"two"]
 
 
+def test_an_existing_file_with_glob_characters_in_its_name(tmp_path):
+    (tmp_path / "x[1].txt").write_bytes(b"q\n")
+    res = convert("lines", str(tmp_path / "x[1].txt"), str(tmp_path / "o" / "x"))
+    assert google_read(res.shards[0]) == [b"q"]
+
+
 def test_jsonl_that_is_not_json_names_file_and_line(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"a": 1}\n{"a": 2}\n{oops\n')
     with pytest.raises(ConvertError, match=r"bad\.jsonl:3: not a JSON value"):

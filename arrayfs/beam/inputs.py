@@ -105,6 +105,10 @@ def expand_inputs(kind: str, inputs) -> list[InputFile]:
             continue
         if kind == "files" and "://" in pattern and pattern.endswith("/"):
             pattern += "**"
+        if "://" not in pattern and os.path.isfile(pattern):
+            # An existing file is itself, '[' and '*' in its name included.
+            out.append(InputFile(os.path.abspath(pattern), os.path.getsize(pattern)))
+            continue
         metadata = FileSystems.match([local_absolute(pattern)])[0].metadata_list
         files = sorted((m for m in metadata if not m.path.endswith("/")), key=lambda m: m.path)
         if not files:

@@ -219,7 +219,8 @@ def pack_records(
         raise PackError(f"shard size must be a positive number of records, got {shard_size!r}")
     out = os.fspath(out_pattern)
     if out.endswith(("/", os.sep)) or os.path.isdir(out):
-        raise PackError(f"{out}: is a directory; give a file name such as {os.path.join(out, 'train.array_record')}")
+        what = "is a directory" if os.path.isdir(out) else "ends in a path separator"
+        raise PackError(f"{out}: {what}; give a file name such as {os.path.join(out, 'train.array_record')}")
     if not overwrite:
         existing = ([out] if os.path.exists(out) else []) + _existing_shards(out)
         if existing:

@@ -422,6 +422,16 @@ def test_pack_refuses_to_overwrite_and_force_removes_stale_shards(tmp_path):
         assert len(ds) == len(_tree(tmp_path / "tree2"))
 
 
+def test_pack_output_that_is_a_directory_or_ends_in_a_separator(tmp_path):
+    (tmp_path / "l.txt").write_bytes(b"a\nb\n")
+    (tmp_path / "adir").mkdir()
+    p = run("pack", "--lines", tmp_path / "l.txt", "-o", tmp_path / "adir")
+    assert p.returncode != 0 and b"adir: is a directory; give a file name" in p.stderr
+    p = run("pack", "--lines", tmp_path / "l.txt", "-o", f"{tmp_path / 'nodir'}/")
+    assert p.returncode != 0 and b"nodir/: ends in a path separator; give a file name" in p.stderr
+    assert not (tmp_path / "nodir").exists()
+
+
 def test_pack_library_api(tmp_path):
     want = _tree(tmp_path / "tree")
     written = pack_files([tmp_path / "tree"], tmp_path / "x.array_record", "group_size:3", None, progress=False)

@@ -366,8 +366,9 @@ def _prepare_output(prefix: str) -> list[str]:
     if not prefix:
         raise ConvertError("empty output prefix")
     if prefix.endswith(("/", os.sep)) or ("://" not in prefix and os.path.isdir(prefix)):
-        raise ConvertError(
-            f"{prefix}: is a directory; give a file name prefix such as {prefix.rstrip('/')}/train")
+        local_dir = "://" not in prefix and os.path.isdir(prefix)
+        what = "is a directory" if local_dir else "ends in a path separator"
+        raise ConvertError(f"{prefix}: {what}; give a file name prefix such as {prefix.rstrip('/')}/train")
     if "://" in prefix:
         return []  # object stores have no directories to create
     created = []

@@ -201,8 +201,8 @@ def pack_records(
         overwrite: replace existing outputs, and remove other shards of
             ``out_pattern`` (``out_pattern-NNNNN-of-NNNNN``) left by an
             earlier pack with a different shard count, or the unsharded
-            ``out_pattern`` itself. Without it, existing
-            outputs raise :class:`PackError`.
+            ``out_pattern`` itself. Without it, existing outputs raise
+            :class:`PackError`.
 
     Returns:
         ``[(path, num_records)]`` of the files written, in order.

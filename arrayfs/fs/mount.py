@@ -96,8 +96,8 @@ def _absolute_sources(sources) -> list:
         if isinstance(s, (str, bytes, os.PathLike)) and not is_remote(s):
             s = os.fsdecode(s)
             if s.startswith("file://"):
-                # Served as the local path it names: inotify follows it,
-                # and reads take the local file's path (fsspec's would not).
+                # Served as the local path it names, watched through
+                # inotify (through fsspec's file system the daemon hung).
                 s = s[len("file://"):]
             # The daemon changes directory to "/"; refresh re-expands these.
             out.append(os.path.abspath(os.path.expanduser(s)))

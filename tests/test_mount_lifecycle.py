@@ -123,6 +123,15 @@ def test_mount_errors_are_one_line(tmp_path, dataset):
         assert p.returncode == 1, (args, p.stderr)
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("arrayfs: error: ") and words in p.stderr, p.stderr
         assert not is_mounted(mnt)
+    # A second mount on a mounted directory says so.
+    p = run_cli("mount", "--no-watch", d, mnt)
+    assert p.returncode == 0, p.stderr
+    try:
+        p = run_cli("mount", d, mnt)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+        assert "is already a mount point; unmount it first" in p.stderr
+    finally:
+        force_unmount(mnt)
     # A mount libfuse itself refuses (unknown option) is one line too.
     p = run_cli("mount", d, mnt, "-o", "no_such_option_x")
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr

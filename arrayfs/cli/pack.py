@@ -94,7 +94,7 @@ def register(sub, kit) -> None:
         description="Pack the files of a directory tree, or the lines of text/JSONL files, into ArrayRecord shards.",
         epilog=_PACK_EPILOG,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="directories, files, or '-' for stdin (lines)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="directories, files, or '-' for stdin (with --lines or --jsonl)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file name (pattern with --shard-size)")
     p.add_argument("--options", default="", metavar="OPTS", help="writer options, e.g. 'group_size:64,zstd:9'")
     p.add_argument("--shard-size", type=int, metavar="N", help="records per shard (default: one file)")

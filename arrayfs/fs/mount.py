@@ -83,6 +83,9 @@ def _check_mountpoint(mountpoint: str, nonempty: bool) -> None:
     except OSError as e:
         raise MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
     if entries and not nonempty:
+        if os.path.ismount(mountpoint):
+            raise MountError(f"mountpoint {mountpoint} is already a mount point; unmount it first "
+                             f"(arrayfs unmount {mountpoint})")
         raise MountError(f"mountpoint {mountpoint} is not empty")
 
 

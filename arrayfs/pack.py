@@ -10,9 +10,10 @@ Two sources of records:
 * :func:`pack_lines`: every line of the given text files is one record, the
   line's bytes without its final ``"\\n"`` (a ``"\\r"`` before it is kept,
   so records are byte-exact; a last line without ``"\\n"`` is a record too).
-  ``"-"`` reads standard input. With ``jsonl=True`` each line must be one
-  JSON value; blank lines (only whitespace) are skipped, since they are not
-  JSON values.
+  ``"-"`` reads standard input; a file ending in ``.gz`` or ``.bz2`` is
+  decompressed first, as ``arrayfs convert`` does. With ``jsonl=True``
+  each line must be one JSON value; blank lines (only whitespace) are
+  skipped, since they are not JSON values.
 
 Output names (:func:`shard_paths`): with ``shard_size=None`` everything goes
 into one file named exactly ``out_pattern``; with ``shard_size=N`` records
@@ -29,9 +30,12 @@ mount`` over the output directory never shows a half-finished set.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 
 from .naming import shard_matcher, shard_names
@@ -145,8 +149,32 @@ def iter_lines(paths, *, jsonl: bool = False) -> Iterator[tuple[bytes, int]]:
         else:
             if os.path.isdir(p):
                 raise IsADirectoryError(21, "Is a directory (use --files to pack a directory tree)", p)
-            with open(p, "rb") as fh:
-                yield from lines_of(fh, p, jsonl)
+            try:
+                with open_text_input(p) as fh:
+                    yield from lines_of(fh, p, jsonl)
+            except (EOFError, OSError, zlib.error) as e:
+                if not is_compressed(p) or isinstance(e, (FileNotFoundError, PermissionError)):
+                    raise
+                raise PackError(f"{p}: not a whole {os.path.splitext(p)[1]} stream: {e}") from None
+
+
+#: Compressed text inputs, by suffix, and how to open them.
+_DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open}
+
+
+def is_compressed(path: str) -> bool:
+    """Whether :func:`open_text_input` decompresses ``path`` (by suffix)."""
+    return path.lower().endswith(tuple(_DECOMPRESSORS))
+
+
+def open_text_input(path: str):
+    """``path`` opened for reading as bytes, decompressed when it ends in
+    ``.gz`` or ``.bz2`` (a corrupt stream raises ``OSError`` or
+    ``EOFError`` while reading)."""
+    for suffix, opener in _DECOMPRESSORS.items():
+        if path.lower().endswith(suffix):
+            return opener(path, "rb")
+    return open(path, "rb")
 
 
 def lines_of(fh, name: str, jsonl: bool):
@@ -363,7 +391,11 @@ def pack_lines(
             break
         if not os.path.exists(p):
             raise FileNotFoundError(2, "No such file or directory", p)
-        total += os.path.getsize(p)
+        if is_compressed(p):
+            total = None  # the bar counts decoded bytes: their total is unknown
+            continue
+        if total is not None:
+            total += os.path.getsize(p)
     written = pack_records(
         iter_lines(plist, jsonl=jsonl), out_pattern, options, shard_size,
         progress=progress, total_bytes=total, overwrite=overwrite,

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from _google import gwrite
+from _google import gread, gwrite
 from _records import awrite, make_records
 from array_record.python.array_record_data_source import ArrayRecordDataSource as GoogleSource
 
@@ -430,6 +430,27 @@ def test_pack_output_that_is_a_directory_or_ends_in_a_separator(tmp_path):
     p = run("pack", "--lines", tmp_path / "l.txt", "-o", f"{tmp_path / 'nodir'}/")
     assert p.returncode != 0 and b"nodir/: ends in a path separator; give a file name" in p.stderr
     assert not (tmp_path / "nodir").exists()
+
+
+def test_pack_decompresses_gz_and_bz2_text(tmp_path):
+    import bz2
+    import gzip
+
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"one\ntwo\r\n\nthree"))
+    (tmp_path / "b.jsonl.bz2").write_bytes(bz2.compress(b'{"k": 1}\n\n[2]\n'))
+    out = tmp_path / "o" / "a.array_record"
+    p = run("pack", "--lines", tmp_path / "a.txt.gz", "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert gread(out) == [b"one", b"two\r", b"", b"three"]
+    p = run("pack", tmp_path / "b.jsonl.bz2", "-o", tmp_path / "o" / "b.array_record")  # found to be JSONL
+    assert p.returncode == 0, p.stderr
+    assert gread(tmp_path / "o" / "b.array_record") == [b'{"k": 1}', b"[2]"]
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(b"x\n" * 1000)[:-12])
+    p = run("pack", "--lines", tmp_path / "cut.txt.gz", "-o", tmp_path / "o" / "c.array_record")
+    assert p.returncode == 1
+    err = p.stderr.decode()
+    assert err.count("\n") == 1 and f"{tmp_path / 'cut.txt.gz'}: not a whole .gz stream" in err, err
+    assert not (tmp_path / "o" / "c.array_record").exists()
 
 
 def test_pack_library_api(tmp_path):

@@ -12,7 +12,8 @@ what becomes a record:
            is walked recursively, files taken in sorted order of their
            path relative to it (as `find DIR -type f | LC_ALL=C sort`).
   --lines  each line of each text file is one record, without its final
-           newline ("\\n" only; a "\\r" before it is kept). '-' is stdin.
+           newline ("\\n" only; a "\\r" before it is kept). '-' is stdin;
+           .gz and .bz2 files are decompressed.
   --jsonl  as --lines, but every line must be JSON; blank lines skipped.
   Without a flag: directories mean --files, *.jsonl/*.ndjson files mean
   --jsonl; anything else asks you to choose.
@@ -44,7 +45,8 @@ def _pack_mode(args) -> str:
     ins = args.inputs
     if all(os.path.isdir(p) for p in ins):
         return "files"
-    if all(os.path.isfile(p) and p.lower().endswith(_JSONL_SUFFIXES) for p in ins):
+    if all(os.path.isfile(p) and p.lower().removesuffix(".gz").removesuffix(".bz2").endswith(_JSONL_SUFFIXES)
+           for p in ins):
         return "jsonl"
     for p in ins:
         if p != "-" and not os.path.exists(p):

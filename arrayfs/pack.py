@@ -153,28 +153,29 @@ def iter_lines(paths, *, jsonl: bool = False) -> Iterator[tuple[bytes, int]]:
                 with open_text_input(p) as fh:
                     yield from lines_of(fh, p, jsonl)
             except (EOFError, OSError, zlib.error) as e:
-                if not is_compressed(p) or isinstance(e, (FileNotFoundError, PermissionError)):
+                suffix = compression_suffix(p)
+                if not suffix or isinstance(e, (FileNotFoundError, PermissionError)):
                     raise
-                raise PackError(f"{p}: not a whole {os.path.splitext(p)[1]} stream: {e}") from None
+                raise PackError(f"{p}: not a whole {suffix} stream: {e}") from None
 
 
 #: Compressed text inputs, by suffix, and how to open them.
 _DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open}
 
 
-def is_compressed(path: str) -> bool:
-    """Whether :func:`open_text_input` decompresses ``path`` (by suffix)."""
-    return path.lower().endswith(tuple(_DECOMPRESSORS))
+def compression_suffix(path: str) -> str:
+    """The suffix (``".gz"``, ``".bz2"``) for which :func:`open_text_input`
+    decompresses ``path``, or ``""``."""
+    low = path.lower()
+    return next((s for s in _DECOMPRESSORS if low.endswith(s)), "")
 
 
 def open_text_input(path: str):
     """``path`` opened for reading as bytes, decompressed when it ends in
     ``.gz`` or ``.bz2`` (a corrupt stream raises ``OSError`` or
     ``EOFError`` while reading)."""
-    for suffix, opener in _DECOMPRESSORS.items():
-        if path.lower().endswith(suffix):
-            return opener(path, "rb")
-    return open(path, "rb")
+    suffix = compression_suffix(path)
+    return _DECOMPRESSORS[suffix](path, "rb") if suffix else open(path, "rb")
 
 
 def lines_of(fh, name: str, jsonl: bool):
@@ -391,7 +392,7 @@ def pack_lines(
             break
         if not os.path.exists(p):
             raise FileNotFoundError(2, "No such file or directory", p)
-        if is_compressed(p):
+        if compression_suffix(p):
             total = None  # the bar counts decoded bytes: their total is unknown
             continue
         if total is not None:

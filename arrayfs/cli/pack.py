@@ -40,12 +40,14 @@ examples:
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
 
 def _pack_mode(args) -> str:
+    from ..pack import compression_suffix
+
     if args.mode:
         return args.mode
     ins = args.inputs
     if all(os.path.isdir(p) for p in ins):
         return "files"
-    if all(os.path.isfile(p) and p.lower().removesuffix(".gz").removesuffix(".bz2").endswith(_JSONL_SUFFIXES)
+    if all(os.path.isfile(p) and p[: len(p) - len(compression_suffix(p))].lower().endswith(_JSONL_SUFFIXES)
            for p in ins):
         return "jsonl"
     for p in ins:

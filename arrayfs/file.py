@@ -277,11 +277,14 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=offset, records=records) from None
 
-    def read_chunk_header(self, k: int, *, window=None):
+    def read_chunk_header(self, k: int, *, window=None, headers_checked: bool = False, out=None):
         """``(header, data)`` of user chunk ``k``, checked against the footer.
 
         ``window``: the chunk's bytes from its offset to the next chunk's,
-        when the caller already read them."""
+        when the caller already read them. ``headers_checked`` and ``out``:
+        see :func:`arrayfs.riegeli.chunk.read_chunk` (a scan checks the
+        block and chunk headers of a mapped file beforehand, and joins each
+        chunk's data into a buffer of its thread's)."""
         begin, end = self.chunk_span(k)
         rng = self.chunk_records(k)
         if window is None:
@@ -293,7 +296,7 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         check = self.verify and (verified is None or not verified[k])
         try:
             header, data, _ = read_chunk(window, begin, verify=check, base=begin, limit=end,
-                                         file_size=self.size)
+                                         file_size=self.size, headers_checked=headers_checked, out=out)
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=begin, records=rng) from None
         if check and rng[1] - rng[0] > 1:
@@ -327,14 +330,20 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         header, data = self.read_chunk_header(k, window=window)
         return self._decode(header, data, self.chunk_span(k)[0], self.chunk_records(k))
 
-    def decode_chunk_in_place(self, k: int, upto: int | None = None):
+    def decode_chunk_in_place(self, k: int, upto: int | None = None, *, checked_map=None, out=None):
         """:meth:`decode_chunk` of chunk ``k`` reading its bytes in place
         from the file's map when it has one (no copy: the hash and the codec
         read the map; a plain read otherwise), and with ``upto`` (records
         from the chunk's first) decompressing a simple chunk's values only
         as far as record ``upto - 1`` ends: ``values`` then holds that
         prefix, ``offsets`` every record's. The data hash, when checked,
-        covers the whole chunk. ``values`` never refers to the map."""
+        covers the whole chunk. ``values`` never refers to the map; with
+        ``out`` (see :meth:`read_chunk_header`) it may refer to ``out``'s
+        memory, until its next use. ``checked_map``: a map of this file
+        whose block and chunk headers around chunk ``k`` the caller checked
+        (:meth:`BatchReads.scan_headers_checked`); when this read goes
+        through the same map, the file cannot have changed since, and
+        those checks are not made again."""
         src = self._source
         view = src.map_view() if src is not None else None
         try:
@@ -342,7 +351,8 @@ class ArrayRecordFile(FooterIndex, BatchReads):
             if view is not None:
                 begin, end = self.chunk_span(k)
                 window = memoryview(view)[begin:end]
-            header, data = self.read_chunk_header(k, window=window)
+            header, data = self.read_chunk_header(k, window=window, out=out,
+                                                  headers_checked=view is not None and view is checked_map)
             begin = self.chunk_span(k)[0]
             if upto is not None and header.chunk_type == SIMPLE and upto < header.num_records:
                 values, offsets = self._decode_prefix(k, header, data, upto)

@@ -121,3 +121,102 @@ def test_footer_entries_contradicting_the_metadata_fail_on_first_use(tmp_path):
                 f.read_record(1)
             assert str(path) in str(e.value)
             assert e.value.offset == f.footer_offset
+
+
+def _corrupt(path, tmp_path, where: str):
+    """A copy of ``path`` with one byte flipped: in the data of a chunk in
+    the middle, in a chunk's header, or in the block header at 65,536 (the
+    chunk it interrupts is in the scan). Returns ``(copy, chunk offset,
+    words the error must hold)``."""
+    data = bytearray(path.read_bytes())
+    with ArrayRecordFile(str(path)) as f:
+        offsets = [int(o) for o in f.index().offsets]
+    mid = [k for k in range(len(offsets) // 2, len(offsets))
+           if offsets[k] % BLOCK_SIZE + CHUNK_HEADER_SIZE + 64 < BLOCK_SIZE]
+    if where == "block header":
+        k = max(k for k in range(len(offsets)) if offsets[k] < BLOCK_SIZE)
+        data[BLOCK_SIZE + 12] ^= 0xFF  # previous_chunk: its hash no longer matches
+        words = ["block header at byte 65536", "hash mismatch"]
+    elif where == "chunk header":
+        k = mid[0]
+        data[offsets[k] + 20] ^= 0xFF  # data_hash
+        words = ["chunk header hash mismatch"]
+    else:
+        k = mid[0]
+        data[offsets[k] + CHUNK_HEADER_SIZE + 40] ^= 0xFF
+        words = ["hash mismatch"]
+    bad = tmp_path / "bad.array_record"
+    bad.write_bytes(bytes(data))
+    return bad, offsets[k], words
+
+
+@pytest.mark.parametrize("mmap", ["never", "lease"])
+@pytest.mark.parametrize("where", ["data", "chunk header", "block header"])
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_every_check_of_a_scan_holds_mapped_or_not(grouped, tmp_path, monkeypatch, mmap, where, parallelism):
+    # A scan of a mapped file checks the block and chunk headers of the
+    # whole run before its threads start, and the threads do not check
+    # them again: a corrupt one must still fail the scan, naming it.
+    path, recs = grouped
+    monkeypatch.setenv("ARRAYFS_MMAP", mmap)
+    bad, at, words = _corrupt(path, tmp_path, where)
+    with arrayfs.ArrayRecordReader(str(bad), f"max_parallelism:{parallelism}") as r:
+        assert r._file.source.map_mode == ("pread" if mmap == "never" else "lease")
+        with pytest.raises(CorruptChunkError) as e:
+            r.read_all()
+        msg = str(e.value)
+        assert str(bad) in msg and str(at) in msg, msg
+        for w in words:
+            assert w in msg, msg
+        assert r.read(0, 5) == recs[:5]
+
+
+@pytest.mark.parametrize("mmap", ["never", "lease"])
+def test_a_parallel_scan_raises_the_first_bad_chunk(grouped, tmp_path, monkeypatch, mmap):
+    # Two corrupt chunks far apart: the threads may meet the later one
+    # first; the error raised is the earlier one's, as a serial scan's.
+    path, _ = grouped
+    monkeypatch.setenv("ARRAYFS_MMAP", mmap)
+    data = bytearray(path.read_bytes())
+    with ArrayRecordFile(str(path)) as f:
+        offsets = [int(o) for o in f.index().offsets]
+    inside = [k for k in range(len(offsets)) if offsets[k] % BLOCK_SIZE + CHUNK_HEADER_SIZE + 64 < BLOCK_SIZE]
+    first, last = inside[1], inside[-1]
+    for k in (first, last):
+        data[offsets[k] + CHUNK_HEADER_SIZE + 40] ^= 0xFF
+    bad = tmp_path / "two.array_record"
+    bad.write_bytes(bytes(data))
+    for _ in range(5):
+        with arrayfs.ArrayRecordReader(str(bad), "max_parallelism:3") as r:
+            with pytest.raises(CorruptChunkError) as e:
+                r.read_all()
+        assert f"at byte {offsets[first]}" in str(e.value) or str(offsets[first]) in str(e.value), str(e.value)
+        assert str(offsets[last]) not in str(e.value)
+
+
+def test_headers_are_skipped_only_through_the_map_they_were_checked_in(grouped, tmp_path, monkeypatch):
+    path, _ = grouped
+    monkeypatch.setenv("ARRAYFS_MMAP", "lease")
+    bad, _, _ = _corrupt(path, tmp_path, "block header")
+    with ArrayRecordFile(str(bad)) as f:
+        src = f.source
+        assert src.map_mode == "lease"
+        k = max(k for k in range(f.num_chunks) if f.chunk_span(k)[0] < BLOCK_SIZE)
+        view = src.map_view()
+        try:
+            checked = f.scan_headers_checked(view, list(range(f.num_chunks)))
+        finally:
+            src.end_view()
+        assert not checked.any()  # a bad block header in the run: every chunk takes the checked path
+        # Another map (a lease given up and the file read another way):
+        # the checks are made.
+        for other in (None, object()):
+            with pytest.raises(CorruptChunkError, match="block header at byte 65536"):
+                f.decode_chunk_in_place(k, checked_map=other)
+    with ArrayRecordFile(str(path)) as f:
+        src = f.source
+        view = src.map_view()
+        try:
+            assert f.scan_headers_checked(view, list(range(f.num_chunks))).all()
+        finally:
+            src.end_view()

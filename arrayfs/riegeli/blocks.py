@@ -32,6 +32,8 @@ __all__ = [
     "block_header_bytes",
     "block_headers_bytes",
     "parse_block_header",
+    "block_headers_intact",
+    "JoinBuffer",
     "read_logical",
 ]
 
@@ -132,13 +134,55 @@ def parse_block_header(raw, pos: int) -> tuple[int, int]:
     return prev, nxt
 
 
+class JoinBuffer:
+    """Memory that one thread reuses for each chunk it joins across block
+    headers (:func:`read_logical`): a scan that took new memory per chunk
+    paid for it in page faults (docs/benchmarks.md)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def take(self, n: int) -> memoryview:
+        """A writable view of ``n`` bytes; views taken before stay valid
+        (a larger buffer replaces the old one, it is not resized)."""
+        if len(self._buf) < n:
+            self._buf = bytearray(n)
+        return memoryview(self._buf)[:n]
+
+
+def block_headers_intact(buf, lo: int, hi: int) -> bool:
+    """Whether every block header that begins in ``[lo, hi)`` of ``buf``
+    (a whole file's map: positions are file positions) hash-checks. One C
+    call per header, all from one thread before a scan hands chunks to
+    others, which then skip these checks (:func:`read_logical` with
+    ``check=False``); see :func:`.header.chunk_headers_intact`."""
+    first = -(-lo // BLOCK_SIZE) * BLOCK_SIZE
+    last = min(hi, len(buf) - BLOCK_HEADER_SIZE + 1)
+    if first >= last:
+        return True
+    n = (last - 1 - first) // BLOCK_SIZE + 1
+    view = np.frombuffer(buf, dtype=np.uint8)
+    try:
+        stored = np.ndarray((n,), dtype="<u8", buffer=view, offset=first, strides=(BLOCK_SIZE,)).copy()
+    finally:
+        del view  # a map cannot close while numpy holds its buffer
+    ptr = buffer_pointer(buf)
+    try:
+        computed = hashes_at(ptr, range(first + 8, first + 8 + n * BLOCK_SIZE, BLOCK_SIZE), [16] * n)
+    finally:
+        release_pointer(ptr)
+    return bool((computed == stored).all())
+
+
 def _check_block_header(buf, at: int, pos: int) -> None:
     if at + BLOCK_HEADER_SIZE > len(buf):
         return  # the caller reports the truncation
     parse_block_header(memoryview(buf)[at : at + BLOCK_HEADER_SIZE], pos)
 
 
-def read_logical(buf, pos: int, length: int, *, base: int = 0):
+def read_logical(buf, pos: int, length: int, *, base: int = 0, check: bool = True, out=None):
     """Read ``length`` logical bytes starting at physical ``pos``.
 
     ``buf`` holds the physical bytes ``[base, base + len(buf))`` of the file
@@ -151,10 +195,15 @@ def read_logical(buf, pos: int, length: int, *, base: int = 0):
     read. Returns ``None`` for ``data`` if ``buf`` ends first (the caller
     names the file in its error). Each block header skipped is
     hash-checked, as Google's reader does; a mismatch raises
-    :class:`CorruptChunkError`.
+    :class:`CorruptChunkError`. ``check=False`` skips those checks, for
+    headers checked beforehand (:func:`block_headers_intact`). ``out``: a
+    :class:`JoinBuffer` to join the pieces into when a block header
+    intervenes, in place of new memory; ``data`` is then a view of it,
+    overwritten by the next join into the same buffer.
     """
     if pos % BLOCK_SIZE == 0:
-        _check_block_header(buf, pos - base, pos)
+        if check:
+            _check_block_header(buf, pos - base, pos)
         pos += BLOCK_HEADER_SIZE
     room = BLOCK_SIZE - pos % BLOCK_SIZE
     limit = base + len(buf)
@@ -167,7 +216,8 @@ def read_logical(buf, pos: int, length: int, *, base: int = 0):
     mv = memoryview(buf)
     while length > 0:
         if pos % BLOCK_SIZE == 0:
-            _check_block_header(buf, pos - base, pos)
+            if check:
+                _check_block_header(buf, pos - base, pos)
             pos += BLOCK_HEADER_SIZE
         take = min(length, BLOCK_SIZE - pos % BLOCK_SIZE)
         if pos + take > limit:
@@ -175,6 +225,13 @@ def read_logical(buf, pos: int, length: int, *, base: int = 0):
         parts.append(mv[pos - base : pos - base + take])
         pos += take
         length -= take
+    if out is not None:
+        dest = out.take(sum(map(len, parts)))
+        at = 0
+        for p in parts:
+            dest[at : at + len(p)] = p
+            at += len(p)
+        return dest, pos
     # A view, so that callers slicing sections out of a large chunk do not
     # copy it again.
     return memoryview(b"".join(parts)), pos

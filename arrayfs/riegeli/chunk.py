@@ -71,7 +71,7 @@ _MAX_VARINT_BYTES = 10
 
 
 def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = None, base: int = 0,
-               file_size: int | None = None):
+               file_size: int | None = None, headers_checked: bool = False, out=None):
     """Read the chunk that begins at physical ``offset``.
 
     ``buf`` holds the physical bytes ``[base, base + len(buf))`` of the file
@@ -95,12 +95,12 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
     limit = min(end_of_buf, size) if limit is None else limit
     if not is_possible_chunk_boundary(offset):
         raise CorruptChunkError("no chunk can begin here: inside or right after a block header", offset=offset)
-    raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE, base=base)
+    raw, pos = read_logical(buf, offset, CHUNK_HEADER_SIZE, base=base, check=not headers_checked)
     if raw is None or pos > size:
         raise TruncatedFileError("file ends inside a chunk header", offset=offset)
     if pos > end_of_buf:
         raise CorruptChunkError(f"chunk header runs past byte {end_of_buf}", offset=offset)
-    header = parse_chunk_header(raw, offset=offset)
+    header = parse_chunk_header(raw, offset=offset, check=not headers_checked)
     # Checked before reading so that a corrupt size never drives a read.
     end = chunk_end(offset, header.data_size, header.num_records)
     if end > limit or header.data_size > limit:
@@ -111,7 +111,7 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
         if limit >= size:
             raise TruncatedFileError(f"{claim}; the file ends at byte {size}", offset=offset)
         raise CorruptChunkError(f"{claim}, past the next chunk or structure at byte {limit}", offset=offset)
-    data, _ = read_logical(buf, pos, header.data_size, base=base)
+    data, _ = read_logical(buf, pos, header.data_size, base=base, check=not headers_checked, out=out)
     if data is None:
         raise TruncatedFileError("file ends inside chunk data", offset=offset)
     if verify and highway_hash64(data) != header.data_hash:

@@ -32,6 +32,7 @@ __all__ = [
     "parse_chunk_header",
     "peek_chunk_header",
     "parse_chunk_headers",
+    "chunk_headers_intact",
     "encode_chunk_header",
     "fill_chunk_headers",
     "type_and_count",
@@ -77,13 +78,15 @@ def type_and_count(chunk_type: int, num_records: int) -> int:
     return chunk_type | (num_records << 8)
 
 
-def parse_chunk_header(raw, *, offset: int) -> ChunkHeader:
+def parse_chunk_header(raw, *, offset: int, check: bool = True) -> ChunkHeader:
     """Parse and hash-check the 40 header bytes of the chunk at file ``offset``.
 
     Raises :class:`CorruptChunkError` if ``header_hash`` does not match.
+    ``check=False`` skips the hash, for headers already checked in a batch
+    (:func:`chunk_headers_intact`).
     """
     header_hash, data_size, data_hash, tc, decoded = _HEADER.unpack(raw)
-    if highway_hash64(memoryview(raw)[8:CHUNK_HEADER_SIZE]) != header_hash:
+    if check and highway_hash64(memoryview(raw)[8:CHUNK_HEADER_SIZE]) != header_hash:
         raise CorruptChunkError("chunk header hash mismatch", offset=offset)
     return ChunkHeader(header_hash, data_size, data_hash, tc & 0xFF, tc >> 8, decoded)
 
@@ -114,6 +117,34 @@ def parse_chunk_headers(rows: np.ndarray) -> dict:
         "decoded_data_size": h["decoded_data_size"],
         "type_and_count": tc,
     }
+
+
+def chunk_headers_intact(buf, positions: np.ndarray, block_size: int) -> np.ndarray:
+    """Which of the 40-byte chunk headers at ``positions`` (``int64``
+    offsets into ``buf``, a whole file's map) hash-check: a ``bool`` array
+    of shape ``(n,)``. A header split by a block boundary (it starts within
+    40 bytes of a multiple of ``block_size``) reads ``False``: the caller
+    reads it the checked way. One C call per header, all from one thread
+    before any chunk is handed to another: a scan's threads then make no
+    small hashing calls, each of which lets go of the GIL
+    (docs/benchmarks.md)."""
+    whole = (positions % block_size + CHUNK_HEADER_SIZE <= block_size) & (positions + CHUNK_HEADER_SIZE <= len(buf))
+    at = positions[whole]
+    ok = np.zeros(len(positions), dtype=bool)
+    if not len(at):
+        return ok
+    view = np.frombuffer(buf, dtype=np.uint8)
+    try:
+        stored = np.ascontiguousarray(view[at[:, None] + np.arange(8)]).view("<u8").ravel()
+    finally:
+        del view  # a map cannot close while numpy holds its buffer
+    ptr = buffer_pointer(buf)
+    try:
+        computed = hashes_at(ptr, (at + 8).tolist(), [CHUNK_HEADER_SIZE - 8] * len(at))
+    finally:
+        release_pointer(ptr)
+    ok[whole] = computed == stored
+    return ok
 
 
 def encode_chunk_header(data, chunk_type: int, num_records: int, decoded_data_size: int) -> bytes:

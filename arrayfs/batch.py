@@ -24,7 +24,7 @@ from .riegeli.header import chunk_headers_intact
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import SourceChangedError, SourceTruncatedError
 
-__all__ = ["BatchReads", "helper_pool"]
+__all__ = ["BatchReads", "helper_pool", "share_out"]
 
 # One-record chunks decoded per step of a long batched read.
 _SCAN_BLOCK = 8192
@@ -271,7 +271,7 @@ class BatchReads:
                 out.extend(piece(task))
             return out
         if not self.remote:
-            for recs in self._scan_chunks(tasks, piece, pool, workers):
+            for recs in self._scan_chunks(tasks, piece, workers):
                 out.extend(recs)
             return out
         # An object store: the whole run is read ahead within the process's
@@ -310,12 +310,9 @@ class BatchReads:
         at = begins + np.where(begins % BLOCK_SIZE == 0, BLOCK_HEADER_SIZE, 0)
         return chunk_headers_intact(view, at, BLOCK_SIZE)
 
-    def _scan_chunks(self, tasks: list, piece, pool, workers: int) -> list:
+    def _scan_chunks(self, tasks: list, piece, workers: int) -> list:
         """``[piece(task, checked_map, out) for task in tasks]`` for a scan
-        of a local file, on this thread and ``workers - 1`` threads of
-        ``pool``, each taking the next chunk nobody has taken; raises the
-        error of the first chunk, in file order, that fails (the others
-        stop taking chunks).
+        of a local file, shared out by :func:`share_out`.
 
         Measured on a scan of 1 MiB chunks (docs/benchmarks.md): a pool
         task per chunk, the calling thread collecting them, ran 1.7x the
@@ -334,31 +331,52 @@ class BatchReads:
                 checked = self.scan_headers_checked(view, [t[0] for t in tasks])
             finally:
                 src.end_view()
-        results = [None] * len(tasks)
-        claim = itertools.count().__next__
-        stop = []
 
-        def work():
-            out = JoinBuffer()
-            while not stop:
-                j = claim()
-                if j >= len(tasks):
-                    return
-                try:
-                    results[j] = piece(tasks[j], view if checked is not None and checked[j] else None, out)
-                except BaseException as e:  # raised below, in file order
-                    results[j] = e
-                    stop.append(j)
-                    return
+        def run(j: int, out):
+            return piece(tasks[j], view if checked is not None and checked[j] else None, out)
 
-        helpers = [pool.submit(work) for _ in range(max(1, workers) - 1)]
-        try:
-            work()
-        finally:
-            stop.append(None)
-            for h in helpers:
+        return share_out(len(tasks), run, workers)
+
+
+def share_out(n: int, run, workers: int) -> list:
+    """``[run(j, out) for j in range(n)]`` on the calling thread and up to
+    ``workers - 1`` threads of :func:`helper_pool`, each taking the next
+    ``j`` nobody has taken, with ``out`` a :class:`JoinBuffer` of its own.
+    Raises the error of the first ``j`` that fails (the threads stop taking
+    new ones; all before it are done, as they were taken first).
+
+    The threads are the process's helpers, not a pool per reader: a thread
+    that lives on keeps its allocator arena warm (a new thread per reader
+    took 3x the page faults). A helper that has not started when the
+    calling thread runs out of work is cancelled, not waited for, so no
+    call waits on a queue behind other callers."""
+    results = [None] * n
+    claim = itertools.count().__next__
+    stop = []
+
+    def work():
+        out = JoinBuffer()
+        while not stop:
+            j = claim()
+            if j >= n:
+                return
+            try:
+                results[j] = run(j, out)
+            except BaseException as e:  # raised below, in order
+                results[j] = e
+                stop.append(j)
+                return
+
+    pool = helper_pool(workers) if n > 1 else None
+    helpers = [pool.submit(work) for _ in range(min(workers - 1, n - 1))] if pool is not None else []
+    try:
+        work()
+    finally:
+        stop.append(None)
+        for h in helpers:
+            if not h.cancel():
                 h.result()
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return results
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results

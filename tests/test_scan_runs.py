@@ -220,3 +220,37 @@ def test_headers_are_skipped_only_through_the_map_they_were_checked_in(grouped, 
             assert f.scan_headers_checked(view, list(range(f.num_chunks))).all()
         finally:
             src.end_view()
+
+
+def test_a_scan_does_not_wait_behind_busy_helpers(grouped):
+    # The helper threads are the process's: when another caller holds them
+    # all, a scan does its work on the calling thread alone and returns.
+    import threading
+
+    from arrayfs.batch import helper_pool
+
+    path, recs = grouped
+    pool = helper_pool(2)
+    release = threading.Event()
+    busy = [pool.submit(release.wait, 60) for _ in range(pool._max_workers)]
+    try:
+        done = []
+        t = threading.Thread(target=lambda: done.append(
+            arrayfs.ArrayRecordReader(str(path), "max_parallelism:2").read_all()))
+        t.start()
+        t.join(30)
+        assert done and done[0] == recs, "the scan waited for a helper held elsewhere"
+    finally:
+        release.set()
+        for b in busy:
+            b.result()
+
+
+def test_parallel_scans_from_many_threads(grouped):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, recs = grouped
+    with arrayfs.ArrayRecordReader(str(path), "max_parallelism:2") as r:
+        with ThreadPoolExecutor(8) as ex:
+            outs = list(ex.map(lambda _: r.read_all(), range(16)))
+    assert all(o == recs for o in outs)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .errors import FileChangedError, TruncatedFileError
-from .riegeli.blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, JoinBuffer, block_headers_intact
+from .riegeli.blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, JoinBuffer, block_boundaries, block_headers_intact
 from .riegeli.header import chunk_headers_intact
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import SourceChangedError, SourceTruncatedError
@@ -198,12 +198,13 @@ class BatchReads:
         """Records at ``indices`` (``int64`` array of valid local indices) of
         a file of multi-record chunks, in that order: each chunk involved is
         decoded once, in place from the map, and with no ``decode`` only as
-        far as the last record wanted from it; with ``pool`` (an executor)
-        chunks decode on its threads (the hash and the codec release the
-        GIL) while this thread cuts the records of the chunks already done;
-        a run of consecutive records (a scan) decodes ``workers`` chunks at a
-        time (:meth:`_read_run`). ``decode(k)`` replaces the decoding (the
-        dataset's cached one)."""
+        far as the last record wanted from it. With ``pool`` (an executor:
+        the hash and the codec release the GIL), a local file's chunks are
+        shared out as a scan's are (:func:`share_out`, ``workers`` threads
+        with this one, each decoding a chunk and cutting its records), an
+        object store's are decoded on ``pool``; a run of consecutive
+        records goes to :meth:`_read_run`. ``decode(k)`` replaces the
+        decoding (the dataset's cached one)."""
         n = len(indices)
         if decode is None and n > 1 and int(indices[-1]) - int(indices[0]) == n - 1 \
                 and bool((np.diff(indices) == 1).all()):
@@ -213,27 +214,32 @@ class BatchReads:
         g = self.group_size
         starts = [int(first[k]) if first is not None else k * g for k, _ in groups]
         locals_ = [indices[grp] - a for (_, grp), a in zip(groups, starts)]
-        if decode is None:
-            tasks = [(k, int(loc.max()) + 1) for (k, _), loc in zip(groups, locals_)]
 
-            def run(task):
-                return self.decode_chunk_in_place(*task)
-        else:
-            tasks = [k for k, _ in groups]
-            run = decode
-        if pool is not None and len(tasks) > 1:
-            decoded = pool.map(run, tasks)
-        else:
-            decoded = map(run, tasks)
-        out = np.empty(len(indices), dtype=object)
-        for (_, grp), local, (values, offsets) in zip(groups, locals_, decoded):
+        def cut(j: int, values, offsets):
             if len(offsets) == 2 and isinstance(values, bytes):
-                out[grp] = [values] * len(grp)
-                continue
+                return [values] * len(locals_[j])
+            local = locals_[j]
             get = values.__getitem__ if isinstance(values, bytes) else memoryview(values).__getitem__
             recs = list(map(get, map(slice, offsets[local].tolist(), offsets[local + 1].tolist())))
-            if not isinstance(values, bytes):
-                recs = list(map(bytes, recs))
+            return recs if isinstance(values, bytes) else list(map(bytes, recs))
+
+        if decode is not None:
+            decoded = (cut(j, *decode(k)) for j, (k, _) in enumerate(groups))
+        else:
+            uptos = [int(loc.max()) + 1 for loc in locals_]
+            dec = self.decode_chunk_in_place
+            if pool is not None and len(groups) > 1 and not self.remote:
+                # As a scan (_scan_chunks): each thread decodes a chunk and
+                # cuts its records, the headers checked beforehand.
+                maps = self._checked_views([k for k, _ in groups])
+                decoded = share_out(len(groups), lambda j, out: cut(j, *dec(groups[j][0], uptos[j],
+                                                                            checked_map=maps[j], out=out)), workers)
+            elif pool is not None and len(groups) > 1:
+                decoded = pool.map(lambda j: cut(j, *dec(groups[j][0], uptos[j])), range(len(groups)))
+            else:
+                decoded = (cut(j, *dec(k, uptos[j])) for j, (k, _) in enumerate(groups))
+        out = np.empty(len(indices), dtype=object)
+        for (_, grp), recs in zip(groups, decoded):
             r = np.empty(len(recs), dtype=object)
             r[:] = recs
             out[grp] = r
@@ -292,23 +298,39 @@ class BatchReads:
             fetch.close()
         return out
 
-    def scan_headers_checked(self, view, chunks: list) -> np.ndarray:
-        """For a scan of ``chunks`` (``list[int]``, increasing) through
-        ``view`` (the file's map): a ``bool`` array, per chunk, telling
-        whether its chunk header and every block header from the first
-        chunk's offset to the last one's end hash-check (one C call each,
-        made here: see :func:`arrayfs.riegeli.header.chunk_headers_intact`).
-        Any mismatch leaves the chunks concerned to the checked path, which
-        raises the precise error."""
+    def headers_checked(self, view, chunks) -> np.ndarray:
+        """For a read of ``chunks`` (``int64`` array or ``list[int]``)
+        through ``view`` (the file's map): a ``bool`` array, per chunk,
+        telling whether its chunk header and every block header within its
+        span hash-check (one C call each, made here: see
+        :func:`arrayfs.riegeli.header.chunk_headers_intact`). A mismatch
+        leaves the chunk to the checked path, which raises the precise
+        error."""
         offsets = self._get_index().offsets
         ks = np.asarray(chunks, dtype=np.int64)
         begins = offsets[ks]
-        last = int(ks[-1])
-        end = offsets.item(last + 1) if last + 1 < len(offsets) else self.footer_offset
-        if not block_headers_intact(view, int(begins[0]), end):
-            return np.zeros(len(ks), dtype=bool)
+        nxt = ks + 1
+        ends = np.where(nxt < len(offsets), offsets[np.minimum(nxt, len(offsets) - 1)], self.footer_offset)
         at = begins + np.where(begins % BLOCK_SIZE == 0, BLOCK_HEADER_SIZE, 0)
-        return chunk_headers_intact(view, at, BLOCK_SIZE)
+        ok = chunk_headers_intact(view, at, BLOCK_SIZE)
+        positions, owner = block_boundaries(begins, ends)
+        bad = owner[~block_headers_intact(view, positions)]
+        ok[bad] = False
+        return ok
+
+    def _checked_views(self, chunks) -> list:
+        """Per chunk of ``chunks``: the file's map when its headers were
+        checked through it (:meth:`headers_checked`), else ``None`` (a file
+        read with ``pread``, or a header that failed)."""
+        src = self._source
+        view = src.map_view() if src is not None else None
+        if view is None:
+            return [None] * len(chunks)
+        try:
+            ok = self.headers_checked(view, chunks)
+        finally:
+            src.end_view()
+        return [view if c else None for c in ok.tolist()]
 
     def _scan_chunks(self, tasks: list, piece, workers: int) -> list:
         """``[piece(task, checked_map, out) for task in tasks]`` for a scan
@@ -323,19 +345,8 @@ class BatchReads:
         records, may then keep it for a millisecond; and each thread joins
         chunks into memory of its own, reused (new memory per chunk paid
         page faults)."""
-        src = self._source
-        view = src.map_view() if src is not None else None
-        checked = None
-        if view is not None:
-            try:
-                checked = self.scan_headers_checked(view, [t[0] for t in tasks])
-            finally:
-                src.end_view()
-
-        def run(j: int, out):
-            return piece(tasks[j], view if checked is not None and checked[j] else None, out)
-
-        return share_out(len(tasks), run, workers)
+        maps = self._checked_views([t[0] for t in tasks])
+        return share_out(len(tasks), lambda j, out: piece(tasks[j], maps[j], out), workers)
 
 
 def share_out(n: int, run, workers: int) -> list:

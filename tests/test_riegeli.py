@@ -146,6 +146,24 @@ def test_decode_varints_single_byte_fast_path(values):
     assert decode_varints(memoryview(bytearray(buf)), len(values)).tolist() == values
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 9).flatmap(lambda w: st.lists(st.integers(1 << 7 * (w - 1), (1 << 7 * w) - 1),
+                                                    min_size=1, max_size=300)))
+def test_decode_varints_of_one_width(values):
+    # Records of one size class (every size in 2 bytes, say) take a path of
+    # their own: a (count, width) matrix.
+    buf = encode_varints(values)
+    assert len(buf) % len(values) == 0
+    assert decode_varints(buf, len(values)).tolist() == values
+
+
+@pytest.mark.parametrize("buf, count", [(b"\x05\x80\x05\x80", 2), (b"\x80\x80\x80\x05", 2),
+                                        (b"\x80\x05\x80\x85", 2), (b"\x85\x85", 1)])
+def test_decode_varints_of_one_width_refuses_misplaced_ends(buf, count):
+    with pytest.raises(VarintError):
+        decode_varints(buf, count)
+
+
 def test_decode_varints_of_mixed_sizes_is_vectorised():
     sizes = np.random.default_rng(0).integers(0, 2**40, 100_000, dtype=np.uint64)
     buf = encode_varints(sizes)

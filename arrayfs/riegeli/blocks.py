@@ -32,6 +32,7 @@ __all__ = [
     "block_header_bytes",
     "block_headers_bytes",
     "parse_block_header",
+    "block_boundaries",
     "block_headers_intact",
     "JoinBuffer",
     "read_logical",
@@ -152,28 +153,42 @@ class JoinBuffer:
         return memoryview(self._buf)[:n]
 
 
-def block_headers_intact(buf, lo: int, hi: int) -> bool:
-    """Whether every block header that begins in ``[lo, hi)`` of ``buf``
-    (a whole file's map: positions are file positions) hash-checks. One C
-    call per header, all from one thread before a scan hands chunks to
-    others, which then skip these checks (:func:`read_logical` with
+def block_boundaries(begins: np.ndarray, ends: np.ndarray) -> tuple:
+    """The block boundaries (multiples of 65,536) in each ``[begins[i],
+    ends[i])`` (``int64`` arrays of shape ``(n,)``): ``(positions, owner)``,
+    ``int64`` arrays, ``owner[j]`` the ``i`` that position ``j`` lies in."""
+    first = -(-begins // BLOCK_SIZE) * BLOCK_SIZE
+    counts = np.maximum((ends - 1 - first) // BLOCK_SIZE + 1, 0)
+    owner = np.repeat(np.arange(len(begins), dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    step = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)
+    return first[owner] + step * BLOCK_SIZE, owner
+
+
+def block_headers_intact(buf, positions: np.ndarray) -> np.ndarray:
+    """Which of the block headers at ``positions`` (``int64`` file positions
+    in ``buf``, a whole file's map) hash-check: ``bool``, shape ``(n,)``; a
+    header that ``buf`` does not hold reads ``False``. One C call per
+    header, all from one thread before a scan hands chunks to others,
+    which then skip these checks (:func:`read_logical` with
     ``check=False``); see :func:`.header.chunk_headers_intact`."""
-    first = -(-lo // BLOCK_SIZE) * BLOCK_SIZE
-    last = min(hi, len(buf) - BLOCK_HEADER_SIZE + 1)
-    if first >= last:
-        return True
-    n = (last - 1 - first) // BLOCK_SIZE + 1
+    ok = np.zeros(len(positions), dtype=bool)
+    inside = positions + BLOCK_HEADER_SIZE <= len(buf)
+    at = positions[inside]
+    if not len(at):
+        return ok
     view = np.frombuffer(buf, dtype=np.uint8)
     try:
-        stored = np.ndarray((n,), dtype="<u8", buffer=view, offset=first, strides=(BLOCK_SIZE,)).copy()
+        stored = np.ascontiguousarray(view[at[:, None] + np.arange(8)]).view("<u8").ravel()
     finally:
         del view  # a map cannot close while numpy holds its buffer
     ptr = buffer_pointer(buf)
     try:
-        computed = hashes_at(ptr, range(first + 8, first + 8 + n * BLOCK_SIZE, BLOCK_SIZE), [16] * n)
+        computed = hashes_at(ptr, (at + 8).tolist(), [BLOCK_HEADER_SIZE - 8] * len(at))
     finally:
         release_pointer(ptr)
-    return bool((computed == stored).all())
+    ok[inside] = computed == stored
+    return ok
 
 
 def _check_block_header(buf, at: int, pos: int) -> None:

@@ -122,6 +122,16 @@ def decode_varints(buf, count: int) -> np.ndarray:
         if int(a.max()) >= 0x80:
             raise VarintError(f"expected {count} varints in {a.size} bytes")
         return a.astype(np.uint64)
+    width, rem = divmod(a.size, count)
+    if not rem and 1 < width < MAX_VARINT64_LEN:
+        # Every varint of one width (records of one size class, as often):
+        # a (count, width) matrix, no per-byte index arrays.
+        m = a.reshape(count, width)
+        if int(m[:, :-1].min()) >= 0x80 and int(m[:, -1].max()) < 0x80:
+            values = m[:, -1].astype(np.uint64) << np.uint64(7 * (width - 1))
+            for i in range(width - 1):
+                values |= (m[:, i] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+            return values
     ends = np.flatnonzero(a < 0x80)
     if ends.size != count or (ends.size and ends[-1] != a.size - 1):
         raise VarintError(

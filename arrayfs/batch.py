@@ -337,7 +337,7 @@ class BatchReads:
         of a local file, shared out by :func:`share_out`.
 
         Measured on a scan of 1 MiB chunks (docs/benchmarks.md): a pool
-        task per chunk, the calling thread collecting them, ran 1.7x the
+        task per chunk, the calling thread collecting them, ran 1.6-2x the
         two-thread floor's time. What closes the gap: the calling thread
         works (no hand-off per chunk); a mapped file's small hashes (block
         and chunk headers) are checked here before the threads start, as

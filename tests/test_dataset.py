@@ -419,7 +419,9 @@ def test_failed_open_releases_the_file_while_the_error_is_kept(tmp_path, big_sha
     gc.collect()
     assert len(kept) == 5
     assert mappings_of(str(bad)) == 0, "the error's traceback pins the mmap"
-    assert fd_count() == before
+    # Not ==: a thread left by an earlier test (an object store's
+    # connection pool) may close a descriptor meanwhile; a leak adds one.
+    assert fd_count() <= before
 
 
 def flip_record_byte(path: str, k: int, at: int = 12):

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import FileChangedError, TruncatedFileError
 from .riegeli.blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, JoinBuffer, block_boundaries, block_headers_intact
+from .riegeli.chunk import split_records
 from .riegeli.header import chunk_headers_intact
 from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_frames
 from .storage import SourceChangedError, SourceTruncatedError
@@ -266,10 +267,7 @@ class BatchReads:
             values, offsets = decode(k, upto, checked_map=checked_map, out=out)
             if len(offsets) == 2 and isinstance(values, bytes):
                 return [values]
-            bounds = offsets[a : upto + 1].tolist()
-            if isinstance(values, bytes):
-                return list(map(values.__getitem__, map(slice, bounds[:-1], bounds[1:])))
-            return list(map(bytes, map(memoryview(values).__getitem__, map(slice, bounds[:-1], bounds[1:]))))
+            return split_records(values, offsets, a, upto)
 
         out = []
         if pool is None or len(tasks) == 1:

@@ -48,6 +48,7 @@ from arrayfs.riegeli.chunk import (
     encode_simple,
     parse_chunk_header,
     read_chunk,
+    split_records,
 )
 from arrayfs.riegeli.chunk_writer import ChunkWriter
 from arrayfs.riegeli.compression import (
@@ -787,3 +788,24 @@ def test_every_chunk_of_a_google_file_parses(tmp_path):
     assert pos == len(buf)
     assert types[0] == "s" and types.count("r") >= len(records) // 7
     assert got[: len(records)] == records
+
+
+@pytest.mark.parametrize("sizes", [
+    [1000] * 64,                  # one size: one struct.unpack_from
+    [999, 1001] * 32,             # the same total, two sizes: sliced
+    [0] * 10,                     # empty records
+    [5],                          # one record
+    [7] * 20 + [8],               # one size but the last
+    [3] * ((1 << 16) + 1),        # more than one format should hold
+])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_split_records_cuts_every_record_as_bytes(sizes, kind):
+    rng = np.random.default_rng(len(sizes))
+    recs = [rng.bytes(n) for n in sizes]
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    values = kind(b"".join(recs)) if kind is not memoryview else memoryview(b"".join(recs))
+    for a, b in [(0, len(sizes)), (1, len(sizes)), (0, max(1, len(sizes) // 2)), (len(sizes) - 1, len(sizes))]:
+        got = split_records(values, offsets, a, b)
+        assert got == recs[a:b]
+        assert all(type(r) is bytes for r in got)

@@ -41,9 +41,9 @@ import os
 import pstats
 import shutil
 import sys
-from struct import unpack_from
 import tempfile
 import time
+from struct import unpack_from
 
 import numpy as np
 

@@ -341,7 +341,7 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         ``out`` (see :meth:`read_chunk_header`) it may refer to ``out``'s
         memory, until its next use. ``checked_map``: a map of this file
         whose block and chunk headers around chunk ``k`` the caller checked
-        (:meth:`BatchReads.scan_headers_checked`); when this read goes
+        (:meth:`BatchReads.headers_checked`); when this read goes
         through the same map, the file cannot have changed since, and
         those checks are not made again."""
         src = self._source

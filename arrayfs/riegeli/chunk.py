@@ -85,7 +85,13 @@ def read_chunk(buf, offset: int, *, verify: bool = True, limit: int | None = Non
     position the chunk must end by, such as the next chunk's offset;
     ``file_size`` (default: the end of ``buf``) is where the file ends, for
     telling a truncated file from a chunk overrunning its neighbour. With
-    ``verify`` the data hash is checked too.
+    ``verify`` the data hash is checked too. ``headers_checked``: the
+    chunk header's hash and those of the block headers on the way were
+    checked beforehand (:func:`.blocks.block_headers_intact`,
+    :func:`.header.chunk_headers_intact`) through bytes that cannot have
+    changed since; they are not checked again. ``out``: a
+    :class:`.blocks.JoinBuffer` for data that a block header interrupts
+    (see :func:`.blocks.read_logical`).
 
     Raises :class:`TruncatedFileError` when the file ends inside the chunk,
     :class:`CorruptChunkError` on a hash mismatch, an impossible header

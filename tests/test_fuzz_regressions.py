@@ -89,6 +89,26 @@ def test_no_chunk_begins_inside_or_right_after_a_block_header(r, compression):
     assert e.value.offset == offset
 
 
+@pytest.mark.parametrize("r", [1, 23, 24])
+def test_no_chunk_begins_inside_a_block_header_when_the_window_reaches_the_next(r):
+    # Found by fuzz_chunk (seed 20261206, 2026-12-07): the same chunk as
+    # above, in a window long enough to reach the next block header, which
+    # hash-checks. decode_single_record took that branch, which cut the
+    # next header out and never asked where the chunk began: it returned
+    # the record that read_chunk refuses.
+    from arrayfs.riegeli.blocks import BLOCK_HEADER_SIZE, block_header_bytes
+
+    chunk = _one_record_chunk(b"hello, record", ZSTD)
+    offset = 2 * BLOCK_SIZE + r
+    q = BLOCK_SIZE - r
+    window = chunk + bytes(q - len(chunk)) + block_header_bytes(0, 0) + bytes(100)
+    assert len(window) > q + BLOCK_HEADER_SIZE
+    assert decode_single_record(window, offset, verify=True) is None
+    with pytest.raises(CorruptChunkError, match="no chunk can begin here"):
+        read_chunk(window, offset, base=offset)
+    _passes("chunk", offset.to_bytes(3, "little") + window)
+
+
 @pytest.mark.parametrize("compression", [NONE, ZSTD])
 def test_one_record_chunk_just_past_a_block_header_still_reads(compression):
     window = _one_record_chunk(b"hello, record", compression)

@@ -165,6 +165,8 @@ def decode_single_record(window, offset: int, verify: bool, decoded: int | None 
     one for the frame.
     """
     r = offset % BLOCK_SIZE
+    if 0 < r <= BLOCK_HEADER_SIZE:
+        return None  # no chunk can begin here (read_chunk says why)
     q = BLOCK_SIZE - r if r else 0  # where the window meets the next block header
     if q < len(window):
         # One block header inside the window (about 1% of 1 KB records):
@@ -175,8 +177,6 @@ def decode_single_record(window, offset: int, verify: bool, decoded: int | None 
         if _hash64(_from_buffer(window) + (q + 8), 16, _hash_key) != _unpack_u64(window, q)[0]:
             return None
         window = window[:q] + window[q + BLOCK_HEADER_SIZE :]
-    elif r <= BLOCK_HEADER_SIZE:
-        return None  # no chunk can begin here (read_chunk says why)
     if len(window) < CHUNK_HEADER_SIZE + 3:
         return None
     header_hash, data_size, data_hash, tc, size = _unpack_header(window)

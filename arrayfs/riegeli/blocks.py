@@ -13,7 +13,7 @@ import struct
 import numpy as np
 
 from .errors import CorruptChunkError
-from .hashing import buffer_pointer, hashes_at, highway_hash64, release_pointer
+from .hashing import buffer_pointer, hashes_at, highway_hash64, release_pointer, stored_hashes_match
 from .header import CHUNK_HEADER_SIZE
 
 __all__ = [
@@ -174,20 +174,7 @@ def block_headers_intact(buf, positions: np.ndarray) -> np.ndarray:
     ``check=False``); see :func:`.header.chunk_headers_intact`."""
     ok = np.zeros(len(positions), dtype=bool)
     inside = positions + BLOCK_HEADER_SIZE <= len(buf)
-    at = positions[inside]
-    if not len(at):
-        return ok
-    view = np.frombuffer(buf, dtype=np.uint8)
-    try:
-        stored = np.ascontiguousarray(view[at[:, None] + np.arange(8)]).view("<u8").ravel()
-    finally:
-        del view  # a map cannot close while numpy holds its buffer
-    ptr = buffer_pointer(buf)
-    try:
-        computed = hashes_at(ptr, (at + 8).tolist(), [BLOCK_HEADER_SIZE - 8] * len(at))
-    finally:
-        release_pointer(ptr)
-    ok[inside] = computed == stored
+    ok[inside] = stored_hashes_match(buf, positions[inside], BLOCK_HEADER_SIZE)
     return ok
 
 

@@ -18,7 +18,8 @@ from itertools import repeat
 import numpy as np
 from highwayhash import _highwayhash
 
-__all__ = ["RIEGELI_HASH_KEY", "highway_hash64", "buffer_pointer", "release_pointer", "hash_at", "hashes_at"]
+__all__ = ["RIEGELI_HASH_KEY", "highway_hash64", "buffer_pointer", "release_pointer", "hash_at", "hashes_at",
+           "stored_hashes_match"]
 
 RIEGELI_HASH_KEY = b"Riegeli/records\nRiegeli/records\n"
 
@@ -65,3 +66,24 @@ def hashes_at(ptr, offsets, lengths) -> np.ndarray:
     n = len(offsets)
     calls = map(_hash64, map(ptr.__add__, offsets), lengths, repeat(_key, n))
     return np.fromiter(calls, dtype=np.uint64, count=n)
+
+
+def stored_hashes_match(buf, positions: np.ndarray, size: int) -> np.ndarray:
+    """For headers of ``size`` bytes at ``positions`` (``int64`` offsets into
+    ``buf``, each header wholly inside it) that begin with the hash of
+    their other ``size - 8`` bytes, as a little-endian u64 (block headers,
+    chunk headers): which of those hashes match (``bool``, shape ``(n,)``).
+    One C call per header."""
+    if not len(positions):
+        return np.zeros(0, dtype=bool)
+    view = np.frombuffer(buf, dtype=np.uint8)
+    try:
+        stored = np.ascontiguousarray(view[positions[:, None] + np.arange(8)]).view("<u8").ravel()
+    finally:
+        del view  # a map cannot close while numpy holds its buffer
+    ptr = buffer_pointer(buf)
+    try:
+        computed = hashes_at(ptr, (positions + 8).tolist(), [size - 8] * len(positions))
+    finally:
+        release_pointer(ptr)
+    return computed == stored

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import CorruptChunkError
-from .hashing import buffer_pointer, hashes_at, highway_hash64, release_pointer
+from .hashing import buffer_pointer, hashes_at, highway_hash64, release_pointer, stored_hashes_match
 
 __all__ = [
     "CHUNK_HEADER_SIZE",
@@ -129,21 +129,8 @@ def chunk_headers_intact(buf, positions: np.ndarray, block_size: int) -> np.ndar
     small hashing calls, each of which lets go of the GIL
     (docs/benchmarks.md)."""
     whole = (positions % block_size + CHUNK_HEADER_SIZE <= block_size) & (positions + CHUNK_HEADER_SIZE <= len(buf))
-    at = positions[whole]
     ok = np.zeros(len(positions), dtype=bool)
-    if not len(at):
-        return ok
-    view = np.frombuffer(buf, dtype=np.uint8)
-    try:
-        stored = np.ascontiguousarray(view[at[:, None] + np.arange(8)]).view("<u8").ravel()
-    finally:
-        del view  # a map cannot close while numpy holds its buffer
-    ptr = buffer_pointer(buf)
-    try:
-        computed = hashes_at(ptr, (at + 8).tolist(), [CHUNK_HEADER_SIZE - 8] * len(at))
-    finally:
-        release_pointer(ptr)
-    ok[whole] = computed == stored
+    ok[whole] = stored_hashes_match(buf, positions[whole], CHUNK_HEADER_SIZE)
     return ok
 
 

@@ -11,7 +11,8 @@ One run prints a table of ratios against
   iteration (>= 1.5x),
 * our random-batch time over the bare work on the same frames -- HighwayHash
   of each chunk header and chunk data plus zstd decompression of its values
-  frame, one thread, frames located in advance (target <= 1.3).
+  frame, frames located in advance -- on one thread (for reference) and on
+  both cores as the libraries allow (target <= 1.3).
 
 All shards are written once by Google's ``ArrayRecordWriter`` into
 ``--cache-dir`` (default ``/tmp/arrayfs-bench-cache``) and reused. Times are
@@ -102,15 +103,15 @@ def warm_page_cache(paths):
 # -- timing ---------------------------------------------------------------------------------
 
 
-def interleaved(repeats: int, ours, theirs, floor=None) -> dict:
+def interleaved(repeats: int, ours, theirs, floor=None, floor2=None) -> dict:
     """Median wall time of each callable over ``repeats`` rounds, alternating
     which of ours/theirs runs first."""
-    times = {"ours": [], "theirs": [], "floor": []}
+    times = {"ours": [], "theirs": [], "floor": [], "floor2": []}
     for r in range(repeats):
         pair = [("ours", ours), ("theirs", theirs)]
         if r % 2:
             pair.reverse()
-        for name, fn in pair + ([("floor", floor)] if floor else []):
+        for name, fn in pair + ([("floor", floor)] if floor else []) + ([("floor2", floor2)] if floor2 else []):
             gc.collect()
             t = time.perf_counter()
             fn()
@@ -140,6 +141,8 @@ class Floor:
         self.maps = [map_file(p) for p in paths]
         self.firsts = np.concatenate([[0], np.cumsum([f.num_records for f in self.files])])
         self.dctx = zstandard.ZstdDecompressor()
+        self.dctx2 = zstandard.ZstdDecompressor()  # one per thread
+        self.pool = None
 
     def frames(self, indices):
         out = []
@@ -163,6 +166,37 @@ class Floor:
             h(data)
             n += len(dec(frame, max_output_size=size))
         return n
+
+    def run2(self, frames):
+        """The same calls on both cores, as the libraries allow (as
+        ``bench_reader.two_core_floor`` for one-record chunks): a second
+        thread decompresses 85% of the frames in one
+        ``multi_decompress_to_buffer`` call, the GIL released throughout,
+        while this thread hashes every chunk and decompresses the rest; a
+        hand-off per 1 KB call costs more than the call. The call takes
+        the frames where they lie, in the files' maps (a list of views): no
+        gathering."""
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1)
+        mine = len(frames) - int(len(frames) * 0.85)
+        rest = frames[mine:]
+        listed = [fr[2] for fr in rest]
+        sizes = np.fromiter((fr[3] for fr in rest), dtype=np.uint64, count=len(rest)).tobytes()
+
+        def helper():
+            return self.dctx2.multi_decompress_to_buffer(listed, decompressed_sizes=sizes, threads=0)
+
+        fut = self.pool.submit(helper)
+        h, dec = highway_hash64, self.dctx.decompress
+        for head, data, _, _ in frames:
+            h(head)
+            h(data)
+        recs = [dec(fr[2], max_output_size=fr[3]) for fr in frames[:mine]]
+        out = fut.result()
+        recs += [out[i].tobytes() for i in range(len(out))]  # one bytes object per record, as a reader returns
+        return len(recs)
 
     def close(self):
         for f in self.files:
@@ -289,13 +323,21 @@ def main(argv=None):
         for f in frames:
             floor.run(f)
 
-    r = interleaved(repeats, batch_ours, batch_theirs, batch_floor)
-    r["per_batch_ms"] = {k: r[k] / nb * 1e3 for k in ("ours", "theirs", "floor")}
+    def batch_floor2():
+        for f in frames:
+            floor.run2(f)
+
+    r = interleaved(repeats, batch_ours, batch_theirs, batch_floor, batch_floor2)
+    r["per_batch_ms"] = {k: r[k] / nb * 1e3 for k in ("ours", "theirs", "floor", "floor2")}
     results["getitems"] = r
     rows.append(("__getitems__ 256 random (ms per batch)", r["per_batch_ms"]["ours"], r["per_batch_ms"]["theirs"],
                  r["theirs"] / r["ours"], ">= 4 (theirs/ours)", r["theirs"] / r["ours"] >= 4))
+    # The goal is against the floor that uses both cores (issue 19); the
+    # one-thread floor is for reference.
     rows.append(("random batch / bare hash+zstd floor (ms)", r["per_batch_ms"]["ours"], r["per_batch_ms"]["floor"],
-                 r["ours"] / r["floor"], "<= 1.3 (ours/floor)", r["ours"] / r["floor"] <= 1.3))
+                 r["ours"] / r["floor"], "info (ours/floor)", True))
+    rows.append(("random batch / 2-core floor (ms)", r["per_batch_ms"]["ours"], r["per_batch_ms"]["floor2"],
+                 r["ours"] / r["floor2"], "<= 1.3 (ours/floor)", r["ours"] / r["floor2"] <= 1.3))
 
     # in-order iteration (a prefix of the data set: Google's iterates one ds[i] at a time)
     m = min(n, 20_000 if quick else 60_000)

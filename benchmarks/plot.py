@@ -206,12 +206,15 @@ def _parse_reader(data: dict, run: Run) -> None:
 def _parse_dataset(data: dict, run: Run) -> None:
     for r in data.get("rows", []):
         name = r.get("measurement", "?")
-        t = _parse_target(r.get("target"))
-        how = t[2] if t else ""
+        target = r.get("target") or ""
+        t = _parse_target(target)
+        # "info (ours/floor)": a row for reference, with a direction and no goal.
+        info = re.match(r"info\s*\(([^)]*)\)", target)
+        how = t[2] if t else info.group(1).replace(" ", "") if info else ""
         ratio = _num(r.get("ratio"))
         # The ratio is "theirs/ours" (a speed-up) or "ours/theirs" / "ours/floor" (a cost).
         higher = not how.startswith("ours/")
-        adv, tgt = _normalise(ratio, r.get("target"), higher)
+        adv, tgt = _normalise(ratio, None if info else target, higher)
         unit = ""
         m = re.search(r"\(([^)]*)\)\s*$", name)
         if m:

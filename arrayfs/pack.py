@@ -247,8 +247,9 @@ def pack_records(
     if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
         raise PackError(f"shard size must be a positive number of records, got {shard_size!r}")
     out = os.fspath(out_pattern)
-    if out.endswith(("/", os.sep)) or os.path.isdir(out):
-        what = "is a directory" if os.path.isdir(out) else "ends in a path separator"
+    is_dir = os.path.isdir(out)
+    if is_dir or out.endswith(("/", os.sep)):
+        what = "is a directory" if is_dir else "ends in a path separator"
         raise PackError(f"{out}: {what}; give a file name such as {os.path.join(out, 'train.array_record')}")
     if not overwrite:
         existing = ([out] if os.path.exists(out) else []) + _existing_shards(out)

@@ -365,8 +365,8 @@ def _prepare_output(prefix: str) -> list[str]:
     directories created (to remove if the run fails)."""
     if not prefix:
         raise ConvertError("empty output prefix")
-    if prefix.endswith(("/", os.sep)) or ("://" not in prefix and os.path.isdir(prefix)):
-        local_dir = "://" not in prefix and os.path.isdir(prefix)
+    local_dir = "://" not in prefix and os.path.isdir(prefix)
+    if local_dir or prefix.endswith(("/", os.sep)):
         what = "is a directory" if local_dir else "ends in a path separator"
         raise ConvertError(f"{prefix}: {what}; give a file name prefix such as {prefix.rstrip('/')}/train")
     if "://" in prefix:

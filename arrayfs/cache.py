@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .riegeli.records import decoded_nbytes
 from .storage.lru import BoundedLRU
 
 __all__ = ["ChunkCache"]
@@ -26,8 +27,9 @@ class ChunkCache(BoundedLRU):
 
     def put_chunk(self, key, values, offsets) -> None:
         """Keep a decoded chunk: ``values`` (bytes) and ``offsets`` (an
-        array), counted as their bytes."""
-        self.put(key, (values, offsets), len(values) + offsets.nbytes)
+        array), counted as the bytes they hold
+        (:func:`~arrayfs.riegeli.records.decoded_nbytes`)."""
+        self.put(key, (values, offsets), decoded_nbytes(values, offsets))
 
     def forget_shards(self, serials) -> None:
         """Drop every entry of the shards whose serial numbers are in ``serials``."""

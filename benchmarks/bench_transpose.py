@@ -14,7 +14,8 @@ each, in this one process and interleaved round by round, it times:
   decoder can avoid. Floor A is the decompression of every chunk's
   header, buckets and transitions (``parse_chunk``), one numpy pass over
   the decoded bytes (a ``take`` of ``decoded_data_size`` bytes through an
-  int64 index) and the ``list[bytes]`` of the records. Floor B adds the
+  int64 index) and the ``list[bytes]`` of the records, kept to the end as
+  ``read_all()`` keeps them. Floor B adds the
   two sequential scans the format forces on a pure-Python decoder, in the
   C-iterator form arrayfs runs them: the transition bytes through the
   table automaton and the entries of the string buffers.
@@ -191,13 +192,16 @@ def floor_parts(chunks: list) -> list:
 
 
 def floor(parts: list, scans: bool) -> None:
-    """Floor A (``scans`` false) or B of ``read_all()`` over ``parts``."""
+    """Floor A (``scans`` false) or B of ``read_all()`` over ``parts``.
+    Every record is kept to the end, as ``read_all()`` returns them all at
+    once: their memory is new (page faults), not the last chunk's reused."""
+    kept = []
     for data, n, d, idx, starts, ends, A, sb in parts:
         ch = parse_chunk(data, n, d)
         src = np.frombuffer(ch.src, dtype=np.uint8)[: ch.nsrc]
         out = src.take(idx, mode="clip") if ch.nsrc else np.zeros(d, dtype=np.uint8)
         mv = memoryview(out)
-        [bytes(mv[a:b]) for a, b in zip(starts, ends)]
+        kept += [bytes(mv[a:b]) for a, b in zip(starts, ends)]
         if not scans:
             continue
         if ch.trans:

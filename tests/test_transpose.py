@@ -268,6 +268,42 @@ def test_small_blocks_of_visits(varied_chunks, monkeypatch, block):
         assert records_of(*decode_vector(vector_chunk(data, n, d), n, d)) == records
 
 
+@pytest.mark.parametrize("block", [3, 50, 1 << 14])
+def test_chunks_of_whole_nonproto_records_are_cut_once(tmp_path, monkeypatch, block):
+    """A chunk of non-proto records only comes out as RecordBytes, whose
+    list split_records hands out as it is; one that also holds protos
+    gathers the blocks it put aside when the first block of protos comes
+    (records come out last to first: the non-proto records go last)."""
+    from arrayfs.riegeli.chunk import split_records
+    from arrayfs.riegeli.records import RecordBytes, decoded_nbytes
+
+    monkeypatch.setattr(vector, "BLOCK_VISITS", block)
+    monkeypatch.setattr(transitions, "FIRST_BLOCK_BYTES", min(block, 4096))
+    monkeypatch.setattr(transitions, "MIN_BLOCK_BYTES", min(block, 256))
+    rng = random.Random(block)
+    text = [r for r in (nonproto_record(rng) for _ in range(500)) if r][:400]  # b"" is a proto
+    cases = {"text": text, "protos then text": mixed_records(rng, 200) + text, "one": text[1:2]}
+    for name, records in cases.items():
+        path = tmp_path / f"{name}.array_record"
+        google_write(path, records, "group_size:100000,transpose:true,zstd:1")
+        ((n, d, data),) = transposed_chunks(path)
+        values, offsets = decode_vector(vector_chunk(data, n, d), n, d)
+        assert records_of(values, offsets) == records, name
+        assert split_records(values, offsets, 0, n) == records, name
+        assert split_records(values, offsets, 5 % n, n) == records[5 % n :], name
+        if name == "text":
+            assert type(values) is RecordBytes and values.records == records
+            assert decoded_nbytes(values, offsets) > 2 * len(values) + offsets.nbytes
+        elif name == "one":
+            assert type(values) is bytes and values == records[0]
+        else:
+            assert type(values) is not RecordBytes
+    # The reader hands out plain bytes whatever the values were.
+    with arrayfs.ArrayRecordReader(str(tmp_path / "text.array_record")) as r:
+        assert r.read_all() == text and {type(x) for x in r.read_all()} == {bytes}
+        assert type(r[7]) is bytes and r[7] == text[7]
+
+
 def test_room_for_submessage_heads_grows(varied_chunks, monkeypatch):
     records, chunks = varied_chunks
     monkeypatch.setattr(tpd, "_RESERVE", reserve_heads(0))

@@ -22,6 +22,7 @@ from .compression import (
 )
 from .errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
 from .hashing import highway_hash64
+from .records import RecordBytes
 from .header import (
     CHUNK_HEADER_SIZE,
     CHUNK_TYPE_NAMES,
@@ -138,7 +139,10 @@ _UNIFORM_CUT_MAX = 1 << 16
 def split_records(values, offsets: np.ndarray, a: int, b: int) -> list:
     """Records ``a .. b - 1`` of a decoded chunk ``(values, offsets)`` as a
     list of ``bytes``, one object per record whatever ``values`` is
-    (``bytes``, ``bytearray``, ``memoryview``)."""
+    (``bytes``, ``bytearray``, ``memoryview``), or the records a
+    :class:`~.records.RecordBytes` already holds."""
+    if type(values) is RecordBytes:
+        return values.records[a:b]
     n = b - a
     if 1 < n <= _UNIFORM_CUT_MAX:
         first = int(offsets[a])

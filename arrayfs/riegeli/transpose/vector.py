@@ -18,6 +18,13 @@ block is decoded on its own (records may span blocks). For a block:
    heads and fields in reverse order, gathered in one pass into the end of
    what is still free of the output.
 
+   A chunk of whole non-proto records only (text, JSON: anything the
+   encoder could not parse as a proto) skips the gather: each record is
+   one field of the data buffer, cut out as its own ``bytes`` at the end,
+   and the values are those records joined (:class:`RecordBytes`, which
+   keeps them, so they are not cut again). The gather would copy them one
+   Python call per record before the cut; this costs one call less.
+
 Memory: the output and the decompressed buffers (about the decoded size
 each), where the string entries start (4 bytes an entry), the transitions,
 and per block about 190 bytes per visit (3 MiB): about 2x the decoded
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..records import RecordBytes
 from .chunk_data import Chunk
 from .errors import fail
 from .gather import gather_bytes
@@ -107,7 +115,7 @@ class _Decoder:
         # costs no allocation.
         plausible = _FIRST_RATIO * (src.size + len(ch.trans))
         self.cap = min(decoded_data_size, max(_FIRST_OUT, plausible))
-        self.out = np.empty(self.cap, dtype=np.uint8)
+        self._out = None  # allocated at the first gather (see out)
         # Offsets likewise (8 bytes a record: a smaller start), filled from
         # the end: offsets[ocap] is the end.
         self.ocap = min(num_records, max(1 << 16, plausible // _FIRST_RATIO))
@@ -116,6 +124,10 @@ class _Decoder:
         self.written = 0  # bytes written, from the end of the output
         self.records = 0  # records closed
         self.last_close = 0  # bytes written when the last record closed
+        # Blocks of whole non-proto records not gathered yet: (bytes written
+        # before the block, where each record starts in src, its size),
+        # records in visit order; None once a block of other visits came.
+        self.whole = [] if A.is_nonproto.any() else None
 
     def run(self, ch: Chunk) -> None:
         limit = 4 * len(ch.trans) + 1 + self.d + self.n
@@ -130,7 +142,45 @@ class _Decoder:
             fail(f"{self.written - self.last_close} bytes belong to no record")
         if self.written != d:
             fail(f"records decode to {self.written} bytes, the chunk header declares {d}")
+        if self.whole is not None:
+            return self._cut_whole()
         return memoryview(self.out), self.offsets
+
+    @property
+    def out(self) -> np.ndarray:
+        """The output (``cap`` bytes, written from the end), allocated when
+        first gathered into: a chunk of whole non-proto records never is."""
+        if self._out is None:
+            self._out = np.empty(self.cap, dtype=np.uint8)
+        return self._out
+
+    def _cut_whole(self):
+        """The records of a chunk of whole non-proto records, cut from
+        ``src`` (see the module docstring)."""
+        starts = np.concatenate([w[1] for w in self.whole])[::-1]
+        sizes = np.concatenate([w[2] for w in self.whole])[::-1]
+        self.whole = None
+        if starts.size == 0:
+            return b"", self.offsets
+        lo = int(starts.min())
+        raw = self.src[lo : max(int((starts + sizes).max()), lo)].tobytes()
+        starts -= lo
+        records = list(map(raw.__getitem__, map(slice, starts.tolist(), (starts + sizes).tolist())))
+        del raw  # before the join: at most three copies of the records at once
+        if len(records) == 1:
+            return records[0], self.offsets
+        return RecordBytes.join(records), self.offsets
+
+    def _gather_whole(self) -> None:
+        """The blocks put aside so far gathered into the output after all
+        (a block of other visits follows them)."""
+        for before, starts, sizes in self.whole:
+            total = int(sizes.sum())
+            if total:
+                end = self.cap - before
+                # Output order is visit order reversed.
+                gather_bytes(self.src, starts[::-1], sizes[::-1], self.out[end - total : end])
+        self.whole = None
 
     # -- one block ---------------------------------------------------------
 
@@ -179,7 +229,8 @@ class _Decoder:
 
         if total > self.d - self.written:
             fail(f"records exceed the {self.d} bytes the chunk header declares")
-        if total > self.cap - self.written:
+        whole = self.whole is not None and cnt[K_NONPROTO] + cnt[K_NOOP] == m and not head_len.any()
+        if not whole and total > self.cap - self.written:
             self._grow_out(self.written + total)
         end = self.cap - self.written
 
@@ -196,6 +247,12 @@ class _Decoder:
             np.subtract(self.d, at[::-1], out=self.offsets[self.ocap - r0 - k : self.ocap - r0])
             self.records = r0 + k
 
+        if whole:
+            self.whole.append((self.written, data_src.take(rc), data_len.take(rc)))
+            self.written += total
+            return
+        if self.whole is not None:
+            self._gather_whole()
         if total:
             gather_bytes(self.src, seg_src, seg_len, self.out[end - total : end])
         self.written += total
@@ -209,9 +266,9 @@ class _Decoder:
     def _grow_out(self, need: int) -> None:
         cap = min(self.d, max(need, 2 * self.cap))
         out = np.empty(cap, dtype=np.uint8)
-        if self.written:
-            out[cap - self.written :] = self.out[self.cap - self.written :]
-        self.out, self.cap = out, cap
+        if self.written and self._out is not None:
+            out[cap - self.written :] = self._out[self.cap - self.written :]
+        self._out, self.cap = out, cap
 
     def _fields(self, W, cnt):
         """Fields read from buffers: ``(hb, ln, ds)``, the visits that read

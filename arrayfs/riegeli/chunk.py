@@ -22,7 +22,6 @@ from .compression import (
 )
 from .errors import CorruptChunkError, TruncatedFileError, UnsupportedChunkError
 from .hashing import highway_hash64
-from .records import RecordBytes
 from .header import (
     CHUNK_HEADER_SIZE,
     CHUNK_TYPE_NAMES,
@@ -36,6 +35,7 @@ from .header import (
     parse_chunk_header,
     type_and_count,
 )
+from .records import RecordBytes
 from .simple import (
     decode_record_sizes,
     decode_simple,

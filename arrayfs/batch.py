@@ -29,6 +29,10 @@ __all__ = ["BatchReads", "helper_pool", "share_out"]
 
 # One-record chunks decoded per step of a long batched read.
 _SCAN_BLOCK = 8192
+# Records per step of an in-order iteration: one-record chunks; larger
+# chunks go by at least this many records, and by two chunks per thread.
+_ITER_SINGLES = 4096
+_ITER_MIN = 256
 
 _helper = None
 _helper_lock = threading.Lock()
@@ -245,6 +249,37 @@ class BatchReads:
             r[:] = recs
             out[grp] = r
         return out.tolist()
+
+    def iter_range(self, start: int, stop: int, workers: int = 1):
+        """Records ``start .. stop - 1`` in order, read a block at a time on
+        the calling thread with the threads a scan uses (``workers``, this
+        one included): one-record chunks ``_ITER_SINGLES`` at a time, a
+        share of each block decompressed on the helper thread in one C call
+        (:meth:`read_records`); larger chunks two per thread at a time,
+        shared out as in a scan (:meth:`_read_run`). Holds one block's
+        records at a time. A local file's reads only: an object store's
+        want reads in flight ahead of the consumer (the dataset's pool).
+
+        Measured (docs/benchmarks.md): pool threads each reading a block of
+        one-record chunks side by side hand the GIL over at every 1 KB
+        call, and iterate 2-2.5x slower than this thread alone."""
+        g = self.group_size
+        if g == 1:
+            for a in range(start, stop, _ITER_SINGLES):
+                yield from self.read_records(np.arange(a, min(a + _ITER_SINGLES, stop), dtype=np.int64),
+                                             threads=workers)
+            return
+        step = max(g or 1, _ITER_MIN)
+        if workers <= 1 or self.transposed:
+            # The transposed decoder holds the GIL in its scans: threads
+            # would only wait on each other.
+            for a in range(start, stop, step):
+                yield from self.read_records(np.arange(a, min(a + step, stop), dtype=np.int64))
+            return
+        step *= 2 * workers
+        pool = helper_pool(workers)
+        for a in range(start, stop, step):
+            yield from self._read_run(a, min(a + step, stop), pool, workers)
 
     def _read_run(self, start: int, stop: int, pool=None, workers: int = 1) -> list[bytes]:
         """:meth:`read_grouped` of the records ``start .. stop - 1`` (a

@@ -554,11 +554,21 @@ class DatasetSnapshot:
                 out[slot] = rec
 
     def __iter__(self):
-        """All records in global order, reading the next blocks of records
-        on the thread pool while the current one is consumed (object
-        stores: the bytes of the blocks ahead fetched within the read-ahead
-        budget, see :mod:`arrayfs.storage.readahead`)."""
+        """All records in global order. Local files are read a block at a
+        time on the calling thread, with the helper threads a scan uses
+        (:meth:`arrayfs.batch.BatchReads.iter_range`). Object stores: the
+        next blocks are read on the thread pool while the current one is
+        consumed, their bytes fetched within the read-ahead budget (see
+        :mod:`arrayfs.storage.readahead`)."""
         self._check_open()
+        core = self._core
+        if not any(s.num_records and s.file.remote for s in self._shards):
+            # Pool threads reading blocks of one-record chunks side by side
+            # iterated 2-2.5x slower than this thread alone.
+            for shard in self._shards:
+                if shard.num_records:
+                    yield from shard.file.iter_range(shard.start, shard.start + shard.num_records, core.max_workers)
+            return
         blocks = []
         remote = False
         for shard in self._shards:
@@ -578,7 +588,6 @@ class DatasetSnapshot:
             shard, idx = block
             return shard.file.read_records(idx, decode=lambda k: self._chunk(shard, k))
 
-        core = self._core
         if core.max_workers <= 1 or len(blocks) == 1:
             for b in blocks:
                 yield from read(b)

@@ -157,22 +157,14 @@ class ArrayRecordReader:
         self._check_open()
         f = self._file
         workers = self._workers
-        if f.group_size == 1:
-            # One-record chunks: blocks of 4,096 records, a share of each
-            # decompressed on the helper thread in one C call (see
-            # read_records); 1 KB calls handed between threads one by one
-            # only slow down (docs/benchmarks.md).
-            for a in range(0, f.num_records, 4096):
-                yield from f.read_records(np.arange(a, min(a + 4096, f.num_records), dtype=np.int64),
-                                          threads=workers)
+        if not (f.remote and f.group_size != 1 and workers > 1 and not f.transposed):
+            yield from f.iter_range(0, f.num_records, workers)
             return
+        # An object store's chunks decode on the pool, at most
+        # max_parallelism blocks ahead: their requests are in flight while
+        # the consumer takes the block before.
         step = max(f.group_size or 1, 256)
         blocks = [np.arange(a, min(a + step, f.num_records), dtype=np.int64) for a in range(0, f.num_records, step)]
-        if workers <= 1 or len(blocks) <= 1 or f.transposed:
-            for b in blocks:
-                yield from f.read_records(b)
-            return
-        # Chunks decode on the pool, at most max_parallelism blocks ahead.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
         pending = collections.deque(self._pool.submit(f.read_records, b) for b in blocks[:workers])

@@ -134,6 +134,41 @@ def test_iteration_equals_list_of_all(shards, ours, theirs):
     assert [x for x, _ in pairs] == [y for _, y in pairs] == records[:100]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_iteration_of_local_shards_reads_on_the_calling_thread(tmp_path, monkeypatch, workers):
+    """Local shards iterate a block at a time on the calling thread (with
+    the helper threads a scan uses), never on the dataset's pool: blocks
+    of one-record chunks (several per shard), chunks of many records two
+    per thread, shards cut by read instructions mid-chunk, a transposed
+    shard; the records are the list of all, in order."""
+    import arrayfs.batch as batch
+
+    monkeypatch.setattr(batch, "_ITER_SINGLES", 64)
+    monkeypatch.setattr(batch, "_ITER_MIN", 8)
+    rng = random.Random(workers)
+    specs = [("group_size:1", 300), ("group_size:7,zstd:1", 200), ("group_size:1", 5), ("group_size:16,brotli:1", 90)]
+    paths, want = [], []
+    for k, (opts, n) in enumerate(specs):
+        records = [rng.randbytes(rng.randrange(0, 300)) for _ in range(n)]
+        path = str(tmp_path / f"s{k}.array_record")
+        with arrayfs.ArrayRecordWriter(path, opts) as w:
+            for r in records:
+                w.write(r)
+        paths.append(path)
+        want.append(records)
+    text = [b"\xff" + rng.randbytes(rng.randrange(0, 50)) for _ in range(40)]  # non-proto records
+    paths.append(gwrite(tmp_path / "t.array_record", "group_size:8,transpose:true,zstd:1", text))
+    want.append(text)
+    cuts = [(0, 300), (3, 198), (0, 5), (17, 90), (5, 37)]
+    spec = [f"{p}[{a}:{b}]" for p, (a, b) in zip(paths, cuts)]
+    with arrayfs.ArrayRecordDataSource(spec, max_workers=workers) as ds:
+        got = list(ds)
+        assert ds._core.pool is None  # the pool reads ahead for object stores only
+    assert got == [r for records, (a, b) in zip(want, cuts) for r in records[a:b]]
+    with arrayfs.ArrayRecordReader(paths[1], f"max_parallelism:{workers}") as r:
+        assert list(r) == want[1]
+
+
 def test_index_errors(ours):
     n = len(ours)
     for bad in (-1, n, n + 10, np.int64(-1), np.int64(n), -(n + 1)):

@@ -111,6 +111,24 @@ def test_dataset_on_s3_reads_what_google_wrote(bucket, local_shards):
             assert repr(ds) == repr(local)  # Grain checkpoints move between disk and bucket
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_iteration_of_shards_cut_mid_chunk_on_s3(bucket, local_shards, workers):
+    """In-order iteration of S3 shards cut by read instructions mid-chunk:
+    one-record chunks read on the calling thread, larger chunks decoded on
+    the pool ahead (two workers) or in turn (one), every block's bytes
+    fetched ahead."""
+    pattern, records, opts, name = bucket
+    cuts = [(5, 117), (3, 190), (0, 80), (1, 149)]
+    kept = [k for k, (_, n) in enumerate(LAYOUT) if n]
+    spec = [f"s3://{name}/data/{os.path.basename(local_shards[0][k])}[{a}:{b}]" for k, (a, b) in zip(kept, cuts)]
+    want = []
+    for k, (a, b) in zip(kept, cuts):
+        first = sum(n for _, n in LAYOUT[:k])
+        want += records[first + a : first + b]
+    with arrayfs.ArrayRecordDataSource(spec, storage_options=opts, max_workers=workers) as ds:
+        assert list(ds) == want
+
+
 def test_endpoint_from_the_environment(bucket, monkeypatch, s3):
     pattern, records, _, _ = bucket
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)

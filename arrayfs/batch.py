@@ -257,8 +257,10 @@ class BatchReads:
         share of each block decompressed on the helper thread in one C call
         (:meth:`read_records`); larger chunks two per thread at a time,
         shared out as in a scan (:meth:`_read_run`). Holds one block's
-        records at a time. A local file's reads only: an object store's
-        want reads in flight ahead of the consumer (the dataset's pool).
+        records at a time. On an object store, the caller fetches the bytes
+        ahead (:meth:`prefetch_records`), or a block of one-record chunks
+        waits for its requests; the reader and the dataset decode an object
+        store's larger chunks on a pool instead, a few blocks ahead.
 
         Measured (docs/benchmarks.md): pool threads each reading a block of
         one-record chunks side by side hand the GIL over at every 1 KB

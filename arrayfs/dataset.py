@@ -572,13 +572,14 @@ class DatasetSnapshot:
             end = s.start + s.num_records
             return [(a, min(a + step, end)) for a in range(s.start, end, step)]
 
+        ranges = [blocks(s) if s.file.remote else None for s in shards]
         # Object stores: every block's chunks fetched ahead (issue 22).
-        ahead = [s.file.prefetch_records(blocks(s)) for s in shards if s.file.remote]  # noqa: F841
+        ahead = [s.file.prefetch_records(r) for s, r in zip(shards, ranges) if r is not None]  # noqa: F841
         workers = self._core.max_workers
-        for shard in shards:
+        for shard, r in zip(shards, ranges):
             f = shard.file
-            if f.remote and f.group_size != 1 and workers > 1 and not f.transposed:
-                yield from self._iter_on_pool(shard, blocks(shard))
+            if r is not None and f.group_size != 1 and workers > 1 and not f.transposed:
+                yield from self._iter_on_pool(shard, r)
             else:
                 yield from f.iter_range(shard.start, shard.start + shard.num_records, workers)
 

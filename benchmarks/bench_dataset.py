@@ -54,6 +54,7 @@ from arrayfs.riegeli.hashing import highway_hash64
 from arrayfs.riegeli.varint import read_varint
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_reader  # noqa: E402  (its single-read floor)
 from _common import map_file  # noqa: E402
 
 try:
@@ -169,17 +170,6 @@ class Floor:
             h(data)
             n += len(dec(frame, max_output_size=size))
         return n
-
-    def run_singles(self, frames):
-        """The bare calls of single reads, one at a time (as
-        ``bench_reader.single_floor``): each chunk copied out of the map, as
-        a read must, its header and data hashed, its frame decompressed."""
-        h, dec = highway_hash64, self.dctx.decompress
-        for head, data, frame, size in frames:
-            bytes(data)
-            h(head)
-            h(data)
-            dec(frame, max_output_size=size)
 
     def run2(self, frames):
         """The same calls on both cores, as the libraries allow (as
@@ -315,7 +305,7 @@ def main(argv=None):
     single_frames = floor.frames(singles)
 
     def single_floor():
-        floor.run_singles(single_frames)
+        bench_reader.single_floor(single_frames, range(len(single_frames)))
 
     r = interleaved(repeats, single(ours), single(theirs), single_floor)
     r["per_read_us"] = {k: r[k] / len(singles) * 1e6 for k in ("ours", "theirs", "floor")}

@@ -163,9 +163,10 @@ class _Decoder:
         if starts.size == 0:
             return b"", self.offsets
         lo = int(starts.min())
-        raw = self.src[lo : max(int((starts + sizes).max()), lo)].tobytes()
         starts -= lo
-        records = list(map(raw.__getitem__, map(slice, starts.tolist(), (starts + sizes).tolist())))
+        ends = starts + sizes
+        raw = self.src[lo : lo + int(ends.max())].tobytes()
+        records = list(map(raw.__getitem__, map(slice, starts.tolist(), ends.tolist())))
         del raw  # before the join: at most three copies of the records at once
         if len(records) == 1:
             return records[0], self.offsets

@@ -283,6 +283,30 @@ class BatchReads:
         for a in range(start, stop, step):
             yield from self._read_run(a, min(a + step, stop), pool, workers)
 
+    def iter_ahead(self, ranges, pool, depth: int):
+        """Records of ``ranges`` (``(start, stop)`` record ranges, in order),
+        each range read by :meth:`read_records` on ``pool``, at most
+        ``depth`` ranges ahead of the one the caller consumes: an object
+        store's larger chunks, whose bytes the caller fetches ahead
+        (:meth:`prefetch_records`), decode on both cores while the bytes
+        after them arrive. Pending reads are cancelled when the caller stops
+        early."""
+        def read(r):
+            return self.read_records(np.arange(r[0], r[1], dtype=np.int64))
+
+        pending = collections.deque(pool.submit(read, r) for r in ranges[:depth])
+        nxt = depth
+        try:
+            while pending:
+                done = pending.popleft()
+                if nxt < len(ranges):
+                    pending.append(pool.submit(read, ranges[nxt]))
+                    nxt += 1
+                yield from done.result()
+        finally:
+            for p in pending:
+                p.cancel()
+
     def _read_run(self, start: int, stop: int, pool=None, workers: int = 1) -> list[bytes]:
         """:meth:`read_grouped` of the records ``start .. stop - 1`` (a
         scan: ``read_all``, an iteration block): the chunks come in order

@@ -161,24 +161,20 @@ class ArrayRecordReader:
             yield from f.iter_range(0, f.num_records, workers)
             return
         # An object store's chunks decode on the pool, at most
-        # max_parallelism blocks ahead: their requests are in flight while
-        # the consumer takes the block before.
+        # max_parallelism blocks ahead, and every block's bytes are asked
+        # for now, within the read-ahead budget: the pool's own requests
+        # alone kept two in flight: 207 MB/s and 0.65 cores busy on a 100 MB
+        # shard 20 ms from the store, against 310-430 MB/s asked ahead.
         step = max(f.group_size or 1, 256)
-        blocks = [np.arange(a, min(a + step, f.num_records), dtype=np.int64) for a in range(0, f.num_records, step)]
+        n = f.num_records
+        ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
-        pending = collections.deque(self._pool.submit(f.read_records, b) for b in blocks[:workers])
-        nxt = workers
+        fetch = f.prefetch_records([(0, n)])  # one span: pieces of up to 8 MiB
         try:
-            while pending:
-                done = pending.popleft()
-                if nxt < len(blocks):
-                    pending.append(self._pool.submit(f.read_records, blocks[nxt]))
-                    nxt += 1
-                yield from done.result()
+            yield from f.iter_ahead(ranges, self._pool, workers)
         finally:
-            for p in pending:
-                p.cancel()
+            fetch.close()
 
     def __enter__(self):
         return self

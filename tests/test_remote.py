@@ -271,6 +271,31 @@ def _upload_g1(s3, name, key, recs) -> str:
     return f"s3://{name}/{key}"
 
 
+@pytest.mark.parametrize("kind", ["reader", "dataset"])
+def test_iterating_larger_chunks_on_s3_asks_for_the_bytes_ahead_in_few_requests(s3, proxy, kind):
+    # 3 MB in 47 chunks of 64 records: the pool decodes two blocks at a
+    # time, but the bytes of all of them are asked for at the start, in
+    # pieces of up to 8 MiB, not a request or two per block as the pool
+    # reaches it.
+    name = s3.make_bucket(f"arrayfs-it-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 1000, 5)
+    fs = s3.filesystem()
+    with fs.open(f"{name}/big.array_record", "wb") as f:
+        with arrayfs.ArrayRecordWriter(f, "group_size:64,uncompressed") as w:
+            for r in recs:
+                w.write(r)
+    url, opts = f"s3://{name}/big.array_record", {"endpoint_url": proxy.endpoint}
+    if kind == "reader":
+        src = arrayfs.ArrayRecordReader(url, "readahead_buffer_size:0,max_parallelism:2", storage_options=opts)
+    else:
+        src = arrayfs.ArrayRecordDataSource(url, storage_options=opts, max_workers=2)
+    with src:
+        proxy.reset()
+        assert list(src) == recs
+        gets = proxy.requests.get("GET", 0)
+    assert 1 <= gets <= 4, proxy.requests
+
+
 def test_object_replaced_after_open_is_an_error_not_mixed_bytes(s3, backend):
     name = s3.make_bucket(f"arrayfs-c-{uuid.uuid4().hex[:8]}")
     old = noise(400, 2000, 3)

@@ -168,7 +168,7 @@ class Floor:
         for head, data, frame, size in frames:
             h(head)
             h(data)
-            n += len(dec(frame, max_output_size=size))
+            n += len(dec(frame, size))
         return n
 
     def run2(self, frames):
@@ -197,7 +197,7 @@ class Floor:
         for head, data, _, _ in frames:
             h(head)
             h(data)
-        recs = [dec(fr[2], max_output_size=fr[3]) for fr in frames[:mine]]
+        recs = [dec(fr[2], fr[3]) for fr in frames[:mine]]
         out = fut.result()
         recs += [out[i].tobytes() for i in range(len(out))]  # one bytes object per record, as a reader returns
         return len(recs)

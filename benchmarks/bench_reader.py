@@ -153,7 +153,7 @@ def floor_loop(frames, chunk_ids, cuts=None, keep=None):
         head, data, frame, size = frames[k]
         h(head)
         h(data)
-        values = dec(frame, max_output_size=size)
+        values = dec(frame, size)  # max_output_size by position: keywords cost 0.3 us a call
         if cuts is not None:
             c = cuts[k]
             if type(c) is str:
@@ -214,7 +214,7 @@ def two_core_floor(frames, chunk_ids, small: bool, cuts=None, keep=None):
         h(head)
         h(data)
     dec = zstandard.ZstdDecompressor().decompress
-    recs = [dec(frames[k][2], max_output_size=frames[k][3]) for k in ids[:mine]]
+    recs = [dec(frames[k][2], frames[k][3]) for k in ids[:mine]]
     out = fut.result()
     recs += [out[i].tobytes() for i in range(len(out))]  # one bytes object per record, as a reader returns
     if keep is not None:
@@ -242,7 +242,7 @@ def single_floor(mm_frames, ids):
         bytes(data)
         h(head)
         h(data)
-        d(frame, max_output_size=size)
+        d(frame, size)  # max_output_size by position, as in floor_loop
 
 
 def ratio_row(name, ours: float, theirs: float, kind: str, unit: str = "rec/s", label: str = ""):

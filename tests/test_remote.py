@@ -286,7 +286,7 @@ def test_iterating_larger_chunks_on_s3_asks_for_the_bytes_ahead_in_few_requests(
                 w.write(r)
     url, opts = f"s3://{name}/big.array_record", {"endpoint_url": proxy.endpoint}
     if kind == "reader":
-        src = arrayfs.ArrayRecordReader(url, "readahead_buffer_size:0,max_parallelism:2", storage_options=opts)
+        src = arrayfs.ArrayRecordReader(url, "max_parallelism:2", storage_options=opts)
     else:
         src = arrayfs.ArrayRecordDataSource(url, storage_options=opts, max_workers=2)
     with src:

@@ -33,6 +33,9 @@ _SCAN_BLOCK = 8192
 # chunks go by at least this many records, and by two chunks per thread.
 _ITER_SINGLES = 4096
 _ITER_MIN = 256
+# Records per pool task when an object store's larger chunks decode ahead
+# of the consumer (at least one chunk).
+_AHEAD_BLOCK = 1024
 
 _helper = None
 _helper_lock = threading.Lock()
@@ -259,8 +262,9 @@ class BatchReads:
         shared out as in a scan (:meth:`_read_run`). Holds one block's
         records at a time. On an object store, the caller fetches the bytes
         ahead (:meth:`prefetch_records`), or a block of one-record chunks
-        waits for its requests; the reader and the dataset decode an object
-        store's larger chunks on a pool instead, a few blocks ahead.
+        waits for its requests; an object store's larger chunks decode on a
+        pool instead, a few blocks ahead (:meth:`iter_ahead`, where
+        :meth:`decodes_ahead` says).
 
         Measured (docs/benchmarks.md): pool threads each reading a block of
         one-record chunks side by side hand the GIL over at every 1 KB
@@ -283,14 +287,25 @@ class BatchReads:
         for a in range(start, stop, step):
             yield from self._read_run(a, min(a + step, stop), pool, workers)
 
-    def iter_ahead(self, ranges, pool, depth: int):
-        """Records of ``ranges`` (``(start, stop)`` record ranges, in order),
-        each range read by :meth:`read_records` on ``pool``, at most
-        ``depth`` ranges ahead of the one the caller consumes: an object
-        store's larger chunks, whose bytes the caller fetches ahead
-        (:meth:`prefetch_records`), decode on both cores while the bytes
-        after them arrive. Pending reads are cancelled when the caller stops
-        early."""
+    def decodes_ahead(self, workers: int) -> bool:
+        """Whether an in-order read of this file goes through
+        :meth:`iter_ahead` rather than :meth:`iter_range`: an object
+        store's multi-record chunks, with more than one worker (the
+        transposed decoder holds the GIL, and one-record chunks are read on
+        the calling thread)."""
+        return self.remote and self.group_size != 1 and workers > 1 and not self.transposed
+
+    def iter_ahead(self, start: int, stop: int, pool, depth: int):
+        """Records ``start .. stop - 1`` in order, read by :meth:`read_records`
+        on ``pool`` in blocks of at least ``_AHEAD_BLOCK`` records (whole
+        chunks), at most ``depth`` blocks ahead of the one the caller
+        consumes: an object store's larger chunks, whose bytes the caller
+        fetches ahead (:meth:`prefetch_records`), decode on both cores while
+        the bytes after them arrive. Pending reads are cancelled when the
+        caller stops early."""
+        step = max(self.group_size or 1, _AHEAD_BLOCK)
+        ranges = [(a, min(a + step, stop)) for a in range(start, stop, step)]
+
         def read(r):
             return self.read_records(np.arange(r[0], r[1], dtype=np.int64))
 

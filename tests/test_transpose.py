@@ -739,3 +739,36 @@ def test_declared_sizes_are_checked_before_allocating(plain_chunk):
     finally:
         tracemalloc.stop()
     del f
+
+
+def test_long_implicit_chains_are_counted_before_they_are_spelled_out():
+    """A small chunk whose state machine makes every transition byte visit a
+    chain of 50,000 no-op states: the visits it asks for (about 32 million)
+    exceed what its records could hold, and the decoder says so before
+    spelling any chain out (which would take hundreds of MB)."""
+    import tracemalloc
+
+    K = 50_000
+    S = K + 1
+    chunk = join_chunk(
+        dict(
+            buckets=[],
+            buffer_lens=[],
+            tags=[0] * K + [3],  # no-ops, then the start of a message
+            nexts=[S + i + 1 for i in range(K)] + [0],  # no-op i moves on to i + 1 implicitly
+            subtypes=b"",
+            indices=[],
+            first=K,
+            transitions=bytes(range(256)),
+            header_extra=b"",
+        )
+    )
+    n, d = 2000, 0  # enough records for the vectorised decoder
+    assert d + 16 * n > tpd.SCALAR_MAX_WORK
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransposeError, match="more states than the records can hold"):
+            decode_transposed_chunk(chunk, n, d)
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()

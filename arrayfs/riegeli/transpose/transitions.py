@@ -10,9 +10,13 @@ The move for one byte depends only on the current base (``next_node`` of
 the explicit state reached) and the byte, so the machine is a table
 automaton on bases. It runs in C: ``accumulate(bytes, getitem)`` over rows
 that are Python lists whose entry ``b`` is the row reached by byte ``b``
-and whose entry 256 is the row's number. Each distinct (row, byte) pair of
-a block is then expanded once into the states its moves visit, and the
-block's visits are a gather of those expansions.
+and whose entry 256 is the row's number. The automaton runs over a
+chunk's transitions first, so that each distinct (row, byte) pair of the
+chunk is expanded once into the states its moves visit (their total
+checked against the visit budget before they are spelled out: a pair's
+chain of implicit moves may be long); each block's visits are then a
+gather of those expansions. Machines too large for tables run a block at
+a time, and expand the pairs of each block.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ _MAX_PAIR_TABLE = 1 << 16
 # the visits per byte seen so far, with at least MIN_BLOCK_BYTES.
 FIRST_BLOCK_BYTES = 4096
 MIN_BLOCK_BYTES = 256
+# Table automata run over a chunk's transitions this many bytes per C call
+# (each holds the GIL throughout) before its blocks are expanded.
+_RUN_BYTES = 1 << 16
 
 
 def expand_chains(A: MachineArrays, starts: np.ndarray) -> np.ndarray:
@@ -174,8 +181,9 @@ class _Expansions:
     """The states each (row, byte) pair visits, expanded once per chunk:
     ``states[off[pid]:off[pid] + length[pid]]`` for ``pid = row << 8 |
     byte``, with ``delta[pid]`` the submessages they open less those they
-    close. Tables indexed by ``pid`` while they are small (table automata),
-    else (the slow automaton) pairs are found per block."""
+    close. Tables indexed by ``pid`` while they are small (table automata:
+    every pair of the chunk is expanded first, by :meth:`add_all`), else
+    (the slow automaton) pairs are found and expanded per block."""
 
     def __init__(self, A: MachineArrays, auto: _Automaton):
         self.A = A
@@ -183,13 +191,15 @@ class _Expansions:
         npairs = (auto.D + 1) << 8
         self.table = npairs <= _MAX_PAIR_TABLE
         if self.table:
-            self.off = np.full(npairs, -1, dtype=np.int64)
+            self.off = np.zeros(npairs, dtype=np.int64)
             self.length = np.zeros(npairs, dtype=np.int64)
             self.delta = np.zeros(npairs, dtype=np.int64)
             self.states = np.zeros(0, dtype=np.int64)
 
-    def _expand(self, pairs: np.ndarray):
-        """``(states, lengths, deltas)`` of distinct ``pairs``."""
+    def _expand(self, pairs: np.ndarray, budget: int):
+        """``(states, lengths, deltas)`` of distinct ``pairs``; raises
+        before spelling them out when they visit more than ``budget``
+        states together."""
         A = self.A
         nxt, chain_end = A.nxt, A.chain_end
         pb = pairs & 255
@@ -201,10 +211,34 @@ class _Expansions:
         starts = moves[taken]
         owner = np.repeat(np.arange(pairs.size), taken.sum(axis=1))
         lengths = np.bincount(owner, weights=A.chain_len.take(starts), minlength=pairs.size).astype(np.int64)
+        if int(lengths.sum()) > budget:
+            fail("state machine visits more states than the records can hold")
         deltas = None
         if A.has_submessages:
             deltas = np.bincount(owner, weights=A.chain_delta.take(starts), minlength=pairs.size).astype(np.int64)
         return expand_chains(A, starts), lengths, deltas
+
+    def add_all(self, seq: np.ndarray, t: np.ndarray, budget: int) -> None:
+        """Expand at once every (row, byte) pair of the rows ``seq``
+        before the transition bytes ``t`` (uint8): one expansion per chunk,
+        not one per block (table automata only). Each pair occurs at least
+        once, so their visits together are at most the chunk's: more than
+        ``budget`` raise before any is spelled out."""
+        seen = np.zeros(self.off.size, dtype=bool)
+        for a in range(0, t.size, _RUN_BYTES):
+            pid = seq[a : a + _RUN_BYTES].astype(np.int64)
+            pid <<= 8
+            pid |= t[a : a + _RUN_BYTES]
+            seen[pid] = True
+        pairs = np.flatnonzero(seen)
+        states, lengths, deltas = self._expand(pairs, budget)
+        at = np.cumsum(lengths)
+        at -= lengths
+        self.off[pairs] = at
+        self.length[pairs] = lengths
+        if deltas is not None:
+            self.delta[pairs] = deltas
+        self.states = states
 
     def block(self, seq: np.ndarray, t: np.ndarray, budget: int):
         """The visits of one block of transition bytes ``t`` (uint8), given
@@ -217,26 +251,13 @@ class _Expansions:
         pid <<= 8
         pid |= t
         if self.table:
-            off = self.off.take(pid)
-            new = off < 0
-            if new.any():
-                pairs = np.unique(pid[new])
-                states, lengths, deltas = self._expand(pairs)
-                at = np.cumsum(lengths)
-                at -= lengths
-                at += self.states.size
-                self.off[pairs] = at
-                self.length[pairs] = lengths
-                if deltas is not None:
-                    self.delta[pairs] = deltas
-                self.states = np.concatenate((self.states, states))
-                off = self.off.take(pid)
+            off = self.off.take(pid)  # every pair of the chunk: add_all
             lens = self.length.take(pid)
             deltas = self.delta.take(pid) if self.A.has_submessages else None
             states = self.states
         else:
             pairs, pidx = np.unique(pid, return_inverse=True)
-            states, lengths, dl = self._expand(pairs)
+            states, lengths, dl = self._expand(pairs, budget)
             at = np.cumsum(lengths)
             at -= lengths
             off = at.take(pidx)
@@ -274,12 +295,29 @@ def visit_blocks(A: MachineArrays, trans: bytes, trans_where: str, max_visits: i
     try:
         row = auto.start
         tall = np.frombuffer(trans, dtype=np.uint8)
+        every = None
+        if pairs.table:
+            # The rows before every byte first, so that each distinct pair
+            # of the chunk is expanded in one go.
+            runs = []
+            for a in range(0, T, _RUN_BYTES):
+                b = min(T, a + _RUN_BYTES)
+                seq = auto.run(trans, a, b, row)
+                row = int(seq[-1])
+                runs.append(seq[:-1])
+            runs.append(seq[-1:])
+            every = np.concatenate(runs)
+            del runs, seq
+            pairs.add_all(every[:-1], tall, max_visits - total)
         t0 = 0
         step = FIRST_BLOCK_BYTES
         while t0 < T:
             t1 = min(T, t0 + step)
-            seq = auto.run(trans, t0, t1, row)
-            row = int(seq[-1])
+            if every is not None:
+                seq = every[t0 : t1 + 1]
+            else:
+                seq = auto.run(trans, t0, t1, row)
+                row = int(seq[-1])
             vis, lens, deltas = pairs.block(seq[:-1], tall[t0:t1], max_visits - total)
             total += vis.size
             per_byte = max(1.0, vis.size / (t1 - t0))

@@ -139,7 +139,8 @@ class MachineArrays:
     head of each state starts in the ``heads`` block (``HEAD_SLOT`` bytes
     a state, uint8 ``(M * HEAD_SLOT,)``); ``tagr`` uint8 ``(M, 5)``, tags
     right-aligned (heads of submessages end with them); ``delta`` int8,
-    +1 for the end of a submessage and -1 for its start; ``chain_end``,
+    +1 for the end of a submessage and -1 for its start, and ``is_event``
+    (bool) where it is not 0; ``chain_end``,
     ``chain_len``, ``chain_delta`` int64: the explicit state that ends the
     chain of implicit moves from each state, how many states the chain
     visits, and the sum of their ``delta``.
@@ -165,6 +166,7 @@ class MachineArrays:
         "is_nonproto",
         "is_varint",
         "delta",
+        "is_event",
         "has_submessages",
         "chain_end",
         "chain_len",
@@ -205,7 +207,8 @@ class MachineArrays:
         self.is_nonproto = kind == K_NONPROTO
         self.is_varint = kind == K_VARINT
         self.delta = (kind == K_SUBEND).view(np.int8) - (kind == K_SUBSTART).view(np.int8)
-        self.has_submessages = bool(self.delta.any())
+        self.is_event = self.delta != 0
+        self.has_submessages = bool(self.is_event.any())
         self.buffer_class = np.array(m.buffer_class, dtype=np.int8)
         self.lengths_buffer = m.lengths_buffer
         self._close_implicit_chains()

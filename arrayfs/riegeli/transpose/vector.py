@@ -217,8 +217,11 @@ class _Decoder:
             data_len[hb] = ln
             data_src[hb] = ds
         # Bytes written up to each visit (inclusive), heads of submessages
-        # aside: every other item of the running sum in visit order.
-        cum = np.cumsum(seg_len[::-1])[1::2]
+        # aside. (A running sum over the reversed segments would do it in
+        # one call, but numpy's cumsum is about 4x slower on a negative
+        # stride, and the takes from ``cum`` below want it contiguous.)
+        cum = head_len + data_len
+        np.cumsum(cum, out=cum)
         total = int(cum[-1])
         sub = None
         if cnt[K_SUBSTART] + cnt[K_SUBEND]:
@@ -370,9 +373,9 @@ class _Decoder:
         of ``head`` from 0. ``cum`` is the bytes written up to each visit
         without these heads."""
         A = self.A
-        dl = A.delta.take(W)
-        ev = np.flatnonzero(dl)
-        de = dl.take(ev)
+        # (numpy's nonzero is several times faster on bool than on int8.)
+        ev = np.flatnonzero(A.is_event.take(W))
+        de = A.delta.take(W.take(ev))
         depth = np.cumsum(de, dtype=np.int64)
         if int(depth.min()) < 0:
             fail(f"submessage start without an end (visit {int(ev[np.argmax(depth < 0)])})")
@@ -384,7 +387,7 @@ class _Decoder:
         if int(depth[-1]) != 0:
             fail(f"{int(depth[-1])} submessages still open at the end of the chunk")
         is_start = de < 0
-        starts = ev[is_start]
+        starts = ev.compress(is_start)  # a bool mask as an index is slower
         ns = starts.size
         # Starts up to each event: a start's rank among starts (+1), and
         # the starts before an end.

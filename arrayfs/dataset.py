@@ -406,8 +406,10 @@ class DatasetSnapshot:
             return []
         if idx.dtype.kind not in "iu":
             raise TypeError(f"record indices must be integers, got {idx.dtype}")
-        idx = idx.astype(np.int64, copy=False).ravel()
         total = self._firsts[-1]
+        if idx.dtype == np.uint64 and (idx >> 63).any():  # would wrap to negative
+            raise IndexError(f"record index {int(idx[(idx >> 63) != 0][0])} out of range [0, {total})")
+        idx = idx.astype(np.int64, copy=False).ravel()
         bad = (idx < 0) | (idx >= total)
         if bad.any():
             raise IndexError(f"record index {int(idx[bad][0])} out of range [0, {total})")

@@ -270,7 +270,7 @@ class ArrayRecordFile(FooterIndex, BatchReads):
             a = b - int(sizes[j])
             values = decompress_prefix(ctype, values_block, b, max_size=header.decoded_data_size)
         except CompressionError as e:
-            raise self._error(CorruptChunkError, f"record values: {e}", offset=begin, records=rng) from None
+            raise self._error(e.chunk_error, f"record values: {e}", offset=begin, records=rng) from None
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=begin, records=rng) from None
         return bytes(values[a:b])
@@ -388,7 +388,7 @@ class ArrayRecordFile(FooterIndex, BatchReads):
                     offset=begin)
             values = decompress_prefix(ctype, values_block, int(offsets[upto]), max_size=header.decoded_data_size)
         except CompressionError as e:
-            raise self._error(CorruptChunkError, f"record values: {e}", offset=begin, records=rng) from None
+            raise self._error(e.chunk_error, f"record values: {e}", offset=begin, records=rng) from None
         except ArrayRecordError as e:
             raise e.located(path=self.path, offset=begin, records=rng) from None
         return values, offsets

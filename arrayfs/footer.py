@@ -281,7 +281,7 @@ class FooterIndex:
         except ArrayRecordError as e:
             raise self._error(CorruptChunkError, f"bad footer: {e.reason}", offset=off) from None
         except CompressionError as e:
-            raise self._error(CorruptChunkError, f"bad footer: {e}", offset=off) from None
+            raise self._error(e.chunk_error, f"bad footer: {e}", offset=off) from None
 
     def _footer_metadata(self, header, parts) -> FooterMetadata | None:
         """Record 0 of the footer, decoding no more of the values than it."""
@@ -294,7 +294,8 @@ class FooterIndex:
             rec0 = decompress_prefix(ctype, values, size0, max_size=header.decoded_data_size)
             return decode_footer_metadata(rec0)
         except (CompressionError, VarintError, LayoutError, IndexError) as e:
-            raise self._error(CorruptChunkError, f"bad footer metadata: {e}", offset=off) from None
+            cls = e.chunk_error if isinstance(e, CompressionError) else CorruptChunkError
+            raise self._error(cls, f"bad footer metadata: {e}", offset=off) from None
 
     def _get_index(self) -> _Index:
         idx = self._index

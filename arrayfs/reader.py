@@ -199,6 +199,8 @@ class ArrayRecordReader:
             return []
         if idx.dtype.kind not in "iu":
             raise TypeError(f"record indices must be integers, got {idx.dtype}")
+        if idx.dtype == np.uint64 and (idx >> 63).any():  # would wrap to negative (from the end)
+            raise RecordIndexError(f"{f.path}: index {int(idx[(idx >> 63) != 0][0])} out of bound {n}")
         idx = idx.astype(np.int64, copy=False).ravel()
         if ((idx < -n) | (idx >= n)).any():
             bad = int(idx[(idx < -n) | (idx >= n)][0])

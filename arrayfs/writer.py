@@ -75,12 +75,13 @@ class ArrayRecordWriter:
             ``transpose:true`` raises ``ValueError`` (writing transposed
             chunks is not supported). ``max_parallelism:N`` compresses
             chunks on N threads, ``max_parallelism:auto`` on one per CPU;
-            the footer stores the number given. Without it chunks are
-            compressed on one thread per CPU (the codecs release the GIL)
-            and the footer stores ``max_parallelism:1``, as Google's Python
-            writer stores whatever it is given, so with options that leave
-            it out both writers store the same string (and, uncompressed,
-            write the same bytes).
+            the footer stores the number given (Google's Python writer,
+            which has no thread pool, always stores ``max_parallelism:1``).
+            Without it chunks are compressed on one thread per CPU (the
+            codecs release the GIL) and the footer stores
+            ``max_parallelism:1``, as Google's does, so with options that
+            leave it out both writers store the same string (and,
+            uncompressed, write the same bytes).
         storage_options: passed to fsspec for a URL ``path`` (credentials,
             endpoint); ignored for local paths and streams.
 

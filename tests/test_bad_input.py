@@ -449,6 +449,22 @@ def test_index_out_of_range(good):
         assert r[n - 1] == RECORDS[-1]  # still usable
 
 
+def test_unsigned_indices_past_int64_are_out_of_range_not_from_the_end(good):
+    """2**64 - 1 as a uint64 would wrap to -1 (the last record) if cast to
+    int64 first; it is an index out of range, named as given."""
+    n = len(RECORDS)
+    huge = [2**64 - 1, 2**64 - n, 2**63 + 3]
+    with arrayfs.ArrayRecordReader(good["path"]) as r:
+        for bad in huge:
+            for form in ([bad], np.array([0, bad], dtype=np.uint64)):
+                with pytest.raises(IndexError, match=f"index {bad} "):
+                    r.read(form)
+    with arrayfs.ArrayRecordDataSource([good["path"]]) as ds:
+        for bad in huge:
+            with pytest.raises(IndexError, match=f"index {bad} "):
+                ds.__getitems__(np.array([bad], dtype=np.uint64))
+
+
 # -- transposed chunks ----------------------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -188,6 +190,43 @@ def test_many_records_both_directions(tmp_path, options):
     assert_arrayfs_reads(theirs, MANY_RECORDS, google_read_all(theirs)[1])
     awrite(ours, options, MANY_RECORDS)
     assert_google_reads(ours, MANY_RECORDS)
+
+
+_WIDE_SCRIPT = """
+import resource, sys
+import arrayfs
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a 2 GiB window cannot be reserved
+with arrayfs.ArrayRecordReader(sys.argv[1]) as r:
+    got = r.read_all()
+    assert got == list(r) == [r[i] for i in range(len(r))]
+print(len(got), sum(map(len, got)))
+"""
+
+
+@pytest.mark.parametrize("window_log", [28, 31])
+@pytest.mark.parametrize("group_size", [1, 100])
+def test_google_zstd_windows_above_2_27(tmp_path, window_log, group_size):
+    """Google's writer declares the whole window_log in frames without a
+    content size (up to 2 GiB); zstd refuses windows above 2^27 by default
+    and would reserve the whole window. arrayfs reads them, every way,
+    within 1 GiB of address space (the window is fitted to the block)."""
+    rng = np.random.default_rng(window_log + group_size)
+    records = [rng.integers(0, 8, 3000 if group_size > 1 else 200_000, dtype=np.uint8).tobytes()
+               for _ in range(500 if group_size > 1 else 3)]
+    path = gwrite(tmp_path / "g.array_record", f"zstd:3,window_log:{window_log},group_size:{group_size}", records)
+    assert_arrayfs_reads(path, records, google_read_all(path)[1])
+    out = subprocess.run([sys.executable, "-c", _WIDE_SCRIPT, path], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(records)), str(sum(map(len, records)))]
+
+
+def test_google_zstd_window_31_record_streamed(tmp_path):
+    """The streamed decode of a large record (reading, hashing and
+    decompressing overlapped) fits the window as the other paths do."""
+    record = np.random.default_rng(31).integers(0, 8, 4 << 20, dtype=np.uint8).tobytes()
+    path = gwrite(tmp_path / "g.array_record", "zstd:3,window_log:31,group_size:1", [record])
+    with ArrayRecordFile(path) as f:
+        assert bytes(f.read_big_record(0)) == record
 
 
 def test_chunk_headers_split_by_block_headers_in_google_file(tmp_path):
@@ -404,3 +443,17 @@ def test_grain_digits_files():
     assert ours == theirs == [str(d).encode() for d in range(10)]
     ds = google_ds.ArrayRecordDataSource(paths)
     assert [ds[i] for i in range(len(ds))] == ours
+
+
+@pytest.mark.parametrize("window_log", [25, 30])
+def test_google_brotli_large_window_is_unsupported_not_corrupt(tmp_path, window_log):
+    """Above window_log:24 riegeli writes Brotli's large-window format,
+    which the brotli package cannot decode: the error says so and is an
+    UnsupportedChunkError naming the file, not a corruption."""
+    path = gwrite(tmp_path / "g.array_record", f"brotli:5,window_log:{window_log}", [b"hello", b"world"])
+    with pytest.raises(arrayfs.UnsupportedChunkError, match="large-window") as e:
+        with arrayfs.ArrayRecordReader(path) as r:
+            r.read_all()
+    assert e.value.path == path
+    ours = awrite(tmp_path / "o.array_record", f"brotli:5,window_log:{window_log}", [b"hello", b"world"])
+    assert google_read_all(ours)[0] == [b"hello", b"world"]

@@ -41,7 +41,10 @@ __all__ = ["SimpleChunkEncoder", "EncodedBatch"]
 # Record sizes whose one-record chunk prefix is kept (see _prefixes_for).
 _PREFIX_CACHE = 1 << 16
 _PLACEHOLDER = bytes(CHUNK_HEADER_SIZE)
-# python brotli's encoder takes windows up to 2**24; any window decodes.
+# python brotli's encoder takes windows up to 2**24, so a larger window_log is
+# written as 24: a standard stream, which every Brotli decoder reads (riegeli's
+# own writer uses the large-window format above 24, which python brotli cannot
+# decode: see compression._brotli_failed).
 _BROTLI_MAX_WINDOW_LOG = 24
 
 

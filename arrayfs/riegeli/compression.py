@@ -21,6 +21,7 @@ import brotli
 import snappy
 import zstandard
 
+from .errors import CorruptChunkError, UnsupportedChunkError
 from .varint import VarintError, encode_varint, read_varint
 
 __all__ = [
@@ -30,11 +31,13 @@ __all__ = [
     "SNAPPY",
     "COMPRESSION_NAMES",
     "CompressionError",
+    "UnsupportedCompressionError",
     "compress_block",
     "decompress_block",
     "block_decompressed_size",
     "decompress_pieces",
     "zstd_decompress_into",
+    "zstd_fitted",
 ]
 
 NONE = 0
@@ -47,7 +50,28 @@ COMPRESSION_NAMES = {NONE: "uncompressed", BROTLI: "brotli", ZSTD: "zstd", SNAPP
 
 class CompressionError(ValueError):
     """A compressed block is malformed, exceeds its bound, or decodes to a
-    size other than its prefix declares. Callers add the file and chunk."""
+    size other than its prefix declares. Callers add the file and chunk,
+    raising :attr:`chunk_error`."""
+
+    chunk_error = CorruptChunkError
+
+
+class UnsupportedCompressionError(CompressionError):
+    """A valid block this reader's codec library cannot decode."""
+
+    chunk_error = UnsupportedChunkError
+
+
+def _brotli_failed(stream, e) -> CompressionError:
+    """The error for a Brotli stream the decoder refused. Riegeli writes
+    Brotli's large-window format for ``window_log`` above 24 (its stream
+    header's first 7 bits are 0010001, reserved in RFC 7932 9.1), which the
+    ``brotli`` package cannot decode: that is not corruption."""
+    if len(stream) and stream[0] & 0x7F == 0x11:
+        return UnsupportedCompressionError(
+            "brotli stream in the large-window format (riegeli's brotli window_log above 24), which the "
+            "brotli package cannot decode; rewrite the file with window_log:24 or less")
+    return CompressionError(f"brotli stream is corrupt: {e}")
 
 
 _local = threading.local()
@@ -60,6 +84,46 @@ def zstd_decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _local.zstd = zstandard.ZstdDecompressor()
     return d
+
+
+# zstd's decoders refuse a window above 2^27 bytes unless told to accept more
+# (ZSTD_d_windowLogMax); riegeli's writer goes up to window_log:31.
+_ZSTD_WINDOW_USUAL = 1 << 27
+_ZSTD_WINDOW_MAX = 1 << 31
+
+
+def zstd_fitted(stream, size: int):
+    """``(stream, decompressor)`` for a zstd frame that decodes to at most
+    ``size`` bytes (the block's declared size), whatever window it claims.
+
+    A frame that declares no content size makes zstd's streaming decoder
+    allocate its whole window first: 2 GiB for riegeli's
+    ``window_log:31``, which Google's writer puts in the frame header of
+    every chunk it compresses with it. No match reaches back past the
+    bytes decoded so far, and no block is larger than the frame's output,
+    so a window of ``size`` bytes decodes the frame alike (RFC 8878,
+    3.1.1.1.2 and 3.1.1.2.3): such a frame is given a copy of ``stream``
+    with its window descriptor rewritten, and memory follows the block's
+    size, not the frame's claim. Frames within zstd's usual window (2^27)
+    come back as they are, with the thread's decompressor; only a block
+    above 128 MiB gets a decompressor that accepts a larger window.
+    """
+    try:
+        window = zstandard.get_frame_parameters(stream).window_size
+    except zstandard.ZstdError:
+        return stream, zstd_decompressor()  # the decoder names what is wrong
+    if window <= _ZSTD_WINDOW_USUAL:
+        return stream, zstd_decompressor()
+    log = max(10, (max(size, 1) - 1).bit_length())
+    if 1 << log < window and not stream[4] & 0x20:
+        # No Single_Segment flag: byte 5 is the window descriptor
+        # (exponent above, mantissa below; 2^(10 + exponent) with mantissa 0).
+        fitted = bytearray(stream)
+        fitted[5] = (log - 10) << 3
+        stream, window = fitted, 1 << log
+    if window <= _ZSTD_WINDOW_USUAL:
+        return stream, zstd_decompressor()
+    return stream, zstandard.ZstdDecompressor(max_window_size=min(window, _ZSTD_WINDOW_MAX))
 
 
 def zstd_decompress_exact(stream, size: int) -> bytes:
@@ -82,22 +146,25 @@ def zstd_decompress_exact(stream, size: int) -> bytes:
             raise CompressionError(f"zstd frame of {len(stream)} bytes cannot hold the {content_size} bytes it declares")
         # Bytes after the frame are corrupt data, as riegeli reads it.
         return zstd_decompressor().decompress(stream, allow_extra_data=False)
+    stream, dctx = zstd_fitted(stream, size)
     if size <= _zstd_most(len(stream)):
         # No declared size (riegeli's streaming writer): one call into a
         # buffer of the block's size, as plausible as a declared one would
         # have to be; a frame decoding to more fails ("did not decompress
         # full frame").
-        return zstd_decompressor().decompress(stream, max_output_size=max(size, 1), allow_extra_data=False)
-    return _zstd_decompress_unsized(stream, size)
+        return dctx.decompress(stream, max_output_size=max(size, 1), allow_extra_data=False)
+    return _zstd_decompress_unsized(stream, size, dctx)
 
 
-def zstd_decompress_into(stream, out, *, exact: bool) -> int:
+def zstd_decompress_into(stream, out, *, exact: bool, block_size: int | None = None) -> int:
     """Decode one zstd frame into the writable buffer ``out`` (a
     ``memoryview``), with no temporary copy and nothing written beyond it,
     whatever the frame claims. Returns the bytes written. With ``exact``
     the frame must hold exactly ``len(out)`` bytes (its declared content
     size, when it has one, is checked first); without, it may hold more
-    (a prefix is wanted). Raises :class:`CompressionError`."""
+    (a prefix is wanted), up to ``block_size`` bytes (the block's declared
+    size: the window it is decoded with, see :func:`zstd_fitted`). Raises
+    :class:`CompressionError`."""
     size = len(out)
     got = 0
     more = b""
@@ -106,7 +173,8 @@ def zstd_decompress_into(stream, out, *, exact: bool) -> int:
             declared = zstandard.frame_content_size(stream)
             if declared >= 0 and declared != size:
                 raise CompressionError(f"zstd frame declares {declared} decompressed bytes, the block prefix {size}")
-        with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+        stream, dctx = zstd_fitted(stream, size if block_size is None else max(size, block_size))
+        with dctx.stream_reader(stream, read_across_frames=False) as r:
             while got < size:
                 n = r.readinto(out[got:])
                 if not n:
@@ -137,13 +205,14 @@ def _snappy_most(n: int) -> int:
     return 22 * n + 64
 
 
-def _zstd_decompress_unsized(stream, size: int) -> bytes:
-    """Decode a zstd frame that does not declare its size, reading at most
-    ``size + 1`` bytes in pieces of at most 1 MiB (memory follows the real
-    output, not a claim)."""
+def _zstd_decompress_unsized(stream, size: int, dctx) -> bytes:
+    """Decode a zstd frame that does not declare its size (its window fitted
+    by :func:`zstd_fitted`, ``dctx`` the decompressor it gave), reading at
+    most ``size + 1`` bytes in pieces of at most 1 MiB (memory follows the
+    real output, not a claim)."""
     parts = []
     got = 0
-    with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+    with dctx.stream_reader(stream, read_across_frames=False) as r:
         while got <= size:
             piece = r.read(min(1 << 20, size + 1 - got))
             if not piece:
@@ -216,7 +285,9 @@ def decompress_block(compression_type: int, block, *, max_size: int):
             out = snappy.uncompress(stream)
     except CompressionError:
         raise
-    except (zstandard.ZstdError, brotli.error, snappy.UncompressError, VarintError) as e:
+    except brotli.error as e:
+        raise _brotli_failed(stream, e) from None
+    except (zstandard.ZstdError, snappy.UncompressError, VarintError) as e:
         name = COMPRESSION_NAMES[compression_type]
         raise CompressionError(f"{name} stream is corrupt: {e}") from None
     except MemoryError:
@@ -279,7 +350,8 @@ def decompress_pieces(compression_type: int, block, *, max_size: int, piece: int
     name = COMPRESSION_NAMES[compression_type]
     try:
         if compression_type == ZSTD:
-            with zstd_decompressor().stream_reader(stream, read_across_frames=False) as r:
+            stream, dctx = zstd_fitted(stream, size)
+            with dctx.stream_reader(stream, read_across_frames=False) as r:
                 while got <= size:
                     out = r.read(min(piece, size + 1 - got))
                     if not out:
@@ -300,7 +372,9 @@ def decompress_pieces(compression_type: int, block, *, max_size: int, piece: int
                 if got > size:
                     break
                 yield out
-    except (zstandard.ZstdError, brotli.error) as e:
+    except brotli.error as e:
+        raise _brotli_failed(stream, e) from None
+    except zstandard.ZstdError as e:
         raise CompressionError(f"{name} stream is corrupt: {e}") from None
     if got != size:
         raise CompressionError(f"block decoded to {'more than ' if got > size else ''}{got} bytes, its prefix "
@@ -329,7 +403,7 @@ def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
             # Into one buffer of exactly ``want`` bytes: no piece is
             # allocated or copied twice.
             out = bytearray(want)
-            got = zstd_decompress_into(stream, memoryview(out), exact=False)
+            got = zstd_decompress_into(stream, memoryview(out), exact=False, block_size=size)
             if got < want:
                 raise CompressionError(f"block ends after {got} of {want} bytes")
             return out
@@ -337,8 +411,10 @@ def decompress_prefix(compression_type: int, block, n: int, *, max_size: int):
             out = brotli.Decompressor().process(stream, output_buffer_limit=want)
         else:
             return decompress_block(compression_type, block, max_size=max_size)[:want]
-    except (zstandard.ZstdError, brotli.error) as e:
-        raise CompressionError(f"{COMPRESSION_NAMES[compression_type]} stream is corrupt: {e}") from None
+    except brotli.error as e:
+        raise _brotli_failed(stream, e) from None
+    except zstandard.ZstdError as e:
+        raise CompressionError(f"zstd stream is corrupt: {e}") from None
     if len(out) < want:
         raise CompressionError(f"block ends after {len(out)} of {want} bytes")
     return out[:want]

@@ -102,7 +102,9 @@ def decode_record_sizes(data, num_records: int, decoded_data_size: int, *, offse
         else:
             raw_sizes = decompress_block(ctype, sizes_block, max_size=num_records * _MAX_VARINT_BYTES)
             sizes = decode_varints(raw_sizes, num_records)
-    except (CompressionError, VarintError) as e:
+    except CompressionError as e:
+        raise e.chunk_error(f"record sizes: {e}", offset=offset) from None
+    except VarintError as e:
         raise CorruptChunkError(f"record sizes: {e}", offset=offset) from None
     return ctype, sizes, values_block
 
@@ -127,7 +129,7 @@ def decode_simple(data, num_records: int, decoded_data_size: int, *, offset: int
     try:
         values = decompress_block(ctype, values_block, max_size=decoded_data_size)
     except CompressionError as e:
-        raise CorruptChunkError(f"record values: {e}", offset=offset) from None
+        raise e.chunk_error(f"record values: {e}", offset=offset) from None
     if len(values) != decoded_data_size:
         raise CorruptChunkError(
             f"values decode to {len(values)} bytes, the header says {decoded_data_size}",

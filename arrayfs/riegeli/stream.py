@@ -21,6 +21,7 @@ The format facts are the container's own functions: block headers
 from __future__ import annotations
 
 import ctypes
+import itertools
 import mmap
 import queue
 import struct
@@ -29,7 +30,7 @@ import threading
 import zstandard
 
 from .blocks import BLOCK_HEADER_SIZE, BLOCK_SIZE, chunk_end, parse_block_header
-from .compression import NONE, ZSTD, CompressionError, decompress_block, zstd_decompressor
+from .compression import NONE, ZSTD, CompressionError, decompress_block, zstd_fitted
 from .errors import CorruptChunkError
 from .hashing import RIEGELI_HASH_KEY, highway_hash64
 from .header import CHUNK_HEADER_SIZE, SIMPLE, parse_chunk_header
@@ -252,7 +253,9 @@ def _decompress(ctype, parts, out, size, begin) -> None:
                 mv[got : got + len(p)] = p
                 got += len(p)
         elif ctype == ZSTD:
-            with zstd_decompressor().stream_reader(_Source(parts), read_across_frames=False) as r:
+            first, dctx = zstd_fitted(next(parts, b""), size)
+            parts = itertools.chain((first,), parts)
+            with dctx.stream_reader(_Source(parts), read_across_frames=False) as r:
                 while got < size:
                     n = r.readinto(mv[got:])
                     if not n:

@@ -113,6 +113,35 @@ def test_open_file_reads_its_record_until_its_shard_is_two_refreshes_gone(tmp_pa
         fb.close()
 
 
+@pytest.mark.parametrize("libfuse", ["3", "2"])
+@pytest.mark.parametrize("new_size", [600_000, 200_000])
+def test_open_file_keeps_its_record_when_its_shard_is_replaced(tmp_path, mounter, libfuse, new_size):
+    """A file opened before its shard is replaced (by rename, new contents)
+    reads its own record to the end even after another open of the same
+    name has read the new one: never a stream half old, half new, nor one
+    cut at the new record's size (``new_size``, bytes). libfuse 2 gives the
+    name the same kernel inode across refreshes, so its page cache and size
+    are shared by both opens."""
+    env = libfuse_env(libfuse)
+    d, staging = tmp_path / "data", tmp_path / "staging"
+    d.mkdir()
+    staging.mkdir()  # outside the watched directory: the rename is the only change seen
+    old = [bytes([65 + i]) * 600_000 for i in range(3)]  # b"AAA...", b"BBB...", ...
+    new = [bytes([97 + i]) * new_size for i in range(3)]  # b"aaa...", ...
+    write_ours(d / "s-0.array_record", old)
+    mnt = mounter(d / "s-*.array_record", env=env)
+    with open(mnt / "1", "rb", buffering=0) as held:
+        head = held.read(4096)
+        write_ours(staging / "s-0.array_record", new)
+        os.replace(staging / "s-0.array_record", d / "s-0.array_record")
+        assert wait_for(lambda: json.loads((mnt / ".arrayfs.json").read_bytes())["generation"] == 1)
+        # Past libfuse 2's 1 s timeouts the name means the new record.
+        assert wait_for(lambda: (mnt / "1").read_bytes() == new[1])
+        rest = held.read()
+    got = head + rest
+    assert got == old[1], f"{len(got)} bytes of {bytes(sorted(set(got)))!r}"
+
+
 @pytest.mark.parametrize("limit", ["10", "0"])
 def test_listing_without_attributes_past_the_readdirplus_limit(dataset, mounter, limit):
     d, recs = dataset

@@ -7,8 +7,8 @@ mfusepy's public API: an ``Operations`` subclass, ``raw_fi=True`` (so
 cannot do, the options refuse (:class:`~arrayfs.fs.options.MountOptions`):
 one process (libfuse's own threads), no READDIRPLUS (``ls -l`` costs a
 LOOKUP per entry), no invalidation (while watching, names and attributes
-expire after 1 s and pages are dropped on each open; the summary is read
-with ``direct_io``).
+expire after 1 s and every file is read with ``direct_io``; the summary
+always is).
 """
 
 from __future__ import annotations
@@ -69,9 +69,15 @@ class Fuse2(load_mfusepy().Operations):
         core = self.core
         snap, node = core.path_node(path)
         fi.fh = core.open(snap, node, fi.flags)
-        if node.kind == SUMMARY:
-            # It changes on refresh; read it past a size the kernel may still
-            # have cached (libfuse 2 cannot invalidate).
+        if node.kind == SUMMARY or core.opts.watch:
+            # libfuse 2 gives a path the same kernel inode across refreshes,
+            # so a file opened before one and a file opened after it share
+            # that inode's page cache and size even when the path now names
+            # another record: without direct_io the older one would read
+            # pages the newer one filled (and stop at its size). direct_io
+            # sends each read to the daemon with the handle's snapshot. The
+            # summary changes on refresh too; it is read past a size the
+            # kernel may still have cached.
             fi.direct_io = 1
         elif core.opts.kernel_cache:
             fi.keep_cache = 1

@@ -68,7 +68,8 @@ def _fingerprint(dataset) -> str:
 
     File names, not full paths: a dataset copied to another directory (local
     SSD, another mount point) is the same dataset and its checkpoint should
-    restore. Sources without ``shards`` fall back to ``repr`` and ``len``.
+    restore. Sources without ``shards`` fall back to their name
+    (:func:`_source_name`) and ``len``.
     """
     shards = getattr(dataset, "shards", None)
     if shards is not None:
@@ -77,8 +78,22 @@ def _fingerprint(dataset) -> str:
             for s in shards
         ]
     else:
-        ident = [repr(dataset), len(dataset)]
+        ident = [_source_name(dataset), len(dataset)]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+def _source_name(dataset) -> str:
+    """``repr(dataset)`` if its class defines one, else the class's qualified name.
+
+    object's default repr holds the memory address, which differs for the
+    same data in every process: a checkpoint would never restore. A class's
+    own repr (grain's, for example) is kept, so that its existing
+    checkpoints still restore.
+    """
+    cls = type(dataset)
+    if cls.__repr__ is object.__repr__:
+        return cls.__qualname__
+    return repr(dataset)
 
 
 class _Core:

@@ -218,6 +218,40 @@ def test_nnx_state_holds_the_position(data):
         assert clone.position.get_value() == 5
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_nnx_state_with_array_leaves_restores(data, shuffle):
+    """np.load, jax.tree.map(jnp.asarray, ...) and broadcast_one_to_all give
+    0-d array leaves; they restore like ints (they broke the shuffle)."""
+    import jax
+    import jax.numpy as jnp
+
+    from arrayfs.nnx import from_source
+
+    config = cfg(num_epochs=2, shuffle_files=shuffle, seed=6)
+    with ArrayRecordSourceModule(config, data["three"]) as src:
+        for _ in range(7):
+            next(src)
+        saved = jax.tree.map(np.asarray, nnx.state(src, IterationState))
+        state = src.get_state()
+        expected = ids(src)
+    for leaves in (saved, jax.tree.map(jnp.asarray, saved)):
+        with ArrayRecordSourceModule(config, data["three"]) as fresh:
+            nnx.update(fresh, leaves)
+            assert fresh.get_state() == state
+            assert ids([fresh[7]]) == expected[:1]
+            assert fresh.global_indices(leaves["epoch"].get_value(), 7, 2).tolist() == expected[:2]
+            assert ids(fresh) == expected
+        with from_source(ArrayRecordSourceModule(config, data["three"]), 10) as pipe:
+            nnx.update(pipe.source, leaves)
+            got = [x for batch in pipe
+                   for x in np.ascontiguousarray(batch["data"][:, :8]).view("<u8").ravel().tolist()]
+            assert got == expected
+    with ArrayRecordSourceModule(config, data["three"]) as bad:
+        nnx.update(bad, {"epoch": IterationState(np.float64(0.0))})
+        with pytest.raises(ValueError, match="epoch must be an integer"):
+            next(bad)
+
+
 def test_set_state_refuses_a_different_order(data, tmp_path):
     with ArrayRecordSourceModule(cfg(shuffle_files=True, seed=1), data["three"]) as src:
         next(src)

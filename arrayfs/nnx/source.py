@@ -50,6 +50,10 @@ READ_AHEAD = 64
 class IterationState(nnx.Variable):
     """An ``nnx.Variable`` holding a source's epoch or position (a Python ``int``).
 
+    A 0-d integer numpy or jax array, as NNX checkpoint tooling may restore,
+    is read as that integer; other values (floats) make iteration raise
+    ``ValueError``.
+
     Filter on this type (``nnx.state(module, IterationState)``) to save or
     restore only iteration state with NNX tooling.
     """
@@ -121,6 +125,23 @@ class _Core:
         if getitems is not None:
             return list(getitems(indices))
         return [self.dataset[int(i)] for i in indices]
+
+
+def _index(name: str, value) -> int:
+    """An iteration variable's value as an ``int``.
+
+    NNX state restored with ``nnx.update`` may hold 0-d numpy or jax integer
+    arrays (from ``np.load``, ``jax.tree.map(jnp.asarray, ...)`` or
+    ``broadcast_one_to_all``) instead of ints; ``operator.index`` takes
+    those, and refuses floats, which would name no element exactly.
+
+    Raises:
+        ValueError: ``value`` is not an integer.
+    """
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"IterationState {name} must be an integer, got {value!r}") from None
 
 
 def _state_int(state: dict, names: tuple[str, str]) -> int:
@@ -251,7 +272,7 @@ class ArrayRecordSourceModule(nnx.Module):
         the stored ones (then ``epoch`` is not used).
         """
         if resized_from is None:
-            cur = self.epoch.get_value()
+            cur = self._epoch()
             epoch = cur if epoch is None else int(epoch)
             resized_from = self._resized() if epoch == cur else ()
         return self._core.order.epoch_length(tuple(resized_from))
@@ -278,9 +299,13 @@ class ArrayRecordSourceModule(nnx.Module):
         self._core.resized = (rows, pairs)
         return pairs
 
+    def _epoch(self) -> int:
+        """The stored epoch as an ``int`` (see :func:`_index`)."""
+        return _index("epoch", self.epoch.get_value())
+
     def _layout(self, epoch: int) -> tuple:
         """Earlier levels of ``epoch``: the stored ones if it is the current epoch."""
-        return self._resized() if epoch == self.epoch.get_value() else ()
+        return self._resized() if epoch == self._epoch() else ()
 
     def global_indices(self, epoch: int, position: int, count: int) -> np.ndarray:
         """Global record indices read at ``[position, position + count)`` of ``epoch``.
@@ -333,7 +358,7 @@ class ArrayRecordSourceModule(nnx.Module):
         i = operator.index(i)
         cursor = self._normalized()
         if cursor is None:
-            epoch, resized = self.epoch.get_value(), self._resized()
+            epoch, resized = self._epoch(), self._resized()
         else:
             epoch, _, resized = cursor
         n = self._core.order.epoch_length(resized)
@@ -348,7 +373,7 @@ class ArrayRecordSourceModule(nnx.Module):
     def _cursor(self) -> tuple[int, int, tuple]:
         """The stored ``(epoch, position, resized_from)``, each variable read
         once (an NNX variable read costs microseconds; this is per element)."""
-        return self.epoch.get_value(), self.position.get_value(), self._resized()
+        return self._epoch(), _index("position", self.position.get_value()), self._resized()
 
     @property
     def cursor(self) -> tuple[int, int, tuple]:
@@ -442,7 +467,7 @@ class ArrayRecordSourceModule(nnx.Module):
             counts. Its size does not depend on the number of records.
         """
         c = self.config
-        epoch, position = int(self.epoch.get_value()), int(self.position.get_value())
+        epoch, position, _ = self._cursor()
         return {
             "format": STATE_FORMAT,
             "epoch": epoch,

@@ -339,6 +339,40 @@ def test_dataset_fingerprints_are_unchanged(data):
         assert src.get_state()["dataset"] == hashlib.sha256(ident).hexdigest()
 
 
+def test_same_named_shards_in_different_directories_are_told_apart(tmp_path):
+    """en/train and de/train: the fingerprint holds the paths below the
+    shards' common directory, so a swapped list is refused, while the whole
+    tree may still move; a checkpoint of the earlier fingerprint (file names
+    only) still restores."""
+    for lang, first in (("en", 0), ("de", 1000)):
+        os.makedirs(tmp_path / "a" / lang)
+        with arrayfs.ArrayRecordWriter(str(tmp_path / "a" / lang / "train.array_record")) as w:
+            for i in range(first, first + 10):
+                w.write(i.to_bytes(8, "little") + bytes(8))
+
+    def shards(root, langs):
+        return [str(root / lang / "train.array_record") for lang in langs]
+
+    config = cfg(num_epochs=1)
+    with ArrayRecordSourceModule(config, shards(tmp_path / "a", ["en", "de"])) as src:
+        for _ in range(3):
+            next(src)
+        state = json.loads(json.dumps(src.get_state()))
+        expected = ids(src)
+    with ArrayRecordSourceModule(config, shards(tmp_path / "a", ["de", "en"])) as swapped:
+        with pytest.raises(ValueError, match="dataset"):
+            swapped.set_state(state)
+    os.rename(tmp_path / "a", tmp_path / "b")
+    with ArrayRecordSourceModule(config, shards(tmp_path / "b", ["en", "de"])) as moved:
+        moved.set_state(state)
+        assert ids(moved) == expected
+    ident = json.dumps([["train.array_record", 0, 10], ["train.array_record", 0, 10]])
+    old = {**state, "dataset": hashlib.sha256(ident.encode()).hexdigest()}
+    with ArrayRecordSourceModule(config, shards(tmp_path / "b", ["en", "de"])) as src:
+        src.set_state(old)
+        assert ids(src) == expected
+
+
 def _run(config, paths, k=None, state=None, limit=10_000):
     """Elements from a fresh source: restore ``state``, then take ``k`` (or all)."""
     with ArrayRecordSourceModule(config, paths) as src:

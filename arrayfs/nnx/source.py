@@ -67,23 +67,52 @@ def _is_data_source(obj) -> bool:
     return hasattr(obj, "__len__") and hasattr(obj, "__getitem__")
 
 
-def _fingerprint(dataset) -> str:
-    """sha256 (hex) of the dataset's shard file names and record counts.
+def _fingerprints(dataset) -> tuple[str, ...]:
+    """sha256 (hex) of the dataset's shards, then earlier forms that restore.
 
-    File names, not full paths: a dataset copied to another directory (local
-    SSD, another mount point) is the same dataset and its checkpoint should
-    restore. Sources without ``shards`` fall back to their name
-    (:func:`_source_name`) and ``len``.
+    The first is what a checkpoint stores: each shard's path relative to
+    the shards' deepest common directory (its file name when they share
+    one directory), first record and record count. Not full paths: a
+    dataset copied to another directory (local SSD, another mount point) is
+    the same dataset and its checkpoint should restore; but ``en/train`` and
+    ``de/train`` are different shards. The second, present only when it
+    differs, is the form of arrayfs before that distinction (file names
+    only), so that its checkpoints still restore. Sources without
+    ``shards`` are hashed by their name (:func:`_source_name`) and ``len``.
     """
     shards = getattr(dataset, "shards", None)
-    if shards is not None:
-        ident = [
-            [os.path.basename(str(s.path)), int(getattr(s, "start", 0)), int(s.num_records)]
-            for s in shards
-        ]
-    else:
-        ident = [_source_name(dataset), len(dataset)]
+    if shards is None:
+        return (_sha256([_source_name(dataset), len(dataset)]),)
+    paths = [str(s.path) for s in shards]
+    extents = [(int(getattr(s, "start", 0)), int(s.num_records)) for s in shards]
+    current = _sha256([[name, *extent] for name, extent in zip(_below_common_dir(paths), extents)])
+    legacy = _sha256([[os.path.basename(p), *extent] for p, extent in zip(paths, extents)])
+    return (current,) if legacy == current else (current, legacy)
+
+
+def _sha256(ident) -> str:
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+def _below_common_dir(paths: list[str]) -> list[str]:
+    """Each path relative to the deepest directory holding them all, with
+    ``/`` separators (the file name alone when they share one directory).
+
+    Local paths are made absolute first, so the answer does not depend on
+    how they were spelled; URLs (``s3://...``) are split as they are.
+    """
+    parts = [_path_parts(p) for p in paths]
+    dirs = [p[:-1] for p in parts]
+    depth = 0
+    while dirs and all(len(d) > depth and d[depth] == dirs[0][depth] for d in dirs):
+        depth += 1
+    return ["/".join(p[depth:]) for p in parts]
+
+
+def _path_parts(path: str) -> list[str]:
+    if "://" not in path:
+        path = os.path.abspath(path).replace(os.sep, "/")
+    return path.split("/")
 
 
 def _source_name(dataset) -> str:
@@ -103,13 +132,15 @@ def _source_name(dataset) -> str:
 class _Core:
     """The non-state machinery of a source, kept out of the NNX pytree."""
 
-    def __init__(self, dataset, owns: bool, order: EpochOrder, decode, fingerprint: str):
+    def __init__(self, dataset, owns: bool, order: EpochOrder, decode, fingerprints: tuple[str, ...]):
         self.dataset = dataset
         self.owns = owns
         self.order = order
         self.decode = decode
         self.raw = decode is decode_raw
-        self.fingerprint = fingerprint
+        # What get_state stores, then earlier forms set_state also accepts.
+        self.fingerprint = fingerprints[0]
+        self.fingerprints = fingerprints
         self.closed = False
         # ((epoch, resized_from), first position, records) read ahead for
         # element iteration.
@@ -236,7 +267,7 @@ class ArrayRecordSourceModule(nnx.Module):
                     f"{num_records} (drop_remainder={config.drop_remainder}) and num_epochs=-1 "
                     "would never yield; use fewer hosts or more records"
                 )
-            core = _Core(dataset, owns, order, decoder_for(config.decode, dataset), _fingerprint(dataset))
+            core = _Core(dataset, owns, order, decoder_for(config.decode, dataset), _fingerprints(dataset))
         except BaseException:
             if owns:
                 dataset.close()
@@ -463,8 +494,9 @@ class ArrayRecordSourceModule(nnx.Module):
             the ``[host_count, position]`` pairs of the epoch's earlier
             levels (empty unless the epoch was resumed on another host
             count; at most :data:`~arrayfs.nnx.order.MAX_RESIZES`),
-            ``dataset`` a sha256 hex of the shard file names and record
-            counts. Its size does not depend on the number of records.
+            ``dataset`` a sha256 hex of the shards' paths below their
+            common directory and record counts (see :func:`_fingerprints`).
+            Its size does not depend on the number of records.
         """
         c = self.config
         epoch, position, _ = self._cursor()
@@ -518,9 +550,11 @@ class ArrayRecordSourceModule(nnx.Module):
         keys = ["shuffle_files", "drop_remainder", "dataset"]
         if self.config.shuffle_files:
             keys.insert(0, "seed")
+        accepted = {k: (mine[k],) for k in keys}
+        accepted["dataset"] = self._core.fingerprints
         wrong = [
             f"{k}: checkpoint has {state.get(k)!r}, this source has {mine[k]!r}"
-            for k in keys if state.get(k) != mine[k]
+            for k in keys if state.get(k) not in accepted[k]
         ]
         if wrong:
             where = f"this dataset: {self.num_records} records in " \

@@ -311,6 +311,51 @@ def test_pipelines_resume_on_another_host_count(shard, a, b, batch, drop):
     check_epoch(later, 229, drop, max_dropped=(b - 1) + b * batch)
 
 
+def test_pipeline_state_of_hosts_with_different_batch_counts_restores_only_on_its_host(shard):
+    """N = 11 on 2 hosts (6 and 5 elements), batches of 5: host 0 takes 2
+    batches per epoch, host 1 one, so after 2 steps host 1 is already in
+    epoch 1 and host 0's state does not say what it read. Restoring that
+    state on another host would read records twice: refused; each host's
+    own state still restores exactly."""
+    kw = dict(num_epochs=2, shuffle_files=True, seed=1)
+    paths = f"{shard}[0:11]"
+
+    def pipe(h, count, **extra):
+        return from_source(ArrayRecordSourceModule(cfg(h, count, **kw, **extra), paths), 5)
+
+    job = [pipe(h, 2) for h in range(2)]
+    for _ in range(2):
+        for p in job:
+            next(p)
+    states = [roundtrip(p.get_state()) for p in job]
+    expected = [[x for b in p for x in batch_ids(b)] for p in job]
+    for p in job:
+        p.close()
+    for h, count in [(1, 2), (0, 3), (1, 3), (2, 3)]:
+        with pipe(h, count) as other:
+            before = other.source.get_state()
+            with pytest.raises(ValueError, match="different numbers of batches per epoch"):
+                other.set_state(states[0])
+            assert other.source.get_state() == before  # a refused state changes nothing
+    for h in range(2):
+        with pipe(h, 2) as own:
+            own.set_state(states[h])
+            assert [x for b in own for x in batch_ids(b)] == expected[h]
+
+    # Equal shares (drop_remainder in the config): equal batch counts, so
+    # host 0's state restores on 3 hosts and every record is read once.
+    job = [pipe(h, 2, drop_remainder=True) for h in range(2)]
+    seen = [x for p in job for _ in range(1) for x in batch_ids(next(p))]
+    state = roundtrip(job[0].get_state())
+    for p in job:
+        p.close()
+    for h in range(3):
+        with pipe(h, 3, drop_remainder=True) as p:
+            p.set_state(state)
+            seen += [x for b in p if p.source.epoch.get_value() == 0 for x in batch_ids(b)]
+    check_epoch(seen, 11, True, max_dropped=1 + 2)
+
+
 # -- real processes ------------------------------------------------------------
 
 WORKER = textwrap.dedent("""

@@ -6,6 +6,7 @@ of elements can be checked against the expected order exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -217,6 +218,40 @@ def test_nnx_state_holds_the_position(data):
         assert clone.position.get_value() == 5
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_nnx_state_with_array_leaves_restores(data, shuffle):
+    """np.load, jax.tree.map(jnp.asarray, ...) and broadcast_one_to_all give
+    0-d array leaves; they restore like ints (they broke the shuffle)."""
+    import jax
+    import jax.numpy as jnp
+
+    from arrayfs.nnx import from_source
+
+    config = cfg(num_epochs=2, shuffle_files=shuffle, seed=6)
+    with ArrayRecordSourceModule(config, data["three"]) as src:
+        for _ in range(7):
+            next(src)
+        saved = jax.tree.map(np.asarray, nnx.state(src, IterationState))
+        state = src.get_state()
+        expected = ids(src)
+    for leaves in (saved, jax.tree.map(jnp.asarray, saved)):
+        with ArrayRecordSourceModule(config, data["three"]) as fresh:
+            nnx.update(fresh, leaves)
+            assert fresh.get_state() == state
+            assert ids([fresh[7]]) == expected[:1]
+            assert fresh.global_indices(leaves["epoch"].get_value(), 7, 2).tolist() == expected[:2]
+            assert ids(fresh) == expected
+        with from_source(ArrayRecordSourceModule(config, data["three"]), 10) as pipe:
+            nnx.update(pipe.source, leaves)
+            got = [x for batch in pipe
+                   for x in np.ascontiguousarray(batch["data"][:, :8]).view("<u8").ravel().tolist()]
+            assert got == expected
+    with ArrayRecordSourceModule(config, data["three"]) as bad:
+        nnx.update(bad, {"epoch": IterationState(np.float64(0.0))})
+        with pytest.raises(ValueError, match="epoch must be an integer"):
+            next(bad)
+
+
 def test_set_state_refuses_a_different_order(data, tmp_path):
     with ArrayRecordSourceModule(cfg(shuffle_files=True, seed=1), data["three"]) as src:
         next(src)
@@ -254,6 +289,88 @@ def test_seed_does_not_matter_unshuffled_and_data_may_move(data, tmp_path):
     with ArrayRecordSourceModule(cfg(seed=2), str(moved / "data-*.array_record")) as src:
         src.set_state(state)
         assert ids([next(src)]) == [1]
+
+
+class _Records:
+    """A minimal open data source, as the docs allow: no ``shards``, no ``__repr__``."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return int(i).to_bytes(8, "little") + bytes(8)
+
+
+class _NamedRecords(_Records):
+    def __repr__(self):
+        return f"NamedRecords({self.n})"
+
+
+def test_checkpoint_over_an_open_source_without_repr_restores(data):
+    config = cfg(num_epochs=1, shuffle_files=True, seed=4)
+    with ArrayRecordSourceModule(config, _Records(101)) as src:
+        for _ in range(10):
+            next(src)
+        state = json.loads(json.dumps(src.get_state()))
+        expected = ids(src)
+    with ArrayRecordSourceModule(config, _Records(101)) as fresh:  # a new object: a new address
+        fresh.set_state(state)
+        assert ids(fresh) == expected
+    with ArrayRecordSourceModule(config, _Records(102)) as longer:
+        with pytest.raises(ValueError, match="dataset"):
+            longer.set_state(state)
+    with ArrayRecordSourceModule(config, _NamedRecords(101)) as other_class:
+        with pytest.raises(ValueError, match="dataset"):
+            other_class.set_state(state)
+
+
+def test_dataset_fingerprints_are_unchanged(data):
+    """Checkpoints of earlier versions must keep restoring: the fingerprint of
+    shards and of sources with their own ``repr`` is the same as it was."""
+    with ArrayRecordSourceModule(cfg(), data["three"]) as src:
+        # data-0000k-of-00003.array_record: 40, 1 and 60 records.
+        assert src.get_state()["dataset"] == \
+            "41129922a898585969591adf3994066df0c747564dcdfcaa8483d4a41ccc93a6"
+    with ArrayRecordSourceModule(cfg(), _NamedRecords(7)) as src:
+        ident = json.dumps(["NamedRecords(7)", 7]).encode()
+        assert src.get_state()["dataset"] == hashlib.sha256(ident).hexdigest()
+
+
+def test_same_named_shards_in_different_directories_are_told_apart(tmp_path):
+    """en/train and de/train: the fingerprint holds the paths below the
+    shards' common directory, so a swapped list is refused, while the whole
+    tree may still move; a checkpoint of the earlier fingerprint (file names
+    only) still restores."""
+    for lang, first in (("en", 0), ("de", 1000)):
+        os.makedirs(tmp_path / "a" / lang)
+        with arrayfs.ArrayRecordWriter(str(tmp_path / "a" / lang / "train.array_record")) as w:
+            for i in range(first, first + 10):
+                w.write(i.to_bytes(8, "little") + bytes(8))
+
+    def shards(root, langs):
+        return [str(root / lang / "train.array_record") for lang in langs]
+
+    config = cfg(num_epochs=1)
+    with ArrayRecordSourceModule(config, shards(tmp_path / "a", ["en", "de"])) as src:
+        for _ in range(3):
+            next(src)
+        state = json.loads(json.dumps(src.get_state()))
+        expected = ids(src)
+    with ArrayRecordSourceModule(config, shards(tmp_path / "a", ["de", "en"])) as swapped:
+        with pytest.raises(ValueError, match="dataset"):
+            swapped.set_state(state)
+    os.rename(tmp_path / "a", tmp_path / "b")
+    with ArrayRecordSourceModule(config, shards(tmp_path / "b", ["en", "de"])) as moved:
+        moved.set_state(state)
+        assert ids(moved) == expected
+    ident = json.dumps([["train.array_record", 0, 10], ["train.array_record", 0, 10]])
+    old = {**state, "dataset": hashlib.sha256(ident.encode()).hexdigest()}
+    with ArrayRecordSourceModule(config, shards(tmp_path / "b", ["en", "de"])) as src:
+        src.set_state(old)
+        assert ids(src) == expected
 
 
 def _run(config, paths, k=None, state=None, limit=10_000):

@@ -32,6 +32,7 @@ O(1) step per level. The next epoch starts afresh at level 0.
 
 from __future__ import annotations
 
+import operator
 import threading
 
 import numpy as np
@@ -275,7 +276,10 @@ class EpochOrder:
 
         Raises:
             IndexError: the range leaves this host's elements of the epoch.
+            TypeError: ``epoch``, ``position`` or ``count`` is not an
+                integer (0-d integer arrays are: NNX state may hold them).
         """
+        epoch, position, count = map(operator.index, (epoch, position, count))
         levels, start, length = self.plan(resized_from)
         if position < 0 or count < 0 or position + count > length:
             raise IndexError(

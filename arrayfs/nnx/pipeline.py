@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .order import resume_levels
 from .source import ArrayRecordSourceModule
 
 __all__ = ["from_source", "Pipeline", "default_collate", "PIPELINE_STATE_FORMAT"]
@@ -214,6 +215,45 @@ def _stop_worker(holder: list) -> None:
     holder.clear()
     if worker is not None:
         worker.stop()
+
+
+def _batches(length: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches of an epoch of ``length`` elements."""
+    return length // batch_size if drop_remainder else -(-length // batch_size)
+
+
+def _steps_differ(source: ArrayRecordSourceModule, state: dict, drop_remainder: bool) -> str | None:
+    """Why the hosts that saved ``state`` were out of lockstep, or ``None``.
+
+    One host's state tells the others what they read only if every host of
+    the saving job takes the same number of batches per epoch: otherwise a
+    host with a shorter share finishes the epoch a step early and starts the
+    next one while the others are still in this one, and drifts one step
+    further each epoch. That happens without the config's
+    ``drop_remainder`` when the epoch's elements do not divide evenly among
+    the hosts and the shares need different numbers of batches (for
+    example 6 and 5 elements in batches of 5). ``state`` is a pipeline
+    state whose source state ``source`` has already accepted;
+    ``drop_remainder`` is the saving pipeline's (this one's if the state
+    predates that key).
+    """
+    saved = state["source"]
+    count, batch_size = saved["shard_count"], state.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"pipeline state batch_size must be an integer >= 1, got {batch_size!r}")
+    levels = resume_levels(source.num_records, saved.get("resized_from", []),
+                           source.config.drop_remainder)
+    size = levels[-1].remaining if levels else source.num_records
+    short, extra = divmod(size, count)
+    if source.config.drop_remainder or not extra:
+        return None  # equal shares
+    steps = _batches(short + 1, batch_size, drop_remainder), _batches(short, batch_size, drop_remainder)
+    if steps[0] == steps[1]:
+        return None
+    longer = "host 0" if extra == 1 else f"hosts 0-{extra - 1}"
+    return (f"its {count} hosts take different numbers of batches per epoch ({steps[0]} "
+            f"of {short + 1} elements on {longer}, {steps[1]} of {short} on the others, "
+            f"in batches of {batch_size}{' dropping short ones' if drop_remainder else ''})")
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -422,13 +462,15 @@ class Pipeline:
         """JSON-serialisable state naming the next batch the caller has not seen.
 
         Returns:
-            ``{"format", "batch_size", "source"}`` with ``source`` the
-            source's :meth:`~ArrayRecordSourceModule.get_state` as of the last
-            batch yielded (batches prefetched beyond it are not counted).
+            ``{"format", "batch_size", "drop_remainder", "source"}`` with
+            ``source`` the source's
+            :meth:`~ArrayRecordSourceModule.get_state` as of the last batch
+            yielded (batches prefetched beyond it are not counted).
         """
         return {
             "format": PIPELINE_STATE_FORMAT,
             "batch_size": self.batch_size,
+            "drop_remainder": self.drop_remainder,
             "source": self._source.get_state(),
         }
 
@@ -440,10 +482,19 @@ class Pipeline:
         different ``shard_count``: one host's state of a lockstep job
         restores on every host of the new job, which split the rest of the
         epoch between them (see :meth:`ArrayRecordSourceModule.set_state`).
+        That needs the saving job's hosts to take the same number of batches
+        per epoch; when they did not (shares of different lengths without
+        the config's ``drop_remainder``, whose batch counts differ), a
+        state restores only on the host that saved it (same
+        ``shard_index`` and ``shard_count``).
 
         Raises:
-            ValueError: not a pipeline state, or the source refuses it (see
-                :meth:`ArrayRecordSourceModule.set_state`).
+            ValueError: not a pipeline state; the source refuses it (see
+                :meth:`ArrayRecordSourceModule.set_state`); or it comes from
+                another host of a job whose hosts took different numbers of
+                batches per epoch, so it does not say what this host read
+                (restoring it would read records twice or skip them). A
+                refused state leaves the pipeline where it was.
         """
         if not isinstance(state, dict) or state.get("format") != PIPELINE_STATE_FORMAT:
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -451,7 +502,35 @@ class Pipeline:
                 f"not a pipeline state (format {got!r}, expected {PIPELINE_STATE_FORMAT!r})"
             )
         self._restart()
-        self._source.set_state(state["source"])
+        source = self._source
+        was = source.cursor
+        source.set_state(state["source"])  # validates the source state first
+        try:
+            self._check_lockstep(state)
+        except BaseException:
+            source.move_to(*was)
+            raise
+
+    def _check_lockstep(self, state: dict) -> None:
+        """Refuse another host's state when the saving hosts were out of step
+        (see :func:`_steps_differ`); a host's own state is always exact."""
+        saved, config = state["source"], self._source.config
+        if (saved["shard_count"], saved.get("shard_index")) == (config.shard_count, config.shard_index):
+            return
+        drop = state.get("drop_remainder", self.drop_remainder)
+        why = _steps_differ(self._source, state, drop is True)
+        if why is not None:
+            raise ValueError(
+                f"this state was saved by host {saved.get('shard_index')!r} of "
+                f"{saved['shard_count']}, and {why}: a host with fewer batches starts the next "
+                "epoch while the others finish this one, so no one host's state says what the "
+                f"others read, and restoring it on host {config.shard_index} of "
+                f"{config.shard_count} would read records twice or skip them. Restore each "
+                "host's own state on that host; to restore one state on every host or on "
+                "another host count, give every host the same number of batches per epoch "
+                "(drop_remainder=True in ArrayRecordSourceConfig, or a batch_size with which "
+                "the longer and shorter shares need as many batches)"
+            )
 
     # -- resources -------------------------------------------------------------
 

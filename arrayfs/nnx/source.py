@@ -50,6 +50,10 @@ READ_AHEAD = 64
 class IterationState(nnx.Variable):
     """An ``nnx.Variable`` holding a source's epoch or position (a Python ``int``).
 
+    A 0-d integer numpy or jax array, as NNX checkpoint tooling may restore,
+    is read as that integer; other values (floats) make iteration raise
+    ``ValueError``.
+
     Filter on this type (``nnx.state(module, IterationState)``) to save or
     restore only iteration state with NNX tooling.
     """
@@ -63,34 +67,80 @@ def _is_data_source(obj) -> bool:
     return hasattr(obj, "__len__") and hasattr(obj, "__getitem__")
 
 
-def _fingerprint(dataset) -> str:
-    """sha256 (hex) of the dataset's shard file names and record counts.
+def _fingerprints(dataset) -> tuple[str, ...]:
+    """sha256 (hex) of the dataset's shards, then earlier forms that restore.
 
-    File names, not full paths: a dataset copied to another directory (local
-    SSD, another mount point) is the same dataset and its checkpoint should
-    restore. Sources without ``shards`` fall back to ``repr`` and ``len``.
+    The first is what a checkpoint stores: each shard's path relative to
+    the shards' deepest common directory (its file name when they share
+    one directory), first record and record count. Not full paths: a
+    dataset copied to another directory (local SSD, another mount point) is
+    the same dataset and its checkpoint should restore; but ``en/train`` and
+    ``de/train`` are different shards. The second, present only when it
+    differs, is the form of arrayfs before that distinction (file names
+    only), so that its checkpoints still restore. Sources without
+    ``shards`` are hashed by their name (:func:`_source_name`) and ``len``.
     """
     shards = getattr(dataset, "shards", None)
-    if shards is not None:
-        ident = [
-            [os.path.basename(str(s.path)), int(getattr(s, "start", 0)), int(s.num_records)]
-            for s in shards
-        ]
-    else:
-        ident = [repr(dataset), len(dataset)]
+    if shards is None:
+        return (_sha256([_source_name(dataset), len(dataset)]),)
+    paths = [str(s.path) for s in shards]
+    extents = [(int(getattr(s, "start", 0)), int(s.num_records)) for s in shards]
+    current = _sha256([[name, *extent] for name, extent in zip(_below_common_dir(paths), extents)])
+    legacy = _sha256([[os.path.basename(p), *extent] for p, extent in zip(paths, extents)])
+    return (current,) if legacy == current else (current, legacy)
+
+
+def _sha256(ident) -> str:
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+def _below_common_dir(paths: list[str]) -> list[str]:
+    """Each path relative to the deepest directory holding them all, with
+    ``/`` separators (the file name alone when they share one directory).
+
+    Local paths are made absolute first, so the answer does not depend on
+    how they were spelled; URLs (``s3://...``) are split as they are.
+    """
+    parts = [_path_parts(p) for p in paths]
+    dirs = [p[:-1] for p in parts]
+    depth = 0
+    while dirs and all(len(d) > depth and d[depth] == dirs[0][depth] for d in dirs):
+        depth += 1
+    return ["/".join(p[depth:]) for p in parts]
+
+
+def _path_parts(path: str) -> list[str]:
+    if "://" not in path:
+        path = os.path.abspath(path).replace(os.sep, "/")
+    return path.split("/")
+
+
+def _source_name(dataset) -> str:
+    """``repr(dataset)`` if its class defines one, else the class's qualified name.
+
+    object's default repr holds the memory address, which differs for the
+    same data in every process: a checkpoint would never restore. A class's
+    own repr (grain's, for example) is kept, so that its existing
+    checkpoints still restore.
+    """
+    cls = type(dataset)
+    if cls.__repr__ is object.__repr__:
+        return cls.__qualname__
+    return repr(dataset)
 
 
 class _Core:
     """The non-state machinery of a source, kept out of the NNX pytree."""
 
-    def __init__(self, dataset, owns: bool, order: EpochOrder, decode, fingerprint: str):
+    def __init__(self, dataset, owns: bool, order: EpochOrder, decode, fingerprints: tuple[str, ...]):
         self.dataset = dataset
         self.owns = owns
         self.order = order
         self.decode = decode
         self.raw = decode is decode_raw
-        self.fingerprint = fingerprint
+        # What get_state stores, then earlier forms set_state also accepts.
+        self.fingerprint = fingerprints[0]
+        self.fingerprints = fingerprints
         self.closed = False
         # ((epoch, resized_from), first position, records) read ahead for
         # element iteration.
@@ -106,6 +156,23 @@ class _Core:
         if getitems is not None:
             return list(getitems(indices))
         return [self.dataset[int(i)] for i in indices]
+
+
+def _index(name: str, value) -> int:
+    """An iteration variable's value as an ``int``.
+
+    NNX state restored with ``nnx.update`` may hold 0-d numpy or jax integer
+    arrays (from ``np.load``, ``jax.tree.map(jnp.asarray, ...)`` or
+    ``broadcast_one_to_all``) instead of ints; ``operator.index`` takes
+    those, and refuses floats, which would name no element exactly.
+
+    Raises:
+        ValueError: ``value`` is not an integer.
+    """
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"IterationState {name} must be an integer, got {value!r}") from None
 
 
 def _state_int(state: dict, names: tuple[str, str]) -> int:
@@ -200,7 +267,7 @@ class ArrayRecordSourceModule(nnx.Module):
                     f"{num_records} (drop_remainder={config.drop_remainder}) and num_epochs=-1 "
                     "would never yield; use fewer hosts or more records"
                 )
-            core = _Core(dataset, owns, order, decoder_for(config.decode, dataset), _fingerprint(dataset))
+            core = _Core(dataset, owns, order, decoder_for(config.decode, dataset), _fingerprints(dataset))
         except BaseException:
             if owns:
                 dataset.close()
@@ -236,7 +303,7 @@ class ArrayRecordSourceModule(nnx.Module):
         the stored ones (then ``epoch`` is not used).
         """
         if resized_from is None:
-            cur = self.epoch.get_value()
+            cur = self._epoch()
             epoch = cur if epoch is None else int(epoch)
             resized_from = self._resized() if epoch == cur else ()
         return self._core.order.epoch_length(tuple(resized_from))
@@ -263,9 +330,13 @@ class ArrayRecordSourceModule(nnx.Module):
         self._core.resized = (rows, pairs)
         return pairs
 
+    def _epoch(self) -> int:
+        """The stored epoch as an ``int`` (see :func:`_index`)."""
+        return _index("epoch", self.epoch.get_value())
+
     def _layout(self, epoch: int) -> tuple:
         """Earlier levels of ``epoch``: the stored ones if it is the current epoch."""
-        return self._resized() if epoch == self.epoch.get_value() else ()
+        return self._resized() if epoch == self._epoch() else ()
 
     def global_indices(self, epoch: int, position: int, count: int) -> np.ndarray:
         """Global record indices read at ``[position, position + count)`` of ``epoch``.
@@ -318,7 +389,7 @@ class ArrayRecordSourceModule(nnx.Module):
         i = operator.index(i)
         cursor = self._normalized()
         if cursor is None:
-            epoch, resized = self.epoch.get_value(), self._resized()
+            epoch, resized = self._epoch(), self._resized()
         else:
             epoch, _, resized = cursor
         n = self._core.order.epoch_length(resized)
@@ -333,7 +404,7 @@ class ArrayRecordSourceModule(nnx.Module):
     def _cursor(self) -> tuple[int, int, tuple]:
         """The stored ``(epoch, position, resized_from)``, each variable read
         once (an NNX variable read costs microseconds; this is per element)."""
-        return self.epoch.get_value(), self.position.get_value(), self._resized()
+        return self._epoch(), _index("position", self.position.get_value()), self._resized()
 
     @property
     def cursor(self) -> tuple[int, int, tuple]:
@@ -423,11 +494,12 @@ class ArrayRecordSourceModule(nnx.Module):
             the ``[host_count, position]`` pairs of the epoch's earlier
             levels (empty unless the epoch was resumed on another host
             count; at most :data:`~arrayfs.nnx.order.MAX_RESIZES`),
-            ``dataset`` a sha256 hex of the shard file names and record
-            counts. Its size does not depend on the number of records.
+            ``dataset`` a sha256 hex of the shards' paths below their
+            common directory and record counts (see :func:`_fingerprints`).
+            Its size does not depend on the number of records.
         """
         c = self.config
-        epoch, position = int(self.epoch.get_value()), int(self.position.get_value())
+        epoch, position, _ = self._cursor()
         return {
             "format": STATE_FORMAT,
             "epoch": epoch,
@@ -478,9 +550,11 @@ class ArrayRecordSourceModule(nnx.Module):
         keys = ["shuffle_files", "drop_remainder", "dataset"]
         if self.config.shuffle_files:
             keys.insert(0, "seed")
+        accepted = {k: (mine[k],) for k in keys}
+        accepted["dataset"] = self._core.fingerprints
         wrong = [
             f"{k}: checkpoint has {state.get(k)!r}, this source has {mine[k]!r}"
-            for k in keys if state.get(k) != mine[k]
+            for k in keys if state.get(k) not in accepted[k]
         ]
         if wrong:
             where = f"this dataset: {self.num_records} records in " \

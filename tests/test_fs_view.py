@@ -298,6 +298,38 @@ def test_corrupt_record_raises_naming_shard(tmp_path):
         ds.close()
 
 
+def test_listing_with_sizes_survives_a_corrupt_chunk(tmp_path, caplog):
+    """Sizes of a chunk of many records need its sizes block: a corrupt
+    chunk leaves its entries without a size (-1; their own lookups raise),
+    every other entry exact, and one log line naming file and records."""
+    path = tmp_path / "c.array_record"
+    recs = [b"r%02d-" % i * 40 for i in range(40)]
+    write_ours(path, recs, "group_size:10,uncompressed")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"r15-")
+    raw[at : at + 8] = b"X" * 8  # chunk 1: records [10, 20)
+    path.write_bytes(bytes(raw))
+    # A slice that cuts the bad chunk: the summary's size needs its sizes too.
+    ds = ArrayRecordDataSource([str(path), f"{path}[12:40]"])
+    try:
+        snap = FsView(ds).snapshot
+        for _ in range(2):  # logged once, not per listing
+            full = list(snap.readdir(snap.resolve("/"), 0, sizes=True))
+            shard = list(snap.readdir(snap.resolve("/.shards/c.array_record"), 0, sizes=True))
+        assert full[2][0] == ".arrayfs.json" and full[2][1].size == -1
+        sizes = {name: a.size for name, a, _ in full[4:]}
+        want = [-1 if 10 <= i < 20 else len(recs[i]) for i in [*range(40), *range(12, 40)]]
+        assert sizes == {f"{g:02d}": n for g, n in enumerate(want)}
+        assert [a.size for _, a, _ in shard[2:]] == want[:40]
+        with pytest.raises(ArrayRecordError):
+            snap.attr(snap.resolve("/15"))
+        lines = [r.getMessage() for r in caplog.records if "listed without attributes" in r.getMessage()]
+        assert len(lines) == 3, lines  # the summary, the chunk in each of the two shards
+        assert all(str(path) in ln and "records [10, 20)" in ln for ln in lines)
+    finally:
+        ds.close()
+
+
 def test_statfs(view, data):
     _, recs = data
     st = view.snapshot.statfs()

@@ -209,6 +209,34 @@ def test_slices_and_duplicate_names(data):
         ds.close()
 
 
+def test_long_shard_names_stay_unique_within_255_bytes(tmp_path):
+    """Suffixes that tell shards apart (``[a:b]``, ``@<position>``) are
+    added after the name is cut to fit, never cut off themselves."""
+    long = "x" * 242 + ".array_record"  # 255 bytes: the longest file name
+    wide = "é" * 127 + "y"  # 255 bytes, two per "é"
+    paths = []
+    for sub, name, n in (("a", long, 3), ("b", long, 4), ("c", wide, 5), ("d", wide, 6)):
+        (tmp_path / sub).mkdir()
+        # (Our writer's temporary name would be too long: write, then rename.)
+        write_ours(tmp_path / sub / "s", [b"%s%d" % (sub.encode(), i) for i in range(n)])
+        os.rename(tmp_path / sub / "s", tmp_path / sub / name)
+        paths.append(str(tmp_path / sub / name))
+    ds = ArrayRecordDataSource([*paths, paths[0] + "[1:3]"])
+    try:
+        v = FsView(ds)
+        names = v.listdir("/.shards")
+        assert len(set(names)) == 5 and all(len(os.fsencode(n)) <= 255 for n in names)
+        assert names[0] == long and names[2] == wide
+        assert names[1] == long[:253] + "@1"
+        assert names[3] == "é" * 126 + "@3"  # 254 bytes: no "é" is split
+        assert names[4] == long[:250] + "[1:3]"
+        for k, (n, sub) in enumerate(zip(names, "abcda")):
+            first = 1 if k == 4 else 0
+            assert v.read(f"/.shards/{n}/{first}") == b"%s%d" % (sub.encode(), first)
+    finally:
+        ds.close()
+
+
 def test_refresh_adds_and_removes(tmp_path):
     d = tmp_path
     write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(9)])

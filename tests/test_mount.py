@@ -209,6 +209,22 @@ def test_concurrent_threads_on_big_record(shared_mount):
     assert not errors
 
 
+def test_shards_whose_names_differ_past_255_bytes(tmp_path, mounter):
+    """Two shards of one 255-byte name in two directories: ``@1`` must
+    survive the cut to 255 bytes, or one shard is unreachable."""
+    long = "x" * 242 + ".array_record"
+    for k, sub in enumerate("ab"):
+        (tmp_path / sub).mkdir()
+        write_ours(tmp_path / sub / "s", [b"%s%d" % (sub.encode(), i) for i in range(3 + k)])
+        os.rename(tmp_path / sub / "s", tmp_path / sub / long)  # our writer's temporary name would be too long
+    mnt = mounter("--no-watch", tmp_path / "*" / long)
+    shards = os.listdir(mnt / ".shards")
+    assert sorted(shards) == sorted([long, long[:253] + "@1"])
+    assert sorted(os.listdir(mnt / ".shards" / long)) == ["0", "1", "2"]
+    assert (mnt / ".shards" / (long[:253] + "@1") / "3").read_bytes() == b"b3"
+    assert (mnt / "6").read_bytes() == b"b3"
+
+
 # -- robustness ---------------------------------------------------------------------------------
 
 

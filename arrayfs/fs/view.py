@@ -32,6 +32,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
+from ..encoding.files import MAX_NAME, fit_name
 from ..errors import ArrayRecordError
 
 __all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "st_blocks",
@@ -65,7 +66,7 @@ _SIZE_BLOCKS = 256
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
-_MAX_NAME = 255
+_MAX_NAME = MAX_NAME
 # st_blksize of records: large, so that ``cat`` and ``cp`` read big records
 # in big requests (coreutils size their buffer from it).
 _BLKSIZE = 1 << 20
@@ -132,6 +133,20 @@ def _parse_index(name: str, lo: int, hi: int, width: int) -> int:
         return -1
     i = int(name)
     return i if lo <= i < hi else -1
+
+
+def _unique_name(stem: str, tail: str, seen: set, k: int) -> str:
+    """Shard ``k``'s directory name: ``stem + tail`` (``tail``: the slice,
+    kept whole), else with ``@k`` appended, else ``@k~1``, ``@k~2``...,
+    whichever is first not in ``seen``; ``stem`` is cut first so that the
+    name fits in 255 bytes (the suffixes must survive the cut, or two
+    shards with long names would get one name)."""
+    for suffix in itertools.chain(("", f"@{k}"), (f"@{k}~{n}" for n in itertools.count(1))):
+        end = tail + suffix
+        name = fit_name(stem, _MAX_NAME - len(end.encode())) + end
+        if name not in seen:
+            return name
+    raise AssertionError("unreachable")
 
 
 class DirBatch(NamedTuple):
@@ -321,12 +336,11 @@ class ViewSnapshot:
         # and the position when a name would repeat.
         names, seen = [], set()
         for k, info in enumerate(self.shards):
-            name = os.path.basename(info.path) or info.path.replace("/", "_")
+            stem = os.path.basename(info.path) or info.path.replace("/", "_")
+            tail = ""
             if info.start != 0 or info.num_records != snap.file(k).num_records:
-                name += f"[{info.start}:{info.start + info.num_records}]"
-            if name in seen:
-                name += f"@{k}"
-            name = name[:_MAX_NAME]
+                tail = f"[{info.start}:{info.start + info.num_records}]"
+            name = _unique_name(stem, tail, seen, k)
             seen.add(name)
             names.append(name)
         self.shard_names = tuple(names)

@@ -181,6 +181,14 @@ def test_decoded_tree_of_other_formats():
                                                                                           "e": b""}
     assert decoded_tree(_png(), "raw") == {"data.png": _png()}
     assert decoded_tree(b"\x00\x01", "auto") == {"data": b"\x00\x01"}
+    nul = decoded_tree(json.dumps({"nul\u0000key": 1, "nul": 2, "%": 3}).encode(), "json")
+    assert nul == {"nul%00key": b"1\n", "nul": b"2\n", "%": b"3\n"}
+    long = "k" * 300
+    tree = decoded_tree(msgpack.packb({long: 1, long + "2": 2, long + "p": _png(), "n/" * 200: b"x"}), "msgpack")
+    assert list(tree) == ["k" * 255, "k" * 253 + "~1", "k" * 251 + ".png", ("n%2F" * 64)[:255]]
+    # An Example key's directory part that no directory can be named: one escaped name.
+    tree = decoded_tree(encode_example({"d\0ir/leaf": [1]}), "example")
+    assert tree == {"d%00ir%2Fleaf": b"1\n"}
     clash = encode_example({"a": [1], "a/b": [2]})
     # A feature and a directory of the same name: both stay, under distinct names.
     tree = decoded_tree(clash, "example")

@@ -209,6 +209,34 @@ def test_slices_and_duplicate_names(data):
         ds.close()
 
 
+def test_long_shard_names_stay_unique_within_255_bytes(tmp_path):
+    """Suffixes that tell shards apart (``[a:b]``, ``@<position>``) are
+    added after the name is cut to fit, never cut off themselves."""
+    long = "x" * 242 + ".array_record"  # 255 bytes: the longest file name
+    wide = "é" * 127 + "y"  # 255 bytes, two per "é"
+    paths = []
+    for sub, name, n in (("a", long, 3), ("b", long, 4), ("c", wide, 5), ("d", wide, 6)):
+        (tmp_path / sub).mkdir()
+        # (Our writer's temporary name would be too long: write, then rename.)
+        write_ours(tmp_path / sub / "s", [b"%s%d" % (sub.encode(), i) for i in range(n)])
+        os.rename(tmp_path / sub / "s", tmp_path / sub / name)
+        paths.append(str(tmp_path / sub / name))
+    ds = ArrayRecordDataSource([*paths, paths[0] + "[1:3]"])
+    try:
+        v = FsView(ds)
+        names = v.listdir("/.shards")
+        assert len(set(names)) == 5 and all(len(os.fsencode(n)) <= 255 for n in names)
+        assert names[0] == long and names[2] == wide
+        assert names[1] == long[:253] + "@1"
+        assert names[3] == "é" * 126 + "@3"  # 254 bytes: no "é" is split
+        assert names[4] == long[:250] + "[1:3]"
+        for k, (n, sub) in enumerate(zip(names, "abcda")):
+            first = 1 if k == 4 else 0
+            assert v.read(f"/.shards/{n}/{first}") == b"%s%d" % (sub.encode(), first)
+    finally:
+        ds.close()
+
+
 def test_refresh_adds_and_removes(tmp_path):
     d = tmp_path
     write_ours(d / "s-00000.array_record", [b"a%d" % i for i in range(9)])
@@ -294,6 +322,38 @@ def test_corrupt_record_raises_naming_shard(tmp_path):
         assert str(path) in str(e.value)
         assert "chunk" in v.snapshot.describe(v.resolve("/4"))
         assert v.read("/5") == recs[5]
+    finally:
+        ds.close()
+
+
+def test_listing_with_sizes_survives_a_corrupt_chunk(tmp_path, caplog):
+    """Sizes of a chunk of many records need its sizes block: a corrupt
+    chunk leaves its entries without a size (-1; their own lookups raise),
+    every other entry exact, and one log line naming file and records."""
+    path = tmp_path / "c.array_record"
+    recs = [b"r%02d-" % i * 40 for i in range(40)]
+    write_ours(path, recs, "group_size:10,uncompressed")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"r15-")
+    raw[at : at + 8] = b"X" * 8  # chunk 1: records [10, 20)
+    path.write_bytes(bytes(raw))
+    # A slice that cuts the bad chunk: the summary's size needs its sizes too.
+    ds = ArrayRecordDataSource([str(path), f"{path}[12:40]"])
+    try:
+        snap = FsView(ds).snapshot
+        for _ in range(2):  # logged once, not per listing
+            full = list(snap.readdir(snap.resolve("/"), 0, sizes=True))
+            shard = list(snap.readdir(snap.resolve("/.shards/c.array_record"), 0, sizes=True))
+        assert full[2][0] == ".arrayfs.json" and full[2][1].size == -1
+        sizes = {name: a.size for name, a, _ in full[4:]}
+        want = [-1 if 10 <= i < 20 else len(recs[i]) for i in [*range(40), *range(12, 40)]]
+        assert sizes == {f"{g:02d}": n for g, n in enumerate(want)}
+        assert [a.size for _, a, _ in shard[2:]] == want[:40]
+        with pytest.raises(ArrayRecordError):
+            snap.attr(snap.resolve("/15"))
+        lines = [r.getMessage() for r in caplog.records if "listed without attributes" in r.getMessage()]
+        assert len(lines) == 3, lines  # the summary, the chunk in each of the two shards
+        assert all(str(path) in ln and "records [10, 20)" in ln for ln in lines)
     finally:
         ds.close()
 

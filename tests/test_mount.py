@@ -209,6 +209,22 @@ def test_concurrent_threads_on_big_record(shared_mount):
     assert not errors
 
 
+def test_shards_whose_names_differ_past_255_bytes(tmp_path, mounter):
+    """Two shards of one 255-byte name in two directories: ``@1`` must
+    survive the cut to 255 bytes, or one shard is unreachable."""
+    long = "x" * 242 + ".array_record"
+    for k, sub in enumerate("ab"):
+        (tmp_path / sub).mkdir()
+        write_ours(tmp_path / sub / "s", [b"%s%d" % (sub.encode(), i) for i in range(3 + k)])
+        os.rename(tmp_path / sub / "s", tmp_path / sub / long)  # our writer's temporary name would be too long
+    mnt = mounter("--no-watch", tmp_path / "*" / long)
+    shards = os.listdir(mnt / ".shards")
+    assert sorted(shards) == sorted([long, long[:253] + "@1"])
+    assert sorted(os.listdir(mnt / ".shards" / long)) == ["0", "1", "2"]
+    assert (mnt / ".shards" / (long[:253] + "@1") / "3").read_bytes() == b"b3"
+    assert (mnt / "6").read_bytes() == b"b3"
+
+
 # -- robustness ---------------------------------------------------------------------------------
 
 
@@ -236,6 +252,50 @@ def test_corrupt_record_is_eio_and_logged(tmp_path, mounter):
     assert wait_for(lambda: log.exists() and "EIO" in log.read_text())
     text = log.read_text()
     assert str(path) in text and f"chunk 7 at byte {off}" in text
+
+
+@pytest.mark.parametrize("libfuse", ["3", "2"])
+def test_listings_survive_a_corrupt_chunk_of_many_records(tmp_path, mounter, libfuse):
+    """A listing with attributes (READDIRPLUS) needs every record's size;
+    a chunk of 10 whose sizes cannot be read must not fail the listing:
+    its records are listed without attributes (their lookups are EIO),
+    every other record keeps its exact size, and the log says it once."""
+    env = _mounting.libfuse_env(libfuse)
+    d = tmp_path / "data"
+    d.mkdir()
+    recs = [b"rec%03d-" % i * 50 for i in range(40)]
+    path = d / "s-0.array_record"
+    write_ours(path, recs, "group_size:10,uncompressed")
+    write_ours(d / "s-1.array_record", recs[:5])
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"rec015-")
+    raw[at : at + 20] = b"X" * 20  # chunk 1 (records 10-19) no longer checks out
+    path.write_bytes(bytes(raw))
+    log = tmp_path / "daemon.log"
+    opts = ["-o", "workers=1"] if libfuse == "3" else []
+    mnt = mounter("--no-watch", *opts, "--log-file", log, d / "s-*.array_record", env=env)
+    want = [f"{i:02d}" for i in range(45)]
+    assert _mounting.names(mnt) == want
+    shard = mnt / ".shards" / "s-0.array_record"
+    assert sorted(os.listdir(shard)) == want[:40]
+    found = subprocess.run(["find", str(mnt), "-type", "f", "-name", "1?"], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    for i in range(45):
+        for p in [mnt / f"{i:02d}"] + ([shard / f"{i:02d}"] if i < 40 else []):
+            if 10 <= i < 20:
+                with pytest.raises(OSError) as e:
+                    os.stat(p)
+                assert e.value.errno == errno.EIO
+            else:
+                assert os.stat(p).st_size == len(recs[i % 40])
+    assert (mnt / "09").read_bytes() == recs[9] and (mnt / "44").read_bytes() == recs[4]
+    if libfuse == "3":  # libfuse 2 lists without sizes: nothing to log there
+        assert wait_for(lambda: log.exists() and "listed without attributes" in log.read_text())
+        lines = [ln for ln in log.read_text().splitlines() if "listed without attributes" in ln]
+        assert len(lines) == 1 and str(path) in lines[0] and "records [10, 20)" in lines[0], lines
+    else:
+        with open(f"/proc/{_mounting.daemon_pid(mnt)}/maps") as f:
+            assert "libfuse.so.2" in f.read()
 
 
 def test_shard_deleted_while_reading(tmp_path, mounter):

@@ -326,6 +326,27 @@ def test_json_and_msgpack_mounts(tmp_path, mounter):
     assert _file_type(mnt / ".decoded" / "0" / "photo.png").startswith("PNG image data, 3 x 3")
 
 
+def test_decoded_names_are_unique_file_names(tmp_path, mounter):
+    """Keys no file name can hold as they are: NUL (the kernel would cut
+    the name there: two entries "nul"), "/", and longer than 255 bytes
+    (two keys equal in their first 255 bytes; one with an extension)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    long = "é" * 130  # 260 bytes
+    doc = {"nul\u0000key": 1, "nul": 2, "a/b": 3, long: 4, long + "z": 5, long + "p": _png((2, 2))}
+    write_ours(d / "j.array_record", [json.dumps({k: v if k != long + "p" else None for k, v in doc.items()}).encode()])
+    write_ours(d / "m.array_record", [encode_msgpack(doc)])
+    mnt = mounter("--no-watch", "--decode", "msgpack", d / "m.array_record")
+    got = read_tree(mnt / ".decoded" / "0")
+    cut = "é" * 127  # 254 bytes: a cut never splits a character
+    assert got == {"nul%00key": b"1\n", "nul": b"2\n", "a%2Fb": b"3\n", cut: b"4\n", "é" * 126 + "~1": b"5\n",
+                   "é" * 125 + ".png": _png((2, 2))}
+    assert all(len(os.fsencode(n)) <= 255 for n in got)
+    check_sizes(mnt / ".decoded" / "0")
+    mnt = mounter("--no-watch", "--decode", "json", d / "j.array_record")
+    assert sorted(os.listdir(mnt / ".decoded" / "0")) == sorted(["nul%00key", "nul", "a%2Fb", cut, "é" * 126 + "~1"])
+
+
 def test_a_record_that_does_not_decode_is_eio_and_the_daemon_lives(tmp_path, mounter):
     d = tmp_path / "data"
     d.mkdir()

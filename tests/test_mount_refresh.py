@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -69,6 +70,37 @@ def test_watch_adds_and_removes_shards(tmp_path, mounter, libfuse):
     with pytest.raises(FileNotFoundError):
         open(mnt / "12", "rb").read()
     assert sorted(os.listdir(mnt / ".shards")) == ["s-00001.array_record", "s-00002.array_record"]
+
+
+@pytest.mark.parametrize("libfuse,source", [("3", "glob"), ("3", "dir"), ("2", "glob")])
+def test_watch_follows_a_directory_removed_and_created_again(tmp_path, mounter, libfuse, source):
+    """A pipeline that regenerates its output (rm -rf out && mkdir out,
+    or a new directory renamed into place): the deleted directory's watch
+    is gone, so the watcher must watch the new one."""
+    env = libfuse_env(libfuse)
+    d = tmp_path / "out"
+    d.mkdir()
+    write_ours(d / "s-0.array_record", [b"old%d" % i for i in range(3)])
+    mnt = mounter(d / "s-*.array_record" if source == "glob" else d, env=env)
+    assert names(mnt) == ["0", "1", "2"]
+    shutil.rmtree(d)
+    assert wait_for(lambda: refreshed(mnt, 0))
+    d.mkdir()
+    write_ours(tmp_path / "tmp.bin", [b"new%d" % i for i in range(5)])
+    os.rename(tmp_path / "tmp.bin", d / "s-0.array_record")
+    assert wait_for(lambda: refreshed(mnt, 5)), names(mnt)
+    assert (mnt / "4").read_bytes() == b"new4"
+    # Replaced by a rename: the old directory (still watched) lives on elsewhere.
+    new = tmp_path / "out.new"
+    new.mkdir()
+    write_ours(new / "s-0.array_record", [b"re%d" % i for i in range(2)])
+    os.rename(d, tmp_path / "out.old")
+    os.rename(new, d)
+    assert wait_for(lambda: refreshed(mnt, 2)), names(mnt)
+    write_ours(tmp_path / "tmp.bin", [b"more"])
+    os.rename(tmp_path / "tmp.bin", d / "s-1.array_record")
+    assert wait_for(lambda: refreshed(mnt, 3)), names(mnt)
+    assert (mnt / "2").read_bytes() == b"more"
 
 
 def test_summary_names_its_generation_and_gets_a_new_inode(tmp_path, mounter):

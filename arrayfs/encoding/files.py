@@ -24,9 +24,11 @@ or a leaf of a TFDS record):
   one per line.
 
 An Example key holding ``/`` (TFDS flattens nested features that way)
-becomes nested directories. A name that is empty, ``.`` or ``..``, or that
-would clash with one already there, has ``/`` and ``%`` escaped as
-``%2F`` and ``%25`` and, if still clashing, ``~1``, ``~2``... appended.
+becomes nested directories. A name that is empty, ``.`` or ``..``, that
+holds ``/`` or NUL, or that would clash with one already there, has ``%``,
+``/`` and NUL escaped as ``%25``, ``%2F`` and ``%00`` and, if still
+clashing, ``~1``, ``~2``... appended. A name longer than 255 bytes (UTF-8)
+is cut to fit, before any ``~1`` and keeping its extension.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 from .errors import RecordDecodeError
 from .sniff import sniff_content, sniff_format
 
-__all__ = ["decoded_tree", "DecodedFile", "tree_size"]
+__all__ = ["decoded_tree", "DecodedFile", "tree_size", "fit_name", "MAX_NAME"]
 
 #: A file's contents in a decoded tree.
 DecodedFile = bytes
@@ -80,21 +82,55 @@ def _blob(value) -> bytes | None:
     return None
 
 
-def _unique(directory: dict, name: str) -> str:
-    if name in ("", ".", "..") or "/" in name or name in directory:
-        name = name.replace("%", "%25").replace("/", "%2F") or "%"
-        if name in (".", ".."):
-            name = name.replace(".", "%2E")
-    base, k = name, 0
-    while name in directory:
-        k += 1
-        name = f"{base}~{k}"
+#: The longest file name, in bytes (Linux's ``NAME_MAX``).
+MAX_NAME = 255
+
+
+def fit_name(name: str, room: int = MAX_NAME) -> str:
+    """``name`` cut to at most ``room`` bytes of UTF-8, never inside a
+    character (a file name's undecodable bytes, kept as surrogates by
+    ``os.fsdecode``, count one byte each; another lone surrogate three)."""
+    if len(name) * 4 <= room:  # short enough whatever its characters
+        return name
+    used = 0
+    for j, ch in enumerate(name):
+        try:
+            used += len(ch.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            used += 3
+        if used > room:
+            return name[:j]
     return name
+
+
+def _name_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _unique(directory: dict, name: str, tail: str = "") -> str:
+    """A new entry's name in ``directory``, from ``name`` and ``tail`` (an
+    extension such as ``.png``, which a cut keeps): escaped where it could
+    not be a file name or clashes, cut to :data:`MAX_NAME` bytes, and given
+    ``~1``, ``~2``... while it clashes (see the module docstring)."""
+    full = name + tail
+    if full in ("", ".", "..") or "/" in full or "\0" in full or full in directory:
+        full = full.replace("%", "%25").replace("/", "%2F").replace("\0", "%00") or "%"
+        if full in (".", ".."):
+            full = full.replace(".", "%2E")
+    stem = full[: len(full) - len(tail)] if tail and full.endswith(tail) else full
+    tail = full[len(stem):]
+    k, suffix = 0, ""
+    while True:
+        name = fit_name(stem, MAX_NAME - _name_bytes(tail + suffix)) + tail + suffix
+        if name not in directory:
+            return name
+        k += 1
+        suffix = f"~{k}"
 
 
 def _put_file(directory: dict, name: str, data: bytes) -> str:
     ext = sniff_content(data)
-    name = _unique(directory, f"{name}.{ext}" if ext else name)
+    name = _unique(directory, name, f".{ext}" if ext else "")
     directory[name] = data
     return name
 
@@ -133,8 +169,8 @@ def _put(directory: dict, name: str, value) -> None:
 def _subdir(tree: dict, dirs: list) -> dict | None:
     where = tree
     for d in dirs:
-        if d in ("", ".", ".."):
-            return None
+        if d in ("", ".", "..") or "\0" in d or _name_bytes(d) > MAX_NAME:
+            return None  # not a directory name: the whole key is one (escaped) name
         nxt = where.setdefault(d, {})
         if not isinstance(nxt, dict):
             return None
@@ -227,7 +263,7 @@ def _add_names(tree: dict, parts: list, names: list) -> None:
     for line in lines:
         k = int(line)
         out.append(names[k] if 0 <= k < len(names) else "")
-    where[_unique(where, f"{leaf}.name")] = "".join(f"{n}\n" for n in out).encode()
+    where[_unique(where, leaf, ".name")] = "".join(f"{n}\n" for n in out).encode()
 
 
 def tree_size(tree: dict) -> int:

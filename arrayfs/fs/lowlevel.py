@@ -295,7 +295,7 @@ class Replies:
         """Encode the entries of ``batch`` (an :class:`arrayfs.fs.view.DirBatch`)
         that fit in ``buf`` (``uint8``) from byte ``pos``: ``fuse_direntplus``
         with ``plus`` (the kernel keeps the entry and its attributes only
-        with ``attrs``), else ``fuse_dirent``. A run of records is written at
+        with ``attrs`` and when the batch has sizes), else ``fuse_dirent``. A run of records is written at
         once: copies of one entry with name, inode, size and offset changed.
         Returns ``(bytes written, entries written)``."""
         if batch.first_name >= 0:
@@ -322,7 +322,9 @@ class Replies:
         words[:, at // 8 - 2] = np.uint64(batch.next_offset) + j
         if plus:
             words[:, 5] = inos
-            if attrs and (name is None or name not in (b".", b"..")):
+            # A batch without sizes (a corrupt chunk's records): entries the
+            # kernel must look up, as without attrs.
+            if attrs and batch.sizes is not None and (name is None or name not in (b".", b"..")):
                 words[:, 0] = inos
                 sizes = np.asarray(batch.sizes[:k], dtype=np.uint64)
                 words[:, 6] = sizes

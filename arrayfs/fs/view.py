@@ -22,16 +22,23 @@ import bisect
 import errno
 import itertools
 import json
+import logging
 import os
 import stat
 import threading
 import time
 from typing import Iterator, NamedTuple
 
+import numpy as np
+
 from ..dataset import ArrayRecordDataSource, DatasetSnapshot
+from ..encoding.files import MAX_NAME, fit_name
+from ..errors import ArrayRecordError
 
 __all__ = ["FsView", "ViewSnapshot", "Subtree", "ShardKey", "ViewChange", "Node", "Attr", "DirBatch", "st_blocks",
            "ROOT", "SHARDS", "SHARD_DIR", "SUMMARY", "RECORD", "SUBTREE", "SUMMARY_NAME", "SHARDS_NAME"]
+
+log = logging.getLogger("arrayfs.fs")
 
 SUMMARY_NAME = ".arrayfs.json"
 SHARDS_NAME = ".shards"
@@ -59,7 +66,7 @@ _SIZE_BLOCKS = 256
 
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
-_MAX_NAME = 255
+_MAX_NAME = MAX_NAME
 # st_blksize of records: large, so that ``cat`` and ``cp`` read big records
 # in big requests (coreutils size their buffer from it).
 _BLKSIZE = 1 << 20
@@ -128,12 +135,27 @@ def _parse_index(name: str, lo: int, hi: int, width: int) -> int:
     return i if lo <= i < hi else -1
 
 
+def _unique_name(stem: str, tail: str, seen: set, k: int) -> str:
+    """Shard ``k``'s directory name: ``stem + tail`` (``tail``: the slice,
+    kept whole), else with ``@k`` appended, else ``@k~1``, ``@k~2``...,
+    whichever is first not in ``seen``; ``stem`` is cut first so that the
+    name fits in 255 bytes (the suffixes must survive the cut, or two
+    shards with long names would get one name)."""
+    for suffix in itertools.chain(("", f"@{k}"), (f"@{k}~{n}" for n in itertools.count(1))):
+        end = tail + suffix
+        name = fit_name(stem, _MAX_NAME - len(end.encode())) + end
+        if name not in seen:
+            return name
+    raise AssertionError("unreachable")
+
+
 class DirBatch(NamedTuple):
     """Consecutive directory entries sharing one attribute template.
 
     Entry ``j`` has name ``name_list()[j]``, inode ``inos[j]``, size
     ``sizes[j]`` (bytes; ``sizes`` is ``None`` when sizes were not asked
-    for) and next offset ``next_offset + j``; every other field is
+    for, or could not be read: a corrupt chunk, whose entries then go out
+    without attributes) and next offset ``next_offset + j``; every other field is
     ``attr``'s. Records come in runs named by consecutive numbers:
     ``first_name`` (the first entry's number) zero-padded to ``width``
     digits, with ``names`` ``None`` (built on demand by :meth:`name_list`)
@@ -314,12 +336,11 @@ class ViewSnapshot:
         # and the position when a name would repeat.
         names, seen = [], set()
         for k, info in enumerate(self.shards):
-            name = os.path.basename(info.path) or info.path.replace("/", "_")
+            stem = os.path.basename(info.path) or info.path.replace("/", "_")
+            tail = ""
             if info.start != 0 or info.num_records != snap.file(k).num_records:
-                name += f"[{info.start}:{info.start + info.num_records}]"
-            if name in seen:
-                name += f"@{k}"
-            name = name[:_MAX_NAME]
+                tail = f"[{info.start}:{info.start + info.num_records}]"
+            name = _unique_name(stem, tail, seen, k)
             seen.add(name)
             names.append(name)
         self.shard_names = tuple(names)
@@ -332,6 +353,10 @@ class ViewSnapshot:
         self._largest: dict = {}
         self._group1: dict = {}
         self._size_blocks: dict = {}
+        # Shard -> chunks whose record sizes could not be read (logged once,
+        # then listed without attributes instead of decoded again).
+        self._bad_sizes: dict = {}
+        self._summary_failed = False
         self._summary = None
         self._summary_lock = threading.Lock()
 
@@ -515,13 +540,17 @@ class ViewSnapshot:
 
         With ``sizes=False`` the attributes of records have ``size`` 0 (a
         plain ``readdir`` reports only type and inode); with ``sizes=True``
-        they are exact (for ``readdirplus``).
+        they are exact (for ``readdirplus``), or -1 for a record whose size
+        cannot be read (its chunk is corrupt; logged once).
 
         Raises ``NotADirectoryError`` for a file node.
         """
         for b in self.readdir_batches(node, offset, sizes=sizes):
             a = b.attr
-            all_sizes = itertools.repeat(a.size) if b.sizes is None else [int(x) for x in b.sizes]
+            if b.sizes is not None:
+                all_sizes = [int(x) for x in b.sizes]
+            else:
+                all_sizes = itertools.repeat(-1 if sizes else a.size)
             for j, (name, ino, size) in enumerate(zip(b.name_list(), b.inos, all_sizes)):
                 yield name, a._replace(ino=ino, size=size), b.next_offset + j
 
@@ -568,7 +597,20 @@ class ViewSnapshot:
         name, n = fixed[j]
         # The summary's size means reading every shard's footer: only when
         # the listing carries sizes.
-        a = self.attr(n) if sizes or n.kind != SUMMARY else Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
+        plain = Attr(_FILE_MODE, self.summary_ino, 1, 0, self.mtime_ns)
+        if not sizes and n.kind == SUMMARY:
+            return DirBatch([name], plain, (plain.ino,), None, j + 1)
+        try:
+            a = self.attr(n)
+        except (ArrayRecordError, OSError, ValueError) as e:
+            if n.kind != SUMMARY:
+                raise
+            # A shard's slice cuts a corrupt chunk: the summary reads as EIO,
+            # but the listing holding it must not fail.
+            if not self._summary_failed:
+                self._summary_failed = True
+                log.error("EIO on the size of %s, listed without attributes: %s", SUMMARY_NAME, e)
+            return DirBatch([name], plain, (plain.ino,), None, j + 1)
         return DirBatch([name], a, (a.ino,), (a.size,) if sizes else None, j + 1)
 
     def _record_batches(self, start, stop, base, sizes, local_names, width, batch):
@@ -594,11 +636,60 @@ class ViewSnapshot:
                 j = min(end, i + min(step, batch))
                 step *= 2
                 lo, hi = i + delta, j + delta
-                sz = self.data.record_sizes(k, lo, hi) if sizes else None
-                yield DirBatch(None, template, range(rec_base | lo, rec_base | hi), sz, i + base,
-                               i if local_names is None else lo, width)
+                for a, b, sz in self._sized_runs(k, lo, hi) if sizes else ((lo, hi, None),):
+                    g = a - delta  # global index of the run's first record
+                    yield DirBatch(None, template, range(rec_base | a, rec_base | b), sz, g + base,
+                                   g if local_names is None else a, width)
                 i = j
             k += 1
+
+    def _sized_runs(self, k: int, lo: int, hi: int) -> list:
+        """``(a, b, sizes)`` runs covering file-local records ``[lo, hi)`` of
+        shard ``k``, ``sizes`` the records' sizes in bytes (``int64``): one
+        run, unless a chunk's sizes cannot be read (corrupt). Then one run
+        per chunk, ``sizes`` ``None`` for each unreadable one: a listing
+        must not fail for one bad record, so those entries go out without
+        attributes (the kernel looks them up, and that lookup is ``EIO``),
+        and every other record keeps its exact size. Raises nothing for
+        corrupt input."""
+        if k not in self._bad_sizes:
+            try:
+                return [(lo, hi, self.data.record_sizes(k, lo, hi))]
+            except (ArrayRecordError, OSError, ValueError) as e:
+                self._size_error(k, None, e)
+        f = self.data.file(k)
+        try:
+            c0, c1 = f.chunk_of(lo), f.chunk_of(hi - 1) + 1
+        except (ArrayRecordError, OSError, ValueError) as e:  # the chunk index itself
+            self._size_error(k, -1, e)
+            return [(lo, hi, None)]
+        bad = self._bad_sizes[k]
+        runs = []
+        for c in range(c0, c1):
+            a, b = f.chunk_records(c)
+            a, b = max(a, lo), min(b, hi)
+            sz = None
+            if c not in bad and -1 not in bad:
+                try:
+                    sz = self.data.record_sizes(k, a, b)
+                except (ArrayRecordError, OSError, ValueError) as e:
+                    self._size_error(k, c, e)
+            if runs and sz is not None and runs[-1][2] is not None:  # good chunks stay one run
+                runs[-1] = (runs[-1][0], b, np.concatenate((runs[-1][2], sz)))
+            else:
+                runs.append((a, b, sz))
+        return runs
+
+    def _size_error(self, k: int, chunk, e: Exception) -> None:
+        """Note that chunk ``chunk`` of shard ``k`` (``None``: not known yet;
+        -1: the whole shard) has no readable sizes, logging it the first
+        time in this snapshot (``e`` names the file, the chunk's byte
+        offset and its records). Two threads may both log it: harmless."""
+        bad = self._bad_sizes.setdefault(k, set())
+        if chunk is None or chunk in bad:
+            return
+        bad.add(chunk)
+        log.error("EIO on the sizes of records of %s, listed without attributes: %s", self.shards[k].path, e)
 
     # -- contents ------------------------------------------------------------------
 

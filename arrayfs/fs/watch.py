@@ -29,7 +29,11 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
     """``(directory, recursive)`` pairs to watch for ``sources`` (the
     dataset's ``paths``: paths, patterns, directories, read instructions);
     only directories that exist, no duplicates; URLs are left out (they are
-    polled)."""
+    polled). A directory that does not exist is stood in for by its nearest
+    existing ancestor, not recursively: the :class:`Watcher` asks again
+    after each change, and watches each missing level as it appears
+    (a recursive watch of, say, the directory holding the mountpoint would
+    walk the mount itself)."""
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
     out: dict[str, bool] = {}
@@ -56,7 +60,7 @@ def watch_dirs(sources) -> list[tuple[str, bool]]:
         else:
             d, rec = os.path.dirname(text) or os.sep, False
         while not os.path.isdir(d) and d != os.sep:  # watch the nearest existing ancestor
-            d, rec = os.path.dirname(d), True
+            d, rec = os.path.dirname(d), False
         out[d] = out.get(d, False) or rec
     return sorted(out.items())
 
@@ -92,6 +96,11 @@ class Watcher:
         self._event = threading.Event()
         self._stop = threading.Event()
         self._observer = None
+        self._handler = None
+        # (directory, recursive) -> (watchdog's ObservedWatch, the directory's
+        # (st_dev, st_ino) when scheduled); directories that could not be watched.
+        self._watches: dict = {}
+        self._unwatchable: set = set()
         self._thread = None
         self._pending: tuple = ()
         self._last = time.monotonic()
@@ -112,12 +121,8 @@ class Watcher:
                     changed.set()
 
         self._observer = Observer()
-        handler = _Handler()
-        for d, recursive in watch_dirs(self.view.ds.paths):
-            try:
-                self._observer.schedule(handler, d, recursive=recursive)
-            except OSError as e:
-                log.warning("cannot watch %s: %s", d, e)
+        self._handler = _Handler()
+        self._rewatch()
         self._observer.daemon = True
         self._observer.start()
         if thread:
@@ -166,9 +171,17 @@ class Watcher:
             log.exception("refresh failed; will retry on the next change")
 
     def refresh_now(self) -> ViewChange | None:
-        """Refresh once; returns the :class:`ViewChange` or ``None``."""
+        """Refresh once, then follow directories that came or went (see
+        :meth:`_rewatch`); returns the :class:`ViewChange` or ``None``.
+        Raises what the refresh raises."""
         self._last = time.monotonic()
-        change = self.refresh()
+        try:
+            change = self.refresh()
+        finally:
+            if self._observer is not None and self._rewatch():
+                # Files may have appeared in a new directory before its watch
+                # was in place: look once more.
+                self._event.set()
         if change is None:
             self._pending = ()
             return None
@@ -182,3 +195,57 @@ class Watcher:
             log.info("refreshed: %d shards, %d records (added %s, removed %s)", len(snap.shards), snap.num_records,
                      list(change.added), list(change.removed))
         return change
+
+    def _rewatch(self) -> bool:
+        """Watch what :func:`watch_dirs` names now, and stop watching the
+        rest. A directory removed and created again (watchdog ends a watch
+        when its directory is deleted) or replaced by a rename (another
+        inode) gets a new watch; a missing one is watched through its
+        nearest existing ancestor until it exists. New watches are
+        scheduled before old ones go, so no change falls between. Returns
+        whether a watch was added. A directory that cannot be watched (no
+        inotify watches left) is logged once and tried again next time."""
+        want = watch_dirs(self.view.ds.paths)
+        added = False
+        for key in want:
+            have = self._watches.get(key)
+            ident = _identity(key[0])
+            if have is not None and have[1] == ident and self._alive(have[0]):
+                continue
+            if have is not None:
+                self._unschedule(key)
+            try:
+                watch = self._observer.schedule(self._handler, key[0], recursive=key[1])
+            except OSError as e:
+                if key not in self._unwatchable:
+                    self._unwatchable.add(key)
+                    log.warning("cannot watch %s: %s", key[0], e)
+                continue
+            self._unwatchable.discard(key)
+            self._watches[key] = (watch, ident)
+            added = True
+        for key in set(self._watches) - set(want):
+            self._unschedule(key)
+        return added
+
+    def _alive(self, watch) -> bool:
+        """Whether watchdog still watches ``watch`` (its emitter stops
+        itself when the watched directory is deleted)."""
+        emitter = next((e for e in self._observer.emitters if e.watch == watch), None)
+        return emitter is not None and not emitter.stopped_event.is_set()
+
+    def _unschedule(self, key) -> None:
+        watch, _ = self._watches.pop(key)
+        try:
+            self._observer.unschedule(watch)
+        except (KeyError, OSError):  # already gone with its directory
+            pass
+
+
+def _identity(path: str) -> tuple:
+    """``(st_dev, st_ino)`` of ``path``, ``()`` when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return st.st_dev, st.st_ino

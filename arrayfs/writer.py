@@ -116,7 +116,10 @@ class ArrayRecordWriter:
                 directory = None
             else:
                 directory, name = os.path.split(os.path.abspath(self.path))
-            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".arrayfs-tmp", dir=directory)
+            # The name, cut to 200 bytes: with mkstemp's 8 letters and the
+            # suffix the temporary name stays within NAME_MAX (255 bytes).
+            tag = os.fsdecode(os.fsencode(name)[:200])
+            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{tag}.", suffix=".arrayfs-tmp", dir=directory)
             # mkstemp makes the file 0600; a dataset is shared like any file
             # created with open(): 0666 less the umask.
             try:

@@ -18,7 +18,7 @@ import os
 import fsspec
 import numpy as np
 import pytest
-from _google import gwrite
+from _google import gread, gwrite
 from _records import awrite, make_records
 
 import arrayfs
@@ -299,6 +299,19 @@ def test_failed_close_leaves_no_file(tmp_path):
         w.close()
     assert not path.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".arrayfs-tmp")]
+
+
+@pytest.mark.parametrize("name", ["a" * 255, "é" * 127, "x" * 240 + ".array_record"])
+def test_file_names_up_to_255_bytes(tmp_path, name):
+    """The temporary file beside the output has a name of its own: it must
+    fit in 255 bytes however long the output's name is."""
+    path = tmp_path / name
+    assert len(os.fsencode(name)) <= 255
+    with arrayfs.ArrayRecordWriter(path, "group_size:1") as w:
+        w.write(b"one")
+        w.write(b"two")
+    assert gread(path) == [b"one", b"two"]
+    assert os.listdir(tmp_path) == [name]
 
 
 # -- the batch functions against their one-at-a-time counterparts ------------------------

@@ -131,14 +131,46 @@ def test_malformed_records_raise_record_decode_error(record, reason):
 
 
 def test_float_list_that_does_not_parse_names_the_feature():
-    body = b"\x0d\x00\x00"  # a fixed32 value cut short
-    feature = b"\x12" + bytes([len(body)]) + body
-    record = _record(b"bad", feature)
+    body = b"\x0a\x03\x00\x00\x00"  # a packed run of 3 bytes: not whole float32 values
+    record = _record(b"bad", b"\x12" + bytes([len(body)]) + body)
     with pytest.raises(RecordDecodeError, match="feature 'bad'") as e:
         decode_example(record)
     assert e.value.decoder == "example"
+    # A fixed32 value cut short is not protobuf at all: the record is refused.
+    body = b"\x0d\x00\x00"
+    with pytest.raises(RecordDecodeError, match="not a tf.train.Example"):
+        decode_example(_record(b"bad", b"\x12" + bytes([len(body)]) + body))
 
 
+def _ld(field: int, payload: bytes) -> bytes:
+    assert len(payload) < 128
+    return bytes([field << 3 | 2, len(payload)]) + payload
+
+
+def _floats(*values) -> bytes:
+    """A FloatList with one packed run."""
+    return _ld(1, struct.pack(f"<{len(values)}f", *values))
+
+
+@pytest.mark.parametrize("entry", [
+    # float_list written twice in one Feature: protobuf merges the two FloatLists
+    _ld(1, b"v") + _ld(2, _ld(2, _floats(1.0)) + _ld(2, _floats(2.0))),
+    # the map entry's value written twice: the two Features merge
+    _ld(1, b"v") + _ld(2, _ld(2, _floats(1.0))) + _ld(2, _ld(2, _floats(2.0))),
+    # a packed run, an unpacked value and a packed run in one FloatList
+    _ld(1, b"v") + _ld(2, _ld(2, _floats(1.0) + b"\x0d" + struct.pack("<f", 1.5) + _floats(2.0))),
+    # an int64_list, then a float_list: the oneof keeps the last
+    _ld(1, b"v") + _ld(2, _ld(3, b"\x0a\x01\x07") + _ld(2, _floats(1.0, 2.0))),
+], ids=["float_list twice", "entry value twice", "packed, unpacked, packed", "int64_list then float_list"])
+def test_repeated_float_list_fields_merge_as_protobuf_merges_them(entry):
+    record = _ld(1, _ld(1, entry))
+    expected = Example.FromString(record).features.feature["v"].float_list.value[:]
+    assert len(expected) >= 2
+    assert decode_example(record)["v"].tolist() == expected
+    from arrayfs.encoding import decoded_tree, to_json
+
+    assert to_json(record, "example")["v"] == expected
+    assert decoded_tree(record, "example")["v"] == "".join(f"{v}\n" for v in expected).encode()
 def test_registered_as_decoder_and_in_the_nnx_config():
     from arrayfs.nnx import ArrayRecordSourceConfig
 

@@ -328,3 +328,38 @@ def test_object_storage(s3_dataset):
     features = tfds_.decoder(f"{bucket}/arrayfs_digits/1.0.0/arrayfs_digits-test.array_record-00000-of-00002",
                              storage_options=opts)
     assert features.class_names()["label"][9] == "nine"
+
+
+def _tensor_features(**tensors):
+    """A TfdsFeatures of float32 Tensors ``{name: shape}``."""
+    from arrayfs.tfds import TfdsFeatures
+    from arrayfs.tfds.features import parse_features_json
+
+    p = "tensorflow_datasets.core.features."
+    doc = {"pythonClassName": p + "features_dict.FeaturesDict", "featuresDict": {"features": {
+        name: {"pythonClassName": p + "tensor_feature.Tensor",
+               "tensor": {"dtype": "float32", "shape": {"dimensions": [str(d) for d in shape]}}}
+        for name, shape in tensors.items()}}}
+    return TfdsFeatures(parse_features_json(doc))
+
+
+def test_float_list_written_twice_decodes_all_its_values():
+    # protobuf merges repeated occurrences of a message field: Feature
+    # {float_list {1.0} float_list {2.0}} holds [1.0, 2.0], as TFDS's parse has it.
+    import struct
+
+    def ld(field, payload):
+        return bytes([field << 3 | 2, len(payload)]) + payload
+
+    def record(key, *runs):
+        feature = b"".join(ld(2, ld(1, struct.pack(f"<{len(r)}f", *r))) for r in runs)
+        return ld(1, ld(1, ld(1, key) + ld(2, feature)))
+
+    features = _tensor_features(v=[-1])
+    twice = record(b"v", [1.0], [2.0, 3.0])
+    assert features(twice)["v"].tolist() == [1.0, 2.0, 3.0]
+    assert [b["v"].tolist() for b in features.decode_batch([twice, twice])] == [[1.0, 2.0, 3.0]] * 2
+    scalar = _tensor_features(s=[])
+    with pytest.raises(RecordDecodeError, match="'s': 2 values for a scalar"):
+        scalar(record(b"s", [1.0], [2.0]))
+    assert scalar(record(b"s", [2.5]))["s"] == 2.5

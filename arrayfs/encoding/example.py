@@ -18,11 +18,17 @@ classes by ``protobuf`` (its upb backend parses in C). No generated
 ``_pb2`` module and no protoc are needed.
 
 Decoding reads each ``Feature`` through a second view of the same wire
-format in which ``float_list`` is a ``bytes`` field: a packed float list
-is one length-delimited run of little-endian ``float32`` values, which
-numpy takes as it is (``np.frombuffer``) instead of one Python float per
-value. A float list written unpacked (legal, rare) is parsed with the real
-``FloatList`` message instead.
+format in which ``float_list`` is a ``FloatRuns`` message whose field 1 is
+``repeated bytes``: a packed float list is one length-delimited run of
+little-endian ``float32`` values, which numpy takes as it is
+(``np.frombuffer``) instead of one Python float per value. The view keeps
+protobuf's semantics: repeated occurrences of ``float_list`` (or of a map
+entry's ``value``) merge, their runs in wire order, and the oneof keeps the
+last list written. A float written unpacked (legal, never by TensorFlow) is
+a field the view does not know: the runs then do not account for the
+message's bytes, :func:`packed_floats` raises :class:`ReparseNeeded`, and
+:func:`read_features` reads that record from the real message,
+re-serialized.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from None
 
 __all__ = ["Example", "Feature", "Features", "BytesList", "FloatList", "Int64List",
-           "decode_example", "encode_example", "parse_features", "feature_values", "packed_floats"]
+           "decode_example", "encode_example", "parse_features", "read_features", "feature_values",
+           "packed_floats", "ReparseNeeded"]
 
 _PACKAGE = "arrayfs.tfexample"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -67,11 +74,11 @@ def _schema() -> descriptor_pb2.FileDescriptorProto:
     message("BytesList", ("value", 1, _F.TYPE_BYTES, rep, None))
     message("FloatList", ("value", 1, _F.TYPE_FLOAT, rep, None))
     message("Int64List", ("value", 1, _F.TYPE_INT64, rep, None))
-    for name, float_field in (("Feature", (_F.TYPE_MESSAGE, "FloatList")),
-                              ("FeatureView", (_F.TYPE_BYTES, None))):
+    message("FloatRuns", ("value", 1, _F.TYPE_BYTES, rep, None))
+    for name, floats in (("Feature", "FloatList"), ("FeatureView", "FloatRuns")):
         message(name,
                 ("bytes_list", 1, _F.TYPE_MESSAGE, opt, "BytesList"),
-                ("float_list", 2, float_field[0], opt, float_field[1]),
+                ("float_list", 2, _F.TYPE_MESSAGE, opt, floats),
                 ("int64_list", 3, _F.TYPE_MESSAGE, opt, "Int64List"),
                 oneof="kind")
     for suffix, feature in (("", "Feature"), ("View", "FeatureView")):
@@ -104,40 +111,68 @@ _EMPTY_OBJECT = np.empty(0, dtype=object)
 _EMPTY_OBJECT.flags.writeable = False
 
 
-def packed_floats(raw: bytes, key: str, *, copy: bool = True) -> np.ndarray:
-    """The ``float32`` values of a serialized ``FloatList`` (as
-    :func:`parse_features` leaves it): a writable copy, or with ``copy=False``
-    possibly a read-only view of ``raw``.
+class ReparseNeeded(Exception):
+    """A parsed view (:func:`parse_features`) cannot tell a feature's values:
+    its ``float_list`` holds more than packed runs (a float written
+    unpacked), whose order among the runs decides the values.
+    :func:`read_features` catches it and reads the record from the real
+    message instead; it escapes only to callers of :func:`feature_values`
+    or :func:`packed_floats` on a view of their own.
+
+    Attributes:
+        key: the feature.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"feature {key!r}: its float_list is not only packed runs: parse the real message")
+
+
+def _varint_size(n: int) -> int:
+    return (n.bit_length() + 6) // 7 or 1
+
+
+def packed_floats(float_list, key: str, *, copy: bool = True) -> np.ndarray:
+    """The ``float32`` values, shape ``(n,)``, of a parsed view's
+    ``float_list`` (a ``FloatRuns``: the packed runs of every occurrence on
+    the wire, concatenated as protobuf merges them). A writable copy, or
+    with ``copy=False`` possibly a read-only view of the record's bytes.
 
     Raises:
-        RecordDecodeError: ``raw`` is not a ``FloatList``, naming ``key``.
+        RecordDecodeError: a run that is not whole ``float32`` values,
+            naming ``key``.
+        ReparseNeeded: the message holds more than packed runs.
     """
-    if not raw:
+    runs = float_list.value
+    # Unpacked floats (or any field the view does not declare) are kept as
+    # unknown fields, which count in ByteSize but not in the runs.
+    size = float_list.ByteSize()
+    if len(runs) == 1:  # the usual form, checked without a loop
+        n = len(runs[0])
+        if size == n + (2 if n < 128 else 1 + _varint_size(n)) and not n % 4:
+            view = np.frombuffer(runs[0], dtype="<f4")
+            return view.astype(np.float32) if copy else view
+    if size != sum(len(r) + 1 + _varint_size(len(r)) for r in runs):
+        raise ReparseNeeded(key)
+    for r in runs:
+        if len(r) % 4:
+            raise RecordDecodeError("example", f"feature {key!r}: float_list is not a FloatList: a packed run of "
+                                    f"{len(r)} bytes is not whole float32 values")
+    if len(runs) == 1:
+        view = np.frombuffer(runs[0], dtype="<f4")
+        return view.astype(np.float32) if copy else view
+    if not runs:
         return np.empty(0, dtype=np.float32)
-    # The usual form: tag 0x0a, a varint length, then exactly that many bytes.
-    if raw[0] == 0x0A and len(raw) > 1:
-        length, pos, shift = 0, 1, 0
-        while pos < len(raw) and shift < 35:
-            b = raw[pos]
-            length |= (b & 0x7F) << shift
-            pos += 1
-            shift += 7
-            if b < 0x80:
-                if pos + length == len(raw) and length % 4 == 0:
-                    view = np.frombuffer(raw, dtype="<f4", offset=pos)
-                    return view.astype(np.float32) if copy else view
-                break
-    try:
-        values = FloatList.FromString(raw).value
-    except DecodeError as e:
-        raise RecordDecodeError("example", f"feature {key!r}: float_list is not a FloatList: {e}") from None
-    return np.fromiter(values, dtype=np.float32, count=len(values))
+    return np.concatenate([np.frombuffer(r, dtype="<f4") for r in runs]).astype(np.float32, copy=False)
 
 
 def parse_features(record) -> Mapping:
     """The ``feature`` map of a serialized Example, as parsed by protobuf
-    (values are ``Feature`` messages whose ``float_list`` is the raw
-    serialized ``FloatList``); for decoders that want only some features.
+    through the view (values are ``FeatureView`` messages whose
+    ``float_list`` is the list of serialized ``FloatList`` occurrences; ask
+    :func:`feature_kind`, not ``WhichOneof``, which list is set); for
+    decoders that want only some features. Wrap the reading in
+    :func:`read_features` to read every record exactly.
 
     Raises:
         RecordDecodeError: the bytes are not a ``tf.train.Example``.
@@ -150,10 +185,41 @@ def parse_features(record) -> Mapping:
         raise RecordDecodeError("example", str(e)) from None
 
 
+def _exact_features(record) -> Mapping:
+    """The view of the real message's canonical bytes, in which each
+    float list is one packed run: what :func:`parse_features`
+    gives for records :class:`ReparseNeeded` was raised for."""
+    try:
+        msg = Example.FromString(record)
+    except DecodeError as e:
+        raise RecordDecodeError("example", f"not a tf.train.Example: {e}") from None
+    # Unknown fields carry no values; kept, one inside a FloatList would
+    # make the view ask for this re-parse again.
+    msg.DiscardUnknownFields()
+    return parse_features(msg.SerializeToString())
+
+
+def read_features(record, read):
+    """``read(parse_features(record))``, again on the view of the real
+    message's canonical bytes when ``read`` raises :class:`ReparseNeeded`
+    (a record TensorFlow never writes), so that values always equal
+    protobuf's parse of the ``Example``. Raises what ``read`` and
+    :func:`parse_features` raise."""
+    try:
+        return read(parse_features(record))
+    except ReparseNeeded:
+        return read(_exact_features(record))
+
+
 def feature_values(feature, key: str) -> np.ndarray:
     """One parsed ``Feature`` (from :func:`parse_features`) as a 1-D array:
     ``int64``, ``float32`` or ``object`` (of ``bytes``); a ``Feature`` with
-    no list set gives an empty ``object`` array (no dtype is known)."""
+    no list set gives an empty ``object`` array (no dtype is known).
+
+    Raises:
+        RecordDecodeError: a float list that does not parse, naming ``key``.
+        ReparseNeeded: as :func:`packed_floats`.
+    """
     kind = feature.WhichOneof("kind")
     if kind == "int64_list":
         values = feature.int64_list.value
@@ -181,7 +247,7 @@ def decode_example(record) -> dict:
             wire format, a key that is not UTF-8, a float list that does not
             parse), naming the decoder ``"example"`` and the reason.
     """
-    return {key: feature_values(f, key) for key, f in parse_features(record).items()}
+    return read_features(record, lambda fmap: {key: feature_values(f, key) for key, f in fmap.items()})
 
 
 def encode_example(example: Mapping) -> bytes:

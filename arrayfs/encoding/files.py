@@ -179,10 +179,16 @@ def _subdir(tree: dict, dirs: list) -> dict | None:
 
 
 def _example_tree(record: bytes) -> dict:
-    from .example import feature_values, parse_features
+    from .example import read_features
+
+    return read_features(record, _example_files)
+
+
+def _example_files(fmap) -> dict:
+    from .example import feature_values
 
     tree: dict = {}
-    for key, feature in parse_features(record).items():
+    for key, feature in fmap.items():
         *dirs, leaf = key.split("/")
         where = _subdir(tree, dirs) if leaf else None
         if where is None:

@@ -131,10 +131,16 @@ def json_value(value):
 
 
 def _example_json(record: bytes) -> dict:
-    from .example import feature_values, parse_features
+    from .example import read_features
+
+    return read_features(record, _example_object)
+
+
+def _example_object(fmap) -> dict:
+    from .example import feature_values
 
     out = {}
-    for key, feature in parse_features(record).items():
+    for key, feature in fmap.items():
         values = json_value(feature_values(feature, key))
         out[key] = values[0] if len(values) == 1 else values
     return out

@@ -39,7 +39,7 @@ import zlib
 import numpy as np
 
 from ..encoding.errors import RecordDecodeError
-from ..encoding.example import feature_values, packed_floats, parse_features
+from ..encoding.example import ReparseNeeded, feature_values, packed_floats, parse_features, read_features
 from .features import (
     ClassLabelSpec,
     DictSpec,
@@ -332,12 +332,14 @@ def _scalar_reader(stored: np.dtype, path: str):
                 _fail(path, f"{len(values)} values for a scalar")
             return cast(values[0])
     elif stored == np.float32 or stored == np.float64:
-        unpack = struct.Struct("<f").unpack_from
+        unpack = struct.Struct("<f").unpack
 
         def item(feature):
-            raw = feature.float_list
-            if len(raw) == 6 and raw[0] == 0x0A and raw[1] == 4:
-                return unpack(raw, 2)[0]
+            runs = feature.float_list.value
+            # The usual form, one packed value and nothing else (an unpacked
+            # float would add bytes the runs do not account for), read in place.
+            if len(runs) == 1 and len(runs[0]) == 4 and feature.float_list.ByteSize() == 6:
+                return unpack(runs[0])[0]
             values = feature_values(feature, path)
             if values.size != 1:
                 _fail(path, f"{values.size} values for a scalar")
@@ -423,11 +425,14 @@ def compile_features(spec: FeatureSpec, *, display: bool = False):
     readers = [leaf.read for leaf in leaves]
 
     def decode(record):
-        return read(parse_features(record))
+        return read_features(record, read)
 
     def decode_batch(records) -> list:
         fmaps = [parse_features(r) for r in records]
-        columns = [[r(fmap) for fmap in fmaps] for r in readers]
+        try:
+            columns = [[r(fmap) for fmap in fmaps] for r in readers]
+        except ReparseNeeded:  # a record TensorFlow never writes: each record on its own, exactly
+            return [decode(r) for r in records]
         return [build(columns, k) for k in range(len(fmaps))]
 
     return decode, decode_batch, leaves

@@ -155,6 +155,14 @@ def test_info_names_the_format_of_other_datasets(tmp_path):
     (d / "features.json").write_text(json.dumps({"pythonClassName": "tensorflow_datasets.core.features.Video"}))
     info = json.loads(run("info", "--json", path).stdout)
     assert info["format"]["format"] == "example" and "Video" in info["format"]["note"]
+    # A features.json that is not a features tree: the same, never a traceback.
+    p = "tensorflow_datasets.core.features."
+    (d / "features.json").write_text(json.dumps({"pythonClassName": p + "features_dict.FeaturesDict", "featuresDict": {
+        "features": {"a": {"pythonClassName": p + "sequence_feature.Sequence", "sequence": {}}}}}))
+    info = json.loads(run("info", "--json", path).stdout)
+    assert info["format"]["format"] == "example" and "'a'" in info["format"]["note"]
+    assert "a Sequence without its feature" in info["format"]["note"]
+    assert _lines(run("cat", "--decode", "auto", path, "0")) == [{"a": 1}]
 
 
 def test_info_describes_shards_whose_first_record_is_corrupt(tmp_path):

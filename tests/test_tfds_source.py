@@ -363,3 +363,23 @@ def test_float_list_written_twice_decodes_all_its_values():
     with pytest.raises(RecordDecodeError, match="'s': 2 values for a scalar"):
         scalar(record(b"s", [1.0], [2.0]))
     assert scalar(record(b"s", [2.5]))["s"] == 2.5
+
+
+@pytest.mark.parametrize("tree,what", [
+    ({"pythonClassName": "Sequence", "sequence": {}}, "a Sequence without its feature"),
+    ({"pythonClassName": "Sequence", "sequence": {"feature": [1]}}, "a list where a feature object belongs"),
+    ({"pythonClassName": "FeaturesDict", "featuresDict": {"features": [1]}}, "its features are not an object"),
+    ({"pythonClassName": "Tensor", "tensor": "x"}, "its content is a str"),
+    ({"pythonClassName": "Tensor", "tensor": {"dtype": "int64", "shape": {"dimensions": [{}]}}}, "a dimension"),
+    ({"pythonClassName": "Tensor", "tensor": {"dtype": "int64", "shape": {"dimensions": 3}}}, "a shape"),
+    ({"pythonClassName": "ClassLabel", "classLabel": {"numClasses": [3]}}, "the number of classes"),
+    ({"pythonClassName": "Sequence", "sequence": {"length": "x", "feature": {}}}, "the length"),
+    ({"pythonClassName": 3}, "a class name that is a int"),
+])
+def test_malformed_features_json_names_the_feature_and_what_is_wrong(tree, what):
+    from arrayfs.tfds.features import parse_features_json
+
+    doc = {"pythonClassName": "FeaturesDict", "featuresDict": {"features": {"f": tree}}}
+    with pytest.raises(UnsupportedFeatureError, match="malformed") as e:
+        parse_features_json(doc)
+    assert e.value.feature == "f" and what in str(e.value)

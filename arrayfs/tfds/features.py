@@ -156,13 +156,23 @@ def _dtype(path: str, class_name: str, text) -> np.dtype:
             raise UnsupportedFeatureError(path, class_name, f"has dtype {text!r}, which numpy does not know,") from None
 
 
-def _shape(value) -> tuple:
+def _int(text, path: str, class_name: str, what: str) -> int:
+    """An int64 field of features.json (a JSON string or number)."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        _malformed(path, class_name, f"{what} {text!r} is not an integer")
+
+
+def _shape(value, path: str, class_name: str) -> tuple:
     """A shape from a ``Shape`` message (``{"dimensions": ["8", "-1"]}``)
     or a legacy list (``[8, null]``)."""
     dims = value.get("dimensions", []) if isinstance(value, dict) else (value or [])
+    if not isinstance(dims, (list, tuple)):
+        _malformed(path, class_name, f"a shape {value!r}")
     out = []
     for d in dims:
-        d = None if d is None else int(d)
+        d = None if d is None else _int(d, path, class_name, "a dimension")
         out.append(None if d is None or d < 0 else d)
     return tuple(out)
 
@@ -184,7 +194,14 @@ def _names_from_file(labels_dir: str | None, path: str, read_text) -> tuple | No
     return tuple(n.strip() for n in text.split("\n") if n.strip())
 
 
+def _malformed(path: str, class_name: str, what: str):
+    raise UnsupportedFeatureError(path or "<root>", class_name or "<unnamed>", f"is malformed in features.json ({what}) "
+                                  "and is not readable")
+
+
 def _build(value: dict, path: str, labels_dir, read_text) -> FeatureSpec:
+    if not isinstance(value, dict):
+        _malformed(path, "", f"a {type(value).__name__} where a feature object belongs")
     if "type" in value and "content" in value:  # the legacy form
         class_name, content, field_name = value["type"], value["content"], None
         if value.get("proto_cls") and isinstance(content, str):
@@ -196,45 +213,55 @@ def _build(value: dict, path: str, labels_dir, read_text) -> FeatureSpec:
         content = value[present[0]] if present else {}
         if field_name == "jsonFeature":
             content = json.loads(_get(content, "json", default="{}"))
+    if not isinstance(class_name, str):
+        _malformed(path, "", f"a class name that is a {type(class_name).__name__}")
+    if not isinstance(content, dict):
+        _malformed(path, class_name, f"its content is a {type(content).__name__}, not an object")
     short = class_name.rsplit(".", 1)[-1]
     if short not in SUPPORTED_CLASSES:
         raise UnsupportedFeatureError(path or "<root>", class_name or "<unnamed>")
     if short == "FeaturesDict":
         items = _get(content, "features", default=content if field_name is None else {})
+        if not isinstance(items, dict):
+            _malformed(path, class_name, "its features are not an object")
         children = {}
         for name, sub in items.items():
             children[name] = _build(sub, f"{path}/{name}" if path else name, labels_dir, read_text)
         return DictSpec(path, class_name, children)
     if short == "Sequence":
         length = _get(content, "length")
-        length = None if length is None or int(length) < 0 else int(length)
+        length = None if length is None else _int(length, path, class_name, "the length")
+        length = None if length is None or length < 0 else length
+        if "feature" not in content:
+            _malformed(path, class_name, "a Sequence without its feature")
         inner = _build(content["feature"], path, labels_dir, read_text)
         return SequenceSpec(path, class_name, inner, length)
     if short == "Image":
         encoding = _get(content, "encodingFormat", "encoding_format") or None
-        return ImageSpec(path, class_name, _shape(content.get("shape")) or (None, None, 3),
+        return ImageSpec(path, class_name, _shape(content.get("shape"), path, class_name) or (None, None, 3),
                          _dtype(path, class_name, content.get("dtype", "uint8")), encoding)
     if short == "ClassLabel":
         names = _get(content, "names")
         num = _get(content, "numClasses", "num_classes")
+        num = None if num is None else _int(num, path, class_name, "the number of classes")
         if names is None:
             names = _names_from_file(labels_dir, path, read_text)
         if names is None and num is not None:
-            names = tuple(str(i) for i in range(int(num)))
+            names = tuple(str(i) for i in range(num))
         names = tuple(names or ())
-        return ClassLabelSpec(path, class_name, int(num) if num is not None else len(names), names)
+        return ClassLabelSpec(path, class_name, num if num is not None else len(names), names)
     if short == "Text":
         if "use_encoder" in content:
             raise UnsupportedFeatureError(path, class_name, "uses a deprecated text encoder and is not supported")
         return TextSpec(path, class_name, bool(content.get("optional", False)))
     if short == "BBoxFeature":
-        return TensorSpec(path, class_name, _shape(content.get("shape")) or (4,),
+        return TensorSpec(path, class_name, _shape(content.get("shape"), path, class_name) or (4,),
                           _dtype(path, class_name, content.get("dtype", "float32")))
     # Tensor, Scalar
     encoding = str(content.get("encoding") or "none").lower()
     if encoding not in ("none", "bytes", "zlib"):
         raise UnsupportedFeatureError(path, class_name, f"has encoding {encoding!r}, which is not supported")
-    spec = TensorSpec(path, class_name, _shape(content.get("shape")), _dtype(path, class_name, content.get("dtype")),
+    spec = TensorSpec(path, class_name, _shape(content.get("shape"), path, class_name), _dtype(path, class_name, content.get("dtype")),
                       encoding, bool(content.get("optional", False)))
     if spec.dtype.kind == "O" and encoding != "none":
         raise UnsupportedFeatureError(path, class_name, "is a string tensor with an encoding (TFDS refuses those too)")
@@ -251,7 +278,8 @@ def parse_features_json(doc: dict, *, labels_dir: str | None = None, read_text=N
             (``None`` when it does not exist).
 
     Raises:
-        UnsupportedFeatureError: a feature class or setting not handled.
-        KeyError, ValueError: a document that is not a features tree.
+        UnsupportedFeatureError: a feature class or setting not handled, or
+            a document that is not a features tree (naming the feature and
+            what is wrong).
     """
     return _build(doc, "", labels_dir, read_text)

@@ -193,3 +193,29 @@ def test_decoded_tree_of_other_formats():
     # A feature and a directory of the same name: both stay, under distinct names.
     tree = decoded_tree(clash, "example")
     assert tree in ({"a": {"b": b"2\n"}, "a~1": b"1\n"}, {"a": b"1\n", "a%2Fb": b"2\n"})
+
+
+def test_numbers_files_are_rendered_in_bounded_memory(monkeypatch):
+    # A 2 MB uint8 array made ~160 MB of Python objects (tolist, repr, join):
+    # a 19 KB zlib tensor record took 1.6 GB to show in the mount.
+    import tracemalloc
+
+    import arrayfs.encoding.files as files
+
+    values = np.arange(2_000_000, dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        data = decoded_tree(encode_msgpack({"t": values}), "msgpack")["t"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data == "".join(f"{v}\n" for v in values.tolist()).encode()
+    assert peak < 4 * len(data), peak
+    # Chunk boundaries change nothing, for every kind of number.
+    monkeypatch.setattr(files, "_NUMBERS_CHUNK", 3)
+    for arr in (np.array([True, False] * 4), np.linspace(-1, 1, 7, dtype=np.float32), np.arange(-5, 5),
+                np.array([0.1, 1e300, -0.0, np.nan, np.inf])):
+        want = "".join(f"{v}\n" for v in (arr.view(np.uint8).tolist() if arr.dtype == bool else
+                                          list(map(str, arr)) if arr.dtype == np.float32 else
+                                          list(map(repr, arr.tolist())))).encode()
+        assert files._numbers_file(arr) == want

@@ -383,3 +383,29 @@ def test_malformed_features_json_names_the_feature_and_what_is_wrong(tree, what)
     with pytest.raises(UnsupportedFeatureError, match="malformed") as e:
         parse_features_json(doc)
     assert e.value.feature == "f" and what in str(e.value)
+
+
+def test_zlib_tensors_decompress_only_as_far_as_allowed(monkeypatch):
+    # A zlib bomb is a decode error naming the feature, never an allocation.
+    import zlib
+
+    import arrayfs.tfds.decode as decode
+    from arrayfs.tfds import TfdsFeatures
+    from arrayfs.tfds.features import parse_features_json
+
+    def zlib_features(shape):
+        p = "tensorflow_datasets.core.features."
+        return TfdsFeatures(parse_features_json({"pythonClassName": p + "features_dict.FeaturesDict", "featuresDict": {
+            "features": {"t": {"pythonClassName": p + "tensor_feature.Tensor", "tensor": {
+                "dtype": "uint8", "encoding": "zlib", "shape": {"dimensions": [str(d) for d in shape]}}}}}}))
+
+    record = encode_example({"t": zlib.compress(bytes(1000), 9)})
+    assert zlib_features([1000])(record)["t"].tolist() == [0] * 1000
+    with pytest.raises(RecordDecodeError, match="'t': zlib data decompresses to more than 999 bytes"):
+        zlib_features([999])(record)
+    assert zlib_features([-1])(record)["t"].size == 1000
+    monkeypatch.setattr(decode, "MAX_DECOMPRESSED_BYTES", 999)
+    with pytest.raises(RecordDecodeError, match="'t': zlib data decompresses to more than 999 bytes"):
+        zlib_features([-1])(record)
+    with pytest.raises(RecordDecodeError, match="'t': zlib data does not decompress"):
+        zlib_features([-1])(encode_example({"t": zlib.compress(bytes(10))[:-3]}))

@@ -46,18 +46,31 @@ __all__ = ["decoded_tree", "DecodedFile", "tree_size", "fit_name", "MAX_NAME"]
 DecodedFile = bytes
 
 
-def _numbers_file(values) -> bytes:
-    arr = np.asarray(values)
-    flat = arr.ravel()
-    if arr.dtype.kind == "b":
+#: Values formatted at a time by :func:`_numbers_file`: the Python objects
+#: of one chunk (~80 bytes a value) are all it holds beside its output.
+_NUMBERS_CHUNK = 1 << 16
+
+
+def _number_lines(flat: np.ndarray) -> str:
+    if flat.dtype.kind == "b":
         items = map(str, flat.view(np.uint8).tolist())
-    elif arr.dtype.kind == "f" and arr.dtype != np.float64:
+    elif flat.dtype.kind == "f" and flat.dtype != np.float64:
         items = map(str, flat)  # numpy's shortest form for the value's own precision
     else:
         # Python ints, and float64 as Python floats: their repr is the
         # shortest round-trip form numpy's str gives, at a fraction of the cost.
         items = map(repr, flat.tolist())
-    return "".join(f"{v}\n" for v in items).encode()
+    return "".join(f"{v}\n" for v in items)
+
+
+def _numbers_file(values) -> bytes:
+    """One value per line, in C order; memory beyond the output is bounded
+    by :data:`_NUMBERS_CHUNK` values, however many there are."""
+    flat = np.asarray(values).ravel()
+    out = bytearray()
+    for start in range(0, flat.size, _NUMBERS_CHUNK):
+        out += _number_lines(flat[start : start + _NUMBERS_CHUNK]).encode()
+    return bytes(out)
 
 
 def _is_numeric(value) -> bool:

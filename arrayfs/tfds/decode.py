@@ -231,7 +231,7 @@ class _Leaf:
             if value.size != 1 or shape.size != len(static):
                 _fail(path, f"{value.size} values and a shape of {shape.size} dimensions for a tensor of shape {static}")
             merged = tuple(int(s) if d is None else d for d, s in zip(static, shape.tolist()))
-            return _decode_bytes(value[0], dtype, merged, zipped, path)
+            return _decode_bytes(value[0], dtype, merged, zipped, path, declared=False)
 
         return read
 
@@ -355,13 +355,39 @@ def _scalar_reader(stored: np.dtype, path: str):
     return item
 
 
-def _decode_bytes(data: bytes, dtype: np.dtype, shape: tuple, zipped: bool, path: str) -> np.ndarray:
-    """A ``Tensor`` with ``encoding="bytes"`` (``zipped``: ``"zlib"``)."""
+#: The most bytes a ``Tensor(encoding="zlib")`` with an unknown dimension
+#: may decompress to (256 MiB); with a fully known shape the bound is the
+#: shape's own byte size. More is a decode error, never an allocation.
+MAX_DECOMPRESSED_BYTES = 256 << 20
+
+
+def _inflate(data: bytes, limit: int, path: str) -> bytes:
+    """``data`` decompressed, refusing (not allocating) past ``limit`` bytes."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as e:
+        _fail(path, f"zlib data does not decompress: {e}")
+    if len(out) > limit:
+        _fail(path, f"zlib data decompresses to more than {limit} bytes, the most allowed")
+    if not inflater.eof:
+        _fail(path, "zlib data does not decompress: incomplete or truncated stream")
+    return out
+
+
+def _decode_bytes(data: bytes, dtype: np.dtype, shape: tuple, zipped: bool, path: str,
+                  declared: bool = True) -> np.ndarray:
+    """A ``Tensor`` with ``encoding="bytes"`` (``zipped``: ``"zlib"``,
+    decompressed to at most the byte size of ``shape`` when it is known and
+    ``declared`` (from features.json), else to at most
+    :data:`MAX_DECOMPRESSED_BYTES`: a shape stored in the record bounds
+    nothing an attacker could not choose)."""
     if zipped:
-        try:
-            data = zlib.decompress(data)
-        except zlib.error as e:
-            _fail(path, f"zlib data does not decompress: {e}")
+        limit = MAX_DECOMPRESSED_BYTES
+        if None not in shape:
+            size = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 0)
+            limit = size if declared else min(size, limit)
+        data = _inflate(data, limit, path)
     if len(data) % dtype.itemsize:
         _fail(path, f"{len(data)} bytes are not a whole number of {dtype} values")
     return _reshape(np.frombuffer(data, dtype=dtype), shape, path)

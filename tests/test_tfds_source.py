@@ -297,6 +297,62 @@ def test_malformed_records_name_the_feature():
     assert features(encode_example({"unrelated": 1}) + good)["label"] == expected()["train"][0]["label"]
 
 
+def _two_int_dataset(root, records: list[bytes]) -> tuple[str, list[str]]:
+    """A TFDS dataset of int64 features ``a`` and ``b``, split ``train`` in
+    two shards of half of ``records`` each: its directory and shards."""
+    from arrayfs.writer import ArrayRecordWriter
+
+    d = os.path.join(root, "two", "1.0.0")
+    os.makedirs(d)
+    half = len(records) // 2
+    paths = [os.path.join(d, f"two-train.array_record-{i:05d}-of-00002") for i in range(2)]
+    for path, part in zip(paths, (records[:half], records[half:])):
+        with ArrayRecordWriter(path) as w:
+            for r in part:
+                w.write(r)
+    with open(os.path.join(d, "dataset_info.json"), "w") as f:
+        json.dump({"name": "two", "version": "1.0.0", "fileFormat": "array_record",
+                   "splits": [{"name": "train", "shardLengths": [str(half), str(len(records) - half)]}]}, f)
+    p = "tensorflow_datasets.core.features."
+    tensor = {"pythonClassName": p + "tensor_feature.Tensor", "tensor": {"dtype": "int64", "shape": {}}}
+    with open(os.path.join(d, "features.json"), "w") as f:
+        json.dump({"pythonClassName": p + "features_dict.FeaturesDict",
+                   "featuresDict": {"features": {"a": tensor, "b": tensor}}}, f)
+    return d, paths
+
+
+def test_decode_errors_name_the_record_its_shard_and_position(tmp_path):
+    records = [encode_example({"a": k, "b": k}) for k in range(6)]
+    records[2] = encode_example({"a": 2, "b": [1.0]})  # shard 0, position 2: 'b' is a float_list
+    records[4] = encode_example({"a": [1.0], "b": 4})  # shard 1, position 1: 'a' is a float_list
+    d, paths = _two_int_dataset(str(tmp_path), records)
+    src = data_source(d, split="train")
+
+    def error(fn) -> RecordDecodeError:
+        with pytest.raises(RecordDecodeError) as e:
+            fn()
+        return e.value
+
+    def where(e: RecordDecodeError) -> tuple:
+        return e.index, e.path, e.position, e.decoder, e.reason.split(":")[0]
+
+    first = error(lambda: src[2])
+    assert where(first) == (2, paths[0], 2, "tfds", "feature 'b'")
+    assert str(first).startswith(f"record 2 ({paths[0]} record 2): cannot decode record as tfds: feature 'b'")
+    # A batch names its first bad record in batch order, though feature by
+    # feature record 4's 'a' is met before record 2's 'b'.
+    assert where(error(lambda: src.__getitems__([0, 2, 4]))) == where(first)
+    assert where(error(lambda: src.__getitems__(np.array([5, 4, 2])))) == (4, paths[1], 1, "tfds", "feature 'a'")
+    assert where(error(lambda: list(src))) == where(first)
+    assert [r["a"] for r in src.__getitems__([0, 1, 3, 5])] == [0, 1, 3, 5]
+    # The index is the split's, the position the shard file's.
+    assert where(error(lambda: data_source(d, split="train[4:]")[0])) == (0, paths[1], 1, "tfds", "feature 'a'")
+    with pytest.raises(RecordDecodeError, match="^cannot decode record as tfds: feature 'b'"):
+        src.features.decode_batch([records[0], records[2], records[4]])
+    back = pickle.loads(pickle.dumps(first))
+    assert type(back) is RecordDecodeError and str(back) == str(first) and back.__dict__ == first.__dict__
+
+
 def test_decoder_from_a_shard_path_and_its_extras():
     features = tfds_.decoder(shards("test")[0])
     assert features.class_names()["label"][:3] == ["zero", "one", "two"]

@@ -9,10 +9,12 @@ instructions whose elements are ``features.deserialize_example_np``).
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Mapping, Sequence
 
 from ..dataset import ArrayRecordDataSource
+from ..encoding.errors import RecordDecodeError
 from .codec import TfdsFeatures
 from .info import DatasetDir, resolve_directory
 from .splits import file_instructions, parse_split
@@ -70,24 +72,54 @@ class TfdsDataSource:
         return len(self.records) if self.records is not None else 0
 
     def __getitem__(self, index):
+        """The decoded record at global ``index``.
+
+        Raises:
+            IndexError: ``index`` outside ``[0, len)``.
+            RecordDecodeError: a malformed record, naming it (``index``,
+                its shard ``path`` and ``position`` there) and the feature.
+        """
         if self.records is None:
             raise IndexError(f"index {index} out of range for an empty split {self.split!r}")
-        return self.features(self.records[index])
+        return self._decode(index, self.records[index])
 
     def __getitems__(self, indices) -> list:
         """Decoded records at ``indices`` (any integer sequence or array),
-        read as one batch."""
+        read as one batch.
+
+        Raises:
+            IndexError: an index outside ``[0, len)``.
+            RecordDecodeError: as ``[i]``, for the first malformed record
+                in the order of ``indices``.
+        """
         if self.records is None:
             if len(indices):
                 raise IndexError(f"indices out of range for an empty split {self.split!r}")
             return []
-        return self.features.decode_batch(self.records.__getitems__(indices))
+        records = self.records.__getitems__(indices)
+        try:
+            return self.features.decode_batch(records)
+        except RecordDecodeError:
+            pass
+        # The batch decodes feature by feature, so its error may be a later
+        # record's: one record at a time finds the first bad one, to name it.
+        return [self._decode(i, r) for i, r in zip(indices, records)]
 
     def __iter__(self):
+        """The decoded records in order; raises as ``[i]``."""
         if self.records is not None:
-            decode = self.features
-            for r in self.records:
-                yield decode(r)
+            for i, r in enumerate(self.records):
+                yield self._decode(i, r)
+
+    def _decode(self, index, record):
+        """``record`` (the one at global ``index``) decoded; a decode error
+        re-raised naming the record's index, shard and position there."""
+        try:
+            return self.features(record)
+        except RecordDecodeError as e:
+            index = operator.index(index)
+            path, position = self.records.locate(index)
+            raise e.at(index, path, position).with_traceback(e.__traceback__) from None
 
     @property
     def shards(self):

@@ -170,6 +170,53 @@ def test_decoded_tree_with_tfds_features_and_class_names(fixture):
     assert tree["mean"] == f"{np.float32(want['mean'])}\n".encode()
 
 
+def _sequences_of_class_labels_and_images():
+    from arrayfs.tfds import TfdsFeatures
+    from arrayfs.tfds.features import parse_features_json
+
+    p = "tensorflow_datasets.core.features."
+    label = {"pythonClassName": p + "class_label_feature.ClassLabel",
+             "classLabel": {"numClasses": "3", "names": ["cat", "dog", "owl"]}}
+    image = {"pythonClassName": p + "image_feature.Image",
+             "image": {"dtype": "uint8", "shape": {"dimensions": ["-1", "-1", "1"]}}}
+
+    def seq(feature):
+        return {"pythonClassName": p + "sequence_feature.Sequence", "sequence": {"feature": feature}}
+
+    return TfdsFeatures(parse_features_json({"pythonClassName": p + "features_dict.FeaturesDict", "featuresDict": {
+        "features": {"rr": seq(seq(label)), "rrr": seq(seq(seq(label))), "img": seq(image)}}}))
+
+
+def test_class_labels_in_ragged_sequences_get_names_beside_each_row():
+    features = _sequences_of_class_labels_and_images()
+    record = encode_example({"rr/ragged_flat_values": [0, 1, 2], "rr/ragged_row_lengths_0": [2, 1],
+                             "rrr/ragged_flat_values": [2, 0, 1, 0], "rrr/ragged_row_lengths_0": [2, 1],
+                             "rrr/ragged_row_lengths_1": [1, 2, 1], "img": [_png((2, 2))]})
+    tree = decoded_tree(record, features.decode_for_display, class_names=features.class_names())
+    assert tree["rr"] == {"0": b"0\n1\n", "0.name": b"cat\ndog\n", "1": b"2\n", "1.name": b"owl\n"}
+    # [[[2], [0, 1]], [[0]]]: rows of one length are one numbers file, as without names.
+    assert tree["rrr"] == {"0": {"0": b"2\n", "0.name": b"owl\n", "1": b"0\n1\n", "1.name": b"cat\ndog\n"},
+                           "1": b"0\n", "1.name": b"cat\n"}
+
+
+@pytest.mark.parametrize("count", [0, 1, 2])
+def test_a_sequence_of_images_is_a_directory_a_file_or_empty_by_its_length(count):
+    # The layouts docs/tfds.md states: two or more a directory, one a file, none an empty file.
+    features = _sequences_of_class_labels_and_images()
+    from arrayfs.encoding.example import Example
+
+    msg = Example()
+    for key, values in {"rr/ragged_flat_values": [0], "rr/ragged_row_lengths_0": [1], "rrr/ragged_flat_values": [0],
+                        "rrr/ragged_row_lengths_0": [1], "rrr/ragged_row_lengths_1": [1]}.items():
+        msg.features.feature[key].int64_list.value.extend(values)
+    msg.features.feature["img"].bytes_list.SetInParent()  # as TFDS writes no images: an empty bytes_list
+    msg.features.feature["img"].bytes_list.value.extend([_png((2, 2))] * count)
+    record = msg.SerializeToString()
+    tree = decoded_tree(record, features.decode_for_display)
+    want = {0: {"img": b""}, 1: {"img.png": _png((2, 2))}, 2: {"img": {"0.png": _png((2, 2)), "1.png": _png((2, 2))}}}
+    assert {k: v for k, v in tree.items() if k.startswith("img")} == want[count]
+
+
 def test_decoded_tree_of_other_formats():
     rec = msgpack.packb({"photo": _png(), "note": "hi", "nums": [1, 2, 3], "blobs": [b"\x00", b"\x01"],
                         "nested": {"k": 1.5}, "bad/name": b"x", "..": b"y"})

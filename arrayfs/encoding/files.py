@@ -15,13 +15,17 @@ or a leaf of a TFDS record):
 * numbers (any count, any shape): ``<feature>``, a text file with one value
   per line in C order (floats in their shortest round-trip form; ``float32``
   ones as ``float32``; booleans as ``0``/``1``); no values: an empty file;
-* a list of several binary or text values: a directory ``<feature>/``
-  holding ``0``, ``1``, ... by the same rules (``0.png`` ...);
+* a list of binary or text values (a ``Sequence`` of images): two or
+  more are a directory ``<feature>/`` holding ``0``, ``1``, ... by the same
+  rules (``0.png`` ...); exactly one is shown as that single value
+  (``<feature>.png``), none as an empty file ``<feature>``;
 * a map (a nested TFDS ``FeaturesDict``, a Sequence of dicts): a
   directory of its keys;
 * with ``class_names`` (TFDS ``ClassLabel`` features): besides
   ``<feature>`` with the integer(s), ``<feature>.name`` with the name(s),
-  one per line.
+  one per line; where ``<feature>`` is a directory (a ``Sequence`` of
+  ``Sequence`` whose rows differ in length: ``<feature>/0``, ``1``, ...),
+  each numbers file ``<i>`` in it, at any depth, gets ``<i>.name``.
 
 An Example key holding ``/`` (TFDS flattens nested features that way)
 becomes nested directories. A name that is empty, ``.`` or ``..``, that
@@ -274,12 +278,24 @@ def _add_names(tree: dict, parts: list, names: list) -> None:
         where = where.get(d)
         if not isinstance(where, dict):
             return
+    _name_entry(where, leaf, names)
+
+
+def _name_entry(where: dict, leaf: str, names: list) -> None:
+    """Beside the numbers file ``where[leaf]``, ``<leaf>.name`` with the
+    class name of each of its integers, one per line (``""`` for one
+    outside ``names``); for a directory (a ClassLabel in a Sequence of
+    Sequence whose rows differ in length), the same for each entry in it,
+    at any depth."""
     data = where.get(leaf)
+    if isinstance(data, dict):
+        for key in list(data):  # a snapshot: the loop adds entries
+            _name_entry(data, key, names)
+        return
     if not isinstance(data, bytes):
         return
-    lines = data.decode().split()
     out = []
-    for line in lines:
+    for line in data.decode().split():
         k = int(line)
         out.append(names[k] if 0 <= k < len(names) else "")
     where[_unique(where, leaf, ".name")] = "".join(f"{n}\n" for n in out).encode()

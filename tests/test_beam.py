@@ -142,6 +142,23 @@ def test_bad_writer_options_fail_at_construction(tmp_path, options, match):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("prefix, kw", [
+    ("train[1]", {}), ("train*", {}), ("train?", {}), ("train{1,2}", {}),
+    ("train", {"file_name_suffix": ".ar[1]"}), ("train", {"shard_name_template": "-SS-[of]-NN"}),
+])
+def test_glob_characters_in_shard_names_are_refused_at_construction(tmp_path, prefix, kw):
+    # Beam's FileBasedSink deletes `prefix-*-of-NNNNN.suffix` by glob before
+    # renaming: writing 'train[1]' deleted the shards of another dataset,
+    # 'train1', then failed and left its beam-temp directory.
+    with beam.Pipeline() as p:
+        _ = p | beam.Create([b"other"]) | WriteToArrayRecord(str(tmp_path / "train1"), num_shards=1)
+    other = tmp_path / "train1-00000-of-00001"
+    with pytest.raises(ValueError, match="glob character.*which Beam's file sink would match other files"):
+        WriteToArrayRecord(str(tmp_path / prefix), num_shards=1, **kw)
+    assert os.listdir(tmp_path) == [other.name]
+    assert google_read(other) == [b"other"]
+
+
 def test_template_suffix_and_coder(tmp_path):
     words = ["alpha", "beta", "gamma"]
     with beam.Pipeline() as p:

@@ -408,6 +408,29 @@ def test_every_compression_beam_names_is_read_whole(tmp_path):
     assert google_read(res.shards[0]) == lines * len(made)
 
 
+def test_glob_characters_in_the_output_prefix_are_refused(tmp_path):
+    # 'out/train[1]' made Beam's sink delete out/train1-00000-of-00001 (another
+    # dataset) by glob, fail, and leave out/beam-temp-train[1]-*.
+    _tfrecord_file(tmp_path / "a.tfrecord", seed=1)
+    _tfrecord_file(tmp_path / "b.tfrecord", seed=2)
+    out = tmp_path / "out"
+    first = run_cli("convert", "--from", "tfrecord", tmp_path / "a.tfrecord", "-o", out / "train1", tmp=tmp_path)
+    assert first.returncode == 0, first.stderr
+    other = out / "train1-00000-of-00001.array_record"
+    before = other.read_bytes()
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "b.tfrecord", "-o", out / "train[1]", tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"arrayfs: error: {out / 'train[1]'}: the output prefix holds the glob characters [ ], which Beam's file "
+        "sink would match other files with (it deletes existing shards by glob); choose a name without any of "
+        "* ? [ ] { }"]
+    assert listing(out) == [other.name] and other.read_bytes() == before
+    # Refused before anything is made: no output directory either.
+    with pytest.raises(ConvertError, match=r"new\*/x: the output prefix holds the glob character \*,"):
+        convert("tfrecord", str(tmp_path / "b.tfrecord"), str(tmp_path / "new*" / "x"))
+    assert not (tmp_path / "new*").exists()
+
+
 def test_unknown_from_is_refused(tmp_path):
     r = run_cli("convert", "--from", "csv", tmp_path / "x.csv", "-o", tmp_path / "o", tmp=tmp_path)
     assert r.returncode == 2

@@ -51,7 +51,7 @@ from ..naming import SHARD_TEMPLATE, shard_glob, shard_matcher, shard_names, sha
 from .defaults import WRITER_OPTIONS
 from .inputs import KINDS, InputError, expand_inputs, parquet_encoder, read_batches
 from .progress import ProgressBar, WorkerProgress
-from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_writer_options
+from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_output_name, check_writer_options
 
 __all__ = ["convert", "ConvertResult", "ConvertError", "ReadRecords", "KINDS", "DEFAULT_SUFFIX"]
 
@@ -432,8 +432,9 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         :class:`ConvertResult` (records, bytes in and out, seconds, shards).
 
     Raises:
-        ConvertError: bad arguments, inputs that match nothing, existing
-            outputs, or a failed pipeline (bad input: the message names the
+        ConvertError: bad arguments (among them an output prefix or
+            suffix holding a glob character ``* ? [ ] { }``), inputs that
+            match nothing, existing outputs, or a failed pipeline (bad input: the message names the
             file and the byte offset or line). Nothing is left under the
             output names, nor the sink's temporary directory.
     """
@@ -450,6 +451,11 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         # Absolute, as Beam's FileSystems.match reports local files, so that
         # the shard names we compute compare equal to the ones it lists.
         prefix = os.path.abspath(prefix) + (os.sep if prefix.endswith(os.sep) else "")
+    try:
+        # Absolute: Beam globs the whole path, the working directory's too.
+        check_output_name(prefix, file_name_suffix)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
     opts = _pipeline_options(pipeline_args)
     if kind == "parquet":
         try:

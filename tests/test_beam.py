@@ -102,6 +102,22 @@ def test_write_three_shards_read_by_google(tmp_path):
     assert all(google_read(tmp_path / "out" / n) for n in names)  # no shard is empty
 
 
+def test_a_retried_finalize_still_outputs_every_shard(tmp_path):
+    # --direct_runner_bundle_repeat=1 runs each bundle twice, as a retry; the
+    # second FinalizeWrite finds every shard renamed by the first. Beam's
+    # FileBasedSink then yielded no name: the transform's output was empty.
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    prefix = tmp_path / "out" / "r"
+    recs = [b"%d" % i for i in range(30)]
+    with beam.Pipeline(options=PipelineOptions(["--direct_runner_bundle_repeat=1"])) as p:
+        written = p | beam.Create(recs) | WriteToArrayRecord(str(prefix), num_shards=2)
+        assert_that(written, equal_to([f"{prefix}-{k:05d}-of-00002" for k in range(2)]))
+    names = sorted(os.listdir(tmp_path / "out"))
+    assert names == [f"r-{k:05d}-of-00002" for k in range(2)]
+    assert sorted(r for n in names for r in google_read(tmp_path / "out" / n)) == sorted(recs)
+
+
 @pytest.mark.parametrize("options", [
     "group_size:64,brotli:5",
     "group_size:10,snappy",

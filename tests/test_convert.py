@@ -95,6 +95,31 @@ def test_one_tfrecord_file_into_more_shards_than_files(tmp_path):
     assert res.records == len(recs)
 
 
+@pytest.mark.parametrize("num_shards", [1, 2, 5])
+def test_retried_bundles_leave_every_shard_in_place(tmp_path, num_shards):
+    # --direct_runner_bundle_repeat=1 runs every bundle twice, as a runner's
+    # retry does. With 1 or 2 shards (the file-group path) pre_finalize and
+    # finalize ran in one step: the retry deleted the shards the first
+    # attempt had renamed into place, then failed ("src and dst files do not
+    # exist"). 5 shards > 3 files is Beam's own iobase.Write.
+    recs = [[b"%d-%d" % (i, j) for j in range(100)] for i in range(3)]
+    paths = []
+    for i, r in enumerate(recs):
+        paths.append(str(tmp_path / f"in{i}.tfrecord"))
+        with open(paths[-1], "wb") as f:
+            write_tfrecords(f, r)
+    out = tmp_path / "out" / "x"
+    flag = ["--direct_runner_bundle_repeat=1"]
+    for overwrite in (False, True):  # the second run replaces shards of the same count
+        res = convert("tfrecord", paths, str(out), num_shards=num_shards, pipeline_args=flag, overwrite=overwrite)
+        assert res.records == 300
+        assert listing(tmp_path / "out") == [f"x-{k:05d}-of-{num_shards:05d}.array_record" for k in range(num_shards)]
+        got = read_shards(res.shards)
+        assert sorted(got) == sorted(r for rs in recs for r in rs)
+        if num_shards <= 3:
+            assert got == [r for rs in recs for r in rs]  # input order
+
+
 def test_result_counts_and_sizes(tmp_path):
     recs = make_records(500, seed=2, size=(0, 200), tag=True)
     paths = []

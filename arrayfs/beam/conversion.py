@@ -207,10 +207,14 @@ class _WriteShardFn(beam.DoFn):
         self.progress.close()
 
 
-def _finalize(_, sink, init_result, written):
-    written = list(written)
-    sink.pre_finalize(init_result, written)
-    return list(sink.finalize_write(init_result, written, None))
+def _pre_finalize(_, sink, init_result, written):
+    # One element, whatever pre_finalize returns: FinalizeWrite takes it as
+    # a singleton side input.
+    yield sink.pre_finalize(init_result, list(written))
+
+
+def _finalize(_, sink, init_result, written, pre_finalize_result):
+    return list(sink.finalize_write(init_result, list(written), pre_finalize_result))
 
 
 def file_groups(sizes, num_groups: int) -> list[range]:
@@ -241,8 +245,10 @@ def file_groups(sizes, num_groups: int) -> list[range]:
 
 class _ConvertFileGroups(beam.PTransform):
     """One shard per group of input files, each written by one worker in
-    input order; the initialize / write / finalize steps of Beam's
-    ``iobase.Write``, without moving any record through a shuffle."""
+    input order; the initialize / write / pre-finalize / finalize steps of
+    Beam's ``iobase.Write`` (``WriteImpl``), without moving any record
+    through a shuffle. Every step may be retried: finalize skips a shard
+    already renamed into place (:meth:`ArrayRecordSink.finalize_write`)."""
 
     def __init__(self, sink, kind, groups, progress_dir):
         super().__init__()
@@ -258,7 +264,13 @@ class _ConvertFileGroups(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "ReadAndWrite" >> beam.ParDo(_WriteShardFn(self.sink, self.kind, self.progress_dir), AsSingleton(init))
         )
-        return once | "FinalizeWrite" >> beam.FlatMap(_finalize, self.sink, AsSingleton(init), AsList(written))
+        # PreFinalize (deleting existing shards of the same count) is a step of
+        # its own whose output FinalizeWrite waits for, as in Beam's
+        # WriteImpl: a retried FinalizeWrite must not run it again, or it
+        # deletes the shards the earlier attempt renamed into place.
+        pre = once | "PreFinalize" >> beam.FlatMap(_pre_finalize, self.sink, AsSingleton(init), AsList(written))
+        return once | "FinalizeWrite" >> beam.FlatMap(
+            _finalize, self.sink, AsSingleton(init), AsList(written), AsSingleton(pre))
 
 
 # -- running -----------------------------------------------------------------------

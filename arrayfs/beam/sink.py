@@ -160,6 +160,21 @@ class ArrayRecordSink(filebasedsink.FileBasedSink):
             FileSystems.mkdirs(tmp)
         return tmp
 
+    def finalize_write(self, init_result, writer_results, pre_finalize_results):
+        """Rename the temporary shards to their final names; returns the
+        final names, all ``len(writer_results)`` of them, in shard order.
+
+        Safe to retry: Beam's ``FileBasedSink`` skips a shard whose
+        temporary file is gone and whose final file exists (renamed by an
+        earlier attempt) but yields only the shards this attempt renamed,
+        so a retried finalize, the one whose output counts, yielded none.
+        Raises ``BeamIOError`` when a shard is neither here nor there.
+        """
+        for _ in super().finalize_write(init_result, writer_results, pre_finalize_results):
+            pass  # a generator: the renames happen as it runs
+        n = len(writer_results)
+        return [self._get_final_name(k, n) for k in range(n)]
+
     def open(self, temp_path):
         raw = FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED)
         stream = _CountingStream(raw, temp_path)

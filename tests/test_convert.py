@@ -456,6 +456,26 @@ def test_glob_characters_in_the_output_prefix_are_refused(tmp_path):
     assert not (tmp_path / "new*").exists()
 
 
+def test_the_bundle_based_direct_runner_converts_and_fails_cleanly(tmp_path):
+    # Its result refuses wait_until_finish(duration=...): every run failed
+    # ("DirectRunner does not support duration argument") and the cleanup,
+    # run while the job went on, left out/beam-temp-*.
+    _tfrecord_file(tmp_path / "a.tfrecord", n=100)
+    out = tmp_path / "out"
+    runner = "--runner=BundleBasedDirectRunner"
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "a.tfrecord", "-o", out / "x", runner, tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("converted 100 records from 1 file: ")
+    assert listing(out) == ["x-00000-of-00001.array_record"]
+    assert google_read(out / "x-00000-of-00001.array_record") == make_records(100, 3, size=(0, 200), tag=True)
+    (tmp_path / "bad.tfrecord").write_bytes(b"not a TFRecord file\n" * 10)
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "bad.tfrecord", "-o", out / "y", runner, tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == (f"arrayfs: error: {tmp_path / 'bad.tfrecord'}: byte 0: bad length checksum: "
+                                        "not a TFRecord file, or a corrupt record")
+    assert listing(out) == ["x-00000-of-00001.array_record"]
+
+
 def test_unknown_from_is_refused(tmp_path):
     r = run_cli("convert", "--from", "csv", tmp_path / "x.csv", "-o", tmp_path / "o", tmp=tmp_path)
     assert r.returncode == 2

@@ -46,6 +46,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.runners.runner import PipelineState
 
 from ..naming import SHARD_TEMPLATE, shard_glob, shard_matcher, shard_names, shard_set_pattern
 from .defaults import WRITER_OPTIONS
@@ -306,19 +307,46 @@ def _counter(result, name: str) -> int:
     return total
 
 
-_TERMINAL = ("DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED")
+_POLL_MS = 2000  # how long one wait lasts before the bar is fed, milliseconds
+
+
+def _ended(result) -> bool:
+    return PipelineState.is_terminal(result.state)
 
 
 def _wait(result, bar) -> None:
-    """Wait for a runner whose ``run()`` returns early (Dataflow, Flink),
-    feeding the bar from the ``input_bytes`` counter."""
-    while str(result.state) not in _TERMINAL:
-        result.wait_until_finish(duration=2000)
+    """Wait for a runner whose ``run()`` returns early (Dataflow, Flink,
+    the BundleBasedDirectRunner), feeding the bar from the ``input_bytes``
+    counter every :data:`_POLL_MS` ms.
+
+    Raises what the runner raises for a failed job, or
+    :class:`ConvertError` when it ends in a state other than ``DONE``.
+    """
+    while not _ended(result):
+        try:
+            result.wait_until_finish(duration=_POLL_MS)
+        except NotImplementedError:
+            # The BundleBasedDirectRunner waits only to the end (its bar is
+            # fed by the worker files, in this process).
+            result.wait_until_finish()
         if bar is not None:
             bar.set(_counter(result, "input_bytes"))
     state = str(result.state)
     if state != "DONE":
         raise ConvertError(f"the pipeline ended in state {state}")
+
+
+def _stopped(result) -> bool:
+    """Whether the job of ``result`` (``None``: ``run()`` did not return)
+    is known to have ended, cancelling it first if it still runs."""
+    if result is None:
+        return True  # in-process runners run within run(); others never started
+    try:
+        if not _ended(result):
+            result.cancel()
+        return _ended(result)
+    except Exception:  # noqa: BLE001 - a runner that cannot cancel or tell: assume it runs
+        return False
 
 
 _ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
@@ -448,7 +476,11 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
             suffix holding a glob character ``* ? [ ] { }``), inputs that
             match nothing, existing outputs, or a failed pipeline (bad input: the message names the
             file and the byte offset or line). Nothing is left under the
-            output names, nor the sink's temporary directory.
+            output names, nor the sink's temporary directory (unless a job
+            that runs apart from this process, say on Dataflow, fails to
+            wait for and cannot be cancelled: then the message says its
+            temporary directory is left, rather than pull it from under
+            a running job).
     """
     if kind not in KINDS:
         raise ConvertError(f"unknown input kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -492,7 +524,7 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     paths = [f.path for f in files]
     bytes_in = sum(f.size for f in files)
     progress_dir = tempfile.mkdtemp(prefix="arrayfs-progress-") if progress else None
-    bar = None
+    bar = result = None
     try:
         p = beam.Pipeline(options=opts)
         if 1 <= num_shards <= len(files):
@@ -516,10 +548,18 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     except BaseException as e:
         # Whatever stopped the run (bad input, a worker, Ctrl-C), leave
         # nothing behind: the temporary shards, the directory we created.
-        _cleanup(sink, created)
-        if isinstance(e, ConvertError) or not isinstance(e, Exception):
+        # But not while the job may still run: its writers would make the
+        # temporary directory again, or fail on its removal.
+        running = not _stopped(result)
+        if not running:
+            _cleanup(sink, created)
+        if not isinstance(e, Exception) or (isinstance(e, ConvertError) and not running):
             raise
-        raise ConvertError(cause_text(e)) from e
+        text = cause_text(e)
+        if running:
+            text += (f"; the job could not be cancelled and may still be running: its temporary files in "
+                     f"{sink.temp_directory()} are left")
+        raise ConvertError(text) from e
     finally:
         if bar is not None:
             bar.close()

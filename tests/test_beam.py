@@ -102,6 +102,22 @@ def test_write_three_shards_read_by_google(tmp_path):
     assert all(google_read(tmp_path / "out" / n) for n in names)  # no shard is empty
 
 
+def test_a_retried_finalize_still_outputs_every_shard(tmp_path):
+    # --direct_runner_bundle_repeat=1 runs each bundle twice, as a retry; the
+    # second FinalizeWrite finds every shard renamed by the first. Beam's
+    # FileBasedSink then yielded no name: the transform's output was empty.
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    prefix = tmp_path / "out" / "r"
+    recs = [b"%d" % i for i in range(30)]
+    with beam.Pipeline(options=PipelineOptions(["--direct_runner_bundle_repeat=1"])) as p:
+        written = p | beam.Create(recs) | WriteToArrayRecord(str(prefix), num_shards=2)
+        assert_that(written, equal_to([f"{prefix}-{k:05d}-of-00002" for k in range(2)]))
+    names = sorted(os.listdir(tmp_path / "out"))
+    assert names == [f"r-{k:05d}-of-00002" for k in range(2)]
+    assert sorted(r for n in names for r in google_read(tmp_path / "out" / n)) == sorted(recs)
+
+
 @pytest.mark.parametrize("options", [
     "group_size:64,brotli:5",
     "group_size:10,snappy",
@@ -140,6 +156,23 @@ def test_bad_writer_options_fail_at_construction(tmp_path, options, match):
     with pytest.raises(ValueError, match=match):
         WriteToArrayRecord(str(tmp_path / "x"), writer_options=options)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("prefix, kw", [
+    ("train[1]", {}), ("train*", {}), ("train?", {}), ("train{1,2}", {}),
+    ("train", {"file_name_suffix": ".ar[1]"}), ("train", {"shard_name_template": "-SS-[of]-NN"}),
+])
+def test_glob_characters_in_shard_names_are_refused_at_construction(tmp_path, prefix, kw):
+    # Beam's FileBasedSink deletes `prefix-*-of-NNNNN.suffix` by glob before
+    # renaming: writing 'train[1]' deleted the shards of another dataset,
+    # 'train1', then failed and left its beam-temp directory.
+    with beam.Pipeline() as p:
+        _ = p | beam.Create([b"other"]) | WriteToArrayRecord(str(tmp_path / "train1"), num_shards=1)
+    other = tmp_path / "train1-00000-of-00001"
+    with pytest.raises(ValueError, match="glob character.*which Beam's file sink would match other files"):
+        WriteToArrayRecord(str(tmp_path / prefix), num_shards=1, **kw)
+    assert os.listdir(tmp_path) == [other.name]
+    assert google_read(other) == [b"other"]
 
 
 def test_template_suffix_and_coder(tmp_path):

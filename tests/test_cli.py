@@ -493,6 +493,23 @@ def test_error_cases_are_one_line(datasets, tmp_path):
         assert needle in line, (name, line)
 
 
+def test_closed_stdout_is_one_line_error(datasets, tmp_path):
+    # With fd 1 closed Python's sys.stdout is None: cat, ls, info and verify
+    # died with a traceback ('NoneType' object has no attribute 'buffer'),
+    # and pack would have failed only after writing its shards.
+    path = str(datasets["google"][0][0])
+    (tmp_path / "s.txt").write_bytes(b"1\n2\n")
+    calls = [["cat", path, "0"], ["ls", path], ["info", path], ["verify", path],
+             ["pack", "--lines", str(tmp_path / "s.txt"), "-o", str(tmp_path / "s.ar")]]
+    for args in calls:
+        p = subprocess.run(["/bin/sh", "-c", 'exec "$@" >&-', "sh", str(ARRAYFS), *args],
+                           stderr=subprocess.PIPE, timeout=60)
+        line = one_line_error(p)
+        assert p.returncode == 1
+        assert line == f"arrayfs: error: {args[0]}: standard output is closed; redirect it instead (e.g. >/dev/null)"
+    assert sorted(os.listdir(tmp_path)) == ["s.txt"]
+
+
 def test_unmount_flag_never_tracebacks(tmp_path):
     # Works whether or not arrayfs.fs is installed: unmounting a directory
     # that is not a mount point is an error either way.

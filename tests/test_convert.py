@@ -1,7 +1,9 @@
 """``arrayfs convert`` and :func:`arrayfs.beam.convert` on Beam's DirectRunner;
 outputs read back with Google's array_record wheel."""
 
+import bz2
 import gzip
+import io
 import json
 import os
 import pty
@@ -9,6 +11,7 @@ import random
 import select
 import subprocess
 import sys
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -90,6 +93,31 @@ def test_one_tfrecord_file_into_more_shards_than_files(tmp_path):
     got = read_shards(res.shards)
     assert sorted(got) == sorted(recs) and len(got) == len(recs)
     assert res.records == len(recs)
+
+
+@pytest.mark.parametrize("num_shards", [1, 2, 5])
+def test_retried_bundles_leave_every_shard_in_place(tmp_path, num_shards):
+    # --direct_runner_bundle_repeat=1 runs every bundle twice, as a runner's
+    # retry does. With 1 or 2 shards (the file-group path) pre_finalize and
+    # finalize ran in one step: the retry deleted the shards the first
+    # attempt had renamed into place, then failed ("src and dst files do not
+    # exist"). 5 shards > 3 files is Beam's own iobase.Write.
+    recs = [[b"%d-%d" % (i, j) for j in range(100)] for i in range(3)]
+    paths = []
+    for i, r in enumerate(recs):
+        paths.append(str(tmp_path / f"in{i}.tfrecord"))
+        with open(paths[-1], "wb") as f:
+            write_tfrecords(f, r)
+    out = tmp_path / "out" / "x"
+    flag = ["--direct_runner_bundle_repeat=1"]
+    for overwrite in (False, True):  # the second run replaces shards of the same count
+        res = convert("tfrecord", paths, str(out), num_shards=num_shards, pipeline_args=flag, overwrite=overwrite)
+        assert res.records == 300
+        assert listing(tmp_path / "out") == [f"x-{k:05d}-of-{num_shards:05d}.array_record" for k in range(num_shards)]
+        got = read_shards(res.shards)
+        assert sorted(got) == sorted(r for rs in recs for r in rs)
+        if num_shards <= 3:
+            assert got == [r for rs in recs for r in rs]  # input order
 
 
 def test_result_counts_and_sizes(tmp_path):
@@ -313,6 +341,139 @@ def test_truncated_tfrecord_fails_naming_the_offset(tmp_path):
     assert 1 <= len(lines) <= 3, r.stderr
     assert lines[0].startswith(f"arrayfs: error: {src / 't.tfrecord'}: byte {last}: truncated file")
     assert listing(tmp_path / "out") == []  # no shard, no beam-temp directory
+
+
+def _flushed_gzip(frames, cut_after):
+    """A gzip stream with a full flush after each frame (so every prefix
+    ending at a flush decompresses cleanly), and its length up to the
+    flush after frame ``cut_after``."""
+    co = zlib.compressobj(6, zlib.DEFLATED, 31)
+    out, cut = [], None
+    for i, frame in enumerate(frames):
+        out.append(co.compress(frame) + co.flush(zlib.Z_FULL_FLUSH))
+        if i == cut_after:
+            cut = sum(map(len, out))
+    out.append(co.flush())
+    return b"".join(out), cut
+
+
+def test_truncated_gz_and_bz2_inputs_fail_naming_the_file(tmp_path):
+    # Beam's CompressedFile takes the end of the raw file for the end of the
+    # stream: a gzip cut at a flush point gave "converted 500 records", a
+    # cut bz2 gave 0 records, both with exit status 0.
+    recs = make_records(1000, seed=8, size=(50, 100), tag=True)
+    frames = []
+    for r in recs:
+        buf = io.BytesIO()
+        write_tfrecords(buf, [r])
+        frames.append(buf.getvalue())
+    whole, cut = _flushed_gzip(frames, 499)
+    (tmp_path / "whole.tfrecord.gz").write_bytes(whole)
+    (tmp_path / "cut.tfrecord.gz").write_bytes(whole[:cut])
+    full = bz2.compress(b"".join(frames))
+    (tmp_path / "cut.tfrecord.bz2").write_bytes(full[:len(full) // 2])
+    res = convert("tfrecord", str(tmp_path / "whole.tfrecord.gz"), str(tmp_path / "w" / "x"))
+    assert google_read(res.shards[0]) == recs
+    for name, size in (("cut.tfrecord.gz", cut), ("cut.tfrecord.bz2", len(full) // 2)):
+        suffix = name.rsplit(".", 1)[1]
+        with pytest.raises(ConvertError) as e:
+            convert("tfrecord", str(tmp_path / name), str(tmp_path / "o" / "x"))
+        assert str(e.value) == (f"{tmp_path / name}: truncated .{suffix} file: its compressed data ends after "
+                                f"byte {size}, before the end-of-stream marker")
+        assert not (tmp_path / "o").exists()
+
+
+def test_truncated_gz_lines_fail_in_the_cli_as_in_pack(tmp_path):
+    data = gzip.compress(b"".join(b"%d\n" % i for i in range(100_000)))
+    (tmp_path / "cut.txt.gz").write_bytes(data[:20_000])
+    (tmp_path / "out").mkdir()
+    r = run_cli("convert", "--from", "lines", tmp_path / "cut.txt.gz", "-o", tmp_path / "out" / "x", tmp=tmp_path)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines()[0] == (
+        f"arrayfs: error: {tmp_path / 'cut.txt.gz'}: truncated .gz file: its compressed data ends after "
+        "byte 20000, before the end-of-stream marker")
+    assert listing(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["in-process", "2-worker-processes"])
+def test_a_gz_input_that_is_not_gzip_names_the_file(tmp_path, multi):
+    # zlib's own message ("Error -3 while decompressing data: incorrect
+    # header check") named no file.
+    (tmp_path / "notgzip.jsonl.gz").write_bytes(b"this is not gzip data\n")
+    extra = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"] if multi else []
+    r = run_cli("convert", "--from", "jsonl", tmp_path / "notgzip.jsonl.gz", "-o", tmp_path / "o" / "x", *extra,
+                tmp=tmp_path)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert 1 <= len(lines) <= 2, r.stderr
+    assert lines[0] == (f"arrayfs: error: {tmp_path / 'notgzip.jsonl.gz'}: not valid .gz data between bytes 0 "
+                        "and 22 of the file (Error -3 while decompressing data: incorrect header check)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_compression_beam_names_is_read_whole(tmp_path):
+    import lzma
+
+    import zstandard
+
+    lines = [b"line %d" % i for i in range(2000)]
+    text = b"\n".join(lines) + b"\n"
+    half = len(text) // 2
+    # Two concatenated streams each, as `cat a.gz b.gz` makes.
+    made = {
+        "a.txt.gz": gzip.compress(text[:half]) + gzip.compress(text[half:]),
+        "a.txt.bz2": bz2.compress(text[:half]) + bz2.compress(text[half:]),
+        "a.txt.xz": lzma.compress(text),
+        "a.txt.deflate": zlib.compress(text),
+        "a.txt.zst": zstandard.ZstdCompressor().compress(text[:half]) + zstandard.ZstdCompressor().compress(text[half:]),
+    }
+    for name, data in made.items():
+        (tmp_path / name).write_bytes(data)
+    res = convert("lines", [str(tmp_path / n) for n in made], str(tmp_path / "o" / "x"))
+    assert google_read(res.shards[0]) == lines * len(made)
+
+
+def test_glob_characters_in_the_output_prefix_are_refused(tmp_path):
+    # 'out/train[1]' made Beam's sink delete out/train1-00000-of-00001 (another
+    # dataset) by glob, fail, and leave out/beam-temp-train[1]-*.
+    _tfrecord_file(tmp_path / "a.tfrecord", seed=1)
+    _tfrecord_file(tmp_path / "b.tfrecord", seed=2)
+    out = tmp_path / "out"
+    first = run_cli("convert", "--from", "tfrecord", tmp_path / "a.tfrecord", "-o", out / "train1", tmp=tmp_path)
+    assert first.returncode == 0, first.stderr
+    other = out / "train1-00000-of-00001.array_record"
+    before = other.read_bytes()
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "b.tfrecord", "-o", out / "train[1]", tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"arrayfs: error: {out / 'train[1]'}: the output prefix holds the glob characters [ ], which Beam's file "
+        "sink would match other files with (it deletes existing shards by glob); choose a name without any of "
+        "* ? [ ] { }"]
+    assert listing(out) == [other.name] and other.read_bytes() == before
+    # Refused before anything is made: no output directory either.
+    with pytest.raises(ConvertError, match=r"new\*/x: the output prefix holds the glob character \*,"):
+        convert("tfrecord", str(tmp_path / "b.tfrecord"), str(tmp_path / "new*" / "x"))
+    assert not (tmp_path / "new*").exists()
+
+
+def test_the_bundle_based_direct_runner_converts_and_fails_cleanly(tmp_path):
+    # Its result refuses wait_until_finish(duration=...): every run failed
+    # ("DirectRunner does not support duration argument") and the cleanup,
+    # run while the job went on, left out/beam-temp-*.
+    _tfrecord_file(tmp_path / "a.tfrecord", n=100)
+    out = tmp_path / "out"
+    runner = "--runner=BundleBasedDirectRunner"
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "a.tfrecord", "-o", out / "x", runner, tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("converted 100 records from 1 file: ")
+    assert listing(out) == ["x-00000-of-00001.array_record"]
+    assert google_read(out / "x-00000-of-00001.array_record") == make_records(100, 3, size=(0, 200), tag=True)
+    (tmp_path / "bad.tfrecord").write_bytes(b"not a TFRecord file\n" * 10)
+    r = run_cli("convert", "--from", "tfrecord", tmp_path / "bad.tfrecord", "-o", out / "y", runner, tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == (f"arrayfs: error: {tmp_path / 'bad.tfrecord'}: byte 0: bad length checksum: "
+                                        "not a TFRecord file, or a corrupt record")
+    assert listing(out) == ["x-00000-of-00001.array_record"]
 
 
 def test_unknown_from_is_refused(tmp_path):

@@ -91,7 +91,7 @@ def register(subparsers, kit=None) -> None:
                    help=f"what the inputs are: {', '.join(KINDS)}")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, quoted globs or URLs")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT_PREFIX",
-                   help="shard name prefix (its directory is created)")
+                   help="shard name prefix (its directory is created; no glob characters * ? [ ] { })")
     p.add_argument("--num-shards", type=int, default=1, metavar="N",
                    help="shards to write (default 1: input order kept; 0: the runner chooses)")
     p.add_argument("--options", default=WRITER_OPTIONS, metavar="OPTS",

@@ -46,12 +46,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import AsList, AsSingleton
+from apache_beam.runners.runner import PipelineState
 
 from ..naming import SHARD_TEMPLATE, shard_glob, shard_matcher, shard_names, shard_set_pattern
 from .defaults import WRITER_OPTIONS
 from .inputs import KINDS, InputError, expand_inputs, parquet_encoder, read_batches
 from .progress import ProgressBar, WorkerProgress
-from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_writer_options
+from .sink import METRICS_NAMESPACE, ArrayRecordSink, check_output_name, check_writer_options
 
 __all__ = ["convert", "ConvertResult", "ConvertError", "ReadRecords", "KINDS", "DEFAULT_SUFFIX"]
 
@@ -207,10 +208,14 @@ class _WriteShardFn(beam.DoFn):
         self.progress.close()
 
 
-def _finalize(_, sink, init_result, written):
-    written = list(written)
-    sink.pre_finalize(init_result, written)
-    return list(sink.finalize_write(init_result, written, None))
+def _pre_finalize(_, sink, init_result, written):
+    # One element, whatever pre_finalize returns: FinalizeWrite takes it as
+    # a singleton side input.
+    yield sink.pre_finalize(init_result, list(written))
+
+
+def _finalize(_, sink, init_result, written, pre_finalize_result):
+    return list(sink.finalize_write(init_result, list(written), pre_finalize_result))
 
 
 def file_groups(sizes, num_groups: int) -> list[range]:
@@ -241,8 +246,10 @@ def file_groups(sizes, num_groups: int) -> list[range]:
 
 class _ConvertFileGroups(beam.PTransform):
     """One shard per group of input files, each written by one worker in
-    input order; the initialize / write / finalize steps of Beam's
-    ``iobase.Write``, without moving any record through a shuffle."""
+    input order; the initialize / write / pre-finalize / finalize steps of
+    Beam's ``iobase.Write`` (``WriteImpl``), without moving any record
+    through a shuffle. Every step may be retried: finalize skips a shard
+    already renamed into place (:meth:`ArrayRecordSink.finalize_write`)."""
 
     def __init__(self, sink, kind, groups, progress_dir):
         super().__init__()
@@ -258,7 +265,13 @@ class _ConvertFileGroups(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "ReadAndWrite" >> beam.ParDo(_WriteShardFn(self.sink, self.kind, self.progress_dir), AsSingleton(init))
         )
-        return once | "FinalizeWrite" >> beam.FlatMap(_finalize, self.sink, AsSingleton(init), AsList(written))
+        # PreFinalize (deleting existing shards of the same count) is a step of
+        # its own whose output FinalizeWrite waits for, as in Beam's
+        # WriteImpl: a retried FinalizeWrite must not run it again, or it
+        # deletes the shards the earlier attempt renamed into place.
+        pre = once | "PreFinalize" >> beam.FlatMap(_pre_finalize, self.sink, AsSingleton(init), AsList(written))
+        return once | "FinalizeWrite" >> beam.FlatMap(
+            _finalize, self.sink, AsSingleton(init), AsList(written), AsSingleton(pre))
 
 
 # -- running -----------------------------------------------------------------------
@@ -294,19 +307,46 @@ def _counter(result, name: str) -> int:
     return total
 
 
-_TERMINAL = ("DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED")
+_POLL_MS = 2000  # how long one wait lasts before the bar is fed, milliseconds
+
+
+def _ended(result) -> bool:
+    return PipelineState.is_terminal(result.state)
 
 
 def _wait(result, bar) -> None:
-    """Wait for a runner whose ``run()`` returns early (Dataflow, Flink),
-    feeding the bar from the ``input_bytes`` counter."""
-    while str(result.state) not in _TERMINAL:
-        result.wait_until_finish(duration=2000)
+    """Wait for a runner whose ``run()`` returns early (Dataflow, Flink,
+    the BundleBasedDirectRunner), feeding the bar from the ``input_bytes``
+    counter every :data:`_POLL_MS` ms.
+
+    Raises what the runner raises for a failed job, or
+    :class:`ConvertError` when it ends in a state other than ``DONE``.
+    """
+    while not _ended(result):
+        try:
+            result.wait_until_finish(duration=_POLL_MS)
+        except NotImplementedError:
+            # The BundleBasedDirectRunner waits only to the end (its bar is
+            # fed by the worker files, in this process).
+            result.wait_until_finish()
         if bar is not None:
             bar.set(_counter(result, "input_bytes"))
     state = str(result.state)
     if state != "DONE":
         raise ConvertError(f"the pipeline ended in state {state}")
+
+
+def _stopped(result) -> bool:
+    """Whether the job of ``result`` (``None``: ``run()`` did not return)
+    is known to have ended, cancelling it first if it still runs."""
+    if result is None:
+        return True  # in-process runners run within run(); others never started
+    try:
+        if not _ended(result):
+            result.cancel()
+        return _ended(result)
+    except Exception:  # noqa: BLE001 - a runner that cannot cancel or tell: assume it runs
+        return False
 
 
 _ERROR_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.M)
@@ -432,10 +472,15 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         :class:`ConvertResult` (records, bytes in and out, seconds, shards).
 
     Raises:
-        ConvertError: bad arguments, inputs that match nothing, existing
-            outputs, or a failed pipeline (bad input: the message names the
+        ConvertError: bad arguments (among them an output prefix or
+            suffix holding a glob character ``* ? [ ] { }``), inputs that
+            match nothing, existing outputs, or a failed pipeline (bad input: the message names the
             file and the byte offset or line). Nothing is left under the
-            output names, nor the sink's temporary directory.
+            output names, nor the sink's temporary directory (unless a job
+            that runs apart from this process, say on Dataflow, fails to
+            wait for and cannot be cancelled: then the message says its
+            temporary directory is left, rather than pull it from under
+            a running job).
     """
     if kind not in KINDS:
         raise ConvertError(f"unknown input kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -450,6 +495,11 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
         # Absolute, as Beam's FileSystems.match reports local files, so that
         # the shard names we compute compare equal to the ones it lists.
         prefix = os.path.abspath(prefix) + (os.sep if prefix.endswith(os.sep) else "")
+    try:
+        # Absolute: Beam globs the whole path, the working directory's too.
+        check_output_name(prefix, file_name_suffix)
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
     opts = _pipeline_options(pipeline_args)
     if kind == "parquet":
         try:
@@ -474,7 +524,7 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     paths = [f.path for f in files]
     bytes_in = sum(f.size for f in files)
     progress_dir = tempfile.mkdtemp(prefix="arrayfs-progress-") if progress else None
-    bar = None
+    bar = result = None
     try:
         p = beam.Pipeline(options=opts)
         if 1 <= num_shards <= len(files):
@@ -498,10 +548,18 @@ def convert(kind: str, inputs, output_prefix: str, *, num_shards: int = 1,
     except BaseException as e:
         # Whatever stopped the run (bad input, a worker, Ctrl-C), leave
         # nothing behind: the temporary shards, the directory we created.
-        _cleanup(sink, created)
-        if isinstance(e, ConvertError) or not isinstance(e, Exception):
+        # But not while the job may still run: its writers would make the
+        # temporary directory again, or fail on its removal.
+        running = not _stopped(result)
+        if not running:
+            _cleanup(sink, created)
+        if not isinstance(e, Exception) or (isinstance(e, ConvertError) and not running):
             raise
-        raise ConvertError(cause_text(e)) from e
+        text = cause_text(e)
+        if running:
+            text += (f"; the job could not be cancelled and may still be running: its temporary files in "
+                     f"{sink.temp_directory()} are left")
+        raise ConvertError(text) from e
     finally:
         if bar is not None:
             bar.close()

@@ -12,8 +12,14 @@ An input kind turns one input file into records (``bytes``):
 
 Line rules are those of ``arrayfs pack`` (:mod:`arrayfs.pack`). Files are
 opened through Beam's ``FileSystems`` (local paths and any URL Beam
-handles); compressed inputs (``.gz``, ``.bz2``, ...) are decompressed by
-their extension, as Beam's own text and TFRecord sources do.
+handles); compressed inputs are decompressed by their extension (the
+suffixes Beam's own sources know: ``.gz``, ``.bz2``, ``.deflate``,
+``.zst``/``.zstd``, ``.xz``/``.lzma``). Decompression is ours, not Beam's
+``CompressedFile``, which takes the end of the raw file for the end of the
+stream: a cut ``.gz`` or ``.bz2`` would lose its tail without an error.
+Here a stream that ends before its end-of-stream marker, or that is not
+valid compressed data, raises :class:`InputError` naming the file and the
+compressed byte offset.
 
 Records travel in batches (``list[bytes]`` of about
 :data:`BATCH_BYTES`): one Beam element per batch rather than per record, so
@@ -22,7 +28,11 @@ the per-element cost of a runner is paid thousands of times less often.
 
 from __future__ import annotations
 
+import bz2
+import io
+import lzma
 import os
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -33,7 +43,7 @@ from ..extras import missing
 
 __all__ = [
     "KINDS", "InputFile", "expand_inputs", "read_batches", "parquet_encoder", "InputError",
-    "BATCH_BYTES", "BATCH_RECORDS", "local_absolute",
+    "BATCH_BYTES", "BATCH_RECORDS", "local_absolute", "open_input", "compression_of",
 ]
 
 KINDS = ("tfrecord", "jsonl", "lines", "parquet", "files")
@@ -46,7 +56,8 @@ _PARQUET_ROWS = 2048
 
 class InputError(ValueError):
     """An input cannot be converted: a parquet column type with no msgpack
-    form, or an input that names nothing. The message names the file."""
+    form, an input that names nothing, a compressed input that is cut short
+    or is not valid compressed data. The message names the file."""
 
 
 class InputFile(NamedTuple):
@@ -127,13 +138,14 @@ def read_batches(kind: str, path: str) -> Iterator[tuple[list[bytes], int]]:
         arrayfs.tfrecord.TFRecordError: a bad or truncated TFRecord file
             (file and byte offset).
         arrayfs.pack.PackError: a JSON line that is not JSON (file and line).
-        InputError: a parquet column with no msgpack form.
+        InputError: a parquet column with no msgpack form; a compressed
+            file cut short or holding bad data (file, compressed offset).
         OSError: the file cannot be read.
     """
     reader = _READERS[kind]
     batch: list[bytes] = []
     size = consumed = 0
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
+    with open_input(path, seekable=(kind == "parquet")) as stream:
         for record, used in reader(stream, path):
             consumed += used
             if record is None:
@@ -145,6 +157,128 @@ def read_batches(kind: str, path: str) -> Iterator[tuple[list[bytes], int]]:
                 batch, size, consumed = [], 0, 0
     if batch or consumed:
         yield batch, consumed
+
+
+# -- decompression ------------------------------------------------------------------
+
+
+def _zstd():
+    import zstandard  # Beam's own dependency, for its .zst support
+
+    # Beam's window limit: large enough for any zstd file, bounded memory.
+    return zstandard.ZstdDecompressor(max_window_size=2 << 30).decompressobj()
+
+
+#: Decompressor factories by suffix: those of Beam's
+#: ``CompressionTypes.detect_compression_type``, same formats.
+_CODECS = {
+    ".bz2": bz2.BZ2Decompressor,
+    ".deflate": zlib.decompressobj,
+    ".gz": lambda: zlib.decompressobj(zlib.MAX_WBITS | 16),
+    ".zst": _zstd,
+    ".zstd": _zstd,
+    ".xz": lzma.LZMADecompressor,
+    ".lzma": lzma.LZMADecompressor,
+}
+
+# Compressed bytes per read of the raw file: small enough that one read's
+# decompressed bytes stay bounded (zlib expands at most ~1000x) and that an
+# error's byte range is narrow.
+_RAW_READ = 64 << 10
+
+
+def compression_of(path: str) -> str:
+    """The compression suffix of ``path`` (``".gz"``, ...) that
+    :func:`open_input` decompresses, or ``""`` for none."""
+    low = path.lower()
+    return next((s for s in _CODECS if low.endswith(s)), "")
+
+
+class _Decompressed(io.RawIOBase):
+    """The decompressed bytes of a raw binary stream, read sequentially.
+
+    Concatenated streams (``cat a.gz b.gz``) are read one after the other,
+    as ``gzip`` and Beam do. Unlike Beam's ``CompressedFile``, the end of
+    the raw file must be the end of a stream: a cut file raises
+    :class:`InputError` (file, compressed bytes read) instead of ending
+    early, and so does data the decompressor refuses."""
+
+    def __init__(self, raw, path: str, suffix: str):
+        super().__init__()
+        self._raw, self._path, self._suffix = raw, path, suffix
+        self._new = _CODECS[suffix]
+        self._dec = self._new()
+        self._fed = False  # the current stream has had input
+        self._pending = memoryview(b"")  # decompressed, not yet returned
+        self._offset = 0  # compressed bytes read from the raw file
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._pending and not self._done:
+            self._fill()
+        n = min(len(b), len(self._pending))
+        b[:n] = self._pending[:n]
+        self._pending = self._pending[n:]  # a view: no copy of the rest
+        return n
+
+    def _fill(self) -> None:
+        data = b""
+        if self._dec.eof:
+            # One stream ended; what follows it is another stream.
+            data, self._dec, self._fed = self._dec.unused_data, self._new(), False
+        if not data:
+            data = self._raw.read(_RAW_READ)
+            self._offset += len(data)
+        if not data:
+            self._finish()
+            return
+        self._fed = True
+        try:
+            self._pending = memoryview(self._dec.decompress(data))
+        except Exception as e:  # zlib.error, OSError (bz2), LZMAError, ZstdError: each codec its own
+            # unused_data is the tail of what was read: data ends at _offset.
+            start = self._offset - len(data)
+            raise InputError(
+                f"{self._path}: not valid {self._suffix} data between bytes {start} and {self._offset} "
+                f"of the file ({e})"
+            ) from None
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._fed and not self._dec.eof:
+            raise InputError(
+                f"{self._path}: truncated {self._suffix} file: its compressed data ends after byte "
+                f"{self._offset}, before the end-of-stream marker")
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def open_input(path: str, *, seekable: bool = False):
+    """``path`` opened for reading through Beam's ``FileSystems``, as a
+    binary stream of its decompressed bytes when its suffix names a
+    compression (:func:`compression_of`).
+
+    ``seekable`` (parquet needs it): a compressed file is decompressed
+    into memory whole. Reading the stream raises :class:`InputError` for a
+    cut or corrupt compressed file; opening raises ``OSError`` as
+    ``FileSystems.open`` does.
+    """
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    suffix = compression_of(path)
+    if not suffix:
+        return raw
+    stream = io.BufferedReader(_Decompressed(raw, path, suffix), buffer_size=1 << 20)
+    if not seekable:
+        return stream
+    with stream:
+        return io.BytesIO(stream.read())
 
 
 def _tfrecords(stream, path):

@@ -29,7 +29,8 @@ from ..options import parse_writer_options
 from ..writer import ArrayRecordWriter
 from .defaults import WRITER_OPTIONS
 
-__all__ = ["WriteToArrayRecord", "ArrayRecordSink", "check_writer_options", "METRICS_NAMESPACE"]
+__all__ = ["WriteToArrayRecord", "ArrayRecordSink", "check_writer_options", "check_output_name",
+           "METRICS_NAMESPACE"]
 
 #: Namespace of the sink's and ``convert``'s Beam metrics (counters
 #: ``records_written``, ``bytes_written``, ``shards_written``).
@@ -56,6 +57,36 @@ def check_writer_options(writer_options: str) -> str:
             "(arrayfs reads transposed files but writes simple chunks); drop it or use transpose:false"
         )
     return writer_options
+
+
+#: Characters Beam's file systems (or some of them: ``{}`` on object stores)
+#: read as a glob in a path.
+GLOB_CHARACTERS = "*?[]{}"
+
+
+def check_output_name(file_path_prefix, file_name_suffix="", shard_name_template=""):
+    """Refuse glob characters in the names of the shards to write.
+
+    Beam's ``FileBasedSink`` matches ``prefix + "-*-of-NNNNN" + suffix`` as
+    a glob to delete existing shards before it renames its own, and to
+    check them when it finalizes: with ``[1]`` in the prefix, writing
+    ``out/train[1]`` deletes ``out/train1-00000-of-00001`` (another
+    dataset). Escaping cannot be done for every file system Beam globs
+    through, so such names are refused. A ``ValueProvider`` (known only at
+    run time) is not checked.
+
+    Raises ``ValueError`` naming the path and the character.
+    """
+    for what, text in (("output prefix", file_path_prefix), ("file name suffix", file_name_suffix),
+                       ("shard name template", shard_name_template)):
+        if not isinstance(text, str):
+            continue
+        bad = sorted({c for c in text if c in GLOB_CHARACTERS})
+        if bad:
+            raise ValueError(
+                f"{text}: the {what} holds the glob character{'s' if len(bad) > 1 else ''} "
+                f"{' '.join(bad)}, which Beam's file sink would match other files with "
+                f"(it deletes existing shards by glob); choose a name without any of {' '.join(GLOB_CHARACTERS)}")
 
 
 class _CountingStream:
@@ -97,6 +128,7 @@ class ArrayRecordSink(filebasedsink.FileBasedSink):
 
     def __init__(self, file_path_prefix, *, file_name_suffix="", num_shards=0, shard_name_template=None,
                  coder=None, writer_options=WRITER_OPTIONS, batched=False):
+        check_output_name(file_path_prefix, file_name_suffix, shard_name_template)
         super().__init__(
             file_path_prefix,
             coder=coder,
@@ -127,6 +159,21 @@ class ArrayRecordSink(filebasedsink.FileBasedSink):
         if not FileSystems.exists(tmp):
             FileSystems.mkdirs(tmp)
         return tmp
+
+    def finalize_write(self, init_result, writer_results, pre_finalize_results):
+        """Rename the temporary shards to their final names; returns the
+        final names, all ``len(writer_results)`` of them, in shard order.
+
+        Safe to retry: Beam's ``FileBasedSink`` skips a shard whose
+        temporary file is gone and whose final file exists (renamed by an
+        earlier attempt) but yields only the shards this attempt renamed,
+        so a retried finalize, the one whose output counts, yielded none.
+        Raises ``BeamIOError`` when a shard is neither here nor there.
+        """
+        for _ in super().finalize_write(init_result, writer_results, pre_finalize_results):
+            pass  # a generator: the renames happen as it runs
+        n = len(writer_results)
+        return [self._get_final_name(k, n) for k in range(n)]
 
     def open(self, temp_path):
         raw = FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED)
@@ -199,7 +246,10 @@ class WriteToArrayRecord(beam.PTransform):
 
     Raises:
         ValueError: at construction: bad ``writer_options`` (including
-            ``transpose:true``) or ``shard_name_template``.
+            ``transpose:true``) or ``shard_name_template``; a glob character
+            (``* ? [ ] { }``) in ``file_path_prefix``, ``file_name_suffix``
+            or ``shard_name_template`` (Beam's sink would delete other files
+            matching it: :func:`check_output_name`).
 
     The transform's output is a ``PCollection`` of the final shard paths.
     Metrics (namespace ``"arrayfs"``): ``records_written``,

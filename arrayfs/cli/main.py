@@ -24,8 +24,9 @@ whose names contain ``array_record``), or a read instruction
 ``'path[start:stop]'``.
 
 Exit status: 0 on success; 1 for an error about the data (no file matches,
-a bad or corrupt file, an index out of range, bad writer options, and for
-``verify``, any problem found); 2 for a command line that cannot be parsed;
+a bad or corrupt file, an index out of range, bad writer options, a closed
+standard output for a command that writes there, and for ``verify``, any
+problem found); 2 for a command line that cannot be parsed;
 130 on Ctrl-C. Errors are one line on stderr, ``arrayfs: error: ...``,
 without a traceback.
 
@@ -143,7 +144,23 @@ def _add_stubs(sub, commands, why: str, hint: str) -> None:
         p.set_defaults(func=fail)
 
 
+#: Commands whose output (records, listings, reports, a summary line) goes to
+#: standard output; ``mount`` and ``unmount`` write none.
+_WRITES_STDOUT = frozenset({"ls", "cat", "info", "verify", "pack", "convert"})
+
+
+def _check_stdout(command) -> None:
+    """Raise :class:`CliError` when ``command`` writes to standard output
+    and there is none: Python sets ``sys.stdout`` to ``None`` when fd 1 is
+    closed (``arrayfs cat ... >&-``), and the command would fail on its
+    first write with an ``AttributeError`` (a traceback), or, for ``pack``
+    and ``convert``, only after all the work."""
+    if sys.stdout is None and command in _WRITES_STDOUT:
+        raise CliError(f"{command}: standard output is closed; redirect it instead (e.g. >/dev/null)")
+
+
 def _run(args) -> int:
+    _check_stdout(args.command)
     try:
         rc = args.func(args)
     except ModuleNotFoundError as e:

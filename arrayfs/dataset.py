@@ -20,6 +20,7 @@ for worker processes.
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import itertools
 import logging
@@ -778,11 +779,16 @@ class ArrayRecordDataSource:
         self._check_open()
         with self._refresh_lock:
             old = self._snap
-            by_spec = {s.spec: s for s in old._shards}
+            # A spec may name several shards (a path given twice, a glob that
+            # also matches a listed file): each occurrence takes the next.
+            by_spec: dict = {}
+            for s in old._shards:
+                by_spec.setdefault(s.spec, collections.deque()).append(s)
             new, added, pending, to_open = [], [], [], []
             for spec, entry in expand_entries(self._paths, allow_missing=True, fresh=True,
                                               storage_options=self._storage_options):
-                prev = by_spec.get(spec)
+                prevs = by_spec.get(spec)
+                prev = prevs.popleft() if prevs else None
                 if entry is None:
                     try:
                         entry = stat_path(spec.path, self._storage_options)

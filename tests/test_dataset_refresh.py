@@ -95,6 +95,20 @@ def test_refresh_added_removed_half_written(live, shards):
         assert ds.shards[-1].first_index == len(want) - LAYOUT[5][1]
 
 
+def test_refresh_of_a_shard_listed_twice_changes_nothing(live, shards):
+    """A path given twice (or matched by a glob and named too) is two
+    shards of one spec: a refresh with nothing changed on disk keeps both,
+    reports nothing and pins no file."""
+    first = sorted(glob.glob(str(live / "*")))[0]
+    with arrayfs.ArrayRecordDataSource([first, str(live / "*"), first]) as ds:
+        before = [ds[i] for i in range(len(ds))]
+        snap = ds.snapshot()
+        result = ds.refresh()
+        assert not result.changed, result
+        assert ds.snapshot() is snap
+        assert [ds[i] for i in range(len(ds))] == before
+
+
 def test_refresh_half_written_on_block_boundary(live, big_shard):
     """A writer's partial file usually ends on a 64 KiB boundary; it must
     still be recognised as incomplete."""

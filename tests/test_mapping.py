@@ -292,6 +292,29 @@ def test_map_budget_falls_back_to_pread(tmp_path, monkeypatch):
     src.close()
 
 
+def test_no_descriptor_left_for_a_map_falls_back_to_pread(tmp_path):
+    """A process using nearly all its descriptors opens 100 shards: a map's
+    duplicate descriptor (Python before 3.13) or the lease's may fail with
+    EMFILE; the shard is then read with pread, whose pool gives back idle
+    descriptors, and the dataset opens and reads."""
+    for k in range(100):
+        with arrayfs.ArrayRecordWriter(tmp_path / f"x.array_record-{k:05d}", "group_size:1") as w:
+            w.write(b"rec%d" % k)
+    p = run_child("""
+    import os, resource, sys
+    import arrayfs
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    held = []
+    while len(os.listdir("/proc/self/fd")) < 256 - 40:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    ds = arrayfs.ArrayRecordDataSource(sys.argv[1] + "/x.array_record-*")
+    assert list(ds) == [b"rec%d" % k for k in range(100)]
+    assert ds[57] == b"rec57" and ds.__getitems__([3, 99]) == [b"rec3", b"rec99"]
+    print("ok")
+    """, str(tmp_path))
+    assert p.stdout.strip() == "ok", p.stderr
+
+
 def test_env_never_reads_with_pread(tmp_path):
     path = gwrite(tmp_path / "e.array_record", "group_size:1", RECORDS)
     p = run_child("""

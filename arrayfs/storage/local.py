@@ -20,6 +20,7 @@ of files can be open while only a bounded number of descriptors are.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
@@ -103,7 +104,10 @@ class LocalFile(ByteSource):
             lease = Lease(fd, st.st_size)
         except OSError as e:
             self._give_slot()
-            if mode != "lease" or lease_refused(e):
+            # Out of descriptors (before Python 3.13 a map duplicates its
+            # file's) or address space: no map, and the pool's pread path,
+            # which gives back idle descriptors on EMFILE, reads the file.
+            if mode != "lease" or lease_refused(e) or e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
                 return False
             raise
         except ValueError:

@@ -256,6 +256,37 @@ def test_refusing_store_fails_naming_the_url_in_bounded_time(s3, proxy, backend)
         remote_mod.set_retry_policy(old)
 
 
+@pytest.fixture()
+def short_deadline():
+    """A retry policy whose deadline (4 s) a test can wait out."""
+    old = remote_mod._default_retry
+    remote_mod.set_retry_policy(remote_mod.RetryPolicy(attempts=3, backoff=0.05, deadline=4))
+    yield 4
+    remote_mod.set_retry_policy(old)
+
+
+def test_stalled_request_is_retried_and_a_silent_store_fails_within_the_deadline(s3, proxy, backend,
+                                                                                 short_deadline):
+    """A request the store takes and never answers is cut off (half the
+    time left of the deadline) and retried; a store that answers nothing
+    at all ends the read within the deadline, naming the URL and range."""
+    name = s3.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 3)  # 600 KB: record 10 lies outside the tail read at open
+    url = _upload_g1(s3, name, "f.array_record", recs)
+    with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": proxy.endpoint}) as ds:
+        proxy.stall_next = 1
+        t0 = time.monotonic()
+        assert ds[10] == recs[10]
+        assert proxy.stall_next == 0 and time.monotonic() - t0 < short_deadline
+        proxy.stall = True
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            ds[20]
+        took = time.monotonic() - t0
+        assert took < short_deadline + 1, took
+        assert url in str(e.value) and "cannot read bytes [" in str(e.value), e.value
+
+
 def noise(n: int, size: int, seed: int) -> list[bytes]:
     """``n`` incompressible records of ``size`` bytes: their shard is as
     big as they are, so that most of it lies outside the tail read at open."""

@@ -31,7 +31,7 @@ import re
 import time
 
 from . import aio
-from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY
+from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY, info_within
 
 __all__ = ["ObstoreTransport", "s3_config", "transport"]
 
@@ -133,8 +133,8 @@ class ObstoreTransport:
     def pin_of(self, info: dict):
         return info.get("ETag") or info.get("etag")
 
-    def info(self, key: str) -> dict:
-        return self.fs.info(key)
+    def info(self, key: str, timeout: float | None = None) -> dict:
+        return info_within(self.fs, key, timeout)
 
     def invalidate(self, key: str) -> None:
         self.fs.invalidate_cache(key)

@@ -35,6 +35,16 @@ def _is_precondition(e: BaseException) -> bool:
             or "PreconditionFailed" in text or "pre-conditions" in text or "412" in text.split(":")[0])
 
 
+def info_within(fs, key: str, timeout: float | None) -> dict:
+    """``fs.info(key)``, given up after ``timeout`` seconds on async file
+    systems (fsspec's ``FSTimeoutError``, a ``TimeoutError``): gcsfs's
+    requests have no timeout of their own. Sync file systems (``memory://``)
+    answer without a network."""
+    if timeout is not None and getattr(fs, "async_impl", False):
+        return fs.info(key, timeout=timeout)
+    return fs.info(key)
+
+
 class FsspecTransport:
     """Ranged GETs through an fsspec file system ``fs``."""
 
@@ -60,8 +70,10 @@ class FsspecTransport:
             return str(g) if g not in (None, "") else None
         return None
 
-    def info(self, key: str) -> dict:
-        return self.fs.info(key)
+    def info(self, key: str, timeout: float | None = None) -> dict:
+        """``key``'s fsspec info dict (one metadata request), within
+        ``timeout`` seconds (raises ``TimeoutError``)."""
+        return info_within(self.fs, key, timeout)
 
     def invalidate(self, key: str) -> None:
         self.fs.invalidate_cache(key)

@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import pytest
 from _google import google, gwrite
+from _httpserver import StaticServer
 from _records import make_records as shared_records
 from _s3server import FaultProxy
 from _stores import check_reads, mounted
@@ -485,3 +486,62 @@ def test_a_forked_child_reads_the_shards_its_parent_opened(s3, backend):
 
 def _child_reads(ds, picks):
     return [ds[i] for i in picks], ds.snapshot().file(0)._source.backend
+
+
+# -- https:// (fsspec HTTP) on loopback -------------------------------------------------------
+
+
+@pytest.fixture()
+def www(tmp_path):
+    """A static HTTP server of a fresh directory: ``(server, directory)``."""
+    d = tmp_path / "www"
+    d.mkdir()
+    server = StaticServer(d)
+    yield server, d
+    server.stop()
+
+
+def _write_g1(path, recs) -> None:
+    with arrayfs.ArrayRecordWriter(str(path), "group_size:1,uncompressed") as w:
+        for r in recs:
+            w.write(r)
+
+
+@pytest.mark.parametrize("server_pins", ["if-match", "etag", "last-modified"])
+def test_http_object_replaced_after_open_is_an_error_not_mixed_bytes(www, tmp_path, server_pins):
+    """A same-size object replaced behind an ``http://`` URL: reads are
+    pinned with ``If-Match`` to the listed ETag, or, where the server
+    ignores it or sends no ETag, checked against each answer's ETag or
+    Last-Modified: a FileChangedError, never records of the new version."""
+    server, d = www
+    server.if_match = server_pins == "if-match"
+    server.etags = server_pins != "last-modified"
+    old, new = noise(400, 2000, 40), noise(400, 2000, 41)
+    _write_g1(d / "c.array_record", old)
+    _write_g1(tmp_path / "new.array_record", new)
+    url = f"{server.endpoint}/c.array_record"
+    with arrayfs.ArrayRecordDataSource(url) as ds:
+        assert ds[0] == old[0]
+        mtime = os.stat(d / "c.array_record").st_mtime
+        os.utime(tmp_path / "new.array_record", (mtime + 10, mtime + 10))  # Last-Modified has whole seconds
+        os.replace(tmp_path / "new.array_record", d / "c.array_record")
+        with pytest.raises(arrayfs.FileChangedError) as e:
+            ds[1]  # outside the tail read at open
+        assert url in str(e.value)
+
+
+def test_http_stalled_request_is_retried_within_the_deadline(www, short_deadline):
+    """fsspec's HTTP client, like gcsfs, waits for an answer as long as the
+    server keeps the connection: a stalled request is cut off and retried."""
+    server, d = www
+    recs = noise(3000, 200, 70)
+    _write_g1(d / "f.array_record", recs)
+    proxy = FaultProxy(server.endpoint)
+    try:
+        with arrayfs.ArrayRecordDataSource(f"{proxy.endpoint}/f.array_record") as ds:
+            proxy.stall_next = 1
+            t0 = time.monotonic()
+            assert ds[10] == recs[10]
+            assert proxy.stall_next == 0 and time.monotonic() - t0 < short_deadline
+    finally:
+        proxy.stop()

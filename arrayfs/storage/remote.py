@@ -90,8 +90,8 @@ def set_retry_policy(policy: RetryPolicy) -> None:
 def object_version(info: dict):
     """What identifies one version of an object in an fsspec ``info`` dict:
     the ETag (S3, HTTP), the generation (GCS), else the modification time."""
-    for key in ("ETag", "etag", "generation", "VersionId", "version_id", "md5Hash", "LastModified", "mtime",
-                "updated", "created"):
+    for key in ("ETag", "etag", "generation", "VersionId", "version_id", "md5Hash", "LastModified", "Last-Modified",
+                "mtime", "updated", "created"):
         v = info.get(key)
         if v is not None:
             return str(v)

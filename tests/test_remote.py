@@ -530,6 +530,20 @@ def test_http_object_replaced_after_open_is_an_error_not_mixed_bytes(www, tmp_pa
         assert url in str(e.value)
 
 
+def test_http_glob_over_a_directory_index_reads_the_shards(www):
+    """fsspec's HTTP glob lists a directory index with no sizes: each file
+    found costs one metadata request, and the shards read."""
+    server, d = www
+    recs = [noise(50, 300, 50), noise(70, 300, 51)]
+    for k, r in enumerate(recs):
+        _write_g1(d / f"train-{k:05d}.array_record", r)
+    (d / "notes.txt").write_text("not a shard")
+    with arrayfs.ArrayRecordDataSource(f"{server.endpoint}/train-*.array_record") as ds:
+        assert len(ds.shards) == 2
+        assert list(ds) == recs[0] + recs[1]
+        assert ds[60] == recs[1][10]
+
+
 def test_http_stalled_request_is_retried_within_the_deadline(www, short_deadline):
     """fsspec's HTTP client, like gcsfs, waits for an answer as long as the
     server keeps the connection: a stalled request is cut off and retried."""

@@ -221,7 +221,8 @@ class RemoteFile(ByteSource):
         storage_options: options for the backend (credentials,
             ``endpoint_url``, ...; see ``docs/object-storage.md``).
         info: the object's fsspec ``info`` dict when already known (from a
-            listing): opening then costs no request.
+            listing): opening then costs no request, unless it has no size
+            (an HTTP directory index), which costs one metadata request.
         transport: the transport to use (default: :func:`.backends.transport_for`),
             with ``key``, the object's path within it.
         retry: a :class:`RetryPolicy`.
@@ -253,8 +254,8 @@ class RemoteFile(ByteSource):
         self._tail = None  # (offset, bytes) of the tail read at open
         self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles, reads] per stream
         self.requests = 0  # GETs made, for tests and benchmarks
-        if info is None:
-            info = self._metadata()
+        if info is None or (info.get("size") is None and info.get("type", "file") != "directory"):
+            info = self._metadata()  # also when a listing gave no size (fsspec's HTTP glob)
         if info.get("type", "file") == "directory":
             raise IsADirectoryError(errno.EISDIR, "is a directory, not an ArrayRecord object", url)
         self._info = info

@@ -544,6 +544,21 @@ def test_http_glob_over_a_directory_index_reads_the_shards(www):
         assert ds[60] == recs[1][10]
 
 
+def test_http_server_ignoring_range_is_a_storage_error_saying_so(www):
+    """A server that answers a ranged GET with the whole object (200) is a
+    StorageError naming the URL, the range and the cause, not a truncated
+    file."""
+    server, d = www
+    server.ranges = False
+    _write_g1(d / "t.array_record", noise(3000, 300, 60))
+    url = f"{server.endpoint}/t.array_record"
+    with pytest.raises(StorageError) as e:
+        arrayfs.ArrayRecordDataSource(url)
+    assert not isinstance(e.value, arrayfs.TruncatedFileError)
+    assert url in str(e.value) and "does not honour Range requests" in str(e.value), e.value
+    assert "cannot read bytes [" in str(e.value)
+
+
 def test_http_stalled_request_is_retried_within_the_deadline(www, short_deadline):
     """fsspec's HTTP client, like gcsfs, waits for an answer as long as the
     server keeps the connection: a stalled request is cut off and retried."""

@@ -360,8 +360,10 @@ class RemoteFile(ByteSource):
                     raise _Failed(kind, e, attempt + 1, start, end) from e
                 await asyncio.sleep(_sleep(policy, attempt))
         self.requests += 1
-        if len(data) != end - start:
+        if len(data) < end - start:
             raise _Failed("short", len(data), 1, start, end)
+        if len(data) > end - start:  # not a truncated object: a server that sent more than the range
+            raise _Failed("long", len(data), 1, start, end)
         return data
 
     def _errors(self, f: _Failed) -> Exception:
@@ -372,6 +374,9 @@ class RemoteFile(ByteSource):
                 f"{f.error}; it was {self.size} bytes when opened: truncated or replaced since)",
                 path=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
             )
+        if f.kind == "long":
+            return StorageError(f"cannot read bytes [{f.start}, {f.end}): the server answered with {f.error} bytes, "
+                                f"not {f.end - f.start}: it does not honour Range requests", path=self.name)
         if f.kind in (MISSING, REPLACED, BEYOND):
             return self._replaced(f.kind)
         where = f"bytes [{f.start}, {f.end})"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from . import aio
 
-__all__ = ["FsspecTransport", "HttpPin", "ObjectReplaced", "MISSING", "REPLACED", "PERMANENT",
+__all__ = ["FsspecTransport", "HttpPin", "ObjectReplaced", "RangeIgnored", "MISSING", "REPLACED", "PERMANENT",
            "RETRY", "BEYOND"]
 
 # What an error means for a read (see classify()).
@@ -44,6 +44,11 @@ def _is_precondition(e: BaseException) -> bool:
 class ObjectReplaced(Exception):
     """An answer came from another version of the object than the one
     pinned (its ETag, Last-Modified or total size differ)."""
+
+
+class RangeIgnored(Exception):
+    """The server answered a ranged GET with more bytes than asked: it does
+    not honour ``Range`` requests."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,19 @@ def _check_version(headers, pin: HttpPin | None) -> None:
         raise ObjectReplaced(f"Last-Modified {modified}, listed {pin.modified}")
     if pin.size is not None and total.isdigit() and int(total) != pin.size:
         raise ObjectReplaced(f"{total} bytes, listed {pin.size}")
+
+
+def _check_partial(response, start: int, end: int) -> None:
+    """Raise :class:`RangeIgnored` when ``response`` to a GET of bytes
+    ``[start, end)`` is not just those bytes (a 200 with the whole object),
+    before its body is read."""
+    if response.status == 206:
+        return
+    length = response.headers.get("Content-Length")
+    if start == 0 and length is not None and length.isdigit() and int(length) == end:
+        return  # the range was the whole object
+    raise RangeIgnored(f"the server answered {response.status} with {length or 'an unknown number of'} bytes "
+                       f"to a GET of bytes [{start}, {end}): it does not honour Range requests")
 
 
 def info_within(fs, key: str, timeout: float | None) -> dict:
@@ -160,6 +178,7 @@ class FsspecTransport:
                 raise ObjectReplaced(f"If-Match {pin.etag if pin else None} failed (412)")
             fs._raise_not_found_for_status(r, key)
             _check_version(r.headers, pin)
+            _check_partial(r, start, end)
             return await r.read()
 
     def classify(self, e: BaseException, pinned: bool) -> str:
@@ -171,6 +190,8 @@ class FsspecTransport:
             return MISSING
         if isinstance(e, ObjectReplaced):
             return REPLACED
+        if isinstance(e, RangeIgnored):
+            return PERMANENT
         if _is_precondition(e):
             return REPLACED
         if isinstance(e, OSError) and e.errno == errno.EINVAL and "pre-conditions" in str(e):

@@ -96,6 +96,29 @@ def test_memory_write_read_glob_refresh():
         assert list(ds) == recs[1]
 
 
+def test_obstore_mode_reads_other_schemes_through_fsspec(s3):
+    """``ARRAYFS_REMOTE_BACKEND=obstore`` is about ``s3://`` URLs: one whose
+    options obstore cannot take is an error, while other schemes (obstore
+    serves none) read through fsspec."""
+    base = f"memory://arrayfs-ob-{uuid.uuid4().hex[:8]}"
+    recs = make_records(20, 11)
+    with arrayfs.ArrayRecordWriter(f"{base}/m.array_record", "group_size:4") as w:
+        for r in recs:
+            w.write(r)
+    old = backends.backend()
+    backends.set_backend("obstore")
+    try:
+        with arrayfs.ArrayRecordReader(f"{base}/m.array_record") as r:
+            assert r[3] == recs[3] and r.read_all() == recs
+        name = s3.make_bucket(f"arrayfs-ob-{uuid.uuid4().hex[:8]}")
+        url = _upload_g1(s3, name, "f.array_record", recs)
+        opts = {"endpoint_url": s3.endpoint, "client_kwargs": {"verify": False}}  # no obstore equivalent
+        with pytest.raises(StorageError, match="obstore cannot serve"):
+            arrayfs.ArrayRecordReader(url, storage_options=opts)
+    finally:
+        backends.set_backend(old)
+
+
 # -- S3 on loopback -------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from _s3server import FaultProxy
 from _stores import check_reads, mounted
 
 import arrayfs
+from arrayfs.storage import backends
 from arrayfs.storage import remote as remote_mod
 
 
@@ -102,6 +103,20 @@ def test_open_is_one_request_per_shard_and_reads_pin_the_listed_generation(gcs, 
             assert proxy.fail_next == 0  # 503s retried
     finally:
         proxy.stop()
+
+
+def test_obstore_mode_reads_gcs_through_gcsfs(gcs, bucket):
+    """``ARRAYFS_REMOTE_BACKEND=obstore`` concerns ``s3://`` only: ``gs://``
+    still reads, through gcsfs."""
+    pattern, records, name = bucket
+    old = backends.backend()
+    backends.set_backend("obstore")
+    try:
+        with arrayfs.ArrayRecordDataSource(pattern, storage_options=gcs.storage_options) as ds:
+            assert ds[3] == records[3] and ds[len(records) - 1] == records[-1]
+            assert ds.snapshot().file(0)._source.backend == "fsspec"
+    finally:
+        backends.set_backend(old)
 
 
 def test_mount_of_a_gcs_bucket(gcs, bucket, tmp_path):

@@ -9,8 +9,9 @@ s3fs talks to it over HTTP exactly as to AWS; nothing of fsspec or
 botocore is mocked.
 
 :class:`FaultProxy` forwards every request to the server and can count
-requests, add latency, answer ``503 SlowDown`` to the next N requests, or
-refuse everything, so tests see real retries and real failures.
+requests, add latency, answer ``503 SlowDown`` to the next N requests,
+refuse everything, or take requests and never answer them (a stalled
+connection), so tests see real retries, real timeouts and real failures.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class _Handler(BaseHTTPRequestHandler):
         proxy._count(self.command, self.path, self.headers.get("User-Agent", ""))
         if proxy.latency:
             time.sleep(proxy.latency)
+        if proxy._take_stall():
+            proxy._released.wait(600)  # no answer until the proxy stops
+            self.close_connection = True
+            return
         if proxy._take_failure():
             self.send_response(503)
             self.send_header("Content-Type", "application/xml")
@@ -114,6 +119,9 @@ class FaultProxy:
         latency: seconds added to every request.
         fail_next: the next this-many requests get ``503 SlowDown``.
         refuse: when ``True``, every request gets ``503 SlowDown``.
+        stall_next: the next this-many requests are read and never
+            answered (until :meth:`stop`).
+        stall: when ``True``, every request is read and never answered.
         requests: ``{method: count}`` of requests seen (``reset()`` clears).
         gets: ``GET`` requests counted by path.
         lines: ``"METHOD path?query"`` of every request, in order.
@@ -126,6 +134,9 @@ class FaultProxy:
         self.latency = latency
         self.fail_next = 0
         self.refuse = False
+        self.stall_next = 0
+        self.stall = False
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self.requests: dict = {}
         self.gets: dict = {}
@@ -156,6 +167,15 @@ class FaultProxy:
                 return True
             return False
 
+    def _take_stall(self) -> bool:
+        with self._lock:
+            if self.stall:
+                return True
+            if self.stall_next > 0:
+                self.stall_next -= 1
+                return True
+            return False
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -169,5 +189,6 @@ class FaultProxy:
             return sum(self.requests.values())
 
     def stop(self) -> None:
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()

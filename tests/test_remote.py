@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import pytest
 from _google import google, gwrite
+from _httpserver import StaticServer
 from _records import make_records as shared_records
 from _s3server import FaultProxy
 from _stores import check_reads, mounted
@@ -93,6 +94,29 @@ def test_memory_write_read_glob_refresh():
         res = ds.refresh()
         assert [p.rsplit("/", 1)[1] for p in res.removed] == ["m-00000.array_record"]
         assert list(ds) == recs[1]
+
+
+def test_obstore_mode_reads_other_schemes_through_fsspec(s3):
+    """``ARRAYFS_REMOTE_BACKEND=obstore`` is about ``s3://`` URLs: one whose
+    options obstore cannot take is an error, while other schemes (obstore
+    serves none) read through fsspec."""
+    base = f"memory://arrayfs-ob-{uuid.uuid4().hex[:8]}"
+    recs = make_records(20, 11)
+    with arrayfs.ArrayRecordWriter(f"{base}/m.array_record", "group_size:4") as w:
+        for r in recs:
+            w.write(r)
+    old = backends.backend()
+    backends.set_backend("obstore")
+    try:
+        with arrayfs.ArrayRecordReader(f"{base}/m.array_record") as r:
+            assert r[3] == recs[3] and r.read_all() == recs
+        name = s3.make_bucket(f"arrayfs-ob-{uuid.uuid4().hex[:8]}")
+        url = _upload_g1(s3, name, "f.array_record", recs)
+        opts = {"endpoint_url": s3.endpoint, "client_kwargs": {"verify": False}}  # no obstore equivalent
+        with pytest.raises(StorageError, match="obstore cannot serve"):
+            arrayfs.ArrayRecordReader(url, storage_options=opts)
+    finally:
+        backends.set_backend(old)
 
 
 # -- S3 on loopback -------------------------------------------------------------------------------
@@ -254,6 +278,37 @@ def test_refusing_store_fails_naming_the_url_in_bounded_time(s3, proxy, backend)
         ds.close()
     finally:
         remote_mod.set_retry_policy(old)
+
+
+@pytest.fixture()
+def short_deadline():
+    """A retry policy whose deadline (4 s) a test can wait out."""
+    old = remote_mod._default_retry
+    remote_mod.set_retry_policy(remote_mod.RetryPolicy(attempts=3, backoff=0.05, deadline=4))
+    yield 4
+    remote_mod.set_retry_policy(old)
+
+
+def test_stalled_request_is_retried_and_a_silent_store_fails_within_the_deadline(s3, proxy, backend,
+                                                                                 short_deadline):
+    """A request the store takes and never answers is cut off (half the
+    time left of the deadline) and retried; a store that answers nothing
+    at all ends the read within the deadline, naming the URL and range."""
+    name = s3.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 3)  # 600 KB: record 10 lies outside the tail read at open
+    url = _upload_g1(s3, name, "f.array_record", recs)
+    with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": proxy.endpoint}) as ds:
+        proxy.stall_next = 1
+        t0 = time.monotonic()
+        assert ds[10] == recs[10]
+        assert proxy.stall_next == 0 and time.monotonic() - t0 < short_deadline
+        proxy.stall = True
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            ds[20]
+        took = time.monotonic() - t0
+        assert took < short_deadline + 1, took
+        assert url in str(e.value) and "cannot read bytes [" in str(e.value), e.value
 
 
 def noise(n: int, size: int, seed: int) -> list[bytes]:
@@ -454,3 +509,91 @@ def test_a_forked_child_reads_the_shards_its_parent_opened(s3, backend):
 
 def _child_reads(ds, picks):
     return [ds[i] for i in picks], ds.snapshot().file(0)._source.backend
+
+
+# -- https:// (fsspec HTTP) on loopback -------------------------------------------------------
+
+
+@pytest.fixture()
+def www(tmp_path):
+    """A static HTTP server of a fresh directory: ``(server, directory)``."""
+    d = tmp_path / "www"
+    d.mkdir()
+    server = StaticServer(d)
+    yield server, d
+    server.stop()
+
+
+def _write_g1(path, recs) -> None:
+    with arrayfs.ArrayRecordWriter(str(path), "group_size:1,uncompressed") as w:
+        for r in recs:
+            w.write(r)
+
+
+@pytest.mark.parametrize("server_pins", ["if-match", "etag", "last-modified"])
+def test_http_object_replaced_after_open_is_an_error_not_mixed_bytes(www, tmp_path, server_pins):
+    """A same-size object replaced behind an ``http://`` URL: reads are
+    pinned with ``If-Match`` to the listed ETag, or, where the server
+    ignores it or sends no ETag, checked against each answer's ETag or
+    Last-Modified: a FileChangedError, never records of the new version."""
+    server, d = www
+    server.if_match = server_pins == "if-match"
+    server.etags = server_pins != "last-modified"
+    old, new = noise(400, 2000, 40), noise(400, 2000, 41)
+    _write_g1(d / "c.array_record", old)
+    _write_g1(tmp_path / "new.array_record", new)
+    url = f"{server.endpoint}/c.array_record"
+    with arrayfs.ArrayRecordDataSource(url) as ds:
+        assert ds[0] == old[0]
+        mtime = os.stat(d / "c.array_record").st_mtime
+        os.utime(tmp_path / "new.array_record", (mtime + 10, mtime + 10))  # Last-Modified has whole seconds
+        os.replace(tmp_path / "new.array_record", d / "c.array_record")
+        with pytest.raises(arrayfs.FileChangedError) as e:
+            ds[1]  # outside the tail read at open
+        assert url in str(e.value)
+
+
+def test_http_glob_over_a_directory_index_reads_the_shards(www):
+    """fsspec's HTTP glob lists a directory index with no sizes: each file
+    found costs one metadata request, and the shards read."""
+    server, d = www
+    recs = [noise(50, 300, 50), noise(70, 300, 51)]
+    for k, r in enumerate(recs):
+        _write_g1(d / f"train-{k:05d}.array_record", r)
+    (d / "notes.txt").write_text("not a shard")
+    with arrayfs.ArrayRecordDataSource(f"{server.endpoint}/train-*.array_record") as ds:
+        assert len(ds.shards) == 2
+        assert list(ds) == recs[0] + recs[1]
+        assert ds[60] == recs[1][10]
+
+
+def test_http_server_ignoring_range_is_a_storage_error_saying_so(www):
+    """A server that answers a ranged GET with the whole object (200) is a
+    StorageError naming the URL, the range and the cause, not a truncated
+    file."""
+    server, d = www
+    server.ranges = False
+    _write_g1(d / "t.array_record", noise(3000, 300, 60))
+    url = f"{server.endpoint}/t.array_record"
+    with pytest.raises(StorageError) as e:
+        arrayfs.ArrayRecordDataSource(url)
+    assert not isinstance(e.value, arrayfs.TruncatedFileError)
+    assert url in str(e.value) and "does not honour Range requests" in str(e.value), e.value
+    assert "cannot read bytes [" in str(e.value)
+
+
+def test_http_stalled_request_is_retried_within_the_deadline(www, short_deadline):
+    """fsspec's HTTP client, like gcsfs, waits for an answer as long as the
+    server keeps the connection: a stalled request is cut off and retried."""
+    server, d = www
+    recs = noise(3000, 200, 70)
+    _write_g1(d / "f.array_record", recs)
+    proxy = FaultProxy(server.endpoint)
+    try:
+        with arrayfs.ArrayRecordDataSource(f"{proxy.endpoint}/f.array_record") as ds:
+            proxy.stall_next = 1
+            t0 = time.monotonic()
+            assert ds[10] == recs[10]
+            assert proxy.stall_next == 0 and time.monotonic() - t0 < short_deadline
+    finally:
+        proxy.stop()

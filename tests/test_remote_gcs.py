@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 import uuid
 
@@ -22,6 +23,8 @@ from _s3server import FaultProxy
 from _stores import check_reads, mounted
 
 import arrayfs
+from arrayfs.storage import backends
+from arrayfs.storage import remote as remote_mod
 
 
 def noise(n: int, size: int, seed: int) -> list[bytes]:
@@ -102,6 +105,20 @@ def test_open_is_one_request_per_shard_and_reads_pin_the_listed_generation(gcs, 
         proxy.stop()
 
 
+def test_obstore_mode_reads_gcs_through_gcsfs(gcs, bucket):
+    """``ARRAYFS_REMOTE_BACKEND=obstore`` concerns ``s3://`` only: ``gs://``
+    still reads, through gcsfs."""
+    pattern, records, name = bucket
+    old = backends.backend()
+    backends.set_backend("obstore")
+    try:
+        with arrayfs.ArrayRecordDataSource(pattern, storage_options=gcs.storage_options) as ds:
+            assert ds[3] == records[3] and ds[len(records) - 1] == records[-1]
+            assert ds.snapshot().file(0)._source.backend == "fsspec"
+    finally:
+        backends.set_backend(old)
+
+
 def test_mount_of_a_gcs_bucket(gcs, bucket, tmp_path):
     pattern, records, _ = bucket
     mnt = tmp_path / "mnt"
@@ -160,3 +177,38 @@ def test_object_replaced_after_open_is_an_error_not_mixed_bytes(gcs):
         res = ds.refresh()
         assert res.added == (url,) and res.removed == (url,)
         assert ds[1] == new[1]
+
+
+def test_stalled_request_is_retried_and_a_silent_store_fails_within_the_deadline(gcs):
+    """gcsfs waits for an answer forever (no timeout of its own): a
+    request the store takes and never answers is cut off at half the time
+    left of the retry deadline and retried; a store that answers nothing
+    ends the read within the deadline, naming the URL and range."""
+    name = gcs.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
+    recs = noise(3000, 200, 30)  # 600 KB: record 10 lies outside the tail read at open
+    fs = gcs.filesystem()
+    with fs.open(f"{name}/f.array_record", "wb") as f:
+        with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
+            for r in recs:
+                w.write(r)
+    url = f"gs://{name}/f.array_record"
+    proxy = FaultProxy(gcs.endpoint)
+    old = remote_mod._default_retry
+    remote_mod.set_retry_policy(remote_mod.RetryPolicy(attempts=3, backoff=0.05, deadline=4))
+    try:
+        with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": proxy.endpoint,
+                                                                 "token": "anon"}) as ds:
+            proxy.stall_next = 1
+            t0 = time.monotonic()
+            assert ds[10] == recs[10]
+            assert proxy.stall_next == 0 and time.monotonic() - t0 < 4
+            proxy.stall = True
+            t0 = time.monotonic()
+            with pytest.raises(arrayfs.StorageError) as e:
+                ds[20]
+            took = time.monotonic() - t0
+            assert took < 5, took
+            assert url in str(e.value) and "cannot read bytes [" in str(e.value), e.value
+    finally:
+        remote_mod.set_retry_policy(old)
+        proxy.stop()

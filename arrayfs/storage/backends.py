@@ -5,8 +5,9 @@ obstore (Rust ``object_store``) for ``s3://`` when it is installed and the
 ``storage_options`` map onto its settings (:func:`.obstore_backend.s3_config`),
 else through fsspec (:class:`.transport.FsspecTransport`), the fallback and
 the client of every other scheme. ``ARRAYFS_REMOTE_BACKEND=fsspec`` (or
-:func:`set_backend`) turns obstore off; ``obstore`` makes a setting obstore
-cannot take an error instead of a fallback.
+:func:`set_backend`) turns obstore off; ``obstore`` makes an ``s3://`` URL
+obstore cannot serve (a setting it cannot take, obstore not installed) an
+error instead of a fallback; other schemes still go through fsspec.
 
 obstore's runtime (Rust ``tokio``) does not survive a fork: its threads
 stay in the parent, and a child's requests never complete. A process that

@@ -43,9 +43,14 @@ def _local_entry(path: str) -> Entry:
 
 
 def _remote_entry(fs, path: str, info: dict) -> Entry:
+    """The :class:`Entry` of ``path`` from its listing's ``info``; a file the
+    listing gave no size (fsspec's HTTP glob, from a directory index) costs
+    one metadata request, for its size and version."""
     from .remote import _mtime_ns, object_version
 
     url = fs.unstrip_protocol(path)
+    if info.get("size") is None and info.get("type", "file") != "directory":
+        info = _remote_call(url, lambda: fs.info(path))
     size = int(info.get("size") or 0)
     return Entry(url, size, (size, object_version(info)), _mtime_ns(info), info.get("type") == "directory", info)
 

@@ -31,7 +31,7 @@ import re
 import time
 
 from . import aio
-from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY
+from .transport import BEYOND, MISSING, PERMANENT, REPLACED, RETRY, info_within
 
 __all__ = ["ObstoreTransport", "s3_config", "transport"]
 
@@ -133,8 +133,8 @@ class ObstoreTransport:
     def pin_of(self, info: dict):
         return info.get("ETag") or info.get("etag")
 
-    def info(self, key: str) -> dict:
-        return self.fs.info(key)
+    def info(self, key: str, timeout: float | None = None) -> dict:
+        return info_within(self.fs, key, timeout)
 
     def invalidate(self, key: str) -> None:
         self.fs.invalidate_cache(key)
@@ -170,8 +170,9 @@ class ObstoreTransport:
 
 def transport(url: str, storage_options=None, *, required: bool = False):
     """An :class:`ObstoreTransport` for ``url``'s bucket, or ``None`` when
-    obstore does not serve it (not installed, another scheme, options it
-    cannot take); with ``required``, that is a :class:`StorageError`."""
+    obstore does not serve it (not installed, options it cannot take;
+    with ``required``, those are a :class:`StorageError`) and always for
+    schemes other than ``s3://``, which only fsspec serves."""
     from .urls import StorageError, filesystem, scheme
 
     def no(reason):
@@ -181,7 +182,7 @@ def transport(url: str, storage_options=None, *, required: bool = False):
 
     global _USED_IN
     if scheme(url) not in ("s3", "s3a"):
-        return no("only s3:// URLs")
+        return None  # obstore serves s3:// only; ARRAYFS_REMOTE_BACKEND=obstore is about s3:// URLs' options
     if _USED_IN is not None and _USED_IN != os.getpid():
         return None  # obstore cannot run in a process forked after it ran: fsspec, even when obstore is asked for
     try:

@@ -18,6 +18,8 @@
   :attr:`RetryPolicy.attempts` times within :attr:`RetryPolicy.deadline`
   seconds, then raises :class:`StorageError` naming the URL and the range;
   missing objects, refused permissions and replaced objects are not retried.
+  An attempt with no answer is cut off (half the time left of the deadline)
+  and retried: the call ends within the deadline on every client.
 
 The requests go through a *transport*: obstore (:mod:`.obstore_backend`)
 where it serves the scheme and the ``storage_options``, else fsspec
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 from . import aio, readahead
 from .base import ByteSource, SourceChangedError, SourceTruncatedError
-from .transport import BEYOND, MISSING, REPLACED
+from .transport import BEYOND, MISSING, REPLACED, RETRY
 from .urls import StorageError
 
 __all__ = ["RemoteFile", "RetryPolicy", "object_version", "set_retry_policy", "GAP", "AUTO_WINDOW"]
@@ -88,8 +90,8 @@ def set_retry_policy(policy: RetryPolicy) -> None:
 def object_version(info: dict):
     """What identifies one version of an object in an fsspec ``info`` dict:
     the ETag (S3, HTTP), the generation (GCS), else the modification time."""
-    for key in ("ETag", "etag", "generation", "VersionId", "version_id", "md5Hash", "LastModified", "mtime",
-                "updated", "created"):
+    for key in ("ETag", "etag", "generation", "VersionId", "version_id", "md5Hash", "LastModified", "Last-Modified",
+                "mtime", "updated", "created"):
         v = info.get(key)
         if v is not None:
             return str(v)
@@ -122,6 +124,43 @@ class _Failed(Exception):
 def _as_bytes(data) -> bytes:
     """``data`` (a transport's buffer) as ``bytes``, copied only if it is not."""
     return data if isinstance(data, bytes) else bytes(data)
+
+
+def _sleep(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds of back-off after failed attempt number ``attempt`` (from 0)."""
+    return min(policy.max_sleep, policy.backoff * (2**attempt))
+
+
+def _left(policy: RetryPolicy, t0: float, attempt: int) -> float:
+    """Seconds attempt number ``attempt`` (from 0) of a request first tried
+    at ``t0`` (monotonic seconds) may take: half of what is left of
+    ``policy``'s deadline, all of it on the last attempt. Half, so that one
+    stalled connection (the server never answers) leaves time for a retry
+    on a fresh one; at least a moment, so that an attempt the back-off
+    check let through is made."""
+    left = policy.deadline - (time.monotonic() - t0)
+    if attempt + 1 < policy.attempts:
+        left /= 2
+    return max(left, 0.05)
+
+
+class AttemptTimeout(TimeoutError):
+    """An attempt of a request had no answer before the retry deadline."""
+
+
+async def _within(coro, seconds: float):
+    """``await coro``, cut off after ``seconds``: raises
+    :class:`AttemptTimeout` (the client's request is cancelled)."""
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise AttemptTimeout(f"no answer within {seconds:.1f} s") from None
+
+
+def _timed_out(e: BaseException) -> bool:
+    """Whether ``e`` is a request cut off by a timeout (ours or the
+    client's): worth another attempt while time is left."""
+    return isinstance(e, TimeoutError)  # asyncio's and fsspec's FSTimeoutError are TimeoutErrors too
 
 
 async def _all(coros):
@@ -182,7 +221,8 @@ class RemoteFile(ByteSource):
         storage_options: options for the backend (credentials,
             ``endpoint_url``, ...; see ``docs/object-storage.md``).
         info: the object's fsspec ``info`` dict when already known (from a
-            listing): opening then costs no request.
+            listing): opening then costs no request, unless it has no size
+            (an HTTP directory index), which costs one metadata request.
         transport: the transport to use (default: :func:`.backends.transport_for`),
             with ``key``, the object's path within it.
         retry: a :class:`RetryPolicy`.
@@ -214,8 +254,8 @@ class RemoteFile(ByteSource):
         self._tail = None  # (offset, bytes) of the tail read at open
         self._auto: list = []  # sequential read-ahead: [next offset, window, end, handles, reads] per stream
         self.requests = 0  # GETs made, for tests and benchmarks
-        if info is None:
-            info = self._metadata()
+        if info is None or (info.get("size") is None and info.get("type", "file") != "directory"):
+            info = self._metadata()  # also when a listing gave no size (fsspec's HTTP glob)
         if info.get("type", "file") == "directory":
             raise IsADirectoryError(errno.EISDIR, "is a directory, not an ArrayRecord object", url)
         self._info = info
@@ -258,53 +298,72 @@ class RemoteFile(ByteSource):
     # -- requests ------------------------------------------------------------------
 
     def _metadata(self) -> dict:
-        """The object's info dict, fresh (one metadata request, retried)."""
+        """The object's info dict, fresh (one metadata request, retried;
+        each attempt bounded by what is left of the deadline)."""
         policy = self.retry
         t0 = time.monotonic()
         t = self._transport()
         for attempt in range(policy.attempts):
             try:
                 t.invalidate(self._key)
-                return t.info(self._key)
+                return t.info(self._key, timeout=_left(policy, t0, attempt))
             except FileNotFoundError:
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.name) from None
             except Exception as e:
-                kind = t.classify(e, False)
-                sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
-                if (kind != "retry" or attempt + 1 >= policy.attempts
-                        or time.monotonic() - t0 + sleep > policy.deadline):
+                kind = RETRY if _timed_out(e) else t.classify(e, False)
+                if not self._again(kind, attempt, t0):
                     raise self._failed(e, "look up", "", attempt + 1) from e
-                time.sleep(sleep)
+                time.sleep(_sleep(policy, attempt))
         raise AssertionError("unreachable")
+
+    def _again(self, kind: str, attempt: int, t0: float) -> bool:
+        """Whether a request that failed (``kind``, see
+        :meth:`.transport.FsspecTransport.classify`) on its ``attempt``-th
+        try (from 0), first tried at ``t0`` (monotonic seconds), is tried
+        again: retryable, attempts left, and the back-off ends with time
+        left for the next attempt."""
+        policy = self.retry
+        sleep = _sleep(policy, attempt)
+        return (kind == RETRY and attempt + 1 < policy.attempts
+                and time.monotonic() - t0 + sleep < policy.deadline)
 
     async def fetch(self, start: int, end: int, skip=None):
         """Bytes ``[start, end)`` in one request, retried; raises
         :class:`_Failed` (turned into the public errors by :meth:`_run`).
         ``skip()`` true once a connection is free: the bytes are no longer
-        wanted, no request is made (raises :class:`_Failed`)."""
+        wanted, no request is made (raises :class:`_Failed`).
+
+        Each attempt is cut off after half the time left of
+        :attr:`RetryPolicy.deadline` (the last one: all of it; see
+        :func:`_left`), and a timed-out attempt is a failed one: the
+        clients' own timeouts cannot be relied on (gcsfs waits for an
+        answer forever), so a stalled request is retried, and the call ends
+        within the deadline whatever the store does. The deadline counts from when the first attempt got a
+        connection slot, not while it queued behind others."""
         policy = self.retry
-        t0 = time.monotonic()
         sem = aio.limit()
         t, key, pin = self._t, self._key, self.pin_to
+        t0 = None
         for attempt in range(policy.attempts):
             try:
                 async with sem:
                     if skip is not None and skip():
                         raise _Failed("skipped", None, 0, start, end)
-                    data = await t.get(key, start, end, pin)
+                    t0 = time.monotonic() if t0 is None else t0
+                    data = await _within(t.get(key, start, end, pin), _left(policy, t0, attempt))
                 break
             except _Failed:
                 raise
             except Exception as e:
-                kind = t.classify(e, pin is not None)
-                sleep = min(policy.max_sleep, policy.backoff * (2**attempt))
-                if (kind != "retry" or attempt + 1 >= policy.attempts
-                        or time.monotonic() - t0 + sleep > policy.deadline):
+                kind = RETRY if _timed_out(e) else t.classify(e, pin is not None)
+                if not self._again(kind, attempt, t0):
                     raise _Failed(kind, e, attempt + 1, start, end) from e
-                await asyncio.sleep(sleep)
+                await asyncio.sleep(_sleep(policy, attempt))
         self.requests += 1
-        if len(data) != end - start:
+        if len(data) < end - start:
             raise _Failed("short", len(data), 1, start, end)
+        if len(data) > end - start:  # not a truncated object: a server that sent more than the range
+            raise _Failed("long", len(data), 1, start, end)
         return data
 
     def _errors(self, f: _Failed) -> Exception:
@@ -315,6 +374,9 @@ class RemoteFile(ByteSource):
                 f"{f.error}; it was {self.size} bytes when opened: truncated or replaced since)",
                 path=self.name, offset=f.start, length=f.end - f.start, size=f.start + f.error,
             )
+        if f.kind == "long":
+            return StorageError(f"cannot read bytes [{f.start}, {f.end}): the server answered with {f.error} bytes, "
+                                f"not {f.end - f.start}: it does not honour Range requests", path=self.name)
         if f.kind in (MISSING, REPLACED, BEYOND):
             return self._replaced(f.kind)
         where = f"bytes [{f.start}, {f.end})"

@@ -65,7 +65,12 @@ class ArrayRecordReader:
         self._workers = (os.cpu_count() or 1) if mp is None else mp
         self._file = ArrayRecordFile(path, verify=verify, storage_options=storage_options)
         self._pos = 0
-        self._cached = (-1, None, None)  # (chunk, values, offsets) for read()
+        self._cached = (-1, None, None)  # (chunk, values, offsets) for read(), and reader[i] on a store
+        # reader[i] on an object store: a chunk of many records is fetched
+        # whole for any of its records, so records stepped through one by
+        # one come from the last chunk decoded (one request per chunk, not
+        # per record). Local files decode only as far as the record.
+        self._keep_chunk = self._file.remote and self._file.group_size != 1
         self._pool = None
 
     # -- Google's API --------------------------------------------------------
@@ -141,7 +146,7 @@ class ArrayRecordReader:
         """``reader[i]`` → ``bytes`` (negatives count from the end);
         ``reader[a:b:c]`` → ``list[bytes]``."""
         f = self._file
-        if type(index) is int and 0 <= index < f.num_records and not f.closed:
+        if type(index) is int and 0 <= index < f.num_records and not f.closed and not self._keep_chunk:
             return f.read_record(index)  # the common case, with the fewest steps
         if isinstance(index, slice):
             return self.read_records(range(*index.indices(self.num_records())))
@@ -150,7 +155,8 @@ class ArrayRecordReader:
         n = self._file.num_records
         if not -n <= i < n:
             raise RecordIndexError(f"{self._file.path}: index {i} out of bound {n}")
-        return self._file.read_record(i + n if i < 0 else i)
+        i = i + n if i < 0 else i
+        return self._in_chunk(i) if self._keep_chunk else f.read_record(i)
 
     def __iter__(self):
         """Iterate over all records from the first, a chunk at a time."""
@@ -238,16 +244,21 @@ class ArrayRecordReader:
         i = self._pos
         if i >= f.num_records:
             raise IndexError(f"Out of range of num_records: {f.num_records}")
+        self._pos = i + 1
         if f.group_size == 1:
-            self._pos = i + 1
             return f.read_record(i)
+        return self._in_chunk(i)
+
+    def _in_chunk(self, i: int) -> bytes:
+        """Record ``i`` (valid) from its chunk, decoded whole and kept as the
+        last chunk read (a sequential reader takes the next records from it)."""
+        f = self._file
         k = f.chunk_of(i)
         ck, values, offsets = self._cached
         if ck != k:
             values, offsets = f.decode_chunk(k)
             self._cached = (k, values, offsets)
-        j = i - int(f.index()[2][k])
-        self._pos = i + 1
+        j = i - f.chunk_first(k)
         if len(offsets) == 2 and isinstance(values, bytes):
             return values
         return bytes(values[offsets[j] : offsets[j + 1]])

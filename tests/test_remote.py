@@ -351,6 +351,26 @@ def test_iterating_larger_chunks_on_s3_asks_for_the_bytes_ahead_in_few_requests(
     assert 1 <= gets <= 4, proxy.requests
 
 
+def test_reader_stepping_through_chunks_of_many_records_asks_once_per_chunk(s3, proxy):
+    """reader[i] for i in order on a store: each chunk of 16 records is
+    fetched whole for any record of it, so the records after the first come
+    from the chunk kept, not from a request each (there were 801 GETs for
+    800 records)."""
+    name = s3.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
+    recs = noise(800, 1000, 6)
+    fs = s3.filesystem()
+    with fs.open(f"{name}/step.array_record", "wb") as f:
+        with arrayfs.ArrayRecordWriter(f, "group_size:16") as w:
+            for r in recs:
+                w.write(r)
+    url = f"s3://{name}/step.array_record"
+    with arrayfs.ArrayRecordReader(url, storage_options={"endpoint_url": proxy.endpoint}) as r:
+        proxy.reset()
+        assert [r[i] for i in range(len(r))] == recs
+        assert proxy.requests.get("GET", 0) <= 50 + 2, proxy.requests  # 50 chunks
+        assert r[-1] == recs[-1] and r[5] == recs[5] and r[3:7] == recs[3:7]
+
+
 def test_object_replaced_after_open_is_an_error_not_mixed_bytes(s3, backend):
     name = s3.make_bucket(f"arrayfs-c-{uuid.uuid4().hex[:8]}")
     old = noise(400, 2000, 3)

@@ -4,7 +4,7 @@
 Flax NNX source load their dependencies when first used.
 """
 
-from .dataset import ArrayRecordDataSource, DatasetSnapshot, RefreshResult, ShardInfo
+from .dataset import ArrayRecordDataSource, DatasetSnapshot, RecordKeyError, RefreshResult, ShardInfo
 from .errors import (
     ArrayRecordError,
     CorruptChunkError,
@@ -51,6 +51,7 @@ __all__ = [
     "RefreshResult",
     "ArrayRecordWriter",
     "RecordIndexError",
+    "RecordKeyError",
     "StorageError",
     *_NNX_NAMES,
 ]

@@ -43,9 +43,17 @@ from .riegeli.simple import check_frame_hashes, decode_zstd_frames, locate_zstd_
 from .storage import StorageError, is_remote
 from .storage import stat as stat_path
 
-__all__ = ["ArrayRecordDataSource", "DatasetSnapshot", "ShardInfo", "RefreshResult"]
+__all__ = ["ArrayRecordDataSource", "DatasetSnapshot", "ShardInfo", "RefreshResult", "RecordKeyError"]
 
 log = logging.getLogger("arrayfs.dataset")
+
+
+class RecordKeyError(IndexError, ValueError):
+    """A record index outside ``[0, len)`` of a data source.
+
+    Also a ``ValueError``: Google's ``ArrayRecordDataSource`` raises that
+    ("Record key should be in [0, num_records)"), so code written for
+    either keeps working."""
 _serial = itertools.count()
 # Below this many records a batch is read on the calling thread: handing
 # work to the pool costs more than it saves.
@@ -267,7 +275,7 @@ class DatasetSnapshot:
             raise TypeError(f"record index must be an integer, got {type(index).__name__}") from None
         total = self._firsts[-1]
         if not 0 <= i < total:
-            raise IndexError(f"record index {i} out of range [0, {total})")
+            raise RecordKeyError(f"record index {i} out of range [0, {total})")
         k = bisect.bisect_right(self._firsts, i) - 1
         shard = self._shards[k]
         return k, shard, i - self._firsts[k] + shard.start
@@ -409,11 +417,11 @@ class DatasetSnapshot:
             raise TypeError(f"record indices must be integers, got {idx.dtype}")
         total = self._firsts[-1]
         if idx.dtype == np.uint64 and (idx >> 63).any():  # would wrap to negative
-            raise IndexError(f"record index {int(idx[(idx >> 63) != 0][0])} out of range [0, {total})")
+            raise RecordKeyError(f"record index {int(idx[(idx >> 63) != 0][0])} out of range [0, {total})")
         idx = idx.astype(np.int64, copy=False).ravel()
         bad = (idx < 0) | (idx >= total)
         if bad.any():
-            raise IndexError(f"record index {int(idx[bad][0])} out of range [0, {total})")
+            raise RecordKeyError(f"record index {int(idx[bad][0])} out of range [0, {total})")
         return self._read_batch(idx)
 
     def _read_batch(self, idx) -> list:

@@ -121,6 +121,28 @@ def test_compat_source_after_exit_like_googles(shards):
     assert seen[1] == seen[0]
 
 
+def test_out_of_range_keys_raise_what_the_wheel_raises(shards):
+    """The wheel raises ValueError for a key outside [0, num_records); ours
+    raises an error that is both that and an IndexError."""
+    import arrayfs
+    from arrayfs.compat import array_record_data_source as compat_ds
+
+    _, paths, records = shards
+    n = len(records)
+    for make in (google_ds.ArrayRecordDataSource, compat_ds.ArrayRecordDataSource, arrayfs.ArrayRecordDataSource):
+        ds = make(paths)
+        for key in (n, -1):
+            with pytest.raises(ValueError):
+                ds[key]
+        with pytest.raises(ValueError):
+            ds.__getitems__([1, n + 7])
+        if make is not google_ds.ArrayRecordDataSource:
+            with pytest.raises(IndexError):
+                ds[n]
+            with pytest.raises(arrayfs.RecordKeyError, match=f"record index {n} out of range"):
+                ds.__getitems__([n])
+
+
 def test_code_written_for_the_wheel_runs_with_the_import_changed(tmp_path):
     from array_record.python import array_record_data_source as gd
     from array_record.python import array_record_module as gm

@@ -125,7 +125,7 @@ class _Shard:
             self.start, self.num_records, self.identity, self.writer_options, self.size_bytes, self.mtime_ns = state
             return
         n = file.num_records
-        start, stop, _ = slice(spec.start, spec.stop).indices(n)
+        start, stop = _bounds(spec, n)
         self.start = start
         self.num_records = max(stop - start, 0)
         self.identity = file.identity
@@ -181,6 +181,25 @@ class _Shard:
             f, self._file = self._file, None
         if f is not None:
             f.close()
+
+
+def _bounds(spec: ShardSpec, n: int) -> tuple[int, int]:
+    """``(start, stop)`` of ``spec``'s records in a file of ``n`` records:
+    negatives count from the end, ``None`` is the file's bound.
+
+    Raises:
+        ValueError: a bound past either end of the file (a read instruction,
+            or a TFDS split whose ``shardLengths`` disagree with the file,
+            would otherwise lose records without a word), naming the file.
+    """
+    bounds = []
+    for b, default in ((spec.start, 0), (spec.stop, n)):
+        b = default if b is None else (b + n if b < 0 else b)
+        if not 0 <= b <= n:
+            raise ValueError(f"{spec.path}: records [{spec.start}, {spec.stop}) asked of a file of {n} records")
+        bounds.append(b)
+    start, stop = bounds
+    return start, max(start, stop)
 
 
 def _open_shard(spec: ShardSpec, entry, verify: bool, storage_options) -> _Shard:

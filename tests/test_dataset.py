@@ -381,6 +381,21 @@ def test_tfds_file_instructions(shards):
     theirs.__exit__(None, None, None)
 
 
+def test_read_instructions_past_the_file_are_refused(shards):
+    """A bound past either end of the file would lose records without a
+    word (Google's source fails on the read): it is refused at open, naming
+    the file. Bounds within it, negative ones and empty ranges stay."""
+    _, paths, records = shards
+    n = LAYOUT[0][1]
+    for bad in (f"{paths[0]}[0:{n + 1}]", f"{paths[0]}[{n + 1}:]", f"{paths[0]}[-{n + 1}:]",
+                FileInstruction(paths[0], n - 2, 5, n)):
+        with pytest.raises(ValueError, match=f"{os.path.basename(paths[0])}.*asked of a file of {n} records"):
+            arrayfs.ArrayRecordDataSource(bad)
+    with arrayfs.ArrayRecordDataSource([f"{paths[0]}[0:{n}]", f"{paths[0]}[5:5]", f"{paths[0]}[-1:]",
+                                        FileInstruction(paths[0], n - 2, 2, n)]) as ds:
+        assert list(ds) == records[:n] + records[n - 1 : n] + records[n - 2 : n]
+
+
 def test_missing_paths_name_themselves(tmp_path, shards):
     missing = str(tmp_path / "nope.array_record")
     with pytest.raises(FileNotFoundError, match="nope.array_record"):

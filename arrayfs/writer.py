@@ -87,7 +87,7 @@ class ArrayRecordWriter:
 
     Raises:
         ValueError: a bad options string.
-        OSError: the directory is not writable;
+        OSError: the directory is missing or not writable (naming ``path``);
             :class:`arrayfs.storage.StorageError` (an ``OSError``) when a
             URL's backend is missing or the upload fails.
     """
@@ -119,7 +119,11 @@ class ArrayRecordWriter:
             # The name, cut to 200 bytes: with mkstemp's 8 letters and the
             # suffix the temporary name stays within NAME_MAX (255 bytes).
             tag = os.fsdecode(os.fsencode(name)[:200])
-            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{tag}.", suffix=".arrayfs-tmp", dir=directory)
+            try:
+                fd, self._tmp_path = tempfile.mkstemp(prefix=f".{tag}.", suffix=".arrayfs-tmp", dir=directory)
+            except OSError as e:
+                # Name the file asked for, not the temporary one beside it.
+                raise type(e)(e.errno, e.strerror, self.path) from None
             # mkstemp makes the file 0600; a dataset is shared like any file
             # created with open(): 0666 less the umask.
             try:

@@ -301,6 +301,13 @@ def test_failed_close_leaves_no_file(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".arrayfs-tmp")]
 
 
+def test_missing_directory_names_the_output_not_the_temporary_file(tmp_path):
+    path = tmp_path / "nodir" / "train.array_record"
+    with pytest.raises(FileNotFoundError) as e:
+        arrayfs.ArrayRecordWriter(path)
+    assert e.value.filename == str(path) and "arrayfs-tmp" not in str(e.value)
+
+
 @pytest.mark.parametrize("name", ["a" * 255, "é" * 127, "x" * 240 + ".array_record"])
 def test_file_names_up_to_255_bytes(tmp_path, name):
     """The temporary file beside the output has a name of its own: it must

@@ -42,10 +42,12 @@ records, per --from:
 INPUTs are paths, quoted globs or URLs Beam reads (gs://...); .gz/.bz2
 inputs are decompressed.
 
-output: OUTPUT_PREFIX-00000-of-0000N.array_record. With --num-shards 1 (the
-default) records keep their input order; with N > 1 input files are read in
-parallel and records land in the N shards in no particular order; 0 lets
-the runner choose. Shards appear only when the whole run succeeded.
+output: OUTPUT_PREFIX-00000-of-0000N.array_record. Records keep their input
+order (shard 0, then 1, ...) whenever there are at least as many input files
+as shards (always with the default --num-shards 1); with fewer input files
+than shards, files are read in parallel and records land in the N shards in
+no particular order; 0 lets the runner choose. Shards appear only when the
+whole run succeeded.
 
 Any other --flag=value is a Beam pipeline option (write them with '=').
 

@@ -59,6 +59,18 @@ class LoopbackStore:
             self._stop()
 
 
+def upload(store, scheme: str, bucket: str, key: str, records, options: str = "group_size:1") -> str:
+    """Write ``records`` with arrayfs's writer straight into ``bucket/key``
+    of ``store`` (a test server with ``filesystem()``); returns the URL."""
+    import arrayfs
+
+    with store.filesystem().open(f"{bucket}/{key}", "wb") as f:
+        with arrayfs.ArrayRecordWriter(f, options) as w:
+            for r in records:
+                w.write(r)
+    return f"{scheme}://{bucket}/{key}"
+
+
 @contextlib.contextmanager
 def mounted(pattern: str, mnt, storage_options: dict, *args: str):
     """``arrayfs mount pattern mnt`` (background, ``--no-watch``, each of

@@ -22,7 +22,7 @@ from _google import google, gwrite
 from _httpserver import StaticServer
 from _records import make_records as shared_records
 from _s3server import FaultProxy
-from _stores import check_reads, mounted
+from _stores import check_reads, mounted, upload
 
 import arrayfs
 from arrayfs.storage import StorageError, backends
@@ -111,7 +111,7 @@ def test_obstore_mode_reads_other_schemes_through_fsspec(s3):
         with arrayfs.ArrayRecordReader(f"{base}/m.array_record") as r:
             assert r[3] == recs[3] and r.read_all() == recs
         name = s3.make_bucket(f"arrayfs-ob-{uuid.uuid4().hex[:8]}")
-        url = _upload_g1(s3, name, "f.array_record", recs)
+        url = _upload(s3, name, "f.array_record", recs)
         opts = {"endpoint_url": s3.endpoint, "client_kwargs": {"verify": False}}  # no obstore equivalent
         with pytest.raises(StorageError, match="obstore cannot serve"):
             arrayfs.ArrayRecordReader(url, storage_options=opts)
@@ -243,7 +243,7 @@ def test_open_costs_one_request_per_shard(s3, proxy, backend):
 def test_injected_503s_are_retried(s3, proxy, backend):
     name = s3.make_bucket(f"arrayfs-503-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 1)  # 600 KB: the first records lie outside the tail read at open
-    url = _upload_g1(s3, name, "f.array_record", recs)
+    url = _upload(s3, name, "f.array_record", recs)
     opts = {"endpoint_url": proxy.endpoint}
     proxy.fail_next = 3
     with arrayfs.ArrayRecordDataSource(url, storage_options=opts) as ds:
@@ -257,7 +257,7 @@ def test_injected_503s_are_retried(s3, proxy, backend):
 def test_refusing_store_fails_naming_the_url_in_bounded_time(s3, proxy, backend):
     name = s3.make_bucket(f"arrayfs-rf-{uuid.uuid4().hex[:8]}")
     records = noise(3000, 200, 2)
-    pattern = _upload_g1(s3, name, "data/f-0.array_record", records).replace("/data/f-0", "/data/f-*")
+    pattern = _upload(s3, name, "data/f-0.array_record", records).replace("/data/f-0", "/data/f-*")
     # Few retries on every level, so that the bound is short here; the
     # same path with the default policy gives up after its deadline.
     opts = {"endpoint_url": proxy.endpoint, "config_kwargs": {"retries": {"max_attempts": 1}}}
@@ -296,7 +296,7 @@ def test_stalled_request_is_retried_and_a_silent_store_fails_within_the_deadline
     at all ends the read within the deadline, naming the URL and range."""
     name = s3.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 3)  # 600 KB: record 10 lies outside the tail read at open
-    url = _upload_g1(s3, name, "f.array_record", recs)
+    url = _upload(s3, name, "f.array_record", recs)
     with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": proxy.endpoint}) as ds:
         proxy.stall_next = 1
         t0 = time.monotonic()
@@ -317,13 +317,8 @@ def noise(n: int, size: int, seed: int) -> list[bytes]:
     return shared_records(n, seed, size=(size, size + 1), tag=True, compressible=False)
 
 
-def _upload_g1(s3, name, key, recs) -> str:
-    fs = s3.filesystem()
-    with fs.open(f"{name}/{key}", "wb") as f:
-        with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
-            for r in recs:
-                w.write(r)
-    return f"s3://{name}/{key}"
+def _upload(s3, name, key, recs, options="group_size:1") -> str:
+    return upload(s3, "s3", name, key, recs, options)
 
 
 @pytest.mark.parametrize("kind", ["reader", "dataset"])
@@ -334,12 +329,8 @@ def test_iterating_larger_chunks_on_s3_asks_for_the_bytes_ahead_in_few_requests(
     # reaches it.
     name = s3.make_bucket(f"arrayfs-it-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 1000, 5)
-    fs = s3.filesystem()
-    with fs.open(f"{name}/big.array_record", "wb") as f:
-        with arrayfs.ArrayRecordWriter(f, "group_size:64,uncompressed") as w:
-            for r in recs:
-                w.write(r)
-    url, opts = f"s3://{name}/big.array_record", {"endpoint_url": proxy.endpoint}
+    url = _upload(s3, name, "big.array_record", recs, "group_size:64,uncompressed")
+    opts = {"endpoint_url": proxy.endpoint}
     if kind == "reader":
         src = arrayfs.ArrayRecordReader(url, "max_parallelism:2", storage_options=opts)
     else:
@@ -358,12 +349,7 @@ def test_reader_stepping_through_chunks_of_many_records_asks_once_per_chunk(s3, 
     800 records)."""
     name = s3.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
     recs = noise(800, 1000, 6)
-    fs = s3.filesystem()
-    with fs.open(f"{name}/step.array_record", "wb") as f:
-        with arrayfs.ArrayRecordWriter(f, "group_size:16") as w:
-            for r in recs:
-                w.write(r)
-    url = f"s3://{name}/step.array_record"
+    url = _upload(s3, name, "step.array_record", recs, "group_size:16")
     with arrayfs.ArrayRecordReader(url, storage_options={"endpoint_url": proxy.endpoint}) as r:
         proxy.reset()
         assert [r[i] for i in range(len(r))] == recs
@@ -375,11 +361,11 @@ def test_object_replaced_after_open_is_an_error_not_mixed_bytes(s3, backend):
     name = s3.make_bucket(f"arrayfs-c-{uuid.uuid4().hex[:8]}")
     old = noise(400, 2000, 3)
     new = noise(400, 2000, 4)  # same sizes, same layout; 800 KB, beyond the tail read at open
-    url = _upload_g1(s3, name, "c.array_record", old)
+    url = _upload(s3, name, "c.array_record", old)
     opts = {"endpoint_url": s3.endpoint}
     with arrayfs.ArrayRecordDataSource(url, storage_options=opts) as ds:
         assert ds[0] == old[0]
-        _upload_g1(s3, name, "c.array_record", new)
+        _upload(s3, name, "c.array_record", new)
         with pytest.raises(arrayfs.FileChangedError) as e:
             ds[1]
         assert url in str(e.value)
@@ -396,7 +382,7 @@ def test_object_replaced_after_open_is_an_error_not_mixed_bytes(s3, backend):
 def test_truncated_object_is_a_truncated_file_error(s3, backend):
     name = s3.make_bucket(f"arrayfs-t-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 5)
-    url = _upload_g1(s3, name, "t.array_record", recs)
+    url = _upload(s3, name, "t.array_record", recs)
     fs = s3.filesystem()
     full = fs.cat_file(url)
     with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": s3.endpoint}) as ds:
@@ -463,11 +449,11 @@ def test_nnx_source_reads_shuffled_epochs_from_s3(bucket):
 
 def test_refresh_lists_the_bucket_afresh(s3):
     name = s3.make_bucket(f"arrayfs-r-{uuid.uuid4().hex[:8]}")
-    a = _upload_g1(s3, name, "r-00000.array_record", [b"a%d" % i for i in range(5)])
+    a = _upload(s3, name, "r-00000.array_record", [b"a%d" % i for i in range(5)])
     with arrayfs.ArrayRecordDataSource(f"s3://{name}/r-*.array_record",
                                        storage_options={"endpoint_url": s3.endpoint}) as ds:
         assert len(ds) == 5
-        b = _upload_g1(s3, name, "r-00001.array_record", [b"b%d" % i for i in range(3)])
+        b = _upload(s3, name, "r-00001.array_record", [b"b%d" % i for i in range(3)])
         res = ds.refresh()
         assert res.added == (b,) and not res.removed
         assert ds[6] == b"b1"
@@ -484,7 +470,7 @@ def test_mount_workers_read_through_obstore_one_request_per_record(s3, tmp_path)
     and no second read of the shard's tail."""
     name = s3.make_bucket(f"arrayfs-mw-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 11)  # 600 KB: most records lie outside the tail kept from the open
-    url = _upload_g1(s3, name, "m/a-0.array_record", recs)
+    url = _upload(s3, name, "m/a-0.array_record", recs)
     proxy = FaultProxy(s3.endpoint)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -515,7 +501,7 @@ def test_a_forked_child_reads_the_shards_its_parent_opened(s3, backend):
 
     name = s3.make_bucket(f"arrayfs-fk-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 12)
-    url = _upload_g1(s3, name, "f.array_record", recs)
+    url = _upload(s3, name, "f.array_record", recs)
     with arrayfs.ArrayRecordDataSource(url, storage_options={"endpoint_url": s3.endpoint}) as ds:
         assert ds[5] == recs[5]
         h = ds.snapshot().file(0)._source.prefetch([(0, 300_000)])  # in flight at the fork

@@ -20,7 +20,7 @@ from _gcsserver import start_gcs
 from _google import google, gwrite
 from _records import make_records
 from _s3server import FaultProxy
-from _stores import check_reads, mounted
+from _stores import check_reads, mounted, upload
 
 import arrayfs
 from arrayfs.storage import backends
@@ -186,12 +186,7 @@ def test_stalled_request_is_retried_and_a_silent_store_fails_within_the_deadline
     ends the read within the deadline, naming the URL and range."""
     name = gcs.make_bucket(f"arrayfs-st-{uuid.uuid4().hex[:8]}")
     recs = noise(3000, 200, 30)  # 600 KB: record 10 lies outside the tail read at open
-    fs = gcs.filesystem()
-    with fs.open(f"{name}/f.array_record", "wb") as f:
-        with arrayfs.ArrayRecordWriter(f, "group_size:1") as w:
-            for r in recs:
-                w.write(r)
-    url = f"gs://{name}/f.array_record"
+    url = upload(gcs, "gs", name, "f.array_record", recs)
     proxy = FaultProxy(gcs.endpoint)
     old = remote_mod._default_retry
     remote_mod.set_retry_policy(remote_mod.RetryPolicy(attempts=3, backoff=0.05, deadline=4))

@@ -33,6 +33,7 @@ so 10^7 one-record chunks hold about 120 MB until ``close()``.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import re
 import tempfile
@@ -47,6 +48,8 @@ from .riegeli.compression import NONE
 from .storage import StorageError, filesystem, is_remote
 
 __all__ = ["ArrayRecordWriter"]
+
+log = logging.getLogger("arrayfs.writer")
 
 # A batch of records is encoded together: at most this many records, and it
 # is cut once it holds this many bytes (always at a chunk boundary). Larger
@@ -213,8 +216,11 @@ class ArrayRecordWriter:
                     self._upload()
                 else:
                     os.replace(self._tmp_path, self.path)
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            named = self._named(e)
+            if named is not e:
+                raise named from e
             raise
         finally:
             self._closed = self._stop = True
@@ -261,6 +267,8 @@ class ArrayRecordWriter:
         if self._closed and (tmp is None or not os.path.exists(tmp)):
             return
         self._closed = self._stop = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._stream is None:
             try:
                 self._file.close()
@@ -271,8 +279,10 @@ class ArrayRecordWriter:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            except OSError as e:
+                # Called while another error is raised (the caller's, inside
+                # `with`): that one must come out, not this.
+                log.warning("%s: cannot remove the temporary file %s: %s", self.path, tmp, e)
 
     def _flush(self, *, final: bool) -> None:
         """Encode the pending records that fill whole chunks (all of them
@@ -306,9 +316,20 @@ class ArrayRecordWriter:
                 encoded, future = self._inflight.popleft()
                 self._put(encoded, future.result())
         except BaseException as e:
-            self._error = e
+            named = self._named(e)
+            self._error = named
             self._stop = True
+            if named is not e:
+                raise named from e
             raise
+
+    def _named(self, e: BaseException) -> BaseException:
+        """``e``, or for an ``OSError`` naming no file (a full disk while
+        writing or closing the temporary file), the same error naming the
+        output, so that a message says which file could not be written."""
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            return type(e)(e.errno, e.strerror, self.path)
+        return e
 
     def _encode(self, batch: EncodedBatch):
         """The step a pool thread runs: compress the batch and, for chunks

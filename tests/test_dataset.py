@@ -396,6 +396,26 @@ def test_read_instructions_past_the_file_are_refused(shards):
         assert list(ds) == records[:n] + records[n - 1 : n] + records[n - 2 : n]
 
 
+def test_dangling_links_and_fifos_among_shards_are_named_not_skipped(tmp_path, shards):
+    """A directory or glob holding a shard that is a dangling symbolic link
+    or a FIFO: the open names it (a FIFO's open no longer waits for a
+    writer forever), rather than the shard being left out without a word."""
+    _, paths, _ = shards
+    d = tmp_path / "ds"
+    d.mkdir()
+    shutil.copy(paths[0], d / "train.array_record-00000-of-00002")
+    os.symlink(tmp_path / "nowhere", d / "train.array_record-00001-of-00002")
+    for spec in (str(d), str(d / "train.array_record-*")):
+        with pytest.raises(FileNotFoundError, match="00001-of-00002"):
+            arrayfs.ArrayRecordDataSource(spec)
+    os.unlink(d / "train.array_record-00001-of-00002")
+    os.mkfifo(d / "train.array_record-00001-of-00002")
+    for spec in (str(d), str(d / "train.array_record-*"), str(d / "train.array_record-00001-of-00002")):
+        with pytest.raises(OSError, match="FIFO") as e:
+            arrayfs.ArrayRecordDataSource(spec)
+        assert e.value.filename.endswith("00001-of-00002")
+
+
 def test_missing_paths_name_themselves(tmp_path, shards):
     missing = str(tmp_path / "nope.array_record")
     with pytest.raises(FileNotFoundError, match="nope.array_record"):

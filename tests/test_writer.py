@@ -12,8 +12,10 @@ functions it replaces: :meth:`ChunkWriter.write_chunk`,
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import subprocess
 
 import fsspec
 import numpy as np
@@ -299,6 +301,43 @@ def test_failed_close_leaves_no_file(tmp_path):
         w.close()
     assert not path.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".arrayfs-tmp")]
+
+
+def test_callers_error_comes_out_when_the_temporary_file_cannot_go(tmp_path):
+    """An error raised inside `with` comes out unchanged even when the
+    temporary file cannot be removed (here a directory stands in its place;
+    a read-only remount does the same); the output never appears."""
+    path = tmp_path / "x.array_record"
+    with pytest.raises(ValueError, match="the caller's"):
+        with arrayfs.ArrayRecordWriter(path, "group_size:1,max_parallelism:2") as w:
+            for r in RECORDS[:3000]:
+                w.write(r)
+            (tmp,) = [p for p in tmp_path.iterdir() if p.name.endswith(".arrayfs-tmp")]
+            tmp.unlink()
+            (tmp / "blocker").mkdir(parents=True)
+            raise ValueError("the caller's")
+    assert not path.exists()
+
+
+def test_a_full_disk_error_names_the_output(tmp_path):
+    """ENOSPC while writing the temporary file names no file by itself: the
+    writer's error names the output (its directory is a 1 MiB tmpfs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True)
+    try:
+        path = d / "x.array_record"
+        big = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+        with pytest.raises(OSError) as e:
+            with arrayfs.ArrayRecordWriter(path, "group_size:1,uncompressed") as w:
+                for k in range(4):
+                    w.write(big[k << 20 : (k + 1) << 20])
+        assert e.value.errno == errno.ENOSPC and e.value.filename == str(path), e.value
+        assert os.listdir(d) == []
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
 
 
 def test_missing_directory_names_the_output_not_the_temporary_file(tmp_path):

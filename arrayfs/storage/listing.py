@@ -84,7 +84,11 @@ def _local_files(paths) -> list[Entry]:
         try:
             e = _local_entry(p)
         except FileNotFoundError:
-            continue  # gone between the listing and the stat
+            if os.path.islink(p):
+                # A shard whose link points nowhere is listed, so that its
+                # open names it, not left out without a word.
+                out.append(Entry(p, 0, (), 0))
+            continue  # else gone between the listing and the stat
         if not e.is_dir:
             out.append(e)
     return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import numpy as np
 
@@ -31,7 +32,9 @@ from .mapping import Lease, choose_mode, give_slot, lease_refused, map_file, map
 
 __all__ = ["LocalFile"]
 
-_O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+# O_NONBLOCK: opening a FIFO (a shard glob can match one) must not wait for
+# a writer; reads of a regular file ignore it.
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 # Ranges closer than this are read with one pread: a syscall costs more
 # than copying a few KiB.
 _COALESCE_GAP = 8 << 10
@@ -39,6 +42,24 @@ _COALESCE_GAP = 8 << 10
 
 def _identity(st) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _regular(st, path: str) -> None:
+    """Raise unless ``st`` is a regular file's: a FIFO, socket or device
+    has no size to read an ArrayRecord file from (and a FIFO's reads would
+    wait for a writer forever).
+
+    Raises:
+        IsADirectoryError: a directory.
+        OSError: ``EINVAL`` for any other kind of file, naming ``path``.
+    """
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not an ArrayRecord file", path)
+    kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(st.st_mode), "not a regular file")
+    raise OSError(errno.EINVAL, f"{kind}, not a regular file: not an ArrayRecord file", path)
 
 
 class LocalFile(ByteSource):
@@ -74,6 +95,7 @@ class LocalFile(ByteSource):
         fd = pool.open(path, _O_FLAGS)
         try:
             st = os.fstat(fd)
+            _regular(st, path)
             self.size = st.st_size
             self.mtime_ns = st.st_mtime_ns
             self.identity = _identity(st)

@@ -102,30 +102,61 @@ def _walk_files(root: str) -> list[str]:
             # socket would block or fail the read.
             if os.path.isfile(p):
                 found.append(p)
-    # Sort on the path relative to root, with "/" separators, so the order
-    # is the same on every platform and reproducible with `LC_ALL=C sort`.
-    return sorted(found, key=lambda p: os.path.relpath(p, root).replace(os.sep, "/"))
+    # Sort on the bytes of the path relative to root, with "/" separators,
+    # so the order is the same on every platform and reproducible with
+    # `LC_ALL=C sort` (names that are not UTF-8 too: their str forms do not
+    # sort as their bytes).
+    return sorted(found, key=lambda p: os.fsencode(os.path.relpath(p, root).replace(os.sep, "/")))
 
 
 def _raise(err: OSError):
     raise err
 
 
-def list_files(paths) -> list[str]:
-    """The files :func:`pack_files` packs, in record order.
+def list_files(paths, output=None) -> list[str]:
+    """The files :func:`pack_files` packs, in record order. Files that are
+    ``output`` (a pack's output name), its shards, or the temporary files
+    of a pack or writer of it are left out of walked directories: a pack
+    into its own input directory packs the same files each time.
 
     Raises ``FileNotFoundError`` for a path that does not exist.
     """
+    own = _own_outputs(output)
     out = []
     for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            out.extend(_walk_files(p))
+            out.extend(f for f in _walk_files(p) if not own(f))
         elif os.path.exists(p):
             out.append(p)
         else:
             raise FileNotFoundError(2, "No such file or directory", p)
     return out
+
+
+def _own_outputs(output):
+    """A test for paths that are ``output``, its shards
+    (``output-NNNNN-of-NNNNN``) or temporary files of them (``.output.*``
+    with the suffix of this module or of the writer); none without one."""
+    if output is None:
+        return lambda path: False
+    directory, name = os.path.split(os.path.abspath(os.fspath(output)))
+    shard = shard_matcher(name)
+
+    def own(path: str) -> bool:
+        d, n = os.path.split(os.path.abspath(path))
+        if d != directory:
+            return False
+        temp = n.startswith("." + _temp_base(name)) and n.endswith((".arrayfs-pack", ".arrayfs-tmp"))
+        return n == name or shard.fullmatch(n) is not None or temp
+
+    return own
+
+
+def _temp_base(name: str) -> str:
+    """``name`` cut to 200 bytes, for temporary names beside it that must
+    stay within 255 bytes (as the writer's)."""
+    return os.fsdecode(os.fsencode(name)[:200])
 
 
 def iter_files(files) -> Iterator[tuple[bytes, int]]:
@@ -283,7 +314,7 @@ def pack_records(
             if rec is None:
                 continue
             if writer is None:
-                tmp = os.path.join(directory, f".{base}.{pid}-{len(temps):05d}.arrayfs-pack")
+                tmp = os.path.join(directory, f".{_temp_base(base)}.{pid}-{len(temps):05d}.arrayfs-pack")
                 writer = ArrayRecordWriter(tmp, options)
             writer.write(rec)
             count += 1
@@ -350,7 +381,7 @@ def pack_files(
             cannot be written.
     """
     _check_options(options)
-    files = list_files(paths)
+    files = list_files(paths, out_pattern)
     total = 0
     for p in files:
         total += os.path.getsize(p)

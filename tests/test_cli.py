@@ -453,6 +453,40 @@ def test_pack_decompresses_gz_and_bz2_text(tmp_path):
     assert not (tmp_path / "o" / "c.array_record").exists()
 
 
+def test_pack_into_its_own_input_directory_packs_the_same_files_again(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a").write_bytes(b"A")
+    (d / "b").write_bytes(b"B")
+    for _ in range(2):
+        pack_files([d], d / "out.array_record", progress=False, overwrite=True)
+        assert gread(d / "out.array_record") == [b"A", b"B"]
+    pack_files([d], d / "sh.array_record", "", 1, progress=False)
+    pack_files([d], d / "sh.array_record", "", 1, progress=False, overwrite=True)  # its shards left out too
+    assert gread(d / "sh.array_record-00000-of-00003") == [b"A"]
+
+
+def test_pack_order_is_the_bytes_order_of_the_names(tmp_path):
+    """`find DIR -type f | LC_ALL=C sort`: names that are not UTF-8 sort by
+    their bytes, as the documented command sorts them."""
+    d = tmp_path / "in"
+    d.mkdir()
+    names = [b"\xee\x80\x80", b"\xf0x", b"\xfe"]  # U+E000 in UTF-8, then two names that are not UTF-8
+    for k, n in enumerate(reversed(names)):
+        (d / os.fsdecode(n)).write_bytes(b"%d" % k)
+    pack_files([d], tmp_path / "o.array_record", progress=False)
+    assert gread(tmp_path / "o.array_record") == [b"2", b"1", b"0"]
+
+
+def test_pack_output_names_up_to_255_bytes(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a").write_bytes(b"a")
+    out = tmp_path / ("z" * 240)
+    pack_files([d], out, progress=False)
+    assert gread(out) == [b"a"] and sorted(os.listdir(tmp_path)) == sorted(["in", out.name])
+
+
 def test_pack_library_api(tmp_path):
     want = _tree(tmp_path / "tree")
     written = pack_files([tmp_path / "tree"], tmp_path / "x.array_record", "group_size:3", None, progress=False)

@@ -8,9 +8,10 @@ digits are written and recognised as they come. Paths are plain strings
 
 from __future__ import annotations
 
+import os
 import re
 
-__all__ = ["SHARD_TEMPLATE", "shard_names", "shard_glob", "shard_matcher", "shard_set_pattern"]
+__all__ = ["SHARD_TEMPLATE", "shard_names", "shard_glob", "shard_matcher", "shard_set_pattern", "temp_stem"]
 
 #: The same name in Beam's ``shard_name_template`` syntax (``S``: shard
 #: number, ``N``: shard count, each zero-padded to the letters' width).
@@ -46,3 +47,10 @@ def shard_set_pattern(name: str) -> str:
         return name
     m = found[-1]
     return f"{name[:m.start()]}-*-of-{m.group(1)}{name[m.end():]}"
+
+
+def temp_stem(name: str) -> str:
+    """``name`` cut to 200 bytes (``os.fsencode``), the part of it that a
+    temporary file beside it carries: with the writer's and pack's prefixes
+    and suffixes the temporary name stays within NAME_MAX (255 bytes)."""
+    return os.fsdecode(os.fsencode(name)[:200])

@@ -38,7 +38,7 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator
 
-from .naming import shard_matcher, shard_names
+from .naming import shard_matcher, shard_names, temp_stem
 from .options import parse_writer_options
 from .writer import ArrayRecordWriter
 
@@ -142,21 +142,16 @@ def _own_outputs(output):
         return lambda path: False
     directory, name = os.path.split(os.path.abspath(os.fspath(output)))
     shard = shard_matcher(name)
+    temp_prefix = "." + temp_stem(name)
 
     def own(path: str) -> bool:
         d, n = os.path.split(os.path.abspath(path))
         if d != directory:
             return False
-        temp = n.startswith("." + _temp_base(name)) and n.endswith((".arrayfs-pack", ".arrayfs-tmp"))
+        temp = n.startswith(temp_prefix) and n.endswith((".arrayfs-pack", ".arrayfs-tmp"))
         return n == name or shard.fullmatch(n) is not None or temp
 
     return own
-
-
-def _temp_base(name: str) -> str:
-    """``name`` cut to 200 bytes, for temporary names beside it that must
-    stay within 255 bytes (as the writer's)."""
-    return os.fsdecode(os.fsencode(name)[:200])
 
 
 def iter_files(files) -> Iterator[tuple[bytes, int]]:
@@ -314,7 +309,7 @@ def pack_records(
             if rec is None:
                 continue
             if writer is None:
-                tmp = os.path.join(directory, f".{_temp_base(base)}.{pid}-{len(temps):05d}.arrayfs-pack")
+                tmp = os.path.join(directory, f".{temp_stem(base)}.{pid}-{len(temps):05d}.arrayfs-pack")
                 writer = ArrayRecordWriter(tmp, options)
             writer.write(rec)
             count += 1

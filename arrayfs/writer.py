@@ -40,6 +40,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from .layout import FooterEncoder, encode_postscript
+from .naming import temp_stem
 from .options import parse_writer_options
 from .riegeli.chunk import SIMPLE, encode_chunk_header, encode_simple
 from .riegeli.chunk_encoder import EncodedBatch, SimpleChunkEncoder
@@ -119,11 +120,9 @@ class ArrayRecordWriter:
                 directory = None
             else:
                 directory, name = os.path.split(os.path.abspath(self.path))
-            # The name, cut to 200 bytes: with mkstemp's 8 letters and the
-            # suffix the temporary name stays within NAME_MAX (255 bytes).
-            tag = os.fsdecode(os.fsencode(name)[:200])
             try:
-                fd, self._tmp_path = tempfile.mkstemp(prefix=f".{tag}.", suffix=".arrayfs-tmp", dir=directory)
+                fd, self._tmp_path = tempfile.mkstemp(prefix=f".{temp_stem(name)}.", suffix=".arrayfs-tmp",
+                                                      dir=directory)
             except OSError as e:
                 # Name the file asked for, not the temporary one beside it.
                 raise type(e)(e.errno, e.strerror, self.path) from None

@@ -458,11 +458,10 @@ def compile_features(spec: FeatureSpec, *, display: bool = False):
         fmaps = [parse_features(r) for r in records]
         try:
             columns = [[r(fmap) for fmap in fmaps] for r in readers]
-        except ReparseNeeded:  # a record TensorFlow never writes: each record on its own, exactly
-            return [decode(r) for r in records]
-        except RecordDecodeError:
-            # Feature by feature, the error met first may be a later
-            # record's: record by record raises the first bad record's.
+        except (ReparseNeeded, RecordDecodeError):
+            # Record by record: a record TensorFlow never writes is read
+            # exactly, and the error raised is the first bad record's
+            # (feature by feature, the error met first may be a later one's).
             return [decode(r) for r in records]
         return [build(columns, k) for k in range(len(fmaps))]
 
